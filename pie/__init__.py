@@ -1,0 +1,13 @@
+"""Shared library of the compression-forgetting toolkit.
+
+tfmot's pruning API works only with Keras 2 (`tf_keras`). TensorFlow picks its
+Keras flavour when it is first imported, so the switch is set here, in the one
+place every stage imports before TensorFlow.
+"""
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+# Quiet TensorFlow's C++ start-up banner unless the user asked for it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"

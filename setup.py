@@ -1,0 +1,34 @@
+"""Install the compression-forgetting toolkit: the `pie` library and its stage packages."""
+from setuptools import find_packages, setup
+
+TF_VERSION = ">=2.21,<2.22"
+
+setup(
+    name="pie-forgetting",
+    version="0.1.0",
+    description="Measure what model compression makes a neural network forget.",
+    python_requires=">=3.10",
+    packages=find_packages(include=[
+        "pie", "pie.*", "save_checkpoint", "per_class_accuracy", "pie_dataset_gen",
+        "robustness_tests", "quantization", "pruning_criteria", "report",
+    ]),
+    include_package_data=True,
+    install_requires=[
+        f"tensorflow{TF_VERSION}",
+        f"tf-keras{TF_VERSION}",
+        "tensorflow-model-optimization>=0.8,<0.9",
+        "tensorflow-datasets",
+        "numpy",
+        "pandas",
+        "scipy",
+        "absl-py",
+        "scikit-learn",
+        "mlxtend",
+        "scikit-image",
+        "opencv-python-headless",
+        "Pillow",
+        "matplotlib",
+        "jinja2",
+    ],
+    extras_require={"test": ["pytest"]},
+)
