@@ -1,0 +1,194 @@
+"""Files that connect the stages: atomic writes, the population manifest, predictions.
+
+Every stage reads and writes through these helpers, so the file contracts in
+`docs/contracts.md` have one implementation. Writes go to a temporary file in the
+same folder and are renamed into place, so a killed run never leaves a
+half-written file behind.
+"""
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+
+import pandas as pd
+
+MANIFEST_NAME = "population.csv"
+MANIFEST_COLUMNS = [
+    "member_id", "method", "sparsity", "measured_sparsity", "seed", "dataset",
+    "model", "top1", "path", "model_file",
+]
+PREDICTION_COLUMNS = [
+    "member_id", "image_id", "label", "predicted", "prob_predicted", "prob_label",
+]
+DENSE_METHOD = "dense"
+CLEAN = "clean"
+
+
+class ContractError(ValueError):
+    """A stage's input file breaks its documented contract."""
+
+
+# --------------------------------------------------------------------------- atomic
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path next to `path`; renames it onto `path` on success."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path, text):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+
+def write_json(path, obj):
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_csv(path, frame, columns=None):
+    """Writes `frame` atomically; with `columns`, exactly those, in that order."""
+    if columns is not None:
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ContractError(f"cannot write {path}: missing columns {missing}")
+        frame = frame[list(columns)]
+    compression = "gzip" if path.endswith(".gz") else None
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, compression=compression)
+
+
+def read_csv(path, required_columns=()):
+    if not os.path.exists(path):
+        raise ContractError(f"missing input file {path}")
+    frame = pd.read_csv(path)
+    missing = [c for c in required_columns if c not in frame.columns]
+    if missing:
+        raise ContractError(f"{path} lacks columns {missing}")
+    return frame
+
+
+@contextlib.contextmanager
+def locked(path):
+    """An exclusive advisory lock, so shards sharing a workdir take turns."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------- manifest
+
+
+def manifest_path(workdir):
+    return os.path.join(workdir, MANIFEST_NAME)
+
+
+def read_manifest(workdir, required=True):
+    """The population manifest, sorted by member_id; empty frame when absent."""
+    path = manifest_path(workdir)
+    if not os.path.exists(path):
+        if required:
+            raise ContractError(
+                f"no population manifest at {path}: run save_checkpoint.train first")
+        return pd.DataFrame(columns=MANIFEST_COLUMNS)
+    frame = read_csv(path, MANIFEST_COLUMNS)
+    return frame.sort_values("member_id", kind="stable").reset_index(drop=True)
+
+
+def add_manifest_rows(workdir, rows):
+    """Adds or replaces rows (dicts keyed by column) by member_id, under a lock."""
+    new = pd.DataFrame(rows)
+    missing = [c for c in MANIFEST_COLUMNS if c not in new.columns]
+    if missing:
+        raise ContractError(f"manifest rows lack columns {missing}")
+    with locked(os.path.join(workdir, ".population.lock")):
+        current = read_manifest(workdir, required=False)
+        current = current[~current["member_id"].isin(new["member_id"])]
+        merged = pd.concat([current, new], ignore_index=True)
+        columns = MANIFEST_COLUMNS + sorted(c for c in merged.columns if c not in MANIFEST_COLUMNS)
+        merged = merged.sort_values("member_id", kind="stable")
+        write_csv(manifest_path(workdir), merged, columns)
+
+
+def member_model_path(workdir, row):
+    """Absolute path of a manifest row's model file."""
+    return os.path.join(workdir, row["model_file"])
+
+
+def variant_key(method, sparsity):
+    """The name of a (method, sparsity) population, e.g. `magnitude_0.9`."""
+    return f"{method}_{float(sparsity):g}"
+
+
+# ---------------------------------------------------------------------- predictions
+
+
+def distribution_dirname(distribution):
+    """`clean` -> `clean`; `gaussian_noise/3` -> `gaussian_noise-3` (a folder name)."""
+    return distribution.replace("/", "-")
+
+
+def predictions_dir(workdir, distribution=CLEAN, split="test"):
+    return os.path.join(workdir, "predictions", split, distribution_dirname(distribution))
+
+
+def predictions_path(workdir, member_id, distribution=CLEAN, split="test"):
+    return os.path.join(predictions_dir(workdir, distribution, split), f"{member_id}.csv.gz")
+
+
+def analysis_dir(workdir, stage, distribution=CLEAN):
+    """`W/<stage>` for clean data, `W/<stage>/<distribution>` for a shifted one."""
+    if distribution == CLEAN:
+        return os.path.join(workdir, stage)
+    return os.path.join(workdir, stage, distribution_dirname(distribution))
+
+
+def read_predictions(workdir, manifest, distribution=CLEAN, split="test"):
+    """Concatenated predictions of every manifest member, joined with its row.
+
+    Fails when a member has no predictions file or when members cover different
+    image sets: every comparison downstream is image by image.
+    """
+    frames = []
+    for member_id in manifest["member_id"]:
+        path = predictions_path(workdir, member_id, distribution, split)
+        if not os.path.exists(path):
+            raise ContractError(
+                f"no predictions for member {member_id} on {distribution} ({path}): "
+                "run pie_dataset_gen.predictions first")
+        frames.append(pd.read_csv(path, usecols=PREDICTION_COLUMNS))
+    if not frames:
+        raise ContractError("the manifest has no members")
+    reference = None
+    for member_id, frame in zip(manifest["member_id"], frames):
+        ids = frame["image_id"].to_numpy()
+        if reference is None:
+            reference = (member_id, ids)
+        elif len(ids) != len(reference[1]) or not (
+                pd.Index(ids).sort_values().equals(pd.Index(reference[1]).sort_values())):
+            raise ContractError(
+                f"members {reference[0]} and {member_id} have predictions on different "
+                "image sets; rerun pie_dataset_gen.predictions for both")
+    predictions = pd.concat(frames, ignore_index=True)
+    info = manifest[["member_id", "method", "sparsity", "seed"]]
+    return predictions.merge(info, on="member_id", how="left", validate="many_to_one")
