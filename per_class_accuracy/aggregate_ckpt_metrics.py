@@ -1,0 +1,71 @@
+"""Per-class metrics of every population member, from its saved predictions.
+
+    python -m per_class_accuracy.aggregate_ckpt_metrics --workdir=W \
+        [--distribution=clean|<corruption>/<severity>] [--split=test] [--force]
+
+Writes `W/per_class/per_class_metrics.csv` (shifted distributions:
+`W/per_class/<corruption>-<severity>/`): one row per member x class with n,
+correct, recall, precision and the member's top-1 (columns in docs/analysis.md).
+No model is run: everything comes from `W/predictions/`.
+"""
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from pie import analysis_io
+from pie import per_class
+from pie import records
+
+analysis_io.define_stage_flags()
+FLAGS = flags.FLAGS
+
+
+def run(workdir, distribution=records.CLEAN, split="test", force=False):
+    """Writes the per-class metrics; returns False when they were up to date."""
+    analysis_io.validate_stage_args(workdir, distribution, split)
+    manifest = analysis_io.population_manifest(workdir)
+    output = per_class.metrics_path(workdir, distribution)
+    out_dir = os.path.dirname(output)
+    inputs = analysis_io.stage_input_paths(workdir, manifest, distribution, split)
+    options = {"distribution": distribution, "split": split}
+    if not force and analysis_io.is_up_to_date(
+            workdir, out_dir, per_class.METRICS_STAGE, inputs, [output], options):
+        logging.info("%s up to date, skipping (--force to redo)", output)
+        return False
+
+    start = time.time()
+    predictions, class_names = analysis_io.read_compact_predictions(
+        workdir, manifest, distribution, split)
+    logging.info("read %d predictions of %d members (%d classes) in %.1f s",
+                 len(predictions), len(manifest), len(class_names), time.time() - start)
+    start = time.time()
+    metrics = per_class.per_class_metrics(predictions, manifest, class_names)
+    records.write_csv(output, metrics, per_class.METRICS_COLUMNS)
+    analysis_io.write_stamp(workdir, out_dir, per_class.METRICS_STAGE, inputs, [output],
+                            options)
+    logging.info("wrote %s (%d rows) in %.1f s", output, len(metrics), time.time() - start)
+    return True
+
+
+def main(argv):
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}; every input is a --flag",
+              file=sys.stderr)
+        sys.exit(2)
+    try:
+        ran = run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force)
+    except ValueError as error:  # pie.records.ContractError included
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if ran:
+        out_dir = records.analysis_dir(FLAGS.workdir, per_class.STAGE_DIR, FLAGS.distribution)
+        records.write_text(os.path.join(out_dir, f"{per_class.METRICS_STAGE}.flags.txt"),
+                           FLAGS.flags_into_string())
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,80 @@
+"""Pruning Identified Exemplars: images where a variant's modal label differs.
+
+    python -m pie_dataset_gen.aggregate_predictions --workdir=W \
+        [--distribution=clean|<corruption>/<severity>] [--split=test] [--force]
+
+For every population and eval image, the modal (most frequent) predicted label of
+its members, ties to the lowest class id; an image is a PIE of a compressed variant
+when the variant's modal label differs from the dense population's (Hooker et al.;
+the true label is not used). Writes `W/pie/pie.csv` (one row per variant x image)
+and `W/pie/pie_summary.csv` (one row per variant); columns in docs/analysis.md.
+"""
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from pie import analysis_io
+from pie import pie_labels
+from pie import records
+
+analysis_io.define_stage_flags()
+FLAGS = flags.FLAGS
+STAGE = "aggregate_predictions"
+STAGE_DIR = "pie"
+PIE_NAME = "pie.csv"
+SUMMARY_NAME = "pie_summary.csv"
+
+
+def run(workdir, distribution=records.CLEAN, split="test", force=False):
+    """Writes the PIE tables; returns False when they were up to date."""
+    analysis_io.validate_stage_args(workdir, distribution, split)
+    manifest = analysis_io.population_manifest(workdir)
+    analysis_io.require_dense(manifest, workdir)
+    out_dir = records.analysis_dir(workdir, STAGE_DIR, distribution)
+    outputs = [os.path.join(out_dir, PIE_NAME), os.path.join(out_dir, SUMMARY_NAME)]
+    inputs = analysis_io.stage_input_paths(workdir, manifest, distribution, split)
+    options = {"distribution": distribution, "split": split}
+    if not force and analysis_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
+                                               options):
+        logging.info("%s up to date, skipping (--force to redo)", " and ".join(outputs))
+        return False
+
+    start = time.time()
+    predictions, class_names = analysis_io.read_compact_predictions(
+        workdir, manifest, distribution, split)
+    logging.info("read %d predictions of %d members in %.1f s", len(predictions),
+                 len(manifest), time.time() - start)
+    start = time.time()
+    modal = pie_labels.population_modal_labels(predictions, manifest, len(class_names))
+    del predictions
+    table, summary = pie_labels.pie_table(modal)
+    records.write_csv(outputs[0], table, pie_labels.PIE_COLUMNS)
+    records.write_csv(outputs[1], summary, pie_labels.SUMMARY_COLUMNS)
+    analysis_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
+    logging.info("wrote %s (%d PIEs over %d variants x images) in %.1f s", outputs[0],
+                 int(table["is_pie"].sum()), len(table), time.time() - start)
+    return True
+
+
+def main(argv):
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}; every input is a --flag",
+              file=sys.stderr)
+        sys.exit(2)
+    try:
+        ran = run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force)
+    except ValueError as error:  # pie.records.ContractError included
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if ran:
+        out_dir = records.analysis_dir(FLAGS.workdir, STAGE_DIR, FLAGS.distribution)
+        records.write_text(os.path.join(out_dir, f"{STAGE}.flags.txt"),
+                           FLAGS.flags_into_string())
+
+
+if __name__ == "__main__":
+    app.run(main)
