@@ -18,6 +18,7 @@ setup(
         f"tf-keras{TF_VERSION}",
         "tensorflow-model-optimization>=0.8,<0.9",
         "tensorflow-datasets",
+        "tensorboard",
         "numpy",
         "pandas",
         "scipy",

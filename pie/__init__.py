@@ -7,7 +7,8 @@ place every stage imports before TensorFlow.
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-# Quiet TensorFlow's C++ start-up banner unless the user asked for it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Quiet TensorFlow's C++ start-up messages (CUDA probing on CPU machines) unless
+# the user asked for them; Python errors still surface as exceptions.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.1.0"

@@ -1,0 +1,360 @@
+r"""Train a population: every (sparsity x seed) member, dense and pruned.
+
+  python -m save_checkpoint.train --workdir=W --dataset=mnist5k --model=small_cnn \
+      --sparsities=0,0.5,0.9 --seeds=2
+
+Sparsity 0 members (method `dense`) use the same recipe without pruning wrappers;
+the others are pruned during training with tfmot magnitude pruning. Each finished
+member is a folder `W/checkpoints/<method>/sparsity_<s>/seed_<k>/` and a row of
+`W/population.csv` (see docs/contracts.md). Rerunning continues an interrupted
+member from its last epoch checkpoint and skips finished ones.
+"""
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+
+from absl import flags
+
+import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie import cli, data, models, pruning, records
+
+FLAGS = flags.FLAGS
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+OPTIMIZERS = ("adam", "sgd")
+
+flags.DEFINE_string("workdir", None, "Output folder of the population (created if needed).")
+flags.DEFINE_string("dataset", "mnist5k", "digits, mnist5k, moons, circles, spirals, "
+                    "tfrecord:<dir>, or a tensorflow-datasets name.")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets data folder.")
+flags.DEFINE_string("label_attribute", None, "Binary label attribute (celeb_a).")
+flags.DEFINE_float("toy_noise", None, "Noise of the toy 2-D sets (default: the set's own).")
+flags.DEFINE_integer("toy_seed", 0, "Seed of the toy 2-D set's points.")
+flags.DEFINE_string("model", "small_cnn", "One of: " + ", ".join(models.MODELS) + ".")
+flags.DEFINE_integer("width", None, "The model's width knob (filters, units, or WRN k).")
+flags.DEFINE_string("sparsities", "0,0.5,0.9", "Comma-separated target sparsities in [0, 1).")
+flags.DEFINE_integer("seeds", 2, "Members per sparsity level: seeds 0..seeds-1.")
+flags.DEFINE_string("method", "magnitude", "Pruning method of members with sparsity > 0.")
+flags.DEFINE_enum("schedule", "polynomial", pruning.SCHEDULES, "Pruning schedule.")
+flags.DEFINE_float("initial_sparsity", 0.0, "Polynomial schedule: sparsity at begin_step.")
+flags.DEFINE_integer("begin_step", -1, "First pruning step (-1: 10% of training).")
+flags.DEFINE_integer("end_step", -1, "Polynomial schedule: last step (-1: 60% of training).")
+flags.DEFINE_integer("frequency", -1, "Steps between mask updates (-1: 10 updates).")
+flags.DEFINE_float("power", 3.0, "Polynomial schedule exponent (3: cubic, as the study).")
+flags.DEFINE_bool("prune_classifier", False, "Also prune the final classifier's kernel.")
+flags.DEFINE_integer("epochs", 8, "Training epochs per member.")
+flags.DEFINE_integer("steps_per_epoch", None, "Needed when the training set size is unknown.")
+flags.DEFINE_integer("batch_size", 64, "Global batch size.")
+flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "adam, or sgd with Nesterov momentum 0.9.")
+flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.")
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy loss.")
+flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy.")
+flags.DEFINE_string("tpu", None, "TPU name or address, with --strategy=tpu.")
+flags.DEFINE_string("shard", "0/1", "i/n: train only the i-th of n slices of the population.")
+flags.DEFINE_integer("eval_batch_size", 256, "Batch size of the final evaluation.")
+
+
+class Member:
+    """One population member: what to train and where it lives."""
+
+    def __init__(self, method, sparsity, seed):
+        self.method, self.sparsity, self.seed = method, sparsity, seed
+        self.member_id = f"{records.variant_key(method, sparsity)}_seed{seed}"
+        self.relpath = os.path.join("checkpoints", method, f"sparsity_{sparsity:g}",
+                                    f"seed_{seed}")
+
+
+def parse_shard(text):
+    parts = text.split("/")
+    try:
+        index, count = (int(p) for p in parts)
+    except ValueError:
+        raise cli.UsageError(f"--shard must be i/n with integers 0 <= i < n, got '{text}'")
+    if count < 1 or not 0 <= index < count:
+        raise cli.UsageError(f"--shard must be i/n with integers 0 <= i < n, got '{text}'")
+    return index, count
+
+
+def check_writable(workdir):
+    """The workdir exists and is writable, or could be created, before anything is written."""
+    path = os.path.abspath(workdir)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise cli.UsageError(f"workdir '{workdir}' is not writable: '{path}' is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise cli.UsageError(f"workdir '{workdir}' is not writable")
+
+
+def plan(sparsities, seeds, method, shard):
+    members = [Member("dense" if s == 0 else method, s, seed)
+               for s in sparsities for seed in range(seeds)]
+    index, count = shard
+    return [m for position, m in enumerate(members) if position % count == index]
+
+
+def make_strategy(name, tpu):
+    import tensorflow as tf
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise cli.UsageError("--strategy=multi_worker needs the TF_CONFIG environment "
+                                 "variable describing the cluster")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if not tpu:
+        raise cli.UsageError("--strategy=tpu needs --tpu=<name or address>")
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy):
+    """Only the chief of a multi-worker job writes models and manifest rows."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def package_versions():
+    import numpy
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "tf_keras": tf_keras.__version__, "tfmot": tfmot.__version__,
+            "numpy": numpy.__version__}
+
+
+def evaluate_top1(model, source, batch_size):
+    import numpy as np
+    correct = total = 0
+    for batch in source.eval_batches(batch_size).as_numpy_iterator():
+        logits = model(batch["inputs"], training=False).numpy()
+        correct += int(np.sum(logits.argmax(axis=1) == batch["label"]))
+        total += len(batch["label"])
+    return correct / total
+
+
+class Trainer:
+    """Trains members one by one with one recipe; keeps the population's timing."""
+
+    def __init__(self, source, strategy, steps_per_epoch, members_total):
+        self.source = source
+        self.strategy = strategy
+        self.steps_per_epoch = steps_per_epoch
+        self.epochs_done = 0
+        self.progress = cli.Progress(members_total * FLAGS.epochs, "population epochs")
+
+    def _schedule(self, target):
+        total = self.steps_per_epoch * FLAGS.epochs
+        begin, end, frequency = pruning.auto_schedule_steps(total)
+        begin = begin if FLAGS.begin_step < 0 else FLAGS.begin_step
+        end = end if FLAGS.end_step < 0 else FLAGS.end_step
+        frequency = frequency if FLAGS.frequency < 0 else FLAGS.frequency
+        if FLAGS.begin_step >= 0 and FLAGS.end_step < 0:
+            end = begin + max(1, (total * 6 // 10 - begin) // frequency) * frequency
+        return pruning.make_schedule(
+            FLAGS.schedule, target, begin_step=begin, end_step=end, frequency=frequency,
+            power=FLAGS.power, initial_sparsity=FLAGS.initial_sparsity, total_steps=total)
+
+    def check_settings(self, sparsities):
+        """Builds every schedule once so bad pruning flags fail before any training."""
+        for target in sparsities:
+            if target > 0:
+                self._schedule(target)
+
+    def _build(self, member):
+        import tf_keras as keras
+        keras.utils.set_random_seed(member.seed)
+        model = models.build(FLAGS.model, self.source.input_shape, self.source.num_classes,
+                             width=FLAGS.width)
+        if member.method != "dense":
+            model = pruning.wrap_for_pruning(model, self._schedule(member.sparsity),
+                                             FLAGS.prune_classifier)
+        if FLAGS.optimizer == "adam":
+            optimizer = keras.optimizers.Adam(FLAGS.learning_rate)
+        else:
+            optimizer = keras.optimizers.SGD(FLAGS.learning_rate, momentum=0.9, nesterov=True)
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=FLAGS.label_smoothing)
+
+        def sparse_loss(labels, logits):
+            import tensorflow as tf
+            onehot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32),
+                                self.source.num_classes)
+            return loss(onehot, logits)
+        model.compile(optimizer=optimizer, loss=sparse_loss,
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")])
+        return model, optimizer
+
+    def train(self, member, workdir, position, count):
+        import tensorflow as tf
+        import tensorflow_model_optimization as tfmot
+        import tf_keras as keras
+        folder = os.path.join(workdir, member.relpath)
+        ckpt_dir = os.path.join(folder, "ckpt")
+        started = time.time()
+        with self.strategy.scope():
+            model, optimizer = self._build(member)
+            optimizer.build(model.trainable_variables)
+            epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
+        manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=1)
+        if manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).expect_partial()
+            print(f"[{position}/{count}] {member.member_id}: resuming after epoch "
+                  f"{int(epoch.numpy())}", flush=True)
+            self.progress.done += int(epoch.numpy())
+        log_dir = os.path.join(folder, "logs")
+        callbacks = [EpochProgress(self, member, position, count)]
+        if member.method != "dense":
+            callbacks += [tfmot.sparsity.keras.UpdatePruningStep(),
+                          tfmot.sparsity.keras.PruningSummaries(log_dir=log_dir)]
+        else:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, profile_batch=0))
+        for current in range(int(epoch.numpy()), FLAGS.epochs):
+            batches = self.source.train_batches(FLAGS.batch_size, member.seed, current)
+            model.fit(batches, epochs=current + 1, initial_epoch=current, verbose=0,
+                      steps_per_epoch=FLAGS.steps_per_epoch, callbacks=callbacks)
+            epoch.assign(current + 1)
+            manager.save()
+        return self._finish(member, model, workdir, folder, started, ckpt_dir)
+
+    def _finish(self, member, model, workdir, folder, started, ckpt_dir):
+        stripped = pruning.strip(model) if member.method != "dense" else model
+        layer_names = pruning.prunable_layer_names(stripped, FLAGS.prune_classifier)
+        per_layer, overall = pruning.kernel_sparsity(stripped, layer_names)
+        if member.method != "dense":
+            pruning.check_sparsity(per_layer, member.sparsity)
+        top1 = evaluate_top1(stripped, self.source, FLAGS.eval_batch_size)
+        model_file = os.path.join(member.relpath, "model.keras")
+        with records.atomic_path(os.path.join(workdir, model_file)) as tmp:
+            stripped.save(tmp)
+        row = {"member_id": member.member_id, "method": member.method,
+               "sparsity": member.sparsity, "measured_sparsity": round(overall, 6),
+               "seed": member.seed, "dataset": FLAGS.dataset, "model": FLAGS.model,
+               "top1": round(top1, 6), "path": member.relpath, "model_file": model_file}
+        meta = dict(row, target_sparsity=member.sparsity,
+                    measured_sparsity_per_layer=per_layer,
+                    steps=self.steps_per_epoch * FLAGS.epochs, epochs=FLAGS.epochs,
+                    wall_time_s=round(time.time() - started, 2), versions=package_versions(),
+                    manifest_row=row)
+        records.write_text(os.path.join(folder, "flags.txt"), cli.resolved_flags())
+        records.write_json(os.path.join(folder, "meta.json"), meta)
+        records.add_manifest_rows(workdir, [row])
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        return row
+
+
+def _keras_callback_base():
+    import tf_keras as keras
+    return keras.callbacks.Callback
+
+
+class EpochProgress(_keras_callback_base()):
+    """One line per epoch, with the population's ETA."""
+
+    def __init__(self, trainer, member, position, count):
+        super().__init__()
+        self.trainer, self.member = trainer, member
+        self.position, self.count = position, count
+        self.epoch_start = time.time()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.trainer.progress.advance(
+            1, f"[{self.position}/{self.count}] {self.member.member_id} epoch "
+               f"{epoch + 1}/{FLAGS.epochs} loss {logs.get('loss', float('nan')):.4f} "
+               f"acc {logs.get('acc', float('nan')):.4f} "
+               f"({time.time() - self.epoch_start:.1f}s)")
+
+
+def finished_row(workdir, member, manifest_ids):
+    """The member's manifest row if it finished (recovering a row lost to a crash)."""
+    if member.member_id in manifest_ids:
+        return True
+    meta_path = os.path.join(workdir, member.relpath, "meta.json")
+    model_path = os.path.join(workdir, member.relpath, "model.keras")
+    if os.path.exists(meta_path) and os.path.exists(model_path):
+        # Killed between saving the model and adding its row: add the row now.
+        records.add_manifest_rows(workdir, [records.read_json(meta_path)["manifest_row"]])
+        return True
+    return False
+
+
+def validate_flags():
+    if not FLAGS.workdir:
+        raise cli.UsageError("--workdir is required")
+    sparsities = cli.parse_floats(FLAGS.sparsities, "sparsities")
+    for value in sparsities:
+        pruning.validate_sparsity(value)
+    if len(set(sparsities)) != len(sparsities):
+        raise cli.UsageError(f"--sparsities has duplicates: '{FLAGS.sparsities}'")
+    if FLAGS.seeds < 1:
+        raise cli.UsageError(f"--seeds must be at least 1, got {FLAGS.seeds}")
+    if FLAGS.epochs < 1:
+        raise cli.UsageError(f"--epochs must be at least 1, got {FLAGS.epochs}")
+    if FLAGS.method not in METHODS:
+        raise cli.UsageError(f"unknown --method '{FLAGS.method}'; allowed: {', '.join(METHODS)}")
+    shard = parse_shard(FLAGS.shard)
+    data.validate_name(FLAGS.dataset)
+    models.validate_name(FLAGS.model)
+    check_writable(FLAGS.workdir)
+    return sparsities, shard
+
+
+METHODS = ("magnitude",)
+
+
+def main(argv):
+    del argv
+    sparsities, shard = validate_flags()
+    strategy = make_strategy(FLAGS.strategy, FLAGS.tpu)
+    source = data.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
+                       label_attribute=FLAGS.label_attribute, toy_noise=FLAGS.toy_noise,
+                       toy_seed=FLAGS.toy_seed)
+    if FLAGS.steps_per_epoch:
+        steps_per_epoch = FLAGS.steps_per_epoch
+    elif source.train_size:
+        steps_per_epoch = math.ceil(source.train_size / FLAGS.batch_size)
+    else:
+        raise cli.UsageError(f"the size of '{FLAGS.dataset}' is unknown: pass --steps_per_epoch")
+    members = plan(sparsities, FLAGS.seeds, FLAGS.method, shard)
+    trainer = Trainer(source, strategy, steps_per_epoch, len(members))
+    trainer.check_settings(sparsities)
+
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
+    workdir = FLAGS.workdir
+    chief = is_chief(strategy)
+    if not chief:  # other workers of a multi-worker job write to a scratch folder
+        workdir = os.path.join(workdir, ".workers", str(strategy.cluster_resolver.task_id))
+    os.makedirs(workdir, exist_ok=True)
+    records.write_json(os.path.join(workdir, "classes.json"), list(source.class_names))
+    manifest_ids = set(records.read_manifest(workdir, required=False)["member_id"])
+    todo = [m for m in members if not finished_row(workdir, m, manifest_ids)]
+    print(f"population: {len(members)} members in shard {FLAGS.shard}, "
+          f"{len(members) - len(todo)} already finished, {len(todo)} to train", flush=True)
+    trainer.progress.total = len(todo) * FLAGS.epochs
+    for position, member in enumerate(todo, start=1):
+        row = trainer.train(member, workdir, position, len(todo))
+        print(f"[{position}/{len(todo)}] {member.member_id} done: top-1 {row['top1']:.4f}, "
+              f"measured sparsity {row['measured_sparsity']:.4f}", flush=True)
+    print(f"manifest: {records.manifest_path(workdir)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
