@@ -1,0 +1,168 @@
+"""Times the three analysis stages at ImageNet scale on synthetic predictions.
+
+    python benchmarks/analysis_scale.py [--images=50000] [--classes=1000] \
+        [--members=30] [--sparsities=0.1,0.3,0.5,0.7,0.9] [--workdir=DIR] [--keep]
+
+Writes a manifest and one gzip predictions file per member (the real files, through
+`pie.records`) into a workdir, then runs, each as its own process with --force:
+per_class_accuracy.aggregate_ckpt_metrics, per_class_accuracy.gen_tstatistic,
+pie_dataset_gen.aggregate_predictions. Prints each stage's wall time, its peak RSS
+(from os.wait4) and its own log lines, which split reading from computing.
+Generating the data is timed separately and not counted.
+
+The synthetic data: labels cycle through the classes; each image has a difficulty
+(about 76% top-1 for dense members); sparser variants lose accuracy, more on some
+classes than others; wrong answers go mostly to one confusing class per image, so
+populations agree on their mistakes as real ones do.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pie import records  # noqa: E402  (after the path set-up, for a source checkout)
+
+flags.DEFINE_integer("images", 50_000, "Eval images.")
+flags.DEFINE_integer("classes", 1_000, "Classes.")
+flags.DEFINE_integer("members", 30, "Members per population (dense and each sparsity).")
+flags.DEFINE_list("sparsities", ["0.1", "0.3", "0.5", "0.7", "0.9"],
+                  "Sparsity levels of the magnitude-pruned variants.")
+flags.DEFINE_string("workdir", None, "Workdir to use; a temporary one when unset. "
+                    "Existing synthetic data there is reused.")
+flags.DEFINE_bool("keep", False, "Keep the temporary workdir.")
+flags.DEFINE_bool("standalone_tstatistic", False,
+                  "Also time gen_tstatistic alone, computing the metrics from the "
+                  "predictions instead of reading per_class_metrics.csv.")
+flags.DEFINE_integer("seed", 0, "Seed of the synthetic data.")
+FLAGS = flags.FLAGS
+
+STAGES = [
+    "per_class_accuracy.aggregate_ckpt_metrics",
+    "per_class_accuracy.gen_tstatistic",
+    "pie_dataset_gen.aggregate_predictions",
+]
+# Logit drop per unit of class damage at each sparsity: about 0 to 3 points of top-1.
+LOGIT_DROP = {0.0: 0.0, 0.1: 0.002, 0.3: 0.005, 0.5: 0.01, 0.7: 0.025, 0.9: 0.06}
+
+
+def synthetic_member(rng, image_ids, labels, difficulty, confuser, class_damage,
+                     drop, n_classes):
+    """One member's predictions frame (contract columns, with top5)."""
+    n = len(image_ids)
+    logit = difficulty - drop * class_damage[labels] + rng.normal(0, 0.3, n)
+    correct = rng.random(n) < 1 / (1 + np.exp(-logit))
+    random_wrong = (labels + rng.integers(1, n_classes, n)) % n_classes
+    wrong = np.where(rng.random(n) < 0.6, confuser, random_wrong)
+    predicted = np.where(correct, labels, wrong)
+    prob_predicted = np.where(correct, rng.beta(5, 2, n), rng.beta(2, 3, n))
+    prob_label = np.where(correct, prob_predicted,
+                          (1 - prob_predicted) * rng.random(n))
+    step = rng.integers(1, max(2, n_classes // 5), n)
+    top5 = predicted.astype(str)
+    for k in range(1, 5):
+        top5 = np.char.add(np.char.add(top5, " "),
+                           ((predicted + k * step) % n_classes).astype(str))
+    return pd.DataFrame({
+        "image_id": image_ids, "label": labels, "predicted": predicted,
+        "prob_predicted": prob_predicted.astype(np.float32),
+        "prob_label": prob_label.astype(np.float32), "top5": top5,
+    })
+
+
+def generate(workdir, n_images, n_classes, n_members, sparsities, seed):
+    rng = np.random.default_rng(seed)
+    image_ids = np.arange(n_images, dtype=np.int64)
+    labels = image_ids % n_classes
+    # Image difficulty in logits: mean sigmoid about 0.76.
+    difficulty = rng.normal(1.6, 1.5, n_images)
+    confuser = (labels + rng.integers(1, n_classes, n_images)) % n_classes
+    class_damage = rng.exponential(1.0, n_classes) * 4
+    rows = []
+    populations = [("dense", 0.0)] + [("magnitude", s) for s in sparsities]
+    for method, sparsity in populations:
+        drop = LOGIT_DROP.get(sparsity, sparsity / 4)
+        for member_seed in range(n_members):
+            member_id = f"{method}_{sparsity:g}_seed{member_seed}"
+            frame = synthetic_member(rng, image_ids, labels, difficulty, confuser,
+                                     class_damage, drop, n_classes)
+            frame.insert(0, "member_id", member_id)
+            records.write_csv(records.predictions_path(workdir, member_id), frame)
+            rows.append({
+                "member_id": member_id, "method": method, "sparsity": sparsity,
+                "measured_sparsity": sparsity, "seed": member_seed,
+                "dataset": "synthetic_imagenet", "model": "synthetic",
+                "top1": float((frame["label"] == frame["predicted"]).mean()),
+                "path": member_id, "model_file": f"{member_id}/model.keras",
+            })
+        print(f"  wrote {n_members} members of {method} sparsity {sparsity:g}", flush=True)
+    records.add_manifest_rows(workdir, rows)
+    records.write_json(os.path.join(workdir, "classes.json"),
+                       [f"class_{c:04d}" for c in range(n_classes)])
+
+
+def run_stage(module, workdir, extra=()):
+    """Runs one stage as its own process; (wall seconds, peak RSS bytes, stderr)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, f"--workdir={workdir}", "--force", *extra],
+        cwd=root, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise RuntimeError(f"{module} failed ({process.returncode}):\n{stderr}")
+    return wall, usage.ru_maxrss * 1024, stderr
+
+
+def main(argv):
+    del argv
+    sparsities = [float(s) for s in FLAGS.sparsities]
+    workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="analysis_scale_")
+    n_rows = FLAGS.images * FLAGS.members * (1 + len(sparsities))
+    print(f"workdir {workdir}: {FLAGS.images} images x {FLAGS.classes} classes x "
+          f"{1 + len(sparsities)} populations x {FLAGS.members} members = {n_rows:,} "
+          "prediction rows")
+    try:
+        if os.path.exists(records.manifest_path(workdir)):
+            print("reusing the synthetic data already there")
+        else:
+            start = time.perf_counter()
+            generate(workdir, FLAGS.images, FLAGS.classes, FLAGS.members, sparsities,
+                     FLAGS.seed)
+            print(f"generated and wrote the data in {time.perf_counter() - start:.1f} s "
+                  "(not counted)")
+        total = 0.0
+        for module in STAGES:
+            wall, rss, log = run_stage(module, workdir)
+            total += wall
+            print(f"{module}: {wall:.1f} s wall, peak RSS {rss / 2**30:.2f} GiB")
+            for line in log.splitlines():
+                if line[:1] in "IW":
+                    print("    " + line.split("] ", 1)[-1])
+        print(f"total (3 stages, each a fresh process): {total:.1f} s")
+        if FLAGS.standalone_tstatistic:
+            os.remove(os.path.join(workdir, "per_class", "per_class_metrics.csv"))
+            wall, rss, _ = run_stage(STAGES[1], workdir)
+            print(f"{STAGES[1]} without per_class_metrics.csv: {wall:.1f} s wall, "
+                  f"peak RSS {rss / 2**30:.2f} GiB")
+        summary = os.path.join(workdir, "per_class", "tstatistic_summary.csv")
+        print(pd.read_csv(summary).to_string(index=False))
+        print(pd.read_csv(os.path.join(workdir, "pie", "pie_summary.csv")).to_string(
+            index=False))
+    finally:
+        if not FLAGS.workdir and not FLAGS.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,129 @@
+"""Tests of pie.pie_labels: modal labels (ties to the lowest class) and PIE flags."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from pie import pie_labels
+from pie import records
+
+MANIFEST = pd.DataFrame({
+    "member_id": ["d1", "d2", "d3", "v1", "v2"],
+    "method": ["dense"] * 3 + ["magnitude"] * 2,
+    "sparsity": [0.0] * 3 + [0.9] * 2,
+})
+# (member row, image_id, label, predicted, prob_predicted), chosen by hand:
+# image 10: dense votes 0,0,1 -> 0; variant 1,2 tie -> 1 (lowest): a PIE.
+# image 20: everyone votes 1.
+# image 30: dense 2,0,0 -> 0; variant 0,2 tie -> 0 (the largest-id rule would say 2).
+VOTES = [
+    (0, 10, 0, 0, 0.9), (1, 10, 0, 0, 0.8), (2, 10, 0, 1, 0.6), (3, 10, 0, 1, 0.5),
+    (4, 10, 0, 2, 0.7),
+    (0, 20, 1, 1, 0.7), (1, 20, 1, 1, 0.8), (2, 20, 1, 1, 0.9), (3, 20, 1, 1, 0.6),
+    (4, 20, 1, 1, 0.4),
+    (0, 30, 2, 2, 0.9), (1, 30, 2, 0, 0.3), (2, 30, 2, 0, 0.5), (3, 30, 2, 0, 0.2),
+    (4, 30, 2, 2, 0.6),
+]
+
+
+def predictions_of(votes, shuffle_seed=0):
+    frame = pd.DataFrame(votes, columns=["member", "image_id", "label", "predicted",
+                                         "prob_predicted"])
+    # Row order must not matter.
+    return frame.sample(frac=1.0, random_state=shuffle_seed).reset_index(drop=True)
+
+
+class TestModalVotes:
+
+    def test_ties_go_to_the_lowest_class(self):
+        modal, count, weight = pie_labels.modal_votes(
+            group=[0, 0, 0, 0, 1, 1, 1], predicted=[2, 1, 1, 2, 3, 3, 0],
+            weights=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], n_groups=2, n_classes=4)
+        np.testing.assert_array_equal(modal, [1, 3])
+        np.testing.assert_array_equal(count, [2, 2])
+        np.testing.assert_allclose(weight, [0.5, 1.1])
+
+    def test_group_without_votes(self):
+        with pytest.raises(ValueError, match="expected votes in each of 3 groups, got 2"):
+            pie_labels.modal_votes([0, 1], [0, 0], [1.0, 1.0], n_groups=3, n_classes=2)
+
+
+class TestPopulationModalLabels:
+
+    def test_hand_example(self):
+        modal = pie_labels.population_modal_labels(predictions_of(VOTES), MANIFEST, 3)
+        assert list(modal.columns) == pie_labels.MODAL_COLUMNS
+        assert list(modal["method"]) == ["dense"] * 3 + ["magnitude"] * 3
+        assert list(modal["image_id"]) == [10, 20, 30] * 2
+        assert list(modal["label"]) == [0, 1, 2] * 2
+        assert list(modal["modal_label"]) == [0, 1, 0, 1, 1, 0]
+        assert list(modal["n_members"]) == [3, 3, 3, 2, 2, 2]
+        np.testing.assert_allclose(modal["agreement"], [2 / 3, 1, 2 / 3, 0.5, 1, 0.5])
+        np.testing.assert_allclose(modal["mean_prob"],
+                                   [0.85, 0.8, 0.4, 0.5, 0.5, 0.2])
+        assert list(modal["n_correct"]) == [2, 3, 1, 0, 2, 1]
+
+    def test_members_disagreeing_on_a_label(self):
+        votes = [list(v) for v in VOTES]
+        votes[4][2] = 1  # v2 says image 10 is class 1
+        with pytest.raises(records.ContractError,
+                           match="members disagree on the label of image 10"):
+            pie_labels.population_modal_labels(predictions_of(votes), MANIFEST, 3)
+
+
+class TestPieTable:
+
+    def test_hand_example(self):
+        modal = pie_labels.population_modal_labels(predictions_of(VOTES), MANIFEST, 3)
+        table, summary = pie_labels.pie_table(modal)
+        assert list(table.columns) == pie_labels.PIE_COLUMNS
+        assert list(table["image_id"]) == [10, 20, 30]
+        assert list(table["is_pie"]) == [True, False, False]
+        assert list(table["baseline_modal_label"]) == [0, 1, 0]
+        assert list(table["variant_modal_label"]) == [1, 1, 0]
+        assert list(table["baseline_n"]) == [3] * 3 and list(table["variant_n"]) == [2] * 3
+        np.testing.assert_allclose(table["variant_agreement"], [0.5, 1, 0.5])
+        np.testing.assert_allclose(table["baseline_mean_prob"], [0.85, 0.8, 0.4])
+        assert list(summary.columns) == pie_labels.SUMMARY_COLUMNS
+        row = summary.iloc[0]
+        assert (row["method"], row["sparsity"], row["n_images"], row["n_pie"]) == (
+            "magnitude", 0.9, 3, 1)
+        assert row["pie_fraction"] == pytest.approx(1 / 3)
+        # Correct votes: dense 2, 3, 1 of 3; variant 0, 2, 1 of 2.
+        assert row["baseline_top1_all"] == pytest.approx(6 / 9)
+        assert row["variant_top1_all"] == pytest.approx(3 / 6)
+        assert row["baseline_top1_pie"] == pytest.approx(2 / 3)
+        assert row["variant_top1_pie"] == pytest.approx(0.0)
+        assert row["baseline_top1_non_pie"] == pytest.approx(4 / 6)
+        assert row["variant_top1_non_pie"] == pytest.approx(3 / 4)
+
+    def test_true_label_is_not_used(self):
+        # Same votes, other labels: the PIE flags stay.
+        votes = [(m, i, (label + 1) % 3, p, q) for m, i, label, p, q in VOTES]
+        modal = pie_labels.population_modal_labels(predictions_of(votes), MANIFEST, 3)
+        table, _ = pie_labels.pie_table(modal)
+        assert list(table["is_pie"]) == [True, False, False]
+
+    def test_no_pie_gives_nan_top1_on_pies(self):
+        votes = [v for v in VOTES if v[1] != 10]
+        modal = pie_labels.population_modal_labels(predictions_of(votes), MANIFEST, 3)
+        _, summary = pie_labels.pie_table(modal)
+        assert summary["n_pie"].iloc[0] == 0
+        assert np.isnan(summary["baseline_top1_pie"].iloc[0])
+        assert np.isnan(summary["variant_top1_pie"].iloc[0])
+
+    def test_missing_dense_population(self):
+        votes = [v for v in VOTES if v[0] >= 3]
+        manifest = MANIFEST.iloc[3:].reset_index(drop=True)
+        votes = [(m - 3, *rest) for m, *rest in votes]
+        modal = pie_labels.population_modal_labels(predictions_of(votes), manifest, 3)
+        with pytest.raises(records.ContractError,
+                           match=r"no dense population \(method == 'dense'\)"):
+            pie_labels.pie_table(modal)
+
+    def test_only_dense_gives_empty_tables(self):
+        votes = [v for v in VOTES if v[0] < 3]
+        modal = pie_labels.population_modal_labels(
+            predictions_of(votes), MANIFEST.iloc[:3], 3)
+        table, summary = pie_labels.pie_table(modal)
+        assert table.empty and list(table.columns) == pie_labels.PIE_COLUMNS
+        assert summary.empty and list(summary.columns) == pie_labels.SUMMARY_COLUMNS
