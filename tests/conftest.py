@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny trained population, and a helper to run stage scripts."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The tiny population every stage test can start from: digits, 2 levels x 2 seeds,
+# one epoch each (about 20 s on 2 cores).
+TINY_POPULATION_FLAGS = [
+    "--dataset=digits", "--model=small_cnn", "--width=4", "--sparsities=0,0.5",
+    "--seeds=2", "--epochs=1", "--batch_size=64",
+]
+
+
+def run_stage(module, *flags, check=True, timeout=600):
+    """Runs `python -m module flags...` from the repo root; returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    result = subprocess.run([sys.executable, "-m", module, *flags], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{module} failed ({result.returncode}):\n{result.stdout}\n"
+                             f"{result.stderr}")
+    return result
+
+
+def error_lines(result):
+    """The lines of stderr that are not TensorFlow's start-up chatter."""
+    return [line for line in result.stderr.splitlines()
+            if line.strip() and not line.startswith(("WARNING: All log", "I0000", "W0000",
+                                                      "E0000"))]
+
+
+@pytest.fixture(scope="session")
+def tiny_population(tmp_path_factory):
+    """A workdir with a trained 4-member digits population (read-only for tests)."""
+    workdir = str(tmp_path_factory.mktemp("population"))
+    run_stage("save_checkpoint.train", f"--workdir={workdir}", *TINY_POPULATION_FLAGS)
+    return workdir

@@ -1,0 +1,81 @@
+import os
+
+import pandas as pd
+import pytest
+
+from pie import records
+
+
+def _row(member_id, method="dense", sparsity=0.0, seed=0):
+    return {"member_id": member_id, "method": method, "sparsity": sparsity,
+            "measured_sparsity": sparsity, "seed": seed, "dataset": "digits",
+            "model": "small_cnn", "top1": 0.9, "path": f"m/{member_id}",
+            "model_file": f"m/{member_id}/model.keras"}
+
+
+def test_atomic_path_leaves_old_file_on_error(tmp_path):
+    target = tmp_path / "out.txt"
+    records.write_text(str(target), "old")
+    with pytest.raises(RuntimeError):
+        with records.atomic_path(str(target)) as tmp:
+            with open(tmp, "w") as f:
+                f.write("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_manifest_rows_merge_by_member_id(tmp_path):
+    workdir = str(tmp_path)
+    records.add_manifest_rows(workdir, [_row("dense_0_seed1", seed=1), _row("dense_0_seed0")])
+    records.add_manifest_rows(workdir, [dict(_row("dense_0_seed0"), top1=0.5)])
+    manifest = records.read_manifest(workdir)
+    assert list(manifest.columns) == records.MANIFEST_COLUMNS
+    assert list(manifest["member_id"]) == ["dense_0_seed0", "dense_0_seed1"]
+    assert manifest.loc[0, "top1"] == 0.5
+
+
+def test_manifest_rows_missing_column(tmp_path):
+    row = _row("a")
+    del row["seed"]
+    with pytest.raises(records.ContractError, match=r"manifest rows lack columns \['seed'\]"):
+        records.add_manifest_rows(str(tmp_path), [row])
+
+
+def test_missing_manifest_message(tmp_path):
+    with pytest.raises(records.ContractError,
+                       match="no population manifest at .*: run save_checkpoint.train first"):
+        records.read_manifest(str(tmp_path))
+
+
+def _write_predictions(workdir, member_id, image_ids):
+    frame = pd.DataFrame({"member_id": member_id, "image_id": image_ids, "label": 0,
+                          "predicted": 0, "prob_predicted": 1.0, "prob_label": 1.0})
+    records.write_csv(records.predictions_path(workdir, member_id), frame,
+                      records.PREDICTION_COLUMNS)
+
+
+def test_read_predictions_joins_manifest(tmp_path):
+    workdir = str(tmp_path)
+    records.add_manifest_rows(workdir, [_row("a"), _row("b", "magnitude", 0.5)])
+    _write_predictions(workdir, "a", [0, 1, 2])
+    _write_predictions(workdir, "b", [2, 1, 0])
+    frame = records.read_predictions(workdir, records.read_manifest(workdir))
+    assert len(frame) == 6
+    assert set(frame.loc[frame.member_id == "b", "method"]) == {"magnitude"}
+
+
+def test_read_predictions_rejects_different_image_sets(tmp_path):
+    workdir = str(tmp_path)
+    records.add_manifest_rows(workdir, [_row("a"), _row("b", seed=1)])
+    _write_predictions(workdir, "a", [0, 1, 2])
+    _write_predictions(workdir, "b", [0, 1, 3])
+    with pytest.raises(records.ContractError,
+                       match="members a and b have predictions on different image sets"):
+        records.read_predictions(workdir, records.read_manifest(workdir))
+
+
+def test_distribution_paths():
+    assert records.distribution_dirname("gaussian_noise/3") == "gaussian_noise-3"
+    assert records.analysis_dir("W", "pie") == os.path.join("W", "pie")
+    assert records.analysis_dir("W", "pie", "fog/2") == os.path.join("W", "pie", "fog-2")
