@@ -1,0 +1,167 @@
+"""Tests of pie.analysis_io: stage arguments, class names and range, freshness stamps."""
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pie import analysis_io
+from pie import records
+
+
+def manifest_row(member_id, method="dense", sparsity=0.0, dataset="toy"):
+    return {"member_id": member_id, "method": method, "sparsity": sparsity,
+            "measured_sparsity": sparsity, "seed": 0, "dataset": dataset, "model": "mlp",
+            "top1": 0.5, "path": member_id, "model_file": f"{member_id}/model.keras"}
+
+
+def write_member(workdir, member_id, labels, predicted):
+    n = len(labels)
+    records.write_csv(records.predictions_path(workdir, member_id), pd.DataFrame({
+        "member_id": member_id, "image_id": np.arange(n), "label": labels,
+        "predicted": predicted, "prob_predicted": np.full(n, 0.5),
+        "prob_label": np.full(n, 0.25)}))
+
+
+class TestValidateStageArgs:
+
+    def test_accepts_clean_and_shifted(self, tmp_path):
+        analysis_io.validate_stage_args(str(tmp_path), "clean", "test")
+        analysis_io.validate_stage_args(str(tmp_path), "gaussian_noise/3", "test")
+
+    def test_missing_workdir(self):
+        with pytest.raises(ValueError, match="--workdir is required"):
+            analysis_io.validate_stage_args(None, "clean", "test")
+
+    def test_workdir_not_a_folder(self, tmp_path):
+        with pytest.raises(ValueError, match="is not a folder"):
+            analysis_io.validate_stage_args(str(tmp_path / "nope"), "clean", "test")
+
+    @pytest.mark.parametrize("distribution", ["gaussian_noise", "gaussian_noise-3", "../x/1"])
+    def test_bad_distribution(self, tmp_path, distribution):
+        with pytest.raises(ValueError, match="use 'clean' or '<corruption>/<severity>'"):
+            analysis_io.validate_stage_args(str(tmp_path), distribution, "test")
+
+    def test_bad_split(self, tmp_path):
+        with pytest.raises(ValueError, match="--split='a/b' is not allowed"):
+            analysis_io.validate_stage_args(str(tmp_path), "clean", "a/b")
+
+
+class TestClassNames:
+
+    def test_ids_as_names_without_classes_json(self, tmp_path):
+        assert analysis_io.load_class_names(str(tmp_path), 2) == ["0", "1", "2"]
+
+    def test_classes_json(self, tmp_path):
+        records.write_json(analysis_io.classes_path(str(tmp_path)), ["cat", "dog"])
+        assert analysis_io.load_class_names(str(tmp_path), 0) == ["cat", "dog"]
+
+    def test_bad_classes_json(self, tmp_path):
+        records.write_json(analysis_io.classes_path(str(tmp_path)), {"0": "cat"})
+        with pytest.raises(records.ContractError,
+                           match="must hold a non-empty JSON list of class names"):
+            analysis_io.load_class_names(str(tmp_path), 0)
+
+
+class TestManifestChecks:
+
+    def test_mixed_datasets(self, tmp_path):
+        records.add_manifest_rows(str(tmp_path), [manifest_row("a"),
+                                                  manifest_row("b", dataset="other")])
+        with pytest.raises(records.ContractError, match=r"mixes datasets \['other', 'toy'\]"):
+            analysis_io.population_manifest(str(tmp_path))
+
+    def test_dense_with_two_sparsities(self, tmp_path):
+        records.add_manifest_rows(str(tmp_path), [manifest_row("a"),
+                                                  manifest_row("b", sparsity=0.5)])
+        with pytest.raises(records.ContractError, match="the dense population is one"):
+            analysis_io.population_manifest(str(tmp_path))
+
+    def test_require_dense(self, tmp_path):
+        manifest = pd.DataFrame([manifest_row("a", method="magnitude", sparsity=0.5)])
+        with pytest.raises(records.ContractError, match=r"no dense population in .*population.csv"):
+            analysis_io.require_dense(manifest, str(tmp_path))
+
+
+class TestReadCompactPredictions:
+
+    def test_dtypes_and_member_rows(self, tmp_path):
+        workdir = str(tmp_path)
+        records.add_manifest_rows(workdir, [manifest_row("a"), manifest_row("b")])
+        write_member(workdir, "a", [0, 1], [0, 0])
+        write_member(workdir, "b", [0, 1], [1, 1])
+        manifest = analysis_io.population_manifest(workdir)
+        predictions, class_names = analysis_io.read_compact_predictions(workdir, manifest)
+        assert class_names == ["0", "1"]
+        assert list(predictions["member"]) == [0, 0, 1, 1]
+        assert predictions["label"].dtype == np.int32
+        assert predictions["prob_predicted"].dtype == np.float32
+
+    def test_label_beyond_classes_json(self, tmp_path):
+        workdir = str(tmp_path)
+        records.add_manifest_rows(workdir, [manifest_row("a")])
+        records.write_json(analysis_io.classes_path(workdir), ["cat", "dog"])
+        write_member(workdir, "a", [0, 1, 2], [0, 1, 1])
+        manifest = analysis_io.population_manifest(workdir)
+        with pytest.raises(records.ContractError,
+                           match=r"label 2 of image 2 \(member a\) is outside the class "
+                                 r"range 0..1 \(.*classes.json lists 2 classes\)"):
+            analysis_io.read_compact_predictions(workdir, manifest)
+
+    def test_negative_prediction(self, tmp_path):
+        workdir = str(tmp_path)
+        records.add_manifest_rows(workdir, [manifest_row("a")])
+        write_member(workdir, "a", [0, 1], [-1, 1])
+        manifest = analysis_io.population_manifest(workdir)
+        with pytest.raises(records.ContractError,
+                           match=r"predicted -1 of image 0 \(member a\) is outside"):
+            analysis_io.read_compact_predictions(workdir, manifest)
+
+
+class TestFreshness:
+
+    def setup_stamp(self, tmp_path):
+        workdir = str(tmp_path)
+        source, output = tmp_path / "in.csv", tmp_path / "out" / "result.csv"
+        source.write_text("x\n1\n")
+        output.parent.mkdir()
+        output.write_text("y\n2\n")
+        args = (workdir, str(output.parent), "stage", [str(source)], [str(output)])
+        analysis_io.write_stamp(*args, {"alpha": 0.05})
+        return args, source, output
+
+    def test_up_to_date_after_stamp(self, tmp_path):
+        args, _, _ = self.setup_stamp(tmp_path)
+        assert analysis_io.is_up_to_date(*args, {"alpha": 0.05})
+
+    def test_changed_input(self, tmp_path):
+        args, source, _ = self.setup_stamp(tmp_path)
+        source.write_text("x\n1\n2\n")
+        assert not analysis_io.is_up_to_date(*args, {"alpha": 0.05})
+
+    def test_new_input_file(self, tmp_path):
+        workdir = str(tmp_path)
+        absent = tmp_path / "classes.json"
+        (tmp_path / "out").mkdir()
+        output = tmp_path / "out" / "r.csv"
+        output.write_text("y\n")
+        args = (workdir, str(output.parent), "stage", [str(absent)], [str(output)])
+        analysis_io.write_stamp(*args, {})
+        assert analysis_io.is_up_to_date(*args, {})
+        absent.write_text("[]")
+        assert not analysis_io.is_up_to_date(*args, {})
+
+    def test_changed_options(self, tmp_path):
+        args, _, _ = self.setup_stamp(tmp_path)
+        assert not analysis_io.is_up_to_date(*args, {"alpha": 0.01})
+
+    def test_missing_or_edited_output(self, tmp_path):
+        args, _, output = self.setup_stamp(tmp_path)
+        output.write_text("y\n3\n4\n")
+        assert not analysis_io.is_up_to_date(*args, {"alpha": 0.05})
+        os.remove(output)
+        assert not analysis_io.is_up_to_date(*args, {"alpha": 0.05})
+
+    def test_no_stamp(self, tmp_path):
+        assert not analysis_io.is_up_to_date(
+            str(tmp_path), str(tmp_path), "stage", [], [], {})

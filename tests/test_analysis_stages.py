@@ -1,0 +1,305 @@
+"""End-to-end tests of the three analysis stage scripts on a tiny synthetic workdir.
+
+The stages run in-process through absl's flag parsing (fast), and twice as real
+processes to check the exit code and the one-line error.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from absl import flags
+from scipy import stats as scipy_stats
+
+from per_class_accuracy import aggregate_ckpt_metrics
+from per_class_accuracy import gen_tstatistic
+from pie import records
+from pie_dataset_gen import aggregate_predictions
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N_CLASSES, N_IMAGES = 4, 12
+POPULATIONS = [("dense", 0.0, 3), ("magnitude", 0.5, 3), ("magnitude", 0.9, 2)]
+
+
+def build_workdir(workdir, populations=POPULATIONS, distribution=records.CLEAN, seed=0):
+    """Manifest and predictions: accuracy about 70%, lower for sparser members."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    labels = np.arange(N_IMAGES) % N_CLASSES
+    for method, sparsity, n_members in populations:
+        for member_seed in range(n_members):
+            member_id = f"{method}_{sparsity:g}_seed{member_seed}"
+            right = rng.random(N_IMAGES) < 0.8 - sparsity / 3
+            predicted = np.where(right, labels, rng.integers(0, N_CLASSES, N_IMAGES))
+            prob = rng.uniform(0.3, 1.0, N_IMAGES).round(3)
+            frame = pd.DataFrame({
+                "member_id": member_id, "image_id": np.arange(100, 100 + N_IMAGES),
+                "label": labels, "predicted": predicted, "prob_predicted": prob,
+                "prob_label": np.where(predicted == labels, prob, 0.1)})
+            records.write_csv(
+                records.predictions_path(workdir, member_id, distribution), frame)
+            rows.append({
+                "member_id": member_id, "method": method, "sparsity": sparsity,
+                "measured_sparsity": sparsity, "seed": member_seed, "dataset": "toy",
+                "model": "mlp", "top1": float(right.mean()), "path": member_id,
+                "model_file": f"{member_id}/model.keras"})
+    records.add_manifest_rows(workdir, rows)
+
+
+def raw_predictions(workdir, distribution=records.CLEAN):
+    manifest = records.read_manifest(workdir)
+    return pd.concat([
+        pd.read_csv(records.predictions_path(workdir, m, distribution)).assign(
+            method=method, sparsity=sparsity)
+        for m, method, sparsity in manifest[["member_id", "method", "sparsity"]].itertuples(
+            index=False)], ignore_index=True)
+
+
+def run_main(module, workdir, *args):
+    """Runs a stage's main in-process through absl's flag parsing; its exit code."""
+    FLAGS.unparse_flags()
+    argv = FLAGS(["stage", f"--workdir={workdir}", *args])
+    try:
+        module.main(argv)
+    except SystemExit as exit_:
+        return exit_.code
+    finally:
+        FLAGS.unparse_flags()
+    return 0
+
+
+STAGES = [aggregate_ckpt_metrics, gen_tstatistic, aggregate_predictions]
+
+
+def output_files(workdir):
+    return sorted(os.path.join(folder, name)
+                  for stage in ("per_class", "pie")
+                  for folder, _, names in os.walk(os.path.join(workdir, stage))
+                  for name in names)
+
+
+def snapshot(paths):
+    return {path: (open(path, "rb").read(), os.stat(path).st_mtime_ns) for path in paths}
+
+
+class TestEndToEnd:
+
+    @pytest.fixture
+    def workdir(self, tmp_path):
+        build_workdir(str(tmp_path))
+        return str(tmp_path)
+
+    def test_columns_and_rerun_changes_nothing(self, workdir):
+        for stage in STAGES:
+            assert run_main(stage, workdir) == 0
+        per_class_dir, pie_dir = os.path.join(workdir, "per_class"), os.path.join(workdir, "pie")
+        expected_columns = {
+            os.path.join(per_class_dir, "per_class_metrics.csv"): [
+                "member_id", "method", "sparsity", "seed", "class_id", "class_name", "n",
+                "correct", "recall", "precision", "member_top1"],
+            os.path.join(per_class_dir, "tstatistic.csv"): [
+                "method", "sparsity", "class_id", "class_name", "baseline_mean_recall",
+                "variant_mean_recall", "baseline_mean_top1", "variant_mean_top1",
+                "normalized_delta", "t_statistic", "p_value", "p_value_bh", "significant",
+                "direction"],
+            os.path.join(per_class_dir, "tstatistic_summary.csv"): [
+                "method", "sparsity", "n_baseline", "n_variant", "baseline_mean_top1",
+                "variant_mean_top1", "n_classes_hurt", "n_classes_helped"],
+            os.path.join(pie_dir, "pie.csv"): [
+                "method", "sparsity", "image_id", "label", "baseline_modal_label",
+                "variant_modal_label", "baseline_n", "variant_n", "baseline_agreement",
+                "variant_agreement", "baseline_mean_prob", "variant_mean_prob", "is_pie"],
+            os.path.join(pie_dir, "pie_summary.csv"): [
+                "method", "sparsity", "n_images", "n_pie", "pie_fraction",
+                "baseline_top1_all", "variant_top1_all", "baseline_top1_pie",
+                "variant_top1_pie", "baseline_top1_non_pie", "variant_top1_non_pie"],
+        }
+        for path, columns in expected_columns.items():
+            assert list(pd.read_csv(path).columns) == columns, path
+        assert len(pd.read_csv(os.path.join(per_class_dir, "per_class_metrics.csv"))) == 8 * 4
+        assert len(pd.read_csv(os.path.join(pie_dir, "pie.csv"))) == 2 * N_IMAGES
+        for name in ("aggregate_ckpt_metrics", "gen_tstatistic"):
+            assert "--workdir=" in open(os.path.join(per_class_dir, f"{name}.flags.txt")).read()
+        assert os.path.exists(os.path.join(pie_dir, "aggregate_predictions.flags.txt"))
+
+        before = snapshot(output_files(workdir))
+        for stage in STAGES:
+            assert run_main(stage, workdir) == 0
+            assert stage.run(workdir) is False  # skipped: up to date
+        assert snapshot(output_files(workdir)) == before  # bytes and mtimes
+
+    def test_metrics_match_an_independent_groupby(self, workdir):
+        assert run_main(aggregate_ckpt_metrics, workdir) == 0
+        metrics = pd.read_csv(os.path.join(workdir, "per_class", "per_class_metrics.csv"))
+        raw = raw_predictions(workdir)
+        raw["right"] = raw["label"] == raw["predicted"]
+        recall = raw.groupby(["member_id", "label"])["right"].mean()
+        got = metrics.set_index(["member_id", "class_id"])["recall"]
+        np.testing.assert_allclose(got.loc[recall.index].to_numpy(), recall.to_numpy())
+        top1 = raw.groupby("member_id")["right"].mean()
+        got_top1 = metrics.groupby("member_id")["member_top1"].first()
+        np.testing.assert_allclose(got_top1.loc[top1.index], top1)
+
+    def test_tstatistic_matches_scipy_per_class(self, workdir):
+        assert run_main(gen_tstatistic, workdir) == 0
+        table = pd.read_csv(os.path.join(workdir, "per_class", "tstatistic.csv"))
+        raw = raw_predictions(workdir)
+        raw["right"] = raw["label"] == raw["predicted"]
+        recall = raw.groupby(["method", "sparsity", "member_id", "label"])["right"].mean()
+        top1 = raw.groupby(["method", "sparsity", "member_id"])["right"].mean()
+        dense_top1 = top1.loc["dense"].mean()
+        variant_top1 = top1.loc[("magnitude", 0.5)].mean()
+        for class_id in range(N_CLASSES):
+            baseline = recall.loc["dense"].xs(class_id, level="label") - dense_top1
+            variant = recall.loc[("magnitude", 0.5)].xs(class_id, level="label") - variant_top1
+            expected = scipy_stats.ttest_ind(variant, baseline, equal_var=False)
+            row = table[(table["sparsity"] == 0.5) & (table["class_id"] == class_id)].iloc[0]
+            assert row["t_statistic"] == pytest.approx(expected.statistic, nan_ok=True)
+            assert row["p_value"] == pytest.approx(expected.pvalue, nan_ok=True)
+
+    def test_tstatistic_same_from_metrics_file_or_predictions(self, workdir):
+        assert run_main(aggregate_ckpt_metrics, workdir) == 0
+        assert run_main(gen_tstatistic, workdir) == 0
+        path = os.path.join(workdir, "per_class", "tstatistic.csv")
+        from_file = open(path, "rb").read()
+        os.remove(os.path.join(workdir, "per_class", "per_class_metrics.csv"))
+        assert run_main(gen_tstatistic, workdir, "--force") == 0
+        assert open(path, "rb").read() == from_file
+
+    def test_pie_modal_labels_match_an_independent_count(self, workdir):
+        assert run_main(aggregate_predictions, workdir) == 0
+        table = pd.read_csv(os.path.join(workdir, "pie", "pie.csv"))
+        raw = raw_predictions(workdir)
+        counts = raw.groupby(["method", "sparsity", "image_id", "predicted"]).size()
+        most = counts.groupby(["method", "sparsity", "image_id"]).transform("max")
+        # The lowest class among the most voted ones.
+        modal = (counts[counts == most].reset_index()
+                 .groupby(["method", "sparsity", "image_id"])["predicted"].min())
+        for _, row in table.iterrows():
+            assert row["baseline_modal_label"] == modal.loc[("dense", 0.0, row["image_id"])]
+            assert row["variant_modal_label"] == modal.loc[
+                (row["method"], row["sparsity"], row["image_id"])]
+        np.testing.assert_array_equal(
+            table["is_pie"], table["baseline_modal_label"] != table["variant_modal_label"])
+
+    def test_changed_option_reruns(self, workdir):
+        assert run_main(gen_tstatistic, workdir) == 0
+        assert not gen_tstatistic.run(workdir)
+        assert gen_tstatistic.run(workdir, correction="bh")
+
+    def test_force_rewrites(self, workdir):
+        assert run_main(aggregate_predictions, workdir) == 0
+        path = os.path.join(workdir, "pie", "pie.csv")
+        before = os.stat(path).st_mtime_ns
+        os.utime(path, ns=(before - 10**9, before - 10**9))
+        assert run_main(aggregate_predictions, workdir, "--force") == 0
+        assert os.stat(path).st_mtime_ns > before - 10**9
+
+    def test_changed_predictions_rerun(self, workdir):
+        assert run_main(aggregate_ckpt_metrics, workdir) == 0
+        build_workdir(workdir, seed=1)
+        assert aggregate_ckpt_metrics.run(workdir)
+
+    def test_shifted_distribution_goes_to_its_folder(self, workdir):
+        build_workdir(workdir, distribution="gaussian_noise/3")
+        for stage in STAGES:
+            assert run_main(stage, workdir, "--distribution=gaussian_noise/3") == 0
+        assert os.path.exists(os.path.join(
+            workdir, "per_class", "gaussian_noise-3", "per_class_metrics.csv"))
+        assert os.path.exists(os.path.join(workdir, "per_class", "gaussian_noise-3",
+                                           "tstatistic.csv"))
+        assert os.path.exists(os.path.join(workdir, "pie", "gaussian_noise-3", "pie.csv"))
+        assert not os.path.exists(os.path.join(workdir, "pie", "pie.csv"))
+
+
+class TestErrors:
+
+    def check_one_line_error(self, capsys, code, message):
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+    @pytest.mark.parametrize("stage", STAGES)
+    def test_missing_manifest(self, tmp_path, capsys, stage):
+        self.check_one_line_error(capsys, run_main(stage, str(tmp_path)),
+                                  "no population manifest at")
+
+    def test_missing_predictions(self, tmp_path, capsys):
+        build_workdir(str(tmp_path))
+        os.remove(records.predictions_path(str(tmp_path), "magnitude_0.5_seed1"))
+        self.check_one_line_error(capsys, run_main(aggregate_predictions, str(tmp_path)),
+                                  "no predictions for member magnitude_0.5_seed1")
+        assert not os.path.exists(os.path.join(str(tmp_path), "pie", "pie.csv"))
+
+    def test_different_image_sets(self, tmp_path, capsys):
+        workdir = str(tmp_path)
+        build_workdir(workdir)
+        path = records.predictions_path(workdir, "dense_0_seed2")
+        records.write_csv(path, pd.read_csv(path).iloc[:-1])
+        self.check_one_line_error(capsys, run_main(aggregate_ckpt_metrics, workdir),
+                                  "have predictions on different image sets")
+
+    def test_label_beyond_classes_json(self, tmp_path, capsys):
+        workdir = str(tmp_path)
+        build_workdir(workdir)
+        records.write_json(os.path.join(workdir, "classes.json"), ["a", "b", "c"])
+        self.check_one_line_error(capsys, run_main(gen_tstatistic, workdir),
+                                  "is outside the class range 0..2")
+
+    def test_bad_alpha(self, tmp_path, capsys):
+        self.check_one_line_error(capsys, run_main(gen_tstatistic, str(tmp_path), "--alpha=2"),
+                                  "alpha must lie strictly between 0 and 1, got 2.0")
+
+    def test_bad_distribution(self, tmp_path, capsys):
+        self.check_one_line_error(
+            capsys, run_main(aggregate_predictions, str(tmp_path), "--distribution=fog"),
+            "--distribution='fog' is not allowed")
+
+    def test_one_member_variant_warns_not_fails(self, tmp_path, caplog):
+        workdir = str(tmp_path)
+        build_workdir(workdir, populations=POPULATIONS + [("quant_int8", 0.0, 1)])
+        with caplog.at_level("WARNING"):
+            assert run_main(gen_tstatistic, workdir) == 0
+        assert "variant quant_int8_0 has 1 member" in caplog.text
+        table = pd.read_csv(os.path.join(workdir, "per_class", "tstatistic.csv"))
+        quant = table[table["method"] == "quant_int8"]
+        assert len(quant) == N_CLASSES and quant["p_value"].isna().all()
+        assert not quant["significant"].any()
+
+
+class TestCommandLine:
+    """The real entry points: exit code 2 and one line on stderr."""
+
+    def run_cli(self, module, workdir):
+        return subprocess.run(
+            [sys.executable, "-m", module, f"--workdir={workdir}"], cwd=ROOT,
+            capture_output=True, text=True, timeout=120)
+
+    def test_missing_dense_population(self, tmp_path):
+        build_workdir(str(tmp_path), populations=POPULATIONS[1:])
+        result = self.run_cli("per_class_accuracy.gen_tstatistic", str(tmp_path))
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"error: no dense population in {tmp_path}/population.csv (no member with "
+            "method == 'dense'): every variant is compared with it; train dense members "
+            "first"]
+        assert not os.path.exists(os.path.join(str(tmp_path), "per_class"))
+
+    def test_label_out_of_range(self, tmp_path):
+        workdir = str(tmp_path)
+        build_workdir(workdir)
+        path = records.predictions_path(workdir, "dense_0_seed0")
+        frame = pd.read_csv(path)
+        frame.loc[3, "label"] = -1
+        records.write_csv(path, frame)
+        result = self.run_cli("pie_dataset_gen.aggregate_predictions", workdir)
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1
+        assert lines[0].startswith("error: label -1 of image 103 (member dense_0_seed0) is "
+                                   "outside the class range")
+        assert not os.path.exists(os.path.join(workdir, "pie", "pie.csv"))
+
