@@ -177,10 +177,10 @@ def centre_zoom_operator(h, w, zoom):
 
 
 def zoom_factors(end, step):
-    """The factors 1, 1 + step, ... below `end` (np.arange(1, end, step) without
-    floating-point surprises at the end point)."""
-    count = int(np.ceil((end - 1.0) / step - 1e-9))
-    return 1.0 + step * np.arange(count)
+    """np.arange(1, end, step), exactly as the published lists were made: its
+    floating-point end point keeps 1.11 in arange(1, 1.11, 0.01) and 1.06 in
+    arange(1, 1.06, 0.01)."""
+    return np.arange(1.0, end, step)
 
 
 @functools.lru_cache(maxsize=64)

@@ -200,7 +200,8 @@ def _elastic_transform(x, c, rngs, scale):
 def _pixelate(x, c, rngs, scale):
     rows = ops.pixelate_matrix(x.shape[1], c)
     cols = ops.pixelate_matrix(x.shape[2], c)
-    return np.einsum("ih,nhwc,jw->nijc", rows, x, cols, optimize=True)
+    x = np.einsum("ih,nhwc->niwc", rows, x)
+    return np.einsum("jw,niwc->nijc", cols, x)
 
 
 def _jpeg_compression(x, c, rngs, scale):
