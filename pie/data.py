@@ -274,7 +274,8 @@ def _tfds(name, data_dir, label_attribute, group_attributes):
 
     group_fn = None
     if group_attributes:
-        unknown = [a for a in group_attributes if a not in features.get("attributes", {})]
+        known = features["attributes"].keys() if "attributes" in features else ()
+        unknown = [a for a in group_attributes if a not in known]
         if unknown:
             raise DataError(f"unknown group attributes {unknown} for '{name}'")
 

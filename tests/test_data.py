@@ -1,0 +1,130 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from pie import data
+
+import tensorflow as tf  # after pie: Keras 2 is selected
+
+
+def test_digits_fixed_split_and_ids():
+    first, second = data.load("digits"), data.load("digits")
+    images, labels, ids = first.eval_arrays()
+    images2, labels2, ids2 = second.eval_arrays()
+    assert images.dtype == np.uint8 and images.shape[1:] == (8, 8, 1)
+    assert np.array_equal(images, images2) and np.array_equal(labels, labels2)
+    assert np.array_equal(ids, np.arange(len(ids)))
+    assert first.num_classes == 10 and first.class_names[3] == "3"
+    assert first.train_size + first.eval_size == 1797
+    assert images.max() == 255
+
+
+def test_mnist5k_split_sizes_and_range():
+    source = data.load("mnist5k")
+    assert (source.train_size, source.eval_size) == (4000, 1000)
+    _, labels, _ = source.eval_arrays()
+    assert np.bincount(labels).tolist() == [100] * 10  # stratified split
+    inputs, _ = next(iter(source.train_batches(32, seed=0, epoch=0)))
+    assert inputs.shape == (32, 28, 28, 1)
+    assert 0.0 <= float(tf.reduce_min(inputs)) and float(tf.reduce_max(inputs)) <= 1.0
+
+
+def test_train_order_depends_on_seed_and_epoch_only():
+    source = data.load("digits")
+
+    def labels(seed, epoch):
+        return np.concatenate([y.numpy() for _, y in source.train_batches(256, seed, epoch)])
+    assert np.array_equal(labels(1, 0), labels(1, 0))
+    assert not np.array_equal(labels(1, 0), labels(1, 1))
+    assert not np.array_equal(labels(1, 0), labels(2, 0))
+
+
+def test_toy_sets():
+    for name, classes in (("moons", 2), ("circles", 2), ("spirals", 4)):
+        source = data.load(name)
+        points, labels, _ = source.eval_arrays()
+        assert source.family == "toy" and points.shape == (500, 2)
+        assert source.num_classes == classes and set(labels) == set(range(classes))
+
+
+def test_tfds_cifar10_with_mock_data():
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=12):
+        source = data.load("cifar10")
+        images, labels, ids = source.eval_arrays()
+        inputs, _ = next(iter(source.train_batches(4, seed=0, epoch=0)))
+    assert source.family == "cifar" and source.num_classes == 10
+    assert images.shape == (12, 32, 32, 3) and images.dtype == np.uint8
+    assert np.array_equal(ids, np.arange(12)) and labels.max() < 10
+    assert inputs.shape == (4, 32, 32, 3)
+
+
+def test_tfds_celeb_a_label_attribute_with_mock_data():
+    import tensorflow_datasets as tfds
+    with pytest.raises(data.DataError, match="dataset 'celeb_a' needs --label_attribute, one of"):
+        data.load("celeb_a")
+    with tfds.testing.mock_data(num_examples=6):
+        source = data.load("celeb_a", label_attribute="Blond_Hair",
+                           group_attributes=["Male", "Young"])
+        images, labels, _ = source.eval_arrays()
+        groups = source.attributes()
+    assert source.family == "imagenet" and images.shape[1:] == (224, 224, 3)
+    assert source.class_names == ("not_Blond_Hair", "Blond_Hair")
+    assert set(labels) <= {0, 1}
+    assert sorted(groups) == ["Male", "Young", "image_id"] and len(groups["Male"]) == 6
+
+
+def _write_records(folder, images, labels, ids=None):
+    os.makedirs(folder, exist_ok=True)
+    with tf.io.TFRecordWriter(os.path.join(folder, "part-00000.tfrecord")) as writer:
+        for index, (image, label) in enumerate(zip(images, labels)):
+            feature = {
+                "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[tf.io.encode_png(image).numpy()])),
+                "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(
+                    value=[int(label)])),
+            }
+            if ids is not None:
+                feature["image_id"] = tf.train.Feature(int64_list=tf.train.Int64List(
+                    value=[int(ids[index])]))
+            writer.write(tf.train.Example(features=tf.train.Features(
+                feature=feature)).SerializeToString())
+
+
+def test_tfrecord_round_trip(tmp_path):
+    images, labels, _ = data.load("digits").eval_arrays()
+    folder = str(tmp_path / "subset")
+    _write_records(folder, images[:20], labels[:20], ids=np.arange(100, 120))
+    with open(os.path.join(folder, data.TFRECORD_INFO), "w") as f:
+        json.dump({"num_classes": 10, "num_examples": 20}, f)
+    source = data.load("tfrecord:" + folder)
+    back, back_labels, back_ids = source.eval_arrays()
+    assert np.array_equal(back, images[:20]) and np.array_equal(back_labels, labels[:20])
+    assert np.array_equal(back_ids, np.arange(100, 120))
+    assert source.num_classes == 10 and source.family == "small"
+
+
+def test_tfrecord_without_ids_uses_position(tmp_path):
+    images, labels, _ = data.load("digits").eval_arrays()
+    folder = str(tmp_path / "plain")
+    _write_records(folder, images[:5], labels[:5])
+    _, _, ids = data.load("tfrecord:" + folder).eval_arrays()
+    assert np.array_equal(ids, np.arange(5))
+
+
+@pytest.mark.parametrize("name, message", [
+    ("nope_dataset", "unknown dataset 'nope_dataset'; allowed: digits, mnist5k, moons"),
+    ("tfrecord:/does/not/exist", "no TFRecord folder at '/does/not/exist'"),
+    ("", "--dataset is empty; allowed: digits"),
+])
+def test_bad_names(name, message):
+    with pytest.raises(data.DataError, match=message.replace("(", r"\(")):
+        data.validate_name(name)
+
+
+def test_manual_download_needs_data_dir():
+    with pytest.raises(data.DataError, match="dataset 'imagenet2012' needs a manual download: "
+                       "prepare it and pass --data_dir"):
+        data.load("imagenet2012")
