@@ -79,8 +79,35 @@ def disk_kernel(radius, alias_sigma):
 
 
 def correlate(x, kernel):
-    """2-D correlation of every image with `kernel`, mirrored border (cv2's default)."""
-    return ndimage.correlate(x, kernel[None, :, :, None], mode="mirror")
+    """2-D correlation of every image with `kernel`, mirrored border (reflect-101)."""
+    out = np.empty_like(x)
+    for n in range(len(x)):
+        # cv2 drops a trailing channel axis of 1; reshape puts it back.
+        out[n] = cv2.filter2D(x[n], -1, kernel, borderType=cv2.BORDER_REFLECT_101).reshape(x.shape[1:])
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def gaussian_matrix(size, sigma, truncate):
+    """(size, size) matrix of scipy's gaussian_filter1d(mode="reflect") on a line of
+    `size` samples: the kernel's taps that fall outside are folded back in."""
+    radius = int(truncate * sigma + 0.5)
+    taps = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (taps / sigma) ** 2)
+    weights /= weights.sum()
+    source = np.mod(np.arange(size)[:, None] + taps[None, :], 2 * size)
+    source = np.where(source >= size, 2 * size - 1 - source, source)  # half-sample mirror
+    matrix = np.zeros((size, size))
+    np.add.at(matrix, (np.repeat(np.arange(size), taps.size), source.ravel()), np.tile(weights, size))
+    matrix = matrix.astype(np.float32)
+    matrix.flags.writeable = False
+    return matrix
+
+
+def separable_apply(x, rows, cols):
+    """out[n, :, :, c] = rows @ x[n, :, :, c] @ cols.T for every image and channel."""
+    planes = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return np.ascontiguousarray((rows @ planes @ cols.T).transpose(0, 2, 3, 1))
 
 
 def motion_kernel(radius, sigma, angle_degrees):

@@ -18,7 +18,6 @@ import numbers
 import cv2
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from pie import corruption_ops as ops
 from pie.corruption_params import (
@@ -183,9 +182,12 @@ def _elastic_transform(x, c, rngs, scale):
     moved_h = np.concatenate([moved, np.ones((n, 3, 1))], axis=2)
     inverse = np.linalg.solve(moved_h, np.broadcast_to(anchors, (n, 3, 2)))  # (n, 3, 2)
     # Smooth random displacement field, alpha px times a Gaussian-smoothed U(-1, 1).
-    noise = np.stack([field for _, field in draws])
+    noise = np.stack([field for _, field in draws]).astype(np.float32)
     if sigma > 0:
-        noise = ndimage.gaussian_filter(noise, (0, sigma, sigma, 0), mode="reflect", truncate=3.0)
+        # = ndimage.gaussian_filter(noise, (0, sigma, sigma, 0), mode="reflect",
+        # truncate=3), as two matrix products: much faster for the wide kernels.
+        noise = ops.separable_apply(noise, ops.gaussian_matrix(h, sigma, 3.0),
+                                    ops.gaussian_matrix(w, sigma, 3.0))
     displacement = alpha * noise
     rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     qx = cols[None] + displacement[..., 0]
@@ -198,10 +200,7 @@ def _elastic_transform(x, c, rngs, scale):
 
 
 def _pixelate(x, c, rngs, scale):
-    rows = ops.pixelate_matrix(x.shape[1], c)
-    cols = ops.pixelate_matrix(x.shape[2], c)
-    x = np.einsum("ih,nhwc->niwc", rows, x)
-    return np.einsum("jw,niwc->nijc", cols, x)
+    return ops.separable_apply(x, ops.pixelate_matrix(x.shape[1], c), ops.pixelate_matrix(x.shape[2], c))
 
 
 def _jpeg_compression(x, c, rngs, scale):

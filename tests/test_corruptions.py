@@ -455,3 +455,11 @@ def test_errors(call, message):
     with pytest.raises(ValueError) as error:
         call()
     assert str(error.value) == message
+
+
+def test_gaussian_matrix_matches_scipy_reflect():
+    x = np.random.default_rng(0).random((2, 40, 30, 2)).astype(np.float32)
+    for sigma in (0.3, 2.4, 19.5, 170.0):  # kernels narrower and far wider than the image
+        expected = ndimage.gaussian_filter(x, (0, sigma, sigma, 0), mode="reflect", truncate=3.0)
+        out = ops.separable_apply(x, ops.gaussian_matrix(40, sigma, 3.0), ops.gaussian_matrix(30, sigma, 3.0))
+        np.testing.assert_allclose(out, expected, atol=1e-6)
