@@ -92,7 +92,7 @@ def _glass_blur(x, c, rngs, scale):
     sigma, max_delta, passes = c
     x = ops.gaussian_blur(x, sigma)
     n, h, w, channels = x.shape
-    flat = x.reshape(n, h * w, channels)
+    flat = np.array(x, np.float32).reshape(n, h * w, channels)  # swapped in place
     # Visit pixels from the bottom right, swapping each with a random neighbour
     # up to max_delta away (offsets in [-max_delta, max_delta)). The walk is
     # sequential within an image, so it loops over positions, all images at once.
@@ -109,7 +109,7 @@ def _glass_blur(x, c, rngs, scale):
             held = flat[:, position].copy()
             flat[:, position] = flat[images, partner]
             flat[images, partner] = held
-    return ops.gaussian_blur(x, sigma)
+    return ops.gaussian_blur(flat.reshape(x.shape), sigma)
 
 
 def _motion_blur(x, c, rngs, scale):
