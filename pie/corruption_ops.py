@@ -199,8 +199,7 @@ def _centre_zoom_matrix(h, w, zoom):
 
 @functools.lru_cache(maxsize=64)
 def centre_zoom_operator(h, w, zoom):
-    matrix = _centre_zoom_matrix(h, w, zoom).astype(np.float32)
-    return matrix
+    return _centre_zoom_matrix(h, w, zoom).astype(np.float32)
 
 
 def zoom_factors(end, step):

@@ -194,9 +194,9 @@ def _elastic_transform(x, c, rngs, scale):
     qy = rows[None] + displacement[..., 1]
     # One resampling of the composed map: output p reads the clean image at
     # affine^-1(p + displacement(p)).
-    src_x = qx * inverse[:, 0, 0, None, None] + qy * inverse[:, 1, 0, None, None] + inverse[:, 2, 0, None, None]
-    src_y = qx * inverse[:, 0, 1, None, None] + qy * inverse[:, 1, 1, None, None] + inverse[:, 2, 1, None, None]
-    return ops.bilinear_sample(x, src_y, src_x)
+    points = np.stack([qx, qy, np.ones_like(qx)], axis=-1)  # (n, h, w, 3)
+    source = np.einsum("nhwk,nkd->nhwd", points, inverse)  # (x, y) per pixel
+    return ops.bilinear_sample(x, source[..., 1], source[..., 0])
 
 
 def _pixelate(x, c, rngs, scale):
