@@ -109,7 +109,7 @@ def generate(workdir, n_images, n_classes, n_members, sparsities, seed):
 
 
 def run_stage(module, workdir, extra=()):
-    """Runs one stage as its own process; (wall seconds, peak RSS bytes, stderr)."""
+    """Runs one stage as its own process; (wall s, CPU s, peak RSS bytes, stderr)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     start = time.perf_counter()
     process = subprocess.Popen(
@@ -121,7 +121,7 @@ def run_stage(module, workdir, extra=()):
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
         raise RuntimeError(f"{module} failed ({process.returncode}):\n{stderr}")
-    return wall, usage.ru_maxrss * 1024, stderr
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, stderr
 
 
 def main(argv):
@@ -141,20 +141,24 @@ def main(argv):
                      FLAGS.seed)
             print(f"generated and wrote the data in {time.perf_counter() - start:.1f} s "
                   "(not counted)")
-        total = 0.0
+        print(f"load average before the stages: {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} cores")
+        total_wall = total_cpu = 0.0
         for module in STAGES:
-            wall, rss, log = run_stage(module, workdir)
-            total += wall
-            print(f"{module}: {wall:.1f} s wall, peak RSS {rss / 2**30:.2f} GiB")
+            wall, cpu, rss, log = run_stage(module, workdir)
+            total_wall, total_cpu = total_wall + wall, total_cpu + cpu
+            print(f"{module}: {wall:.1f} s wall, {cpu:.1f} s CPU, "
+                  f"peak RSS {rss / 2**30:.2f} GiB")
             for line in log.splitlines():
                 if line[:1] in "IW":
                     print("    " + line.split("] ", 1)[-1])
-        print(f"total (3 stages, each a fresh process): {total:.1f} s")
+        print(f"total (3 stages, each a fresh process): {total_wall:.1f} s wall, "
+              f"{total_cpu:.1f} s CPU")
         if FLAGS.standalone_tstatistic:
             os.remove(os.path.join(workdir, "per_class", "per_class_metrics.csv"))
-            wall, rss, _ = run_stage(STAGES[1], workdir)
+            wall, cpu, rss, _ = run_stage(STAGES[1], workdir)
             print(f"{STAGES[1]} without per_class_metrics.csv: {wall:.1f} s wall, "
-                  f"peak RSS {rss / 2**30:.2f} GiB")
+                  f"{cpu:.1f} s CPU, peak RSS {rss / 2**30:.2f} GiB")
         summary = os.path.join(workdir, "per_class", "tstatistic_summary.csv")
         print(pd.read_csv(summary).to_string(index=False))
         print(pd.read_csv(os.path.join(workdir, "pie", "pie_summary.csv")).to_string(

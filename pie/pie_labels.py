@@ -43,9 +43,11 @@ def modal_votes(group, predicted, weights, n_groups, n_classes):
     predicted = np.asarray(predicted, dtype=np.int64)
     # One sort of (group, class) keys replaces a per-group loop; the
     # (n_groups x n_classes) table of counts would not fit in memory at ImageNet scale.
-    keys, inverse, counts = np.unique(
-        group * n_classes + predicted, return_inverse=True, return_counts=True)
-    weight_sums = np.bincount(inverse, weights=weights, minlength=len(keys))
+    keys = group * n_classes + predicted
+    keys.sort()  # in place: np.unique would copy 9 million keys first
+    key_starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    counts = np.diff(np.r_[key_starts, len(keys)])
+    keys = keys[key_starts]
     key_group = keys // n_classes
     key_class = keys % n_classes
     starts = np.flatnonzero(np.r_[True, key_group[1:] != key_group[:-1]])
@@ -55,8 +57,26 @@ def modal_votes(group, predicted, weights, n_groups, n_classes):
     # Highest count first, then lowest class: one score, maximised per group.
     score = counts * n_classes + (n_classes - 1 - key_class)
     best = np.maximum.reduceat(score, starts)
-    is_modal = score == np.repeat(best, np.diff(np.r_[starts, len(keys)]))
-    return (n_classes - 1 - best % n_classes, best // n_classes, weight_sums[is_modal])
+    modal_class = n_classes - 1 - best % n_classes
+    # The votes for the modal class, found without the sort's inverse permutation.
+    is_modal_vote = predicted == modal_class[group]
+    weight_sums = np.bincount(group[is_modal_vote],
+                              weights=np.asarray(weights, dtype=np.float64)[is_modal_vote],
+                              minlength=n_groups)
+    return modal_class, best // n_classes, weight_sums
+
+
+def _image_index(image_id):
+    """(sorted distinct image ids, position of each row's image among them).
+
+    Every member covers the same images, so the distinct ids are few (50,000)
+    and each row's position is a binary search, or a subtraction when the ids
+    form a range, instead of a sort of all rows.
+    """
+    image_ids = np.sort(pd.unique(image_id))  # hashing: no sort of all rows
+    if image_ids[-1] - image_ids[0] == len(image_ids) - 1:
+        return image_ids, image_id - image_ids[0]
+    return image_ids, np.searchsorted(image_ids, image_id)
 
 
 def population_modal_labels(predictions, manifest, n_classes):
@@ -81,7 +101,7 @@ def population_modal_labels(predictions, manifest, n_classes):
                                 how="left")["index"].to_numpy())
     n_members = np.bincount(member_population, minlength=len(populations))
 
-    image_ids, image = np.unique(predictions["image_id"].to_numpy(), return_inverse=True)
+    image_ids, image = _image_index(predictions["image_id"].to_numpy())
     labels = predictions["label"].to_numpy()
     label_of_image = np.empty(len(image_ids), dtype=labels.dtype)
     label_of_image[image] = labels
