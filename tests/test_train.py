@@ -1,0 +1,126 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, TINY_POPULATION_FLAGS, error_lines, run_stage
+from pie import records
+
+import tf_keras as keras
+
+RESUME_FLAGS = ["--dataset=digits", "--model=small_cnn", "--width=4", "--sparsities=0.5",
+                "--seeds=1", "--epochs=4"]
+
+
+def _weights(workdir, member_id):
+    manifest = records.read_manifest(workdir).set_index("member_id")
+    path = os.path.join(workdir, manifest.loc[member_id, "model_file"])
+    return keras.models.load_model(path, compile=False).get_weights()
+
+
+def test_population_members_and_files(tiny_population):
+    manifest = records.read_manifest(tiny_population)
+    assert list(manifest["member_id"]) == [
+        "dense_0_seed0", "dense_0_seed1", "magnitude_0.5_seed0", "magnitude_0.5_seed1"]
+    assert (abs(manifest["measured_sparsity"] - manifest["sparsity"]) <= 0.005).all()
+    assert set(manifest["method"]) == {"dense", "magnitude"}
+    for row in manifest.to_dict("records"):
+        folder = os.path.join(tiny_population, row["path"])
+        assert sorted(f for f in os.listdir(folder) if f != "logs") == [
+            "flags.txt", "meta.json", "model.keras"]
+        meta = records.read_json(os.path.join(folder, "meta.json"))
+        assert meta["top1"] == row["top1"] and 0 < row["top1"] <= 1
+        assert set(meta["measured_sparsity_per_layer"]) == {"conv1", "conv2", "dense1"}
+        assert "--sparsities=0,0.5" in open(os.path.join(folder, "flags.txt")).read()
+    assert records.read_json(os.path.join(tiny_population, "classes.json"))[9] == "9"
+
+
+def test_rerun_skips_finished_members(tiny_population):
+    before = open(records.manifest_path(tiny_population)).read()
+    result = run_stage("save_checkpoint.train", f"--workdir={tiny_population}",
+                       *TINY_POPULATION_FLAGS)
+    assert "4 already finished, 0 to train" in result.stdout
+    assert open(records.manifest_path(tiny_population)).read() == before
+
+
+def test_kill_and_rerun_resumes_to_identical_model(tmp_path):
+    reference = str(tmp_path / "reference")
+    run_stage("save_checkpoint.train", f"--workdir={reference}", *RESUME_FLAGS)
+    killed = str(tmp_path / "killed")
+    ckpt_state = os.path.join(killed, "checkpoints", "magnitude", "sparsity_0.5", "seed_0",
+                              "ckpt", "checkpoint")
+    process = subprocess.Popen([sys.executable, "-m", "save_checkpoint.train",
+                                f"--workdir={killed}", *RESUME_FLAGS], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not os.path.exists(ckpt_state) and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert os.path.exists(ckpt_state)
+    assert not os.path.exists(records.manifest_path(killed))
+    result = run_stage("save_checkpoint.train", f"--workdir={killed}", *RESUME_FLAGS)
+    assert "resuming after epoch" in result.stdout
+    manifest = records.read_manifest(killed)
+    assert list(manifest["member_id"]) == ["magnitude_0.5_seed0"]
+    # Same seed, same data order, restored optimizer and pruning step: same weights.
+    for a, b in zip(_weights(reference, "magnitude_0.5_seed0"),
+                    _weights(killed, "magnitude_0.5_seed0")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not os.path.exists(os.path.dirname(ckpt_state))
+
+
+def test_shards_fill_one_workdir(tmp_path):
+    workdir = str(tmp_path / "sharded")
+    flags = ["--dataset=digits", "--model=small_cnn", "--width=4", "--sparsities=0,0.5",
+             "--seeds=1", "--epochs=1"]
+    run_stage("save_checkpoint.train", f"--workdir={workdir}", "--shard=1/2", *flags)
+    assert list(records.read_manifest(workdir)["member_id"]) == ["magnitude_0.5_seed0"]
+    run_stage("save_checkpoint.train", f"--workdir={workdir}", "--shard=0/2", *flags)
+    assert list(records.read_manifest(workdir)["member_id"]) == [
+        "dense_0_seed0", "magnitude_0.5_seed0"]
+
+
+def test_lost_manifest_row_is_recovered(tiny_population, tmp_path):
+    workdir = str(tmp_path / "copy")
+    import shutil
+    shutil.copytree(tiny_population, workdir)
+    manifest = records.read_manifest(workdir)
+    records.write_csv(records.manifest_path(workdir), manifest.iloc[:3], records.MANIFEST_COLUMNS)
+    result = run_stage("save_checkpoint.train", f"--workdir={workdir}", *TINY_POPULATION_FLAGS)
+    assert "4 already finished, 0 to train" in result.stdout
+    pd.testing.assert_frame_equal(records.read_manifest(workdir), manifest)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dataset=nope"], "error: unknown dataset 'nope'; allowed: digits, mnist5k"),
+    (["--model=vgg"], "error: unknown model 'vgg'; allowed: small_cnn"),
+    (["--strategy=gpus"], "error: flag --strategy=gpus: value should be one of "
+                          "<default|mirrored|multi_worker|tpu>"),
+    (["--sparsities=0,1.0"], "error: sparsity must be in [0, 1), got 1"),
+    (["--shard=2/2"], "error: --shard must be i/n with integers 0 <= i < n, got '2/2'"),
+    (["--dataset=imagenet2012", "--model=resnet50"],
+     "error: dataset 'imagenet2012' needs a manual download: prepare it and pass --data_dir"),
+])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, flags, message):
+    workdir = tmp_path / "w"
+    result = run_stage("save_checkpoint.train", f"--workdir={workdir}", *flags, check=False)
+    assert result.returncode == 2
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith(message), lines
+    assert not workdir.exists()
+
+
+def test_unwritable_workdir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run_stage("save_checkpoint.train", f"--workdir={blocker}/w", check=False)
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        f"error: workdir '{blocker}/w' is not writable: '{blocker}' is not a folder"]
+    assert blocker.read_text() == "not a folder"
