@@ -393,6 +393,43 @@ def validate_name(name):
         raise DataError(f"unknown dataset '{name}'; allowed: " + ", ".join(available()))
 
 
+DATASET_CONFIG = "dataset.json"
+CONFIG_KEYS = ("dataset", "data_dir", "label_attribute", "toy_noise", "toy_seed")
+
+
+def save_config(workdir, source, **config):
+    """Records in W how the population's data was loaded, for every later stage.
+
+    A workdir holds one dataset: a second training run with another one fails.
+    """
+    from pie import records
+    path = os.path.join(workdir, DATASET_CONFIG)
+    config = {key: config.get(key) for key in CONFIG_KEYS}
+    config.update(num_classes=source.num_classes, class_names=list(source.class_names),
+                  family=source.family)
+    if os.path.exists(path):
+        previous = records.read_json(path)
+        if previous.get("dataset") != config["dataset"]:
+            raise DataError(f"workdir holds a population of '{previous.get('dataset')}', "
+                            f"not '{config['dataset']}': use another --workdir")
+        return
+    records.write_json(path, config)
+    records.write_json(os.path.join(workdir, "classes.json"), list(source.class_names))
+
+
+def load_for_workdir(workdir, data_dir=None, group_attributes=()):
+    """The DataSource the population in `workdir` was trained on."""
+    from pie import records
+    path = os.path.join(workdir, DATASET_CONFIG)
+    if not os.path.exists(path):
+        raise DataError(f"no {DATASET_CONFIG} in '{workdir}': run save_checkpoint.train first")
+    config = records.read_json(path)
+    return load(config["dataset"], data_dir=data_dir or config.get("data_dir"),
+                label_attribute=config.get("label_attribute"),
+                group_attributes=group_attributes, toy_noise=config.get("toy_noise"),
+                toy_seed=config.get("toy_seed") or 0)
+
+
 def load(name, data_dir=None, label_attribute=None, group_attributes=(), toy_noise=None,
          toy_seed=0):
     """The DataSource for a --dataset value (see module docstring)."""

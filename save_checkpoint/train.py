@@ -342,7 +342,9 @@ def main(argv):
     if not chief:  # other workers of a multi-worker job write to a scratch folder
         workdir = os.path.join(workdir, ".workers", str(strategy.cluster_resolver.task_id))
     os.makedirs(workdir, exist_ok=True)
-    records.write_json(os.path.join(workdir, "classes.json"), list(source.class_names))
+    data.save_config(workdir, source, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+                     label_attribute=FLAGS.label_attribute, toy_noise=FLAGS.toy_noise,
+                     toy_seed=FLAGS.toy_seed)
     manifest_ids = set(records.read_manifest(workdir, required=False)["member_id"])
     todo = [m for m in members if not finished_row(workdir, m, manifest_ids)]
     print(f"population: {len(members)} members in shard {FLAGS.shard}, "

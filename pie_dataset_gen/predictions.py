@@ -1,0 +1,92 @@
+r"""Predictions of every population member on the eval split, once.
+
+  python -m pie_dataset_gen.predictions --workdir=W [--split=test]
+
+Writes `W/predictions/<split>/clean/<member_id>.csv.gz` per manifest member (see
+docs/contracts.md). Every later analysis derives from these files, so no stage
+runs a model twice. A rerun skips members whose file exists.
+"""
+import os
+import time
+
+import numpy as np
+
+from absl import flags
+
+import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie import cli, data, predict, records
+
+FLAGS = flags.FLAGS
+SPLITS = ("test",)
+
+flags.DEFINE_string("workdir", None, "Workdir holding population.csv.")
+flags.DEFINE_enum("split", "test", SPLITS, "Eval split (the dataset's test or validation).")
+flags.DEFINE_integer("batch_size", 256, "Images per model call.")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets folder, if not the one trained with.")
+flags.DEFINE_bool("force", False, "Recompute members whose predictions exist.")
+
+# Keep the eval inputs in memory (and run every member on the same array) below this.
+IN_MEMORY_BYTES = 2 << 30
+
+
+def eval_inputs(source, batch_size):
+    """(inputs, labels, image_ids) of the eval split, or None when it is too large."""
+    if source.eval_size is None:
+        return None
+    per_image = 4 * int(np.prod(source.input_shape))
+    if per_image * source.eval_size > IN_MEMORY_BYTES:
+        return None
+    inputs, labels, ids = [], [], []
+    for batch in source.eval_batches(batch_size).as_numpy_iterator():
+        inputs.append(batch["inputs"])
+        labels.append(batch["label"])
+        ids.append(batch["image_id"])
+    return np.concatenate(inputs), np.concatenate(labels), np.concatenate(ids)
+
+
+def member_logits(member, source, arrays, batch_size):
+    """Logits, labels, ids of one member: in memory, or streamed batch by batch."""
+    if arrays is not None:
+        inputs, labels, ids = arrays
+        return member.logits(inputs, batch_size), labels, ids
+    logits, labels, ids = [], [], []
+    for batch in source.eval_batches(batch_size).as_numpy_iterator():
+        logits.append(member.logits(batch["inputs"], batch_size))
+        labels.append(batch["label"])
+        ids.append(batch["image_id"])
+    return np.concatenate(logits), np.concatenate(labels), np.concatenate(ids)
+
+
+def main(argv):
+    del argv
+    if not FLAGS.workdir:
+        raise cli.UsageError("--workdir is required")
+    if FLAGS.batch_size < 2:
+        raise cli.UsageError(f"--batch_size must be at least 2, got {FLAGS.batch_size}")
+    manifest = records.read_manifest(FLAGS.workdir)
+    predict.check_model_files(FLAGS.workdir, manifest)
+    todo = [row for row in manifest.to_dict("records") if FLAGS.force or not os.path.exists(
+        records.predictions_path(FLAGS.workdir, row["member_id"], split=FLAGS.split))]
+    print(f"predictions: {len(manifest)} members, {len(manifest) - len(todo)} done, "
+          f"{len(todo)} to run", flush=True)
+    if not todo:
+        return 0
+    source = data.load_for_workdir(FLAGS.workdir, data_dir=FLAGS.data_dir)
+    arrays = eval_inputs(source, FLAGS.batch_size)
+    progress = cli.Progress(len(todo), "members")
+    for row in todo:
+        started = time.time()
+        member = predict.load_member(FLAGS.workdir, row)
+        logits, labels, ids = member_logits(member, source, arrays, FLAGS.batch_size)
+        frame = predict.predictions_frame(row["member_id"], logits, labels, ids)
+        path = records.predictions_path(FLAGS.workdir, row["member_id"], split=FLAGS.split)
+        columns = records.PREDICTION_COLUMNS + (["top5"] if "top5" in frame else [])
+        records.write_csv(path, frame, columns)
+        top1 = float((frame["predicted"] == frame["label"]).mean())
+        progress.advance(1, f"{row['member_id']}: {len(frame)} images, top-1 {top1:.4f} "
+                            f"({time.time() - started:.1f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
