@@ -98,10 +98,11 @@ def check_class_range(predictions, n_classes, manifest, workdir):
             source = (f"{classes_path(workdir)} lists {n_classes} classes"
                       if os.path.exists(classes_path(workdir)) else
                       f"{n_classes} classes")
+            member_id = manifest["member_id"].iloc[int(row["member"])]
             raise records.ContractError(
                 f"{column} {int(row[column])} of image {int(row['image_id'])} "
-                f"(member {manifest['member_id'].iloc[int(row['member'])]}) is outside the class range "
-                f"0..{n_classes - 1} ({source})")
+                f"(member {member_id}) is outside the class range 0..{n_classes - 1} "
+                f"({source})")
 
 
 # --------------------------------------------------------------------- predictions
@@ -144,6 +145,11 @@ def read_compact_predictions(workdir, manifest, distribution=records.CLEAN, spli
     rows take about 250 MB.
     """
     raw = records.read_predictions(workdir, manifest, distribution, split)
+    if raw.empty:
+        folder = records.predictions_dir(workdir, distribution, split)
+        raise records.ContractError(
+            f"the predictions of {distribution} ({folder}) have no rows: rerun "
+            "pie_dataset_gen.predictions")
     # Factorising first looks up each distinct member once, not 9 million strings.
     codes, distinct = pd.factorize(raw["member_id"])
     member = pd.Index(manifest["member_id"]).get_indexer(distinct)[codes]

@@ -97,6 +97,14 @@ class TestReadCompactPredictions:
         assert predictions["label"].dtype == np.int32
         assert predictions["prob_predicted"].dtype == np.float32
 
+    def test_no_rows(self, tmp_path):
+        workdir = str(tmp_path)
+        records.add_manifest_rows(workdir, [manifest_row("a")])
+        write_member(workdir, "a", [], [])
+        manifest = analysis_io.population_manifest(workdir)
+        with pytest.raises(records.ContractError, match="the predictions of clean .* have no rows"):
+            analysis_io.read_compact_predictions(workdir, manifest)
+
     def test_label_beyond_classes_json(self, tmp_path):
         workdir = str(tmp_path)
         records.add_manifest_rows(workdir, [manifest_row("a")])
