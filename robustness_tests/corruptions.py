@@ -1,0 +1,406 @@
+r"""Predictions of every population member on shifted copies of the eval split.
+
+  python -m robustness_tests.corruptions --workdir=W [--corruptions=all] \
+      [--severities=1,2,3,4,5] [--seed=0] [--corruption_scale=auto] [--batch_size=256]
+  python -m robustness_tests.corruptions --workdir=W \
+      --tfds_corrupted=cifar10_corrupted|imagenet2012_corrupted|imagenet_a [--data_dir=D]
+
+Synthetic (default): the raw eval images are corrupted once per (corruption,
+severity) with `pie.corruptions.corrupt_batch`, normalised like the clean ones,
+and every member runs on them. With `--tfds_corrupted` the precomputed sets are
+read through tensorflow-datasets instead (they must already be prepared in the
+data folder: nothing is downloaded). Each member's predictions go to
+`W/predictions/test/<corruption>-<severity>/<member_id>.csv.gz` (`imagenet_a` for
+ImageNet-A) in the schema of `pie_dataset_gen.predictions` plus a `distribution`
+column (`gaussian_noise/3`). Files that exist are skipped; a folder records where
+its predictions came from (`corruption_source.json`) and a run that would mix
+sources (another seed, scale or tfds set) stops with an error unless --force.
+"""
+import dataclasses
+import os
+import time
+
+import numpy as np
+import pandas as pd
+from absl import flags
+
+import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie import cli, corruptions, predict, records
+from pie.corruption_params import CIFAR, SCALES
+
+FLAGS = flags.FLAGS
+SPLIT = "test"
+SOURCE_NAME = "corruption_source.json"
+GROUPS = tuple(corruptions.CORRUPTION_GROUPS)
+# Images corrupted and run per step: bounds memory for large eval sets.
+CHUNK_IMAGES = 4096
+DATASET_CONFIG = "dataset.json"  # written by save_checkpoint.train (pie.data.DATASET_CONFIG)
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsShiftedSet:
+    """A precomputed shifted test set in tensorflow-datasets."""
+    builder: str
+    family: str  # the population's data family it fits (pie.data)
+    num_classes: int
+    per_corruption: bool  # one config `<name>_<severity>` per corruption and severity
+    renamed: tuple = ()  # (our corruption name, its tfds name)
+    eval_geometry: bool = False  # natural images: resize 256 + centre crop 224 first
+    class_subset: bool = False  # score only the classes the set contains (ImageNet-A)
+
+    def config(self, corruption, severity):
+        name = dict(self.renamed).get(corruption, corruption)
+        return f"{self.builder}/{name}_{severity}"
+
+
+TFDS_SETS = {
+    "cifar10_corrupted": TfdsShiftedSet(
+        "cifar10_corrupted", "cifar", 10, True,
+        renamed=(("glass_blur", "frosted_glass_blur"), ("elastic_transform", "elastic"))),
+    "imagenet2012_corrupted": TfdsShiftedSet("imagenet2012_corrupted", "imagenet", 1000, True),
+    "imagenet_a": TfdsShiftedSet("imagenet_a", "imagenet", 1000, False, eval_geometry=True,
+                                 class_subset=True),
+}
+IMAGENET_A = "imagenet_a"
+
+
+def define_flags():
+    """Flags of the stage script (not defined on import: tests import several stages)."""
+    flags.DEFINE_string("workdir", None, "Workdir holding population.csv and dataset.json.")
+    flags.DEFINE_string(
+        "corruptions", "all", "Comma-separated corruption names (pie.corruptions), group "
+        f"names ({', '.join(GROUPS)}), or 'all' for the 19.")
+    flags.DEFINE_string("severities", "1,2,3,4,5", "Comma-separated severities in 1..5.")
+    flags.DEFINE_integer("seed", 0, "Seed of the corruptions' random draws (>= 0).")
+    flags.DEFINE_enum("corruption_scale", "auto", SCALES,
+                      "Parameter table: 'imagenet' (224 px), 'cifar' (32 px) or 'auto' "
+                      "(cifar below 64 px).")
+    flags.DEFINE_integer("batch_size", 256, "Images per model call.")
+    flags.DEFINE_enum("tfds_corrupted", None, list(TFDS_SETS),
+                      "Read this precomputed tensorflow-datasets set instead of corrupting "
+                      "in memory (imagenet_a ignores --corruptions/--severities).")
+    flags.DEFINE_string("data_dir", None,
+                        "tensorflow-datasets folder (default: the population's).")
+    flags.DEFINE_bool("force", False, "Recompute predictions that exist.")
+
+
+# ------------------------------------------------------------------------ arguments
+
+
+def parse_corruptions(text):
+    """Corruption names from a flag value: names, group names or `all`."""
+    names = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if item == "all":
+            names.extend(corruptions.ALL_CORRUPTIONS)
+        elif item in corruptions.CORRUPTION_GROUPS:
+            names.extend(corruptions.CORRUPTION_GROUPS[item])
+        else:
+            try:
+                corruptions.corruption_params(item, 1, CIFAR)
+            except ValueError as error:
+                raise cli.UsageError(f"--corruptions: {error}; or a group "
+                                     f"({', '.join(GROUPS)}) or all")
+            names.append(item)
+    if not names:
+        raise cli.UsageError("--corruptions is empty; name corruptions, groups or all")
+    return list(dict.fromkeys(names))
+
+
+def parse_severities(text):
+    try:
+        values = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise cli.UsageError(f"--severities must be comma-separated integers in 1..5, "
+                             f"got '{text}'")
+    if not values:
+        raise cli.UsageError("--severities is empty; give integers in 1..5")
+    for severity in values:
+        try:
+            corruptions.corruption_params(corruptions.ALL_CORRUPTIONS[0], severity, CIFAR)
+        except ValueError as error:
+            raise cli.UsageError(f"--severities: {error}")
+    return sorted(set(values))
+
+
+def check_arguments(workdir, seed, batch_size):
+    if not workdir:
+        raise cli.UsageError("--workdir is required")
+    if seed < 0:
+        raise cli.UsageError(f"--seed must be >= 0, got {seed}")
+    if batch_size < 1:
+        raise cli.UsageError(f"--batch_size must be at least 1, got {batch_size}")
+
+
+def workdir_config(workdir):
+    path = os.path.join(workdir, DATASET_CONFIG)
+    if not os.path.exists(path):
+        raise records.ContractError(
+            f"no {DATASET_CONFIG} in '{workdir}': run save_checkpoint.train first")
+    return records.read_json(path)
+
+
+def require_images(config):
+    if config.get("family") == "toy":
+        raise cli.UsageError(
+            f"corruptions need images: the population was trained on the 2-D toy set "
+            f"'{config.get('dataset')}'")
+
+
+# ---------------------------------------------------------------------- provenance
+
+
+def source_path(workdir, distribution):
+    return os.path.join(records.predictions_dir(workdir, distribution, SPLIT), SOURCE_NAME)
+
+
+def claim_folder(workdir, distribution, source, force):
+    """Records where the folder's predictions come from; refuses to mix sources."""
+    path = source_path(workdir, distribution)
+    if os.path.exists(path) and not force:
+        previous = records.read_json(path)
+        if previous != source:
+            raise cli.UsageError(
+                f"{os.path.dirname(path)} holds predictions made from {previous}, not "
+                f"{source}: pass --force to replace them")
+        return
+    records.write_json(path, source)
+
+
+# ------------------------------------------------------------------------ running
+
+
+class Members:
+    """Manifest members, each loaded once per run and kept for every distribution."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.loaded = {}
+
+    def get(self, row):
+        if row["member_id"] not in self.loaded:
+            self.loaded[row["member_id"]] = predict.load_member(self.workdir, row)
+        return self.loaded[row["member_id"]]
+
+
+def predict_distribution(workdir, distribution, rows, members, batches, normalize,
+                         batch_size, class_subset=None):
+    """Runs `rows` on every batch of (raw images, labels, ids); writes their files.
+
+    Returns the members' top-1 on this distribution.
+    """
+    parts = {row["member_id"]: [] for row in rows}
+    for images, labels, ids in batches:
+        inputs = np.asarray(normalize(images), np.float32)
+        for row in rows:
+            logits = members.get(row).logits(inputs, batch_size)
+            parts[row["member_id"]].append(predict.predictions_frame(
+                row["member_id"], logits, labels, ids, class_subset=class_subset))
+    top1 = {}
+    for row in rows:
+        if not parts[row["member_id"]]:
+            raise records.ContractError(f"{distribution}: the shifted set has no images")
+        frame = pd.concat(parts[row["member_id"]], ignore_index=True)
+        frame["distribution"] = distribution
+        columns = (records.PREDICTION_COLUMNS + (["top5"] if "top5" in frame else [])
+                   + ["distribution"])
+        records.write_csv(records.predictions_path(workdir, row["member_id"], distribution,
+                                                   SPLIT), frame, columns)
+        top1[row["member_id"]] = float((frame["predicted"] == frame["label"]).mean())
+    return top1
+
+
+def pending(workdir, manifest, distribution, force):
+    """Manifest rows (dicts) whose predictions on `distribution` are still to make."""
+    return [row for row in manifest.to_dict("records") if force or not os.path.exists(
+        records.predictions_path(workdir, row["member_id"], distribution, SPLIT))]
+
+
+def corrupted_batches(raw, labels, ids, name, severity, seed, scale):
+    """The eval images corrupted once, in chunks (each image depends only on its id)."""
+    for start in range(0, len(ids), CHUNK_IMAGES):
+        stop = start + CHUNK_IMAGES
+        yield (corruptions.corrupt_batch(raw[start:stop], ids[start:stop], name, severity,
+                                         seed=seed, scale=scale),
+               labels[start:stop], ids[start:stop])
+
+
+def run_synthetic(workdir, names, severities, seed=0, scale="auto", batch_size=256,
+                  force=False):
+    """Corrupts the eval split in memory; returns how many distributions were run."""
+    check_arguments(workdir, seed, batch_size)
+    config = workdir_config(workdir)
+    require_images(config)
+    manifest = records.read_manifest(workdir)
+    predict.check_model_files(workdir, manifest)
+    plan = [(f"{name}/{severity}", name, severity) for name in names for severity in severities]
+    todo = [(distribution, name, severity, pending(workdir, manifest, distribution, force))
+            for distribution, name, severity in plan]
+    todo = [item for item in todo if item[3]]
+    print(f"corruptions: {len(plan)} corrupted sets x {len(manifest)} members, "
+          f"{len(plan) - len(todo)} sets done, {len(todo)} to run", flush=True)
+    if not todo:
+        return 0
+    from pie import data
+    source = data.load_for_workdir(workdir)
+    raw, labels, ids = source.eval_arrays()
+    resolved = corruptions.resolve_scale(scale, raw.shape[1], raw.shape[2])
+    members = Members(workdir)
+    progress = cli.Progress(len(todo), "corrupted sets")
+    for distribution, name, severity, rows in todo:
+        started = time.time()
+        claim_folder(workdir, distribution, {"source": "pie.corruptions", "seed": seed,
+                                             "scale": resolved}, force)
+        batches = corrupted_batches(raw, labels, ids, name, severity, seed, scale)
+        top1 = predict_distribution(workdir, distribution, rows, members, batches,
+                                    source.normalize, batch_size)
+        progress.advance(1, f"{distribution}: {len(rows)} members on {len(ids)} images, "
+                            f"mean top-1 {np.mean(list(top1.values())):.4f} "
+                            f"({time.time() - started:.1f}s)")
+    return len(todo)
+
+
+# --------------------------------------------------------------------------- tfds
+
+
+def _load_tfds(config, data_dir, decoders=None):
+    import tensorflow_datasets as tfds
+    try:
+        return tfds.load(config, split=SPLIT, data_dir=data_dir, download=False,
+                         shuffle_files=False, decoders=decoders,
+                         read_config=tfds.ReadConfig(interleave_cycle_length=1))
+    except Exception as error:  # tfds raises AssertionError / DatasetNotFoundError
+        from pie import data
+        raise data.DataError(
+            f"cannot read {config} from data_dir {data_dir}: "
+            f"{str(error).splitlines()[0] if str(error) else type(error).__name__} "
+            "(prepare it with tfds first; nothing is downloaded here)")
+
+
+def tfds_batches(spec, config, data_dir, batch_size, label_map=None):
+    """Raw uint8 images, labels (mapped onto the population's classes), positions."""
+    from pie import data
+    dataset = _load_tfds(config, data_dir).enumerate()
+
+    def select(position, example):
+        image = example["image"]
+        if spec.eval_geometry:
+            image = data.imagenet_eval_geometry(image)
+        return {"image": image, "label": example["label"], "image_id": position}
+
+    import tensorflow as tf
+    dataset = dataset.map(select, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+    for batch in dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+        labels = batch["label"].astype(np.int64)
+        if label_map is not None:
+            labels = label_map[labels]
+        yield batch["image"], labels, batch["image_id"].astype(np.int64)
+
+
+def imagenet_label_map(spec, data_dir, population_names):
+    """Maps the set's label ids onto the population's ImageNet class ids by wnid.
+
+    ImageNet class ids are the positions of the wnids in tfds imagenet2012's label
+    names; the set's labels are translated through its own label names.
+    """
+    import tensorflow_datasets as tfds
+    from pie import data
+    reference = list(tfds.builder("imagenet2012", data_dir=data_dir).info.features[
+        "label"].names)
+    if (set(population_names) == set(reference)
+            and list(population_names) != reference):
+        raise data.DataError(
+            "the population's class names are ImageNet wnids in another order than "
+            "tfds imagenet2012's: its class ids cannot be matched")
+    names = tfds.builder(spec.builder, data_dir=data_dir).info.features["label"].names
+    index = {wnid: position for position, wnid in enumerate(reference)}
+    unknown = [name for name in names if name not in index]
+    if unknown:
+        raise data.DataError(f"{spec.builder} labels {unknown[:3]} are not imagenet2012 wnids")
+    return np.array([index[name] for name in names], np.int64)
+
+
+def present_classes(spec, data_dir, label_map):
+    """The population class ids the set's labels cover (ImageNet-A: its 200 classes)."""
+    import tensorflow_datasets as tfds
+    dataset = _load_tfds(spec.builder, data_dir,
+                         decoders={"image": tfds.decode.SkipDecoding()})
+    labels = np.concatenate([batch["label"] for batch in dataset.batch(4096).as_numpy_iterator()])
+    return np.unique(label_map[labels.astype(np.int64)])
+
+
+def run_tfds(workdir, set_name, names, severities, batch_size=256, data_dir=None, force=False):
+    """Predictions on a precomputed tfds set; returns how many distributions were run."""
+    check_arguments(workdir, 0, batch_size)
+    if set_name not in TFDS_SETS:
+        raise cli.UsageError(f"unknown --tfds_corrupted {set_name}; allowed: "
+                             f"{', '.join(TFDS_SETS)}")
+    spec = TFDS_SETS[set_name]
+    config = workdir_config(workdir)
+    require_images(config)
+    if config.get("family") != spec.family or config.get("num_classes") != spec.num_classes:
+        raise cli.UsageError(
+            f"--tfds_corrupted={set_name} fits a {spec.family} population with "
+            f"{spec.num_classes} classes; this one is '{config.get('dataset')}' "
+            f"({config.get('family')}, {config.get('num_classes')} classes)")
+    manifest = records.read_manifest(workdir)
+    predict.check_model_files(workdir, manifest)
+    if spec.per_corruption:
+        plan = [(f"{name}/{severity}", spec.config(name, severity))
+                for name in names for severity in severities]
+    else:
+        print(f"{set_name} is one set: --corruptions and --severities do not apply",
+              flush=True)
+        plan = [(IMAGENET_A, spec.builder)]
+    todo = [(distribution, tfds_config, pending(workdir, manifest, distribution, force))
+            for distribution, tfds_config in plan]
+    todo = [item for item in todo if item[2]]
+    print(f"corruptions: {len(plan)} sets of {set_name} x {len(manifest)} members, "
+          f"{len(plan) - len(todo)} sets done, {len(todo)} to run", flush=True)
+    if not todo:
+        return 0
+    from pie import data
+    source = data.load_for_workdir(workdir, data_dir=data_dir)
+    data_dir = data_dir or config.get("data_dir")
+    label_map = class_subset = None
+    if spec.class_subset:
+        label_map = imagenet_label_map(spec, data_dir, source.class_names)
+        class_subset = present_classes(spec, data_dir, label_map)
+        print(f"{set_name}: scoring the {len(class_subset)} classes the set contains",
+              flush=True)
+    members = Members(workdir)
+    progress = cli.Progress(len(todo), "sets")
+    for distribution, tfds_config, rows in todo:
+        started = time.time()
+        claim_folder(workdir, distribution, {"source": f"tfds:{tfds_config}"}, force)
+        batches = tfds_batches(spec, tfds_config, data_dir, batch_size, label_map)
+        top1 = predict_distribution(workdir, distribution, rows, members, batches,
+                                    source.normalize, batch_size, class_subset)
+        progress.advance(1, f"{distribution} ({tfds_config}): {len(rows)} members, mean "
+                            f"top-1 {np.mean(list(top1.values())):.4f} "
+                            f"({time.time() - started:.1f}s)")
+    return len(todo)
+
+
+def main(argv):
+    del argv
+    check_arguments(FLAGS.workdir, FLAGS.seed, FLAGS.batch_size)
+    names = parse_corruptions(FLAGS.corruptions)
+    severities = parse_severities(FLAGS.severities)
+    if FLAGS.tfds_corrupted:
+        ran = run_tfds(FLAGS.workdir, FLAGS.tfds_corrupted, names, severities,
+                       FLAGS.batch_size, FLAGS.data_dir, FLAGS.force)
+    else:
+        ran = run_synthetic(FLAGS.workdir, names, severities, FLAGS.seed,
+                            FLAGS.corruption_scale, FLAGS.batch_size, FLAGS.force)
+    if ran:
+        records.write_text(os.path.join(FLAGS.workdir, "robustness", "corruptions.flags.txt"),
+                           cli.resolved_flags())
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)
