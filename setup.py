@@ -13,6 +13,7 @@ setup(
         "robustness_tests", "quantization", "pruning_criteria", "report",
     ]),
     include_package_data=True,
+    package_data={"report": ["templates/*.j2"]},
     install_requires=[
         f"tensorflow{TF_VERSION}",
         f"tf-keras{TF_VERSION}",
@@ -31,5 +32,5 @@ setup(
         "matplotlib",
         "jinja2",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "websocket-client"]},
 )
