@@ -1,0 +1,187 @@
+r"""Accuracy, excess error and prune potential under distribution shift.
+
+  python -m robustness_tests.analyze --workdir=W [--delta=0.5] [--force]
+
+Reads every manifest member's predictions file under `W/predictions/test/*/`
+(clean ones from pie_dataset_gen.predictions, shifted ones from
+robustness_tests.corruptions). A file's distribution is its `distribution`
+column (files without one are clean predictions); the folder is only where it
+lies. Writes, under `W/robustness/`:
+
+  accuracy.csv          top-1 per member and distribution, plus `mean_corruption`
+  excess_error.csv      per variant and shifted distribution (mean, std over seeds)
+  excess_error_per_seed.csv
+  prune_potential.csv   per pruning method and distribution
+
+Definitions in docs/robustness.md (Liebenwein et al., Lost in Pruning). Runs no
+model. A rerun with the same inputs and --delta skips.
+"""
+import glob
+import math
+import os
+
+import numpy as np
+import pandas as pd
+from absl import flags
+
+import pie  # noqa: F401
+from pie import analysis_io, cli, records, robustness
+
+FLAGS = flags.FLAGS
+STAGE = "analyze"
+OUT_DIR = "robustness"
+SPLIT = "test"
+ACCURACY_NAME = "accuracy.csv"
+EXCESS_ERROR_NAME = "excess_error.csv"
+EXCESS_ERROR_SEED_NAME = "excess_error_per_seed.csv"
+PRUNE_POTENTIAL_NAME = "prune_potential.csv"
+DECIMALS = 10
+PROGRESS_EVERY = 500  # files between progress lines
+OUTPUT_NAMES = (ACCURACY_NAME, EXCESS_ERROR_NAME, EXCESS_ERROR_SEED_NAME, PRUNE_POTENTIAL_NAME)
+
+
+def define_flags():
+    """Flags of the stage script (not defined on import: tests import several stages)."""
+    flags.DEFINE_string("workdir", None, "Workdir holding population.csv and predictions/.")
+    flags.DEFINE_float("delta", 0.5, "Prune potential tolerance: percentage points of error "
+                       "above the dense population's, >= 0 (the paper: 0.5).")
+    flags.DEFINE_bool("force", False, "Recompute even when the outputs are up to date.")
+
+
+def prediction_files(workdir, manifest, split=SPLIT):
+    """(member_id, path) of every manifest member's file in every predictions folder."""
+    root = os.path.join(workdir, "predictions", split)
+    folders = sorted(path for path in glob.glob(os.path.join(root, "*")) if os.path.isdir(path))
+    return [(member_id, os.path.join(folder, f"{member_id}.csv.gz"))
+            for folder in folders for member_id in manifest["member_id"]
+            if os.path.exists(os.path.join(folder, f"{member_id}.csv.gz"))]
+
+
+def file_accuracy(member_id, path):
+    """(distribution, top-1, images) of one predictions file."""
+    header = pd.read_csv(path, nrows=0).columns
+    needed = ["member_id", "label", "predicted"]
+    missing = [column for column in needed if column not in header]
+    if missing:
+        raise records.ContractError(f"{path} lacks columns {missing}")
+    frame = pd.read_csv(path, usecols=needed + (["distribution"] if "distribution" in header
+                                                else []))
+    if frame.empty:
+        raise records.ContractError(f"{path} has no rows")
+    if (frame["member_id"] != member_id).any():
+        raise records.ContractError(f"{path} holds rows of another member than {member_id}")
+    distribution = records.CLEAN
+    if "distribution" in frame:
+        values = frame["distribution"].astype(str).unique()
+        if len(values) != 1:
+            raise records.ContractError(
+                f"{path} mixes distributions {sorted(values)[:3]}: one file, one distribution")
+        distribution = values[0]
+    if distribution == robustness.MEAN_CORRUPTION:
+        raise records.ContractError(
+            f"{path} claims distribution '{distribution}', a name this stage reserves")
+    correct = frame["predicted"].to_numpy() == frame["label"].to_numpy()
+    return distribution, float(correct.mean()), len(frame)
+
+
+def read_accuracy(files, manifest):
+    """Top-1 per (member, distribution) from the files; fails on duplicate sources."""
+    progress = cli.Progress(len(files), "files")
+    rows, reported = [], 0
+    for number, (member_id, path) in enumerate(files, 1):
+        distribution, top1, n_images = file_accuracy(member_id, path)
+        rows.append((member_id, distribution, top1, n_images, path))
+        if number % PROGRESS_EVERY == 0 or number == len(files):
+            progress.advance(number - reported, f"read {distribution} of {member_id}")
+            reported = number
+    accuracy = pd.DataFrame(rows, columns=["member_id", "distribution", "top1", "n_images",
+                                           "path"])
+    twice = accuracy[accuracy.duplicated(["member_id", "distribution"], keep=False)]
+    if not twice.empty:
+        first = twice.iloc[0]
+        paths = twice.loc[(twice["member_id"] == first["member_id"])
+                          & (twice["distribution"] == first["distribution"]), "path"]
+        raise records.ContractError(
+            f"member {first['member_id']} has more than one predictions file for "
+            f"{first['distribution']}: {', '.join(paths)}")
+    info = manifest[["member_id", "method", "sparsity", "seed"]]
+    return accuracy.drop(columns="path").merge(info, on="member_id", how="left",
+                                               validate="many_to_one")
+
+
+def rounded(frame):
+    """Float columns to 10 decimals: errors are differences of counts, and the last
+    digits are only float rounding (3.9000000000000035 percentage points)."""
+    floats = frame.select_dtypes("float").columns
+    return frame.assign(**{column: frame[column].round(DECIMALS) for column in floats})
+
+
+def check_inputs(workdir, delta):
+    if not workdir:
+        raise cli.UsageError("--workdir is required")
+    if not os.path.isdir(workdir):
+        raise cli.UsageError(f"--workdir={workdir} is not a folder")
+    if not (math.isfinite(delta) and delta >= 0):
+        raise cli.UsageError(f"--delta must be a finite number >= 0 (percentage points), "
+                             f"got {delta}")
+
+
+def run(workdir, delta=0.5, force=False):
+    """Writes the robustness tables; returns False when they were up to date."""
+    check_inputs(workdir, delta)
+    manifest = records.read_manifest(workdir)
+    analysis_io.require_dense(manifest, workdir)
+    files = prediction_files(workdir, manifest)
+    clean_dir = records.predictions_dir(workdir, records.CLEAN, SPLIT)
+    out_dir = os.path.join(workdir, OUT_DIR)
+    outputs = [os.path.join(out_dir, name) for name in OUTPUT_NAMES]
+    inputs = [records.manifest_path(workdir)] + [path for _, path in files]
+    options = {"delta": float(delta), "split": SPLIT}
+    if not force and analysis_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
+                                               options):
+        print(f"analyze: {out_dir} up to date with {len(files)} predictions files, "
+              "skipping (--force to redo)", flush=True)
+        return False
+    print(f"analyze: {len(files)} predictions files of {len(manifest)} members", flush=True)
+    accuracy = read_accuracy(files, manifest)
+    if not (accuracy["distribution"] == records.CLEAN).any():
+        raise records.ContractError(
+            f"no clean predictions of the manifest members (e.g. {clean_dir}): run "
+            "pie_dataset_gen.predictions first")
+    dense_clean = (accuracy["method"] == records.DENSE_METHOD) & (
+        accuracy["distribution"] == records.CLEAN)
+    if not dense_clean.any():
+        raise records.ContractError(
+            "the dense population has no clean predictions: run pie_dataset_gen.predictions")
+    accuracy = robustness.with_mean_corruption(accuracy)
+    per_seed, excess = robustness.excess_error(accuracy)
+    potential = robustness.prune_potential(accuracy, delta)
+    records.write_csv(outputs[0], rounded(accuracy), robustness.ACCURACY_COLUMNS)
+    records.write_csv(outputs[1], rounded(excess), robustness.EXCESS_ERROR_COLUMNS)
+    records.write_csv(outputs[2], rounded(per_seed), robustness.EXCESS_ERROR_SEED_COLUMNS)
+    records.write_csv(outputs[3], rounded(potential), robustness.PRUNE_POTENTIAL_COLUMNS)
+    analysis_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
+    distributions = accuracy["distribution"].unique()
+    print(f"analyze: {len(distributions)} distributions "
+          f"({int(robustness.is_corruption(distributions).sum())} corruptions); "
+          f"wrote {', '.join(OUTPUT_NAMES)} to {out_dir}", flush=True)
+    summary = potential[potential["distribution"].isin([records.CLEAN,
+                                                        robustness.MEAN_CORRUPTION])]
+    for row in summary.itertuples(index=False):  # a few summary lines, not data work
+        print(f"  prune potential {row.method} on {row.distribution}: "
+              f"{row.prune_potential:g} (seed mean {row.prune_potential_seed_mean:.3g})",
+              flush=True)
+    return True
+
+
+def main(argv):
+    del argv
+    if run(FLAGS.workdir, FLAGS.delta, FLAGS.force):
+        records.write_text(os.path.join(FLAGS.workdir, OUT_DIR, f"{STAGE}.flags.txt"),
+                           cli.resolved_flags())
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)

@@ -1,0 +1,186 @@
+r"""Do compressed and dense members rely on the same input features?
+
+  python -m robustness_tests.informative_features --workdir=W [--images=200] \
+      [--fraction=0.1] [--seed=0] [--batch_size=256]
+
+Per image and member, the informative features are the `fraction` of input
+features (every element of the normalised input) with the largest
+|input x gradient of the member's predicted logit| (computed with
+tf.GradientTape, batched). For each compressed member and the dense member of the
+same seed, and for two independently trained dense members (`dense_reference`):
+the IoU of their feature masks, and each model's confidence, the softmax
+probability of the true label, when its input keeps only its own or only the
+other model's features (every other feature set to 0 in normalised input units).
+Writes `W/robustness/informative_features.csv` and
+`informative_features_per_image.csv`; columns in docs/robustness.md. Members
+without a Keras model (TFLite) are skipped: they have no gradients here.
+"""
+import os
+import time
+
+import numpy as np
+import pandas as pd
+from absl import flags
+
+import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie import analysis_io, cli, predict, records, robustness
+from robustness_tests import noise_similarity
+
+FLAGS = flags.FLAGS
+STAGE = "informative_features"
+OUT_DIR = "robustness"
+SUMMARY_NAME = "informative_features.csv"
+PER_IMAGE_NAME = "informative_features_per_image.csv"
+# The value a removed feature takes, in normalised input units.
+BASELINE = 0.0
+SUMMARY_COLUMNS = ["method", "sparsity", "iou_mean", "iou_std", "conf_own_mask",
+                   "conf_other_mask", "reference_conf_own_mask", "reference_conf_other_mask",
+                   "n_pairs", "images", "fraction"]
+PER_IMAGE_COLUMNS = ["method", "sparsity", "seed", "member_id", "reference_id", "image_id",
+                     "label", "iou", "conf_own_mask", "conf_other_mask",
+                     "reference_conf_own_mask", "reference_conf_other_mask"]
+
+
+def define_flags():
+    """Flags of the stage script (not defined on import: tests import several stages)."""
+    flags.DEFINE_string("workdir", None, "Workdir holding population.csv and dataset.json.")
+    flags.DEFINE_integer("images", 200, "Eval images used (>= 1; all when larger than the "
+                         "split), a seeded random subset.")
+    flags.DEFINE_float("fraction", 0.1, "Share of input features kept as informative, in "
+                       "(0, 1].")
+    flags.DEFINE_integer("seed", 0, "Seed of the image subset (>= 0).")
+    flags.DEFINE_integer("batch_size", 256, "Images per gradient / model call.")
+    flags.DEFINE_bool("force", False, "Recompute even when the outputs are up to date.")
+
+
+def check_arguments(workdir, images, fraction, seed, batch_size):
+    if not workdir:
+        raise cli.UsageError("--workdir is required")
+    if not 0 < fraction <= 1:
+        raise cli.UsageError(f"--fraction must be in (0, 1], got {fraction}")
+    for name, value, least in (("images", images, 1), ("seed", seed, 0),
+                               ("batch_size", batch_size, 1)):
+        if value < least:
+            raise cli.UsageError(f"--{name} must be >= {least}, got {value}")
+
+
+def saliency(model, inputs, batch_size):
+    """(predicted labels, |input x d predicted logit / d input|) of a Keras model."""
+    import tensorflow as tf
+    labels, scores = [], []
+    for start in range(0, len(inputs), batch_size):
+        batch = tf.constant(inputs[start:start + batch_size])
+        with tf.GradientTape() as tape:
+            tape.watch(batch)
+            logits = model(batch, training=False)
+            predicted = tf.argmax(logits, axis=1)
+            # Each image's logit depends on its own input only, so the gradient of
+            # the sum is every image's own gradient.
+            chosen = tf.reduce_sum(tf.gather(logits, predicted, axis=1, batch_dims=1))
+        gradient = tape.gradient(chosen, batch)
+        labels.append(predicted.numpy())
+        scores.append(np.abs((batch * gradient).numpy()))
+    return np.concatenate(labels), np.concatenate(scores)
+
+
+def true_label_confidence(member, inputs, masks, labels, batch_size):
+    """Softmax probability of the true label with only the masked features kept."""
+    kept = np.where(masks.reshape(inputs.shape), inputs, np.float32(BASELINE))
+    probs = predict.softmax(np.asarray(member.logits(kept, batch_size), np.float64))
+    return probs[np.arange(len(labels)), labels]
+
+
+def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False):
+    """Writes the informative-feature tables; returns False when they were up to date."""
+    check_arguments(workdir, images, fraction, seed, batch_size)
+    manifest = records.read_manifest(workdir)
+    analysis_io.require_dense(manifest, workdir)
+    keras_rows = manifest[manifest["model_file"].astype(str).str.endswith(".keras")]
+    skipped = sorted(set(manifest["member_id"]) - set(keras_rows["member_id"]))
+    if skipped:
+        print(f"informative_features: skipping {len(skipped)} members without a Keras model "
+              f"(no gradients): {', '.join(skipped[:5])}", flush=True)
+    predict.check_model_files(workdir, keras_rows)
+    pairs = robustness.comparison_pairs(keras_rows)
+    if pairs.empty:
+        raise records.ContractError(
+            "nothing to compare: no compressed Keras member shares a seed with a dense "
+            "member, and there are fewer than 2 dense members")
+    out_dir = os.path.join(workdir, OUT_DIR)
+    outputs = [os.path.join(out_dir, SUMMARY_NAME), os.path.join(out_dir, PER_IMAGE_NAME)]
+    needed = sorted(set(pairs["member_id"]) | set(pairs["reference_id"]))
+    rows = keras_rows.set_index("member_id").loc[needed].reset_index()
+    inputs = [records.manifest_path(workdir)] + [
+        records.member_model_path(workdir, row) for row in rows.to_dict("records")]
+    options = {"images": images, "fraction": float(fraction), "seed": seed,
+               "baseline": BASELINE}
+    if not force and analysis_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
+                                               options):
+        print(f"informative_features: {outputs[0]} up to date, skipping (--force to redo)",
+              flush=True)
+        return False
+    x, labels, ids = noise_similarity.eval_subset(workdir, images, seed)
+    print(f"informative_features: {len(pairs)} pairs of {len(needed)} members, {len(x)} "
+          f"images, top {fraction:g} of {int(np.prod(x.shape[1:]))} features", flush=True)
+    members, masks, own = {}, {}, {}
+    progress = cli.Progress(len(needed) + len(pairs), "members and pairs")
+    for row in rows.to_dict("records"):
+        started = time.time()
+        member = predict.load_member(workdir, row)
+        members[row["member_id"]] = member
+        _, scores = saliency(member.model, x, batch_size)
+        masks[row["member_id"]] = robustness.top_feature_masks(scores, fraction)
+        own[row["member_id"]] = true_label_confidence(member, x, masks[row["member_id"]],
+                                                      labels, batch_size)
+        progress.advance(1, f"{row['member_id']}: features and own-mask confidence "
+                            f"({time.time() - started:.1f}s)")
+    per_image = []
+    for pair in pairs.to_dict("records"):
+        first, second = pair["member_id"], pair["reference_id"]
+        per_image.append(pd.DataFrame({
+            **{key: pair[key] for key in ("method", "sparsity", "seed", "member_id",
+                                          "reference_id")},
+            "image_id": ids, "label": labels,
+            "iou": robustness.mask_iou(masks[first], masks[second]),
+            "conf_own_mask": own[first],
+            "conf_other_mask": true_label_confidence(members[first], x, masks[second],
+                                                     labels, batch_size),
+            "reference_conf_own_mask": own[second],
+            "reference_conf_other_mask": true_label_confidence(members[second], x,
+                                                               masks[first], labels,
+                                                               batch_size)}))
+        progress.advance(1, f"{first} vs {second}: mean IoU {per_image[-1]['iou'].mean():.3f}")
+    per_image = pd.concat(per_image, ignore_index=True)
+    records.write_csv(outputs[0], summarise(per_image, fraction), SUMMARY_COLUMNS)
+    records.write_csv(outputs[1], per_image, PER_IMAGE_COLUMNS)
+    analysis_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
+    print(f"informative_features: wrote {outputs[0]}", flush=True)
+    return True
+
+
+def summarise(per_image, fraction):
+    """Per variant: IoU mean and std over pairs of each pair's mean; mean confidences."""
+    values = ["iou", "conf_own_mask", "conf_other_mask", "reference_conf_own_mask",
+              "reference_conf_other_mask"]
+    keys = ["method", "sparsity", "seed", "member_id", "reference_id"]
+    per_pair = per_image.groupby(keys, as_index=False, sort=False).agg(
+        images=("iou", "size"), **{value: (value, "mean") for value in values})
+    summary = robustness.summarise_pairs(per_pair, ["method", "sparsity", "images"], values)
+    summary = summary.rename(columns={f"{value}_mean": value for value in values[1:]})
+    summary["fraction"] = float(fraction)
+    summary = summary.sort_values(["method", "sparsity"], kind="stable")
+    return summary.reset_index(drop=True)[SUMMARY_COLUMNS]
+
+
+def main(argv):
+    del argv
+    if run(FLAGS.workdir, FLAGS.images, FLAGS.fraction, FLAGS.seed, FLAGS.batch_size,
+           FLAGS.force):
+        records.write_text(os.path.join(FLAGS.workdir, OUT_DIR, f"{STAGE}.flags.txt"),
+                           cli.resolved_flags())
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)

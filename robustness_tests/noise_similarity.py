@@ -1,0 +1,188 @@
+r"""Functional similarity of compressed and dense members under input noise.
+
+  python -m robustness_tests.noise_similarity --workdir=W \
+      [--eps=0,0.05,0.1,0.2,0.3,0.5,0.7] [--draws=20] [--images=500] [--seed=0]
+
+Adds uniform noise U[-eps, eps] to every feature of the normalised model inputs
+(no clipping) and, per eps, compares each compressed member with the dense member
+of the same seed: the share of images where both predict the same label
+(`agreement`) and the mean L2 distance of their softmax outputs (`l2`), averaged
+over noise draws (Liebenwein et al.). `dense_reference` compares two
+independently trained dense members (seeds s_i and s_i+1, cyclic). Both members
+of a pair see the same noise: draw d is eps x U_d with U_d ~ U[-1, 1] seeded by
+(seed, d), the same for every eps. Writes `W/robustness/noise_similarity.csv` and
+`noise_similarity_per_pair.csv`; columns in docs/robustness.md.
+"""
+import os
+import time
+
+import numpy as np
+import pandas as pd
+from absl import flags
+
+import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie import analysis_io, cli, predict, records, robustness
+
+FLAGS = flags.FLAGS
+STAGE = "noise_similarity"
+OUT_DIR = "robustness"
+SUMMARY_NAME = "noise_similarity.csv"
+PER_PAIR_NAME = "noise_similarity_per_pair.csv"
+DEFAULT_EPS = "0,0.05,0.1,0.2,0.3,0.5,0.7"
+# Noisy inputs built and run per model call stay under this many bytes.
+CHUNK_BYTES = 256 << 20
+SUMMARY_COLUMNS = ["method", "sparsity", "eps", "agreement_mean", "agreement_std", "l2_mean",
+                   "l2_std", "n_pairs", "draws", "images"]
+PER_PAIR_COLUMNS = ["method", "sparsity", "seed", "member_id", "reference_id", "eps",
+                    "agreement", "agreement_draw_std", "l2", "l2_draw_std", "draws", "images"]
+
+
+def define_flags():
+    """Flags of the stage script (not defined on import: tests import several stages)."""
+    flags.DEFINE_string("workdir", None, "Workdir holding population.csv and dataset.json.")
+    flags.DEFINE_string("eps", DEFAULT_EPS, "Comma-separated noise half-widths >= 0, in "
+                        "normalised input units.")
+    flags.DEFINE_integer("draws", 20, "Noise draws per eps (>= 1); eps 0 needs one.")
+    flags.DEFINE_integer("images", 500, "Eval images used (>= 1; all when larger than the "
+                         "split), a seeded random subset.")
+    flags.DEFINE_integer("seed", 0, "Seed of the image subset and the noise (>= 0).")
+    flags.DEFINE_integer("batch_size", 256, "Images per model call.")
+    flags.DEFINE_bool("force", False, "Recompute even when the outputs are up to date.")
+
+
+def check_arguments(workdir, eps_values, draws, images, seed, batch_size):
+    if not workdir:
+        raise cli.UsageError("--workdir is required")
+    bad = [eps for eps in eps_values if not (np.isfinite(eps) and eps >= 0)]
+    if bad:
+        raise cli.UsageError(f"--eps values must be finite and >= 0, got {bad}")
+    for name, value, least in (("draws", draws, 1), ("images", images, 1), ("seed", seed, 0),
+                               ("batch_size", batch_size, 1)):
+        if value < least:
+            raise cli.UsageError(f"--{name} must be >= {least}, got {value}")
+
+
+def select_images(count, images, seed):
+    """Sorted positions of a seeded random subset of `images` eval images (all if fewer)."""
+    if images >= count:
+        return np.arange(count)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), count]))
+    return np.sort(rng.choice(count, size=images, replace=False))
+
+
+def eval_subset(workdir, images, seed):
+    """(normalised inputs, labels, image ids) of the chosen eval images."""
+    from pie import data
+    source = data.load_for_workdir(workdir)
+    raw, labels, ids = source.eval_arrays()
+    chosen = select_images(len(ids), images, seed)
+    return np.asarray(source.normalize(raw[chosen]), np.float32), labels[chosen], ids[chosen]
+
+
+def noisy_outputs(models, inputs, eps, draws, seed, batch_size):
+    """{member_id: (predicted (draws, N), probs (draws, N, C))} on the noisy inputs."""
+    per_draw = max(inputs.nbytes, 1)
+    chunk = max(1, min(draws, CHUNK_BYTES // per_draw))
+    outputs = {member_id: ([], []) for member_id in models}
+    for first in range(0, draws, chunk):
+        count = min(chunk, draws - first)
+        noise = np.stack([robustness.uniform_noise(inputs.shape, seed, draw)
+                          for draw in range(first, first + count)])
+        noisy = (inputs[None] + np.float32(eps) * noise).reshape((-1,) + inputs.shape[1:])
+        for member_id, model in models.items():
+            probs = predict.softmax(np.asarray(model.logits(noisy, batch_size), np.float64))
+            probs = probs.reshape(count, len(inputs), -1)
+            outputs[member_id][0].append(probs.argmax(axis=-1))
+            outputs[member_id][1].append(probs)
+    return {member_id: (np.concatenate(labels), np.concatenate(probs))
+            for member_id, (labels, probs) in outputs.items()}
+
+
+def pair_rows(pairs, outputs, eps):
+    """Per pair: agreement and L2 per draw, averaged over draws (arrays, no row loop)."""
+    first = np.stack([outputs[m][0] for m in pairs["member_id"]])  # (pairs, draws, N)
+    second = np.stack([outputs[m][0] for m in pairs["reference_id"]])
+    agreement = robustness.agreement(first, second)  # (pairs, draws)
+    l2 = robustness.softmax_l2(np.stack([outputs[m][1] for m in pairs["member_id"]]),
+                               np.stack([outputs[m][1] for m in pairs["reference_id"]]))
+    rows = pairs[["method", "sparsity", "seed", "member_id", "reference_id"]].copy()
+    rows["eps"] = float(eps)
+    rows["agreement"] = agreement.mean(axis=1)
+    rows["agreement_draw_std"] = agreement.std(axis=1)
+    rows["l2"] = l2.mean(axis=1)
+    rows["l2_draw_std"] = l2.std(axis=1)
+    rows["draws"] = agreement.shape[1]
+    rows["images"] = first.shape[2]
+    return rows
+
+
+def summarise(per_pair):
+    summary = robustness.summarise_pairs(
+        per_pair, ["method", "sparsity", "eps", "draws", "images"], ["agreement", "l2"])
+    summary = summary.sort_values(["method", "sparsity", "eps"], kind="stable")
+    return summary.reset_index(drop=True)[SUMMARY_COLUMNS]
+
+
+def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force=False):
+    """Writes the noise-similarity tables; returns False when they were up to date."""
+    check_arguments(workdir, eps_values, draws, images, seed, batch_size)
+    manifest = records.read_manifest(workdir)
+    analysis_io.require_dense(manifest, workdir)
+    predict.check_model_files(workdir, manifest)
+    pairs = robustness.comparison_pairs(manifest)
+    if pairs.empty:
+        raise records.ContractError(
+            "nothing to compare: no compressed member shares a seed with a dense member, "
+            "and there are fewer than 2 dense members")
+    out_dir = os.path.join(workdir, OUT_DIR)
+    outputs = [os.path.join(out_dir, SUMMARY_NAME), os.path.join(out_dir, PER_PAIR_NAME)]
+    needed = sorted(set(pairs["member_id"]) | set(pairs["reference_id"]))
+    rows = manifest.set_index("member_id").loc[needed].reset_index()
+    inputs = [records.manifest_path(workdir)] + [
+        records.member_model_path(workdir, row) for row in rows.to_dict("records")]
+    options = {"eps": [float(e) for e in eps_values], "draws": draws, "images": images,
+               "seed": seed}
+    if not force and analysis_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
+                                               options):
+        print(f"noise_similarity: {outputs[0]} up to date, skipping (--force to redo)",
+              flush=True)
+        return False
+    x, _, _ = eval_subset(workdir, images, seed)
+    models = {row["member_id"]: predict.load_member(workdir, row)
+              for row in rows.to_dict("records")}
+    print(f"noise_similarity: {len(pairs)} pairs of {len(models)} members, {len(x)} images, "
+          f"{len(eps_values)} eps x {draws} draws", flush=True)
+    progress = cli.Progress(len(eps_values), "eps")
+    per_pair = []
+    for eps in eps_values:
+        started = time.time()
+        # Without noise every draw is the clean input: one suffices.
+        eps_draws = 1 if eps == 0 else draws
+        per_pair.append(pair_rows(pairs, noisy_outputs(models, x, eps, eps_draws, seed,
+                                                       batch_size), eps))
+        variants = per_pair[-1]
+        progress.advance(1, f"eps {eps:g}: agreement "
+                            f"{variants['agreement'].min():.3f}..{variants['agreement'].max():.3f} "
+                            f"({time.time() - started:.1f}s)")
+    per_pair = pd.concat(per_pair, ignore_index=True).sort_values(
+        ["method", "sparsity", "seed", "eps"], kind="stable")
+    records.write_csv(outputs[0], summarise(per_pair), SUMMARY_COLUMNS)
+    records.write_csv(outputs[1], per_pair, PER_PAIR_COLUMNS)
+    analysis_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
+    print(f"noise_similarity: wrote {outputs[0]}", flush=True)
+    return True
+
+
+def main(argv):
+    del argv
+    eps_values = cli.parse_floats(FLAGS.eps, "eps")
+    if run(FLAGS.workdir, eps_values, FLAGS.draws, FLAGS.images, FLAGS.seed,
+           FLAGS.batch_size, FLAGS.force):
+        records.write_text(os.path.join(FLAGS.workdir, OUT_DIR, f"{STAGE}.flags.txt"),
+                           cli.resolved_flags())
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)
