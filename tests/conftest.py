@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # one epoch each (about 20 s on 2 cores).
 TINY_POPULATION_FLAGS = [
     "--dataset=digits", "--model=small_cnn", "--width=4", "--sparsities=0,0.5",
-    "--seeds=2", "--epochs=1", "--batch_size=64",
+    "--seeds=2", "--epochs=1", "--batch_size=64", "--learning_rate=0.01",
 ]
 
 
@@ -38,4 +38,15 @@ def tiny_population(tmp_path_factory):
     """A workdir with a trained 4-member digits population (read-only for tests)."""
     workdir = str(tmp_path_factory.mktemp("population"))
     run_stage("save_checkpoint.train", f"--workdir={workdir}", *TINY_POPULATION_FLAGS)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_predictions(tiny_population, tmp_path_factory):
+    """A copy of the tiny population with clean predictions and the PIE table."""
+    import shutil
+    workdir = str(tmp_path_factory.mktemp("predicted") / "w")
+    shutil.copytree(tiny_population, workdir)
+    run_stage("pie_dataset_gen.predictions", f"--workdir={workdir}")
+    run_stage("pie_dataset_gen.aggregate_predictions", f"--workdir={workdir}")
     return workdir

@@ -1,0 +1,83 @@
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+
+from conftest import error_lines, run_stage
+from pie import data, predict, records
+
+
+def test_predictions_files_follow_the_contract(tiny_predictions):
+    manifest = records.read_manifest(tiny_predictions)
+    _, labels, ids = data.load("digits").eval_arrays()
+    for row in manifest.to_dict("records"):
+        frame = pd.read_csv(records.predictions_path(tiny_predictions, row["member_id"]))
+        assert list(frame.columns) == records.PREDICTION_COLUMNS + ["top5"]
+        assert np.array_equal(frame["image_id"], ids) and np.array_equal(frame["label"], labels)
+        # The training stage measured top-1 on its own; the two must agree.
+        assert abs((frame["predicted"] == frame["label"]).mean() - row["top1"]) < 1e-6
+        assert (frame["top5"].str.split().str[0].astype(int) == frame["predicted"]).all()
+        correct = frame["predicted"] == frame["label"]
+        assert np.allclose(frame.loc[correct, "prob_predicted"], frame.loc[correct, "prob_label"])
+
+
+def test_rerun_skips_members_done(tiny_predictions):
+    path = records.predictions_path(tiny_predictions, "dense_0_seed0")
+    before = os.stat(path).st_mtime_ns
+    result = run_stage("pie_dataset_gen.predictions", f"--workdir={tiny_predictions}")
+    assert "4 members, 4 done, 0 to run" in result.stdout
+    assert os.stat(path).st_mtime_ns == before
+
+
+def test_missing_model_file_exits_2_before_writing(tiny_population, tmp_path):
+    workdir = str(tmp_path / "w")
+    shutil.copytree(tiny_population, workdir)
+    manifest = records.read_manifest(workdir)
+    os.remove(os.path.join(workdir, manifest.loc[1, "model_file"]))
+    result = run_stage("pie_dataset_gen.predictions", f"--workdir={workdir}", check=False)
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        f"error: manifest member dense_0_seed1: model file missing at "
+        f"{os.path.join(workdir, manifest.loc[1, 'model_file'])}"]
+    assert not os.path.exists(os.path.join(workdir, "predictions"))
+
+
+def test_predictions_frame_by_hand():
+    logits = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]))
+    frame = predict.predictions_frame("m", logits, labels=[1, 2], image_ids=[5, 9])
+    assert frame["predicted"].tolist() == [0, 2]
+    np.testing.assert_allclose(frame["prob_predicted"], [0.7, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(frame["prob_label"], [0.2, 0.6], rtol=1e-6)
+    assert "top5" not in frame  # only with more than 5 classes
+    subset = predict.predictions_frame("m", logits, labels=[1, 2], image_ids=[5, 9],
+                                       class_subset=[1, 2])
+    assert subset["predicted"].tolist() == [1, 2]
+    np.testing.assert_allclose(subset["prob_predicted"], [2 / 3, 2 / 3], rtol=1e-6)
+
+
+def test_label_out_of_range_is_an_error():
+    import pytest
+    with pytest.raises(records.ContractError, match=r"labels outside the model's 3 classes \(0..2\)"):
+        predict.predictions_frame("m", np.zeros((1, 3)), labels=[3], image_ids=[0])
+
+
+def test_pie_tfrecords_round_trip(tiny_predictions):
+    run_stage("pie_dataset_gen.generate_pie_dataset", f"--workdir={tiny_predictions}",
+              "--shard_size=50")
+    table = pd.read_csv(os.path.join(tiny_predictions, "pie", "pie.csv"))
+    images, labels, _ = data.load("digits").eval_arrays()
+    root = os.path.join(tiny_predictions, "pie", "tfrecords", "magnitude_0.5")
+    counts = records.read_json(os.path.join(root, "counts.json"))
+    for subset, flag in (("pie", True), ("non_pie", False)):
+        expected = table[table["is_pie"].astype(bool) == flag]
+        assert counts[f"n_{subset}"] == len(expected)
+        if expected.empty:
+            continue
+        source = data.load("tfrecord:" + os.path.join(root, subset))
+        back, back_labels, back_ids = source.eval_arrays()
+        assert np.array_equal(back_ids, expected["image_id"].to_numpy())
+        assert np.array_equal(back, images[back_ids])
+        assert np.array_equal(back_labels, labels[back_ids])
+        assert source.num_classes == 10
+    assert counts["n_pie"] + counts["n_non_pie"] == len(images)
