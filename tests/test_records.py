@@ -79,3 +79,11 @@ def test_distribution_paths():
     assert records.distribution_dirname("gaussian_noise/3") == "gaussian_noise-3"
     assert records.analysis_dir("W", "pie") == os.path.join("W", "pie")
     assert records.analysis_dir("W", "pie", "fog/2") == os.path.join("W", "pie", "fog-2")
+
+
+def test_written_files_get_usual_permissions(tmp_path):
+    path = tmp_path / "out.csv"
+    records.write_text(str(path), "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~umask
