@@ -1,0 +1,104 @@
+r"""Subgroup analysis: which groups of images a compressed variant hurts most.
+
+    python -m per_class_accuracy.subgroups --workdir=W --groups_csv=F [--group_attributes=a,b]
+    python -m per_class_accuracy.subgroups --workdir=W --group_attributes=Male,Young  # celeb_a
+        [--distribution=clean|<corruption>/<severity>] [--split=test] [--force]
+
+Groups come from a CSV (`image_id` plus one column per attribute; all columns
+unless --group_attributes picks some) or from the dataset's own per-image
+attributes (tfds celeb_a). Writes `W/per_class/subgroups.csv`: one row per variant
+x attribute x group with the dense and variant error, false positive and false
+negative rates (binary tasks), their change relative to the overall change, the
+PIE rate (from `W/pie/pie.csv`; NaN with a warning when it is absent) and Welch's
+t-test across members. Definitions in docs/subgroups.md.
+"""
+import os
+import time
+
+from absl import flags
+
+import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie import analysis_io, cli, records
+from pie import subgroups
+
+STAGE = "subgroups"
+
+analysis_io.define_stage_flags()
+flags.DEFINE_string("groups_csv", None,
+                    "CSV with 'image_id' and one column per attribute (one row per eval "
+                    "image); without it, the dataset's own attributes (tfds celeb_a).")
+flags.DEFINE_string("group_attributes", None,
+                    "Comma-separated attribute names (columns of --groups_csv, or e.g. "
+                    "Male,Young for celeb_a). Default with --groups_csv: every column.")
+FLAGS = flags.FLAGS
+if "data_dir" not in FLAGS:  # other stages define it too; one process may import several
+    flags.DEFINE_string("data_dir", None, "tensorflow-datasets folder, if not the one "
+                        "trained with (for the dataset's own attributes).")
+
+
+def attribute_names(text):
+    if not text:
+        return []
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise cli.UsageError("--group_attributes is empty")
+    if len(set(names)) != len(names):
+        raise cli.UsageError(f"--group_attributes has duplicates: '{text}'")
+    return names
+
+
+def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, split="test",
+        force=False, data_dir=None):
+    """Writes the subgroups table; returns False when it was up to date."""
+    analysis_io.validate_stage_args(workdir, distribution, split)
+    manifest = analysis_io.population_manifest(workdir)
+    analysis_io.require_dense(manifest, workdir)
+    output = subgroups.subgroups_path(workdir, distribution)
+    out_dir = os.path.dirname(output)
+    inputs = analysis_io.stage_input_paths(workdir, manifest, distribution, split) + [
+        subgroups.pie_path(workdir, distribution),
+        os.path.abspath(groups_csv) if groups_csv else os.path.join(workdir, "dataset.json")]
+    options = {"distribution": distribution, "split": split, "attributes": list(attributes),
+               "groups_csv": os.path.abspath(groups_csv) if groups_csv else None}
+    if not force and analysis_io.is_up_to_date(workdir, out_dir, STAGE, inputs, [output],
+                                               options):
+        print(f"{output} up to date, skipping (--force to redo)", flush=True)
+        return False
+    started = time.time()
+    groups = subgroups.load_groups(workdir, groups_csv, attributes, data_dir)
+    predictions, class_names = analysis_io.read_compact_predictions(
+        workdir, manifest, distribution, split)
+    subgroups.check_coverage(groups, predictions["image_id"].to_numpy(),
+                             f"groups file {groups_csv}" if groups_csv else "the attributes")
+    pie_frame = subgroups.read_pie(workdir, distribution)
+    table = subgroups.subgroup_table(predictions, manifest, groups,
+                                     binary=len(class_names) == 2, pie=pie_frame)
+    if pie_frame is not None:
+        missing = subgroups.missing_pie_variants(table)
+        if missing:
+            print(f"warning: {subgroups.pie_path(workdir, distribution)} has no rows for "
+                  f"{', '.join(missing)}: their PIE columns are NaN; rerun "
+                  "pie_dataset_gen.aggregate_predictions", flush=True)
+    records.write_csv(output, table, subgroups.SUBGROUP_COLUMNS)
+    analysis_io.write_stamp(workdir, out_dir, STAGE, inputs, [output], options)
+    records.write_text(os.path.join(out_dir, f"{STAGE}.flags.txt"), cli.resolved_flags())
+    n_groups = table[["attribute", "group"]].drop_duplicates().shape[0] if len(table) else 0
+    print(f"wrote {output}: {table[['method', 'sparsity']].drop_duplicates().shape[0]} "
+          f"variants x {n_groups} groups ({time.time() - started:.1f}s)", flush=True)
+    return True
+
+
+def main(argv):
+    del argv
+    attributes = attribute_names(FLAGS.group_attributes)
+    try:  # raises plain ValueError naming the bad flag
+        analysis_io.validate_stage_args(FLAGS.workdir, FLAGS.distribution, FLAGS.split)
+    except ValueError as error:
+        raise cli.UsageError(str(error))
+    run(FLAGS.workdir, FLAGS.groups_csv, attributes, FLAGS.distribution, FLAGS.split,
+        FLAGS.force, FLAGS.data_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
