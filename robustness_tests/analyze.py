@@ -19,12 +19,12 @@ model. A rerun with the same inputs and --delta skips.
 import glob
 import math
 import os
+import sys
 
-import numpy as np
 import pandas as pd
 from absl import flags
 
-import pie  # noqa: F401
+import pie  # noqa: F401  (the package's environment switches, before anything else)
 from pie import analysis_io, cli, records, robustness
 
 FLAGS = flags.FLAGS
@@ -176,9 +176,15 @@ def run(workdir, delta=0.5, force=False):
 
 def main(argv):
     del argv
-    if run(FLAGS.workdir, FLAGS.delta, FLAGS.force):
-        records.write_text(os.path.join(FLAGS.workdir, OUT_DIR, f"{STAGE}.flags.txt"),
-                           cli.resolved_flags())
+    # Bad input is reported here and the exit code returned: an exception reaching
+    # cli.run would first import TensorFlow (to list every error type), seconds late.
+    try:
+        if run(FLAGS.workdir, FLAGS.delta, FLAGS.force):
+            records.write_text(os.path.join(FLAGS.workdir, OUT_DIR, f"{STAGE}.flags.txt"),
+                               cli.resolved_flags())
+    except (cli.UsageError, records.ContractError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return cli.USAGE_EXIT
     return 0
 
 
