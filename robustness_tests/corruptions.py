@@ -13,8 +13,8 @@ data folder: nothing is downloaded). Each member's predictions go to
 `W/predictions/test/<corruption>-<severity>/<member_id>.csv.gz` (`imagenet_a` for
 ImageNet-A) in the schema of `pie_dataset_gen.predictions` plus a `distribution`
 column (`gaussian_noise/3`). Files that exist are skipped; a folder records where
-its predictions came from (`corruption_source.json`) and a run that would mix
-sources (another seed, scale or tfds set) stops with an error unless --force.
+its predictions came from (`corruption_source.json`), and a run asking for them
+another way (another seed, scale or source) stops with an error unless --force.
 """
 import dataclasses
 import os
@@ -158,17 +158,32 @@ def source_path(workdir, distribution):
     return os.path.join(records.predictions_dir(workdir, distribution, SPLIT), SOURCE_NAME)
 
 
-def claim_folder(workdir, distribution, source, force):
-    """Records where the folder's predictions come from; refuses to mix sources."""
+IDENTITY_KEYS = ("source", "seed", "scale")
+
+
+def check_folder(workdir, distribution, identity, force):
+    """Fails when the folder's predictions were made another way (unless --force).
+
+    Checked before existing files are skipped, so a changed --seed, --corruption_scale
+    or source is never silently ignored.
+    """
     path = source_path(workdir, distribution)
-    if os.path.exists(path) and not force:
-        previous = records.read_json(path)
-        if previous != source:
-            raise cli.UsageError(
-                f"{os.path.dirname(path)} holds predictions made from {previous}, not "
-                f"{source}: pass --force to replace them")
+    if force or not os.path.exists(path):
         return
-    records.write_json(path, source)
+    previous = records.read_json(path)
+    recorded = {key: previous.get(key) for key in IDENTITY_KEYS if key in previous}
+    wanted = {key: identity.get(key) for key in IDENTITY_KEYS if key in identity}
+    if recorded != wanted:
+        made = ", ".join(f"{key}={value}" for key, value in recorded.items())
+        asked = ", ".join(f"{key}={value}" for key, value in wanted.items())
+        raise cli.UsageError(
+            f"{os.path.dirname(path)} holds predictions made with {made}, not {asked}: "
+            "pass --force to replace them")
+
+
+def claim_folder(workdir, distribution, record):
+    """Records where the folder's predictions come from, before the first is written."""
+    records.write_json(source_path(workdir, distribution), record)
 
 
 # ------------------------------------------------------------------------ running
@@ -238,6 +253,9 @@ def run_synthetic(workdir, names, severities, seed=0, scale="auto", batch_size=2
     manifest = records.read_manifest(workdir)
     predict.check_model_files(workdir, manifest)
     plan = [(f"{name}/{severity}", name, severity) for name in names for severity in severities]
+    identity = {"source": "pie.corruptions", "seed": seed, "scale": scale}
+    for distribution, _, _ in plan:
+        check_folder(workdir, distribution, identity, force)
     todo = [(distribution, name, severity, pending(workdir, manifest, distribution, force))
             for distribution, name, severity in plan]
     todo = [item for item in todo if item[3]]
@@ -253,8 +271,7 @@ def run_synthetic(workdir, names, severities, seed=0, scale="auto", batch_size=2
     progress = cli.Progress(len(todo), "corrupted sets")
     for distribution, name, severity, rows in todo:
         started = time.time()
-        claim_folder(workdir, distribution, {"source": "pie.corruptions", "seed": seed,
-                                             "scale": resolved}, force)
+        claim_folder(workdir, distribution, dict(identity, resolved_scale=resolved))
         batches = corrupted_batches(raw, labels, ids, name, severity, seed, scale)
         top1 = predict_distribution(workdir, distribution, rows, members, batches,
                                     source.normalize, batch_size)
@@ -356,6 +373,8 @@ def run_tfds(workdir, set_name, names, severities, batch_size=256, data_dir=None
         print(f"{set_name} is one set: --corruptions and --severities do not apply",
               flush=True)
         plan = [(IMAGENET_A, spec.builder)]
+    for distribution, tfds_config in plan:
+        check_folder(workdir, distribution, {"source": f"tfds:{tfds_config}"}, force)
     todo = [(distribution, tfds_config, pending(workdir, manifest, distribution, force))
             for distribution, tfds_config in plan]
     todo = [item for item in todo if item[2]]
@@ -376,7 +395,7 @@ def run_tfds(workdir, set_name, names, severities, batch_size=256, data_dir=None
     progress = cli.Progress(len(todo), "sets")
     for distribution, tfds_config, rows in todo:
         started = time.time()
-        claim_folder(workdir, distribution, {"source": f"tfds:{tfds_config}"}, force)
+        claim_folder(workdir, distribution, {"source": f"tfds:{tfds_config}"})
         batches = tfds_batches(spec, tfds_config, data_dir, batch_size, label_map)
         top1 = predict_distribution(workdir, distribution, rows, members, batches,
                                     source.normalize, batch_size, class_subset)
