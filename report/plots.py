@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -210,6 +211,9 @@ def cost_against_accuracy(members, colors):
         axis.scatter(rows["gzip_bytes"] / 1024.0, 100 * rows["top1"], s=28,
                      color=colors.get(method, "grey"), label=method, alpha=0.85)
     axis.set_xscale("log")
+    axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.tick_params(axis="x", which="minor", labelsize="x-small")
     _finish(axis, "gzip-compressed model file (KiB, log scale)", "top-1 accuracy (%)")
     return to_png(figure)
 

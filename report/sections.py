@@ -63,7 +63,8 @@ COLUMNS = {
     "robustness/prune_potential.csv": ["method", "distribution", "prune_potential",
                                        "prune_potential_seed_mean",
                                        "prune_potential_seed_std"],
-    "robustness/noise_similarity.csv": ["method", "sparsity", "eps", "agreement", "l2"],
+    "robustness/noise_similarity.csv": ["method", "sparsity", "eps", "agreement_mean",
+                                        "l2_mean"],
     "robustness/informative_features.csv": ["method", "sparsity"],
     "quantization/cost.csv": ["member_id", "gzip_bytes", "latency_ms_batch1", "top1"],
     "toy/results.csv": ["dataset", "criterion", "samples_per_class", "seed", "scenario",
@@ -148,7 +149,8 @@ def variant_table(manifest):
 
 
 def variant_label(method, sparsity):
-    return method if method == records.DENSE_METHOD else f"{method} {float(sparsity):g}"
+    """`magnitude 0.9`; just the method for unpruned ones (dense, quantized)."""
+    return method if float(sparsity) == 0 else f"{method} {float(sparsity):g}"
 
 
 def most_compressed(keys, variants):
@@ -279,9 +281,13 @@ def _summary_sources(context):
         cells["top1"][row.key] = f"{percent(row.top1_mean)} ± {std}"
     dense_keys = set(variants.loc[variants["method"] == records.DENSE_METHOD, "key"])
     for key in dense_keys:
-        for column in ("hurt", "helped", "pie_fraction", "top1_pie", "top1_non_pie", "excess",
-                       "potential_clean", "potential_shifted"):
+        for column in ("hurt", "helped", "pie_fraction", "top1_pie", "top1_non_pie", "excess"):
             cells[column][key] = NOT_APPLICABLE
+    # Prune potential is a property of a pruning method's sparsity grid: none for
+    # methods that never prune (dense, quantized).
+    pruned_methods = set(variants.loc[variants["sparsity"] > 0, "method"])
+    for row in variants[~variants["method"].isin(pruned_methods)].itertuples():
+        cells["potential_clean"][row.key] = cells["potential_shifted"][row.key] = NOT_APPLICABLE
     if context.exists("per_class/tstatistic_summary.csv"):
         summary = context.table("per_class/tstatistic_summary.csv")
         for key, hurt, helped in zip(summary["key"], summary["n_classes_hurt"],
@@ -370,8 +376,9 @@ def summary_table(context):
         footnotes.append((f"{DASH} in {', '.join(repr(h) for h in absent_rows)}: the file "
                           "exists but has no row for that variant (rerun the stage that "
                           "writes it after adding the variant).", None))
-    footnotes.append((f"{NOT_APPLICABLE}: does not apply to the dense baseline, or is "
-                      "undefined (a std over one member).", None))
+    footnotes.append((f"{NOT_APPLICABLE}: does not apply (the dense population is the "
+                      "baseline; prune potential needs a pruning method), or is undefined "
+                      "(a std over one member).", None))
     return {"columns": [c.header for c in SUMMARY_COLUMNS], "rows": rows,
             "footnotes": footnotes}
 
@@ -645,11 +652,14 @@ def corruptions_section(context):
 def noise_similarity_section(context):
     table = context.table("robustness/noise_similarity.csv")
     grouped = table.groupby(["method", "sparsity", "eps"], as_index=False)[
-        ["agreement", "l2"]].mean()
-    is_reference = grouped["method"] == records.DENSE_METHOD
+        ["agreement_mean", "l2_mean"]].mean().rename(
+        columns={"agreement_mean": "agreement", "l2_mean": "l2"})
+    is_reference = grouped["method"] == robustness.DENSE_REFERENCE
     reference = grouped[is_reference]
     curves = grouped[~is_reference].copy()
     curves["label"] = [variant_label(m, s) for m, s in zip(curves["method"], curves["sparsity"])]
+    order = {key: i for i, key in enumerate(context.variants["label"])}
+    curves = curves.sort_values("label", key=lambda labels: labels.map(order), kind="stable")
     return [figure(plots.noise_similarity(curves, reference if len(reference) else None,
                                           context.colors),
                    "agreement and softmax distance against noise level")]
@@ -733,7 +743,10 @@ def cost_section(context):
 def toy_section(context):
     results = context.table("toy/results.csv")
     blocks = []
-    for (dataset, scenario), rows in results.groupby(["dataset", "scenario"], sort=True):
+    scenarios = {"train": 0, "noisy_test": 1}  # training data first, then the shifted test
+    groups = sorted(results.groupby(["dataset", "scenario"]),
+                    key=lambda item: (item[0][0], scenarios.get(item[0][1], 2), item[0][1]))
+    for (dataset, scenario), rows in groups:
         after = rows[rows["stage"] == "after"].pivot_table(
             index="criterion", columns="samples_per_class", values="accuracy", aggfunc="mean")
         unpruned = rows[rows["stage"] == "before"].groupby("seed")["accuracy"].first().mean()

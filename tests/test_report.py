@@ -1,0 +1,486 @@
+"""Tests of the report stage (report/): sections, summary table, escaping, CLI.
+
+Most tests build a report from a small synthetic workdir written here with the
+documented columns (the robustness tables come from pie.robustness itself, so
+they have exactly the stage's columns); one test runs the real tiny pipeline.
+"""
+import html
+import os
+import re
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import error_lines, run_stage
+from pie import cli, per_class, pie_labels, records, robustness
+from report import build, sections
+
+HOSTILE_NAME = '<b>&"x'  # must reach the page as text, never as markup
+CLASS_NAMES = [HOSTILE_NAME] + [f"class {i}" for i in range(1, 10)]
+VARIANTS = [("dense", 0.0), ("magnitude", 0.5), ("magnitude", 0.9),
+            ("quant_dynamic_int8", 0.0)]
+SEEDS = (0, 1, 2)
+DISTRIBUTIONS = ("clean", "gaussian_noise/3", "fog/3")
+N_PIE_IMAGES = 40
+FORGOTTEN_IMAGE = 3  # a PIE of magnitude 0.9 of class 0 that the dense models get right
+
+
+# ------------------------------------------------------------------ synthetic workdir
+
+
+def _manifest(rng):
+    rows = []
+    base = {"dense": 0.95, "magnitude": 0.93, "quant_dynamic_int8": 0.945}
+    for method, sparsity in VARIANTS:
+        for seed in SEEDS:
+            member_id = f"{records.variant_key(method, sparsity)}_seed{seed}"
+            top1 = base[method] - 0.05 * sparsity + rng.uniform(-0.01, 0.01)
+            rows.append(dict(member_id=member_id, method=method, sparsity=sparsity,
+                             measured_sparsity=sparsity, seed=seed, dataset="digits",
+                             model="small_cnn", top1=round(top1, 4),
+                             path=f"checkpoints/{member_id}",
+                             model_file=f"checkpoints/{member_id}/model.keras"))
+    return pd.DataFrame(rows, columns=records.MANIFEST_COLUMNS)
+
+
+def _tstatistic(rng):
+    rows = []
+    for method, sparsity in VARIANTS[1:]:
+        deltas = rng.normal(0, 0.01, len(CLASS_NAMES))
+        deltas[0] = -0.08 * (sparsity + 0.1)  # class 0 is the most hurt class
+        p_values = np.where(np.abs(deltas) > 0.015, 0.01, 0.5)
+        for class_id, (name, delta, p) in enumerate(zip(CLASS_NAMES, deltas, p_values)):
+            rows.append(dict(method=method, sparsity=sparsity, class_id=class_id,
+                             class_name=name, baseline_mean_recall=0.95,
+                             variant_mean_recall=0.95 + delta, baseline_mean_top1=0.95,
+                             variant_mean_top1=0.93, normalized_delta=delta,
+                             t_statistic=np.sign(delta) * 3, p_value=p, p_value_bh=p,
+                             significant=p <= 0.05,
+                             direction="hurt" if delta < 0 else "helped"))
+    table = pd.DataFrame(rows, columns=per_class.TSTATISTIC_COLUMNS)
+    hurt = table["significant"] & (table["direction"] == "hurt")
+    helped = table["significant"] & (table["direction"] == "helped")
+    summary = table.assign(hurt=hurt, helped=helped).groupby(
+        ["method", "sparsity"], as_index=False).agg(
+        n_classes_hurt=("hurt", "sum"), n_classes_helped=("helped", "sum"))
+    summary = summary.assign(n_baseline=3, n_variant=3, baseline_mean_top1=0.95,
+                             variant_mean_top1=0.93)
+    return table, summary[per_class.SUMMARY_COLUMNS]
+
+
+def _pie(rng):
+    rows = []
+    labels = rng.integers(0, len(CLASS_NAMES), N_PIE_IMAGES)
+    labels[FORGOTTEN_IMAGE] = 0
+    for method, sparsity in VARIANTS[1:]:
+        is_pie = rng.random(N_PIE_IMAGES) < 0.1 + 0.3 * sparsity
+        is_pie[FORGOTTEN_IMAGE] = sparsity == 0.9
+        # Half the images the dense models get wrong too (PIEs that are not forgotten).
+        baseline = np.where(np.arange(N_PIE_IMAGES) % 2 == 0, (labels + 2) % 10, labels)
+        baseline[FORGOTTEN_IMAGE] = labels[FORGOTTEN_IMAGE]
+        variant = np.where(is_pie, (baseline + 1) % len(CLASS_NAMES), baseline)
+        for image_id in range(N_PIE_IMAGES):
+            rows.append(dict(method=method, sparsity=sparsity, image_id=image_id,
+                             label=labels[image_id], baseline_modal_label=baseline[image_id],
+                             variant_modal_label=variant[image_id], baseline_n=3, variant_n=3,
+                             baseline_agreement=rng.choice([2 / 3, 1.0]),
+                             variant_agreement=rng.choice([2 / 3, 1.0]),
+                             baseline_mean_prob=0.9, variant_mean_prob=0.8,
+                             is_pie=bool(is_pie[image_id])))
+    table = pd.DataFrame(rows, columns=pie_labels.PIE_COLUMNS)
+    summary = table.groupby(["method", "sparsity"], as_index=False).agg(
+        n_images=("image_id", "size"), n_pie=("is_pie", "sum"))
+    summary["pie_fraction"] = summary["n_pie"] / summary["n_images"]
+    for column in pie_labels.SUMMARY_COLUMNS[5:]:
+        summary[column] = rng.uniform(0.2, 1.0, len(summary))
+    return table, summary[pie_labels.SUMMARY_COLUMNS]
+
+
+def _accuracy(manifest, rng):
+    rows = []
+    for member in manifest.itertuples():
+        for distribution in DISTRIBUTIONS:
+            drop = 0.0 if distribution == "clean" else rng.uniform(0.05, 0.3)
+            rows.append(dict(member_id=member.member_id, method=member.method,
+                             sparsity=member.sparsity, seed=member.seed,
+                             distribution=distribution, top1=member.top1 - drop,
+                             n_images=N_PIE_IMAGES))
+    return pd.DataFrame(rows)
+
+
+def _noise_similarity(rng):
+    rows = []
+    for method, sparsity in VARIANTS[1:] + [(robustness.DENSE_REFERENCE, 0.0)]:
+        for eps in (0.0, 0.1, 0.3, 0.7):
+            rows.append(dict(method=method, sparsity=sparsity, eps=eps,
+                             agreement_mean=1 - eps * rng.uniform(0.2, 0.6),
+                             agreement_std=0.01, l2_mean=eps * rng.uniform(0.2, 0.6),
+                             l2_std=0.01, n_pairs=3))
+    return pd.DataFrame(rows)
+
+
+def _cost(manifest, rng):
+    cost = manifest[["member_id", "method", "sparsity", "top1"]].copy()
+    cost["params"] = 10000
+    cost["nonzero_params"] = (10000 * (1 - cost["sparsity"])).astype(int)
+    cost["file_bytes"] = 40000 + rng.integers(0, 100, len(cost))
+    cost["gzip_bytes"] = (30000 * (1 - 0.8 * cost["sparsity"])).astype(int) + rng.integers(
+        0, 100, len(cost))
+    cost["latency_ms_batch1"] = rng.uniform(0.1, 0.2, len(cost))
+    cost["latency_ms_batch32"] = rng.uniform(1.0, 2.0, len(cost))
+    return cost
+
+
+def _toy(rng):
+    rows = []
+    for criterion in ("lrp", "weight"):
+        for n in (1, 10):
+            for seed in (0, 1):
+                for scenario in ("train", "noisy_test"):
+                    rows.append(dict(dataset="moons", criterion=criterion, samples_per_class=n,
+                                     seed=seed, scenario=scenario, stage="before",
+                                     accuracy=0.99))
+                    rows.append(dict(dataset="moons", criterion=criterion, samples_per_class=n,
+                                     seed=seed, scenario=scenario, stage="after",
+                                     accuracy=rng.uniform(0.5, 0.99)))
+    return pd.DataFrame(rows)
+
+
+def make_workdir(workdir, seed=0):
+    """A workdir with every input of the report, small and with known values."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(workdir, exist_ok=True)
+    manifest = _manifest(rng)
+    records.write_csv(records.manifest_path(workdir), manifest)
+    records.write_json(os.path.join(workdir, "classes.json"), CLASS_NAMES)
+    records.write_json(os.path.join(workdir, "dataset.json"), {
+        "dataset": "digits", "family": "small", "num_classes": 10,
+        "class_names": CLASS_NAMES, "data_dir": None, "label_attribute": None,
+        "toy_noise": None, "toy_seed": 0})
+    table, summary = _tstatistic(rng)
+    records.write_csv(os.path.join(workdir, "per_class", "tstatistic.csv"), table)
+    records.write_csv(os.path.join(workdir, "per_class", "tstatistic_summary.csv"), summary)
+    table, summary = _pie(rng)
+    records.write_csv(os.path.join(workdir, "pie", "pie.csv"), table)
+    records.write_csv(os.path.join(workdir, "pie", "pie_summary.csv"), summary)
+    accuracy = robustness.with_mean_corruption(_accuracy(manifest, rng))
+    _, excess = robustness.excess_error(accuracy)
+    robust = os.path.join(workdir, "robustness")
+    records.write_csv(os.path.join(robust, "accuracy.csv"), accuracy)
+    records.write_csv(os.path.join(robust, "excess_error.csv"), excess)
+    records.write_csv(os.path.join(robust, "prune_potential.csv"),
+                      robustness.prune_potential(accuracy, delta=0.5))
+    records.write_csv(os.path.join(robust, "noise_similarity.csv"), _noise_similarity(rng))
+    records.write_csv(os.path.join(robust, "informative_features.csv"), pd.DataFrame({
+        "method": ["magnitude", "magnitude"], "sparsity": [0.5, 0.9], "seed": [0, 0],
+        "iou_mean": [0.6, 0.4], "confidence_mean": [0.8, 0.7]}))
+    records.write_csv(os.path.join(workdir, "quantization", "cost.csv"), _cost(manifest, rng))
+    os.makedirs(os.path.join(workdir, "toy"))
+    records.write_csv(os.path.join(workdir, "toy", "results.csv"), _toy(rng))
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(
+        os.path.join(workdir, "toy", "boundaries_moons.png"))
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    workdir = make_workdir(str(tmp_path_factory.mktemp("report") / "w"))
+    build.build_report(workdir, fmt="md", log=lambda message: None)
+    with open(os.path.join(workdir, "report", "index.html")) as handle:
+        page = handle.read()
+    return workdir, page
+
+
+def copy_workdir(source, target):
+    """A copy of `source` without its report, to change inputs freely."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("report"))
+    return str(target)
+
+
+# ------------------------------------------------------------------------ page parsing
+
+
+def page_sections(page):
+    """{section id: (class attribute, inner html)}."""
+    found = re.findall(r'<section id="(\w+)" class="([^"]*)">(.*?)</section>', page, re.S)
+    return {name: (classes, body) for name, classes, body in found}
+
+
+def summary_rows(page):
+    """{variant key: [cell texts]} of the summary table."""
+    rows = re.findall(r'<tr class="variant-row[^"]*" data-variant="([^"]+)">(.*?)</tr>',
+                      page, re.S)
+    return {key: [html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", cells, re.S)]
+            for key, cells in rows}
+
+
+def column(name):
+    return [c.header for c in sections.SUMMARY_COLUMNS].index(name)
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+def test_every_section_is_present_and_filled(synthetic):
+    _, page = synthetic
+    found = page_sections(page)
+    assert list(found) == list(sections.SECTIONS)
+    for name, (classes, body) in found.items():
+        assert "not-measured" not in classes, name
+        assert "Not measured" not in body, name
+        assert "<img" in body or "<table" in body, f"section {name} is empty"
+        assert sections.SECTIONS[name].what in html.unescape(body)
+    # One self-contained file: images inline, no external resource, no script.
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+
+
+def test_summary_has_one_row_per_variant_with_values_from_the_inputs(synthetic):
+    workdir, page = synthetic
+    rows = summary_rows(page)
+    assert list(rows) == [records.variant_key(m, s) for m, s in VARIANTS]
+    manifest = pd.read_csv(records.manifest_path(workdir))
+    top1 = manifest[manifest["member_id"].str.startswith("magnitude_0.9_")]["top1"].to_numpy()
+    row = rows["magnitude_0.9"]
+    assert row[0] == "magnitude 0.9"
+    assert row[column("members")] == "3"
+    assert row[column("top-1 % (mean ± std)")] == (
+        f"{100 * top1.mean():.1f} ± {100 * top1.std(ddof=1):.1f}")
+    summary = pd.read_csv(os.path.join(workdir, "per_class", "tstatistic_summary.csv"))
+    expected = summary[summary["sparsity"] == 0.9].iloc[0]
+    assert row[column("classes hurt")] == str(expected["n_classes_hurt"])
+    assert row[column("classes helped")] == str(expected["n_classes_helped"])
+    pie = pd.read_csv(os.path.join(workdir, "pie", "pie.csv"))
+    pie = pie[pie["sparsity"] == 0.9]
+    assert row[column("PIEs %")] == f"{100 * pie['is_pie'].mean():.1f}"
+    # Corrupted top-1: each member's mean over the corruptions, then over members.
+    accuracy = pd.read_csv(os.path.join(workdir, "robustness", "accuracy.csv"))
+    shifted = accuracy[accuracy["distribution"].isin(["gaussian_noise/3", "fog/3"])
+                       & accuracy["member_id"].str.startswith("magnitude_0.9_")]
+    per_member = shifted.groupby("member_id")["top1"].mean()
+    assert row[column("corrupted top-1 % (mean)")] == f"{100 * per_member.mean():.1f}"
+    cost = pd.read_csv(os.path.join(workdir, "quantization", "cost.csv"))
+    gzip_kib = cost[cost["member_id"].str.startswith("magnitude_0.9_")]["gzip_bytes"].mean() / 1024
+    assert row[column("gzip KiB (mean)")] == f"{gzip_kib:.1f}"
+    # The dense baseline has no comparison with itself.
+    dense = rows["dense_0"]
+    assert dense[column("classes hurt")] == sections.NOT_APPLICABLE
+    assert dense[column("excess error (points, mean)")] == sections.NOT_APPLICABLE
+    assert sections.DASH not in sum(rows.values(), [])
+
+
+def test_excess_error_and_prune_potential_cells_follow_the_stage_tables(synthetic):
+    workdir, page = synthetic
+    rows = summary_rows(page)
+    excess = pd.read_csv(os.path.join(workdir, "robustness", "excess_error.csv"))
+    mean_row = excess[(excess["distribution"] == robustness.MEAN_CORRUPTION)
+                      & (excess["sparsity"] == 0.5)]
+    assert rows["magnitude_0.5"][column("excess error (points, mean)")] == (
+        f"{mean_row['excess_error_mean'].iloc[0]:+.2f}")
+    potential = pd.read_csv(os.path.join(workdir, "robustness", "prune_potential.csv"))
+    clean = potential[potential["distribution"] == "clean"]["prune_potential"].iloc[0]
+    shifted = potential[potential["distribution"] == robustness.MEAN_CORRUPTION][
+        "prune_potential"].iloc[0]
+    for key in ("magnitude_0.5", "magnitude_0.9"):  # per method: same on every level
+        assert rows[key][column("prune potential clean")] == f"{clean:.2f}"
+        assert rows[key][column("prune potential shifted (mean)")] == f"{shifted:.2f}"
+
+
+def test_class_names_are_escaped(synthetic):
+    _, page = synthetic
+    assert HOSTILE_NAME not in page
+    assert html.escape(HOSTILE_NAME, quote=True).replace("&quot;", "&#34;") in page
+
+
+def test_pie_grid_shows_the_forgotten_images_first(synthetic):
+    workdir, page = synthetic
+    body = page_sections(page)["pie_grid"][1]
+    alts = re.findall(r'alt="eval image (\d+)"', body)
+    pie = pd.read_csv(os.path.join(workdir, "pie", "pie.csv"))
+    pie = pie[(pie["sparsity"] == 0.9) & pie["is_pie"]]
+    n_pie = len(pie)
+    assert len(alts) == min(n_pie, sections.PIE_GRID_SIZE)
+    forgotten = pie[(pie["baseline_modal_label"] == pie["label"])
+                    & (pie["variant_modal_label"] != pie["label"])]["image_id"]
+    assert 0 < len(forgotten) < len(alts) and FORGOTTEN_IMAGE in set(forgotten)
+    assert set(map(int, alts[:len(forgotten)])) == set(forgotten)
+    assert f"of the {n_pie} PIEs of magnitude 0.9" in body
+
+
+def test_markdown_summary_has_a_row_per_variant(synthetic):
+    workdir, _ = synthetic
+    with open(os.path.join(workdir, "report", "summary.md")) as handle:
+        lines = handle.read().splitlines()
+    header = [c.header for c in sections.SUMMARY_COLUMNS]
+    assert lines[0] == "| " + " | ".join(header) + " |"
+    assert lines[1] == "| " + " | ".join(["---"] * len(header)) + " |"
+    table = [line for line in lines[2:] if line.startswith("|")]
+    assert [line.split(" | ")[0] for line in table] == [
+        "| " + sections.variant_label(m, s) for m, s in VARIANTS]
+
+
+def test_markdown_escapes_pipes():
+    text = sections.markdown_table({"columns": ["a|b", "c"], "rows": [{"cells": ["x|y", "z"]}],
+                                    "footnotes": [("note", "cmd --x")]})
+    assert text.splitlines()[0] == "| a\\|b | c |"
+    assert text.splitlines()[2] == "| x\\|y | z |"
+    assert "- note `cmd --x`" in text
+
+
+def test_missing_inputs_say_not_measured(synthetic, tmp_path):
+    workdir = copy_workdir(synthetic[0], tmp_path / "w")
+    os.remove(os.path.join(workdir, "robustness", "noise_similarity.csv"))
+    shutil.rmtree(os.path.join(workdir, "quantization"))
+    build.build_report(workdir, log=lambda message: None)
+    with open(os.path.join(workdir, "report", "index.html")) as handle:
+        page = handle.read()
+    found = page_sections(page)
+    for name, command in (("noise_similarity", "robustness_tests.noise_similarity"),
+                          ("cost", "quantization.cost")):
+        classes, body = found[name]
+        assert "not-measured" in classes
+        assert "Not measured" in body and "<img" not in body
+        assert f"python -m {command} --workdir={workdir}" in html.unescape(body)
+    assert "not-measured" not in found["corruptions"][0]
+    rows = summary_rows(page)
+    assert all(row[column("gzip KiB (mean)")] == sections.DASH for row in rows.values())
+    summary = html.unescape(found["summary"][1])
+    assert "quantization/cost.csv is missing (not measured)" in summary
+
+
+def test_variant_absent_from_a_present_file_shows_dash_with_its_footnote(synthetic, tmp_path):
+    workdir = copy_workdir(synthetic[0], tmp_path / "w")
+    path = os.path.join(workdir, "per_class", "tstatistic_summary.csv")
+    summary = pd.read_csv(path)
+    records.write_csv(path, summary[summary["method"] != "quant_dynamic_int8"])
+    build.build_report(workdir, log=lambda message: None)
+    with open(os.path.join(workdir, "report", "index.html")) as handle:
+        page = handle.read()
+    assert summary_rows(page)["quant_dynamic_int8_0"][column("classes hurt")] == sections.DASH
+    assert "the file exists but has no row for that variant" in page
+
+
+def test_rerun_skips_until_an_input_changes(synthetic, tmp_path):
+    workdir = copy_workdir(synthetic[0], tmp_path / "w")
+    messages = []
+    path = build.build_report(workdir, log=messages.append)
+    written = os.stat(path).st_mtime_ns
+    messages.clear()
+    build.build_report(workdir, log=messages.append)
+    assert any("up to date, skipping" in m for m in messages)
+    assert os.stat(path).st_mtime_ns == written
+    build.build_report(workdir, force=True, log=messages.append)
+    assert os.stat(path).st_mtime_ns != written
+    written = os.stat(path).st_mtime_ns
+    time.sleep(0.01)
+    changed = os.path.join(workdir, "pie", "pie_summary.csv")
+    os.utime(changed, ns=(time.time_ns(), time.time_ns()))
+    messages.clear()
+    build.build_report(workdir, log=messages.append)
+    assert not any("skipping" in m for m in messages)
+    assert os.stat(path).st_mtime_ns != written
+
+
+def test_malformed_input_is_an_error_not_a_silent_gap(synthetic, tmp_path):
+    workdir = copy_workdir(synthetic[0], tmp_path / "w")
+    path = os.path.join(workdir, "per_class", "tstatistic_summary.csv")
+    records.write_csv(path, pd.read_csv(path).drop(columns=["n_classes_hurt"]))
+    with pytest.raises(records.ContractError, match=r"lacks columns \['n_classes_hurt'\]"):
+        build.build_report(workdir, log=lambda message: None)
+    assert not os.path.exists(os.path.join(workdir, "report", "index.html"))
+
+
+def test_mean_over_corruptions_prefers_the_stage_mean():
+    frame = pd.DataFrame({
+        "key": ["a", "a", "a", "a", "b", "b", "b"],
+        "distribution": ["clean", "fog/3", "snow/1", "mean_corruption", "clean", "fog/3",
+                         "imagenet_a"],
+        "value": [0.9, 0.5, 0.7, 0.55, 0.8, 0.4, 0.1]})
+    means = sections.mean_over_corruptions(frame, ["key"], "value").set_index("key")["value"]
+    assert means["a"] == 0.55  # the stage's own mean_corruption row
+    assert means["b"] == 0.4  # computed: corruptions only, imagenet_a is not one
+
+
+def test_most_compressed_picks_the_highest_sparsity_pruned_variant(synthetic):
+    context = sections.Context(synthetic[0])
+    keys = context.variants["key"]
+    assert sections.most_compressed(keys, context.variants)["key"] == "magnitude_0.9"
+    only_quantized = ["dense_0", "quant_dynamic_int8_0"]
+    assert sections.most_compressed(only_quantized, context.variants)["key"] == (
+        "quant_dynamic_int8_0")
+    assert sections.most_compressed(["dense_0"], context.variants) is None
+
+
+# -------------------------------------------------------------------------------- CLI
+
+
+def test_strict_with_a_missing_input_exits_2_with_one_line(synthetic, tmp_path):
+    workdir = copy_workdir(synthetic[0], tmp_path / "w")
+    os.remove(os.path.join(workdir, "toy", "results.csv"))
+    result = run_stage("report.build", f"--workdir={workdir}", "--strict", check=False)
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        "error: --strict: missing inputs toy/results.csv (run `python -m "
+        f"pruning_criteria.toy_experiment --out={workdir}/toy`)"]
+    assert not os.path.exists(os.path.join(workdir, "report"))
+
+
+def test_bad_flag_exits_2_with_one_line(tmp_path):
+    result = run_stage("report.build", f"--workdir={tmp_path}", "--format=pdf", check=False)
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        "error: flag --format=pdf: value should be one of <html|md>"]
+
+
+@pytest.mark.parametrize("workdir, message", [
+    (None, "--workdir is required: the folder holding population.csv"),
+    ("/nonexistent/w", "--workdir=/nonexistent/w is not a folder"),
+    ("{empty}", "no population manifest at {empty}/population.csv: run "
+                "save_checkpoint.train first"),
+])
+def test_bad_workdir_is_one_clear_error(tmp_path, workdir, message):
+    empty = str(tmp_path)
+    workdir = workdir and workdir.format(empty=empty)
+    with pytest.raises(ValueError) as raised:
+        build.build_report(workdir, log=lambda line: None)
+    assert isinstance(raised.value, cli.user_errors())  # cli.run: one line, exit 2
+    assert str(raised.value) == message.format(empty=empty)
+    assert not os.path.exists(os.path.join(empty, "report"))
+
+
+# ------------------------------------------------------------------- real tiny pipeline
+
+
+def test_report_of_a_real_tiny_population(tiny_population, tmp_path):
+    workdir = str(tmp_path / "w")
+    shutil.copytree(tiny_population, workdir)
+    for stage in ("pie_dataset_gen.predictions", "per_class_accuracy.gen_tstatistic",
+                  "pie_dataset_gen.aggregate_predictions"):
+        run_stage(stage, f"--workdir={workdir}")
+    result = run_stage("report.build", f"--workdir={workdir}", "--format=md")
+    assert "report written" in result.stdout
+    with open(os.path.join(workdir, "report", "flags.txt")) as handle:
+        assert "--format=md" in handle.read()
+    with open(os.path.join(workdir, "report", "index.html")) as handle:
+        page = handle.read()
+    manifest = records.read_manifest(workdir)
+    variants = sections.variant_table(manifest)
+    assert list(summary_rows(page)) == list(variants["key"])
+    found = page_sections(page)
+    for name in ("summary", "top1", "significant_classes", "class_delta"):
+        assert "not-measured" not in found[name][0], name
+        assert "<img" in found[name][1] or "<table" in found[name][1], name
+    pie = pd.read_csv(os.path.join(workdir, "pie", "pie.csv"))
+    tiles = re.findall(r'alt="eval image (\d+)"', found["pie_grid"][1])
+    assert len(tiles) == min(int(pie["is_pie"].sum()), sections.PIE_GRID_SIZE)
+    assert set(map(int, tiles)) <= set(pie.loc[pie["is_pie"], "image_id"])
+    for name in ("corruptions", "noise_similarity", "cost", "toy"):
+        assert "not-measured" in found[name][0], name
+    with open(os.path.join(workdir, "report", "summary.md")) as handle:
+        table = [line for line in handle.read().splitlines() if line.startswith("|")]
+    assert len(table) == 2 + len(variants)
