@@ -4,7 +4,9 @@ Every stage that needs model outputs (predictions, corruptions, quantization cos
 goes through `load_member` and `predict_frame`, so a member is run the same way,
 batched, whatever its format.
 """
+import concurrent.futures
 import os
+import time
 
 import numpy as np
 import pandas as pd
@@ -111,9 +113,51 @@ def predictions_frame(member_id, logits, labels, image_ids, class_subset=None):
         "predicted": predicted, "prob_predicted": probs[rows, predicted].astype(np.float32),
         "prob_label": probs[rows, labels].astype(np.float32)})
     if num_classes > TOP_K:
-        top = np.argsort(-probs, axis=1, kind="stable")[:, :TOP_K].astype(str)
-        joined = top[:, 0]
-        for k in range(1, TOP_K):
-            joined = np.char.add(np.char.add(joined, " "), top[:, k])
-        frame["top5"] = joined
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :TOP_K]
+        columns = [pd.Series(top[:, k]).astype(str) for k in range(TOP_K)]
+        frame["top5"] = columns[0].str.cat(columns[1:], sep=" ").to_numpy()
     return frame
+
+
+def member_logits(member, source, arrays, batch_size):
+    """Logits, labels, ids of one member: in memory, or streamed batch by batch."""
+    if arrays is not None:
+        inputs, labels, ids = arrays
+        return member.logits(inputs, batch_size), labels, ids
+    logits, labels, ids = [], [], []
+    for batch in source.eval_batches(batch_size).as_numpy_iterator():
+        logits.append(member.logits(batch["inputs"], batch_size))
+        labels.append(batch["label"])
+        ids.append(batch["image_id"])
+    return np.concatenate(logits), np.concatenate(labels), np.concatenate(ids)
+
+
+def write_member(workdir, member_id, logits, labels, ids, split):
+    """Builds and writes one member's predictions file; returns its top-1."""
+    frame = predictions_frame(member_id, logits, labels, ids)
+    columns = records.PREDICTION_COLUMNS + (["top5"] if "top5" in frame else [])
+    records.write_csv(records.predictions_path(workdir, member_id, split=split), frame, columns)
+    return float((frame["predicted"] == frame["label"]).mean())
+
+
+def predict_members(workdir, members, source, arrays, batch_size, split, progress=None):
+    """Runs (member_id, model) pairs; each file is written while the next model runs.
+
+    `members` may be a generator, so a model is loaded only when its turn comes.
+    """
+    def done(member_id, started, future):
+        top1 = future.result()
+        if progress:
+            progress.advance(1, f"{member_id}: top-1 {top1:.4f} ({time.time() - started:.1f}s)")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
+        pending = None
+        for member_id, member in members:
+            started = time.time()
+            logits, labels, ids = member_logits(member, source, arrays, batch_size)
+            if pending:
+                done(*pending)
+            pending = (member_id, started, writer.submit(
+                write_member, workdir, member_id, logits, labels, ids, split))
+        if pending:
+            done(*pending)

@@ -73,7 +73,9 @@ def write_csv(path, frame, columns=None):
         if missing:
             raise ContractError(f"cannot write {path}: missing columns {missing}")
         frame = frame[list(columns)]
-    compression = "gzip" if path.endswith(".gz") else None
+    # Level 1: prediction files are written once per member and read a few times;
+    # higher levels cost several times the model's own inference time.
+    compression = {"method": "gzip", "compresslevel": 1} if path.endswith(".gz") else None
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, compression=compression)
 

@@ -7,7 +7,6 @@ docs/contracts.md). Every later analysis derives from these files, so no stage
 runs a model twice. A rerun skips members whose file exists.
 """
 import os
-import time
 
 import numpy as np
 
@@ -44,19 +43,6 @@ def eval_inputs(source, batch_size):
     return np.concatenate(inputs), np.concatenate(labels), np.concatenate(ids)
 
 
-def member_logits(member, source, arrays, batch_size):
-    """Logits, labels, ids of one member: in memory, or streamed batch by batch."""
-    if arrays is not None:
-        inputs, labels, ids = arrays
-        return member.logits(inputs, batch_size), labels, ids
-    logits, labels, ids = [], [], []
-    for batch in source.eval_batches(batch_size).as_numpy_iterator():
-        logits.append(member.logits(batch["inputs"], batch_size))
-        labels.append(batch["label"])
-        ids.append(batch["image_id"])
-    return np.concatenate(logits), np.concatenate(labels), np.concatenate(ids)
-
-
 def main(argv):
     del argv
     if not FLAGS.workdir:
@@ -73,18 +59,9 @@ def main(argv):
         return 0
     source = data.load_for_workdir(FLAGS.workdir, data_dir=FLAGS.data_dir)
     arrays = eval_inputs(source, FLAGS.batch_size)
-    progress = cli.Progress(len(todo), "members")
-    for row in todo:
-        started = time.time()
-        member = predict.load_member(FLAGS.workdir, row)
-        logits, labels, ids = member_logits(member, source, arrays, FLAGS.batch_size)
-        frame = predict.predictions_frame(row["member_id"], logits, labels, ids)
-        path = records.predictions_path(FLAGS.workdir, row["member_id"], split=FLAGS.split)
-        columns = records.PREDICTION_COLUMNS + (["top5"] if "top5" in frame else [])
-        records.write_csv(path, frame, columns)
-        top1 = float((frame["predicted"] == frame["label"]).mean())
-        progress.advance(1, f"{row['member_id']}: {len(frame)} images, top-1 {top1:.4f} "
-                            f"({time.time() - started:.1f}s)")
+    members = ((row["member_id"], predict.load_member(FLAGS.workdir, row)) for row in todo)
+    predict.predict_members(FLAGS.workdir, members, source, arrays, FLAGS.batch_size, FLAGS.split,
+                    cli.Progress(len(todo), "members"))
     return 0
 
 
