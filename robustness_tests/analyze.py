@@ -113,7 +113,8 @@ def rounded(frame):
     """Float columns to 10 decimals: errors are differences of counts, and the last
     digits are only float rounding (3.9000000000000035 percentage points)."""
     floats = frame.select_dtypes("float").columns
-    return frame.assign(**{column: frame[column].round(DECIMALS) for column in floats})
+    # (+ 0.0 turns a rounded -0.0 into 0.0)
+    return frame.assign(**{column: frame[column].round(DECIMALS) + 0.0 for column in floats})
 
 
 def check_inputs(workdir, delta):
