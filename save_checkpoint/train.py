@@ -19,7 +19,7 @@ import time
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie import cli, data, models, pruning, records
+from pie import cli, criteria, data, models, pruning, records
 
 FLAGS = flags.FLAGS
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -36,7 +36,13 @@ flags.DEFINE_string("model", "small_cnn", "One of: " + ", ".join(models.MODELS) 
 flags.DEFINE_integer("width", None, "The model's width knob (filters, units, or WRN k).")
 flags.DEFINE_string("sparsities", "0,0.5,0.9", "Comma-separated target sparsities in [0, 1).")
 flags.DEFINE_integer("seeds", 2, "Members per sparsity level: seeds 0..seeds-1.")
-flags.DEFINE_string("method", "magnitude", "Pruning method of members with sparsity > 0.")
+flags.DEFINE_string("method", "magnitude", "Pruning method of members with sparsity > 0: "
+                    "magnitude (tfmot, weights), or a unit criterion (lrp, taylor, grad, "
+                    "weight, filter_l1: that fraction of neurons/filters removed).")
+flags.DEFINE_integer("reference_samples_per_class", 10,
+                     "Unit criteria: training images per class the scores are computed on.")
+flags.DEFINE_integer("finetune_epochs", 2,
+                     "Unit criteria: epochs of fine-tuning after pruning, pruned units held at 0.")
 flags.DEFINE_enum("schedule", "polynomial", pruning.SCHEDULES, "Pruning schedule.")
 flags.DEFINE_float("initial_sparsity", 0.0, "Polynomial schedule: sparsity at begin_step.")
 flags.DEFINE_integer("begin_step", -1, "First pruning step (-1: 10% of training).")
@@ -152,7 +158,7 @@ class Trainer:
         self.strategy = strategy
         self.steps_per_epoch = steps_per_epoch
         self.epochs_done = 0
-        self.progress = cli.Progress(members_total * FLAGS.epochs, "population epochs")
+        self.progress = cli.Progress(members_total, "population epochs")
 
     def _schedule(self, target):
         total = self.steps_per_epoch * FLAGS.epochs
@@ -168,6 +174,8 @@ class Trainer:
 
     def check_settings(self, sparsities):
         """Builds every schedule once so bad pruning flags fail before any training."""
+        if FLAGS.method != "magnitude":
+            return
         for target in sparsities:
             if target > 0:
                 self._schedule(target)
@@ -177,7 +185,7 @@ class Trainer:
         keras.utils.set_random_seed(member.seed)
         model = models.build(FLAGS.model, self.source.input_shape, self.source.num_classes,
                              width=FLAGS.width)
-        if member.method != "dense":
+        if member.method == "magnitude":
             model = pruning.wrap_for_pruning(model, self._schedule(member.sparsity),
                                              FLAGS.prune_classifier)
         if FLAGS.optimizer == "adam":
@@ -196,12 +204,17 @@ class Trainer:
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")])
         return model, optimizer
 
+    def epochs(self, member):
+        """Training epochs of a member: unit criteria add their fine-tuning."""
+        return FLAGS.epochs + (FLAGS.finetune_epochs if member.method in CRITERIA_METHODS else 0)
+
     def train(self, member, workdir, position, count):
         import tensorflow as tf
         import tensorflow_model_optimization as tfmot
         import tf_keras as keras
         folder = os.path.join(workdir, member.relpath)
         ckpt_dir = os.path.join(folder, "ckpt")
+        mask_path = os.path.join(ckpt_dir, "unit_mask.npz")
         started = time.time()
         with self.strategy.scope():
             model, optimizer = self._build(member)
@@ -214,27 +227,68 @@ class Trainer:
             print(f"[{position}/{count}] {member.member_id}: resuming after epoch "
                   f"{int(epoch.numpy())}", flush=True)
             self.progress.done += int(epoch.numpy())
+        elif member.method in CRITERIA_METHODS and self._reuse_dense(workdir, member, model):
+            # Same seed, same recipe: the dense member is the network this one prunes.
+            epoch.assign(FLAGS.epochs)
+            self.progress.done += FLAGS.epochs
+            print(f"[{position}/{count}] {member.member_id}: starting from the finished "
+                  f"dense member of seed {member.seed}", flush=True)
         log_dir = os.path.join(folder, "logs")
         callbacks = [EpochProgress(self, member, position, count)]
-        if member.method != "dense":
+        if member.method == "magnitude":
             callbacks += [tfmot.sparsity.keras.UpdatePruningStep(),
                           tfmot.sparsity.keras.PruningSummaries(log_dir=log_dir)]
         else:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, profile_batch=0))
-        for current in range(int(epoch.numpy()), FLAGS.epochs):
+        unit_mask = None
+        if os.path.exists(mask_path) and int(epoch.numpy()) >= FLAGS.epochs:
+            unit_mask = load_mask(mask_path)
+        for current in range(int(epoch.numpy()), self.epochs(member)):
+            if member.method in CRITERIA_METHODS and current == FLAGS.epochs and unit_mask is None:
+                unit_mask = self._prune_units(member, model)
+                write_mask(mask_path, unit_mask)
+            extra = [criteria.UnitMaskCallback(unit_mask)] if unit_mask is not None else []
             batches = self.source.train_batches(FLAGS.batch_size, member.seed, current)
             model.fit(batches, epochs=current + 1, initial_epoch=current, verbose=0,
-                      steps_per_epoch=FLAGS.steps_per_epoch, callbacks=callbacks)
+                      steps_per_epoch=FLAGS.steps_per_epoch, callbacks=callbacks + extra)
             epoch.assign(current + 1)
             manager.save()
-        return self._finish(member, model, workdir, folder, started, ckpt_dir)
+        return self._finish(member, model, workdir, folder, started, ckpt_dir, unit_mask)
 
-    def _finish(self, member, model, workdir, folder, started, ckpt_dir):
-        stripped = pruning.strip(model) if member.method != "dense" else model
+    def _reuse_dense(self, workdir, member, model):
+        """Loads the finished dense member of the same seed, if this workdir has it."""
+        import tf_keras as keras
+        manifest = records.read_manifest(workdir, required=False)
+        dense = manifest[(manifest["method"] == "dense") & (manifest["seed"] == member.seed)
+                         & (manifest["model"] == FLAGS.model)]
+        if dense.empty:
+            return False
+        path = records.member_model_path(workdir, dense.iloc[0])
+        saved = keras.models.load_model(path, compile=False)
+        if [w.shape for w in saved.get_weights()] != [w.shape for w in model.get_weights()]:
+            return False
+        model.set_weights(saved.get_weights())
+        return True
+
+    def _prune_units(self, member, model):
+        x, y = reference_samples(self.source, FLAGS.reference_samples_per_class, member.seed)
+        mask = criteria.prune_units(model, member.method, member.sparsity, x, y,
+                                    seed=member.seed)
+        removed = criteria.mask_summary(mask)["overall"]
+        print(f"{member.member_id}: {member.method} removed {removed:.4f} of the units "
+              f"(scored on {len(y)} reference images)", flush=True)
+        return mask
+
+    def _finish(self, member, model, workdir, folder, started, ckpt_dir, unit_mask=None):
+        stripped = pruning.strip(model) if member.method == "magnitude" else model
         layer_names = pruning.prunable_layer_names(stripped, FLAGS.prune_classifier)
         per_layer, overall = pruning.kernel_sparsity(stripped, layer_names)
-        if member.method != "dense":
+        unit_sparsity = {}
+        if member.method == "magnitude":
             pruning.check_sparsity(per_layer, member.sparsity)
+        elif unit_mask is not None:
+            unit_sparsity = criteria.mask_summary(unit_mask)
+            check_unit_sparsity(unit_mask, member.sparsity)
         top1 = evaluate_top1(stripped, self.source, FLAGS.eval_batch_size)
         model_file = os.path.join(member.relpath, "model.keras")
         with records.atomic_path(os.path.join(workdir, model_file)) as tmp:
@@ -243,9 +297,12 @@ class Trainer:
                "sparsity": member.sparsity, "measured_sparsity": round(overall, 6),
                "seed": member.seed, "dataset": FLAGS.dataset, "model": FLAGS.model,
                "top1": round(top1, 6), "path": member.relpath, "model_file": model_file}
+        if unit_mask is not None:
+            row["measured_unit_sparsity"] = round(unit_sparsity["overall"], 6)
         meta = dict(row, target_sparsity=member.sparsity,
                     measured_sparsity_per_layer=per_layer,
-                    steps=self.steps_per_epoch * FLAGS.epochs, epochs=FLAGS.epochs,
+                    measured_unit_sparsity_per_layer=unit_sparsity,
+                    steps=self.steps_per_epoch * self.epochs(member), epochs=self.epochs(member),
                     wall_time_s=round(time.time() - started, 2), versions=package_versions(),
                     manifest_row=row)
         records.write_text(os.path.join(folder, "flags.txt"), cli.resolved_flags())
@@ -253,6 +310,49 @@ class Trainer:
         records.add_manifest_rows(workdir, [row])
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         return row
+
+
+def reference_samples(source, per_class, seed):
+    """`per_class` training images of every class, drawn in a seeded order."""
+    import numpy as np
+    xs, ys = [], []
+    counts = np.zeros(source.num_classes, np.int64)
+    # An order of its own (a far-off epoch), so the draw does not depend on --epochs.
+    stream = source.train_batches(256, seed, epoch=REFERENCE_EPOCH, augment=False)
+    for x, y in stream.as_numpy_iterator():
+        y = np.asarray(y).reshape(-1)
+        rank = np.zeros(len(y), np.int64)
+        for label in np.unique(y):
+            rank[y == label] = counts[label] + np.arange(np.sum(y == label))
+        keep = rank < per_class
+        xs.append(x[keep])
+        ys.append(y[keep])
+        counts += np.bincount(y[keep], minlength=source.num_classes)
+        if (counts >= per_class).all():
+            break
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def write_mask(path, mask):
+    import numpy as np
+    with records.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **mask)
+
+
+def load_mask(path):
+    import numpy as np
+    with np.load(path) as saved:
+        return {name: saved[name] for name in saved.files}
+
+
+def check_unit_sparsity(mask, target):
+    """The removed share of units matches the target, up to one unit of rounding."""
+    total = sum(len(keep) for keep in mask.values())
+    removed = criteria.mask_summary(mask)["overall"]
+    if abs(removed - target) > max(pruning.SPARSITY_TOLERANCE, 1.0 / total):
+        raise pruning.PruningError(
+            f"removed {removed:.4f} of the units, not the target {target:g}")
 
 
 def _keras_callback_base():
@@ -276,7 +376,7 @@ class EpochProgress(_keras_callback_base()):
         logs = logs or {}
         self.trainer.progress.advance(
             1, f"[{self.position}/{self.count}] {self.member.member_id} epoch "
-               f"{epoch + 1}/{FLAGS.epochs} loss {logs.get('loss', float('nan')):.4f} "
+               f"{epoch + 1}/{self.trainer.epochs(self.member)} loss {logs.get('loss', float('nan')):.4f} "
                f"acc {logs.get('acc', float('nan')):.4f} "
                f"({time.time() - self.epoch_start:.1f}s)")
 
@@ -306,6 +406,11 @@ def validate_flags():
         raise cli.UsageError(f"--seeds must be at least 1, got {FLAGS.seeds}")
     if FLAGS.epochs < 1:
         raise cli.UsageError(f"--epochs must be at least 1, got {FLAGS.epochs}")
+    if FLAGS.reference_samples_per_class < 1:
+        raise cli.UsageError("--reference_samples_per_class must be at least 1, got "
+                             f"{FLAGS.reference_samples_per_class}")
+    if FLAGS.finetune_epochs < 0:
+        raise cli.UsageError(f"--finetune_epochs must be non-negative, got {FLAGS.finetune_epochs}")
     if FLAGS.method not in METHODS:
         raise cli.UsageError(f"unknown --method '{FLAGS.method}'; allowed: {', '.join(METHODS)}")
     shard = parse_shard(FLAGS.shard)
@@ -315,7 +420,9 @@ def validate_flags():
     return sparsities, shard
 
 
-METHODS = ("magnitude",)
+CRITERIA_METHODS = tuple(criteria.CRITERIA)
+REFERENCE_EPOCH = 10 ** 6
+METHODS = ("magnitude",) + CRITERIA_METHODS
 
 
 def main(argv):
@@ -349,7 +456,7 @@ def main(argv):
     todo = [m for m in members if not finished_row(workdir, m, manifest_ids)]
     print(f"population: {len(members)} members in shard {FLAGS.shard}, "
           f"{len(members) - len(todo)} already finished, {len(todo)} to train", flush=True)
-    trainer.progress.total = len(todo) * FLAGS.epochs
+    trainer.progress.total = sum(trainer.epochs(m) for m in todo)
     for position, member in enumerate(todo, start=1):
         row = trainer.train(member, workdir, position, len(todo))
         print(f"[{position}/{len(todo)}] {member.member_id} done: top-1 {row['top1']:.4f}, "

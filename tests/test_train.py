@@ -124,3 +124,36 @@ def test_unwritable_workdir(tmp_path):
     assert error_lines(result) == [
         f"error: workdir '{blocker}/w' is not writable: '{blocker}' is not a folder"]
     assert blocker.read_text() == "not a folder"
+
+
+def test_unit_criterion_members_prune_units_of_the_dense_network(tiny_population, tmp_path):
+    import shutil
+    workdir = str(tmp_path / "criteria")
+    shutil.copytree(tiny_population, workdir)
+    flags = [f for f in TINY_POPULATION_FLAGS if not f.startswith("--sparsities")]
+    result = run_stage("save_checkpoint.train", f"--workdir={workdir}", *flags,
+                       "--sparsities=0,0.5", "--method=lrp", "--finetune_epochs=1",
+                       "--reference_samples_per_class=3")
+    assert "starting from the finished dense member of seed 1" in result.stdout
+    assert "scored on 30 reference images" in result.stdout
+    manifest = records.read_manifest(workdir).set_index("member_id")
+    lrp = manifest.loc[["lrp_0.5_seed0", "lrp_0.5_seed1"]]
+    assert (lrp["method"] == "lrp").all() and (lrp["measured_unit_sparsity"] == 0.5).all()
+    model = keras.models.load_model(os.path.join(workdir, lrp.iloc[0]["model_file"]),
+                                    compile=False)
+    silent = 0
+    for name in ("conv1", "conv2", "dense1"):
+        layer = model.get_layer(name)
+        kernel = layer.kernel.numpy().reshape(-1, layer.kernel.shape[-1])
+        dead = (kernel == 0).all(axis=0) & (layer.bias.numpy() == 0)
+        silent += int(dead.sum())
+    units = 4 + 8 + 16  # small_cnn --width=4
+    assert silent == units // 2  # pruned units stayed at zero through fine-tuning
+
+
+def test_unknown_method(tmp_path):
+    result = run_stage("save_checkpoint.train", f"--workdir={tmp_path / 'w'}", "--method=random",
+                       check=False)
+    assert result.returncode == 2
+    assert error_lines(result) == ["error: unknown --method 'random'; allowed: magnitude, "
+                                   "weight, grad, taylor, lrp, filter_l1"]
