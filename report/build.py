@@ -13,6 +13,7 @@ A rerun whose inputs and options are unchanged since the last build skips.
 import datetime
 import glob
 import os
+import sys
 
 from absl import flags
 
@@ -125,8 +126,15 @@ def build_report(workdir, fmt="html", out=None, strict=False, force=False, log=p
 
 def main(argv):
     del argv
-    build_report(FLAGS.workdir, FLAGS.format, FLAGS.out, FLAGS.strict, FLAGS.force,
-                 flags_text=cli.resolved_flags())
+    # Bad input is reported here and the exit code returned: an exception reaching
+    # cli.run would first import TensorFlow (to list every error type), seconds late.
+    try:
+        build_report(FLAGS.workdir, FLAGS.format, FLAGS.out, FLAGS.strict, FLAGS.force,
+                     flags_text=cli.resolved_flags())
+    except (cli.UsageError, records.ContractError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return cli.USAGE_EXIT
+    return 0
 
 
 if __name__ == "__main__":

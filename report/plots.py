@@ -204,6 +204,22 @@ def noise_similarity(curves, reference, colors):
     return to_png(figure)
 
 
+def overlap_bars(variants, reference, colors):
+    """Horizontal bars of `iou_mean` (± `iou_std`) per `label`; a line at `reference`."""
+    figure, axis = plt.subplots(figsize=(7, 0.45 * len(variants) + 1.2))
+    positions = np.arange(len(variants))[::-1]
+    axis.barh(positions, variants["iou_mean"], xerr=variants["iou_std"].fillna(0.0),
+              color=[colors.get(m, "grey") for m in variants["method"]], capsize=3)
+    axis.set_yticks(positions)
+    axis.set_yticklabels(variants["label"])
+    if reference is not None and np.isfinite(reference):
+        axis.axvline(reference, color=REFERENCE_COLOR, linewidth=2.5, alpha=0.6,
+                     label="two dense models (reference)")
+    axis.set_xlim(0, 1)
+    _finish(axis, "overlap of the top features with the dense model (IoU)", "")
+    return to_png(figure)
+
+
 def cost_against_accuracy(members, colors):
     """Gzip size of each member's model file against its top-1, coloured by method."""
     figure, axis = plt.subplots(figsize=(7, 3.8))

@@ -65,7 +65,10 @@ COLUMNS = {
                                        "prune_potential_seed_std"],
     "robustness/noise_similarity.csv": ["method", "sparsity", "eps", "agreement_mean",
                                         "l2_mean"],
-    "robustness/informative_features.csv": ["method", "sparsity"],
+    "robustness/informative_features.csv": ["method", "sparsity", "iou_mean", "iou_std",
+                                            "conf_own_mask", "conf_other_mask",
+                                            "reference_conf_own_mask",
+                                            "reference_conf_other_mask"],
     "quantization/cost.csv": ["member_id", "gzip_bytes", "latency_ms_batch1", "top1"],
     "toy/results.csv": ["dataset", "criterion", "samples_per_class", "seed", "scenario",
                         "stage", "accuracy"],
@@ -666,24 +669,43 @@ def noise_similarity_section(context):
 
 
 @section("informative_features", "Informative features", "features",
-         "Overlap of the input features that drive each compressed model's decisions with "
-         "those of a dense model (and between two dense models as the reference), and "
-         "each model's confidence on the other's features: lower overlap means the "
+         "Each bar is the overlap (IoU) between the 10% of input features that drive a "
+         "compressed model's decisions and those of the dense model of the same seed; the "
+         "grey line is the overlap between two dense models: bars short of it mean the "
          "compressed model looks at different evidence.",
          inputs=("robustness/informative_features.csv",))
 def informative_features_section(context):
     table = context.table("robustness/informative_features.csv")
-    numeric = [c for c in table.columns
-               if c not in ("method", "sparsity", "key", "seed", "image_id")
-               and pd.api.types.is_numeric_dtype(table[c])]
-    means = table.groupby("key")[numeric].mean()
+    is_reference = table["method"] == robustness.DENSE_REFERENCE
     labels = dict(zip(context.variants["key"], context.variants["label"]))
-    keys = [k for k in context.variants["key"] if k in means.index] + [
-        k for k in means.index if k not in labels]
-    return [table_block(["variant"] + numeric,
-                        [[labels.get(k, k)] + [number(means.loc[k, c], "{:.3f}")
-                                               for c in numeric] for k in keys],
-                        caption="Mean over images and members")]
+    order = {key: i for i, key in enumerate(context.variants["key"])}
+    variants = table[~is_reference].assign(
+        label=lambda t: [labels.get(k, k) for k in t["key"]],
+        order=lambda t: [order.get(k, len(order)) for k in t["key"]]).sort_values(
+        "order", kind="stable")
+    reference = table[is_reference]
+    reference_iou = float(reference["iou_mean"].mean()) if len(reference) else None
+    blocks = []
+    if len(variants):
+        blocks.append(figure(plots.overlap_bars(variants, reference_iou, context.colors),
+                             "feature overlap with the dense model per variant"))
+    rows = [[row.label, f"{number(row.iou_mean, '{:.3f}')} ± {number(row.iou_std, '{:.3f}')}",
+             percent(row.conf_own_mask), percent(row.conf_other_mask),
+             percent(row.reference_conf_own_mask), percent(row.reference_conf_other_mask)]
+            for row in variants.itertuples()]
+    rows += [["another dense model (reference)",
+              f"{number(row.iou_mean, '{:.3f}')} ± {number(row.iou_std, '{:.3f}')}",
+              percent(row.conf_own_mask), percent(row.conf_other_mask),
+              percent(row.reference_conf_own_mask), percent(row.reference_conf_other_mask)]
+             for row in reference.itertuples()]
+    blocks.append(table_block(
+        ["variant", "IoU with dense (mean ± std over pairs)", "its confidence, own features %",
+         "its confidence, dense model's features %", "dense confidence, own features %",
+         "dense confidence, its features %"], rows,
+        caption="Confidence = softmax probability of the true label when only the named "
+                "features are kept (the others set to 0); a model that stays confident on "
+                "the other's features relies on similar evidence"))
+    return blocks
 
 
 # ----------------------------------------------------------------------------- cost
@@ -722,9 +744,9 @@ def cost_section(context):
                 cells.append(number(values[column], formats.get(column, "{:.3f}")))
         rows.append([row.label] + cells)
     headers = {"file_bytes": "file KiB", "gzip_bytes": "gzip KiB", "top1": "top-1 %",
-               "latency_ms_batch1": "latency ms (batch 1)",
-               "latency_ms_batch32": "latency ms (batch 32)", "nonzero_params": "non-zero",
-               "params": "parameters"}
+               "latency_ms_batch1": "latency ms/image (batch 1)",
+               "latency_ms_batch32": "latency ms/image (batch 32)",
+               "nonzero_params": "non-zero weights", "params": "weights"}
     return [figure(plots.cost_against_accuracy(cost, context.colors),
                    "gzip size against top-1 per member"),
             table_block(["variant"] + [headers[c] for c in columns], rows,

@@ -176,8 +176,12 @@ def make_workdir(workdir, seed=0):
                       robustness.prune_potential(accuracy, delta=0.5))
     records.write_csv(os.path.join(robust, "noise_similarity.csv"), _noise_similarity(rng))
     records.write_csv(os.path.join(robust, "informative_features.csv"), pd.DataFrame({
-        "method": ["magnitude", "magnitude"], "sparsity": [0.5, 0.9], "seed": [0, 0],
-        "iou_mean": [0.6, 0.4], "confidence_mean": [0.8, 0.7]}))
+        "method": ["magnitude", "magnitude", robustness.DENSE_REFERENCE],
+        "sparsity": [0.5, 0.9, 0.0], "iou_mean": [0.6, 0.4, 0.7], "iou_std": [0.1, 0.1, 0.05],
+        "conf_own_mask": [0.8, 0.7, 0.85], "conf_other_mask": [0.6, 0.5, 0.7],
+        "reference_conf_own_mask": [0.85, 0.85, 0.8],
+        "reference_conf_other_mask": [0.7, 0.6, 0.75], "n_pairs": [3, 3, 3],
+        "images": [50, 50, 50], "fraction": [0.1, 0.1, 0.1]}))
     records.write_csv(os.path.join(workdir, "quantization", "cost.csv"), _cost(manifest, rng))
     os.makedirs(os.path.join(workdir, "toy"))
     records.write_csv(os.path.join(workdir, "toy", "results.csv"), _toy(rng))
@@ -366,22 +370,22 @@ def test_variant_absent_from_a_present_file_shows_dash_with_its_footnote(synthet
 
 
 def test_rerun_skips_until_an_input_changes(synthetic, tmp_path):
-    workdir = copy_workdir(synthetic[0], tmp_path / "w")
+    workdir = str(tmp_path / "w")
+    shutil.copytree(synthetic[0], workdir)  # keeps modification times: still up to date
     messages = []
-    path = build.build_report(workdir, log=messages.append)
+    path = os.path.join(workdir, "report", "index.html")
     written = os.stat(path).st_mtime_ns
-    messages.clear()
-    build.build_report(workdir, log=messages.append)
+    build.build_report(workdir, fmt="md", log=messages.append)
     assert any("up to date, skipping" in m for m in messages)
     assert os.stat(path).st_mtime_ns == written
-    build.build_report(workdir, force=True, log=messages.append)
+    build.build_report(workdir, fmt="md", force=True, log=messages.append)
     assert os.stat(path).st_mtime_ns != written
     written = os.stat(path).st_mtime_ns
     time.sleep(0.01)
     changed = os.path.join(workdir, "pie", "pie_summary.csv")
     os.utime(changed, ns=(time.time_ns(), time.time_ns()))
     messages.clear()
-    build.build_report(workdir, log=messages.append)
+    build.build_report(workdir, fmt="md", log=messages.append)
     assert not any("skipping" in m for m in messages)
     assert os.stat(path).st_mtime_ns != written
 
