@@ -239,6 +239,23 @@ class Latency:
         return float(np.median(times) * 1000.0)
 
 
+def reusable_cost_rows(previous, file_bytes, repeats, num_threads, columns):
+    """Cost rows (by member_id) a rerun keeps: same model file size, repeats, threads.
+
+    Args:
+      previous: the previous cost table (a DataFrame).
+      file_bytes: {member_id: current size of its model file} for current members;
+        rows of members no longer in the manifest are dropped.
+      columns: the columns a row must have to be kept (an older table is remeasured).
+    """
+    if any(column not in previous.columns for column in columns):
+        return {}
+    keep = previous[previous["member_id"].map(file_bytes).eq(previous["file_bytes"])
+                    & previous["repeats"].eq(repeats)
+                    & previous["num_threads"].eq(num_threads)]
+    return {row["member_id"]: row for row in keep.to_dict("records")}
+
+
 def member_relpath(method, seed, sparsity=0.0):
     """`checkpoints/<method>/sparsity_<s>/seed_<k>`, the layout of every member."""
     return os.path.join("checkpoints", method, f"sparsity_{float(sparsity):g}", f"seed_{seed}")

@@ -118,15 +118,10 @@ def reusable_rows(workdir, manifest, repeats, num_threads):
     path = cost_path(workdir)
     if not os.path.exists(path):
         return {}
-    previous = records.read_csv(path)
-    if any(column not in previous for column in COST_COLUMNS):
-        return {}
     sizes = {row["member_id"]: os.path.getsize(records.member_model_path(workdir, row))
              for row in manifest.to_dict("records")}
-    keep = previous[previous["member_id"].map(sizes).eq(previous["file_bytes"])
-                    & previous["repeats"].eq(repeats)
-                    & previous["num_threads"].eq(num_threads)]
-    return {row["member_id"]: row for row in keep.to_dict("records")}
+    return pq.reusable_cost_rows(records.read_csv(path), sizes, repeats, num_threads,
+                                 COST_COLUMNS)
 
 
 def validate_flags():

@@ -20,7 +20,7 @@ import time
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie import cli, data, predict, records
+from pie import cli, records
 from pie import quantize as pq
 
 FLAGS = flags.FLAGS
@@ -120,6 +120,7 @@ class Converter:
         with records.atomic_path(model_path) as tmp:
             with open(tmp, "wb") as handle:
                 handle.write(content)
+        from pie import predict
         top1 = pq.eval_top1(predict.TFLiteMember(model_path), self.source, self.batch_size)
         row = {"member_id": job.member_id, "method": job.method, "sparsity": job.sparsity,
                "measured_sparsity": job.source["measured_sparsity"], "seed": job.seed,
@@ -156,6 +157,7 @@ def validate_flags():
 def main(argv):
     del argv
     modes = validate_flags()
+    from pie import data, predict  # TensorFlow loads only once the flags are valid
     workdir = FLAGS.workdir
     manifest = records.read_manifest(workdir)
     jobs, empty = plan(manifest, modes, FLAGS.pruned_method)
