@@ -4,19 +4,18 @@ import time
 
 from absl import app, flags, logging
 
+from pie import errors
+
 # Errors a user can fix by changing the command: one line on stderr, exit 2.
 USAGE_EXIT = 2
 
 
-class UsageError(ValueError):
-    """Bad command-line input."""
+UsageError = errors.UsageError
 
 
 def user_errors():
     """The exception types that mean 'bad input', not 'bug'."""
-    from pie import data, models, pruning, records
-    return (UsageError, data.DataError, models.ModelError, pruning.PruningError,
-            records.ContractError)
+    return (errors.InputError,)
 
 
 def fail(message):

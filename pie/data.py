@@ -21,6 +21,7 @@ import os
 from typing import Callable, Optional, Tuple
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie import errors
 import numpy as np
 import tensorflow as tf
 
@@ -43,8 +44,7 @@ TOY_EVAL_SIZE = 500
 TFRECORD_INFO = "dataset_info.json"
 
 
-class DataError(ValueError):
-    """A dataset that cannot be loaded as asked."""
+DataError = errors.DataError
 
 
 @dataclasses.dataclass

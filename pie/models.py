@@ -9,14 +9,15 @@ import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tf_keras as keras
 from tf_keras import layers
 
+from pie import errors
+
 CLASSIFIER = "classifier"
 MLP_WIDTH = 1000
 MLP_DEPTH = 3
 WRN_WIDTH = 10
 
 
-class ModelError(ValueError):
-    """A model that cannot be built as asked."""
+ModelError = errors.ModelError
 
 
 def _classifier(x, num_classes):

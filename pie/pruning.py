@@ -5,15 +5,14 @@ import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-from pie import models
+from pie import errors, models
 
 SCHEDULES = ("polynomial", "constant")
 # tfmot rounds the number of pruned weights per layer; the study's tolerance.
 SPARSITY_TOLERANCE = 0.005
 
 
-class PruningError(ValueError):
-    """A pruning setting that cannot work, or a model that missed its target."""
+PruningError = errors.PruningError
 
 
 def validate_sparsity(value):

@@ -13,6 +13,8 @@ import tempfile
 
 import pandas as pd
 
+from pie import errors
+
 MANIFEST_NAME = "population.csv"
 MANIFEST_COLUMNS = [
     "member_id", "method", "sparsity", "measured_sparsity", "seed", "dataset",
@@ -25,8 +27,7 @@ DENSE_METHOD = "dense"
 CLEAN = "clean"
 
 
-class ContractError(ValueError):
-    """A stage's input file breaks its documented contract."""
+ContractError = errors.ContractError
 
 
 # --------------------------------------------------------------------------- atomic

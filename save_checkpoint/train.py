@@ -192,8 +192,11 @@ class Trainer:
             optimizer = keras.optimizers.Adam(FLAGS.learning_rate)
         else:
             optimizer = keras.optimizers.SGD(FLAGS.learning_rate, momentum=0.9, nesterov=True)
+        # Per-example losses: Keras reduces them over the global batch, which is
+        # what tf.distribute strategies need.
         loss = keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=FLAGS.label_smoothing)
+            from_logits=True, label_smoothing=FLAGS.label_smoothing,
+            reduction=keras.losses.Reduction.NONE)
 
         def sparse_loss(labels, logits):
             import tensorflow as tf

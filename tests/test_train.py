@@ -79,7 +79,9 @@ def test_shards_fill_one_workdir(tmp_path):
     workdir = str(tmp_path / "sharded")
     flags = ["--dataset=digits", "--model=small_cnn", "--width=4", "--sparsities=0,0.5",
              "--seeds=1", "--epochs=1"]
-    run_stage("save_checkpoint.train", f"--workdir={workdir}", "--shard=1/2", *flags)
+    # One shard under MirroredStrategy (one CPU replica here), as on a GPU node.
+    run_stage("save_checkpoint.train", f"--workdir={workdir}", "--shard=1/2",
+              "--strategy=mirrored", *flags)
     assert list(records.read_manifest(workdir)["member_id"]) == ["magnitude_0.5_seed0"]
     run_stage("save_checkpoint.train", f"--workdir={workdir}", "--shard=0/2", *flags)
     assert list(records.read_manifest(workdir)["member_id"]) == [
