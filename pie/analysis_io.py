@@ -17,7 +17,8 @@ from pie import records
 
 CLASSES_NAME = "classes.json"
 SPLIT_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
-DISTRIBUTION_PATTERN = re.compile(r"^[A-Za-z0-9_]+/[0-9]+$")
+# `<corruption>/<severity>` or a whole shifted set such as `imagenet_a`.
+DISTRIBUTION_PATTERN = re.compile(r"^[A-Za-z0-9_]+(/[0-9]+)?$")
 
 
 # --------------------------------------------------------------------------- flags
@@ -52,8 +53,8 @@ def validate_stage_args(workdir, distribution, split):
         raise ValueError(f"--workdir={workdir} is not a folder")
     if distribution != records.CLEAN and not DISTRIBUTION_PATTERN.match(distribution):
         raise ValueError(
-            f"--distribution={distribution!r} is not allowed: use 'clean' or "
-            "'<corruption>/<severity>', e.g. 'gaussian_noise/3'")
+            f"--distribution={distribution!r} is not allowed: use 'clean', "
+            "'<corruption>/<severity>' (e.g. 'gaussian_noise/3') or a set name (e.g. 'imagenet_a')")
     if not SPLIT_PATTERN.match(split or ""):
         raise ValueError(
             f"--split={split!r} is not allowed: use a name of letters, digits and "

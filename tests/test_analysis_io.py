@@ -37,10 +37,14 @@ class TestValidateStageArgs:
         with pytest.raises(ValueError, match="is not a folder"):
             analysis_io.validate_stage_args(str(tmp_path / "nope"), "clean", "test")
 
-    @pytest.mark.parametrize("distribution", ["gaussian_noise", "gaussian_noise-3", "../x/1"])
+    @pytest.mark.parametrize("distribution", ["fog/x", "gaussian_noise-3", "../x/1"])
     def test_bad_distribution(self, tmp_path, distribution):
-        with pytest.raises(ValueError, match="use 'clean' or '<corruption>/<severity>'"):
+        with pytest.raises(ValueError, match="use 'clean', '<corruption>/<severity>'"):
             analysis_io.validate_stage_args(str(tmp_path), distribution, "test")
+
+    @pytest.mark.parametrize("distribution", ["clean", "fog/3", "imagenet_a"])
+    def test_good_distribution(self, tmp_path, distribution):
+        analysis_io.validate_stage_args(str(tmp_path), distribution, "test")
 
     def test_bad_split(self, tmp_path):
         with pytest.raises(ValueError, match="--split='a/b' is not allowed"):

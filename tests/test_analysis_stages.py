@@ -255,8 +255,8 @@ class TestErrors:
 
     def test_bad_distribution(self, tmp_path, capsys):
         self.check_one_line_error(
-            capsys, run_main(aggregate_predictions, str(tmp_path), "--distribution=fog"),
-            "--distribution='fog' is not allowed")
+            capsys, run_main(aggregate_predictions, str(tmp_path), "--distribution=fog-3"),
+            "--distribution='fog-3' is not allowed")
 
     def test_one_member_variant_warns_not_fails(self, tmp_path, caplog):
         workdir = str(tmp_path)
