@@ -108,7 +108,8 @@ def significant_classes(summary, colors):
         axis.plot(x, rows["n_classes_helped"], marker=marker, linestyle="--",
                   markerfacecolor="white", color=colors[method], label=f"{method}: helped")
     axis.yaxis.get_major_locator().set_params(integer=True)
-    axis.set_ylim(bottom=0)
+    most = max(summary["n_classes_hurt"].max(), summary["n_classes_helped"].max(), 1)
+    axis.set_ylim(0, 1.15 * most)
     _finish(axis, "sparsity", "significant classes")
     return to_png(figure)
 
@@ -216,7 +217,10 @@ def overlap_bars(variants, reference, colors):
         axis.axvline(reference, color=REFERENCE_COLOR, linewidth=2.5, alpha=0.6,
                      label="two dense models (reference)")
     axis.set_xlim(0, 1)
-    _finish(axis, "overlap of the top features with the dense model (IoU)", "")
+    _finish(axis, "overlap of the top features with the dense model (IoU)", "", legend=False)
+    if reference is not None and np.isfinite(reference):
+        axis.legend(frameon=False, fontsize="small", loc="upper left",
+                    bbox_to_anchor=(0.0, -0.35 if len(variants) < 4 else -0.15))
     return to_png(figure)
 
 
@@ -227,15 +231,17 @@ def cost_against_accuracy(members, colors):
         axis.scatter(rows["gzip_bytes"] / 1024.0, 100 * rows["top1"], s=28,
                      color=colors.get(method, "grey"), label=method, alpha=0.85)
     axis.set_xscale("log")
+    axis.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.tick_params(axis="x", which="minor", labelsize="x-small")
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     _finish(axis, "gzip-compressed model file (KiB, log scale)", "top-1 accuracy (%)")
     return to_png(figure)
 
 
-def image_png(image, min_side=96):
-    """A uint8 HxW or HxWxC image as PNG bytes, enlarged by an integer factor if small."""
+def image_png(image, min_side=96, max_side=160):
+    """A uint8 HxW or HxWxC image as PNG bytes: small images enlarged by an integer
+    factor (nearest neighbour: the pixels the model saw), large ones shrunk to a
+    thumbnail so that a page of ImageNet images stays small."""
     from PIL import Image
 
     array = np.asarray(image)
@@ -244,8 +250,11 @@ def image_png(image, min_side=96):
     if array.dtype != np.uint8:
         array = np.clip(array, 0, 255).astype(np.uint8)
     factor = max(1, int(np.ceil(min_side / max(1, min(array.shape[:2])))))
-    if factor > 1:  # nearest-neighbour: the pixels the model saw, not a smoothed copy
+    if factor > 1:
         array = np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
+    picture = Image.fromarray(array)
+    if max(picture.size) > max_side:
+        picture.thumbnail((max_side, max_side))
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
+    picture.save(buffer, format="PNG")
     return buffer.getvalue()

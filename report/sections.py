@@ -22,6 +22,7 @@ from report import plots
 DASH = "—"  # a value whose input is missing
 NOT_APPLICABLE = "n/a"  # a value that does not apply (or is undefined)
 PIE_GRID_SIZE = 24
+MAX_HEATMAP_COLUMNS = 40  # more distributions: severities averaged per corruption
 
 # Which command writes each input (`{W}` is the workdir).
 PRODUCERS = {
@@ -301,7 +302,8 @@ def _summary_sources(context):
         for row in pies.itertuples():
             cells["pie_fraction"][row.key] = percent(row.pie_fraction)
             cells["top1_pie"][row.key] = (f"{percent(row.baseline_top1_pie)} → "
-                                          f"{percent(row.variant_top1_pie)}")
+                                          f"{percent(row.variant_top1_pie)}"
+                                          if row.n_pie > 0 else NOT_APPLICABLE)
             cells["top1_non_pie"][row.key] = (f"{percent(row.baseline_top1_non_pie)} → "
                                               f"{percent(row.variant_top1_non_pie)}")
     if context.exists("robustness/accuracy.csv"):
@@ -381,7 +383,7 @@ def summary_table(context):
                           "writes it after adding the variant).", None))
     footnotes.append((f"{NOT_APPLICABLE}: does not apply (the dense population is the "
                       "baseline; prune potential needs a pruning method), or is undefined "
-                      "(a std over one member).", None))
+                      "(a std over one member, top-1 on PIEs without PIEs).", None))
     return {"columns": [c.header for c in SUMMARY_COLUMNS], "rows": rows,
             "footnotes": footnotes}
 
@@ -477,6 +479,9 @@ def class_delta_section(context):
     if target is None:
         return [note("no compressed variant in per_class/tstatistic.csv")]
     rows = table[(table["key"] == target["key"]) & table["normalized_delta"].notna()]
+    if rows.empty:
+        return [note(f"no class of {target['label']} has a defined normalised delta "
+                     "(classes without eval images)")]
     blocks = [figure(plots.class_deltas(rows, f"{target['label']} vs dense"),
                      f"normalised delta per class for {target['label']}")]
     worst = rows.sort_values("normalized_delta", kind="stable")
@@ -588,8 +593,21 @@ def _distribution_order(distributions):
     return sorted(set(distributions), key=key)
 
 
+def _by_corruption(frame):
+    """`<corruption>/<severity>` renamed `<corruption>` (to average over severities)."""
+    names = frame["distribution"].astype(str)
+    shifted = robustness.is_corruption(names)
+    return frame.assign(distribution=np.where(shifted, names.str.split("/").str[0], names))
+
+
 def _variant_pivot(context, frame, value):
-    """Variant x distribution matrix of `value` (mean over rows), in report order."""
+    """Variant x distribution matrix of `value` (mean over rows), in report order.
+
+    With more distributions than fit a readable heatmap, each corruption's
+    severities are averaged into one column.
+    """
+    if frame["distribution"].nunique() > MAX_HEATMAP_COLUMNS:
+        frame = _by_corruption(frame)
     pivot = frame.pivot_table(index="key", columns="distribution", values=value,
                               aggfunc="mean")
     keys = [k for k in context.variants["key"] if k in pivot.index]
@@ -599,9 +617,10 @@ def _variant_pivot(context, frame, value):
 
 
 @section("corruptions", "Accuracy under corruption", "corruptions",
-         "Mean top-1 of each variant (rows) on each corrupted eval set (columns, "
-         "corruption/severity; 'clean' first): compare a row with the dense row to see "
-         "which shifts the compressed models handle worse.",
+         "Mean top-1 of each variant (rows) on each corrupted eval set (columns: "
+         "corruption/severity, or each corruption's mean over severities when there are "
+         "many; 'clean' first): compare a row with the dense row to see which shifts the "
+         "compressed models handle worse.",
          inputs=("robustness/accuracy.csv",),
          optional=("robustness/excess_error.csv", "robustness/prune_potential.csv"))
 def corruptions_section(context):
@@ -669,8 +688,9 @@ def noise_similarity_section(context):
 
 
 @section("informative_features", "Informative features", "features",
-         "Each bar is the overlap (IoU) between the 10% of input features that drive a "
-         "compressed model's decisions and those of the dense model of the same seed; the "
+         "Each bar is the overlap (IoU) between the input features that most drive a "
+         "compressed model's decisions (the top 10% by default) and those of the dense "
+         "model of the same seed; the "
          "grey line is the overlap between two dense models: bars short of it mean the "
          "compressed model looks at different evidence.",
          inputs=("robustness/informative_features.csv",))
@@ -689,15 +709,14 @@ def informative_features_section(context):
     if len(variants):
         blocks.append(figure(plots.overlap_bars(variants, reference_iou, context.colors),
                              "feature overlap with the dense model per variant"))
-    rows = [[row.label, f"{number(row.iou_mean, '{:.3f}')} ± {number(row.iou_std, '{:.3f}')}",
-             percent(row.conf_own_mask), percent(row.conf_other_mask),
-             percent(row.reference_conf_own_mask), percent(row.reference_conf_other_mask)]
-            for row in variants.itertuples()]
-    rows += [["another dense model (reference)",
-              f"{number(row.iou_mean, '{:.3f}')} ± {number(row.iou_std, '{:.3f}')}",
-              percent(row.conf_own_mask), percent(row.conf_other_mask),
-              percent(row.reference_conf_own_mask), percent(row.reference_conf_other_mask)]
-             for row in reference.itertuples()]
+    def cells(row):
+        iou = number(row.iou_mean, "{:.3f}")
+        if np.isfinite(row.iou_std):  # undefined over one pair
+            iou += f" ± {row.iou_std:.3f}"
+        return [iou, percent(row.conf_own_mask), percent(row.conf_other_mask),
+                percent(row.reference_conf_own_mask), percent(row.reference_conf_other_mask)]
+    rows = [[row.label] + cells(row) for row in variants.itertuples()]
+    rows += [["another dense model (reference)"] + cells(row) for row in reference.itertuples()]
     blocks.append(table_block(
         ["variant", "IoU with dense (mean ± std over pairs)", "its confidence, own features %",
          "its confidence, dense model's features %", "dense confidence, own features %",
@@ -758,13 +777,21 @@ def cost_section(context):
 
 @section("toy", "Toy study: which pruning criterion keeps the decision boundary", "toy",
          "Small networks on 2-D toy data, a third of the hidden units removed by each "
-         "criterion from a few reference samples per class: the table gives the mean "
-         "accuracy after pruning (the unpruned accuracy in the first column), and the "
-         "figures show the decision boundaries before and after.",
+         "criterion from a few reference samples per class: the figures show the decision "
+         "boundaries before and after pruning and the accuracy left, the tables the mean "
+         "accuracy after pruning (the unpruned accuracy first).",
          inputs=("toy/results.csv",))
 def toy_section(context):
     results = context.table("toy/results.csv")
+    # Figures first, the decision boundaries before the other figures of the study.
+    pngs = sorted(glob.glob(os.path.join(context.path("toy"), "**", "*.png"), recursive=True),
+                  key=lambda path: (not os.path.basename(path).startswith("boundaries"), path))
     blocks = []
+    for path in pngs:
+        with open(path, "rb") as handle:
+            blocks.append(figure(handle.read(), os.path.relpath(path, context.workdir)))
+    if not pngs:
+        blocks.append(note("no figures in toy/: rerun the toy study with --plots"))
     scenarios = {"train": 0, "noisy_test": 1}  # training data first, then the shifted test
     groups = sorted(results.groupby(["dataset", "scenario"]),
                     key=lambda item: (item[0][0], scenarios.get(item[0][1], 2), item[0][1]))
@@ -779,10 +806,4 @@ def toy_section(context):
              for criterion in after.index],
             caption=f"{dataset}, {scenario.replace('_', ' ')}: top-1 % after pruning, mean "
                     f"over {seeds} seeds, n = reference samples per class"))
-    pngs = sorted(glob.glob(os.path.join(context.path("toy"), "**", "*.png"), recursive=True))
-    for path in pngs:
-        with open(path, "rb") as handle:
-            blocks.append(figure(handle.read(), os.path.relpath(path, context.workdir)))
-    if not pngs:
-        blocks.append(note("no figures in toy/: rerun the toy study without --noplots"))
     return blocks

@@ -410,6 +410,26 @@ def test_mean_over_corruptions_prefers_the_stage_mean():
     assert means["b"] == 0.4  # computed: corruptions only, imagenet_a is not one
 
 
+def test_heatmap_averages_severities_when_there_are_many_distributions(synthetic):
+    context = sections.Context(synthetic[0])
+    names = ["clean", robustness.MEAN_CORRUPTION] + [
+        f"{c}/{s}" for c in ("fog", "snow", "gaussian_noise", "contrast", "pixelate",
+                             "frost", "glass_blur", "saturate", "spatter") for s in range(1, 6)]
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame([(key, name, rng.random()) for key in ("dense_0", "magnitude_0.9")
+                          for name in names], columns=["key", "distribution", "top1"])
+    matrix, labels, columns = sections._variant_pivot(context, frame, "top1")
+    assert labels == ["dense", "magnitude 0.9"]
+    # Clean first, benchmark order (noise, blur, weather, digital, extra), mean last.
+    assert columns == ["clean", "gaussian_noise", "glass_blur", "snow", "frost", "fog",
+                       "contrast", "pixelate", "spatter", "saturate",
+                       robustness.MEAN_CORRUPTION]
+    fog = frame[(frame["key"] == "magnitude_0.9") & frame["distribution"].str.startswith("fog/")]
+    assert np.isclose(matrix.loc["magnitude_0.9", "fog"], fog["top1"].mean())
+    few = frame[frame["distribution"].isin(["clean", "fog/1", "fog/2"])]
+    assert sections._variant_pivot(context, few, "top1")[2] == ["clean", "fog/1", "fog/2"]
+
+
 def test_most_compressed_picks_the_highest_sparsity_pruned_variant(synthetic):
     context = sections.Context(synthetic[0])
     keys = context.variants["key"]
