@@ -24,6 +24,7 @@ import os
 import time
 
 import numpy as np
+from absl import logging
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie import cli, records
@@ -137,9 +138,12 @@ def convert(model, mode, representative=None, path=None):
         _configure(converter, mode, representative)
         try:
             return converter.convert()
-        except Exception:  # the converter raises assorted internal error types
+        except Exception as error:  # the converter raises assorted internal error types
             if attempt == len(paths) - 1:
                 raise
+            logging.warning("TFLite conversion from the Keras model failed (%s); "
+                            "converting a traced concrete function instead",
+                            str(error).splitlines()[0] if str(error) else type(error).__name__)
     raise AssertionError("unreachable")
 
 
