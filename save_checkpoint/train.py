@@ -295,7 +295,7 @@ class Trainer:
         top1 = evaluate_top1(stripped, self.source, FLAGS.eval_batch_size)
         model_file = os.path.join(member.relpath, "model.keras")
         with records.atomic_path(os.path.join(workdir, model_file)) as tmp:
-            stripped.save(tmp)
+            stripped.save(tmp, include_optimizer=False)  # comparable file sizes
         row = {"member_id": member.member_id, "method": member.method,
                "sparsity": member.sparsity, "measured_sparsity": round(overall, 6),
                "seed": member.seed, "dataset": FLAGS.dataset, "model": FLAGS.model,
