@@ -32,7 +32,8 @@ flags.DEFINE_enum("format", "html", FORMATS, "html: index.html only; md: index.h
                   "summary.md (the summary table as Markdown).")
 flags.DEFINE_string("out", None, "Output folder (default <workdir>/report).")
 flags.DEFINE_bool("strict", False, "Fail (exit 2) when any input file is missing, instead "
-                  "of marking its sections 'not measured'.")
+                  "of marking its sections 'not measured' (per-group results, which need "
+                  "image attributes, are never required).")
 flags.DEFINE_bool("force", False, "Rebuild even when the report is newer than its inputs.")
 
 
@@ -48,8 +49,8 @@ def input_paths(workdir):
     return list(dict.fromkeys(paths))
 
 
-def missing_inputs(workdir):
-    return [relative for relative in sections.all_inputs()
+def missing_inputs(workdir, strict_only=False):
+    return [relative for relative in sections.all_inputs(strict_only)
             if not os.path.exists(os.path.join(workdir, relative))]
 
 
@@ -92,10 +93,11 @@ def build_report(workdir, fmt="html", out=None, strict=False, force=False, log=p
     validate_args(workdir, fmt, out)
     out = out or os.path.join(workdir, "report")
     missing = missing_inputs(workdir)
-    if strict and missing:
+    required = missing_inputs(workdir, strict_only=True)
+    if strict and required:
         raise ReportError("--strict: missing inputs " + "; ".join(
             f"{relative} (run `{sections.PRODUCERS.get(relative, '?').format(W=workdir)}`)"
-            for relative in missing))
+            for relative in required))
     html_path = os.path.join(out, HTML_NAME)
     outputs = [html_path] + ([os.path.join(out, MARKDOWN_NAME)] if fmt == "md" else [])
     inputs = input_paths(workdir)

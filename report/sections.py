@@ -43,6 +43,8 @@ PRODUCERS = {
     "robustness/informative_features.csv":
         "python -m robustness_tests.informative_features --workdir={W}",
     "quantization/cost.csv": "python -m quantization.cost --workdir={W}",
+    "per_class/subgroups.csv":
+        "python -m per_class_accuracy.subgroups --workdir={W} --groups_csv=<file>",
     "toy/results.csv": "python -m pruning_criteria.toy_experiment --out={W}/toy",
 }
 
@@ -71,11 +73,15 @@ COLUMNS = {
                                             "reference_conf_own_mask",
                                             "reference_conf_other_mask"],
     "quantization/cost.csv": ["member_id", "gzip_bytes", "latency_ms_batch1", "top1"],
+    "per_class/subgroups.csv": ["method", "sparsity", "attribute", "group", "share",
+                                "dense_error", "variant_error", "error_change_vs_overall",
+                                "fpr_change_vs_overall", "fnr_change_vs_overall",
+                                "pie_share", "p_value"],
     "toy/results.csv": ["dataset", "criterion", "samples_per_class", "seed", "scenario",
                         "stage", "accuracy"],
 }
 TEXT_COLUMNS = ("member_id", "method", "class_name", "distribution", "dataset", "criterion",
-                "scenario", "stage")
+                "scenario", "stage", "attribute", "group")
 
 
 # --------------------------------------------------------------------------- context
@@ -186,12 +192,13 @@ def note(text):
     return {"kind": "note", "text": text}
 
 
-def percent(value, digits=1):
-    return DASH if value is None or not np.isfinite(value) else f"{100 * value:.{digits}f}"
+def percent(value, digits=1, missing=DASH):
+    """A fraction as a percentage; `missing` for NaN (not measured, or undefined)."""
+    return missing if value is None or not np.isfinite(value) else f"{100 * value:.{digits}f}"
 
 
-def number(value, fmt="{:.2f}"):
-    return DASH if value is None or not np.isfinite(value) else fmt.format(value)
+def number(value, fmt="{:.2f}", missing=DASH):
+    return missing if value is None or not np.isfinite(value) else fmt.format(value)
 
 
 # -------------------------------------------------------------------------- registry
@@ -206,26 +213,30 @@ class Section:
     inputs: Tuple[str, ...]  # needed: without them the section says "not measured"
     optional: Tuple[str, ...]  # used when present
     build: Callable
+    strict: bool = True  # whether --strict requires its inputs
 
 
 SECTIONS = collections.OrderedDict()
 
 
-def section(name, title, short, what, inputs=(), optional=()):
+def section(name, title, short, what, inputs=(), optional=(), strict=True):
     """Registers `build(context) -> list of blocks` as the section `name`."""
     def register(build):
         if name in SECTIONS:
             raise ValueError(f"section {name!r} is registered twice")
         SECTIONS[name] = Section(name, title, short, what, tuple(inputs), tuple(optional),
-                                 build)
+                                 build, strict)
         return build
     return register
 
 
-def all_inputs():
-    """Every input file any section reads, relative to the workdir, in section order."""
+def all_inputs(strict_only=False):
+    """Every input file the sections read (with `strict_only`, those --strict requires),
+    relative to the workdir, in section order."""
     seen = ["population.csv"]
     for spec in SECTIONS.values():
+        if strict_only and not spec.strict:
+            continue
         for relative in spec.inputs + spec.optional:
             if relative not in seen:
                 seen.append(relative)
@@ -571,6 +582,45 @@ def pie_grid_section(context):
              "caption": f"{len(items)} of the {n_pie} PIEs of {target['label']}: 'dense' and "
                         f"'variant' are the modal predictions of the dense population and "
                         f"of {target['label']}"}]
+
+
+# ------------------------------------------------------------------------ subgroups
+
+
+@section("subgroups", "Groups of images the most compressed variant hurts most", "groups",
+         "Each bar is one group of eval images (an attribute value): how much more of the "
+         "group's images the compressed population gets wrong than the dense one does, "
+         "beyond the change over all images (points); red = the group pays more than "
+         "average, pale = not significant (Welch's t-test across members).",
+         inputs=("per_class/subgroups.csv",), strict=False)
+def subgroups_section(context):
+    table = context.table("per_class/subgroups.csv")
+    target = most_compressed(table["key"], context.variants)
+    if target is None:
+        return [note("no compressed variant in per_class/subgroups.csv")]
+    rows = table[table["key"] == target["key"]].copy()
+    rows["label"] = rows["attribute"].astype(str) + " = " + rows["group"].astype(str)
+    rows["significant"] = rows["p_value"] <= 0.05
+    rows["delta"] = -rows["error_change_vs_overall"]  # hurt (more error) is negative
+    blocks = [figure(plots.group_changes(rows, f"{target['label']} vs dense"),
+                     f"error change per group for {target['label']}")]
+    blocks.append(table_block(
+        ["attribute", "group", "share of images %", "share of PIEs %",
+         "error % (dense → variant)", "error change vs overall (points)",
+         "FPR change (points)", "FNR change (points)", "p-value"],
+        [[row.attribute, row.group, percent(row.share),
+          percent(row.pie_share, missing=NOT_APPLICABLE),
+          f"{percent(row.dense_error)} → {percent(row.variant_error)}",
+          number(100 * row.error_change_vs_overall, "{:+.2f}", NOT_APPLICABLE),
+          number(100 * row.fpr_change_vs_overall, "{:+.2f}", NOT_APPLICABLE),
+          number(100 * row.fnr_change_vs_overall, "{:+.2f}", NOT_APPLICABLE),
+          number(row.p_value, "{:.3f}", NOT_APPLICABLE)]
+         for row in rows.itertuples()],
+        caption=f"{target['label']}: a group whose share of PIEs exceeds its share of "
+                f"images is over-represented among the images compression forgot; "
+                f"{NOT_APPLICABLE} = undefined (FPR and FNR need a binary task, a PIE share "
+                "needs PIEs, a p-value two members per population)"))
+    return blocks
 
 
 # ----------------------------------------------------------------------- robustness

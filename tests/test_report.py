@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import error_lines, run_stage
-from pie import cli, per_class, pie_labels, records, robustness
+from pie import cli, per_class, pie_labels, records, robustness, subgroups
 from report import build, sections
 
 HOSTILE_NAME = '<b>&"x'  # must reach the page as text, never as markup
@@ -123,6 +123,25 @@ def _noise_similarity(rng):
     return pd.DataFrame(rows)
 
 
+def _subgroups(rng):
+    rows = []
+    for method, sparsity in VARIANTS[1:]:
+        for attribute, group in (("thickness", "thick"), ("thickness", "thin"),
+                                 ("stroke", "a&b"), ("stroke", "c")):
+            change = rng.normal(0, 0.02)
+            rows.append(dict(method=method, sparsity=sparsity, attribute=attribute,
+                             group=group, n_images=20, share=0.5, n_dense=3, n_variant=3,
+                             dense_error=0.1, variant_error=0.1 + change, dense_error_all=0.1,
+                             variant_error_all=0.1, error_change_vs_overall=change,
+                             dense_fpr=np.nan, variant_fpr=np.nan, dense_fpr_all=np.nan,
+                             variant_fpr_all=np.nan, fpr_change_vs_overall=np.nan,
+                             dense_fnr=np.nan, variant_fnr=np.nan, dense_fnr_all=np.nan,
+                             variant_fnr_all=np.nan, fnr_change_vs_overall=np.nan,
+                             pie_rate=0.2, pie_rate_all=0.2, pie_share=rng.uniform(0.3, 0.7),
+                             t_statistic=2.0, p_value=rng.choice([0.01, 0.4])))
+    return pd.DataFrame(rows, columns=subgroups.SUBGROUP_COLUMNS)
+
+
 def _cost(manifest, rng):
     cost = manifest[["member_id", "method", "sparsity", "top1"]].copy()
     cost["params"] = 10000
@@ -164,6 +183,7 @@ def make_workdir(workdir, seed=0):
     table, summary = _tstatistic(rng)
     records.write_csv(os.path.join(workdir, "per_class", "tstatistic.csv"), table)
     records.write_csv(os.path.join(workdir, "per_class", "tstatistic_summary.csv"), summary)
+    records.write_csv(os.path.join(workdir, "per_class", "subgroups.csv"), _subgroups(rng))
     table, summary = _pie(rng)
     records.write_csv(os.path.join(workdir, "pie", "pie.csv"), table)
     records.write_csv(os.path.join(workdir, "pie", "pie_summary.csv"), summary)
@@ -446,6 +466,8 @@ def test_most_compressed_picks_the_highest_sparsity_pruned_variant(synthetic):
 def test_strict_with_a_missing_input_exits_2_with_one_line(synthetic, tmp_path):
     workdir = copy_workdir(synthetic[0], tmp_path / "w")
     os.remove(os.path.join(workdir, "toy", "results.csv"))
+    # Groups need image attributes a dataset may lack: --strict never asks for them.
+    os.remove(os.path.join(workdir, "per_class", "subgroups.csv"))
     result = run_stage("report.build", f"--workdir={workdir}", "--strict", check=False)
     assert result.returncode == 2
     assert error_lines(result) == [
@@ -503,7 +525,7 @@ def test_report_of_a_real_tiny_population(tiny_population, tmp_path):
     tiles = re.findall(r'alt="eval image (\d+)"', found["pie_grid"][1])
     assert len(tiles) == min(int(pie["is_pie"].sum()), sections.PIE_GRID_SIZE)
     assert set(map(int, tiles)) <= set(pie.loc[pie["is_pie"], "image_id"])
-    for name in ("corruptions", "noise_similarity", "cost", "toy"):
+    for name in ("corruptions", "noise_similarity", "cost", "toy", "subgroups"):
         assert "not-measured" in found[name][0], name
     with open(os.path.join(workdir, "report", "summary.md")) as handle:
         table = [line for line in handle.read().splitlines() if line.startswith("|")]
