@@ -117,6 +117,7 @@ def build_report(workdir, fmt="html", out=None, strict=False, force=False, log=p
     if fmt == "md":
         summary = sections.summary_table(context)
         records.write_text(outputs[1], sections.markdown_table(summary))
+        log(f"summary table written: {outputs[1]}")
     if flags_text is not None:
         records.write_text(os.path.join(out, "flags.txt"), flags_text)
     analysis_io.write_stamp(workdir, out, STAMP_NAME, inputs, outputs, options)
