@@ -28,6 +28,7 @@ MAX_HEATMAP_COLUMNS = 40  # more distributions: severities averaged per corrupti
 PRODUCERS = {
     "population.csv": "python -m save_checkpoint.train --workdir={W}",
     "dataset.json": "python -m save_checkpoint.train --workdir={W}",
+    "classes.json": "python -m save_checkpoint.train --workdir={W}",
     "per_class/tstatistic.csv": "python -m per_class_accuracy.gen_tstatistic --workdir={W}",
     "per_class/tstatistic_summary.csv":
         "python -m per_class_accuracy.gen_tstatistic --workdir={W}",
