@@ -40,8 +40,10 @@ def main(argv):
 
     config = toy_experiment.config_from_flags()
     started = time.time()
+    cpu_started = time.process_time()
     results = toy_experiment.run_experiment(config, out, log=log)
     finished = time.time()
+    cpu = time.process_time() - cpu_started
     # stamps[0]: start message; stamps[1:]: one per finished seed.
     seed_times = [b - a for a, b in zip(stamps[:-1], stamps[1:])]
     if len(seed_times) != FLAGS.seeds:
@@ -55,7 +57,8 @@ def main(argv):
     print(f"\n{FLAGS.dataset}: {len(seed_times)} seeds in {finished - started:.1f} s on "
           f"{cores} cores (set-up {setup:.1f} s, {per_seed:.2f} s per seed, first seed "
           f"{seed_times[0] if seed_times else 0:.2f} s incl. tracing, aggregation "
-          f"{aggregation:.1f} s)")
+          f"{aggregation:.1f} s); process CPU time {cpu:.1f} s (wall time on an idle "
+          f"machine lies between CPU time / cores and CPU time)")
     print(f"full grid ({FULL_SEEDS} seeds): "
           + (f"measured {finished - started:.1f} s" if FLAGS.seeds == FULL_SEEDS
              else f"extrapolated {estimate:.1f} s"))

@@ -19,8 +19,8 @@ def _save(figure, path):
 def plot_accuracy_curves(results, path, title):
     """Mean and std of post-pruning accuracy against samples per class.
 
-    One panel per scenario, one line per criterion; the dashed line is the
-    unpruned networks' mean accuracy.
+    One panel per scenario, one line per criterion (shaded: +- one standard
+    deviation over seeds); the dashed line is the unpruned networks' mean accuracy.
     """
     scenarios = [s for s in SCENARIO_TITLES if s in set(results["scenario"])]
     figure, axes = plt.subplots(1, len(scenarios), figsize=(5.5 * len(scenarios), 4),
@@ -31,8 +31,10 @@ def plot_accuracy_curves(results, path, title):
         stats = after.groupby(["criterion", "samples_per_class"])["accuracy"].agg(["mean", "std"])
         for criterion in after["criterion"].unique():
             curve = stats.loc[criterion]
-            axis.errorbar(curve.index, curve["mean"], yerr=curve["std"].fillna(0.0),
-                          marker="o", capsize=3, label=criterion)
+            spread = curve["std"].fillna(0.0)
+            line, = axis.plot(curve.index, curve["mean"], marker="o", label=criterion)
+            axis.fill_between(curve.index, curve["mean"] - spread, curve["mean"] + spread,
+                              color=line.get_color(), alpha=0.15)
         # One unpruned accuracy per seed (repeated across criteria and n).
         unpruned = rows[rows["stage"] == "before"].groupby("seed")["accuracy"].first().mean()
         axis.axhline(unpruned, color="black", linestyle="--", label="unpruned")

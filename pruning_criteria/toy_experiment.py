@@ -44,7 +44,7 @@ DEFAULT_TRAIN_SIZE = {"moons": 2000, "circles": 2000, "spirals": 4000}
 # Adam at 3e-3 with cosine decay: ~100% training accuracy on moons/circles at the
 # default width. Shorter or slower training leaves networks that lose several
 # points under every criterion (see docs/pruning_criteria.md).
-DEFAULT_EPOCHS = {"moons": 8, "circles": 8, "spirals": 20}
+DEFAULT_EPOCHS = {"moons": 8, "circles": 8, "spirals": 12}
 HIDDEN_LAYERS = 3
 DROPOUT_RATE = 0.5
 REFERENCE_WIDTH = 1000  # the study's width; rank_k is given for it and scaled
