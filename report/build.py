@@ -13,7 +13,6 @@ A rerun whose inputs and options are unchanged since the last build skips.
 import datetime
 import glob
 import os
-import sys
 
 from absl import flags
 
@@ -129,15 +128,8 @@ def build_report(workdir, fmt="html", out=None, strict=False, force=False, log=p
 
 def main(argv):
     del argv
-    # Bad input is reported here and the exit code returned: an exception reaching
-    # cli.run would first import TensorFlow (to list every error type), seconds late.
-    try:
-        build_report(FLAGS.workdir, FLAGS.format, FLAGS.out, FLAGS.strict, FLAGS.force,
-                     flags_text=cli.resolved_flags())
-    except (cli.UsageError, records.ContractError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return cli.USAGE_EXIT
-    return 0
+    build_report(FLAGS.workdir, FLAGS.format, FLAGS.out, FLAGS.strict, FLAGS.force,
+                 flags_text=cli.resolved_flags())
 
 
 if __name__ == "__main__":
