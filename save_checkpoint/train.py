@@ -295,7 +295,7 @@ class Trainer:
         top1 = evaluate_top1(stripped, self.source, FLAGS.eval_batch_size)
         model_file = os.path.join(member.relpath, "model.keras")
         with records.atomic_path(os.path.join(workdir, model_file)) as tmp:
-            stripped.save(tmp, include_optimizer=False)  # comparable file sizes
+            uncompiled(stripped).save(tmp)
         row = {"member_id": member.member_id, "method": member.method,
                "sparsity": member.sparsity, "measured_sparsity": round(overall, 6),
                "seed": member.seed, "dataset": FLAGS.dataset, "model": FLAGS.model,
@@ -313,6 +313,14 @@ class Trainer:
         records.add_manifest_rows(workdir, [row])
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         return row
+
+
+def uncompiled(model):
+    """A copy without optimizer state, so every member's file holds only its weights."""
+    import tf_keras as keras
+    copy = keras.Model.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def reference_samples(source, per_class, seed):
