@@ -19,7 +19,6 @@ are kept in seeds/; a rerun continues with the missing ones.
 """
 import dataclasses
 import itertools
-import json
 import os
 import sys
 import time
