@@ -25,15 +25,18 @@ STAMP_NAME = "report"
 HTML_NAME = "index.html"
 MARKDOWN_NAME = "summary.md"
 
-flags.DEFINE_string("workdir", None, "Workdir holding population.csv and the stages' "
-                    "outputs; the report goes to <workdir>/report unless --out is given.")
-flags.DEFINE_enum("format", "html", FORMATS, "html: index.html only; md: index.html and "
-                  "summary.md (the summary table as Markdown).")
-flags.DEFINE_string("out", None, "Output folder (default <workdir>/report).")
-flags.DEFINE_bool("strict", False, "Fail (exit 2) when any input file is missing, instead "
-                  "of marking its sections 'not measured' (per-group results, which need "
-                  "image attributes, are never required).")
-flags.DEFINE_bool("force", False, "Rebuild even when the report is newer than its inputs.")
+
+def define_flags():
+    """Flags of the command line only: tests import this module beside other stages."""
+    flags.DEFINE_string("workdir", None, "Workdir holding population.csv and the stages' "
+                        "outputs; the report goes to <workdir>/report unless --out is given.")
+    flags.DEFINE_enum("format", "html", FORMATS, "html: index.html only; md: index.html and "
+                      "summary.md (the summary table as Markdown).")
+    flags.DEFINE_string("out", None, "Output folder (default <workdir>/report).")
+    flags.DEFINE_bool("strict", False, "Fail (exit 2) when any input file is missing, instead "
+                      "of marking its sections 'not measured' (per-group results, which need "
+                      "image attributes, are never required).")
+    flags.DEFINE_bool("force", False, "Rebuild even when the report is newer than its inputs.")
 
 
 class ReportError(cli.UsageError):
@@ -133,4 +136,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)
