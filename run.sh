@@ -36,10 +36,12 @@ done
 mkdir -p "$WORKDIR"
 export PYTHONUNBUFFERED=1
 start=$(date +%s)
+# TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are dropped from the output.
+quiet() { grep -v -E '^(WARNING: All log messages before absl|I0000 |W0000 |E0000 )' || true; }
 stage() {
   local name="$1"; shift
   echo "== stage $name: $*"
-  "$PY" -m "$@"
+  "$PY" -m "$@" 2>&1 | quiet
 }
 
 W="--workdir=$WORKDIR"
@@ -56,7 +58,7 @@ stage pie pie_dataset_gen.aggregate_predictions "$W"
 stage pie-tfrecords pie_dataset_gen.generate_pie_dataset "$W"
 # 4. Subgroups: image-property groups of mnist5k (examples/groups_mnist5k.md).
 if [ ! -f "$WORKDIR/groups.csv" ]; then
-  "$PY" examples/make_mnist5k_groups.py "$W" --output="$WORKDIR/groups.csv"
+  "$PY" examples/make_mnist5k_groups.py "$W" --output="$WORKDIR/groups.csv" 2>&1 | quiet
 fi
 stage subgroups per_class_accuracy.subgroups "$W" --groups_csv="$WORKDIR/groups.csv"
 # 5. Distribution shift: every corruption at severity 3, then the Lost-in-Pruning metrics.
