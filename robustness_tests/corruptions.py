@@ -18,7 +18,6 @@ another way (another seed, scale or source) stops with an error unless --force.
 """
 import dataclasses
 import os
-import sys
 import time
 
 import numpy as np
@@ -407,23 +406,17 @@ def run_tfds(workdir, set_name, names, severities, batch_size=256, data_dir=None
 
 def main(argv):
     del argv
-    # Bad input is reported here and the exit code returned: an exception reaching
-    # cli.run would first import TensorFlow (to list every error type), seconds late.
-    try:
-        check_arguments(FLAGS.workdir, FLAGS.seed, FLAGS.batch_size)
-        names = parse_corruptions(FLAGS.corruptions)
-        severities = parse_severities(FLAGS.severities)
-        if FLAGS.tfds_corrupted:
-            ran = run_tfds(FLAGS.workdir, FLAGS.tfds_corrupted, names, severities,
-                           FLAGS.batch_size, FLAGS.data_dir, FLAGS.force)
-        else:
-            ran = run_synthetic(FLAGS.workdir, names, severities, FLAGS.seed,
-                                FLAGS.corruption_scale, FLAGS.batch_size, FLAGS.force)
-        if ran:
-            records.write_text(os.path.join(FLAGS.workdir, FLAGS_FILE), cli.resolved_flags())
-    except (cli.UsageError, records.ContractError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return cli.USAGE_EXIT
+    check_arguments(FLAGS.workdir, FLAGS.seed, FLAGS.batch_size)
+    names = parse_corruptions(FLAGS.corruptions)
+    severities = parse_severities(FLAGS.severities)
+    if FLAGS.tfds_corrupted:
+        ran = run_tfds(FLAGS.workdir, FLAGS.tfds_corrupted, names, severities,
+                       FLAGS.batch_size, FLAGS.data_dir, FLAGS.force)
+    else:
+        ran = run_synthetic(FLAGS.workdir, names, severities, FLAGS.seed,
+                            FLAGS.corruption_scale, FLAGS.batch_size, FLAGS.force)
+    if ran:
+        records.write_text(os.path.join(FLAGS.workdir, FLAGS_FILE), cli.resolved_flags())
     return 0
 
 
