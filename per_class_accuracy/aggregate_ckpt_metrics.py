@@ -9,14 +9,13 @@ correct, recall, precision and the member's top-1 (columns in docs/analysis.md).
 No model is run: everything comes from `W/predictions/`.
 """
 import os
-import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 
 from pie import analysis_io
+from pie import cli
 from pie import per_class
 from pie import records
 
@@ -52,20 +51,11 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False):
 
 
 def main(argv):
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}; every input is a --flag",
-              file=sys.stderr)
-        sys.exit(2)
-    try:
-        ran = run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force)
-    except ValueError as error:  # pie.records.ContractError included
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    if ran:
-        out_dir = records.analysis_dir(FLAGS.workdir, per_class.STAGE_DIR, FLAGS.distribution)
-        records.write_text(os.path.join(out_dir, f"{per_class.METRICS_STAGE}.flags.txt"),
-                           FLAGS.flags_into_string())
+    del argv
+    if run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force):
+        analysis_io.write_stage_flags(FLAGS.workdir, per_class.STAGE_DIR,
+                                      per_class.METRICS_STAGE, FLAGS.distribution)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

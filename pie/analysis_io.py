@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from absl import flags
 
-from pie import records
+from pie import cli, records
 
 CLASSES_NAME = "classes.json"
 SPLIT_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
@@ -48,15 +48,15 @@ def define_stage_flags():
 def validate_stage_args(workdir, distribution, split):
     """Raises ValueError naming the bad argument and what is allowed."""
     if not workdir:
-        raise ValueError("--workdir is required: the folder holding population.csv")
+        raise cli.UsageError("--workdir is required: the folder holding population.csv")
     if not os.path.isdir(workdir):
-        raise ValueError(f"--workdir={workdir} is not a folder")
+        raise cli.UsageError(f"--workdir={workdir} is not a folder")
     if distribution != records.CLEAN and not DISTRIBUTION_PATTERN.match(distribution):
-        raise ValueError(
+        raise cli.UsageError(
             f"--distribution={distribution!r} is not allowed: use 'clean', "
             "'<corruption>/<severity>' (e.g. 'gaussian_noise/3') or a set name (e.g. 'imagenet_a')")
     if not SPLIT_PATTERN.match(split or ""):
-        raise ValueError(
+        raise cli.UsageError(
             f"--split={split!r} is not allowed: use a name of letters, digits and "
             "underscores, e.g. 'test'")
 
@@ -225,3 +225,9 @@ def write_stamp(workdir, output_dir, stage_name, inputs, outputs, options):
         "outputs": _fingerprint(workdir, outputs),
         "options": options,
     })
+
+
+def write_stage_flags(workdir, stage_dir, stage, distribution=records.CLEAN):
+    """`<stage>.flags.txt` beside a stage's outputs: the flags that produced them."""
+    out_dir = records.analysis_dir(workdir, stage_dir, distribution)
+    records.write_text(os.path.join(out_dir, f"{stage}.flags.txt"), cli.resolved_flags())

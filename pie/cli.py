@@ -1,8 +1,9 @@
 """What every stage script shares: flag parsing helpers, exit codes, saved flags."""
+import logging as std_logging
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from pie import errors
 
@@ -26,7 +27,8 @@ def fail(message):
 def run(main):
     """absl's app.run, with bad input reported as one line and exit code 2."""
     def guarded(argv):
-        logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress
+        # TensorFlow's INFO lines (checkpoint sharding...) drown the stages' own progress.
+        std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}; every option is a --flag")
         try:
@@ -77,12 +79,17 @@ def parse_names(text, name, allowed, all_value="all"):
 
 
 def resolved_flags():
-    """The main script's flags as `--name=value` lines, usable with --flagfile."""
-    main_module = sys.modules["__main__"]
-    module_flags = flags.FLAGS.get_key_flags_for_module(main_module)
-    if not module_flags:  # run as `python -m pkg.script`: flags live under the module name
-        module_flags = flags.FLAGS.get_key_flags_for_module(sys.argv[0])
-    lines = [flag.serialize() for flag in sorted(module_flags, key=lambda f: f.name)]
+    """The stage's flags as `--name=value` lines, usable with --flagfile.
+
+    The stage's own flags plus those it takes from `pie` modules (shared stage
+    flags); absl's and TensorFlow's own flags are left out.
+    """
+    by_module = flags.FLAGS.flags_by_module_dict()
+    main_names = {"__main__", sys.argv[0], getattr(sys.modules["__main__"], "__file__", "")}
+    chosen = {flag.name: flag for module, module_flags in by_module.items()
+              if module in main_names or module.startswith("pie.")
+              for flag in module_flags}
+    lines = [chosen[name].serialize() for name in sorted(chosen)]
     return "\n".join(line for line in lines if line) + "\n"
 
 

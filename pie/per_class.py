@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from absl import logging
 
+from pie import errors
 from pie import records
 from pie import stats
 
@@ -58,9 +59,9 @@ def read_metrics(path):
 def validate_test_options(alpha, correction):
     """Raises ValueError naming a bad significance level or correction."""
     if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
+        raise errors.UsageError(f"alpha must lie strictly between 0 and 1, got {alpha}")
     if correction not in stats.CORRECTIONS:
-        raise ValueError(
+        raise errors.UsageError(
             f"correction {correction!r} is not allowed: use one of {list(stats.CORRECTIONS)}")
 
 

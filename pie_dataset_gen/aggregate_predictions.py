@@ -10,14 +10,13 @@ the true label is not used). Writes `W/pie/pie.csv` (one row per variant x image
 and `W/pie/pie_summary.csv` (one row per variant); columns in docs/analysis.md.
 """
 import os
-import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 
 from pie import analysis_io
+from pie import cli
 from pie import pie_labels
 from pie import records
 
@@ -61,20 +60,10 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False):
 
 
 def main(argv):
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}; every input is a --flag",
-              file=sys.stderr)
-        sys.exit(2)
-    try:
-        ran = run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force)
-    except ValueError as error:  # pie.records.ContractError included
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    if ran:
-        out_dir = records.analysis_dir(FLAGS.workdir, STAGE_DIR, FLAGS.distribution)
-        records.write_text(os.path.join(out_dir, f"{STAGE}.flags.txt"),
-                           FLAGS.flags_into_string())
+    del argv
+    if run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force):
+        analysis_io.write_stage_flags(FLAGS.workdir, STAGE_DIR, STAGE, FLAGS.distribution)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

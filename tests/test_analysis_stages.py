@@ -15,7 +15,7 @@ from scipy import stats as scipy_stats
 
 from per_class_accuracy import aggregate_ckpt_metrics
 from per_class_accuracy import gen_tstatistic
-from pie import records
+from pie import cli, errors, records
 from pie_dataset_gen import aggregate_predictions
 
 FLAGS = flags.FLAGS
@@ -59,13 +59,18 @@ def raw_predictions(workdir, distribution=records.CLEAN):
 
 
 def run_main(module, workdir, *args):
-    """Runs a stage's main in-process through absl's flag parsing; its exit code."""
+    """Runs a stage's main in-process as `cli.run` would; its exit code.
+
+    Bad input (pie.errors.InputError) becomes one `error:` line and exit code 2,
+    exactly as on the command line (tests/test_train.py checks cli.run itself).
+    """
     FLAGS.unparse_flags()
     argv = FLAGS(["stage", f"--workdir={workdir}", *args])
     try:
         module.main(argv)
-    except SystemExit as exit_:
-        return exit_.code
+    except errors.InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return cli.USAGE_EXIT
     finally:
         FLAGS.unparse_flags()
     return 0
