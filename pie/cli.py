@@ -3,7 +3,7 @@ import logging as std_logging
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from pie import errors
 
@@ -27,8 +27,8 @@ def fail(message):
 def run(main):
     """absl's app.run, with bad input reported as one line and exit code 2."""
     def guarded(argv):
-        # TensorFlow's INFO lines (checkpoint sharding...) drown the stages' own progress.
-        std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
+        # Libraries' INFO lines (TensorFlow checkpoints, tfds) drown the stages' progress.
+        logging.get_absl_handler().addFilter(_project_info_only)
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}; every option is a --flag")
         try:
@@ -36,6 +36,11 @@ def run(main):
         except user_errors() as error:
             fail(str(error))
     app.run(guarded, flags_parser=_parse_flags)
+
+
+def _project_info_only(record):
+    """Keeps warnings and errors, and INFO lines from this project's own code."""
+    return record.levelno >= std_logging.WARNING or "site-packages" not in record.pathname
 
 
 def _parse_flags(argv):

@@ -13,10 +13,9 @@ import math
 import os
 import platform
 import shutil
-import sys
 import time
 
-from absl import flags, logging
+from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie import cli, criteria, data, models, pruning, records
@@ -454,8 +453,6 @@ def main(argv):
     trainer.check_settings(sparsities)
 
     import tensorflow as tf
-    # TensorFlow's checkpoint INFO lines (through absl) drown the progress lines.
-    logging.set_verbosity(logging.WARNING)
     tf.config.experimental.enable_op_determinism()
     workdir = FLAGS.workdir
     chief = is_chief(strategy)
