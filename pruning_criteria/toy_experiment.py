@@ -422,6 +422,13 @@ def run_experiment(config, out_dir, log=print, flags_text=None):
     todo = [s for s in range(config.seeds) if not os.path.exists(_seed_paths(out_dir, s)[0])]
     log(f"{config.dataset}: {config.seeds - len(todo)} of {config.seeds} seeds done, "
         f"{len(todo)} to run")
+    summaries = [os.path.join(out_dir, name)
+                 for name in ("results.csv", "rank_analysis.csv", "summary.csv")]
+    if config.plots:
+        summaries.append(os.path.join(out_dir, f"accuracy_{config.dataset}.png"))
+    if not todo and all(os.path.exists(path) for path in summaries):
+        # Nothing new: leave the files (and the report that reads them) untouched.
+        return pd.read_csv(summaries[0])
     if todo:
         trainer = Trainer(config, toy_data.num_classes(config.dataset))
         scorer = unit_criteria.UnitScorer(trainer.model, config.criteria)

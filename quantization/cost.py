@@ -149,6 +149,8 @@ def main(argv):
     todo = [row for row in manifest.to_dict("records") if row["member_id"] not in kept]
     print(f"cost: {len(manifest)} members, {len(kept)} up to date, {len(todo)} to measure",
           flush=True)
+    if not todo and len(kept) == len(manifest) and os.path.exists(cost_path(workdir)):
+        return 0  # nothing new: leave the file (and what reads it) untouched
     weights = KerasWeights(workdir, manifest)
     progress = cli.Progress(len(todo), "members")
     rows = list(kept.values())
