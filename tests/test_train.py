@@ -2,7 +2,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -56,10 +55,12 @@ def test_kill_and_rerun_resumes_to_identical_model(tmp_path):
                               "ckpt", "checkpoint")
     process = subprocess.Popen([sys.executable, "-m", "save_checkpoint.train",
                                 f"--workdir={killed}", *RESUME_FLAGS], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not os.path.exists(ckpt_state) and time.time() < deadline:
-        time.sleep(0.05)
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    # Epoch 1's checkpoint is saved before epoch 2 starts: kill during epoch 2 or 3.
+    for line in process.stdout:
+        if " epoch 2/4 " in line:
+            break
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert os.path.exists(ckpt_state)
