@@ -278,6 +278,24 @@ def comparison_pairs(manifest):
     return pairs.sort_values(["method", "sparsity", "seed"], kind="stable").reset_index(drop=True)
 
 
+def pairs_to_run(workdir, manifest):
+    """The (member, dense reference) pairs, the manifest rows they use, their input files.
+
+    Fails when nothing can be compared: no compressed member shares a seed with a
+    dense member, and there are fewer than 2 dense members.
+    """
+    pairs = comparison_pairs(manifest)
+    if pairs.empty:
+        raise records.ContractError(
+            "nothing to compare: no compressed member shares a seed with a dense member, "
+            "and there are fewer than 2 dense members")
+    needed = sorted(set(pairs["member_id"]) | set(pairs["reference_id"]))
+    rows = manifest.set_index("member_id").loc[needed].reset_index()
+    inputs = [records.manifest_path(workdir)] + [
+        records.member_model_path(workdir, row) for row in rows.to_dict("records")]
+    return pairs, rows, inputs
+
+
 def summarise_pairs(per_pair, keys, values):
     """Mean and sample std (ddof 1) over pairs of each value column, per `keys` group."""
     aggregations = {}

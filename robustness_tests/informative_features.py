@@ -101,17 +101,9 @@ def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False):
         print(f"informative_features: skipping {len(skipped)} members without a Keras model "
               f"(no gradients): {', '.join(skipped[:5])}", flush=True)
     predict.check_model_files(workdir, keras_rows)
-    pairs = robustness.comparison_pairs(keras_rows)
-    if pairs.empty:
-        raise records.ContractError(
-            "nothing to compare: no compressed Keras member shares a seed with a dense "
-            "member, and there are fewer than 2 dense members")
+    pairs, rows, inputs = robustness.pairs_to_run(workdir, keras_rows)
     out_dir = os.path.join(workdir, OUT_DIR)
     outputs = [os.path.join(out_dir, SUMMARY_NAME), os.path.join(out_dir, PER_IMAGE_NAME)]
-    needed = sorted(set(pairs["member_id"]) | set(pairs["reference_id"]))
-    rows = keras_rows.set_index("member_id").loc[needed].reset_index()
-    inputs = [records.manifest_path(workdir)] + [
-        records.member_model_path(workdir, row) for row in rows.to_dict("records")]
     options = {"images": images, "fraction": float(fraction), "seed": seed,
                "baseline": BASELINE}
     if not force and analysis_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
@@ -120,10 +112,10 @@ def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False):
               flush=True)
         return False
     x, labels, ids = noise_similarity.eval_subset(workdir, images, seed)
-    print(f"informative_features: {len(pairs)} pairs of {len(needed)} members, {len(x)} "
+    print(f"informative_features: {len(pairs)} pairs of {len(rows)} members, {len(x)} "
           f"images, top {fraction:g} of {int(np.prod(x.shape[1:]))} features", flush=True)
     members, masks, own = {}, {}, {}
-    progress = cli.Progress(len(needed) + len(pairs), "members and pairs")
+    progress = cli.Progress(len(rows) + len(pairs), "members and pairs")
     for row in rows.to_dict("records"):
         started = time.time()
         member = predict.load_member(workdir, row)

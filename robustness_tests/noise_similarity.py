@@ -129,17 +129,9 @@ def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force
     manifest = records.read_manifest(workdir)
     analysis_io.require_dense(manifest, workdir)
     predict.check_model_files(workdir, manifest)
-    pairs = robustness.comparison_pairs(manifest)
-    if pairs.empty:
-        raise records.ContractError(
-            "nothing to compare: no compressed member shares a seed with a dense member, "
-            "and there are fewer than 2 dense members")
+    pairs, rows, inputs = robustness.pairs_to_run(workdir, manifest)
     out_dir = os.path.join(workdir, OUT_DIR)
     outputs = [os.path.join(out_dir, SUMMARY_NAME), os.path.join(out_dir, PER_PAIR_NAME)]
-    needed = sorted(set(pairs["member_id"]) | set(pairs["reference_id"]))
-    rows = manifest.set_index("member_id").loc[needed].reset_index()
-    inputs = [records.manifest_path(workdir)] + [
-        records.member_model_path(workdir, row) for row in rows.to_dict("records")]
     options = {"eps": [float(e) for e in eps_values], "draws": draws, "images": images,
                "seed": seed}
     if not force and analysis_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
