@@ -15,12 +15,9 @@ from absl import flags
 import numpy as np
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie import cli, data, records
+from pie import cli, data, pie_labels, records
 
 FLAGS = flags.FLAGS
-PIE_COLUMNS = ["method", "sparsity", "image_id", "label", "baseline_modal_label",
-               "variant_modal_label", "baseline_n", "variant_n", "baseline_mean_prob",
-               "variant_mean_prob", "is_pie"]
 SUBSETS = {"pie": True, "non_pie": False}
 COUNTS_NAME = "counts.json"
 
@@ -108,7 +105,7 @@ def main(argv):
     if FLAGS.shard_size < 1:
         raise cli.UsageError(f"--shard_size must be at least 1, got {FLAGS.shard_size}")
     pie_dir = records.analysis_dir(FLAGS.workdir, "pie", FLAGS.distribution)
-    table = records.read_csv(os.path.join(pie_dir, "pie.csv"), PIE_COLUMNS)
+    table = records.read_csv(os.path.join(pie_dir, "pie.csv"), pie_labels.PIE_COLUMNS)
     variants = table[["method", "sparsity"]].drop_duplicates().to_records(index=False)
     root = os.path.join(pie_dir, "tfrecords")
     todo = [(m, s) for m, s in variants if FLAGS.force or not os.path.exists(
