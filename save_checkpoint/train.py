@@ -11,14 +11,13 @@ member from its last epoch checkpoint and skips finished ones.
 """
 import math
 import os
-import platform
 import shutil
 import time
 
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie import cli, criteria, data, models, pruning, records
+from pie import cli, criteria, data, models, pruning, records, training
 
 FLAGS = flags.FLAGS
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -61,16 +60,6 @@ flags.DEFINE_string("shard", "0/1", "i/n: train only the i-th of n slices of the
 flags.DEFINE_integer("eval_batch_size", 256, "Batch size of the final evaluation.")
 
 
-class Member:
-    """One population member: what to train and where it lives."""
-
-    def __init__(self, method, sparsity, seed):
-        self.method, self.sparsity, self.seed = method, sparsity, seed
-        self.member_id = f"{records.variant_key(method, sparsity)}_seed{seed}"
-        self.relpath = os.path.join("checkpoints", method, f"sparsity_{sparsity:g}",
-                                    f"seed_{seed}")
-
-
 def parse_shard(text):
     parts = text.split("/")
     try:
@@ -80,73 +69,6 @@ def parse_shard(text):
     if count < 1 or not 0 <= index < count:
         raise cli.UsageError(f"--shard must be i/n with integers 0 <= i < n, got '{text}'")
     return index, count
-
-
-def check_writable(workdir):
-    """The workdir exists and is writable, or could be created, before anything is written."""
-    path = os.path.abspath(workdir)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    if not os.path.isdir(path):
-        raise cli.UsageError(f"workdir '{workdir}' is not writable: '{path}' is not a folder")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise cli.UsageError(f"workdir '{workdir}' is not writable")
-
-
-def plan(sparsities, seeds, method, shard):
-    members = [Member("dense" if s == 0 else method, s, seed)
-               for s in sparsities for seed in range(seeds)]
-    index, count = shard
-    return [m for position, m in enumerate(members) if position % count == index]
-
-
-def make_strategy(name, tpu):
-    import tensorflow as tf
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise cli.UsageError("--strategy=multi_worker needs the TF_CONFIG environment "
-                                 "variable describing the cluster")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if not tpu:
-        raise cli.UsageError("--strategy=tpu needs --tpu=<name or address>")
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
-
-
-def is_chief(strategy):
-    """Only the chief of a multi-worker job writes models and manifest rows."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    return resolver.task_type == "chief" or (
-        resolver.task_type == "worker" and resolver.task_id == 0
-        and "chief" not in resolver.cluster_spec().as_dict())
-
-
-def package_versions():
-    import numpy
-    import tensorflow as tf
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "tf_keras": tf_keras.__version__, "tfmot": tfmot.__version__,
-            "numpy": numpy.__version__}
-
-
-def evaluate_top1(model, source, batch_size):
-    import numpy as np
-    correct = total = 0
-    for batch in source.eval_batches(batch_size).as_numpy_iterator():
-        logits = model(batch["inputs"], training=False).numpy()
-        correct += int(np.sum(logits.argmax(axis=1) == batch["label"]))
-        total += len(batch["label"])
-    return correct / total
 
 
 class Trainer:
@@ -244,11 +166,11 @@ class Trainer:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, profile_batch=0))
         unit_mask = None
         if os.path.exists(mask_path) and int(epoch.numpy()) >= FLAGS.epochs:
-            unit_mask = load_mask(mask_path)
+            unit_mask = training.load_mask(mask_path)
         for current in range(int(epoch.numpy()), self.epochs(member)):
             if member.method in CRITERIA_METHODS and current == FLAGS.epochs and unit_mask is None:
                 unit_mask = self._prune_units(member, model)
-                write_mask(mask_path, unit_mask)
+                training.write_mask(mask_path, unit_mask)
             extra = [criteria.UnitMaskCallback(unit_mask)] if unit_mask is not None else []
             batches = self.source.train_batches(FLAGS.batch_size, member.seed, current)
             model.fit(batches, epochs=current + 1, initial_epoch=current, verbose=0,
@@ -273,7 +195,8 @@ class Trainer:
         return True
 
     def _prune_units(self, member, model):
-        x, y = reference_samples(self.source, FLAGS.reference_samples_per_class, member.seed)
+        x, y = training.reference_samples(self.source, FLAGS.reference_samples_per_class,
+                                          member.seed)
         mask = criteria.prune_units(model, member.method, member.sparsity, x, y,
                                     seed=member.seed)
         removed = criteria.mask_summary(mask)["overall"]
@@ -290,11 +213,11 @@ class Trainer:
             pruning.check_sparsity(per_layer, member.sparsity)
         elif unit_mask is not None:
             unit_sparsity = criteria.mask_summary(unit_mask)
-            check_unit_sparsity(unit_mask, member.sparsity)
-        top1 = evaluate_top1(stripped, self.source, FLAGS.eval_batch_size)
+            training.check_unit_sparsity(unit_mask, member.sparsity)
+        top1 = training.evaluate_top1(stripped, self.source, FLAGS.eval_batch_size)
         model_file = os.path.join(member.relpath, "model.keras")
         with records.atomic_path(os.path.join(workdir, model_file)) as tmp:
-            uncompiled(stripped).save(tmp)
+            training.uncompiled(stripped).save(tmp)
         row = {"member_id": member.member_id, "method": member.method,
                "sparsity": member.sparsity, "measured_sparsity": round(overall, 6),
                "seed": member.seed, "dataset": FLAGS.dataset, "model": FLAGS.model,
@@ -305,64 +228,14 @@ class Trainer:
                     measured_sparsity_per_layer=per_layer,
                     measured_unit_sparsity_per_layer=unit_sparsity,
                     steps=self.steps_per_epoch * self.epochs(member), epochs=self.epochs(member),
-                    wall_time_s=round(time.time() - started, 2), versions=package_versions(),
+                    wall_time_s=round(time.time() - started, 2),
+                    versions=training.package_versions(),
                     manifest_row=row)
         records.write_text(os.path.join(folder, "flags.txt"), cli.resolved_flags())
         records.write_json(os.path.join(folder, "meta.json"), meta)
         records.add_manifest_rows(workdir, [row])
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         return row
-
-
-def uncompiled(model):
-    """A copy without optimizer state, so every member's file holds only its weights."""
-    import tf_keras as keras
-    copy = keras.Model.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def reference_samples(source, per_class, seed):
-    """`per_class` training images of every class, drawn in a seeded order."""
-    import numpy as np
-    xs, ys = [], []
-    counts = np.zeros(source.num_classes, np.int64)
-    # An order of its own (a far-off epoch), so the draw does not depend on --epochs.
-    stream = source.train_batches(256, seed, epoch=REFERENCE_EPOCH, augment=False)
-    for x, y in stream.as_numpy_iterator():
-        y = np.asarray(y).reshape(-1)
-        rank = np.zeros(len(y), np.int64)
-        for label in np.unique(y):
-            rank[y == label] = counts[label] + np.arange(np.sum(y == label))
-        keep = rank < per_class
-        xs.append(x[keep])
-        ys.append(y[keep])
-        counts += np.bincount(y[keep], minlength=source.num_classes)
-        if (counts >= per_class).all():
-            break
-    return np.concatenate(xs), np.concatenate(ys)
-
-
-def write_mask(path, mask):
-    import numpy as np
-    with records.atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **mask)
-
-
-def load_mask(path):
-    import numpy as np
-    with np.load(path) as saved:
-        return {name: saved[name] for name in saved.files}
-
-
-def check_unit_sparsity(mask, target):
-    """The removed share of units matches the target, up to one unit of rounding."""
-    total = sum(len(keep) for keep in mask.values())
-    removed = criteria.mask_summary(mask)["overall"]
-    if abs(removed - target) > max(pruning.SPARSITY_TOLERANCE, 1.0 / total):
-        raise pruning.PruningError(
-            f"removed {removed:.4f} of the units, not the target {target:g}")
 
 
 def _keras_callback_base():
@@ -386,7 +259,8 @@ class EpochProgress(_keras_callback_base()):
         logs = logs or {}
         self.trainer.progress.advance(
             1, f"[{self.position}/{self.count}] {self.member.member_id} epoch "
-               f"{epoch + 1}/{self.trainer.epochs(self.member)} loss {logs.get('loss', float('nan')):.4f} "
+               f"{epoch + 1}/{self.trainer.epochs(self.member)} "
+               f"loss {logs.get('loss', float('nan')):.4f} "
                f"acc {logs.get('acc', float('nan')):.4f} "
                f"({time.time() - self.epoch_start:.1f}s)")
 
@@ -426,19 +300,18 @@ def validate_flags():
     shard = parse_shard(FLAGS.shard)
     data.validate_name(FLAGS.dataset)
     models.validate_name(FLAGS.model)
-    check_writable(FLAGS.workdir)
+    training.check_writable(FLAGS.workdir)
     return sparsities, shard
 
 
 CRITERIA_METHODS = tuple(criteria.CRITERIA)
-REFERENCE_EPOCH = 10 ** 6
 METHODS = ("magnitude",) + CRITERIA_METHODS
 
 
 def main(argv):
     del argv
     sparsities, shard = validate_flags()
-    strategy = make_strategy(FLAGS.strategy, FLAGS.tpu)
+    strategy = training.make_strategy(FLAGS.strategy, FLAGS.tpu)
     source = data.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
                        label_attribute=FLAGS.label_attribute, toy_noise=FLAGS.toy_noise,
                        toy_seed=FLAGS.toy_seed)
@@ -448,14 +321,14 @@ def main(argv):
         steps_per_epoch = math.ceil(source.train_size / FLAGS.batch_size)
     else:
         raise cli.UsageError(f"the size of '{FLAGS.dataset}' is unknown: pass --steps_per_epoch")
-    members = plan(sparsities, FLAGS.seeds, FLAGS.method, shard)
+    members = training.plan(sparsities, FLAGS.seeds, FLAGS.method, shard)
     trainer = Trainer(source, strategy, steps_per_epoch, len(members))
     trainer.check_settings(sparsities)
 
     import tensorflow as tf
     tf.config.experimental.enable_op_determinism()
     workdir = FLAGS.workdir
-    chief = is_chief(strategy)
+    chief = training.is_chief(strategy)
     if not chief:  # other workers of a multi-worker job write to a scratch folder
         workdir = os.path.join(workdir, ".workers", str(strategy.cluster_resolver.task_id))
     os.makedirs(workdir, exist_ok=True)
