@@ -10,7 +10,6 @@ import os
 import re
 
 import numpy as np
-import pandas as pd
 from absl import flags
 
 from pie import cli, records
@@ -145,24 +144,12 @@ def read_compact_predictions(workdir, manifest, distribution=records.CLEAN, spli
     `label` and `predicted`, float32 `prob_predicted` and `prob_label`: 9 million
     rows take about 250 MB.
     """
-    raw = records.read_predictions(workdir, manifest, distribution, split)
-    if raw.empty:
+    predictions = records.read_predictions(workdir, manifest, distribution, split)
+    if predictions.empty:
         folder = records.predictions_dir(workdir, distribution, split)
         raise records.ContractError(
             f"the predictions of {distribution} ({folder}) have no rows: rerun "
             "pie_dataset_gen.predictions")
-    # Factorising first looks up each distinct member once, not 9 million strings.
-    codes, distinct = pd.factorize(raw["member_id"])
-    member = pd.Index(manifest["member_id"]).get_indexer(distinct)[codes]
-    predictions = pd.DataFrame({
-        "member": member.astype(np.int32),
-        "image_id": raw["image_id"].to_numpy(np.int64),
-        "label": raw["label"].to_numpy(np.int32),
-        "predicted": raw["predicted"].to_numpy(np.int32),
-        "prob_predicted": raw["prob_predicted"].to_numpy(np.float32),
-        "prob_label": raw["prob_label"].to_numpy(np.float32),
-    })
-    del raw
     largest = max(int(predictions["label"].max()), int(predictions["predicted"].max()))
     class_names = load_class_names(workdir, largest)
     check_class_range(predictions, len(class_names), manifest, workdir)

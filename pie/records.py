@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 
+import numpy as np
 import pandas as pd
 
 from pie import errors
@@ -170,32 +171,36 @@ def analysis_dir(workdir, stage, distribution=CLEAN):
     return os.path.join(workdir, stage, distribution_dirname(distribution))
 
 
-def read_predictions(workdir, manifest, distribution=CLEAN, split="test"):
-    """Concatenated predictions of every manifest member, joined with its row.
+# Compact dtypes: 9 million rows (ImageNet x 180 members) fit in about 250 MB.
+PREDICTION_DTYPES = {"image_id": "int64", "label": "int32", "predicted": "int32",
+                     "prob_predicted": "float32", "prob_label": "float32"}
 
-    Fails when a member has no predictions file or when members cover different
-    image sets: every comparison downstream is image by image.
+
+def read_predictions(workdir, manifest, distribution=CLEAN, split="test"):
+    """Every manifest member's predictions, in compact dtypes.
+
+    Returns one frame with `member` (the member's row number in `manifest`, in
+    place of the `member_id` string) and the columns of PREDICTION_DTYPES. Fails
+    when a member has no predictions file or when members cover different image
+    sets: every comparison downstream is image by image.
     """
-    frames = []
-    for member_id in manifest["member_id"]:
+    if manifest.empty:
+        raise ContractError("the manifest has no members")
+    frames, reference = [], None
+    for position, member_id in enumerate(manifest["member_id"]):
         path = predictions_path(workdir, member_id, distribution, split)
         if not os.path.exists(path):
             raise ContractError(
                 f"no predictions for member {member_id} on {distribution} ({path}): "
                 "run pie_dataset_gen.predictions first")
-        frames.append(pd.read_csv(path, usecols=PREDICTION_COLUMNS))
-    if not frames:
-        raise ContractError("the manifest has no members")
-    reference = None
-    for member_id, frame in zip(manifest["member_id"], frames):
-        ids = frame["image_id"].to_numpy()
+        frame = pd.read_csv(path, usecols=list(PREDICTION_DTYPES), dtype=PREDICTION_DTYPES)
+        ids = np.sort(frame["image_id"].to_numpy())
         if reference is None:
             reference = (member_id, ids)
-        elif len(ids) != len(reference[1]) or not (
-                pd.Index(ids).sort_values().equals(pd.Index(reference[1]).sort_values())):
+        elif not np.array_equal(ids, reference[1]):
             raise ContractError(
                 f"members {reference[0]} and {member_id} have predictions on different "
                 "image sets; rerun pie_dataset_gen.predictions for both")
-    predictions = pd.concat(frames, ignore_index=True)
-    info = manifest[["member_id", "method", "sparsity", "seed"]]
-    return predictions.merge(info, on="member_id", how="left", validate="many_to_one")
+        frame.insert(0, "member", np.int32(position))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)

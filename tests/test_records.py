@@ -61,8 +61,10 @@ def test_read_predictions_joins_manifest(tmp_path):
     _write_predictions(workdir, "a", [0, 1, 2])
     _write_predictions(workdir, "b", [2, 1, 0])
     frame = records.read_predictions(workdir, records.read_manifest(workdir))
-    assert len(frame) == 6
-    assert set(frame.loc[frame.member_id == "b", "method"]) == {"magnitude"}
+    assert list(frame.columns) == ["member"] + list(records.PREDICTION_DTYPES)
+    assert frame["member"].tolist() == [0, 0, 0, 1, 1, 1]  # rows of the sorted manifest
+    assert frame.loc[frame.member == 1, "image_id"].tolist() == [2, 1, 0]
+    assert frame["label"].dtype == "int32" and frame["prob_label"].dtype == "float32"
 
 
 def test_read_predictions_rejects_different_image_sets(tmp_path):
