@@ -20,6 +20,7 @@ from pie import per_class
 from pie import records
 
 analysis_io.define_stage_flags()
+flags.adopt_module_key_flags(analysis_io)  # the shared flags show in --help
 FLAGS = flags.FLAGS
 
 

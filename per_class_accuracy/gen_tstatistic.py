@@ -24,6 +24,7 @@ from pie import per_class
 from pie import records
 
 analysis_io.define_stage_flags()
+flags.adopt_module_key_flags(analysis_io)  # the shared flags show in --help
 flags.DEFINE_float(
     "alpha", 0.05, "Significance level, in (0, 1): a class is significantly "
     "impacted when its (adjusted, see --correction) p-value is <= alpha.")

@@ -24,6 +24,7 @@ from pie import subgroups
 STAGE = "subgroups"
 
 analysis_io.define_stage_flags()
+flags.adopt_module_key_flags(analysis_io)  # the shared flags show in --help
 flags.DEFINE_string("groups_csv", None,
                     "CSV with 'image_id' and one column per attribute (one row per eval "
                     "image); without it, the dataset's own attributes (tfds celeb_a).")

@@ -21,6 +21,7 @@ from pie import pie_labels
 from pie import records
 
 analysis_io.define_stage_flags()
+flags.adopt_module_key_flags(analysis_io)  # the shared flags show in --help
 FLAGS = flags.FLAGS
 STAGE = "aggregate_predictions"
 STAGE_DIR = "pie"
