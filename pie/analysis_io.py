@@ -12,7 +12,7 @@ import re
 import numpy as np
 from absl import flags
 
-from pie import cli, records
+from pie import cli, pie_labels, records
 
 CLASSES_NAME = "classes.json"
 SPLIT_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
@@ -153,6 +153,7 @@ def read_compact_predictions(workdir, manifest, distribution=records.CLEAN, spli
     largest = max(int(predictions["label"].max()), int(predictions["predicted"].max()))
     class_names = load_class_names(workdir, largest)
     check_class_range(predictions, len(class_names), manifest, workdir)
+    pie_labels.check_labels_agree(predictions)
     return predictions, class_names
 
 

@@ -66,6 +66,26 @@ def modal_votes(group, predicted, weights, n_groups, n_classes):
     return modal_class, best // n_classes, weight_sums
 
 
+def check_labels_agree(predictions):
+    """Fails when members give one image different true labels; returns its index.
+
+    Different labels for one image id mean the files come from different eval
+    sets, and no image-by-image comparison is then meaningful. Returns the sorted
+    distinct image ids, each row's position among them, and each image's label.
+    """
+    image_ids, image = _image_index(predictions["image_id"].to_numpy())
+    labels = predictions["label"].to_numpy()
+    label_of_image = np.empty(len(image_ids), dtype=labels.dtype)
+    label_of_image[image] = labels
+    disagree = np.flatnonzero(label_of_image[image] != labels)
+    if disagree.size:
+        row = int(disagree[0])
+        raise records.ContractError(
+            f"members disagree on the label of image {int(image_ids[image[row]])}: the "
+            "predictions files must come from one eval set")
+    return image_ids, image, label_of_image
+
+
 def _image_index(image_id):
     """(sorted distinct image ids, position of each row's image among them).
 
@@ -101,16 +121,8 @@ def population_modal_labels(predictions, manifest, n_classes):
                                 how="left")["index"].to_numpy())
     n_members = np.bincount(member_population, minlength=len(populations))
 
-    image_ids, image = _image_index(predictions["image_id"].to_numpy())
+    image_ids, image, label_of_image = check_labels_agree(predictions)
     labels = predictions["label"].to_numpy()
-    label_of_image = np.empty(len(image_ids), dtype=labels.dtype)
-    label_of_image[image] = labels
-    disagree = np.flatnonzero(label_of_image[image] != labels)
-    if disagree.size:
-        row = int(disagree[0])
-        raise records.ContractError(
-            f"members disagree on the label of image {int(image_ids[image[row]])}: the "
-            "predictions files must come from one eval set")
 
     n_images = len(image_ids)
     population = member_population[predictions["member"].to_numpy()]

@@ -29,7 +29,7 @@ from absl import logging
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie import cli, records
 
-QUANT_PREFIX = "quant_"
+QUANT_PREFIX = records.QUANTIZED_PREFIX
 DENSE_SOURCE = "dense"
 PRUNED_SOURCE = "pruned"
 CONVERTER_PATHS = ("keras", "concrete_function")

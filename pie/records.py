@@ -25,6 +25,7 @@ PREDICTION_COLUMNS = [
     "member_id", "image_id", "label", "predicted", "prob_predicted", "prob_label",
 ]
 DENSE_METHOD = "dense"
+QUANTIZED_PREFIX = "quant_"  # methods of post-training quantized members
 CLEAN = "clean"
 
 
@@ -64,8 +65,14 @@ def write_json(path, obj):
 
 
 def read_json(path):
-    with open(path) as f:
-        return json.load(f)
+    """A JSON input file; a missing or broken one is a ContractError naming it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ContractError(f"missing input file {path}")
+    except (OSError, ValueError) as error:  # json.JSONDecodeError is a ValueError
+        raise ContractError(f"{path} is not readable JSON: {error}")
 
 
 def write_csv(path, frame, columns=None):
@@ -82,14 +89,25 @@ def write_csv(path, frame, columns=None):
         frame.to_csv(tmp, index=False, compression=compression)
 
 
-def read_csv(path, required_columns=()):
+def read_csv(path, required_columns=(), **kwargs):
+    """A CSV input file with its required columns; any defect is a ContractError.
+
+    `usecols` and `dtype` keyword arguments go to pandas; the required columns are
+    checked on the header first, so a missing one is named, not a pandas error.
+    """
     if not os.path.exists(path):
         raise ContractError(f"missing input file {path}")
-    frame = pd.read_csv(path)
-    missing = [c for c in required_columns if c not in frame.columns]
-    if missing:
-        raise ContractError(f"{path} lacks columns {missing}")
-    return frame
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+        missing = [c for c in required_columns if c not in header]
+        if missing:
+            raise ContractError(f"{path} lacks columns {missing}")
+        return pd.read_csv(path, **kwargs)
+    except (OSError, EOFError, ValueError, pd.errors.ParserError) as error:
+        if isinstance(error, ContractError):
+            raise
+        # EmptyDataError, a truncated gzip, a bad number: all mean a broken file.
+        raise ContractError(f"{path} is not a readable CSV: {error}")
 
 
 @contextlib.contextmanager
@@ -193,7 +211,8 @@ def read_predictions(workdir, manifest, distribution=CLEAN, split="test"):
             raise ContractError(
                 f"no predictions for member {member_id} on {distribution} ({path}): "
                 "run pie_dataset_gen.predictions first")
-        frame = pd.read_csv(path, usecols=list(PREDICTION_DTYPES), dtype=PREDICTION_DTYPES)
+        frame = read_csv(path, list(PREDICTION_DTYPES), usecols=list(PREDICTION_DTYPES),
+                         dtype=PREDICTION_DTYPES)
         ids = np.sort(frame["image_id"].to_numpy())
         if reference is None:
             reference = (member_id, ids)

@@ -210,7 +210,10 @@ def prune_potential(accuracy, delta=0.5):
     errors = accuracy[_MEMBER_KEYS + ["distribution"]].assign(error=error_pp(accuracy["top1"]))
     is_dense = errors["method"] == records.DENSE_METHOD
     dense = errors[is_dense]
-    pruned = errors[~is_dense & (errors["sparsity"] > 0)]
+    # Quantized exports of pruned members (quant_sparse, quant_pruned_int8) keep their
+    # source's sparsity but are not a pruning method: no prune potential of their own.
+    is_quantized = errors["method"].str.startswith(records.QUANTIZED_PREFIX)
+    pruned = errors[~is_dense & ~is_quantized & (errors["sparsity"] > 0)]
     dense_mean = dense.groupby("distribution")["error"].mean().rename("dense_error")
 
     population = pruned.groupby(["method", "sparsity", "distribution"], as_index=False)[

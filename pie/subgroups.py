@@ -53,7 +53,7 @@ def read_groups_csv(path):
     """A groups file: `image_id` plus one column per attribute, one row per image."""
     if not os.path.exists(path):
         raise SubgroupError(f"no groups file at {path}")
-    groups = pd.read_csv(path)
+    groups = records.read_csv(path)
     if IMAGE_ID not in groups.columns:
         raise SubgroupError(f"groups file {path} has no '{IMAGE_ID}' column; it needs "
                             f"'{IMAGE_ID}' and one column per attribute")

@@ -58,13 +58,9 @@ def prediction_files(workdir, manifest, split=SPLIT):
 
 def file_accuracy(member_id, path):
     """(distribution, top-1, images) of one predictions file."""
-    header = pd.read_csv(path, nrows=0).columns
     needed = ["member_id", "label", "predicted"]
-    missing = [column for column in needed if column not in header]
-    if missing:
-        raise records.ContractError(f"{path} lacks columns {missing}")
-    frame = pd.read_csv(path, usecols=needed + (["distribution"] if "distribution" in header
-                                                else []))
+    frame = records.read_csv(path, needed,
+                             usecols=lambda column: column in needed + ["distribution"])
     if frame.empty:
         raise records.ContractError(f"{path} has no rows")
     if (frame["member_id"] != member_id).any():

@@ -89,3 +89,33 @@ def test_written_files_get_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (path.stat().st_mode & 0o777) == 0o666 & ~umask
+
+
+def test_broken_input_files_are_contract_errors(tmp_path):
+    empty = tmp_path / "population.csv"
+    empty.write_text("")
+    with pytest.raises(records.ContractError, match="population.csv is not a readable CSV"):
+        records.read_manifest(str(tmp_path))
+    truncated = tmp_path / "p.csv.gz"
+    records.write_csv(str(truncated), pd.DataFrame({"a": range(1000)}))
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    with pytest.raises(records.ContractError, match="p.csv.gz is not a readable CSV"):
+        records.read_csv(str(truncated))
+    (tmp_path / "x.json").write_text("[")
+    with pytest.raises(records.ContractError, match="x.json is not readable JSON"):
+        records.read_json(str(tmp_path / "x.json"))
+    with pytest.raises(records.ContractError, match="p.csv.gz lacks columns"):
+        records.write_csv(str(truncated), pd.DataFrame({"a": [1]}))
+        records.read_csv(str(truncated), ["b"])
+
+
+def test_members_disagreeing_on_labels_fail_every_analysis(tmp_path):
+    from pie import analysis_io
+    workdir = str(tmp_path)
+    records.add_manifest_rows(workdir, [_row("a"), _row("b", seed=1)])
+    _write_predictions(workdir, "a", [0, 1, 2])
+    frame = pd.read_csv(records.predictions_path(workdir, "a")).assign(member_id="b")
+    frame.loc[1, "label"] = 1
+    records.write_csv(records.predictions_path(workdir, "b"), frame)
+    with pytest.raises(records.ContractError, match="members disagree on the label of image 1"):
+        analysis_io.read_compact_predictions(workdir, records.read_manifest(workdir))

@@ -254,3 +254,11 @@ def test_imagenet_a_scores_only_the_classes_the_set_contains(tmp_path):
     shown = min(5, len(subset))
     top = np.array(frame["top5"].str.split().tolist(), int)[:, :shown]
     assert np.isin(top, subset).all()
+
+
+def test_prune_potential_has_no_rows_for_quantized_exports_of_pruned_members():
+    table = member_table([("dense", 0.0, 0, "clean", 0.961),
+                          ("magnitude", 0.5, 0, "clean", 0.956),
+                          ("quant_pruned_int8", 0.5, 0, "clean", 0.956),
+                          ("quant_sparse", 0.5, 0, "clean", 0.956)])
+    assert robustness.prune_potential(table, 0.5)["method"].tolist() == ["magnitude"]
