@@ -13,6 +13,7 @@ import shutil
 
 from absl import flags
 import numpy as np
+import pandas as pd
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie import cli, data, pie_labels, records
@@ -22,7 +23,6 @@ SUBSETS = {"pie": True, "non_pie": False}
 COUNTS_NAME = "counts.json"
 
 flags.DEFINE_string("workdir", None, "Workdir with pie/pie.csv.")
-flags.DEFINE_string("distribution", records.CLEAN, "Which pie.csv: clean or <corruption>/<s>.")
 flags.DEFINE_integer("shard_size", 1024, "Images per TFRecord shard.")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets folder, if not the one trained with.")
 flags.DEFINE_bool("force", False, "Rewrite variants that exist.")
@@ -78,12 +78,12 @@ def write_subset(folder, name, images, rows, source, shard_size):
         "class_names": list(source.class_names), "family": source.family})
 
 
-def write_variant(out_dir, variant_rows, images, position, source, shard_size):
+def write_variant(out_dir, variant_rows, images, position, source, shard_size, fingerprint):
     """Both subsets of one variant, written aside and renamed into place."""
     staging = out_dir + ".partial"
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
-    counts = {"n_images": int(len(variant_rows))}
+    counts = {"n_images": int(len(variant_rows)), "pie_table": fingerprint}
     for subset, flag in SUBSETS.items():
         chosen = variant_rows[variant_rows["is_pie"].astype(bool) == flag]
         order = position[chosen["image_id"].to_numpy()]
@@ -98,18 +98,33 @@ def write_variant(out_dir, variant_rows, images, position, source, shard_size):
     return counts
 
 
+def variant_fingerprint(rows):
+    """A digest of a variant's rows of pie.csv: a changed table rewrites its records."""
+    digest = pd.util.hash_pandas_object(rows[pie_labels.PIE_COLUMNS], index=False)
+    return f"{int(digest.sum()) & (2 ** 64 - 1):016x}-{len(rows)}"
+
+
+def is_written(folder, fingerprint):
+    counts_path = os.path.join(folder, COUNTS_NAME)
+    return (os.path.exists(counts_path)
+            and records.read_json(counts_path).get("pie_table") == fingerprint)
+
+
 def main(argv):
     del argv
     if not FLAGS.workdir:
         raise cli.UsageError("--workdir is required")
     if FLAGS.shard_size < 1:
         raise cli.UsageError(f"--shard_size must be at least 1, got {FLAGS.shard_size}")
-    pie_dir = records.analysis_dir(FLAGS.workdir, "pie", FLAGS.distribution)
+    # The clean PIE table: the records hold the clean eval images.
+    pie_dir = records.analysis_dir(FLAGS.workdir, "pie")
     table = records.read_csv(os.path.join(pie_dir, "pie.csv"), pie_labels.PIE_COLUMNS)
-    variants = table[["method", "sparsity"]].drop_duplicates().to_records(index=False)
     root = os.path.join(pie_dir, "tfrecords")
-    todo = [(m, s) for m, s in variants if FLAGS.force or not os.path.exists(
-        os.path.join(root, records.variant_key(m, s), COUNTS_NAME))]
+    variants = {records.variant_key(method, sparsity): rows
+                for (method, sparsity), rows in table.groupby(["method", "sparsity"])}
+    fingerprints = {key: variant_fingerprint(rows) for key, rows in variants.items()}
+    todo = [key for key in variants
+            if FLAGS.force or not is_written(os.path.join(root, key), fingerprints[key])]
     print(f"PIE TFRecords: {len(variants)} variants, {len(variants) - len(todo)} done, "
           f"{len(todo)} to write", flush=True)
     if not todo:
@@ -118,8 +133,6 @@ def main(argv):
     if source.family == "toy":
         raise cli.UsageError(f"'{source.name}' holds 2-D points, not images: "
                              "PIE TFRecords need an image dataset")
-    if FLAGS.distribution != records.CLEAN:
-        raise cli.UsageError("PIE TFRecords hold clean eval images: use --distribution=clean")
     images, _, ids = source.eval_arrays()
     position = np.full(int(ids.max()) + 1, -1, np.int64)
     position[ids] = np.arange(len(ids))
@@ -127,11 +140,9 @@ def main(argv):
     if len(unknown) or (position[table["image_id"].to_numpy()] < 0).any():
         raise records.ContractError("pie.csv names image ids that are not in the eval split")
     progress = cli.Progress(len(todo), "variants")
-    for method, sparsity in todo:
-        key = records.variant_key(method, sparsity)
-        rows = table[(table["method"] == method) & (table["sparsity"] == sparsity)]
-        counts = write_variant(os.path.join(root, key), rows, images, position, source,
-                               FLAGS.shard_size)
+    for key in todo:
+        counts = write_variant(os.path.join(root, key), variants[key], images, position,
+                               source, FLAGS.shard_size, fingerprints[key])
         progress.advance(1, f"{key}: {counts['n_pie']} PIEs, {counts['n_non_pie']} non-PIEs")
     return 0
 

@@ -81,3 +81,20 @@ def test_pie_tfrecords_round_trip(tiny_predictions):
         assert np.array_equal(back_labels, labels[back_ids])
         assert source.num_classes == 10
     assert counts["n_pie"] + counts["n_non_pie"] == len(images)
+
+
+def test_pie_tfrecords_rewritten_only_when_pie_table_changes(tiny_predictions, tmp_path):
+    workdir = str(tmp_path / "w")
+    shutil.copytree(tiny_predictions, workdir)
+    run_stage("pie_dataset_gen.generate_pie_dataset", f"--workdir={workdir}")
+    again = run_stage("pie_dataset_gen.generate_pie_dataset", f"--workdir={workdir}")
+    assert "1 variants, 1 done, 0 to write" in again.stdout
+    path = os.path.join(workdir, "pie", "pie.csv")
+    table = pd.read_csv(path)
+    table.loc[0, "is_pie"] = not table.loc[0, "is_pie"]
+    records.write_csv(path, table)
+    changed = run_stage("pie_dataset_gen.generate_pie_dataset", f"--workdir={workdir}")
+    assert "1 variants, 0 done, 1 to write" in changed.stdout
+    counts = records.read_json(os.path.join(workdir, "pie", "tfrecords", "magnitude_0.5",
+                                            "counts.json"))
+    assert counts["n_pie"] == int(table["is_pie"].sum())
