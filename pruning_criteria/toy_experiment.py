@@ -25,10 +25,10 @@ import time
 
 import numpy as np
 import pandas as pd
-from absl import app, flags
+from absl import flags
 
 from pie import criteria as unit_criteria
-from pie import records, toy_data
+from pie import cli, records, toy_data
 
 import tensorflow as tf  # noqa: E402  (after `pie`, which selects Keras 2)
 import tf_keras  # noqa: E402
@@ -427,8 +427,10 @@ def run_experiment(config, out_dir, log=print, flags_text=None):
     if config.plots:
         summaries.append(os.path.join(out_dir, f"accuracy_{config.dataset}.png"))
     if not todo and all(os.path.exists(path) for path in summaries):
-        # Nothing new: leave the files (and the report that reads them) untouched.
-        return pd.read_csv(summaries[0])
+        existing = records.read_csv(summaries[0], ["seed"])
+        if set(existing["seed"]) == set(range(config.seeds)):
+            # Nothing new: leave the files (and the report that reads them) untouched.
+            return existing
     if todo:
         trainer = Trainer(config, toy_data.num_classes(config.dataset))
         scorer = unit_criteria.UnitScorer(trainer.model, config.criteria)
@@ -506,7 +508,7 @@ def main(argv):
             raise ValueError("--out is required: the output folder")
         config = config_from_flags().resolved()
         started = time.time()
-        run_experiment(config, FLAGS.out, flags_text=FLAGS.flags_into_string())
+        run_experiment(config, FLAGS.out, flags_text=cli.resolved_flags())
     except ValueError as error:  # includes pie.records.ContractError
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -514,4 +516,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

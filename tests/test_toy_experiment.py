@@ -1,4 +1,5 @@
 """Tests of pruning_criteria.toy_experiment: masked evaluation, a tiny run, resume."""
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -111,3 +112,15 @@ def test_cli_bad_flag_exits_2_without_output(tmp_path):
     assert completed.stderr.strip().splitlines()[-1] == (
         "error: unknown criterion 'nope'; allowed: filter_l1, grad, lrp, taylor, weight")
     assert not out.exists()
+
+
+def test_fewer_seeds_rebuild_the_summaries(tmp_path):
+    out = str(tmp_path / "toy")
+    config = T.ToyConfig(dataset="moons", criteria=("weight",),
+                                      samples_per_class=(2,), seeds=2, width=8, epochs=1,
+                                      train_size=40, test_size=20, rank_k=(2,), plots=False)
+    T.run_experiment(config, out, log=lambda message: None)
+    fewer = dataclasses.replace(config, seeds=1)
+    results = T.run_experiment(fewer, out, log=lambda message: None)
+    assert set(results["seed"]) == {0}
+    assert set(pd.read_csv(os.path.join(out, "results.csv"))["seed"]) == {0}
