@@ -92,10 +92,6 @@ def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, spl
 def main(argv):
     del argv
     attributes = attribute_names(FLAGS.group_attributes)
-    try:  # raises plain ValueError naming the bad flag
-        analysis_io.validate_stage_args(FLAGS.workdir, FLAGS.distribution, FLAGS.split)
-    except ValueError as error:
-        raise cli.UsageError(str(error))
     run(FLAGS.workdir, FLAGS.groups_csv, attributes, FLAGS.distribution, FLAGS.split,
         FLAGS.force, FLAGS.data_dir)
     return 0

@@ -45,7 +45,7 @@ def define_stage_flags():
 
 
 def validate_stage_args(workdir, distribution, split):
-    """Raises ValueError naming the bad argument and what is allowed."""
+    """Raises UsageError naming the bad argument and what is allowed."""
     if not workdir:
         raise cli.UsageError("--workdir is required: the folder holding population.csv")
     if not os.path.isdir(workdir):

@@ -21,7 +21,7 @@ import os
 from typing import Callable, Optional, Tuple
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie import errors
+from pie import errors, records
 import numpy as np
 import tensorflow as tf
 
@@ -393,7 +393,6 @@ def validate_name(name):
         raise DataError(f"unknown dataset '{name}'; allowed: " + ", ".join(available()))
 
 
-DATASET_CONFIG = "dataset.json"
 CONFIG_KEYS = ("dataset", "data_dir", "label_attribute", "toy_noise", "toy_seed")
 
 
@@ -402,8 +401,7 @@ def save_config(workdir, source, **config):
 
     A workdir holds one dataset: a second training run with another one fails.
     """
-    from pie import records
-    path = os.path.join(workdir, DATASET_CONFIG)
+    path = os.path.join(workdir, records.DATASET_CONFIG)
     config = {key: config.get(key) for key in CONFIG_KEYS}
     config.update(num_classes=source.num_classes, class_names=list(source.class_names),
                   family=source.family)
@@ -419,11 +417,7 @@ def save_config(workdir, source, **config):
 
 def load_for_workdir(workdir, data_dir=None, group_attributes=()):
     """The DataSource the population in `workdir` was trained on."""
-    from pie import records
-    path = os.path.join(workdir, DATASET_CONFIG)
-    if not os.path.exists(path):
-        raise DataError(f"no {DATASET_CONFIG} in '{workdir}': run save_checkpoint.train first")
-    config = records.read_json(path)
+    config = records.read_dataset_config(workdir)
     return load(config["dataset"], data_dir=data_dir or config.get("data_dir"),
                 label_attribute=config.get("label_attribute"),
                 group_attributes=group_attributes, toy_noise=config.get("toy_noise"),

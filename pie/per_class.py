@@ -57,7 +57,7 @@ def read_metrics(path):
 
 
 def validate_test_options(alpha, correction):
-    """Raises ValueError naming a bad significance level or correction."""
+    """Raises UsageError naming a bad significance level or correction."""
     if not 0 < alpha < 1:
         raise errors.UsageError(f"alpha must lie strictly between 0 and 1, got {alpha}")
     if correction not in stats.CORRECTIONS:

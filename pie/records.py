@@ -156,6 +156,18 @@ def add_manifest_rows(workdir, rows):
         write_csv(manifest_path(workdir), merged, columns)
 
 
+DATASET_CONFIG = "dataset.json"
+
+
+def read_dataset_config(workdir):
+    """`W/dataset.json`: how the population's data was loaded (save_checkpoint.train)."""
+    path = os.path.join(workdir, DATASET_CONFIG)
+    if not os.path.exists(path):
+        raise ContractError(
+            f"no {DATASET_CONFIG} in '{workdir}': run save_checkpoint.train first")
+    return read_json(path)
+
+
 def member_model_path(workdir, row):
     """Absolute path of a manifest row's model file."""
     return os.path.join(workdir, row["model_file"])

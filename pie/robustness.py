@@ -15,6 +15,7 @@ functions and write their results; `docs/robustness.md` defines every column.
 Errors are in percentage points (100 x (1 - top-1)) everywhere, like `delta`.
 """
 import math
+import os
 import re
 
 import numpy as np
@@ -294,7 +295,9 @@ def pairs_to_run(workdir, manifest):
             "and there are fewer than 2 dense members")
     needed = sorted(set(pairs["member_id"]) | set(pairs["reference_id"]))
     rows = manifest.set_index("member_id").loc[needed].reset_index()
-    inputs = [records.manifest_path(workdir)] + [
+    # The eval images come through dataset.json: a changed dataset reruns the stage.
+    inputs = [records.manifest_path(workdir),
+              os.path.join(workdir, records.DATASET_CONFIG)] + [
         records.member_model_path(workdir, row) for row in rows.to_dict("records")]
     return pairs, rows, inputs
 

@@ -35,7 +35,6 @@ FLAGS_FILE = os.path.join("robustness", "corruptions.flags.txt")
 GROUPS = tuple(corruptions.CORRUPTION_GROUPS)
 # Images corrupted and run per step: bounds memory for large eval sets.
 CHUNK_IMAGES = 4096
-DATASET_CONFIG = "dataset.json"  # written by save_checkpoint.train (pie.data.DATASET_CONFIG)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,14 +132,6 @@ def check_arguments(workdir, seed, batch_size):
         raise cli.UsageError(f"--seed must be >= 0, got {seed}")
     if batch_size < 1:
         raise cli.UsageError(f"--batch_size must be at least 1, got {batch_size}")
-
-
-def workdir_config(workdir):
-    path = os.path.join(workdir, DATASET_CONFIG)
-    if not os.path.exists(path):
-        raise records.ContractError(
-            f"no {DATASET_CONFIG} in '{workdir}': run save_checkpoint.train first")
-    return records.read_json(path)
 
 
 def require_images(config):
@@ -247,7 +238,7 @@ def run_synthetic(workdir, names, severities, seed=0, scale="auto", batch_size=2
                   force=False):
     """Corrupts the eval split in memory; returns how many distributions were run."""
     check_arguments(workdir, seed, batch_size)
-    config = workdir_config(workdir)
+    config = records.read_dataset_config(workdir)
     require_images(config)
     manifest = records.read_manifest(workdir)
     predict.check_model_files(workdir, manifest)
@@ -356,7 +347,7 @@ def run_tfds(workdir, set_name, names, severities, batch_size=256, data_dir=None
         raise cli.UsageError(f"unknown --tfds_corrupted {set_name}; allowed: "
                              f"{', '.join(TFDS_SETS)}")
     spec = TFDS_SETS[set_name]
-    config = workdir_config(workdir)
+    config = records.read_dataset_config(workdir)
     require_images(config)
     if config.get("family") != spec.family or config.get("num_classes") != spec.num_classes:
         raise cli.UsageError(
