@@ -84,6 +84,17 @@ def check_model_files(workdir, manifest):
                 f"manifest member {row['member_id']}: model file missing at {path}")
 
 
+def needs_predictions(workdir, row, distribution=records.CLEAN, split="test"):
+    """Whether a member's predictions file is missing or older than its model file.
+
+    A retrained member (a new model file) gets new predictions on the next run.
+    """
+    path = records.predictions_path(workdir, row["member_id"], distribution, split)
+    model = records.member_model_path(workdir, row)
+    return not os.path.exists(path) or (
+        os.path.exists(model) and os.path.getmtime(path) < os.path.getmtime(model))
+
+
 def softmax(logits):
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)

@@ -6,7 +6,6 @@ Writes `W/predictions/<split>/clean/<member_id>.csv.gz` per manifest member (see
 docs/contracts.md). Every later analysis derives from these files, so no stage
 runs a model twice. A rerun skips members whose file exists.
 """
-import os
 
 import numpy as np
 
@@ -51,8 +50,8 @@ def main(argv):
         raise cli.UsageError(f"--batch_size must be at least 2, got {FLAGS.batch_size}")
     manifest = records.read_manifest(FLAGS.workdir)
     predict.check_model_files(FLAGS.workdir, manifest)
-    todo = [row for row in manifest.to_dict("records") if FLAGS.force or not os.path.exists(
-        records.predictions_path(FLAGS.workdir, row["member_id"], split=FLAGS.split))]
+    todo = [row for row in manifest.to_dict("records")
+            if FLAGS.force or predict.needs_predictions(FLAGS.workdir, row, split=FLAGS.split)]
     print(f"predictions: {len(manifest)} members, {len(manifest) - len(todo)} done, "
           f"{len(todo)} to run", flush=True)
     if not todo:

@@ -221,8 +221,8 @@ def predict_distribution(workdir, distribution, rows, members, batches, normaliz
 
 def pending(workdir, manifest, distribution, force):
     """Manifest rows (dicts) whose predictions on `distribution` are still to make."""
-    return [row for row in manifest.to_dict("records") if force or not os.path.exists(
-        records.predictions_path(workdir, row["member_id"], distribution, SPLIT))]
+    return [row for row in manifest.to_dict("records")
+            if force or predict.needs_predictions(workdir, row, distribution, SPLIT)]
 
 
 def corrupted_batches(raw, labels, ids, name, severity, seed, scale):

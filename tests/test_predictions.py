@@ -98,3 +98,15 @@ def test_pie_tfrecords_rewritten_only_when_pie_table_changes(tiny_predictions, t
     counts = records.read_json(os.path.join(workdir, "pie", "tfrecords", "magnitude_0.5",
                                             "counts.json"))
     assert counts["n_pie"] == int(table["is_pie"].sum())
+
+
+def test_retrained_member_is_predicted_again(tiny_predictions, tmp_path):
+    workdir = str(tmp_path / "w")
+    shutil.copytree(tiny_predictions, workdir)
+    row = records.read_manifest(workdir).iloc[2]
+    model = os.path.join(workdir, row["model_file"])
+    newer = os.stat(records.predictions_path(workdir, row["member_id"])).st_mtime_ns + 10**9
+    os.utime(model, ns=(newer, newer))  # as if the member had been trained again
+    result = run_stage("pie_dataset_gen.predictions", f"--workdir={workdir}")
+    assert "4 members, 3 done, 1 to run" in result.stdout
+    assert row["member_id"] in result.stdout
