@@ -482,22 +482,16 @@ flags.DEFINE_integer("boundary_samples_per_class", ToyConfig.boundary_samples_pe
 flags.DEFINE_bool("plots", True, "Draw the figures.")
 
 
-def _int_list(name, values):
-    try:
-        return tuple(int(v) for v in values)
-    except ValueError:
-        raise ValueError(f"--{name} must be a comma-separated list of integers, "
-                         f"got {','.join(values)}") from None
-
-
 def config_from_flags():
     return ToyConfig(
         dataset=FLAGS.dataset, criteria=tuple(FLAGS.criteria),
-        samples_per_class=_int_list("samples_per_class", FLAGS.samples_per_class),
+        samples_per_class=tuple(cli.parse_ints(",".join(FLAGS.samples_per_class),
+                                                "samples_per_class")),
         seeds=FLAGS.seeds, noisy_test=FLAGS.noisy_test, width=FLAGS.width,
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         learning_rate=FLAGS.learning_rate, train_size=FLAGS.train_size,
-        test_size=FLAGS.test_size, rank_k=_int_list("rank_k", FLAGS.rank_k),
+        test_size=FLAGS.test_size,
+        rank_k=tuple(cli.parse_ints(",".join(FLAGS.rank_k), "rank_k")),
         boundary_samples_per_class=FLAGS.boundary_samples_per_class, plots=FLAGS.plots)
 
 

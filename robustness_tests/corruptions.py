@@ -110,13 +110,7 @@ def parse_corruptions(text):
 
 
 def parse_severities(text):
-    try:
-        values = [int(item) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise cli.UsageError(f"--severities must be comma-separated integers in 1..5, "
-                             f"got '{text}'")
-    if not values:
-        raise cli.UsageError("--severities is empty; give integers in 1..5")
+    values = cli.parse_ints(text, "severities")
     for severity in values:
         try:
             corruptions.corruption_params(corruptions.ALL_CORRUPTIONS[0], severity, CIFAR)
