@@ -86,12 +86,6 @@ def class_counts(member, label, predicted, n_members, n_classes):
     return n.reshape(shape), correct.reshape(shape), n_predicted.reshape(shape)
 
 
-def _ratio(numerator, denominator):
-    """numerator / denominator, NaN where the denominator is 0."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denominator > 0, numerator / np.maximum(denominator, 1), np.nan)
-
-
 def per_class_metrics(predictions, manifest, class_names):
     """One row per member x class, columns `METRICS_COLUMNS`.
 
@@ -123,8 +117,8 @@ def per_class_metrics(predictions, manifest, class_names):
         "class_name": np.tile(np.asarray(class_names, dtype=object), n_members),
         "n": n.ravel(),
         "correct": correct.ravel(),
-        "recall": _ratio(correct, n).ravel(),
-        "precision": _ratio(correct, n_predicted).ravel(),
+        "recall": stats.safe_ratio(correct, n).ravel(),
+        "precision": stats.safe_ratio(correct, n_predicted).ravel(),
         "member_top1": np.repeat(member_top1, n_classes),
     }, columns=METRICS_COLUMNS)
 

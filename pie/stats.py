@@ -12,6 +12,15 @@ from scipy import stats as scipy_stats
 CORRECTIONS = ("none", "bh")
 
 
+def safe_ratio(numerator, denominator):
+    """numerator / denominator elementwise, NaN where the denominator is not positive."""
+    numerator = np.asarray(numerator, np.float64)
+    denominator = np.asarray(denominator, np.float64)
+    out = np.full(np.broadcast(numerator, denominator).shape, np.nan)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
+
+
 def welch_t_test(variant_values, baseline_values):
     """Welch's two-sided t-test per column between two sets of rows.
 

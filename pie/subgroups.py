@@ -118,14 +118,6 @@ def check_coverage(groups, image_ids, origin):
 # -------------------------------------------------------------------------- metrics
 
 
-def _rate(numerator, denominator):
-    numerator = np.asarray(numerator, np.float64)
-    denominator = np.asarray(denominator, np.float64)
-    out = np.full(numerator.shape, np.nan)
-    np.divide(numerator, denominator, out=out, where=denominator > 0)
-    return out
-
-
 def _outcomes(frame, binary):
     """Per-row indicator columns that the group sums turn into rates."""
     label = frame["label"].to_numpy()
@@ -141,9 +133,11 @@ def _outcomes(frame, binary):
 
 def _rates(counts, binary):
     rates = pd.DataFrame(index=counts.index)
-    rates["error"] = _rate(counts["wrong"], counts["n"])
-    rates["fpr"] = _rate(counts["false_pos"], counts["negatives"]) if binary else np.nan
-    rates["fnr"] = _rate(counts["false_neg"], counts["positives"]) if binary else np.nan
+    rates["error"] = stats.safe_ratio(counts["wrong"], counts["n"])
+    rates["fpr"] = (stats.safe_ratio(counts["false_pos"], counts["negatives"]) if binary
+                    else np.nan)
+    rates["fnr"] = (stats.safe_ratio(counts["false_neg"], counts["positives"]) if binary
+                    else np.nan)
     return rates
 
 
@@ -185,7 +179,7 @@ def pie_rates(pie, groups_long):
     per_group = joined.groupby(keys + ["attribute", "group"])["is_pie"].agg(["mean", "sum"])
     per_group = per_group.rename(columns={"mean": "pie_rate", "sum": "n_pie"}).reset_index()
     per_group = per_group.merge(overall.reset_index(), on=keys, how="left")
-    per_group["pie_share"] = _rate(per_group["n_pie"], per_group["n_pie_all"])
+    per_group["pie_share"] = stats.safe_ratio(per_group["n_pie"], per_group["n_pie_all"])
     return per_group[keys + ["attribute", "group", "pie_rate", "pie_rate_all", "pie_share"]]
 
 

@@ -88,3 +88,8 @@ class TestWelchTTest:
     def test_rejects_1d(self):
         with pytest.raises(ValueError, match=r"takes two 2-d arrays \(members x columns\)"):
             stats.welch_t_test(np.zeros(3), np.zeros((2, 3)))
+
+
+def test_safe_ratio_is_nan_where_the_denominator_is_zero():
+    ratio = stats.safe_ratio([1, 2, 0], [2, 0, 4])
+    assert ratio[0] == 0.5 and np.isnan(ratio[1]) and ratio[2] == 0.0
