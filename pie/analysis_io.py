@@ -46,10 +46,7 @@ def define_stage_flags():
 
 def validate_stage_args(workdir, distribution, split):
     """Raises UsageError naming the bad argument and what is allowed."""
-    if not workdir:
-        raise cli.UsageError("--workdir is required: the folder holding population.csv")
-    if not os.path.isdir(workdir):
-        raise cli.UsageError(f"--workdir={workdir} is not a folder")
+    cli.require_workdir(workdir)
     if distribution != records.CLEAN and not DISTRIBUTION_PATTERN.match(distribution):
         raise cli.UsageError(
             f"--distribution={distribution!r} is not allowed: use 'clean', "

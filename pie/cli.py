@@ -1,5 +1,6 @@
 """What every stage script shares: flag parsing helpers, exit codes, saved flags."""
 import logging as std_logging
+import os
 import sys
 import time
 
@@ -49,6 +50,14 @@ def _parse_flags(argv):
         return flags.FLAGS(argv)
     except flags.Error as error:
         fail(str(error).splitlines()[0])
+
+
+def require_workdir(workdir):
+    """The workdir of a stage that reads earlier stages' files: given, and a folder."""
+    if not workdir:
+        raise UsageError("--workdir is required: the folder holding population.csv")
+    if not os.path.isdir(workdir):
+        raise UsageError(f"--workdir={workdir} is not a folder")
 
 
 def parse_floats(text, name):

@@ -112,8 +112,7 @@ def is_written(folder, fingerprint):
 
 def main(argv):
     del argv
-    if not FLAGS.workdir:
-        raise cli.UsageError("--workdir is required")
+    cli.require_workdir(FLAGS.workdir)
     if FLAGS.shard_size < 1:
         raise cli.UsageError(f"--shard_size must be at least 1, got {FLAGS.shard_size}")
     # The clean PIE table: the records hold the clean eval images.

@@ -44,8 +44,7 @@ def eval_inputs(source, batch_size):
 
 def main(argv):
     del argv
-    if not FLAGS.workdir:
-        raise cli.UsageError("--workdir is required")
+    cli.require_workdir(FLAGS.workdir)
     if FLAGS.batch_size < 2:
         raise cli.UsageError(f"--batch_size must be at least 2, got {FLAGS.batch_size}")
     manifest = records.read_manifest(FLAGS.workdir)

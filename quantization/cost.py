@@ -125,8 +125,7 @@ def reusable_rows(workdir, manifest, repeats, num_threads):
 
 
 def validate_flags():
-    if not FLAGS.workdir:
-        raise cli.UsageError("--workdir is required")
+    cli.require_workdir(FLAGS.workdir)
     if FLAGS.repeats < 1:
         raise cli.UsageError(f"--repeats must be at least 1, got {FLAGS.repeats}")
     if FLAGS.warmup < 0:

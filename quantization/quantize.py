@@ -139,8 +139,7 @@ class Converter:
 
 
 def validate_flags():
-    if not FLAGS.workdir:
-        raise cli.UsageError("--workdir is required")
+    cli.require_workdir(FLAGS.workdir)
     modes = cli.parse_names(FLAGS.modes, "modes", list(pq.MODES))
     if FLAGS.representative_images < 1:
         raise cli.UsageError(

@@ -75,10 +75,7 @@ def render_html(context, rendered_sections):
 
 
 def validate_args(workdir, fmt, out):
-    if not workdir:
-        raise ReportError("--workdir is required: the folder holding population.csv")
-    if not os.path.isdir(workdir):
-        raise ReportError(f"--workdir={workdir} is not a folder")
+    cli.require_workdir(workdir)
     if fmt not in FORMATS:
         raise ReportError(f"--format={fmt!r} is not allowed; allowed: {', '.join(FORMATS)}")
     if out is not None and os.path.exists(out) and not os.path.isdir(out):

@@ -113,10 +113,7 @@ def rounded(frame):
 
 
 def check_inputs(workdir, delta):
-    if not workdir:
-        raise cli.UsageError("--workdir is required")
-    if not os.path.isdir(workdir):
-        raise cli.UsageError(f"--workdir={workdir} is not a folder")
+    cli.require_workdir(workdir)
     if not (math.isfinite(delta) and delta >= 0):
         raise cli.UsageError(f"--delta must be a finite number >= 0 (percentage points), "
                              f"got {delta}")

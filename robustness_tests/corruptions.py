@@ -120,8 +120,7 @@ def parse_severities(text):
 
 
 def check_arguments(workdir, seed, batch_size):
-    if not workdir:
-        raise cli.UsageError("--workdir is required")
+    cli.require_workdir(workdir)
     if seed < 0:
         raise cli.UsageError(f"--seed must be >= 0, got {seed}")
     if batch_size < 1:

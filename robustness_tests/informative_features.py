@@ -54,8 +54,7 @@ def define_flags():
 
 
 def check_arguments(workdir, images, fraction, seed, batch_size):
-    if not workdir:
-        raise cli.UsageError("--workdir is required")
+    cli.require_workdir(workdir)
     if not 0 < fraction <= 1:
         raise cli.UsageError(f"--fraction must be in (0, 1], got {fraction}")
     for name, value, least in (("images", images, 1), ("seed", seed, 0),

@@ -51,8 +51,7 @@ def define_flags():
 
 
 def check_arguments(workdir, eps_values, draws, images, seed, batch_size):
-    if not workdir:
-        raise cli.UsageError("--workdir is required")
+    cli.require_workdir(workdir)
     bad = [eps for eps in eps_values if not (np.isfinite(eps) and eps >= 0)]
     if bad:
         raise cli.UsageError(f"--eps values must be finite and >= 0, got {bad}")
