@@ -170,8 +170,7 @@ def run(workdir, delta=0.5, force=False):
 def main(argv):
     del argv
     if run(FLAGS.workdir, FLAGS.delta, FLAGS.force):
-        records.write_text(os.path.join(FLAGS.workdir, OUT_DIR, f"{STAGE}.flags.txt"),
-                           cli.resolved_flags())
+        analysis_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
     return 0
 
 

@@ -167,8 +167,7 @@ def main(argv):
     del argv
     if run(FLAGS.workdir, FLAGS.images, FLAGS.fraction, FLAGS.seed, FLAGS.batch_size,
            FLAGS.force):
-        records.write_text(os.path.join(FLAGS.workdir, OUT_DIR, f"{STAGE}.flags.txt"),
-                           cli.resolved_flags())
+        analysis_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
     return 0
 
 

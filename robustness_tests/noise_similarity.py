@@ -169,8 +169,7 @@ def main(argv):
     eps_values = cli.parse_floats(FLAGS.eps, "eps")
     if run(FLAGS.workdir, eps_values, FLAGS.draws, FLAGS.images, FLAGS.seed,
            FLAGS.batch_size, FLAGS.force):
-        records.write_text(os.path.join(FLAGS.workdir, OUT_DIR, f"{STAGE}.flags.txt"),
-                           cli.resolved_flags())
+        analysis_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
     return 0
 
 
