@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -82,36 +83,37 @@ class DevTools:
         return found
 
 
-def _page_socket(profile, process):
-    """The DevTools websocket of the browser's first page (its port from the profile)."""
-    port_file = os.path.join(profile, "DevToolsActivePort")
-    deadline = time.time() + TIMEOUT
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"chromium exited with code {process.returncode}")
-        if os.path.exists(port_file):
-            with open(port_file) as handle:
-                port = handle.readline().strip()
-            if port:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list",
-                                            timeout=TIMEOUT) as answer:
-                    pages = [t for t in json.load(answer) if t.get("type") == "page"]
-                if pages:
-                    return pages[0]["webSocketDebuggerUrl"]
-        time.sleep(0.1)
-    raise TimeoutError(f"chromium did not open its DevTools port in {TIMEOUT} s")
+def _page_socket(process):
+    """The DevTools websocket of a new page, from the port Chromium announces.
+
+    Chromium prints `DevTools listening on ws://127.0.0.1:<port>/...` on stderr
+    once it accepts connections: reading that line waits exactly as long as needed.
+    """
+    announced = None
+    for line in process.stderr:
+        if line.startswith("DevTools listening on "):
+            announced = line.split()[-1]
+            break
+    if announced is None:
+        raise RuntimeError(f"chromium exited ({process.wait()}) without opening DevTools")
+    # Keep reading stderr so Chromium never blocks on a full pipe.
+    threading.Thread(target=process.stderr.read, daemon=True).start()
+    port = announced.split(":")[2].split("/")[0]
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/json/new?about:blank",
+                                     method="PUT")
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+        return json.load(answer)["webSocketDebuggerUrl"]
 
 
 @pytest.fixture
 def browser(tmp_path):
     profile = str(tmp_path / "profile")
-    with open(tmp_path / "chromium.log", "w") as log:
-        process = subprocess.Popen(
-            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     tools = None
     try:
-        tools = DevTools(_page_socket(profile, process))
+        tools = DevTools(_page_socket(process))
         yield tools
     finally:
         if tools is not None:
