@@ -49,7 +49,7 @@ W="--workdir=$WORKDIR"
 stage train save_checkpoint.train "$W" --dataset=mnist5k --model=small_cnn \
   --sparsities=0,0.5,0.8,0.95 --seeds=5 --epochs=6
 # 2. Post-training quantization of the dense members (new manifest rows).
-stage quantize quantization.quantize "$W" --modes=float16,dynamic_int8,full_int8
+stage quantize pie.stages.quantize "$W" --modes=float16,dynamic_int8,full_int8
 # 3. Predictions of every member, once; per-class t-test; PIEs and their TFRecords.
 stage predictions pie_dataset_gen.predictions "$W"
 stage per-class per_class_accuracy.aggregate_ckpt_metrics "$W"
@@ -67,12 +67,12 @@ stage robustness robustness_tests.analyze "$W"
 stage noise-similarity robustness_tests.noise_similarity "$W" --draws=5 --images=300
 stage informative-features robustness_tests.informative_features "$W" --images=100
 # 6. What each variant costs: size, gzip size, TFLite latency.
-stage cost quantization.cost "$W" --repeats=10
+stage cost pie.stages.cost "$W" --repeats=10
 # 7. A reduced toy criteria study (the full grid: docs/pruning_criteria.md).
-stage toy pruning_criteria.toy_experiment --dataset=moons --seeds=3 \
+stage toy pie.stages.toy_experiment --dataset=moons --seeds=3 \
   --samples_per_class=1,10,100 --out="$WORKDIR/toy"
 # 8. The report.
-stage report report.build "$W" --format=md
+stage report pie.report.build "$W" --format=md
 
 echo "== done in $(( $(date +%s) - start ))s"
 echo "report: $WORKDIR/report/index.html"

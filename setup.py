@@ -10,10 +10,10 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=[
         "pie", "pie.*", "save_checkpoint", "per_class_accuracy", "pie_dataset_gen",
-        "robustness_tests", "quantization", "pruning_criteria", "report",
+        "robustness_tests",
     ]),
     include_package_data=True,
-    package_data={"report": ["templates/*.j2"]},
+    package_data={"pie.report": ["templates/*.j2"]},
     install_requires=[
         f"tensorflow{TF_VERSION}",
         f"tf-keras{TF_VERSION}",
@@ -32,5 +32,6 @@ setup(
         "matplotlib",
         "jinja2",
     ],
+    entry_points={"console_scripts": ["pie = pie.commands:main"]},
     extras_require={"test": ["pytest", "websocket-client"]},
 )

@@ -4,7 +4,7 @@
         [--members=30] [--sparsities=0.1,0.3,0.5,0.7,0.9] [--workdir=DIR] [--keep]
 
 Writes a manifest and one gzip predictions file per member (the real files, through
-`pie.records`) into a workdir, then runs, each as its own process with --force:
+`pie.io.records`) into a workdir, then runs, each as its own process with --force:
 per_class_accuracy.aggregate_ckpt_metrics, per_class_accuracy.gen_tstatistic,
 pie_dataset_gen.aggregate_predictions. Prints each stage's wall time, its peak RSS
 (from os.wait4) and its own log lines, which split reading from computing.
@@ -28,7 +28,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from pie import records  # noqa: E402  (after the path set-up, for a source checkout)
+from pie.io import records  # noqa: E402  (after the path set-up, for a source checkout)
 
 flags.DEFINE_integer("images", 50_000, "Eval images.")
 flags.DEFINE_integer("classes", 1_000, "Classes.")

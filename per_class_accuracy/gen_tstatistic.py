@@ -18,13 +18,13 @@ import time
 from absl import flags
 from absl import logging
 
-from pie import analysis_io
-from pie import cli
-from pie import per_class
-from pie import records
+from pie.analysis import stage_io
+from pie.io import cli
+from pie.analysis import per_class
+from pie.io import records
 
-analysis_io.define_stage_flags()
-flags.adopt_module_key_flags(analysis_io)  # the shared flags show in --help
+stage_io.define_stage_flags()
+flags.adopt_module_key_flags(stage_io)  # the shared flags show in --help
 flags.DEFINE_float(
     "alpha", 0.05, "Significance level, in (0, 1): a class is significantly "
     "impacted when its (adjusted, see --correction) p-value is <= alpha.")
@@ -39,14 +39,14 @@ STAGE = "gen_tstatistic"
 def _metrics(workdir, manifest, inputs, distribution, split):
     """Per-class metrics: the saved file when it matches the inputs, else computed."""
     path = per_class.metrics_path(workdir, distribution)
-    if analysis_io.is_up_to_date(workdir, os.path.dirname(path), per_class.METRICS_STAGE,
+    if stage_io.is_up_to_date(workdir, os.path.dirname(path), per_class.METRICS_STAGE,
                                  inputs, [path], {"distribution": distribution,
                                                   "split": split}):
         logging.info("reading per-class metrics from %s", path)
         return per_class.read_metrics(path)
     logging.info("%s missing or out of date: computing per-class metrics from the "
                  "predictions", path)
-    predictions, class_names = analysis_io.read_compact_predictions(
+    predictions, class_names = stage_io.read_compact_predictions(
         workdir, manifest, distribution, split)
     return per_class.per_class_metrics(predictions, manifest, class_names)
 
@@ -54,17 +54,17 @@ def _metrics(workdir, manifest, inputs, distribution, split):
 def run(workdir, distribution=records.CLEAN, split="test", force=False, alpha=0.05,
         correction="none"):
     """Writes the per-class test tables; returns False when they were up to date."""
-    analysis_io.validate_stage_args(workdir, distribution, split)
+    stage_io.validate_stage_args(workdir, distribution, split)
     per_class.validate_test_options(alpha, correction)
-    manifest = analysis_io.population_manifest(workdir)
-    analysis_io.require_dense(manifest, workdir)
+    manifest = stage_io.population_manifest(workdir)
+    stage_io.require_dense(manifest, workdir)
     out_dir = records.analysis_dir(workdir, per_class.STAGE_DIR, distribution)
     outputs = [os.path.join(out_dir, per_class.TSTATISTIC_NAME),
                os.path.join(out_dir, per_class.TSTATISTIC_SUMMARY_NAME)]
-    inputs = analysis_io.stage_input_paths(workdir, manifest, distribution, split)
+    inputs = stage_io.stage_input_paths(workdir, manifest, distribution, split)
     options = {"distribution": distribution, "split": split, "alpha": alpha,
                "correction": correction}
-    if not force and analysis_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
+    if not force and stage_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
                                                options):
         logging.info("%s up to date, skipping (--force to redo)", " and ".join(outputs))
         return False
@@ -74,7 +74,7 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False, alpha=0.
     table, summary = per_class.per_class_tstatistic(metrics, alpha, correction)
     records.write_csv(outputs[0], table, per_class.TSTATISTIC_COLUMNS)
     records.write_csv(outputs[1], summary, per_class.SUMMARY_COLUMNS)
-    analysis_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
+    stage_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
     logging.info("wrote %s (%d variants x classes, %d significant) in %.1f s",
                  outputs[0], len(table), int(table["significant"].sum()),
                  time.time() - start)
@@ -85,7 +85,7 @@ def main(argv):
     del argv
     if run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force, FLAGS.alpha,
            FLAGS.correction):
-        analysis_io.write_stage_flags(FLAGS.workdir, per_class.STAGE_DIR, STAGE,
+        stage_io.write_stage_flags(FLAGS.workdir, per_class.STAGE_DIR, STAGE,
                                       FLAGS.distribution)
 
 

@@ -18,13 +18,14 @@ import time
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie import analysis_io, cli, records
-from pie import subgroups
+from pie.analysis import stage_io
+from pie.io import cli, records
+from pie.analysis import subgroups
 
 STAGE = "subgroups"
 
-analysis_io.define_stage_flags()
-flags.adopt_module_key_flags(analysis_io)  # the shared flags show in --help
+stage_io.define_stage_flags()
+flags.adopt_module_key_flags(stage_io)  # the shared flags show in --help
 flags.DEFINE_string("groups_csv", None,
                     "CSV with 'image_id' and one column per attribute (one row per eval "
                     "image); without it, the dataset's own attributes (tfds celeb_a).")
@@ -51,23 +52,23 @@ def attribute_names(text):
 def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, split="test",
         force=False, data_dir=None):
     """Writes the subgroups table; returns False when it was up to date."""
-    analysis_io.validate_stage_args(workdir, distribution, split)
-    manifest = analysis_io.population_manifest(workdir)
-    analysis_io.require_dense(manifest, workdir)
+    stage_io.validate_stage_args(workdir, distribution, split)
+    manifest = stage_io.population_manifest(workdir)
+    stage_io.require_dense(manifest, workdir)
     output = subgroups.subgroups_path(workdir, distribution)
     out_dir = os.path.dirname(output)
-    inputs = analysis_io.stage_input_paths(workdir, manifest, distribution, split) + [
+    inputs = stage_io.stage_input_paths(workdir, manifest, distribution, split) + [
         subgroups.pie_path(workdir, distribution),
         os.path.abspath(groups_csv) if groups_csv else os.path.join(workdir, "dataset.json")]
     options = {"distribution": distribution, "split": split, "attributes": list(attributes),
                "groups_csv": os.path.abspath(groups_csv) if groups_csv else None}
-    if not force and analysis_io.is_up_to_date(workdir, out_dir, STAGE, inputs, [output],
+    if not force and stage_io.is_up_to_date(workdir, out_dir, STAGE, inputs, [output],
                                                options):
         print(f"{output} up to date, skipping (--force to redo)", flush=True)
         return False
     started = time.time()
     groups = subgroups.load_groups(workdir, groups_csv, attributes, data_dir)
-    predictions, class_names = analysis_io.read_compact_predictions(
+    predictions, class_names = stage_io.read_compact_predictions(
         workdir, manifest, distribution, split)
     subgroups.check_coverage(groups, predictions["image_id"].to_numpy(),
                              f"groups file {groups_csv}" if groups_csv else "the attributes")
@@ -81,7 +82,7 @@ def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, spl
                   f"{', '.join(missing)}: their PIE columns are NaN; rerun "
                   "pie_dataset_gen.aggregate_predictions", flush=True)
     records.write_csv(output, table, subgroups.SUBGROUP_COLUMNS)
-    analysis_io.write_stamp(workdir, out_dir, STAGE, inputs, [output], options)
+    stage_io.write_stamp(workdir, out_dir, STAGE, inputs, [output], options)
     records.write_text(os.path.join(out_dir, f"{STAGE}.flags.txt"), cli.resolved_flags())
     n_groups = table[["attribute", "group"]].drop_duplicates().shape[0] if len(table) else 0
     print(f"wrote {output}: {table[['method', 'sparsity']].drop_duplicates().shape[0]} "

@@ -15,13 +15,13 @@ import time
 from absl import flags
 from absl import logging
 
-from pie import analysis_io
-from pie import cli
-from pie import pie_labels
-from pie import records
+from pie.analysis import stage_io
+from pie.io import cli
+from pie.analysis import pie_labels
+from pie.io import records
 
-analysis_io.define_stage_flags()
-flags.adopt_module_key_flags(analysis_io)  # the shared flags show in --help
+stage_io.define_stage_flags()
+flags.adopt_module_key_flags(stage_io)  # the shared flags show in --help
 FLAGS = flags.FLAGS
 STAGE = "aggregate_predictions"
 STAGE_DIR = "pie"
@@ -31,20 +31,20 @@ SUMMARY_NAME = "pie_summary.csv"
 
 def run(workdir, distribution=records.CLEAN, split="test", force=False):
     """Writes the PIE tables; returns False when they were up to date."""
-    analysis_io.validate_stage_args(workdir, distribution, split)
-    manifest = analysis_io.population_manifest(workdir)
-    analysis_io.require_dense(manifest, workdir)
+    stage_io.validate_stage_args(workdir, distribution, split)
+    manifest = stage_io.population_manifest(workdir)
+    stage_io.require_dense(manifest, workdir)
     out_dir = records.analysis_dir(workdir, STAGE_DIR, distribution)
     outputs = [os.path.join(out_dir, PIE_NAME), os.path.join(out_dir, SUMMARY_NAME)]
-    inputs = analysis_io.stage_input_paths(workdir, manifest, distribution, split)
+    inputs = stage_io.stage_input_paths(workdir, manifest, distribution, split)
     options = {"distribution": distribution, "split": split}
-    if not force and analysis_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
+    if not force and stage_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
                                                options):
         logging.info("%s up to date, skipping (--force to redo)", " and ".join(outputs))
         return False
 
     start = time.time()
-    predictions, class_names = analysis_io.read_compact_predictions(
+    predictions, class_names = stage_io.read_compact_predictions(
         workdir, manifest, distribution, split)
     logging.info("read %d predictions of %d members in %.1f s", len(predictions),
                  len(manifest), time.time() - start)
@@ -54,7 +54,7 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False):
     table, summary = pie_labels.pie_table(modal)
     records.write_csv(outputs[0], table, pie_labels.PIE_COLUMNS)
     records.write_csv(outputs[1], summary, pie_labels.SUMMARY_COLUMNS)
-    analysis_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
+    stage_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
     logging.info("wrote %s (%d PIEs over %d variants x images) in %.1f s", outputs[0],
                  int(table["is_pie"].sum()), len(table), time.time() - start)
     return True
@@ -63,7 +63,7 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False):
 def main(argv):
     del argv
     if run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force):
-        analysis_io.write_stage_flags(FLAGS.workdir, STAGE_DIR, STAGE, FLAGS.distribution)
+        stage_io.write_stage_flags(FLAGS.workdir, STAGE_DIR, STAGE, FLAGS.distribution)
 
 
 if __name__ == "__main__":

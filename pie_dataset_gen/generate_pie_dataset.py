@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie import cli, data, pie_labels, records
+from pie.analysis import pie_labels
+from pie.data import sources
+from pie.io import cli, records
 
 FLAGS = flags.FLAGS
 SUBSETS = {"pie": True, "non_pie": False}
@@ -73,7 +75,7 @@ def write_subset(folder, name, images, rows, source, shard_size):
         with tf.io.TFRecordWriter(path) as writer:
             for image, row in zip(images[part], rows[part]):
                 writer.write(example(tf.io.encode_png(image).numpy(), row))
-    records.write_json(os.path.join(folder, data.TFRECORD_INFO), {
+    records.write_json(os.path.join(folder, sources.TFRECORD_INFO), {
         "num_examples": len(rows), "num_classes": source.num_classes,
         "class_names": list(source.class_names), "family": source.family})
 
@@ -128,7 +130,7 @@ def main(argv):
           f"{len(todo)} to write", flush=True)
     if not todo:
         return 0
-    source = data.load_for_workdir(FLAGS.workdir, data_dir=FLAGS.data_dir)
+    source = sources.load_for_workdir(FLAGS.workdir, data_dir=FLAGS.data_dir)
     if source.family == "toy":
         raise cli.UsageError(f"'{source.name}' holds 2-D points, not images: "
                              "PIE TFRecords need an image dataset")

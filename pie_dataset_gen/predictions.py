@@ -12,7 +12,9 @@ import numpy as np
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie import cli, data, predict, records
+from pie.data import sources
+from pie.io import cli, records
+from pie.models import predict
 
 FLAGS = flags.FLAGS
 SPLITS = ("test",)
@@ -55,7 +57,7 @@ def main(argv):
           f"{len(todo)} to run", flush=True)
     if not todo:
         return 0
-    source = data.load_for_workdir(FLAGS.workdir, data_dir=FLAGS.data_dir)
+    source = sources.load_for_workdir(FLAGS.workdir, data_dir=FLAGS.data_dir)
     arrays = eval_inputs(source, FLAGS.batch_size)
     members = ((row["member_id"], predict.load_member(FLAGS.workdir, row)) for row in todo)
     predict.predict_members(FLAGS.workdir, members, source, arrays, FLAGS.batch_size, FLAGS.split,

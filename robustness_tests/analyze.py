@@ -24,7 +24,8 @@ import pandas as pd
 from absl import flags
 
 import pie  # noqa: F401  (the package's environment switches, before anything else)
-from pie import analysis_io, cli, records, robustness
+from pie.analysis import robustness, stage_io
+from pie.io import cli, records
 
 FLAGS = flags.FLAGS
 STAGE = "analyze"
@@ -123,14 +124,14 @@ def run(workdir, delta=0.5, force=False):
     """Writes the robustness tables; returns False when they were up to date."""
     check_inputs(workdir, delta)
     manifest = records.read_manifest(workdir)
-    analysis_io.require_dense(manifest, workdir)
+    stage_io.require_dense(manifest, workdir)
     files = prediction_files(workdir, manifest)
     clean_dir = records.predictions_dir(workdir, records.CLEAN, SPLIT)
     out_dir = os.path.join(workdir, OUT_DIR)
     outputs = [os.path.join(out_dir, name) for name in OUTPUT_NAMES]
     inputs = [records.manifest_path(workdir)] + [path for _, path in files]
     options = {"delta": float(delta), "split": SPLIT}
-    if not force and analysis_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
+    if not force and stage_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
                                                options):
         print(f"analyze: {out_dir} up to date with {len(files)} predictions files, "
               "skipping (--force to redo)", flush=True)
@@ -153,7 +154,7 @@ def run(workdir, delta=0.5, force=False):
     records.write_csv(outputs[1], rounded(excess), robustness.EXCESS_ERROR_COLUMNS)
     records.write_csv(outputs[2], rounded(per_seed), robustness.EXCESS_ERROR_SEED_COLUMNS)
     records.write_csv(outputs[3], rounded(potential), robustness.PRUNE_POTENTIAL_COLUMNS)
-    analysis_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
+    stage_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
     distributions = accuracy["distribution"].unique()
     print(f"analyze: {len(distributions)} distributions "
           f"({int(robustness.is_corruption(distributions).sum())} corruptions); "
@@ -170,7 +171,7 @@ def run(workdir, delta=0.5, force=False):
 def main(argv):
     del argv
     if run(FLAGS.workdir, FLAGS.delta, FLAGS.force):
-        analysis_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
+        stage_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
     return 0
 
 

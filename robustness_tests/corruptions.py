@@ -6,7 +6,7 @@ r"""Predictions of every population member on shifted copies of the eval split.
       --tfds_corrupted=cifar10_corrupted|imagenet2012_corrupted|imagenet_a [--data_dir=D]
 
 Synthetic (default): the raw eval images are corrupted once per (corruption,
-severity) with `pie.corruptions.corrupt_batch`, normalised like the clean ones,
+severity) with `pie.shift.corruptions.corrupt_batch`, normalised like the clean ones,
 and every member runs on them. With `--tfds_corrupted` the precomputed sets are
 read through tensorflow-datasets instead (they must already be prepared in the
 data folder: nothing is downloaded). Each member's predictions go to
@@ -25,8 +25,10 @@ import pandas as pd
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie import cli, corruptions, predict, records
-from pie.corruption_params import CIFAR, SCALES
+from pie.io import cli, records
+from pie.models import predict
+from pie.shift import corruptions
+from pie.shift.tables import CIFAR, SCALES
 
 FLAGS = flags.FLAGS
 SPLIT = "test"
@@ -41,7 +43,7 @@ CHUNK_IMAGES = 4096
 class TfdsShiftedSet:
     """A precomputed shifted test set in tensorflow-datasets."""
     builder: str
-    family: str  # the population's data family it fits (pie.data)
+    family: str  # the population's data family it fits (pie.data.sources)
     num_classes: int
     per_corruption: bool  # one config `<name>_<severity>` per corruption and severity
     renamed: tuple = ()  # (our corruption name, its tfds name)
@@ -68,7 +70,7 @@ def define_flags():
     """Flags of the stage script (not defined on import: tests import several stages)."""
     flags.DEFINE_string("workdir", None, "Workdir holding population.csv and dataset.json.")
     flags.DEFINE_string(
-        "corruptions", "all", "Comma-separated corruption names (pie.corruptions), group "
+        "corruptions", "all", "Comma-separated corruption names (pie.shift.corruptions), group "
         f"names ({', '.join(GROUPS)}), or 'all' for the 19.")
     flags.DEFINE_string("severities", "1,2,3,4,5", "Comma-separated severities in 1..5.")
     flags.DEFINE_integer("seed", 0, "Seed of the corruptions' random draws (>= 0).")
@@ -236,7 +238,7 @@ def run_synthetic(workdir, names, severities, seed=0, scale="auto", batch_size=2
     manifest = records.read_manifest(workdir)
     predict.check_model_files(workdir, manifest)
     plan = [(f"{name}/{severity}", name, severity) for name in names for severity in severities]
-    identity = {"source": "pie.corruptions", "seed": seed, "scale": scale}
+    identity = {"source": "pie.shift.corruptions", "seed": seed, "scale": scale}
     for distribution, _, _ in plan:
         check_folder(workdir, distribution, identity, force)
     todo = [(distribution, name, severity, pending(workdir, manifest, distribution, force))
@@ -246,8 +248,8 @@ def run_synthetic(workdir, names, severities, seed=0, scale="auto", batch_size=2
           f"{len(plan) - len(todo)} sets done, {len(todo)} to run", flush=True)
     if not todo:
         return 0
-    from pie import data
-    source = data.load_for_workdir(workdir)
+    from pie.data import sources
+    source = sources.load_for_workdir(workdir)
     raw, labels, ids = source.eval_arrays()
     resolved = corruptions.resolve_scale(scale, raw.shape[1], raw.shape[2])
     members = Members(workdir)
@@ -274,8 +276,8 @@ def _load_tfds(config, data_dir, decoders=None):
                          shuffle_files=False, decoders=decoders,
                          read_config=tfds.ReadConfig(interleave_cycle_length=1))
     except Exception as error:  # tfds raises AssertionError / DatasetNotFoundError
-        from pie import data
-        raise data.DataError(
+        from pie.data import sources
+        raise sources.DataError(
             f"cannot read {config} from data_dir {data_dir}: "
             f"{str(error).splitlines()[0] if str(error) else type(error).__name__} "
             "(prepare it with tfds first; nothing is downloaded here)")
@@ -283,13 +285,13 @@ def _load_tfds(config, data_dir, decoders=None):
 
 def tfds_batches(spec, config, data_dir, batch_size, label_map=None):
     """Raw uint8 images, labels (mapped onto the population's classes), positions."""
-    from pie import data
+    from pie.data import sources
     dataset = _load_tfds(config, data_dir).enumerate()
 
     def select(position, example):
         image = example["image"]
         if spec.eval_geometry:
-            image = data.imagenet_eval_geometry(image)
+            image = sources.imagenet_eval_geometry(image)
         return {"image": image, "label": example["label"], "image_id": position}
 
     import tensorflow as tf
@@ -308,19 +310,19 @@ def imagenet_label_map(spec, data_dir, population_names):
     names; the set's labels are translated through its own label names.
     """
     import tensorflow_datasets as tfds
-    from pie import data
+    from pie.data import sources
     reference = list(tfds.builder("imagenet2012", data_dir=data_dir).info.features[
         "label"].names)
     if (set(population_names) == set(reference)
             and list(population_names) != reference):
-        raise data.DataError(
+        raise sources.DataError(
             "the population's class names are ImageNet wnids in another order than "
             "tfds imagenet2012's: its class ids cannot be matched")
     names = tfds.builder(spec.builder, data_dir=data_dir).info.features["label"].names
     index = {wnid: position for position, wnid in enumerate(reference)}
     unknown = [name for name in names if name not in index]
     if unknown:
-        raise data.DataError(f"{spec.builder} labels {unknown[:3]} are not imagenet2012 wnids")
+        raise sources.DataError(f"{spec.builder} labels {unknown[:3]} are not imagenet2012 wnids")
     return np.array([index[name] for name in names], np.int64)
 
 
@@ -365,8 +367,8 @@ def run_tfds(workdir, set_name, names, severities, batch_size=256, data_dir=None
           f"{len(plan) - len(todo)} sets done, {len(todo)} to run", flush=True)
     if not todo:
         return 0
-    from pie import data
-    source = data.load_for_workdir(workdir, data_dir=data_dir)
+    from pie.data import sources
+    source = sources.load_for_workdir(workdir, data_dir=data_dir)
     data_dir = data_dir or config.get("data_dir")
     label_map = class_subset = None
     if spec.class_subset:

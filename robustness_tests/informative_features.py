@@ -23,7 +23,9 @@ import pandas as pd
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie import analysis_io, cli, predict, records, robustness
+from pie.analysis import robustness, stage_io
+from pie.io import cli, records
+from pie.models import predict
 from robustness_tests import noise_similarity
 
 FLAGS = flags.FLAGS
@@ -93,7 +95,7 @@ def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False):
     """Writes the informative-feature tables; returns False when they were up to date."""
     check_arguments(workdir, images, fraction, seed, batch_size)
     manifest = records.read_manifest(workdir)
-    analysis_io.require_dense(manifest, workdir)
+    stage_io.require_dense(manifest, workdir)
     keras_rows = manifest[manifest["model_file"].astype(str).str.endswith(".keras")]
     skipped = sorted(set(manifest["member_id"]) - set(keras_rows["member_id"]))
     if skipped:
@@ -105,7 +107,7 @@ def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False):
     outputs = [os.path.join(out_dir, SUMMARY_NAME), os.path.join(out_dir, PER_IMAGE_NAME)]
     options = {"images": images, "fraction": float(fraction), "seed": seed,
                "baseline": BASELINE}
-    if not force and analysis_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
+    if not force and stage_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
                                                options):
         print(f"informative_features: {outputs[0]} up to date, skipping (--force to redo)",
               flush=True)
@@ -144,7 +146,7 @@ def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False):
     per_image = pd.concat(per_image, ignore_index=True)
     records.write_csv(outputs[0], summarise(per_image, fraction), SUMMARY_COLUMNS)
     records.write_csv(outputs[1], per_image, PER_IMAGE_COLUMNS)
-    analysis_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
+    stage_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
     print(f"informative_features: wrote {outputs[0]}", flush=True)
     return True
 
@@ -167,7 +169,7 @@ def main(argv):
     del argv
     if run(FLAGS.workdir, FLAGS.images, FLAGS.fraction, FLAGS.seed, FLAGS.batch_size,
            FLAGS.force):
-        analysis_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
+        stage_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
     return 0
 
 

@@ -21,7 +21,9 @@ import pandas as pd
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie import analysis_io, cli, predict, records, robustness
+from pie.analysis import robustness, stage_io
+from pie.io import cli, records
+from pie.models import predict
 
 FLAGS = flags.FLAGS
 STAGE = "noise_similarity"
@@ -71,8 +73,8 @@ def select_images(count, images, seed):
 
 def eval_subset(workdir, images, seed):
     """(normalised inputs, labels, image ids) of the chosen eval images."""
-    from pie import data
-    source = data.load_for_workdir(workdir)
+    from pie.data import sources
+    source = sources.load_for_workdir(workdir)
     raw, labels, ids = source.eval_arrays()
     chosen = select_images(len(ids), images, seed)
     return np.asarray(source.normalize(raw[chosen]), np.float32), labels[chosen], ids[chosen]
@@ -126,14 +128,14 @@ def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force
     """Writes the noise-similarity tables; returns False when they were up to date."""
     check_arguments(workdir, eps_values, draws, images, seed, batch_size)
     manifest = records.read_manifest(workdir)
-    analysis_io.require_dense(manifest, workdir)
+    stage_io.require_dense(manifest, workdir)
     predict.check_model_files(workdir, manifest)
     pairs, rows, inputs = robustness.pairs_to_run(workdir, manifest)
     out_dir = os.path.join(workdir, OUT_DIR)
     outputs = [os.path.join(out_dir, SUMMARY_NAME), os.path.join(out_dir, PER_PAIR_NAME)]
     options = {"eps": [float(e) for e in eps_values], "draws": draws, "images": images,
                "seed": seed}
-    if not force and analysis_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
+    if not force and stage_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
                                                options):
         print(f"noise_similarity: {outputs[0]} up to date, skipping (--force to redo)",
               flush=True)
@@ -159,7 +161,7 @@ def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force
         ["method", "sparsity", "seed", "eps"], kind="stable")
     records.write_csv(outputs[0], summarise(per_pair), SUMMARY_COLUMNS)
     records.write_csv(outputs[1], per_pair, PER_PAIR_COLUMNS)
-    analysis_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
+    stage_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
     print(f"noise_similarity: wrote {outputs[0]}", flush=True)
     return True
 
@@ -169,7 +171,7 @@ def main(argv):
     eps_values = cli.parse_floats(FLAGS.eps, "eps")
     if run(FLAGS.workdir, eps_values, FLAGS.draws, FLAGS.images, FLAGS.seed,
            FLAGS.batch_size, FLAGS.force):
-        analysis_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
+        stage_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
     return 0
 
 

@@ -17,7 +17,10 @@ import time
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie import cli, criteria, data, models, pruning, records, training
+from pie.compress import criteria, pruning, training
+from pie.data import sources
+from pie.io import cli, records
+from pie.models import builders
 
 FLAGS = flags.FLAGS
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -30,7 +33,7 @@ flags.DEFINE_string("data_dir", None, "tensorflow-datasets data folder.")
 flags.DEFINE_string("label_attribute", None, "Binary label attribute (celeb_a).")
 flags.DEFINE_float("toy_noise", None, "Noise of the toy 2-D sets (default: the set's own).")
 flags.DEFINE_integer("toy_seed", 0, "Seed of the toy 2-D set's points.")
-flags.DEFINE_string("model", "small_cnn", "One of: " + ", ".join(models.MODELS) + ".")
+flags.DEFINE_string("model", "small_cnn", "One of: " + ", ".join(builders.MODELS) + ".")
 flags.DEFINE_integer("width", None, "The model's width knob (filters, units, or WRN k).")
 flags.DEFINE_string("sparsities", "0,0.5,0.9", "Comma-separated target sparsities in [0, 1).")
 flags.DEFINE_integer("seeds", 2, "Members per sparsity level: seeds 0..seeds-1.")
@@ -104,7 +107,7 @@ class Trainer:
     def _build(self, member):
         import tf_keras as keras
         keras.utils.set_random_seed(member.seed)
-        model = models.build(FLAGS.model, self.source.input_shape, self.source.num_classes,
+        model = builders.build(FLAGS.model, self.source.input_shape, self.source.num_classes,
                              width=FLAGS.width)
         if member.method == "magnitude":
             model = pruning.wrap_for_pruning(model, self._schedule(member.sparsity),
@@ -298,8 +301,8 @@ def validate_flags():
     if FLAGS.method not in METHODS:
         raise cli.UsageError(f"unknown --method '{FLAGS.method}'; allowed: {', '.join(METHODS)}")
     shard = parse_shard(FLAGS.shard)
-    data.validate_name(FLAGS.dataset)
-    models.validate_name(FLAGS.model)
+    sources.validate_name(FLAGS.dataset)
+    builders.validate_name(FLAGS.model)
     training.check_writable(FLAGS.workdir)
     return sparsities, shard
 
@@ -312,7 +315,7 @@ def main(argv):
     del argv
     sparsities, shard = validate_flags()
     strategy = training.make_strategy(FLAGS.strategy, FLAGS.tpu)
-    source = data.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
+    source = sources.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
                        label_attribute=FLAGS.label_attribute, toy_noise=FLAGS.toy_noise,
                        toy_seed=FLAGS.toy_seed)
     if FLAGS.steps_per_epoch:
@@ -332,7 +335,7 @@ def main(argv):
     if not chief:  # other workers of a multi-worker job write to a scratch folder
         workdir = os.path.join(workdir, ".workers", str(strategy.cluster_resolver.task_id))
     os.makedirs(workdir, exist_ok=True)
-    data.save_config(workdir, source, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+    sources.save_config(workdir, source, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
                      label_attribute=FLAGS.label_attribute, toy_noise=FLAGS.toy_noise,
                      toy_seed=FLAGS.toy_seed)
     manifest_ids = set(records.read_manifest(workdir, required=False)["member_id"])

@@ -1,12 +1,12 @@
-"""Tests of pie.analysis_io: stage arguments, class names and range, freshness stamps."""
+"""Tests of pie.analysis.stage_io: stage arguments, class names and range, freshness stamps."""
 import os
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pie import analysis_io
-from pie import records
+from pie.analysis import stage_io
+from pie.io import records
 
 
 def manifest_row(member_id, method="dense", sparsity=0.0, dataset="toy"):
@@ -26,45 +26,45 @@ def write_member(workdir, member_id, labels, predicted):
 class TestValidateStageArgs:
 
     def test_accepts_clean_and_shifted(self, tmp_path):
-        analysis_io.validate_stage_args(str(tmp_path), "clean", "test")
-        analysis_io.validate_stage_args(str(tmp_path), "gaussian_noise/3", "test")
+        stage_io.validate_stage_args(str(tmp_path), "clean", "test")
+        stage_io.validate_stage_args(str(tmp_path), "gaussian_noise/3", "test")
 
     def test_missing_workdir(self):
         with pytest.raises(ValueError, match="--workdir is required"):
-            analysis_io.validate_stage_args(None, "clean", "test")
+            stage_io.validate_stage_args(None, "clean", "test")
 
     def test_workdir_not_a_folder(self, tmp_path):
         with pytest.raises(ValueError, match="is not a folder"):
-            analysis_io.validate_stage_args(str(tmp_path / "nope"), "clean", "test")
+            stage_io.validate_stage_args(str(tmp_path / "nope"), "clean", "test")
 
     @pytest.mark.parametrize("distribution", ["fog/x", "gaussian_noise-3", "../x/1"])
     def test_bad_distribution(self, tmp_path, distribution):
         with pytest.raises(ValueError, match="use 'clean', '<corruption>/<severity>'"):
-            analysis_io.validate_stage_args(str(tmp_path), distribution, "test")
+            stage_io.validate_stage_args(str(tmp_path), distribution, "test")
 
     @pytest.mark.parametrize("distribution", ["clean", "fog/3", "imagenet_a"])
     def test_good_distribution(self, tmp_path, distribution):
-        analysis_io.validate_stage_args(str(tmp_path), distribution, "test")
+        stage_io.validate_stage_args(str(tmp_path), distribution, "test")
 
     def test_bad_split(self, tmp_path):
         with pytest.raises(ValueError, match="--split='a/b' is not allowed"):
-            analysis_io.validate_stage_args(str(tmp_path), "clean", "a/b")
+            stage_io.validate_stage_args(str(tmp_path), "clean", "a/b")
 
 
 class TestClassNames:
 
     def test_ids_as_names_without_classes_json(self, tmp_path):
-        assert analysis_io.load_class_names(str(tmp_path), 2) == ["0", "1", "2"]
+        assert stage_io.load_class_names(str(tmp_path), 2) == ["0", "1", "2"]
 
     def test_classes_json(self, tmp_path):
-        records.write_json(analysis_io.classes_path(str(tmp_path)), ["cat", "dog"])
-        assert analysis_io.load_class_names(str(tmp_path), 0) == ["cat", "dog"]
+        records.write_json(stage_io.classes_path(str(tmp_path)), ["cat", "dog"])
+        assert stage_io.load_class_names(str(tmp_path), 0) == ["cat", "dog"]
 
     def test_bad_classes_json(self, tmp_path):
-        records.write_json(analysis_io.classes_path(str(tmp_path)), {"0": "cat"})
+        records.write_json(stage_io.classes_path(str(tmp_path)), {"0": "cat"})
         with pytest.raises(records.ContractError,
                            match="must hold a non-empty JSON list of class names"):
-            analysis_io.load_class_names(str(tmp_path), 0)
+            stage_io.load_class_names(str(tmp_path), 0)
 
 
 class TestManifestChecks:
@@ -73,18 +73,18 @@ class TestManifestChecks:
         records.add_manifest_rows(str(tmp_path), [manifest_row("a"),
                                                   manifest_row("b", dataset="other")])
         with pytest.raises(records.ContractError, match=r"mixes datasets \['other', 'toy'\]"):
-            analysis_io.population_manifest(str(tmp_path))
+            stage_io.population_manifest(str(tmp_path))
 
     def test_dense_with_two_sparsities(self, tmp_path):
         records.add_manifest_rows(str(tmp_path), [manifest_row("a"),
                                                   manifest_row("b", sparsity=0.5)])
         with pytest.raises(records.ContractError, match="the dense population is one"):
-            analysis_io.population_manifest(str(tmp_path))
+            stage_io.population_manifest(str(tmp_path))
 
     def test_require_dense(self, tmp_path):
         manifest = pd.DataFrame([manifest_row("a", method="magnitude", sparsity=0.5)])
         with pytest.raises(records.ContractError, match=r"no dense population in .*population.csv"):
-            analysis_io.require_dense(manifest, str(tmp_path))
+            stage_io.require_dense(manifest, str(tmp_path))
 
 
 class TestReadCompactPredictions:
@@ -94,8 +94,8 @@ class TestReadCompactPredictions:
         records.add_manifest_rows(workdir, [manifest_row("a"), manifest_row("b")])
         write_member(workdir, "a", [0, 1], [0, 0])
         write_member(workdir, "b", [0, 1], [1, 1])
-        manifest = analysis_io.population_manifest(workdir)
-        predictions, class_names = analysis_io.read_compact_predictions(workdir, manifest)
+        manifest = stage_io.population_manifest(workdir)
+        predictions, class_names = stage_io.read_compact_predictions(workdir, manifest)
         assert class_names == ["0", "1"]
         assert list(predictions["member"]) == [0, 0, 1, 1]
         assert predictions["label"].dtype == np.int32
@@ -105,29 +105,29 @@ class TestReadCompactPredictions:
         workdir = str(tmp_path)
         records.add_manifest_rows(workdir, [manifest_row("a")])
         write_member(workdir, "a", [], [])
-        manifest = analysis_io.population_manifest(workdir)
+        manifest = stage_io.population_manifest(workdir)
         with pytest.raises(records.ContractError, match="the predictions of clean .* have no rows"):
-            analysis_io.read_compact_predictions(workdir, manifest)
+            stage_io.read_compact_predictions(workdir, manifest)
 
     def test_label_beyond_classes_json(self, tmp_path):
         workdir = str(tmp_path)
         records.add_manifest_rows(workdir, [manifest_row("a")])
-        records.write_json(analysis_io.classes_path(workdir), ["cat", "dog"])
+        records.write_json(stage_io.classes_path(workdir), ["cat", "dog"])
         write_member(workdir, "a", [0, 1, 2], [0, 1, 1])
-        manifest = analysis_io.population_manifest(workdir)
+        manifest = stage_io.population_manifest(workdir)
         with pytest.raises(records.ContractError,
                            match=r"label 2 of image 2 \(member a\) is outside the class "
                                  r"range 0..1 \(.*classes.json lists 2 classes\)"):
-            analysis_io.read_compact_predictions(workdir, manifest)
+            stage_io.read_compact_predictions(workdir, manifest)
 
     def test_negative_prediction(self, tmp_path):
         workdir = str(tmp_path)
         records.add_manifest_rows(workdir, [manifest_row("a")])
         write_member(workdir, "a", [0, 1], [-1, 1])
-        manifest = analysis_io.population_manifest(workdir)
+        manifest = stage_io.population_manifest(workdir)
         with pytest.raises(records.ContractError,
                            match=r"predicted -1 of image 0 \(member a\) is outside"):
-            analysis_io.read_compact_predictions(workdir, manifest)
+            stage_io.read_compact_predictions(workdir, manifest)
 
 
 class TestFreshness:
@@ -139,17 +139,17 @@ class TestFreshness:
         output.parent.mkdir()
         output.write_text("y\n2\n")
         args = (workdir, str(output.parent), "stage", [str(source)], [str(output)])
-        analysis_io.write_stamp(*args, {"alpha": 0.05})
+        stage_io.write_stamp(*args, {"alpha": 0.05})
         return args, source, output
 
     def test_up_to_date_after_stamp(self, tmp_path):
         args, _, _ = self.setup_stamp(tmp_path)
-        assert analysis_io.is_up_to_date(*args, {"alpha": 0.05})
+        assert stage_io.is_up_to_date(*args, {"alpha": 0.05})
 
     def test_changed_input(self, tmp_path):
         args, source, _ = self.setup_stamp(tmp_path)
         source.write_text("x\n1\n2\n")
-        assert not analysis_io.is_up_to_date(*args, {"alpha": 0.05})
+        assert not stage_io.is_up_to_date(*args, {"alpha": 0.05})
 
     def test_new_input_file(self, tmp_path):
         workdir = str(tmp_path)
@@ -158,22 +158,22 @@ class TestFreshness:
         output = tmp_path / "out" / "r.csv"
         output.write_text("y\n")
         args = (workdir, str(output.parent), "stage", [str(absent)], [str(output)])
-        analysis_io.write_stamp(*args, {})
-        assert analysis_io.is_up_to_date(*args, {})
+        stage_io.write_stamp(*args, {})
+        assert stage_io.is_up_to_date(*args, {})
         absent.write_text("[]")
-        assert not analysis_io.is_up_to_date(*args, {})
+        assert not stage_io.is_up_to_date(*args, {})
 
     def test_changed_options(self, tmp_path):
         args, _, _ = self.setup_stamp(tmp_path)
-        assert not analysis_io.is_up_to_date(*args, {"alpha": 0.01})
+        assert not stage_io.is_up_to_date(*args, {"alpha": 0.01})
 
     def test_missing_or_edited_output(self, tmp_path):
         args, _, output = self.setup_stamp(tmp_path)
         output.write_text("y\n3\n4\n")
-        assert not analysis_io.is_up_to_date(*args, {"alpha": 0.05})
+        assert not stage_io.is_up_to_date(*args, {"alpha": 0.05})
         os.remove(output)
-        assert not analysis_io.is_up_to_date(*args, {"alpha": 0.05})
+        assert not stage_io.is_up_to_date(*args, {"alpha": 0.05})
 
     def test_no_stamp(self, tmp_path):
-        assert not analysis_io.is_up_to_date(
+        assert not stage_io.is_up_to_date(
             str(tmp_path), str(tmp_path), "stage", [], [], {})

@@ -15,7 +15,7 @@ from scipy import stats as scipy_stats
 
 from per_class_accuracy import aggregate_ckpt_metrics
 from per_class_accuracy import gen_tstatistic
-from pie import cli, errors, records
+from pie.io import cli, errors, records
 from pie_dataset_gen import aggregate_predictions
 
 FLAGS = flags.FLAGS
@@ -61,7 +61,7 @@ def raw_predictions(workdir, distribution=records.CLEAN):
 def run_main(module, workdir, *args):
     """Runs a stage's main in-process as `cli.run` would; its exit code.
 
-    Bad input (pie.errors.InputError) becomes one `error:` line and exit code 2,
+    Bad input (pie.io.errors.InputError) becomes one `error:` line and exit code 2,
     exactly as on the command line (tests/test_train.py checks cli.run itself).
     """
     FLAGS.unparse_flags()

@@ -1,6 +1,6 @@
 import pytest
 
-from pie import cli, errors
+from pie.io import cli, errors
 
 
 def test_parsers_and_their_messages():

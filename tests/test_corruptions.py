@@ -1,4 +1,4 @@
-"""Tests of pie.corruptions: registry, tables, determinism, dtypes, grayscale,
+"""Tests of pie.shift.corruptions: registry, tables, determinism, dtypes, grayscale,
 severity ordering, independent re-computations and exact error messages."""
 import io
 
@@ -9,9 +9,9 @@ from PIL import Image
 from scipy import ndimage
 from skimage import color, filters
 
-from pie import corruption_ops as ops
-from pie import corruptions as C
-from pie.corruption_params import CIFAR_TABLE, IMAGENET_TABLE
+from pie.shift import ops as ops
+from pie.shift import corruptions as C
+from pie.shift.tables import CIFAR_TABLE, IMAGENET_TABLE
 
 COLOUR_DEFINED = ("snow", "frost", "fog", "brightness", "spatter", "saturate")
 

@@ -1,8 +1,8 @@
-"""Tests of pie.criteria against hand computations and independent references."""
+"""Tests of pie.compress.criteria against hand computations and independent references."""
 import numpy as np
 import pytest
 
-from pie import criteria as C
+from pie.compress import criteria as C
 
 import tensorflow as tf  # noqa: E402  (after pie: Keras 2)
 import tf_keras  # noqa: E402

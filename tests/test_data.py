@@ -4,13 +4,13 @@ import os
 import numpy as np
 import pytest
 
-from pie import data
+from pie.data import sources
 
 import tensorflow as tf  # after pie: Keras 2 is selected
 
 
 def test_digits_fixed_split_and_ids():
-    first, second = data.load("digits"), data.load("digits")
+    first, second = sources.load("digits"), sources.load("digits")
     images, labels, ids = first.eval_arrays()
     images2, labels2, ids2 = second.eval_arrays()
     assert images.dtype == np.uint8 and images.shape[1:] == (8, 8, 1)
@@ -22,7 +22,7 @@ def test_digits_fixed_split_and_ids():
 
 
 def test_mnist5k_split_sizes_and_range():
-    source = data.load("mnist5k")
+    source = sources.load("mnist5k")
     assert (source.train_size, source.eval_size) == (4000, 1000)
     _, labels, _ = source.eval_arrays()
     assert np.bincount(labels).tolist() == [100] * 10  # stratified split
@@ -32,7 +32,7 @@ def test_mnist5k_split_sizes_and_range():
 
 
 def test_train_order_depends_on_seed_and_epoch_only():
-    source = data.load("digits")
+    source = sources.load("digits")
 
     def labels(seed, epoch):
         return np.concatenate([y.numpy() for _, y in source.train_batches(256, seed, epoch)])
@@ -43,7 +43,7 @@ def test_train_order_depends_on_seed_and_epoch_only():
 
 def test_toy_sets():
     for name, classes in (("moons", 2), ("circles", 2), ("spirals", 4)):
-        source = data.load(name)
+        source = sources.load(name)
         points, labels, _ = source.eval_arrays()
         assert source.family == "toy" and points.shape == (500, 2)
         assert source.num_classes == classes and set(labels) == set(range(classes))
@@ -52,7 +52,7 @@ def test_toy_sets():
 def test_tfds_cifar10_with_mock_data():
     import tensorflow_datasets as tfds
     with tfds.testing.mock_data(num_examples=12):
-        source = data.load("cifar10")
+        source = sources.load("cifar10")
         images, labels, ids = source.eval_arrays()
         inputs, _ = next(iter(source.train_batches(4, seed=0, epoch=0)))
     assert source.family == "cifar" and source.num_classes == 10
@@ -63,10 +63,10 @@ def test_tfds_cifar10_with_mock_data():
 
 def test_tfds_celeb_a_label_attribute_with_mock_data():
     import tensorflow_datasets as tfds
-    with pytest.raises(data.DataError, match="dataset 'celeb_a' needs --label_attribute, one of"):
-        data.load("celeb_a")
+    with pytest.raises(sources.DataError, match="dataset 'celeb_a' needs --label_attribute, one of"):
+        sources.load("celeb_a")
     with tfds.testing.mock_data(num_examples=6):
-        source = data.load("celeb_a", label_attribute="Blond_Hair",
+        source = sources.load("celeb_a", label_attribute="Blond_Hair",
                            group_attributes=["Male", "Young"])
         images, labels, _ = source.eval_arrays()
         groups = source.attributes()
@@ -94,12 +94,12 @@ def _write_records(folder, images, labels, ids=None):
 
 
 def test_tfrecord_round_trip(tmp_path):
-    images, labels, _ = data.load("digits").eval_arrays()
+    images, labels, _ = sources.load("digits").eval_arrays()
     folder = str(tmp_path / "subset")
     _write_records(folder, images[:20], labels[:20], ids=np.arange(100, 120))
-    with open(os.path.join(folder, data.TFRECORD_INFO), "w") as f:
+    with open(os.path.join(folder, sources.TFRECORD_INFO), "w") as f:
         json.dump({"num_classes": 10, "num_examples": 20}, f)
-    source = data.load("tfrecord:" + folder)
+    source = sources.load("tfrecord:" + folder)
     back, back_labels, back_ids = source.eval_arrays()
     assert np.array_equal(back, images[:20]) and np.array_equal(back_labels, labels[:20])
     assert np.array_equal(back_ids, np.arange(100, 120))
@@ -107,10 +107,10 @@ def test_tfrecord_round_trip(tmp_path):
 
 
 def test_tfrecord_without_ids_uses_position(tmp_path):
-    images, labels, _ = data.load("digits").eval_arrays()
+    images, labels, _ = sources.load("digits").eval_arrays()
     folder = str(tmp_path / "plain")
     _write_records(folder, images[:5], labels[:5])
-    _, _, ids = data.load("tfrecord:" + folder).eval_arrays()
+    _, _, ids = sources.load("tfrecord:" + folder).eval_arrays()
     assert np.array_equal(ids, np.arange(5))
 
 
@@ -120,11 +120,11 @@ def test_tfrecord_without_ids_uses_position(tmp_path):
     ("", "--dataset is empty; allowed: digits"),
 ])
 def test_bad_names(name, message):
-    with pytest.raises(data.DataError, match=message.replace("(", r"\(")):
-        data.validate_name(name)
+    with pytest.raises(sources.DataError, match=message.replace("(", r"\(")):
+        sources.validate_name(name)
 
 
 def test_manual_download_needs_data_dir():
-    with pytest.raises(data.DataError, match="dataset 'imagenet2012' needs a manual download: "
+    with pytest.raises(sources.DataError, match="dataset 'imagenet2012' needs a manual download: "
                        "prepare it and pass --data_dir"):
-        data.load("imagenet2012")
+        sources.load("imagenet2012")

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from pie import per_class, pie_labels, records, robustness, subgroups
+from pie.analysis import per_class, pie_labels, robustness, subgroups
+from pie.io import records
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 

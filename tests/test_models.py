@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pie import models
+from pie.models import builders
 
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
@@ -21,9 +21,9 @@ CASES = [
 
 @pytest.mark.parametrize("name, shape, width", CASES)
 def test_builds_functional_keras2_model_that_tfmot_prunes(name, shape, width):
-    model = models.build(name, shape, num_classes=5, width=width)
+    model = builders.build(name, shape, num_classes=5, width=width)
     assert isinstance(model, keras.Model) and model._is_graph_network  # functional, not subclassed
-    assert model.layers[-1].name == models.CLASSIFIER
+    assert model.layers[-1].name == builders.CLASSIFIER
     assert model.output_shape == (None, 5)
     pruned = tfmot.sparsity.keras.prune_low_magnitude(
         model, pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, 0))
@@ -33,18 +33,18 @@ def test_builds_functional_keras2_model_that_tfmot_prunes(name, shape, width):
 
 def test_same_seed_same_initial_weights():
     keras.utils.set_random_seed(3)
-    first = models.build("small_cnn", (8, 8, 1), 10).get_weights()
+    first = builders.build("small_cnn", (8, 8, 1), 10).get_weights()
     keras.utils.set_random_seed(3)
-    second = models.build("small_cnn", (8, 8, 1), 10).get_weights()
+    second = builders.build("small_cnn", (8, 8, 1), 10).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
 
 
 def test_errors():
-    with pytest.raises(models.ModelError, match="unknown model 'vgg'; allowed: small_cnn, mlp"):
-        models.build("vgg", (8, 8, 1), 10)
-    with pytest.raises(models.ModelError, match="num_classes must be at least 2, got 1"):
-        models.build("mlp", (2,), 1)
-    with pytest.raises(models.ModelError, match="width must be a positive integer, got 0"):
-        models.build("mlp", (2,), 2, width=0)
-    with pytest.raises(models.ModelError, match="resnet50 has no --width"):
-        models.build("resnet50", (32, 32, 3), 2, width=2)
+    with pytest.raises(builders.ModelError, match="unknown model 'vgg'; allowed: small_cnn, mlp"):
+        builders.build("vgg", (8, 8, 1), 10)
+    with pytest.raises(builders.ModelError, match="num_classes must be at least 2, got 1"):
+        builders.build("mlp", (2,), 1)
+    with pytest.raises(builders.ModelError, match="width must be a positive integer, got 0"):
+        builders.build("mlp", (2,), 2, width=0)
+    with pytest.raises(builders.ModelError, match="resnet50 has no --width"):
+        builders.build("resnet50", (32, 32, 3), 2, width=2)

@@ -1,4 +1,4 @@
-"""Tests of pie.per_class: per-class metrics and the per-class t-test."""
+"""Tests of pie.analysis.per_class: per-class metrics and the per-class t-test."""
 import logging
 
 import numpy as np
@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from pie import per_class
-from pie import records
+from pie.analysis import per_class
+from pie.io import records
 
 
 def manifest_of(members):

@@ -1,10 +1,10 @@
-"""Tests of pie.pie_labels: modal labels (ties to the lowest class) and PIE flags."""
+"""Tests of pie.analysis.pie_labels: modal labels (ties to the lowest class) and PIE flags."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from pie import pie_labels
-from pie import records
+from pie.analysis import pie_labels
+from pie.io import records
 
 MANIFEST = pd.DataFrame({
     "member_id": ["d1", "d2", "d3", "v1", "v2"],

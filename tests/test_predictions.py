@@ -5,12 +5,14 @@ import numpy as np
 import pandas as pd
 
 from conftest import error_lines, run_stage
-from pie import data, predict, records
+from pie.data import sources
+from pie.io import records
+from pie.models import predict
 
 
 def test_predictions_files_follow_the_contract(tiny_predictions):
     manifest = records.read_manifest(tiny_predictions)
-    _, labels, ids = data.load("digits").eval_arrays()
+    _, labels, ids = sources.load("digits").eval_arrays()
     for row in manifest.to_dict("records"):
         frame = pd.read_csv(records.predictions_path(tiny_predictions, row["member_id"]))
         assert list(frame.columns) == records.PREDICTION_COLUMNS + ["top5"]
@@ -66,7 +68,7 @@ def test_pie_tfrecords_round_trip(tiny_predictions):
     run_stage("pie_dataset_gen.generate_pie_dataset", f"--workdir={tiny_predictions}",
               "--shard_size=50")
     table = pd.read_csv(os.path.join(tiny_predictions, "pie", "pie.csv"))
-    images, labels, _ = data.load("digits").eval_arrays()
+    images, labels, _ = sources.load("digits").eval_arrays()
     root = os.path.join(tiny_predictions, "pie", "tfrecords", "magnitude_0.5")
     counts = records.read_json(os.path.join(root, "counts.json"))
     for subset, flag in (("pie", True), ("non_pie", False)):
@@ -74,7 +76,7 @@ def test_pie_tfrecords_round_trip(tiny_predictions):
         assert counts[f"n_{subset}"] == len(expected)
         if expected.empty:
             continue
-        source = data.load("tfrecord:" + os.path.join(root, subset))
+        source = sources.load("tfrecord:" + os.path.join(root, subset))
         back, back_labels, back_ids = source.eval_arrays()
         assert np.array_equal(back_ids, expected["image_id"].to_numpy())
         assert np.array_equal(back, images[back_ids])

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from pie import models, pruning
+from pie.compress import pruning
+from pie.models import builders
 
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
@@ -32,7 +33,7 @@ def test_schedule_errors(kwargs, message):
 
 def test_prunes_every_conv_and_dense_but_the_classifier_to_target():
     keras.utils.set_random_seed(0)
-    model = models.build("small_cnn", (8, 8, 1), 10, width=4)
+    model = builders.build("small_cnn", (8, 8, 1), 10, width=4)
     assert pruning.prunable_layer_names(model) == ["conv1", "conv2", "dense1"]
     assert pruning.prunable_layer_names(model, include_classifier=True)[-1] == "classifier"
     schedule = pruning.make_schedule("polynomial", 0.75, begin_step=0, end_step=4, frequency=2,

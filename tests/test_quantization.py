@@ -1,4 +1,4 @@
-"""TFLite conversion modes (pie.quantize) and the quantization.quantize stage."""
+"""TFLite conversion modes (pie.compress.quantize) and the pie.stages.quantize stage."""
 import os
 import shutil
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 import pie  # noqa: F401
-from pie import quantize as pq
-from pie import records
+from pie.compress import quantize as pq
+from pie.io import records
 from tests.conftest import error_lines, run_stage
 
 # Float16 weights and int8 weight-only quantization barely move the logits.
@@ -19,10 +19,11 @@ MIN_AGREEMENT = 0.95
 def digits_model():
     """A small CNN trained briefly on digits, with the eval inputs and its predictions."""
     import tf_keras as keras
-    from pie import data, models
-    source = data.load("digits")
+    from pie.data import sources
+    from pie.models import builders
+    source = sources.load("digits")
     keras.utils.set_random_seed(0)
-    model = models.build("small_cnn", source.input_shape, source.num_classes, width=8)
+    model = builders.build("small_cnn", source.input_shape, source.num_classes, width=8)
     model.compile(keras.optimizers.Adam(3e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(source.train_batches(64, seed=0, epoch=0), epochs=3, verbose=0)
@@ -33,7 +34,7 @@ def digits_model():
 
 
 def _run_tflite(content, folder, inputs):
-    from pie import predict
+    from pie.models import predict
     os.makedirs(folder)
     path = os.path.join(folder, "model.tflite")
     with open(path, "wb") as handle:
@@ -105,22 +106,23 @@ def quantized(tiny_population, tmp_path_factory):
     manifest = records.read_manifest(workdir)
     records.write_csv(records.manifest_path(workdir), manifest[manifest["seed"] == 0],
                       records.MANIFEST_COLUMNS)
-    result = run_stage("quantization.quantize", f"--workdir={workdir}", "--modes=all",
+    result = run_stage("pie.stages.quantize", f"--workdir={workdir}", "--modes=all",
                        "--representative_images=16")
     return workdir, manifest[manifest["seed"] == 0], result
 
 
 def test_stage_adds_one_member_per_source_and_mode(quantized):
-    from pie import data, predict
-    workdir, sources, _ = quantized
+    from pie.data import sources
+    from pie.models import predict
+    workdir, originals, _ = quantized
     manifest = records.read_manifest(workdir).set_index("member_id")
-    dense = sources[sources["method"] == "dense"].iloc[0]
-    pruned = sources[sources["method"] == "magnitude"].iloc[0]
+    dense = originals[originals["method"] == "dense"].iloc[0]
+    pruned = originals[originals["method"] == "magnitude"].iloc[0]
     expected = {f"quant_{mode}_0_seed0": dense for mode in ("float16", "dynamic_int8",
                                                             "full_int8")}
     expected.update({f"quant_{mode}_0.5_seed0": pruned for mode in ("sparse", "pruned_int8")})
-    assert sorted(manifest.index) == sorted(list(sources["member_id"]) + list(expected))
-    eval_source = data.load_for_workdir(workdir)
+    assert sorted(manifest.index) == sorted(list(originals["member_id"]) + list(expected))
+    eval_source = sources.load_for_workdir(workdir)
     for member_id, source_row in expected.items():
         row = manifest.loc[member_id]
         method = member_id.rsplit("_", 2)[0]
@@ -138,18 +140,19 @@ def test_stage_adds_one_member_per_source_and_mode(quantized):
 
 
 def test_rerun_skips_and_members_load_like_any_other(quantized):
-    from pie import data, predict
+    from pie.data import sources
+    from pie.models import predict
     workdir, _, _ = quantized
     before = records.read_manifest(workdir)
     model = os.path.join(workdir, before["model_file"].iloc[-1])
     mtime = os.path.getmtime(model)
-    rerun = run_stage("quantization.quantize", f"--workdir={workdir}", "--modes=all")
+    rerun = run_stage("pie.stages.quantize", f"--workdir={workdir}", "--modes=all")
     assert "5 already done, 0 to run" in rerun.stdout
     assert os.path.getmtime(model) == mtime
     pd.testing.assert_frame_equal(records.read_manifest(workdir), before)
     # What pie_dataset_gen.predictions does per member: load_member, then the frame.
-    images, labels, ids = data.load_for_workdir(workdir).eval_arrays()
-    inputs = np.asarray(data.load_for_workdir(workdir).normalize(images))
+    images, labels, ids = sources.load_for_workdir(workdir).eval_arrays()
+    inputs = np.asarray(sources.load_for_workdir(workdir).normalize(images))
     for row in before[before["method"].str.startswith("quant_")].to_dict("records"):
         member = predict.load_member(workdir, row)
         assert isinstance(member, predict.TFLiteMember)
@@ -159,7 +162,7 @@ def test_rerun_skips_and_members_load_like_any_other(quantized):
 
 
 def test_bad_modes_exit_2_with_one_line(tmp_path):
-    result = run_stage("quantization.quantize", f"--workdir={tmp_path}", "--modes=float16,int4",
+    result = run_stage("pie.stages.quantize", f"--workdir={tmp_path}", "--modes=float16,int4",
                        check=False)
     assert result.returncode == 2
     assert error_lines(result) == [
@@ -172,7 +175,7 @@ def test_cost_stage_has_a_row_per_member(quantized):
     import gzip
     import tf_keras as keras
     workdir, _, _ = quantized
-    run_stage("quantization.cost", f"--workdir={workdir}", "--repeats=2", "--warmup=0")
+    run_stage("pie.stages.cost", f"--workdir={workdir}", "--repeats=2", "--warmup=0")
     manifest = records.read_manifest(workdir)
     cost = pd.read_csv(os.path.join(workdir, "quantization", "cost.csv"))
     assert cost["member_id"].tolist() == manifest["member_id"].tolist()

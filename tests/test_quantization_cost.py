@@ -1,10 +1,10 @@
-"""Cost figures of a model (pie.quantize): parameters, bytes, gzip bytes, latency."""
+"""Cost figures of a model (pie.compress.quantize): parameters, bytes, gzip bytes, latency."""
 import numpy as np
 import pandas as pd
 import pytest
 
 import pie  # noqa: F401
-from pie import quantize as pq
+from pie.compress import quantize as pq
 
 SPARSITY = 0.9
 

@@ -3,7 +3,7 @@ import os
 import pandas as pd
 import pytest
 
-from pie import records
+from pie.io import records
 
 
 def _row(member_id, method="dense", sparsity=0.0, seed=0):
@@ -110,7 +110,7 @@ def test_broken_input_files_are_contract_errors(tmp_path):
 
 
 def test_members_disagreeing_on_labels_fail_every_analysis(tmp_path):
-    from pie import analysis_io
+    from pie.analysis import stage_io
     workdir = str(tmp_path)
     records.add_manifest_rows(workdir, [_row("a"), _row("b", seed=1)])
     _write_predictions(workdir, "a", [0, 1, 2])
@@ -118,4 +118,4 @@ def test_members_disagreeing_on_labels_fail_every_analysis(tmp_path):
     frame.loc[1, "label"] = 1
     records.write_csv(records.predictions_path(workdir, "b"), frame)
     with pytest.raises(records.ContractError, match="members disagree on the label of image 1"):
-        analysis_io.read_compact_predictions(workdir, records.read_manifest(workdir))
+        stage_io.read_compact_predictions(workdir, records.read_manifest(workdir))

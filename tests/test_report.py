@@ -1,7 +1,7 @@
 """Tests of the report stage (report/): sections, summary table, escaping, CLI.
 
 Most tests build a report from a small synthetic workdir written here with the
-documented columns (the robustness tables come from pie.robustness itself, so
+documented columns (the robustness tables come from pie.analysis.robustness itself, so
 they have exactly the stage's columns); one test runs the real tiny pipeline.
 """
 import html
@@ -15,8 +15,9 @@ import pytest
 from PIL import Image
 
 from conftest import error_lines, run_stage
-from pie import cli, per_class, pie_labels, records, robustness, subgroups
-from report import build, sections
+from pie.analysis import per_class, pie_labels, robustness, subgroups
+from pie.io import cli, records
+from pie.report import build, sections
 
 HOSTILE_NAME = '<b>&"x'  # must reach the page as text, never as markup
 CLASS_NAMES = [HOSTILE_NAME] + [f"class {i}" for i in range(1, 10)]
@@ -364,7 +365,7 @@ def test_missing_inputs_say_not_measured(synthetic, tmp_path):
         page = handle.read()
     found = page_sections(page)
     for name, command in (("noise_similarity", "robustness_tests.noise_similarity"),
-                          ("cost", "quantization.cost")):
+                          ("cost", "pie.stages.cost")):
         classes, body = found[name]
         assert "not-measured" in classes
         assert "Not measured" in body and "<img" not in body
@@ -467,16 +468,16 @@ def test_strict_with_a_missing_input_exits_2_with_one_line(synthetic, tmp_path):
     os.remove(os.path.join(workdir, "toy", "results.csv"))
     # Groups need image attributes a dataset may lack: --strict never asks for them.
     os.remove(os.path.join(workdir, "per_class", "subgroups.csv"))
-    result = run_stage("report.build", f"--workdir={workdir}", "--strict", check=False)
+    result = run_stage("pie.report.build", f"--workdir={workdir}", "--strict", check=False)
     assert result.returncode == 2
     assert error_lines(result) == [
         "error: --strict: missing inputs toy/results.csv (run `python -m "
-        f"pruning_criteria.toy_experiment --out={workdir}/toy`)"]
+        f"pie.stages.toy_experiment --out={workdir}/toy`)"]
     assert not os.path.exists(os.path.join(workdir, "report"))
 
 
 def test_bad_flag_exits_2_with_one_line(tmp_path):
-    result = run_stage("report.build", f"--workdir={tmp_path}", "--format=pdf", check=False)
+    result = run_stage("pie.report.build", f"--workdir={tmp_path}", "--format=pdf", check=False)
     assert result.returncode == 2
     assert error_lines(result) == [
         "error: flag --format=pdf: value should be one of <html|md>"]
@@ -507,7 +508,7 @@ def test_report_of_a_real_tiny_population(tiny_population, tmp_path):
     for stage in ("pie_dataset_gen.predictions", "per_class_accuracy.gen_tstatistic",
                   "pie_dataset_gen.aggregate_predictions"):
         run_stage(stage, f"--workdir={workdir}")
-    result = run_stage("report.build", f"--workdir={workdir}", "--format=md")
+    result = run_stage("pie.report.build", f"--workdir={workdir}", "--format=md")
     assert "report written" in result.stdout
     with open(os.path.join(workdir, "report", "flags.txt")) as handle:
         assert "--format=md" in handle.read()

@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from report import build, sections
+from pie.report import build, sections
 from test_report import VARIANTS, make_workdir
 
 CHROMIUM = shutil.which("chromium")

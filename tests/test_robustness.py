@@ -1,4 +1,4 @@
-"""Tests of pie.robustness (hand-made tables) and of the tfds paths of the corruptions stage."""
+"""Tests of pie.analysis.robustness (hand-made tables) and of the tfds paths of the corruptions stage."""
 import math
 import os
 import statistics
@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pie import records, robustness
+from pie.analysis import robustness
+from pie.io import records
 from robustness_tests import corruptions as corruption_stage
 
 
@@ -183,7 +184,7 @@ def test_top_feature_masks_and_iou():
 
 def test_tfds_config_names_exist_in_tfds():
     import tensorflow_datasets as tfds
-    from pie import corruptions
+    from pie.shift import corruptions
     for set_name in ("cifar10_corrupted", "imagenet2012_corrupted"):
         spec = corruption_stage.TFDS_SETS[set_name]
         configs = {f"{set_name}/{name}" for name in tfds.builder_cls(set_name).builder_configs}

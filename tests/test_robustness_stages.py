@@ -14,7 +14,8 @@ import pytest
 
 from conftest import error_lines, run_stage
 from per_class_accuracy import gen_tstatistic
-from pie import records, robustness
+from pie.analysis import robustness
+from pie.io import records
 from pie_dataset_gen import aggregate_predictions
 from robustness_tests import analyze, informative_features, noise_similarity
 from robustness_tests import corruptions as corruption_stage
@@ -53,7 +54,7 @@ def test_corrupted_predictions_schema_and_rerun_skips(workdir):
             assert frame["image_id"].tolist() == clean["image_id"].tolist()
             assert frame["label"].tolist() == clean["label"].tolist()
         assert records.read_json(os.path.join(folder, corruption_stage.SOURCE_NAME)) == {
-            "source": "pie.corruptions", "seed": 0, "scale": "auto", "resolved_scale": "cifar"}
+            "source": "pie.shift.corruptions", "seed": 0, "scale": "auto", "resolved_scale": "cifar"}
     # Corruption changes predictions: contrast at 0.4 of the 8-px digits is no identity.
     member_id = manifest["member_id"].iloc[0]
     assert not np.allclose(read(workdir, member_id, "contrast/3")["prob_predicted"],
@@ -70,7 +71,7 @@ def test_corrupted_predictions_schema_and_rerun_skips(workdir):
     assert other.returncode == 2
     assert error_lines(other) == [
         f"error: {records.predictions_dir(workdir, 'contrast/3')} holds predictions made "
-        "with source=pie.corruptions, seed=0, scale=auto, not source=pie.corruptions, "
+        "with source=pie.shift.corruptions, seed=0, scale=auto, not source=pie.shift.corruptions, "
         "seed=1, scale=auto: pass --force to replace them"]
     assert {path: os.stat(path).st_mtime_ns for path in files} == stamps
 

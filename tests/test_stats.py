@@ -1,11 +1,11 @@
-"""Tests of pie.stats: Welch's t-test over columns and Benjamini-Hochberg."""
+"""Tests of pie.analysis.stats: Welch's t-test over columns and Benjamini-Hochberg."""
 import warnings
 
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from pie import stats
+from pie.analysis import stats
 
 
 class TestBenjaminiHochberg:

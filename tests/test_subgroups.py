@@ -1,4 +1,4 @@
-"""Subgroup metrics: a hand-computed table, the stage on files, celeb_a via tfds mock data."""
+"""Subgroup metrics: a hand-computed table, the stage on files, celeb_a via tfds mock sources."""
 import os
 
 import numpy as np
@@ -7,7 +7,8 @@ import pytest
 from scipy import stats as scipy_stats
 
 import pie  # noqa: F401
-from pie import records, subgroups
+from pie.analysis import subgroups
+from pie.io import records
 from tests.conftest import error_lines, run_stage
 
 # Six images, binary labels, attribute g: images 0-2 in group a, 3-5 in group b.
@@ -215,19 +216,20 @@ def _nanmean(values):
 def test_celeb_a_attributes_through_tfds_mock(tmp_path):
     import tensorflow_datasets as tfds
     import tf_keras as keras
-    from pie import data, models, predict
+    from pie.data import sources
+    from pie.models import builders, predict
     workdir = str(tmp_path / "celeb")
     frames = []
     with tfds.testing.mock_data(num_examples=12):
-        source = data.load("celeb_a", label_attribute="Blond_Hair")
-        data.save_config(workdir, source, dataset="celeb_a", label_attribute="Blond_Hair")
+        source = sources.load("celeb_a", label_attribute="Blond_Hair")
+        sources.save_config(workdir, source, dataset="celeb_a", label_attribute="Blond_Hair")
         images, labels, image_ids = source.eval_arrays()
         inputs = np.asarray(source.normalize(images))
         train_inputs, train_labels = next(iter(source.train_batches(6, seed=0, epoch=0)))
         rows = []
         for seed in (0, 1):
             keras.utils.set_random_seed(seed)
-            model = models.build("small_cnn", source.input_shape, 2, width=2)
+            model = builders.build("small_cnn", source.input_shape, 2, width=2)
             model.compile(keras.optimizers.Adam(1e-2),
                           keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             model.train_on_batch(train_inputs, train_labels)
@@ -242,9 +244,9 @@ def test_celeb_a_attributes_through_tfds_mock(tmp_path):
                 rows.append(dict(_manifest_row(member_id), dataset="celeb_a",
                                  model="small_cnn"))
         records.add_manifest_rows(workdir, rows)
-        groups = data.load_for_workdir(workdir, group_attributes=["Male", "Young"]).attributes()
+        groups = sources.load_for_workdir(workdir, group_attributes=["Male", "Young"]).attributes()
         _stage().run(workdir, attributes=["Male", "Young"])
-        with pytest.raises(data.DataError, match=r"unknown group attributes \['Bald_'\]"):
+        with pytest.raises(sources.DataError, match=r"unknown group attributes \['Bald_'\]"):
             _stage().run(workdir, attributes=["Bald_"], force=True)
     table = pd.read_csv(subgroups.subgroups_path(workdir), dtype={"group": str})
     groups = pd.DataFrame(groups)

@@ -1,8 +1,8 @@
-"""Tests of pie.toy_data: shapes, balance, determinism, geometry, errors."""
+"""Tests of pie.data.toy_data: shapes, balance, determinism, geometry, errors."""
 import numpy as np
 import pytest
 
-from pie import toy_data
+from pie.data import toy_data
 
 
 @pytest.mark.parametrize("name", sorted(toy_data.TOY_DATASETS))

@@ -1,4 +1,4 @@
-"""Tests of pruning_criteria.toy_experiment: masked evaluation, a tiny run, resume."""
+"""Tests of pie.stages.toy_experiment: masked evaluation, a tiny run, resume."""
 import dataclasses
 import os
 import shutil
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pie import criteria as C
-from pruning_criteria import toy_experiment as T
+from pie.compress import criteria as C
+from pie.stages import toy_experiment as T
 
 TINY = dict(dataset="moons", width=16, seeds=2, samples_per_class=(1, 3), epochs=1,
             train_size=200, test_size=100, rank_k=(125, 500))
@@ -105,7 +105,7 @@ def test_tiny_run_outputs_and_resume(tmp_path):
 def test_cli_bad_flag_exits_2_without_output(tmp_path):
     out = tmp_path / "cli"
     completed = subprocess.run(
-        [sys.executable, "-m", "pruning_criteria.toy_experiment", "--criteria=lrp,nope",
+        [sys.executable, "-m", "pie.stages.toy_experiment", "--criteria=lrp,nope",
          f"--out={out}"], capture_output=True, text=True, timeout=120,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert completed.returncode == 2

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, TINY_POPULATION_FLAGS, error_lines, run_stage
-from pie import records
+from pie.io import records
 
 import tf_keras as keras
 

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from pie import data, errors, pruning, training
+from pie.compress import pruning, training
+from pie.data import sources
+from pie.io import errors
 
 
 def test_plan_names_members_and_slices_shards():
@@ -15,7 +17,7 @@ def test_plan_names_members_and_slices_shards():
 
 
 def test_reference_samples_draw_per_class_counts_reproducibly():
-    source = data.load("digits")
+    source = sources.load("digits")
     x, y = training.reference_samples(source, 3, seed=1)
     assert x.shape == (30, 8, 8, 1) and np.bincount(y).tolist() == [3] * 10
     x2, y2 = training.reference_samples(source, 3, seed=1)

@@ -1,0 +1,1 @@
+"""What compression costs, from predictions: per-class tests, PIEs, subgroups, robustness, statistics."""

@@ -1,0 +1,219 @@
+"""Inputs and freshness of the analysis stages (per-class test, PIEs).
+
+The analysis stages read the same things: the manifest, every member's predictions
+on one distribution, and the class names. This module loads them in compact dtypes,
+checks the class range, and decides whether a stage's outputs are still up to date
+with its inputs, so a rerun can skip the work. No model is ever run here.
+"""
+import json
+import os
+import re
+
+import numpy as np
+from absl import flags
+
+from pie.analysis import pie_labels
+from pie.io import cli, records
+
+CLASSES_NAME = "classes.json"
+SPLIT_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
+# `<corruption>/<severity>` or a whole shifted set such as `imagenet_a`.
+DISTRIBUTION_PATTERN = re.compile(r"^[A-Za-z0-9_]+(/[0-9]+)?$")
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def define_stage_flags():
+    """Defines the flags every analysis stage shares; safe to call more than once.
+
+    Several stage modules may be imported into one process (tests, the report
+    stage), and absl refuses to define a flag twice.
+    """
+    if "workdir" in flags.FLAGS:
+        return
+    flags.DEFINE_string(
+        "workdir", None,
+        "Workdir holding population.csv and predictions/; outputs go under it.")
+    flags.DEFINE_string(
+        "distribution", records.CLEAN,
+        "Which predictions to analyse: 'clean' or '<corruption>/<severity>', e.g. "
+        "'gaussian_noise/3'. Shifted results go to a sub-folder named after it.")
+    flags.DEFINE_string(
+        "split", "test", "Evaluation split whose predictions are read.")
+    flags.DEFINE_bool(
+        "force", False, "Recompute even when the outputs are up to date.")
+
+
+def validate_stage_args(workdir, distribution, split):
+    """Raises UsageError naming the bad argument and what is allowed."""
+    cli.require_workdir(workdir)
+    if distribution != records.CLEAN and not DISTRIBUTION_PATTERN.match(distribution):
+        raise cli.UsageError(
+            f"--distribution={distribution!r} is not allowed: use 'clean', "
+            "'<corruption>/<severity>' (e.g. 'gaussian_noise/3') or a set name (e.g. 'imagenet_a')")
+    if not SPLIT_PATTERN.match(split or ""):
+        raise cli.UsageError(
+            f"--split={split!r} is not allowed: use a name of letters, digits and "
+            "underscores, e.g. 'test'")
+
+
+# ------------------------------------------------------------------------- classes
+
+
+def classes_path(workdir):
+    return os.path.join(workdir, CLASSES_NAME)
+
+
+def load_class_names(workdir, largest_class_id):
+    """Class names indexed by class id.
+
+    From `W/classes.json` (a JSON list written by the training stage) when it
+    exists; otherwise the class ids themselves, as strings, for classes
+    0..largest_class_id.
+    """
+    path = classes_path(workdir)
+    if not os.path.exists(path):
+        return [str(c) for c in range(int(largest_class_id) + 1)]
+    names = records.read_json(path)
+    if not isinstance(names, list) or not names or not all(
+            isinstance(name, str) for name in names):
+        raise records.ContractError(
+            f"{path} must hold a non-empty JSON list of class names (strings)")
+    return names
+
+
+def check_class_range(predictions, n_classes, manifest, workdir):
+    """Fails on the first label or prediction outside 0..n_classes-1.
+
+    `predictions` carries `member`, the member's row in `manifest`.
+    """
+    for column in ("label", "predicted"):
+        values = predictions[column].to_numpy()
+        bad = np.flatnonzero((values < 0) | (values >= n_classes))
+        if bad.size:
+            row = predictions.iloc[int(bad[0])]
+            source = (f"{classes_path(workdir)} lists {n_classes} classes"
+                      if os.path.exists(classes_path(workdir)) else
+                      f"{n_classes} classes")
+            member_id = manifest["member_id"].iloc[int(row["member"])]
+            raise records.ContractError(
+                f"{column} {int(row[column])} of image {int(row['image_id'])} "
+                f"(member {member_id}) is outside the class range 0..{n_classes - 1} "
+                f"({source})")
+
+
+# --------------------------------------------------------------------- predictions
+
+
+def population_manifest(workdir):
+    """The manifest, checked to describe one dataset (populations must be comparable)."""
+    manifest = records.read_manifest(workdir)
+    if manifest.empty:
+        raise records.ContractError(f"{records.manifest_path(workdir)} has no members")
+    datasets = sorted(manifest["dataset"].astype(str).unique())
+    if len(datasets) > 1:
+        raise records.ContractError(
+            f"{records.manifest_path(workdir)} mixes datasets {datasets}: populations "
+            "are compared image by image, so they must share one dataset")
+    dense_sparsities = manifest.loc[
+        manifest["method"] == records.DENSE_METHOD, "sparsity"].unique()
+    if len(dense_sparsities) > 1:
+        raise records.ContractError(
+            f"dense members of {records.manifest_path(workdir)} list sparsities "
+            f"{sorted(dense_sparsities)}: the dense population is one, with sparsity 0")
+    return manifest
+
+
+def require_dense(manifest, workdir):
+    """Fails when the manifest has no dense member: variants are compared with it."""
+    if not (manifest["method"] == records.DENSE_METHOD).any():
+        raise records.ContractError(
+            f"no dense population in {records.manifest_path(workdir)} (no member with "
+            f"method == '{records.DENSE_METHOD}'): every variant is compared with it; "
+            "train dense members first")
+
+
+def read_compact_predictions(workdir, manifest, distribution=records.CLEAN, split="test"):
+    """Every member's predictions in compact dtypes, with class names.
+
+    Returns `(predictions, class_names)`. `predictions` has `member` (the
+    member's row in `manifest`, in place of `member_id`), `image_id`, int32
+    `label` and `predicted`, float32 `prob_predicted` and `prob_label`: 9 million
+    rows take about 250 MB.
+    """
+    predictions = records.read_predictions(workdir, manifest, distribution, split)
+    if predictions.empty:
+        folder = records.predictions_dir(workdir, distribution, split)
+        raise records.ContractError(
+            f"the predictions of {distribution} ({folder}) have no rows: rerun "
+            "pie_dataset_gen.predictions")
+    largest = max(int(predictions["label"].max()), int(predictions["predicted"].max()))
+    class_names = load_class_names(workdir, largest)
+    check_class_range(predictions, len(class_names), manifest, workdir)
+    pie_labels.check_labels_agree(predictions)
+    return predictions, class_names
+
+
+# ----------------------------------------------------------------------- freshness
+
+
+def stage_input_paths(workdir, manifest, distribution=records.CLEAN, split="test"):
+    """The files a stage's results depend on: manifest, classes.json, predictions."""
+    paths = [records.manifest_path(workdir), classes_path(workdir)]
+    paths += [records.predictions_path(workdir, member_id, distribution, split)
+              for member_id in manifest["member_id"]]
+    return paths
+
+
+def _fingerprint(workdir, paths):
+    """{relative path: [size, mtime_ns]}, or None for a file that does not exist."""
+    prints = {}
+    for path in paths:
+        key = os.path.relpath(path, workdir)
+        if os.path.exists(path):
+            stat = os.stat(path)
+            prints[key] = [stat.st_size, stat.st_mtime_ns]
+        else:
+            prints[key] = None
+    return prints
+
+
+def stamp_path(output_dir, stage_name):
+    return os.path.join(output_dir, f".{stage_name}.stamp.json")
+
+
+def is_up_to_date(workdir, output_dir, stage_name, inputs, outputs, options):
+    """Whether `outputs` were written from exactly these inputs and options.
+
+    The stamp written by `write_stamp` records each input's size and
+    modification time, the options, and the outputs as written; any change to
+    one of them (or a missing output) means the stage must run again.
+    """
+    path = stamp_path(output_dir, stage_name)
+    if not os.path.exists(path):
+        return False
+    try:
+        stamp = records.read_json(path)
+    except (OSError, json.JSONDecodeError):
+        return False
+    if any(not os.path.exists(output) for output in outputs):
+        return False
+    return (stamp.get("inputs") == _fingerprint(workdir, inputs)
+            and stamp.get("outputs") == _fingerprint(workdir, outputs)
+            and stamp.get("options") == options)
+
+
+def write_stamp(workdir, output_dir, stage_name, inputs, outputs, options):
+    """Records what `outputs` were computed from (written after the outputs)."""
+    records.write_json(stamp_path(output_dir, stage_name), {
+        "inputs": _fingerprint(workdir, inputs),
+        "outputs": _fingerprint(workdir, outputs),
+        "options": options,
+    })
+
+
+def write_stage_flags(workdir, stage_dir, stage, distribution=records.CLEAN):
+    """`<stage>.flags.txt` beside a stage's outputs: the flags that produced them."""
+    out_dir = records.analysis_dir(workdir, stage_dir, distribution)
+    records.write_text(os.path.join(out_dir, f"{stage}.flags.txt"), cli.resolved_flags())

@@ -1,0 +1,1 @@
+"""Compression methods: magnitude pruning, unit criteria, population training, TFLite quantization."""

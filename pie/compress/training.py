@@ -1,0 +1,142 @@
+"""Building blocks of the training stage (save_checkpoint.train), free of flags.
+
+Members and their folders, the population plan and its shards, tf.distribute
+strategies, evaluation, and the unit masks of criterion-pruned members.
+"""
+import os
+import platform
+
+import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie.compress import criteria, pruning
+from pie.io import errors, records
+
+# Reference samples of unit criteria are drawn in an order of their own (a
+# far-off epoch), so the draw does not depend on --epochs.
+REFERENCE_EPOCH = 10 ** 6
+
+
+class Member:
+    """One population member: what to train and where it lives."""
+
+    def __init__(self, method, sparsity, seed):
+        self.method, self.sparsity, self.seed = method, sparsity, seed
+        self.member_id = f"{records.variant_key(method, sparsity)}_seed{seed}"
+        self.relpath = os.path.join("checkpoints", method, f"sparsity_{sparsity:g}",
+                                    f"seed_{seed}")
+
+
+def check_writable(workdir):
+    """The workdir exists and is writable, or could be created, before anything is written."""
+    path = os.path.abspath(workdir)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        raise errors.UsageError(f"workdir '{workdir}' is not writable: '{path}' is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise errors.UsageError(f"workdir '{workdir}' is not writable")
+
+
+def plan(sparsities, seeds, method, shard):
+    members = [Member("dense" if s == 0 else method, s, seed)
+               for s in sparsities for seed in range(seeds)]
+    index, count = shard
+    return [m for position, m in enumerate(members) if position % count == index]
+
+
+def make_strategy(name, tpu):
+    import tensorflow as tf
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise errors.UsageError("--strategy=multi_worker needs the TF_CONFIG environment "
+                                 "variable describing the cluster")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if not tpu:
+        raise errors.UsageError("--strategy=tpu needs --tpu=<name or address>")
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy):
+    """Only the chief of a multi-worker job writes models and manifest rows."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def package_versions():
+    import numpy
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "tf_keras": tf_keras.__version__, "tfmot": tfmot.__version__,
+            "numpy": numpy.__version__}
+
+
+def evaluate_top1(model, source, batch_size):
+    import numpy as np
+    correct = total = 0
+    for batch in source.eval_batches(batch_size).as_numpy_iterator():
+        logits = model(batch["inputs"], training=False).numpy()
+        correct += int(np.sum(logits.argmax(axis=1) == batch["label"]))
+        total += len(batch["label"])
+    return correct / total
+
+
+def uncompiled(model):
+    """A copy without optimizer state, so every member's file holds only its weights."""
+    import tf_keras as keras
+    copy = keras.Model.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def reference_samples(source, per_class, seed):
+    """`per_class` training images of every class, drawn in a seeded order."""
+    import numpy as np
+    xs, ys = [], []
+    counts = np.zeros(source.num_classes, np.int64)
+    stream = source.train_batches(256, seed, epoch=REFERENCE_EPOCH, augment=False)
+    for x, y in stream.as_numpy_iterator():
+        y = np.asarray(y).reshape(-1)
+        rank = np.zeros(len(y), np.int64)
+        for label in np.unique(y):
+            rank[y == label] = counts[label] + np.arange(np.sum(y == label))
+        keep = rank < per_class
+        xs.append(x[keep])
+        ys.append(y[keep])
+        counts += np.bincount(y[keep], minlength=source.num_classes)
+        if (counts >= per_class).all():
+            break
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def write_mask(path, mask):
+    import numpy as np
+    with records.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **mask)
+
+
+def load_mask(path):
+    import numpy as np
+    with np.load(path) as saved:
+        return {name: saved[name] for name in saved.files}
+
+
+def check_unit_sparsity(mask, target):
+    """The removed share of units matches the target, up to one unit of rounding."""
+    total = sum(len(keep) for keep in mask.values())
+    removed = criteria.mask_summary(mask)["overall"]
+    if abs(removed - target) > max(pruning.SPARSITY_TOLERANCE, 1.0 / total):
+        raise pruning.PruningError(
+            f"removed {removed:.4f} of the units, not the target {target:g}")

@@ -1,0 +1,1 @@
+"""Workdir files and command-line plumbing: layout, atomic records, errors, flags, progress."""

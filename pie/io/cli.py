@@ -1,0 +1,134 @@
+"""What every stage script shares: flag parsing helpers, exit codes, saved flags."""
+import logging as std_logging
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+from pie.io import errors
+
+# Errors a user can fix by changing the command: one line on stderr, exit 2.
+USAGE_EXIT = 2
+
+
+UsageError = errors.UsageError
+
+
+def user_errors():
+    """The exception types that mean 'bad input', not 'bug'."""
+    return (errors.InputError,)
+
+
+def fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(USAGE_EXIT)
+
+
+def run(main):
+    """absl's app.run, with bad input reported as one line and exit code 2."""
+    def guarded(argv):
+        # Libraries' INFO lines (TensorFlow checkpoints, tfds) drown the stages' progress.
+        logging.get_absl_handler().addFilter(_project_info_only)
+        if len(argv) > 1:
+            fail(f"unexpected arguments {argv[1:]}; every option is a --flag")
+        try:
+            return main(argv)
+        except user_errors() as error:
+            fail(str(error))
+    app.run(guarded, flags_parser=_parse_flags)
+
+
+def _project_info_only(record):
+    """Keeps warnings and errors, and INFO lines from this project's own code."""
+    return record.levelno >= std_logging.WARNING or "site-packages" not in record.pathname
+
+
+def _parse_flags(argv):
+    """Flag errors (unknown enum value, bad type) are bad input too: one line, exit 2."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        fail(str(error).splitlines()[0])
+
+
+def require_workdir(workdir):
+    """The workdir of a stage that reads earlier stages' files: given, and a folder."""
+    if not workdir:
+        raise UsageError("--workdir is required: the folder holding population.csv")
+    if not os.path.isdir(workdir):
+        raise UsageError(f"--workdir={workdir} is not a folder")
+
+
+def parse_floats(text, name):
+    try:
+        values = [float(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise UsageError(f"--{name} must be comma-separated numbers, got '{text}'")
+    if not values:
+        raise UsageError(f"--{name} is empty")
+    return values
+
+
+def parse_ints(text, name):
+    try:
+        values = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise UsageError(f"--{name} must be comma-separated integers, got '{text}'")
+    if not values:
+        raise UsageError(f"--{name} is empty")
+    return values
+
+
+def parse_names(text, name, allowed, all_value="all"):
+    """Comma-separated names from `allowed`; `all` means every one of them."""
+    if text.strip() == all_value:
+        return list(allowed)
+    names = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in names if item not in allowed]
+    if unknown or not names:
+        raise UsageError(f"unknown --{name} {', '.join(unknown) or '(empty)'}; allowed: "
+                         f"{', '.join(allowed)} or {all_value}")
+    return names
+
+
+def resolved_flags():
+    """The stage's flags as `--name=value` lines, usable with --flagfile.
+
+    The stage's own flags plus those it takes from `pie` modules (shared stage
+    flags); absl's and TensorFlow's own flags are left out.
+    """
+    by_module = flags.FLAGS.flags_by_module_dict()
+    main_names = {"__main__", sys.argv[0], getattr(sys.modules["__main__"], "__file__", "")}
+    chosen = {flag.name: flag for module, module_flags in by_module.items()
+              if module in main_names or module.startswith("pie.")
+              for flag in module_flags}
+    lines = [chosen[name].serialize() for name in sorted(chosen)]
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def format_seconds(seconds):
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """Progress lines with an ETA from the average time per unit of work so far."""
+
+    def __init__(self, total_units, label):
+        self.total = total_units
+        self.done = 0
+        self.label = label
+        self.start = time.time()
+
+    def advance(self, units, message):
+        self.done += units
+        elapsed = time.time() - self.start
+        remaining = max(self.total - self.done, 0)
+        eta = elapsed / self.done * remaining if self.done else 0.0
+        print(f"{message} | {self.label} {self.done}/{self.total}, "
+              f"ETA {format_seconds(eta)}", flush=True)

@@ -1,0 +1,1 @@
+"""Networks: architecture builders (--model), loading saved members, running them over images."""

@@ -1,0 +1,174 @@
+"""Running population members over images: Keras and TFLite members alike.
+
+Every stage that needs model outputs (predictions, corruptions, quantization cost)
+goes through `load_member` and `predict_frame`, so a member is run the same way,
+batched, whatever its format.
+"""
+import concurrent.futures
+import os
+import time
+
+import numpy as np
+import pandas as pd
+
+import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie.io import records
+
+TOP_K = 5
+
+
+class KerasMember:
+    """A saved Keras model; `logits(inputs)` runs it in batches with model.predict."""
+
+    def __init__(self, path):
+        import tf_keras as keras
+        self.model = keras.models.load_model(path, compile=False)
+
+    def logits(self, inputs, batch_size):
+        return self.model.predict(inputs, batch_size=batch_size, verbose=0)
+
+
+class TFLiteMember:
+    """A .tflite model; the input tensor is resized to the batch, not run per image."""
+
+    def __init__(self, path, num_threads=None):
+        import tensorflow as tf
+        self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self._batch = None
+
+    def _run(self, batch):
+        if self._batch != len(batch):
+            shape = [len(batch)] + list(self.input["shape"][1:])
+            self.interpreter.resize_tensor_input(self.input["index"], shape)
+            self.interpreter.allocate_tensors()
+            self.input = self.interpreter.get_input_details()[0]
+            self.output = self.interpreter.get_output_details()[0]
+            self._batch = len(batch)
+        scale, zero_point = self.input["quantization"]
+        if self.input["dtype"] in (np.int8, np.uint8) and scale:
+            info = np.iinfo(self.input["dtype"])
+            batch = np.clip(np.round(batch / scale + zero_point), info.min, info.max)
+        self.interpreter.set_tensor(self.input["index"], batch.astype(self.input["dtype"]))
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self.output["index"])
+        scale, zero_point = self.output["quantization"]
+        if self.output["dtype"] in (np.int8, np.uint8) and scale:
+            out = (out.astype(np.float32) - zero_point) * scale
+        return out.astype(np.float32)
+
+    def logits(self, inputs, batch_size):
+        inputs = np.asarray(inputs, np.float32)
+        return np.concatenate([self._run(inputs[start:start + batch_size])
+                               for start in range(0, len(inputs), batch_size)])
+
+
+def load_member(workdir, row):
+    """The runnable model of a manifest row (a dict or Series)."""
+    path = records.member_model_path(workdir, row)
+    if not os.path.exists(path):
+        raise records.ContractError(
+            f"manifest member {row['member_id']}: model file missing at {path}")
+    if path.endswith(".tflite"):
+        return TFLiteMember(path)
+    return KerasMember(path)
+
+
+def check_model_files(workdir, manifest):
+    """Fails before any work when a manifest row's model file is missing."""
+    for row in manifest.to_dict("records"):
+        path = records.member_model_path(workdir, row)
+        if not os.path.exists(path):
+            raise records.ContractError(
+                f"manifest member {row['member_id']}: model file missing at {path}")
+
+
+def needs_predictions(workdir, row, distribution=records.CLEAN, split="test"):
+    """Whether a member's predictions file is missing or older than its model file.
+
+    A retrained member (a new model file) gets new predictions on the next run.
+    """
+    path = records.predictions_path(workdir, row["member_id"], distribution, split)
+    model = records.member_model_path(workdir, row)
+    return not os.path.exists(path) or (
+        os.path.exists(model) and os.path.getmtime(path) < os.path.getmtime(model))
+
+
+def softmax(logits):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def predictions_frame(member_id, logits, labels, image_ids, class_subset=None):
+    """The predictions contract (docs/contracts.md) from a member's logits.
+
+    `class_subset` restricts the argmax to those class ids (ImageNet-A's 200).
+    """
+    logits = np.asarray(logits, np.float64)
+    if class_subset is not None:
+        masked = np.full_like(logits, -np.inf)
+        masked[:, class_subset] = logits[:, class_subset]
+        logits = masked
+    probs = softmax(logits)
+    labels = np.asarray(labels, np.int64)
+    num_classes = probs.shape[1]
+    if labels.min(initial=0) < 0 or labels.max(initial=0) >= num_classes:
+        raise records.ContractError(
+            f"labels outside the model's {num_classes} classes (0..{num_classes - 1})")
+    predicted = probs.argmax(axis=1)
+    rows = np.arange(len(probs))
+    frame = pd.DataFrame({
+        "member_id": member_id, "image_id": np.asarray(image_ids, np.int64), "label": labels,
+        "predicted": predicted, "prob_predicted": probs[rows, predicted].astype(np.float32),
+        "prob_label": probs[rows, labels].astype(np.float32)})
+    if num_classes > TOP_K:
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :TOP_K]
+        columns = [pd.Series(top[:, k]).astype(str) for k in range(TOP_K)]
+        frame["top5"] = columns[0].str.cat(columns[1:], sep=" ").to_numpy()
+    return frame
+
+
+def member_logits(member, source, arrays, batch_size):
+    """Logits, labels, ids of one member: in memory, or streamed batch by batch."""
+    if arrays is not None:
+        inputs, labels, ids = arrays
+        return member.logits(inputs, batch_size), labels, ids
+    logits, labels, ids = [], [], []
+    for batch in source.eval_batches(batch_size).as_numpy_iterator():
+        logits.append(member.logits(batch["inputs"], batch_size))
+        labels.append(batch["label"])
+        ids.append(batch["image_id"])
+    return np.concatenate(logits), np.concatenate(labels), np.concatenate(ids)
+
+
+def write_member(workdir, member_id, logits, labels, ids, split):
+    """Builds and writes one member's predictions file; returns its top-1."""
+    frame = predictions_frame(member_id, logits, labels, ids)
+    columns = records.PREDICTION_COLUMNS + (["top5"] if "top5" in frame else [])
+    records.write_csv(records.predictions_path(workdir, member_id, split=split), frame, columns)
+    return float((frame["predicted"] == frame["label"]).mean())
+
+
+def predict_members(workdir, members, source, arrays, batch_size, split, progress=None):
+    """Runs (member_id, model) pairs; each file is written while the next model runs.
+
+    `members` may be a generator, so a model is loaded only when its turn comes.
+    """
+    def done(member_id, started, future):
+        top1 = future.result()
+        if progress:
+            progress.advance(1, f"{member_id}: top-1 {top1:.4f} ({time.time() - started:.1f}s)")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
+        pending = None
+        for member_id, member in members:
+            started = time.time()
+            logits, labels, ids = member_logits(member, source, arrays, batch_size)
+            if pending:
+                done(*pending)
+            pending = (member_id, started, writer.submit(
+                write_member, workdir, member_id, logits, labels, ids, split))
+        if pending:
+            done(*pending)

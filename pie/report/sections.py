@@ -1,0 +1,861 @@
+"""The sections of the report, in a registry keyed by name.
+
+Each section is one small function that turns input files under the workdir into
+*blocks* the template renders (figures, tables, image galleries, headline
+cards, notes). A section declares the files it needs (`inputs`: without them it
+shows "not measured" and the command that produces them) and the files it uses
+when present (`optional`). Sections never run a model and never write anything.
+"""
+import base64
+import collections
+import dataclasses
+import glob
+import os
+from typing import Callable, Tuple
+
+import numpy as np
+import pandas as pd
+
+from pie.analysis import robustness
+from pie.io import records
+from pie.report import plots
+
+DASH = "—"  # a value whose input is missing
+NOT_APPLICABLE = "n/a"  # a value that does not apply (or is undefined)
+PIE_GRID_SIZE = 24
+MAX_HEATMAP_COLUMNS = 40  # more distributions: severities averaged per corruption
+
+# Which command writes each input (`{W}` is the workdir).
+PRODUCERS = {
+    "population.csv": "python -m save_checkpoint.train --workdir={W}",
+    "dataset.json": "python -m save_checkpoint.train --workdir={W}",
+    "classes.json": "python -m save_checkpoint.train --workdir={W}",
+    "per_class/tstatistic.csv": "python -m per_class_accuracy.gen_tstatistic --workdir={W}",
+    "per_class/tstatistic_summary.csv":
+        "python -m per_class_accuracy.gen_tstatistic --workdir={W}",
+    "pie/pie.csv": "python -m pie_dataset_gen.aggregate_predictions --workdir={W}",
+    "pie/pie_summary.csv": "python -m pie_dataset_gen.aggregate_predictions --workdir={W}",
+    "robustness/accuracy.csv":
+        "python -m robustness_tests.corruptions --workdir={W} && "
+        "python -m robustness_tests.analyze --workdir={W}",
+    "robustness/excess_error.csv": "python -m robustness_tests.analyze --workdir={W}",
+    "robustness/prune_potential.csv": "python -m robustness_tests.analyze --workdir={W}",
+    "robustness/noise_similarity.csv":
+        "python -m robustness_tests.noise_similarity --workdir={W}",
+    "robustness/informative_features.csv":
+        "python -m robustness_tests.informative_features --workdir={W}",
+    "quantization/cost.csv": "python -m pie.stages.cost --workdir={W}",
+    "per_class/subgroups.csv":
+        "python -m per_class_accuracy.subgroups --workdir={W} --groups_csv=<file>",
+    "toy/results.csv": "python -m pie.stages.toy_experiment --out={W}/toy",
+}
+
+# The columns each input must have (the subset the report reads).
+COLUMNS = {
+    "per_class/tstatistic.csv": ["method", "sparsity", "class_id", "class_name",
+                                 "normalized_delta", "significant", "direction"],
+    "per_class/tstatistic_summary.csv": ["method", "sparsity", "n_classes_hurt",
+                                         "n_classes_helped"],
+    "pie/pie.csv": ["method", "sparsity", "image_id", "label", "baseline_modal_label",
+                    "variant_modal_label", "baseline_agreement", "variant_agreement",
+                    "is_pie"],
+    "pie/pie_summary.csv": ["method", "sparsity", "n_images", "n_pie", "pie_fraction",
+                            "baseline_top1_pie", "variant_top1_pie",
+                            "baseline_top1_non_pie", "variant_top1_non_pie"],
+    "robustness/accuracy.csv": ["member_id", "method", "sparsity", "distribution", "top1"],
+    "robustness/excess_error.csv": ["method", "sparsity", "distribution",
+                                    "excess_error_mean"],
+    "robustness/prune_potential.csv": ["method", "distribution", "prune_potential",
+                                       "prune_potential_seed_mean",
+                                       "prune_potential_seed_std"],
+    "robustness/noise_similarity.csv": ["method", "sparsity", "eps", "agreement_mean",
+                                        "l2_mean"],
+    "robustness/informative_features.csv": ["method", "sparsity", "iou_mean", "iou_std",
+                                            "conf_own_mask", "conf_other_mask",
+                                            "reference_conf_own_mask",
+                                            "reference_conf_other_mask"],
+    "quantization/cost.csv": ["member_id", "gzip_bytes", "latency_ms_batch1", "top1"],
+    "per_class/subgroups.csv": ["method", "sparsity", "attribute", "group", "share",
+                                "dense_error", "variant_error", "error_change_vs_overall",
+                                "fpr_change_vs_overall", "fnr_change_vs_overall",
+                                "pie_share", "p_value"],
+    "toy/results.csv": ["dataset", "criterion", "samples_per_class", "seed", "scenario",
+                        "stage", "accuracy"],
+}
+TEXT_COLUMNS = ("member_id", "method", "class_name", "distribution", "dataset", "criterion",
+                "scenario", "stage", "attribute", "group")
+
+
+# --------------------------------------------------------------------------- context
+
+
+class Context:
+    """What every section reads: the workdir, its manifest and variants, cached tables."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.manifest = records.read_manifest(workdir)
+        if self.manifest.empty:
+            raise records.ContractError(
+                f"{records.manifest_path(workdir)} has no members: nothing to report")
+        self.manifest["key"] = [records.variant_key(m, s) for m, s in
+                                zip(self.manifest["method"], self.manifest["sparsity"])]
+        self.variants = variant_table(self.manifest)
+        self.colors = plots.method_colors(self.variants["method"])
+        self._tables = {}
+
+    def path(self, relative):
+        return os.path.join(self.workdir, relative)
+
+    def exists(self, relative):
+        return os.path.exists(self.path(relative))
+
+    def table(self, relative):
+        """The CSV `relative` (cached), checked for the columns the report reads,
+        with a `key` column (the variant key) when it names method and sparsity."""
+        if relative not in self._tables:
+            frame = read_table(self.path(relative), COLUMNS.get(relative, ()))
+            if {"method", "sparsity"} <= set(frame.columns):
+                frame["key"] = [records.variant_key(m, s) for m, s in
+                                zip(frame["method"], frame["sparsity"])]
+            self._tables[relative] = frame
+        return self._tables[relative]
+
+    def command(self, relative):
+        return PRODUCERS.get(relative, "the stage that writes it").format(W=self.workdir)
+
+    def class_names(self):
+        path = self.path("classes.json")
+        return records.read_json(path) if os.path.exists(path) else None
+
+
+def read_table(path, columns):
+    """A CSV with text columns kept as text (a class named 'NA' stays 'NA')."""
+    if not os.path.exists(path):
+        raise records.ContractError(f"missing input file {path}")
+    header = pd.read_csv(path, nrows=0).columns
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""],
+                        dtype={c: str for c in TEXT_COLUMNS if c in header})
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise records.ContractError(
+            f"{path} lacks columns {missing}: rerun the stage that writes it")
+    return frame
+
+
+def variant_order(method, sparsity):
+    """Dense first, then pruning methods by name and sparsity, then quantized ones."""
+    return (method != records.DENSE_METHOD, str(method).startswith("quant_"), str(method),
+            float(sparsity))
+
+
+def variant_table(manifest):
+    """One row per variant: key, method, sparsity, label, members, top-1 mean and std."""
+    grouped = manifest.groupby(["method", "sparsity"])["top1"]
+    table = grouped.agg(members="count", top1_mean="mean", top1_std="std").reset_index()
+    table["key"] = [records.variant_key(m, s) for m, s in zip(table["method"], table["sparsity"])]
+    table["label"] = [variant_label(m, s) for m, s in zip(table["method"], table["sparsity"])]
+    order = sorted(range(len(table)), key=lambda i: variant_order(
+        table["method"].iloc[i], table["sparsity"].iloc[i]))
+    return table.iloc[order].reset_index(drop=True)
+
+
+def variant_label(method, sparsity):
+    """`magnitude 0.9`; just the method for unpruned ones (dense, quantized)."""
+    return method if float(sparsity) == 0 else f"{method} {float(sparsity):g}"
+
+
+def most_compressed(keys, variants):
+    """The variant among `keys` with the highest sparsity (pruning before quantization)."""
+    candidates = variants[variants["key"].isin(set(keys))
+                          & (variants["method"] != records.DENSE_METHOD)]
+    if candidates.empty:
+        return None
+    order = sorted(range(len(candidates)), key=lambda i: (
+        -float(candidates["sparsity"].iloc[i]),
+        variant_order(candidates["method"].iloc[i], candidates["sparsity"].iloc[i])))
+    return candidates.iloc[order[0]]
+
+
+def png_uri(png_bytes):
+    return "data:image/png;base64," + base64.b64encode(png_bytes).decode("ascii")
+
+
+def figure(png_bytes, alt):
+    return {"kind": "figure", "uri": png_uri(png_bytes), "alt": alt}
+
+
+def table_block(columns, rows, caption=None):
+    return {"kind": "table", "columns": list(columns), "rows": [list(r) for r in rows],
+            "caption": caption}
+
+
+def note(text):
+    return {"kind": "note", "text": text}
+
+
+def percent(value, digits=1, missing=DASH):
+    """A fraction as a percentage; `missing` for NaN (not measured, or undefined)."""
+    return missing if value is None or not np.isfinite(value) else f"{100 * value:.{digits}f}"
+
+
+def number(value, fmt="{:.2f}", missing=DASH):
+    return missing if value is None or not np.isfinite(value) else fmt.format(value)
+
+
+# -------------------------------------------------------------------------- registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    name: str
+    title: str
+    short: str  # the link in the page's navigation bar
+    what: str  # one sentence: what it shows and how to read it
+    inputs: Tuple[str, ...]  # needed: without them the section says "not measured"
+    optional: Tuple[str, ...]  # used when present
+    build: Callable
+    strict: bool = True  # whether --strict requires its inputs
+
+
+SECTIONS = collections.OrderedDict()
+
+
+def section(name, title, short, what, inputs=(), optional=(), strict=True):
+    """Registers `build(context) -> list of blocks` as the section `name`."""
+    def register(build):
+        if name in SECTIONS:
+            raise ValueError(f"section {name!r} is registered twice")
+        SECTIONS[name] = Section(name, title, short, what, tuple(inputs), tuple(optional),
+                                 build, strict)
+        return build
+    return register
+
+
+def all_inputs(strict_only=False):
+    """Every input file the sections read (with `strict_only`, those --strict requires),
+    relative to the workdir, in section order."""
+    seen = ["population.csv"]
+    for spec in SECTIONS.values():
+        if strict_only and not spec.strict:
+            continue
+        for relative in spec.inputs + spec.optional:
+            if relative not in seen:
+                seen.append(relative)
+    return seen
+
+
+def render_section(spec, context):
+    """The section as the template sees it: title, sentence, missing inputs, blocks."""
+    missing = [{"file": relative, "command": context.command(relative)}
+               for relative in spec.inputs if not context.exists(relative)]
+    blocks = [] if missing else spec.build(context)
+    return {"name": spec.name, "title": spec.title, "short": spec.short, "what": spec.what,
+            "missing": missing,
+            "blocks": blocks}
+
+
+# --------------------------------------------------------------------------- summary
+
+SummaryColumn = collections.namedtuple("SummaryColumn", "key header source")
+SUMMARY_COLUMNS = [
+    SummaryColumn("variant", "variant", None),
+    SummaryColumn("members", "members", "population.csv"),
+    SummaryColumn("top1", "top-1 % (mean ± std)", "population.csv"),
+    SummaryColumn("hurt", "classes hurt", "per_class/tstatistic_summary.csv"),
+    SummaryColumn("helped", "classes helped", "per_class/tstatistic_summary.csv"),
+    SummaryColumn("pie_fraction", "PIEs %", "pie/pie_summary.csv"),
+    SummaryColumn("top1_pie", "top-1 % on PIEs (dense → variant)", "pie/pie_summary.csv"),
+    SummaryColumn("top1_non_pie", "top-1 % on non-PIEs (dense → variant)",
+                  "pie/pie_summary.csv"),
+    SummaryColumn("corrupted", "corrupted top-1 % (mean)", "robustness/accuracy.csv"),
+    SummaryColumn("excess", "excess error (points, mean)", "robustness/excess_error.csv"),
+    SummaryColumn("potential_clean", "prune potential clean",
+                  "robustness/prune_potential.csv"),
+    SummaryColumn("potential_shifted", "prune potential shifted (mean)",
+                  "robustness/prune_potential.csv"),
+    SummaryColumn("gzip", "gzip KiB (mean)", "quantization/cost.csv"),
+    SummaryColumn("latency", "latency ms, batch 1 (mean)", "quantization/cost.csv"),
+]
+
+
+def _is_clean(distribution):
+    return distribution.astype(str) == records.CLEAN
+
+
+def _per_key(frame, column):
+    return dict(zip(frame["key"], frame[column]))
+
+
+def _summary_sources(context):
+    """{column key: {variant key: formatted cell}} for every input that exists."""
+    cells = collections.defaultdict(dict)
+    variants = context.variants
+    for row in variants.itertuples():
+        cells["members"][row.key] = str(row.members)
+        std = number(100 * row.top1_std, "{:.1f}") if np.isfinite(row.top1_std) else \
+            NOT_APPLICABLE
+        cells["top1"][row.key] = f"{percent(row.top1_mean)} ± {std}"
+    dense_keys = set(variants.loc[variants["method"] == records.DENSE_METHOD, "key"])
+    for key in dense_keys:
+        for column in ("hurt", "helped", "pie_fraction", "top1_pie", "top1_non_pie", "excess"):
+            cells[column][key] = NOT_APPLICABLE
+    # Prune potential is a property of a pruning method's sparsity grid: none for
+    # methods that never prune (dense, quantized).
+    pruned_methods = set(variants.loc[variants["sparsity"] > 0, "method"])
+    for row in variants[~variants["method"].isin(pruned_methods)].itertuples():
+        cells["potential_clean"][row.key] = cells["potential_shifted"][row.key] = NOT_APPLICABLE
+    if context.exists("per_class/tstatistic_summary.csv"):
+        summary = context.table("per_class/tstatistic_summary.csv")
+        for key, hurt, helped in zip(summary["key"], summary["n_classes_hurt"],
+                                     summary["n_classes_helped"]):
+            cells["hurt"][key], cells["helped"][key] = f"{hurt:.0f}", f"{helped:.0f}"
+    if context.exists("pie/pie_summary.csv"):
+        pies = context.table("pie/pie_summary.csv")
+        for row in pies.itertuples():
+            cells["pie_fraction"][row.key] = percent(row.pie_fraction)
+            cells["top1_pie"][row.key] = (f"{percent(row.baseline_top1_pie)} → "
+                                          f"{percent(row.variant_top1_pie)}"
+                                          if row.n_pie > 0 else NOT_APPLICABLE)
+            cells["top1_non_pie"][row.key] = (f"{percent(row.baseline_top1_non_pie)} → "
+                                              f"{percent(row.variant_top1_non_pie)}")
+    if context.exists("robustness/accuracy.csv"):
+        accuracy = context.table("robustness/accuracy.csv")
+        # Each member's mean over the corruptions, then the mean over the variant's members.
+        per_member = mean_over_corruptions(accuracy, ["key", "member_id"], "top1")
+        for key, value in per_member.groupby("key")["top1"].mean().items():
+            cells["corrupted"][key] = percent(value)
+    if context.exists("robustness/excess_error.csv"):
+        excess = mean_over_corruptions(context.table("robustness/excess_error.csv"), ["key"],
+                                       "excess_error_mean")
+        for key, value in zip(excess["key"], excess["excess_error_mean"]):
+            cells["excess"][key] = number(value, "{:+.2f}")
+    if context.exists("robustness/prune_potential.csv"):
+        potential = context.table("robustness/prune_potential.csv")
+        clean = _is_clean(potential["distribution"])
+        clean_by_method = potential[clean].groupby("method")["prune_potential"].mean()
+        shifted_by_method = mean_over_corruptions(potential, ["method"], "prune_potential")
+        shifted_by_method = shifted_by_method.set_index("method")["prune_potential"]
+        for row in variants.itertuples():
+            if row.method in clean_by_method.index:
+                cells["potential_clean"][row.key] = number(clean_by_method[row.method])
+            if row.method in shifted_by_method.index:
+                cells["potential_shifted"][row.key] = number(shifted_by_method[row.method])
+    if context.exists("quantization/cost.csv"):
+        cost = context.table("quantization/cost.csv").drop(columns=["key"], errors="ignore")
+        cost = cost.merge(context.manifest[["member_id", "key"]], on="member_id", how="inner")
+        means = cost.groupby("key")[["gzip_bytes", "latency_ms_batch1"]].mean()
+        for key, row in means.iterrows():
+            cells["gzip"][key] = number(row["gzip_bytes"] / 1024.0, "{:.1f}")
+            cells["latency"][key] = number(row["latency_ms_batch1"], "{:.3f}")
+    return cells
+
+
+def mean_over_corruptions(frame, keys, value):
+    """Per `keys` group, `value` on the `mean_corruption` rows the robustness stage
+    writes (mean over the corruptions every member has), or else the mean over the
+    `<corruption>/<severity>` rows. Natural shifts (e.g. imagenet_a) are left out."""
+    distribution = frame["distribution"].astype(str)
+    stage_mean = frame[distribution == robustness.MEAN_CORRUPTION]
+    corruptions = frame[robustness.is_corruption(distribution)]
+    computed = corruptions.groupby(keys, as_index=False)[value].mean()
+    if stage_mean.empty:
+        return computed
+    stage_mean = stage_mean.groupby(keys, as_index=False)[value].mean()
+    missing = ~computed.set_index(keys).index.isin(stage_mean.set_index(keys).index)
+    return pd.concat([stage_mean, computed[missing]], ignore_index=True)
+
+
+def summary_table(context):
+    """Header, rows (one per variant, cells as text) and footnotes of the summary."""
+    cells = _summary_sources(context)
+    rows = []
+    for row in context.variants.itertuples():
+        values = {"variant": row.label}
+        for column in SUMMARY_COLUMNS[1:]:
+            values[column.key] = cells[column.key].get(row.key, DASH)
+        rows.append({"key": row.key, "dense": row.method == records.DENSE_METHOD,
+                     "cells": [values[c.key] for c in SUMMARY_COLUMNS]})
+    # Footnotes are (text, command or None): the template sets commands as code.
+    footnotes = []
+    missing = collections.OrderedDict()
+    for column in SUMMARY_COLUMNS:
+        if column.source and not context.exists(column.source):
+            missing.setdefault(column.source, []).append(column.header)
+    for source, headers in missing.items():
+        footnotes.append((f"{DASH} in {', '.join(repr(h) for h in headers)}: {source} is "
+                          "missing (not measured); to produce it run",
+                          context.command(source)))
+    index = {column.key: i for i, column in enumerate(SUMMARY_COLUMNS)}
+    absent_rows = [column.header for column in SUMMARY_COLUMNS
+                   if column.source and column.source not in missing
+                   and any(r["cells"][index[column.key]] == DASH for r in rows)]
+    if absent_rows:
+        footnotes.append((f"{DASH} in {', '.join(repr(h) for h in absent_rows)}: the file "
+                          "exists but has no row for that variant (rerun the stage that "
+                          "writes it after adding the variant).", None))
+    footnotes.append((f"{NOT_APPLICABLE}: does not apply (the dense population is the "
+                      "baseline; prune potential needs a pruning method), or is undefined "
+                      "(a std over one member, top-1 on PIEs without PIEs).", None))
+    return {"columns": [c.header for c in SUMMARY_COLUMNS], "rows": rows,
+            "footnotes": footnotes}
+
+
+def markdown_table(summary):
+    """The summary table as GitHub Markdown, `|` escaped inside cells."""
+    def line(values):
+        return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
+    lines = [line(summary["columns"]), line(["---"] * len(summary["columns"]))]
+    lines += [line(row["cells"]) for row in summary["rows"]]
+    lines.append("")
+    lines += [f"- {text}" + (f" `{command}`" if command else "")
+              for text, command in summary["footnotes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _headline_cards(context):
+    """A few numbers about the most compressed variant, largest type."""
+    variants = context.variants
+    target = most_compressed(variants["key"], variants)
+    dense = variants[variants["method"] == records.DENSE_METHOD]
+    if target is None:
+        return []
+    cards = []
+    if not dense.empty:
+        cards.append({"value": f"{percent(dense['top1_mean'].iloc[0])} → "
+                               f"{percent(target['top1_mean'])} %",
+                      "label": f"top-1, dense → {target['label']}"})
+    if context.exists("per_class/tstatistic_summary.csv"):
+        summary = context.table("per_class/tstatistic_summary.csv")
+        row = summary[summary["key"] == target["key"]]
+        if len(row):
+            cards.append({"value": f"{int(row['n_classes_hurt'].iloc[0])} / "
+                                   f"{int(row['n_classes_helped'].iloc[0])}",
+                          "label": "classes significantly hurt / helped"})
+    if context.exists("pie/pie_summary.csv"):
+        pies = context.table("pie/pie_summary.csv")
+        row = pies[pies["key"] == target["key"]]
+        if len(row):
+            cards.append({"value": f"{percent(row['pie_fraction'].iloc[0])} %",
+                          "label": f"of eval images are PIEs ({int(row['n_pie'].iloc[0])})"})
+            cards.append({"value": f"{percent(row['variant_top1_pie'].iloc[0])} %",
+                          "label": "its top-1 on those PIEs"})
+    return [{"kind": "cards", "title": f"Most compressed variant: {target['label']}",
+             "cards": cards}] if cards else []
+
+
+@section("summary", "Summary: one row per variant", "summary",
+         "Each row is a population (all members sharing method and sparsity); read "
+         "across a row to see what the variant saves (size, latency) against what it "
+         "loses (accuracy, classes, PIEs, robustness), and compare rows with the dense "
+         "one.",
+         inputs=("population.csv",),
+         optional=tuple(dict.fromkeys(c.source for c in SUMMARY_COLUMNS[1:])))
+def summary_section(context):
+    table = summary_table(context)
+    return _headline_cards(context) + [{"kind": "summary", **table}]
+
+
+# ------------------------------------------------------------------------- accuracy
+
+
+@section("top1", "Top-1 accuracy against sparsity", "top-1",
+         "Each line is one method's mean top-1 over its members, the band spans the "
+         "best and worst member and dots are single members: a flat line means "
+         "compression costs little accuracy overall.",
+         inputs=("population.csv",))
+def top1_section(context):
+    members = context.manifest[["method", "sparsity", "top1"]]
+    return [figure(plots.top1_against_sparsity(members, context.colors),
+                   "top-1 accuracy against sparsity per method")]
+
+
+@section("significant_classes", "Classes significantly hurt or helped", "classes",
+         "Number of classes whose recall changes more than the overall accuracy does "
+         "(Welch's t-test across members, per variant): solid lines count classes hurt, "
+         "dashed lines classes helped; rising lines mean the damage is not spread evenly.",
+         inputs=("per_class/tstatistic_summary.csv",))
+def significant_classes_section(context):
+    summary = context.table("per_class/tstatistic_summary.csv")
+    return [figure(plots.significant_classes(summary, context.colors),
+                   "significant classes against sparsity")]
+
+
+@section("class_delta", "Per-class change in the most compressed variant", "per class",
+         "Each bar is one class's normalised delta (its recall change minus the overall "
+         "top-1 change, in points), sorted: red bars are classes that lost more than "
+         "average, blue ones gained, pale bars are not significant.",
+         inputs=("per_class/tstatistic.csv",))
+def class_delta_section(context):
+    table = context.table("per_class/tstatistic.csv")
+    target = most_compressed(table["key"], context.variants)
+    if target is None:
+        return [note("no compressed variant in per_class/tstatistic.csv")]
+    rows = table[(table["key"] == target["key"]) & table["normalized_delta"].notna()]
+    if rows.empty:
+        return [note(f"no class of {target['label']} has a defined normalised delta "
+                     "(classes without eval images)")]
+    blocks = [figure(plots.class_deltas(rows, f"{target['label']} vs dense"),
+                     f"normalised delta per class for {target['label']}")]
+    worst = rows.sort_values("normalized_delta", kind="stable")
+    worst = worst[worst["normalized_delta"] < 0].head(10)
+    if len(worst):
+        blocks.append(table_block(
+            ["class", "normalised delta (points)", "significant"],
+            [[name, f"{100 * delta:+.2f}", "yes" if significant else "no"]
+             for name, delta, significant in zip(
+                worst["class_name"], worst["normalized_delta"], worst["significant"])],
+            caption=f"The classes {target['label']} hurts most"))
+    return blocks
+
+
+# ------------------------------------------------------------------------------ PIE
+
+
+def load_eval_images(workdir, image_ids, tfrecord_dir=None):
+    """{image_id: raw uint8 image} for `image_ids`.
+
+    Reads the PIE TFRecords of the variant when they exist (small: PIEs only),
+    otherwise streams the workdir's eval split until every id is found.
+    """
+    from pie.data import sources  # TensorFlow loads only when images are drawn
+
+    wanted = np.asarray(sorted(set(int(i) for i in image_ids)), np.int64)
+    if tfrecord_dir and os.path.isdir(tfrecord_dir):
+        source = sources.load(sources.TFRECORD_PREFIX + tfrecord_dir)
+    else:
+        source = sources.load_for_workdir(workdir)
+    found = {}
+    for batch in source.eval_raw().batch(512).as_numpy_iterator():
+        keep = np.flatnonzero(np.isin(batch["image_id"], wanted))
+        found.update(zip(batch["image_id"][keep].tolist(), batch["image"][keep]))
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def _class_name(names, class_id):
+    class_id = int(class_id)
+    return names[class_id] if names and 0 <= class_id < len(names) else str(class_id)
+
+
+@section("pie_grid", "Pruning Identified Exemplars of the most compressed variant", "PIEs",
+         "Eval images where the compressed population's most common prediction differs "
+         "from the dense population's: each shows the true label and both modal "
+         "predictions (green = right, red = wrong), the ones the dense models got right "
+         "first: these are the images compression forgot.",
+         inputs=("pie/pie.csv", "dataset.json"),
+         optional=("classes.json",))
+def pie_grid_section(context):
+    dataset = records.read_json(context.path("dataset.json"))
+    if dataset.get("family") == "toy":
+        return [note("the dataset is a toy set of 2-D points: there are no images to show")]
+    pie = context.table("pie/pie.csv")
+    target = most_compressed(pie.loc[pie["is_pie"].astype(bool), "key"], context.variants)
+    if target is None:
+        return [note("no variant has PIEs")]
+    rows = pie[(pie["key"] == target["key"]) & pie["is_pie"].astype(bool)].copy()
+    rows["forgotten"] = ((rows["baseline_modal_label"] == rows["label"])
+                         & (rows["variant_modal_label"] != rows["label"]))
+    rows = rows.sort_values(["forgotten", "baseline_agreement", "variant_agreement",
+                             "image_id"], ascending=[False, False, False, True],
+                            kind="stable").head(PIE_GRID_SIZE)
+    tfrecords = context.path(os.path.join("pie", "tfrecords", target["key"], "pie"))
+    try:
+        images = load_eval_images(context.workdir, rows["image_id"], tfrecords)
+    except (ValueError, OSError) as error:
+        return [note(f"PIE images unavailable: {error}")]
+    names = context.class_names() or dataset.get("class_names")
+    items = []
+    for image_id, label, dense, variant in zip(rows["image_id"], rows["label"],
+                                               rows["baseline_modal_label"],
+                                               rows["variant_modal_label"]):
+        if int(image_id) not in images:
+            continue
+        items.append({
+            "uri": png_uri(plots.image_png(images[int(image_id)])),
+            "image_id": int(image_id),
+            "labels": [("true", _class_name(names, label), None),
+                       ("dense", _class_name(names, dense), dense == label),
+                       ("variant", _class_name(names, variant), variant == label)],
+        })
+    n_pie = int(pie.loc[pie["key"] == target["key"], "is_pie"].astype(bool).sum())
+    return [{"kind": "gallery", "tiles": items,
+             "caption": f"{len(items)} of the {n_pie} PIEs of {target['label']}: 'dense' and "
+                        f"'variant' are the modal predictions of the dense population and "
+                        f"of {target['label']}"}]
+
+
+# ------------------------------------------------------------------------ subgroups
+
+
+@section("subgroups", "Groups of images the most compressed variant hurts most", "groups",
+         "Each bar is one group of eval images (an attribute value): how much more of the "
+         "group's images the compressed population gets wrong than the dense one does, "
+         "beyond the change over all images (points); red = the group pays more than "
+         "average, pale = not significant (Welch's t-test across members).",
+         inputs=("per_class/subgroups.csv",), strict=False)
+def subgroups_section(context):
+    table = context.table("per_class/subgroups.csv")
+    target = most_compressed(table["key"], context.variants)
+    if target is None:
+        return [note("no compressed variant in per_class/subgroups.csv")]
+    rows = table[table["key"] == target["key"]].copy()
+    rows["label"] = rows["attribute"].astype(str) + " = " + rows["group"].astype(str)
+    rows["significant"] = rows["p_value"] <= 0.05
+    rows["delta"] = -rows["error_change_vs_overall"]  # hurt (more error) is negative
+    blocks = [figure(plots.group_changes(rows, f"{target['label']} vs dense"),
+                     f"error change per group for {target['label']}")]
+    blocks.append(table_block(
+        ["attribute", "group", "share of images %", "share of PIEs %",
+         "error % (dense → variant)", "error change vs overall (points)",
+         "FPR change (points)", "FNR change (points)", "p-value"],
+        [[row.attribute, row.group, percent(row.share),
+          percent(row.pie_share, missing=NOT_APPLICABLE),
+          f"{percent(row.dense_error)} → {percent(row.variant_error)}",
+          number(100 * row.error_change_vs_overall, "{:+.2f}", NOT_APPLICABLE),
+          number(100 * row.fpr_change_vs_overall, "{:+.2f}", NOT_APPLICABLE),
+          number(100 * row.fnr_change_vs_overall, "{:+.2f}", NOT_APPLICABLE),
+          number(row.p_value, "{:.3f}", NOT_APPLICABLE)]
+         for row in rows.itertuples()],
+        caption=f"{target['label']}: a group whose share of PIEs exceeds its share of "
+                f"images is over-represented among the images compression forgot; "
+                f"{NOT_APPLICABLE} = undefined (FPR and FNR need a binary task, a PIE share "
+                "needs PIEs, a p-value two members per population)"))
+    return blocks
+
+
+# ----------------------------------------------------------------------- robustness
+
+
+def _distribution_order(distributions):
+    """Clean first, then corruptions in the benchmark's order (noise, blur, weather,
+    digital, extra) and by severity, other shifts by name, the mean last."""
+    from pie.shift.corruptions import ALL_CORRUPTIONS  # no TensorFlow: numpy/scipy only
+
+    def key(name):
+        corruption, _, severity = str(name).partition("/")
+        if name == records.CLEAN:
+            return (0, 0, "", 0)
+        if name == robustness.MEAN_CORRUPTION:
+            return (2, 0, "", 0)
+        index = ALL_CORRUPTIONS.index(corruption) if corruption in ALL_CORRUPTIONS else len(
+            ALL_CORRUPTIONS)
+        return (1, index, corruption, int(severity) if severity.isdigit() else 0)
+    return sorted(set(distributions), key=key)
+
+
+def _by_corruption(frame):
+    """`<corruption>/<severity>` renamed `<corruption>` (to average over severities)."""
+    names = frame["distribution"].astype(str)
+    shifted = robustness.is_corruption(names)
+    return frame.assign(distribution=np.where(shifted, names.str.split("/").str[0], names))
+
+
+def _variant_pivot(context, frame, value):
+    """Variant x distribution matrix of `value` (mean over rows), in report order.
+
+    With more distributions than fit a readable heatmap, each corruption's
+    severities are averaged into one column.
+    """
+    if frame["distribution"].nunique() > MAX_HEATMAP_COLUMNS:
+        frame = _by_corruption(frame)
+    pivot = frame.pivot_table(index="key", columns="distribution", values=value,
+                              aggfunc="mean")
+    keys = [k for k in context.variants["key"] if k in pivot.index]
+    columns = _distribution_order(pivot.columns)
+    labels = context.variants.set_index("key").loc[keys, "label"].tolist()
+    return pivot.loc[keys, columns], labels, columns
+
+
+@section("corruptions", "Accuracy under corruption", "corruptions",
+         "Mean top-1 of each variant (rows) on each corrupted eval set (columns: "
+         "corruption/severity, or each corruption's mean over severities when there are "
+         "many; 'clean' first): compare a row with the dense row to see which shifts the "
+         "compressed models handle worse.",
+         inputs=("robustness/accuracy.csv",),
+         optional=("robustness/excess_error.csv", "robustness/prune_potential.csv"))
+def corruptions_section(context):
+    accuracy = context.table("robustness/accuracy.csv")
+    matrix, labels, columns = _variant_pivot(context, accuracy, "top1")
+    blocks = [figure(plots.heatmap(100 * matrix.to_numpy(float), labels, columns,
+                                   "top-1 (%)"), "top-1 per variant and corruption")]
+    if context.exists("robustness/excess_error.csv"):
+        excess = context.table("robustness/excess_error.csv")
+        excess = excess[~_is_clean(excess["distribution"])]
+        matrix, labels, columns = _variant_pivot(context, excess, "excess_error_mean")
+        blocks.append(note("Excess error: the variant's extra error on the shifted set "
+                           "minus the dense population's (points); red = the shift hurts the "
+                           "compressed models more than the dense ones."))
+        blocks.append(figure(plots.heatmap(matrix.to_numpy(float), labels,
+                                           columns, "excess error (points)", cmap="RdBu_r",
+                                           center=0.0, fmt="{:+.1f}"),
+                             "excess error per variant and corruption"))
+    else:
+        blocks.append(note("Excess error not measured: run "
+                           f"`{context.command('robustness/excess_error.csv')}`."))
+    if context.exists("robustness/prune_potential.csv"):
+        potential = context.table("robustness/prune_potential.csv")
+        potential = potential.assign(cell=[
+            f"{number(p)} ({number(m)} ± {number(s)})" if np.isfinite(s) else number(p)
+            for p, m, s in zip(potential["prune_potential"],
+                               potential["prune_potential_seed_mean"],
+                               potential["prune_potential_seed_std"])])
+        pivot = potential.pivot(index="distribution", columns="method", values="cell")
+        delta = (f" delta = {potential['delta'].iloc[0]:g} points;"
+                 if "delta" in potential.columns and len(potential) else "")
+        blocks.append(table_block(
+            ["distribution"] + list(pivot.columns),
+            [[name] + [pivot.loc[name, m] if isinstance(pivot.loc[name, m], str) else DASH
+                       for m in pivot.columns]
+             for name in _distribution_order(pivot.index)],
+            caption="Prune potential per pruning method: the largest sparsity whose error "
+                    "stays within delta of the dense error (population means; in brackets "
+                    f"the mean ± std of the per-seed values);{delta} higher = more can be "
+                    "pruned for free"))
+    return blocks
+
+
+@section("noise_similarity", "Functional similarity under input noise", "noise",
+         "How often each compressed model predicts the same label as a dense model (left) "
+         "and how far apart their softmax outputs are (right) as uniform noise grows; the "
+         "grey line is a second, independently trained dense model: curves below it mean "
+         "the compressed model behaves less like the dense one than another dense model "
+         "does.",
+         inputs=("robustness/noise_similarity.csv",))
+def noise_similarity_section(context):
+    table = context.table("robustness/noise_similarity.csv")
+    grouped = table.groupby(["method", "sparsity", "eps"], as_index=False)[
+        ["agreement_mean", "l2_mean"]].mean().rename(
+        columns={"agreement_mean": "agreement", "l2_mean": "l2"})
+    is_reference = grouped["method"] == robustness.DENSE_REFERENCE
+    reference = grouped[is_reference]
+    curves = grouped[~is_reference].copy()
+    curves["label"] = [variant_label(m, s) for m, s in zip(curves["method"], curves["sparsity"])]
+    order = {key: i for i, key in enumerate(context.variants["label"])}
+    curves = curves.sort_values("label", key=lambda labels: labels.map(order), kind="stable")
+    return [figure(plots.noise_similarity(curves, reference if len(reference) else None,
+                                          context.colors),
+                   "agreement and softmax distance against noise level")]
+
+
+@section("informative_features", "Informative features", "features",
+         "Each bar is the overlap (IoU) between the input features that most drive a "
+         "compressed model's decisions (the top 10% by default) and those of the dense "
+         "model of the same seed; the "
+         "grey line is the overlap between two dense models: bars short of it mean the "
+         "compressed model looks at different evidence.",
+         inputs=("robustness/informative_features.csv",))
+def informative_features_section(context):
+    table = context.table("robustness/informative_features.csv")
+    is_reference = table["method"] == robustness.DENSE_REFERENCE
+    labels = dict(zip(context.variants["key"], context.variants["label"]))
+    order = {key: i for i, key in enumerate(context.variants["key"])}
+    variants = table[~is_reference].assign(
+        label=lambda t: [labels.get(k, k) for k in t["key"]],
+        order=lambda t: [order.get(k, len(order)) for k in t["key"]]).sort_values(
+        "order", kind="stable")
+    reference = table[is_reference]
+    reference_iou = float(reference["iou_mean"].mean()) if len(reference) else None
+    blocks = []
+    if len(variants):
+        blocks.append(figure(plots.overlap_bars(variants, reference_iou, context.colors),
+                             "feature overlap with the dense model per variant"))
+    def cells(row):
+        iou = number(row.iou_mean, "{:.3f}")
+        if np.isfinite(row.iou_std):  # undefined over one pair
+            iou += f" ± {row.iou_std:.3f}"
+        return [iou, percent(row.conf_own_mask), percent(row.conf_other_mask),
+                percent(row.reference_conf_own_mask), percent(row.reference_conf_other_mask)]
+    rows = [[row.label] + cells(row) for row in variants.itertuples()]
+    rows += [["another dense model (reference)"] + cells(row) for row in reference.itertuples()]
+    blocks.append(table_block(
+        ["variant", "IoU with dense (mean ± std over pairs)", "its confidence, own features %",
+         "its confidence, dense model's features %", "dense confidence, own features %",
+         "dense confidence, its features %"], rows,
+        caption="Confidence = softmax probability of the true label when only the named "
+                "features are kept (the others set to 0); a model that stays confident on "
+                "the other's features relies on similar evidence"))
+    return blocks
+
+
+# ----------------------------------------------------------------------------- cost
+
+
+@section("cost", "What each variant costs", "cost",
+         "Size of each member's model file after gzip (log scale) against its top-1: "
+         "points to the left save storage, points lower lose accuracy; the table gives "
+         "the means per variant.",
+         inputs=("quantization/cost.csv",))
+def cost_section(context):
+    cost = context.table("quantization/cost.csv").drop(
+        columns=["key", "method", "sparsity"], errors="ignore")
+    cost = cost.merge(context.manifest[["member_id", "method", "sparsity", "key"]],
+                      on="member_id", how="inner")
+    if cost.empty:
+        return [note("quantization/cost.csv has no row for any member of the manifest")]
+    columns = [c for c in ("params", "nonzero_params", "file_bytes", "gzip_bytes",
+                           "latency_ms_batch1", "latency_ms_batch32", "top1")
+               if c in cost.columns]
+    means = cost.groupby("key")[columns].mean()
+    formats = {"params": "{:,.0f}", "nonzero_params": "{:,.0f}", "latency_ms_batch1": "{:.3f}",
+               "latency_ms_batch32": "{:.3f}"}
+    rows = []
+    for row in context.variants.itertuples():
+        if row.key not in means.index:
+            continue
+        values = means.loc[row.key]
+        cells = []
+        for column in columns:
+            if column in ("file_bytes", "gzip_bytes"):
+                cells.append(number(values[column] / 1024.0, "{:.1f}"))
+            elif column == "top1":
+                cells.append(percent(values[column]))
+            else:
+                cells.append(number(values[column], formats.get(column, "{:.3f}")))
+        rows.append([row.label] + cells)
+    headers = {"file_bytes": "file KiB", "gzip_bytes": "gzip KiB", "top1": "top-1 %",
+               "latency_ms_batch1": "latency ms/image (batch 1)",
+               "latency_ms_batch32": "latency ms/image (batch 32)",
+               "nonzero_params": "non-zero weights", "params": "weights"}
+    return [figure(plots.cost_against_accuracy(cost, context.colors),
+                   "gzip size against top-1 per member"),
+            table_block(["variant"] + [headers[c] for c in columns], rows,
+                        caption="Means over each variant's members")]
+
+
+# ------------------------------------------------------------------------------ toy
+
+
+@section("toy", "Toy study: which pruning criterion keeps the decision boundary", "toy",
+         "Small networks on 2-D toy data, a third of the hidden units removed by each "
+         "criterion from a few reference samples per class: the figures show the decision "
+         "boundaries before and after pruning and the accuracy left, the tables the mean "
+         "accuracy after pruning (the unpruned accuracy first).",
+         inputs=("toy/results.csv",))
+def toy_section(context):
+    results = context.table("toy/results.csv")
+    # Figures first, the decision boundaries before the other figures of the study.
+    pngs = sorted(glob.glob(os.path.join(context.path("toy"), "**", "*.png"), recursive=True),
+                  key=lambda path: (not os.path.basename(path).startswith("boundaries"), path))
+    blocks = []
+    for path in pngs:
+        with open(path, "rb") as handle:
+            blocks.append(figure(handle.read(), os.path.relpath(path, context.workdir)))
+    if not pngs:
+        blocks.append(note("no figures in toy/: rerun the toy study with --plots"))
+    scenarios = {"train": 0, "noisy_test": 1}  # training data first, then the shifted test
+    groups = sorted(results.groupby(["dataset", "scenario"]),
+                    key=lambda item: (item[0][0], scenarios.get(item[0][1], 2), item[0][1]))
+    for (dataset, scenario), rows in groups:
+        after = rows[rows["stage"] == "after"].pivot_table(
+            index="criterion", columns="samples_per_class", values="accuracy", aggfunc="mean")
+        unpruned = rows[rows["stage"] == "before"].groupby("seed")["accuracy"].first().mean()
+        seeds = rows["seed"].nunique()
+        blocks.append(table_block(
+            ["criterion", "unpruned"] + [f"n={n}" for n in after.columns],
+            [[criterion, percent(unpruned)] + [percent(v) for v in after.loc[criterion]]
+             for criterion in after.index],
+            caption=f"{dataset}, {scenario.replace('_', ' ')}: top-1 % after pruning, mean "
+                    f"over {seeds} seeds, n = reference samples per class"))
+    return blocks

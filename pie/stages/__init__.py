@@ -1,0 +1,1 @@
+"""Stage scripts outside the four original stage folders: quantize, cost, the toy criteria study."""

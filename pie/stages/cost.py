@@ -1,0 +1,174 @@
+r"""What every population member costs: parameters, bytes, gzip bytes, latency.
+
+  python -m pie.stages.cost --workdir=W [--repeats=50] [--num_threads=1] [--force]
+
+Writes `W/quantization/cost.csv`, one row per manifest member (Keras and TFLite):
+
+  params, nonzero_params   weights of the Keras model (TFLite members: of the Keras
+                           member they were converted from, see meta.json)
+  file_bytes, gzip_bytes   the member's model file, raw and gzip -9
+  tflite_bytes, tflite_gzip_bytes   the .tflite that was timed (a Keras member is
+                           converted to a plain float TFLite in a temporary folder)
+  latency_ms_batch1        median ms of one interpreter call on 1 image
+  latency_ms_batch32       median ms of one call on 32 images, divided by 32: ms PER IMAGE
+  top1                     from the manifest (eval split)
+
+Latency uses the TFLite interpreter with XNNPACK on (its default delegate),
+`--num_threads` threads, `--warmup` untimed calls, then the median of `--repeats`
+timed calls on random inputs. A rerun keeps the rows of members whose model file,
+repeats and threads are unchanged. See docs/quantization.md.
+"""
+import os
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+from absl import flags
+
+import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie.io import cli, records
+from pie.compress import quantize as pq
+
+FLAGS = flags.FLAGS
+STAGE_DIR = "quantization"
+COST_NAME = "cost.csv"
+BATCH_SIZES = (1, 32)
+COST_COLUMNS = [
+    "member_id", "method", "sparsity", "seed", "params", "nonzero_params", "file_bytes",
+    "gzip_bytes", "latency_ms_batch1", "latency_ms_batch32", "top1", "tflite_bytes",
+    "tflite_gzip_bytes", "latency_model", "repeats", "num_threads",
+]
+
+flags.DEFINE_string("workdir", None, "Workdir holding population.csv.")
+flags.DEFINE_integer("repeats", 50, "Timed interpreter calls per batch size (median taken).")
+flags.DEFINE_integer("warmup", 5, "Untimed calls before timing.")
+flags.DEFINE_integer("num_threads", 1, "Interpreter threads (1: comparable across machines).")
+flags.DEFINE_bool("force", False, "Measure every member again, even with a matching row.")
+
+
+def cost_path(workdir):
+    return os.path.join(workdir, STAGE_DIR, COST_NAME)
+
+
+class KerasWeights:
+    """Parameter counts of Keras members, each model loaded at most once."""
+
+    def __init__(self, workdir, manifest):
+        self.workdir = workdir
+        self.rows = {row["member_id"]: row for row in manifest.to_dict("records")}
+        self._counts = {}
+
+    def counts(self, member_id):
+        if member_id not in self._counts:
+            import tf_keras as keras
+            model = keras.models.load_model(
+                records.member_model_path(self.workdir, self.rows[member_id]), compile=False)
+            self._counts[member_id] = pq.parameter_counts(model)
+        return self._counts[member_id]
+
+    def source_of(self, row):
+        """The Keras member a TFLite member was converted from, or None."""
+        meta_path = os.path.join(self.workdir, row["path"], "meta.json")
+        if not os.path.exists(meta_path):
+            return None
+        source = records.read_json(meta_path).get("source_member_id")
+        return source if source in self.rows else None
+
+
+def latencies(tflite_path, repeats, warmup, num_threads):
+    timer = pq.Latency(tflite_path, num_threads=num_threads)
+    batch1 = timer.median_ms(1, repeats, warmup)
+    per_image32 = timer.median_ms(BATCH_SIZES[1], repeats, warmup) / BATCH_SIZES[1]
+    return batch1, per_image32
+
+
+def measure(workdir, row, weights, repeats, warmup, num_threads):
+    """The cost row of one manifest member."""
+    model_path = records.member_model_path(workdir, row)
+    file_bytes, gzip_bytes = pq.file_sizes(model_path)
+    cost = {key: row[key] for key in ("member_id", "method", "sparsity", "seed", "top1")}
+    cost.update(file_bytes=file_bytes, gzip_bytes=gzip_bytes, repeats=repeats,
+                num_threads=num_threads)
+    if model_path.endswith(".tflite"):
+        source = weights.source_of(row)
+        params, nonzero = weights.counts(source) if source else (np.nan, np.nan)
+        batch1, batch32 = latencies(model_path, repeats, warmup, num_threads)
+        cost.update(tflite_bytes=file_bytes, tflite_gzip_bytes=gzip_bytes,
+                    latency_model="member")
+    else:
+        import tf_keras as keras
+        model = keras.models.load_model(model_path, compile=False)
+        params, nonzero = pq.parameter_counts(model)
+        with tempfile.TemporaryDirectory(prefix="cost-") as folder:
+            tflite_path = os.path.join(folder, "float.tflite")
+            with open(tflite_path, "wb") as handle:
+                handle.write(pq.convert(model, pq.FLOAT_MODE))
+            tflite_bytes, tflite_gzip = pq.file_sizes(tflite_path)
+            batch1, batch32 = latencies(tflite_path, repeats, warmup, num_threads)
+        cost.update(tflite_bytes=tflite_bytes, tflite_gzip_bytes=tflite_gzip,
+                    latency_model="float_tflite")
+    cost.update(params=params, nonzero_params=nonzero, latency_ms_batch1=round(batch1, 4),
+                latency_ms_batch32=round(batch32, 4))
+    return cost
+
+
+def reusable_rows(workdir, manifest, repeats, num_threads):
+    """Rows of the previous cost.csv still valid for the current manifest and options."""
+    path = cost_path(workdir)
+    if not os.path.exists(path):
+        return {}
+    sizes = {row["member_id"]: os.path.getsize(records.member_model_path(workdir, row))
+             for row in manifest.to_dict("records")}
+    return pq.reusable_cost_rows(records.read_csv(path), sizes, repeats, num_threads,
+                                 COST_COLUMNS)
+
+
+def validate_flags():
+    cli.require_workdir(FLAGS.workdir)
+    if FLAGS.repeats < 1:
+        raise cli.UsageError(f"--repeats must be at least 1, got {FLAGS.repeats}")
+    if FLAGS.warmup < 0:
+        raise cli.UsageError(f"--warmup must be at least 0, got {FLAGS.warmup}")
+    if FLAGS.num_threads < 1:
+        raise cli.UsageError(f"--num_threads must be at least 1, got {FLAGS.num_threads}")
+
+
+def main(argv):
+    del argv
+    validate_flags()
+    from pie.models import predict
+    workdir = FLAGS.workdir
+    manifest = records.read_manifest(workdir)
+    if manifest.empty:
+        raise records.ContractError(f"{records.manifest_path(workdir)} has no members")
+    predict.check_model_files(workdir, manifest)
+    kept = {} if FLAGS.force else reusable_rows(workdir, manifest, FLAGS.repeats,
+                                                FLAGS.num_threads)
+    todo = [row for row in manifest.to_dict("records") if row["member_id"] not in kept]
+    print(f"cost: {len(manifest)} members, {len(kept)} up to date, {len(todo)} to measure",
+          flush=True)
+    if not todo and len(kept) == len(manifest) and os.path.exists(cost_path(workdir)):
+        return 0  # nothing new: leave the file (and what reads it) untouched
+    weights = KerasWeights(workdir, manifest)
+    progress = cli.Progress(len(todo), "members")
+    rows = list(kept.values())
+    for row in todo:
+        started = time.time()
+        cost = measure(workdir, row, weights, FLAGS.repeats, FLAGS.warmup, FLAGS.num_threads)
+        rows.append(cost)
+        progress.advance(1, f"{row['member_id']}: {cost['file_bytes']} bytes, gzip "
+                            f"{cost['gzip_bytes']}, {cost['latency_ms_batch1']:.3f} ms "
+                            f"(batch 1), {cost['latency_ms_batch32']:.3f} ms/image "
+                            f"(batch 32) ({time.time() - started:.1f}s)")
+    table = pd.DataFrame(rows, columns=COST_COLUMNS).sort_values("member_id", kind="stable")
+    path = cost_path(workdir)
+    records.write_csv(path, table, COST_COLUMNS)
+    records.write_text(os.path.join(os.path.dirname(path), "cost.flags.txt"),
+                       cli.resolved_flags())
+    print(f"wrote {path} ({len(table)} members)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

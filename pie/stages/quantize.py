@@ -1,0 +1,191 @@
+r"""Quantized (and sparse-encoded) TFLite members, added to the population.
+
+  python -m pie.stages.quantize --workdir=W --modes=float16,dynamic_int8,full_int8 \
+      [--representative_images=200] [--pruned_method=magnitude]
+
+Converts every dense member (modes float16, dynamic_int8, full_int8) or every
+pruned member of `--pruned_method` (modes sparse, pruned_int8) with the TFLite
+converter; each result is a new manifest member of method `quant_<mode>`, the
+source's seed and sparsity, stored at
+`W/checkpoints/quant_<mode>/sparsity_<s>/seed_<k>/model.tflite` with meta.json and
+flags.txt. Its `top1` is measured with the TFLite model on the eval split.
+Full-integer modes calibrate on `--representative_images` training images drawn
+with the member's seed. Reruns skip members already converted. See
+docs/quantization.md.
+"""
+import os
+import sys
+import time
+
+from absl import flags
+
+import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie.io import cli, records
+from pie.compress import quantize as pq
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("workdir", None, "Workdir holding population.csv; members are added to it.")
+flags.DEFINE_string("modes", "float16,dynamic_int8,full_int8",
+                    "Comma-separated conversion modes, or 'all': " + ", ".join(pq.MODES)
+                    + ". float16/dynamic_int8/full_int8 convert the dense members, "
+                    "sparse/pruned_int8 the pruned ones.")
+flags.DEFINE_integer("representative_images", 200,
+                     "Training images that calibrate the full-integer modes' activations.")
+flags.DEFINE_string("pruned_method", "magnitude",
+                    "Which pruned members the sparse and pruned_int8 modes convert (the "
+                    "manifest method); one method, so member ids stay unique.")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets folder, if not the one trained with.")
+flags.DEFINE_integer("batch_size", pq.EVAL_BATCH_SIZE, "Images per call when measuring top-1.")
+
+
+class Job:
+    """One conversion: a source member and the member it becomes."""
+
+    def __init__(self, mode, source_row):
+        self.mode = mode
+        self.source = source_row
+        self.method = pq.mode_method(mode.name)
+        self.sparsity = float(source_row["sparsity"])
+        self.seed = int(source_row["seed"])
+        self.member_id = pq.member_id(self.method, self.sparsity, self.seed)
+        self.relpath = pq.member_relpath(self.method, self.seed, self.sparsity)
+        self.model_file = os.path.join(self.relpath, pq.MODEL_FILE)
+
+
+def source_rows(manifest, mode, pruned_method):
+    """The manifest rows a mode converts: Keras members only, never converted ones."""
+    keras_rows = manifest[manifest["model_file"].astype(str).str.endswith(".keras")]
+    if mode.source == pq.DENSE_SOURCE:
+        chosen = keras_rows[keras_rows["method"] == records.DENSE_METHOD]
+    else:
+        chosen = keras_rows[(keras_rows["method"] == pruned_method)
+                            & (keras_rows["sparsity"].astype(float) > 0)]
+    return chosen.to_dict("records")
+
+
+def plan(manifest, modes, pruned_method):
+    """Jobs in source order (each source model is loaded once), and modes without sources."""
+    jobs, empty = [], []
+    for name in modes:
+        mode = pq.MODES[name]
+        rows = source_rows(manifest, mode, pruned_method)
+        if not rows:
+            empty.append(name)
+        jobs += [Job(mode, row) for row in rows]
+    jobs.sort(key=lambda job: job.source["member_id"])
+    return jobs, empty
+
+
+def finished(workdir, job, manifest_ids):
+    """Whether the member exists (recovering a manifest row lost to a crash)."""
+    if job.member_id in manifest_ids:
+        return True
+    meta_path = os.path.join(workdir, job.relpath, "meta.json")
+    if os.path.exists(meta_path) and os.path.exists(os.path.join(workdir, job.model_file)):
+        records.add_manifest_rows(workdir, [records.read_json(meta_path)["manifest_row"]])
+        return True
+    return False
+
+
+class Converter:
+    """Loads each source model and representative set once, converts, measures, records."""
+
+    def __init__(self, workdir, source, n_representative, batch_size):
+        self.workdir = workdir
+        self.source = source
+        self.n_representative = n_representative
+        self.batch_size = batch_size
+        self._model = (None, None)
+        self._representative = {}
+
+    def model(self, row):
+        if self._model[0] != row["member_id"]:
+            import tf_keras as keras
+            self._model = (row["member_id"], keras.models.load_model(
+                records.member_model_path(self.workdir, row), compile=False))
+        return self._model[1]
+
+    def representative(self, seed):
+        if seed not in self._representative:
+            self._representative[seed] = pq.representative_inputs(
+                self.source, self.n_representative, seed)
+        return self._representative[seed]
+
+    def run(self, job):
+        started = time.time()
+        representative = self.representative(job.seed) if job.mode.full_int8 else None
+        content = pq.convert(self.model(job.source), job.mode, representative)
+        model_path = os.path.join(self.workdir, job.model_file)
+        with records.atomic_path(model_path) as tmp:
+            with open(tmp, "wb") as handle:
+                handle.write(content)
+        from pie.models import predict
+        top1 = pq.eval_top1(predict.TFLiteMember(model_path), self.source, self.batch_size)
+        row = {"member_id": job.member_id, "method": job.method, "sparsity": job.sparsity,
+               "measured_sparsity": job.source["measured_sparsity"], "seed": job.seed,
+               "dataset": job.source["dataset"], "model": job.source["model"],
+               "top1": round(top1, 6), "path": job.relpath, "model_file": job.model_file}
+        folder = os.path.join(self.workdir, job.relpath)
+        meta = dict(row, mode=job.mode.name, source_member_id=job.source["member_id"],
+                    source_top1=job.source["top1"],
+                    representative_images=self.n_representative if job.mode.full_int8 else 0,
+                    file_bytes=len(content), wall_time_s=round(time.time() - started, 2),
+                    manifest_row=row)
+        records.write_text(os.path.join(folder, "flags.txt"), cli.resolved_flags())
+        records.write_json(os.path.join(folder, "meta.json"), meta)
+        records.add_manifest_rows(self.workdir, [row])
+        return row
+
+
+def validate_flags():
+    cli.require_workdir(FLAGS.workdir)
+    modes = cli.parse_names(FLAGS.modes, "modes", list(pq.MODES))
+    if FLAGS.representative_images < 1:
+        raise cli.UsageError(
+            f"--representative_images must be at least 1, got {FLAGS.representative_images}")
+    if FLAGS.batch_size < 1:
+        raise cli.UsageError(f"--batch_size must be at least 1, got {FLAGS.batch_size}")
+    if (FLAGS.pruned_method in (records.DENSE_METHOD, "")
+            or pq.is_quantized_method(FLAGS.pruned_method)):
+        raise cli.UsageError(f"--pruned_method must name a pruning method (e.g. magnitude), "
+                             f"got '{FLAGS.pruned_method}'")
+    return modes
+
+
+def main(argv):
+    del argv
+    modes = validate_flags()
+    from pie.data import sources
+    from pie.models import predict  # TensorFlow loads only once the flags are valid
+    workdir = FLAGS.workdir
+    manifest = records.read_manifest(workdir)
+    jobs, empty = plan(manifest, modes, FLAGS.pruned_method)
+    for name in empty:
+        wanted = ("dense members" if pq.MODES[name].source == pq.DENSE_SOURCE
+                  else f"pruned members of method '{FLAGS.pruned_method}'")
+        print(f"warning: mode {name}: the manifest has no {wanted}; nothing to convert",
+              file=sys.stderr, flush=True)
+    predict.check_model_files(workdir, manifest[manifest["member_id"].isin(
+        [job.source["member_id"] for job in jobs])])
+    manifest_ids = set(manifest["member_id"])
+    todo = [job for job in jobs if not finished(workdir, job, manifest_ids)]
+    print(f"quantize: {len(jobs)} conversions, {len(jobs) - len(todo)} already done, "
+          f"{len(todo)} to run", flush=True)
+    if not todo:
+        return 0
+    source = sources.load_for_workdir(workdir, data_dir=FLAGS.data_dir)
+    converter = Converter(workdir, source, FLAGS.representative_images, FLAGS.batch_size)
+    progress = cli.Progress(len(todo), "conversions")
+    for job in todo:
+        started = time.time()
+        row = converter.run(job)
+        progress.advance(1, f"{job.member_id} (from {job.source['member_id']}): top-1 "
+                            f"{row['top1']:.4f} vs {float(job.source['top1']):.4f} "
+                            f"({time.time() - started:.1f}s)")
+    print(f"manifest: {records.manifest_path(workdir)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
