@@ -3,8 +3,11 @@ r"""Train a population: every (sparsity x seed) member, dense and pruned.
   python -m save_checkpoint.train --workdir=W --dataset=mnist5k --model=small_cnn \
       --sparsities=0,0.5,0.9 --seeds=2
 
-Sparsity 0 members (method `dense`) use the same recipe without pruning wrappers;
-the others are pruned during training with tfmot magnitude pruning. Each finished
+Sparsity 0 members (method `dense`) use the same recipe without pruning wrappers.
+The others are pruned during training (`magnitude`: tfmot, each layer to the
+target; `wt`: one global magnitude threshold over all layers), or prune the
+finished dense member of the same seed once and fine-tune (`sipp`: global weight
+sensitivity; unit criteria: neurons and filters); see docs/training.md. Each finished
 member is a folder `W/checkpoints/<method>/sparsity_<s>/seed_<k>/` and a row of
 `W/population.csv` (see docs/contracts.md). Rerunning continues an interrupted
 member from its last epoch checkpoint and skips finished ones.
@@ -38,12 +41,17 @@ flags.DEFINE_integer("width", None, "The model's width knob (filters, units, or 
 flags.DEFINE_string("sparsities", "0,0.5,0.9", "Comma-separated target sparsities in [0, 1).")
 flags.DEFINE_integer("seeds", 2, "Members per sparsity level: seeds 0..seeds-1.")
 flags.DEFINE_string("method", "magnitude", "Pruning method of members with sparsity > 0: "
-                    "magnitude (tfmot, weights), or a unit criterion (lrp, taylor, grad, "
-                    "weight, filter_l1: that fraction of neurons/filters removed).")
+                    "magnitude (tfmot, each layer to the target, during training), wt "
+                    "(one global weight-magnitude threshold, during training), sipp (global "
+                    "data-informed weight sensitivity, from the dense member), or a unit "
+                    "criterion (lrp, taylor, grad, weight, filter_l1: that fraction of "
+                    "neurons/filters removed, from the dense member).")
 flags.DEFINE_integer("reference_samples_per_class", 10,
-                     "Unit criteria: training images per class the scores are computed on.")
+                     "sipp and unit criteria: training images per class the scores are "
+                     "computed on.")
 flags.DEFINE_integer("finetune_epochs", 2,
-                     "Unit criteria: epochs of fine-tuning after pruning, pruned units held at 0.")
+                     "sipp and unit criteria: epochs of fine-tuning after pruning, pruned "
+                     "weights or units held at 0.")
 flags.DEFINE_enum("schedule", "polynomial", pruning.SCHEDULES, "Pruning schedule.")
 flags.DEFINE_float("initial_sparsity", 0.0, "Polynomial schedule: sparsity at begin_step.")
 flags.DEFINE_integer("begin_step", -1, "First pruning step (-1: 10% of training).")
@@ -98,7 +106,7 @@ class Trainer:
 
     def check_settings(self, sparsities):
         """Builds every schedule once so bad pruning flags fail before any training."""
-        if FLAGS.method != "magnitude":
+        if FLAGS.method not in SCHEDULED_METHODS:
             return
         for target in sparsities:
             if target > 0:
@@ -133,7 +141,8 @@ class Trainer:
 
     def epochs(self, member):
         """Training epochs of a member: unit criteria add their fine-tuning."""
-        return FLAGS.epochs + (FLAGS.finetune_epochs if member.method in CRITERIA_METHODS else 0)
+        return FLAGS.epochs + (FLAGS.finetune_epochs if member.method in ONE_SHOT_METHODS
+                               else 0)
 
     def train(self, member, workdir, position, count):
         import tensorflow as tf
@@ -141,7 +150,7 @@ class Trainer:
         import tf_keras as keras
         folder = os.path.join(workdir, member.relpath)
         ckpt_dir = os.path.join(folder, "ckpt")
-        mask_path = os.path.join(ckpt_dir, "unit_mask.npz")
+        mask_path = os.path.join(ckpt_dir, MASK_FILES.get(member.method, "unit_mask.npz"))
         started = time.time()
         with self.strategy.scope():
             model, optimizer = self._build(member)
@@ -154,7 +163,7 @@ class Trainer:
             print(f"[{position}/{count}] {member.member_id}: resuming after epoch "
                   f"{int(epoch.numpy())}", flush=True)
             self.progress.done += int(epoch.numpy())
-        elif member.method in CRITERIA_METHODS and self._reuse_dense(workdir, member, model):
+        elif member.method in ONE_SHOT_METHODS and self._reuse_dense(workdir, member, model):
             # Same seed, same recipe: the dense member is the network this one prunes.
             epoch.assign(FLAGS.epochs)
             self.progress.done += FLAGS.epochs
@@ -167,19 +176,27 @@ class Trainer:
                           tfmot.sparsity.keras.PruningSummaries(log_dir=log_dir)]
         else:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, profile_batch=0))
-        unit_mask = None
+        if member.method == "wt":
+            callbacks.append(pruning.GlobalMagnitudePruning(
+                self._schedule(member.sparsity),
+                pruning.prunable_layer_names(model, FLAGS.prune_classifier)))
+        mask = None
         if os.path.exists(mask_path) and int(epoch.numpy()) >= FLAGS.epochs:
-            unit_mask = training.load_mask(mask_path)
+            mask = training.load_mask(mask_path)
         for current in range(int(epoch.numpy()), self.epochs(member)):
-            if member.method in CRITERIA_METHODS and current == FLAGS.epochs and unit_mask is None:
-                unit_mask = self._prune_units(member, model)
-                training.write_mask(mask_path, unit_mask)
-            extra = [criteria.UnitMaskCallback(unit_mask)] if unit_mask is not None else []
+            if member.method in ONE_SHOT_METHODS and current == FLAGS.epochs and mask is None:
+                mask = self._prune_once(member, model)
+                training.write_mask(mask_path, mask)
+            extra = []
+            if mask is not None:
+                extra = [pruning.WeightMaskCallback(mask) if member.method in WEIGHT_ONE_SHOT
+                         else criteria.UnitMaskCallback(mask)]
             batches = self.source.train_batches(FLAGS.batch_size, member.seed, current)
             model.fit(batches, epochs=current + 1, initial_epoch=current, verbose=0,
                       steps_per_epoch=FLAGS.steps_per_epoch, callbacks=callbacks + extra)
             epoch.assign(current + 1)
             manager.save()
+        unit_mask = mask if member.method in CRITERIA_METHODS else None
         return self._finish(member, model, workdir, folder, started, ckpt_dir, unit_mask)
 
     def _reuse_dense(self, workdir, member, model):
@@ -197,9 +214,17 @@ class Trainer:
         model.set_weights(saved.get_weights())
         return True
 
-    def _prune_units(self, member, model):
+    def _prune_once(self, member, model):
         x, y = training.reference_samples(self.source, FLAGS.reference_samples_per_class,
                                           member.seed)
+        if member.method in WEIGHT_ONE_SHOT:
+            names = pruning.prunable_layer_names(model, FLAGS.prune_classifier)
+            mask = training.prune_weights(model, member.method, member.sparsity, names, x)
+            removed = 1.0 - (sum(int(m.sum()) for m in mask.values())
+                             / sum(m.size for m in mask.values()))
+            print(f"{member.member_id}: {member.method} removed {removed:.4f} of the weights "
+                  f"(scored on {len(y)} reference images)", flush=True)
+            return mask
         mask = criteria.prune_units(model, member.method, member.sparsity, x, y,
                                     seed=member.seed)
         removed = criteria.mask_summary(mask)["overall"]
@@ -214,6 +239,8 @@ class Trainer:
         unit_sparsity = {}
         if member.method == "magnitude":
             pruning.check_sparsity(per_layer, member.sparsity)
+        elif member.method in GLOBAL_WEIGHT_METHODS:
+            pruning.check_overall_sparsity(overall, member.sparsity)
         elif unit_mask is not None:
             unit_sparsity = criteria.mask_summary(unit_mask)
             training.check_unit_sparsity(unit_mask, member.sparsity)
@@ -308,7 +335,14 @@ def validate_flags():
 
 
 CRITERIA_METHODS = tuple(criteria.CRITERIA)
-METHODS = ("magnitude",) + CRITERIA_METHODS
+# Weight pruning with one global budget: wt during training, sipp from the dense member.
+# (training.prune_weights also prunes wt once from a finished network.)
+GLOBAL_WEIGHT_METHODS = tuple(training.WEIGHT_SCORES)
+SCHEDULED_METHODS = ("magnitude", "wt")
+WEIGHT_ONE_SHOT = ("sipp",)
+ONE_SHOT_METHODS = WEIGHT_ONE_SHOT + CRITERIA_METHODS
+MASK_FILES = {method: "weight_mask.npz" for method in WEIGHT_ONE_SHOT}
+METHODS = SCHEDULED_METHODS + WEIGHT_ONE_SHOT + CRITERIA_METHODS
 
 
 def main(argv):

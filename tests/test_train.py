@@ -159,4 +159,34 @@ def test_unknown_method(tmp_path):
                        check=False)
     assert result.returncode == 2
     assert error_lines(result) == ["error: unknown --method 'random'; allowed: magnitude, "
-                                   "weight, grad, taylor, lrp, filter_l1"]
+                                   "wt, sipp, weight, grad, taylor, lrp, filter_l1"]
+
+
+def test_wt_and_sipp_members_meet_the_overall_target(tiny_population, tmp_path):
+    import json
+    import shutil
+    workdir = str(tmp_path / "global")
+    shutil.copytree(tiny_population, workdir)
+    flags = [f for f in TINY_POPULATION_FLAGS if not f.startswith("--seeds")]
+    run_stage("save_checkpoint.train", f"--workdir={workdir}", *flags, "--seeds=1",
+              "--method=wt")
+    result = run_stage("save_checkpoint.train", f"--workdir={workdir}", *flags, "--seeds=1",
+                       "--method=sipp", "--finetune_epochs=1",
+                       "--reference_samples_per_class=3")
+    assert "starting from the finished dense member of seed 0" in result.stdout
+    assert "sipp removed 0.5000 of the weights (scored on 30 reference images)" in result.stdout
+    manifest = records.read_manifest(workdir).set_index("member_id")
+    for member_id in ("wt_0.5_seed0", "sipp_0.5_seed0"):
+        row = manifest.loc[member_id]
+        assert abs(row["measured_sparsity"] - 0.5) <= 0.005
+        meta = json.loads(open(os.path.join(workdir, row["path"], "meta.json")).read())
+        per_layer = meta["measured_sparsity_per_layer"]
+        assert sorted(per_layer) == ["conv1", "conv2", "dense1"]
+        # The zeros really are in the saved model, and the layers differ (global budget).
+        model = keras.models.load_model(os.path.join(workdir, row["model_file"]),
+                                        compile=False)
+        zeros = sum(int((model.get_layer(n).kernel.numpy() == 0).sum()) for n in per_layer)
+        size = sum(model.get_layer(n).kernel.numpy().size for n in per_layer)
+        assert zeros / size == pytest.approx(row["measured_sparsity"], abs=1e-6)
+        assert max(per_layer.values()) - min(per_layer.values()) > 0.02, per_layer
+    assert manifest.loc["sipp_0.5_seed0", "method"] == "sipp"

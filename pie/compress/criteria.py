@@ -24,6 +24,10 @@ Typical use (what a training stage does):
     mask = prune_units(model, "lrp", fraction=0.3, x=x_ref, y=y_ref, seed=0)
     model.fit(..., callbacks=[UnitMaskCallback(mask)])  # pruned units stay at zero
 
+`weight_sensitivity` scores single kernel weights instead of units (SiPP, the
+data-informed weight pruning of Lost in Pruning): |w_ij| x mean |a_j(x)|, ranked
+globally by `pie.compress.pruning.global_keep_masks`.
+
 `UnitScorer` computes several criteria in one forward and backward pass and can
 be reused after `model.set_weights`, which the toy study relies on for speed.
 
@@ -705,3 +709,58 @@ def prune_units(model, criterion, fraction, x=None, y=None, *, seed=0, batch_siz
     mask = select_pruned_units(scores, fraction=fraction, per_layer=spec.per_layer, seed=seed)
     apply_unit_mask(model, mask)
     return mask
+
+
+# ------------------------------------------------------- weight sensitivity (SiPP)
+
+
+def weight_sensitivity(model, layer_names, x, batch_size=32):
+    """SiPP scores: mean over samples (and positions) of |w_ij · a_j(x)|, per kernel weight.
+
+    a_j(x) is the input the weight multiplies: for a Dense kernel (in, out) the
+    layer's input feature j; for a Conv2D kernel (kh, kw, c_in, c_out) the input
+    value under kernel offset (kh, kw) and channel c_in, at every output position
+    (zero padding included, as the convolution sees it). Since |w a| = |w| |a|,
+    the score is |w_ij| times the mean |a_j| over the reference samples `x` and
+    positions. Returns {layer name: float64 array of the kernel's shape}, for a
+    global ranking (`pruning.global_keep_masks`).
+
+    Lost in Pruning uses this data-informed sensitivity with a global budget; the
+    provable SiPP of Baykal et al. divides each contribution by the neuron's total
+    positive (or negative) contribution and takes the maximum over samples instead
+    (see docs/robustness.md).
+    """
+    _check_model(model)
+    x = np.asarray(x)
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"x must be a non-empty batch of samples, got shape {x.shape}")
+    layers = [model.get_layer(name) for name in layer_names]
+    for layer in layers:
+        if not _is_unit_layer(layer):
+            raise ValueError(f"weight sensitivity scores Dense and Conv2D kernels; "
+                             f"{layer.name!r} is {type(layer).__name__}")
+        if isinstance(layer, tf_keras.layers.Conv2D) and layer.groups != 1:
+            raise ValueError(f"grouped convolution {layer.name!r} is not supported")
+    feeds = tf_keras.Model(model.inputs, [layer.input for layer in layers])
+    sums = [np.zeros(int(np.prod(layer.kernel.shape[:-1])), np.float64) for layer in layers]
+    counts = [0] * len(layers)
+    dtype = model.inputs[0].dtype.as_numpy_dtype
+    for start in range(0, len(x), batch_size):
+        inputs = feeds(tf.constant(x[start:start + batch_size].astype(dtype)), training=False)
+        if not isinstance(inputs, (list, tuple)):
+            inputs = [inputs]
+        for position, (layer, value) in enumerate(zip(layers, inputs)):
+            value = tf.abs(value)
+            if isinstance(layer, tf_keras.layers.Conv2D):
+                if layer.data_format != "channels_last":
+                    raise ValueError(f"{layer.name!r}: only channels_last convolutions")
+                kh, kw = layer.kernel_size
+                value = tf.image.extract_patches(
+                    value, sizes=[1, kh, kw, 1], strides=[1, *layer.strides, 1],
+                    rates=[1, *layer.dilation_rate, 1], padding=layer.padding.upper())
+            flat = tf.reshape(value, [-1, value.shape[-1]])
+            sums[position] += tf.reduce_sum(flat, axis=0).numpy().astype(np.float64)
+            counts[position] += int(flat.shape[0])
+    return {layer.name: np.abs(layer.kernel.numpy()).astype(np.float64)
+            * (total / count).reshape(tuple(layer.kernel.shape[:-1]) + (1,))
+            for layer, total, count in zip(layers, sums, counts)}

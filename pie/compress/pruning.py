@@ -1,4 +1,6 @@
-"""Magnitude pruning with tfmot: schedules, which layers, and measured sparsity."""
+"""Weight pruning: tfmot per-layer magnitude pruning (schedules, which layers,
+measured sparsity) and global weight pruning (WT during training, masks of
+globally ranked weight scores for SiPP)."""
 import numpy as np
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
@@ -118,3 +120,125 @@ def check_sparsity(per_layer, target, tolerance=SPARSITY_TOLERANCE):
         raise PruningError(
             f"measured sparsity misses the target {target:g} by more than "
             f"{tolerance * 100:g} points: {detail}")
+
+
+# ------------------------------------------------- global weight pruning (WT, SiPP)
+#
+# tfmot prunes every layer to the same sparsity. Lost in Pruning's WT instead
+# ranks the weights of all prunable layers together: one magnitude threshold,
+# so layers with many small weights lose more than layers with few large ones.
+# SiPP ranks them the same way by a data-informed score (criteria.weight_sensitivity).
+
+
+def global_keep_masks(scores, sparsity):
+    """{layer: bool array, True = kept} removing the lowest `sparsity` share of all scores.
+
+    One ranking over every layer's scores (a global budget): exactly
+    round(sparsity x total) weights are removed; equal scores go lower layer and
+    lower flat index first, so the count is exact even when many weights are 0.
+    """
+    validate_sparsity(sparsity)
+    if not scores:
+        raise PruningError("global pruning needs at least one layer's scores")
+    names = list(scores)
+    flat = [np.abs(np.asarray(scores[name], np.float64)).ravel() for name in names]
+    values = np.concatenate(flat)
+    if not np.isfinite(values).all():
+        raise PruningError("weight scores contain NaN or infinity")
+    removed = int(round(sparsity * values.size))
+    keep = np.ones(values.size, bool)
+    keep[np.argsort(values, kind="stable")[:removed]] = False
+    bounds = np.cumsum([0] + [len(f) for f in flat])
+    return {name: keep[bounds[i]:bounds[i + 1]].reshape(np.shape(scores[name]))
+            for i, name in enumerate(names)}
+
+
+def global_magnitude_masks(model, sparsity, layer_names):
+    """WT: one |w| threshold over the kernels of `layer_names` giving `sparsity` overall."""
+    return global_keep_masks({name: model.get_layer(name).kernel.numpy()
+                              for name in layer_names}, sparsity)
+
+
+def apply_weight_masks(model, masks):
+    """Zeroes the removed kernel weights (in place)."""
+    for name, keep in masks.items():
+        kernel = model.get_layer(name).kernel
+        kernel.assign(kernel.numpy() * keep.astype(kernel.dtype.as_numpy_dtype))
+    return model
+
+
+def masks_from_zeros(model, layer_names):
+    """The masks a pruned model carries: its kernels' exact zeros (how a resumed run
+    recovers them from a checkpoint; a trained weight is never exactly 0 by chance)."""
+    return {name: model.get_layer(name).kernel.numpy() != 0 for name in layer_names}
+
+
+class WeightMaskCallback(keras.callbacks.Callback):
+    """Keeps removed weights at zero while training: re-applies the masks after each batch.
+
+    Masking after the optimizer step (not in the forward pass as tfmot does) gives
+    the same forward computation: every batch sees the removed weights at 0.
+    """
+
+    def __init__(self, masks=None):
+        super().__init__()
+        self.masks = masks
+        self._targets = None
+
+    def set_masks(self, masks):
+        self.masks = masks
+        self._targets = None
+        self._apply()
+
+    def _apply(self):
+        if not self.masks:
+            return
+        if self._targets is None:
+            import tensorflow as tf
+            self._targets = []
+            for name, keep in self.masks.items():
+                kernel = self.model.get_layer(name).kernel
+                self._targets.append((kernel, tf.constant(keep, kernel.dtype)))
+        for kernel, keep in self._targets:
+            kernel.assign(kernel * keep)
+
+    def on_train_begin(self, logs=None):
+        self._apply()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._apply()
+
+
+class GlobalMagnitudePruning(WeightMaskCallback):
+    """WT during training: at each step where the tfmot `schedule` updates, one global
+    |w| threshold over `layer_names` sets the masks to the schedule's sparsity.
+
+    The step is the optimizer's iteration count, so a run resumed from a checkpoint
+    continues the schedule; its masks come back from the kernels' zeros.
+    """
+
+    def __init__(self, schedule, layer_names):
+        super().__init__()
+        self.schedule = schedule
+        self.layer_names = list(layer_names)
+
+    def on_train_begin(self, logs=None):
+        if self.masks is None:
+            self.masks = masks_from_zeros(self.model, self.layer_names)
+        super().on_train_begin(logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        import tensorflow as tf
+        step = tf.cast(self.model.optimizer.iterations, tf.int64)
+        update, sparsity = self.schedule(step)
+        if bool(update):
+            self.set_masks(global_magnitude_masks(self.model, float(sparsity),
+                                                  self.layer_names))
+
+
+def check_overall_sparsity(overall, target, tolerance=SPARSITY_TOLERANCE):
+    """Global methods: the overall measured sparsity (not each layer's) meets the target."""
+    if abs(overall - target) > tolerance:
+        raise PruningError(
+            f"measured overall sparsity {overall:.4f} misses the target {target:g} by more "
+            f"than {tolerance * 100:g} points")

@@ -1,7 +1,8 @@
 """Building blocks of the training stage (save_checkpoint.train), free of flags.
 
 Members and their folders, the population plan and its shards, tf.distribute
-strategies, evaluation, and the unit masks of criterion-pruned members.
+strategies, evaluation, the unit masks of criterion-pruned members and the
+global weight masks of wt and sipp members.
 """
 import os
 import platform
@@ -140,3 +141,29 @@ def check_unit_sparsity(mask, target):
     if abs(removed - target) > max(pruning.SPARSITY_TOLERANCE, 1.0 / total):
         raise pruning.PruningError(
             f"removed {removed:.4f} of the units, not the target {target:g}")
+
+
+def _magnitude_scores(model, layer_names, x):
+    del x  # data-free
+    return {name: model.get_layer(name).kernel.numpy() for name in layer_names}
+
+
+# Global weight scores, one ranking over every prunable kernel: wt (|w|) and
+# sipp (|w| x mean |input|, criteria.weight_sensitivity).
+WEIGHT_SCORES = {
+    "wt": _magnitude_scores,
+    "sipp": lambda model, layer_names, x: criteria.weight_sensitivity(model, layer_names, x),
+}
+
+
+def prune_weights(model, method, sparsity, layer_names, x=None):
+    """Zeroes the globally lowest-scored `sparsity` of the kernels' weights; the masks.
+
+    `method` is a key of WEIGHT_SCORES; `x` are the reference samples (sipp).
+    """
+    if method not in WEIGHT_SCORES:
+        raise pruning.PruningError(f"unknown weight-pruning method '{method}'; allowed: "
+                                   f"{', '.join(WEIGHT_SCORES)}")
+    masks = pruning.global_keep_masks(WEIGHT_SCORES[method](model, layer_names, x), sparsity)
+    pruning.apply_weight_masks(model, masks)
+    return masks
