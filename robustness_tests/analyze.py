@@ -12,6 +12,8 @@ lies. Writes, under `W/robustness/`:
   excess_error.csv      per variant and shifted distribution (mean, std over seeds)
   excess_error_per_seed.csv
   prune_potential.csv   per pruning method and distribution
+  excess_error_fit.csv  per pruning method and distribution: excess error against
+                        prune ratio, a line through the origin, 95% bootstrap interval
 
 Definitions in docs/robustness.md (Liebenwein et al., Lost in Pruning). Runs no
 model. A rerun with the same inputs and --delta skips.
@@ -35,9 +37,11 @@ ACCURACY_NAME = "accuracy.csv"
 EXCESS_ERROR_NAME = "excess_error.csv"
 EXCESS_ERROR_SEED_NAME = "excess_error_per_seed.csv"
 PRUNE_POTENTIAL_NAME = "prune_potential.csv"
+EXCESS_ERROR_FIT_NAME = "excess_error_fit.csv"
 DECIMALS = 10
 PROGRESS_EVERY = 500  # files between progress lines
-OUTPUT_NAMES = (ACCURACY_NAME, EXCESS_ERROR_NAME, EXCESS_ERROR_SEED_NAME, PRUNE_POTENTIAL_NAME)
+OUTPUT_NAMES = (ACCURACY_NAME, EXCESS_ERROR_NAME, EXCESS_ERROR_SEED_NAME, PRUNE_POTENTIAL_NAME,
+                EXCESS_ERROR_FIT_NAME)
 
 
 def define_flags():
@@ -154,6 +158,8 @@ def run(workdir, delta=0.5, force=False):
     records.write_csv(outputs[1], rounded(excess), robustness.EXCESS_ERROR_COLUMNS)
     records.write_csv(outputs[2], rounded(per_seed), robustness.EXCESS_ERROR_SEED_COLUMNS)
     records.write_csv(outputs[3], rounded(potential), robustness.PRUNE_POTENTIAL_COLUMNS)
+    records.write_csv(outputs[4], rounded(robustness.excess_error_fit(per_seed)),
+                      robustness.EXCESS_ERROR_FIT_COLUMNS)
     stage_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
     distributions = accuracy["distribution"].unique()
     print(f"analyze: {len(distributions)} distributions "

@@ -1,7 +1,7 @@
 r"""Functional similarity of compressed and dense members under input noise.
 
   python -m robustness_tests.noise_similarity --workdir=W \
-      [--eps=0,0.05,0.1,0.2,0.3,0.5,0.7] [--draws=20] [--images=500] [--seed=0]
+      [--eps=0,0.05,...,0.7] [--draws=20] [--images=500] [--seed=0] [--delta=0.5]
 
 Adds uniform noise U[-eps, eps] to every feature of the normalised model inputs
 (no clipping) and, per eps, compares each compressed member with the dense member
@@ -12,6 +12,11 @@ independently trained dense members (seeds s_i and s_i+1, cyclic). Both members
 of a pair see the same noise: draw d is eps x U_d with U_d ~ U[-1, 1] seeded by
 (seed, d), the same for every eps. Writes `W/robustness/noise_similarity.csv` and
 `noise_similarity_per_pair.csv`; columns in docs/robustness.md.
+
+The same noisy predictions give the noise prune potential
+(`noise_prune_potential.csv`): per method, eps and draw, the largest sparsity
+whose error on the noisy images stays within --delta points of the dense
+population's error on the same noisy images; mean and MAD over draws.
 """
 import os
 import time
@@ -30,7 +35,10 @@ STAGE = "noise_similarity"
 OUT_DIR = "robustness"
 SUMMARY_NAME = "noise_similarity.csv"
 PER_PAIR_NAME = "noise_similarity_per_pair.csv"
-DEFAULT_EPS = "0,0.05,0.1,0.2,0.3,0.5,0.7"
+POTENTIAL_NAME = "noise_prune_potential.csv"
+# Lost in Pruning's grid: linspace(0, 0.7, 15), i.e. steps of 0.05.
+DEFAULT_EPS = ",".join(f"{eps:g}" for eps in np.round(np.linspace(0.0, 0.7, 15), 10))
+EPS_RANGE = (0.0, 1.0)
 # Noisy inputs built and run per model call stay under this many bytes.
 CHUNK_BYTES = 256 << 20
 SUMMARY_COLUMNS = ["method", "sparsity", "eps", "agreement_mean", "agreement_std", "l2_mean",
@@ -42,21 +50,27 @@ PER_PAIR_COLUMNS = ["method", "sparsity", "seed", "member_id", "reference_id", "
 def define_flags():
     """Flags of the stage script (not defined on import: tests import several stages)."""
     flags.DEFINE_string("workdir", None, "Workdir holding population.csv and dataset.json.")
-    flags.DEFINE_string("eps", DEFAULT_EPS, "Comma-separated noise half-widths >= 0, in "
-                        "normalised input units.")
+    flags.DEFINE_string("eps", DEFAULT_EPS, "Comma-separated noise half-widths in [0, 1], "
+                        "in normalised input units (default: linspace(0, 0.7, 15)).")
     flags.DEFINE_integer("draws", 20, "Noise draws per eps (>= 1); eps 0 needs one.")
     flags.DEFINE_integer("images", 500, "Eval images used (>= 1; all when larger than the "
                          "split), a seeded random subset.")
     flags.DEFINE_integer("seed", 0, "Seed of the image subset and the noise (>= 0).")
     flags.DEFINE_integer("batch_size", 256, "Images per model call.")
+    flags.DEFINE_float("delta", 0.5, "Noise prune potential tolerance: percentage points of "
+                       "error above the dense population's on the same noisy images, >= 0.")
     flags.DEFINE_bool("force", False, "Recompute even when the outputs are up to date.")
 
 
-def check_arguments(workdir, eps_values, draws, images, seed, batch_size):
+def check_arguments(workdir, eps_values, draws, images, seed, batch_size, delta=0.5):
     cli.require_workdir(workdir)
-    bad = [eps for eps in eps_values if not (np.isfinite(eps) and eps >= 0)]
+    low, high = EPS_RANGE
+    bad = [eps for eps in eps_values if not (np.isfinite(eps) and low <= eps <= high)]
     if bad:
-        raise cli.UsageError(f"--eps values must be finite and >= 0, got {bad}")
+        raise cli.UsageError(f"--eps values must be in [{low:g}, {high:g}], got {bad}")
+    if not (np.isfinite(delta) and delta >= 0):
+        raise cli.UsageError(f"--delta must be a finite number >= 0 (percentage points), "
+                             f"got {delta}")
     for name, value, least in (("draws", draws, 1), ("images", images, 1), ("seed", seed, 0),
                                ("batch_size", batch_size, 1)):
         if value < least:
@@ -124,35 +138,52 @@ def summarise(per_pair):
     return summary.reset_index(drop=True)[SUMMARY_COLUMNS]
 
 
-def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force=False):
+def draw_accuracy(outputs, rows, labels, eps):
+    """Top-1 of every member on every noise draw: one row per member x draw."""
+    info = rows.set_index("member_id")
+    frames = []
+    for member_id, (predicted, _) in outputs.items():
+        top1 = (predicted == labels[None]).mean(axis=1)
+        frames.append(pd.DataFrame({
+            "member_id": member_id, "method": info.loc[member_id, "method"],
+            "sparsity": float(info.loc[member_id, "sparsity"]),
+            "seed": int(info.loc[member_id, "seed"]), "eps": float(eps),
+            "draw": np.arange(len(top1)), "top1": top1, "images": len(labels)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force=False,
+        delta=0.5):
     """Writes the noise-similarity tables; returns False when they were up to date."""
-    check_arguments(workdir, eps_values, draws, images, seed, batch_size)
+    check_arguments(workdir, eps_values, draws, images, seed, batch_size, delta)
     manifest = records.read_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
     predict.check_model_files(workdir, manifest)
     pairs, rows, inputs = robustness.pairs_to_run(workdir, manifest)
     out_dir = os.path.join(workdir, OUT_DIR)
-    outputs = [os.path.join(out_dir, SUMMARY_NAME), os.path.join(out_dir, PER_PAIR_NAME)]
+    outputs = [os.path.join(out_dir, name)
+               for name in (SUMMARY_NAME, PER_PAIR_NAME, POTENTIAL_NAME)]
     options = {"eps": [float(e) for e in eps_values], "draws": draws, "images": images,
-               "seed": seed}
+               "seed": seed, "delta": float(delta)}
     if not force and stage_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
                                                options):
         print(f"noise_similarity: {outputs[0]} up to date, skipping (--force to redo)",
               flush=True)
         return False
-    x, _, _ = eval_subset(workdir, images, seed)
+    x, labels, _ = eval_subset(workdir, images, seed)
     models = {row["member_id"]: predict.load_member(workdir, row)
               for row in rows.to_dict("records")}
     print(f"noise_similarity: {len(pairs)} pairs of {len(models)} members, {len(x)} images, "
           f"{len(eps_values)} eps x {draws} draws", flush=True)
     progress = cli.Progress(len(eps_values), "eps")
-    per_pair = []
+    per_pair, accuracy = [], []
     for eps in eps_values:
         started = time.time()
         # Without noise every draw is the clean input: one suffices.
         eps_draws = 1 if eps == 0 else draws
-        per_pair.append(pair_rows(pairs, noisy_outputs(models, x, eps, eps_draws, seed,
-                                                       batch_size), eps))
+        noisy = noisy_outputs(models, x, eps, eps_draws, seed, batch_size)
+        per_pair.append(pair_rows(pairs, noisy, eps))
+        accuracy.append(draw_accuracy(noisy, rows, labels, eps))
         variants = per_pair[-1]
         progress.advance(1, f"eps {eps:g}: agreement "
                             f"{variants['agreement'].min():.3f}..{variants['agreement'].max():.3f} "
@@ -161,6 +192,8 @@ def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force
         ["method", "sparsity", "seed", "eps"], kind="stable")
     records.write_csv(outputs[0], summarise(per_pair), SUMMARY_COLUMNS)
     records.write_csv(outputs[1], per_pair, PER_PAIR_COLUMNS)
+    potential = robustness.noise_prune_potential(pd.concat(accuracy, ignore_index=True), delta)
+    records.write_csv(outputs[2], potential, robustness.NOISE_PRUNE_POTENTIAL_COLUMNS)
     stage_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
     print(f"noise_similarity: wrote {outputs[0]}", flush=True)
     return True
@@ -170,7 +203,7 @@ def main(argv):
     del argv
     eps_values = cli.parse_floats(FLAGS.eps, "eps")
     if run(FLAGS.workdir, eps_values, FLAGS.draws, FLAGS.images, FLAGS.seed,
-           FLAGS.batch_size, FLAGS.force):
+           FLAGS.batch_size, FLAGS.force, FLAGS.delta):
         stage_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
     return 0
 

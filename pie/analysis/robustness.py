@@ -7,6 +7,8 @@ functions and write their results; `docs/robustness.md` defines every column.
     accuracy = robustness.with_mean_corruption(accuracy)    # member x distribution
     per_seed, summary = robustness.excess_error(accuracy)
     potential = robustness.prune_potential(accuracy, delta=0.5)
+    fit = robustness.excess_error_fit(per_seed)              # excess error ~ slope x sparsity
+    robustness.noise_prune_potential(noisy_accuracy, 0.5)    # per method, eps: over draws
     robustness.agreement(labels_a, labels_b)                 # noise similarity
     robustness.softmax_l2(probs_a, probs_b)
     masks = robustness.top_feature_masks(scores, 0.1)        # informative features
@@ -378,3 +380,108 @@ def mask_iou(masks_a, masks_b):
     intersection = (masks_a & masks_b).sum(axis=1)
     union = (masks_a | masks_b).sum(axis=1)
     return np.where(union > 0, intersection / np.maximum(union, 1), 1.0)
+
+
+# --------------------------------------------------------------- noise prune potential
+
+NOISE_PRUNE_POTENTIAL_COLUMNS = [
+    "method", "eps", "noise_prune_potential_mean", "noise_prune_potential_mad",
+    "noise_prune_potential_std", "draws", "delta", "dense_error_mean", "n_sparsities",
+    "n_seeds", "images",
+]
+
+
+def noise_prune_potential(accuracy, delta=0.5):
+    """Prune potential under input noise, per pruning method and eps (Lost in Pruning).
+
+    `accuracy` has one row per member, eps and noise draw: method, sparsity, seed,
+    eps, draw, top1, images. Per (eps, draw) every variant's population-mean error
+    is compared with the dense population's mean error on the same noisy inputs;
+    the draw's potential is the largest sparsity within `delta` points (0 when
+    none), as `prune_potential` does per distribution. Then, over draws: mean,
+    median absolute deviation (scipy, scale 1) and sample std (ddof 1). Dense and
+    quantized methods have no rows.
+    """
+    from scipy import stats
+    _require_columns(accuracy, ["method", "sparsity", "seed", "eps", "draw", "top1",
+                                "images"], "accuracy")
+    _check_delta(delta)
+    _require_dense(accuracy)
+    errors = accuracy.assign(error=error_pp(accuracy["top1"]))
+    is_dense = errors["method"] == records.DENSE_METHOD
+    is_quantized = errors["method"].str.startswith(records.QUANTIZED_PREFIX)
+    dense = errors[is_dense].groupby(["eps", "draw"], as_index=False).agg(
+        dense_error=("error", "mean"))
+    pruned = errors[~is_dense & ~is_quantized & (errors["sparsity"] > 0)]
+    if pruned.empty:
+        return pd.DataFrame(columns=NOISE_PRUNE_POTENTIAL_COLUMNS)
+    variants = pruned.groupby(["method", "sparsity", "eps", "draw"], as_index=False).agg(
+        error=("error", "mean"), n_seeds=("seed", "nunique"), images=("images", "max"))
+    variants = variants.merge(dense, on=["eps", "draw"], how="inner")
+    variants["passing"] = _passing_sparsity(variants, delta)
+    per_draw = variants.groupby(["method", "eps", "draw"], as_index=False).agg(
+        potential=("passing", "max"), dense_error=("dense_error", "first"),
+        n_sparsities=("sparsity", "nunique"), n_seeds=("n_seeds", "min"),
+        images=("images", "max"))
+    table = per_draw.groupby(["method", "eps"], as_index=False).agg(
+        noise_prune_potential_mean=("potential", "mean"),
+        noise_prune_potential_mad=("potential", lambda v: float(
+            stats.median_abs_deviation(v.to_numpy(), scale=1.0))),
+        noise_prune_potential_std=("potential", "std"), draws=("draw", "nunique"),
+        dense_error_mean=("dense_error", "mean"), n_sparsities=("n_sparsities", "max"),
+        n_seeds=("n_seeds", "min"), images=("images", "max"))
+    table["delta"] = float(delta)
+    table = table.sort_values(["method", "eps"], kind="stable").reset_index(drop=True)
+    return table[NOISE_PRUNE_POTENTIAL_COLUMNS]
+
+
+# ------------------------------------------------------- excess error vs prune ratio
+
+EXCESS_ERROR_FIT_COLUMNS = [
+    "method", "distribution", "slope", "slope_ci_low", "slope_ci_high", "confidence",
+    "n_points", "n_sparsities", "n_resamples",
+]
+
+
+def _origin_slope(x, y, axis=-1):
+    """Least-squares slope of y = b x (no intercept): sum(x y) / sum(x^2)."""
+    return np.sum(x * y, axis=axis) / np.sum(x * x, axis=axis)
+
+
+def excess_error_fit(per_seed, confidence=0.95, n_resamples=2000, seed=0):
+    """Excess error against prune ratio: a line through the origin per method.
+
+    For each pruning method and distribution, the per-seed excess errors
+    (`excess_error` rows: x = sparsity, y = excess error in points) are fitted by
+    least squares with y = slope x, and the slope gets a percentile bootstrap
+    interval (scipy.stats.bootstrap, the (x, y) points resampled in pairs,
+    seeded), so the band at prune ratio x is [x slope_ci_low, x slope_ci_high].
+    Dense and quantized methods, and rows at sparsity 0, are left out; with a
+    single point the interval is NaN.
+    """
+    from scipy import stats
+    _require_columns(per_seed, ["method", "sparsity", "distribution", "excess_error"],
+                     "per_seed")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    points = per_seed[(per_seed["method"] != records.DENSE_METHOD)
+                      & ~per_seed["method"].str.startswith(records.QUANTIZED_PREFIX)
+                      & (per_seed["sparsity"] > 0) & per_seed["excess_error"].notna()]
+    rows = []
+    for (method, distribution), group in points.groupby(["method", "distribution"],
+                                                        sort=False):
+        x = group["sparsity"].to_numpy(np.float64)
+        y = group["excess_error"].to_numpy(np.float64)
+        low = high = np.nan
+        if len(x) > 1:
+            interval = stats.bootstrap(
+                (x, y), _origin_slope, paired=True, vectorized=True,
+                confidence_level=confidence, n_resamples=n_resamples, method="percentile",
+                rng=np.random.default_rng(seed)).confidence_interval
+            low, high = float(interval.low), float(interval.high)
+        rows.append((method, distribution, float(_origin_slope(x, y)), low, high,
+                     float(confidence), len(x), int(np.unique(x).size), int(n_resamples)))
+    table = pd.DataFrame(rows, columns=EXCESS_ERROR_FIT_COLUMNS)
+    table = table.assign(_order=distribution_order(table["distribution"]).to_numpy())
+    table = table.sort_values(["method", "_order"], kind="stable").drop(columns="_order")
+    return table.reset_index(drop=True)

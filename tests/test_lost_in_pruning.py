@@ -1,0 +1,188 @@
+"""Lost in Pruning's protocol: noise prune potential, the excess-error fit, SIS.
+
+Metrics on hand-made tables, checked against direct computations; the stages on
+the tiny digits population (in-process, plus one process per bad-input line).
+"""
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import error_lines, run_stage
+from pie.analysis import robustness
+from pie.io import records
+from robustness_tests import analyze, noise_similarity
+
+
+# ------------------------------------------------------------ noise prune potential
+
+
+def _noisy_accuracy():
+    """Two dense seeds and a method at 0.5 / 0.9, two seeds, 3 draws at eps 0.2."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for method, sparsity in (("dense", 0.0), ("wt", 0.5), ("wt", 0.9), ("quant_int8", 0.0)):
+        for seed in (0, 1):
+            for draw in range(3):
+                # multiples of 1/200 images, like real accuracies
+                top1 = rng.integers(150, 200) / 200
+                rows.append((method, sparsity, seed, 0.2, draw, top1, 200))
+    return pd.DataFrame(rows, columns=["method", "sparsity", "seed", "eps", "draw", "top1",
+                                       "images"])
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.5, 3.0, 100.0])
+def test_noise_prune_potential_by_hand(delta):
+    accuracy = _noisy_accuracy()
+    table = robustness.noise_prune_potential(accuracy, delta)
+    assert list(table.columns) == robustness.NOISE_PRUNE_POTENTIAL_COLUMNS
+    assert table["method"].tolist() == ["wt"]  # dense and quantized have no potential
+    potentials = []
+    for draw in range(3):
+        at = accuracy[accuracy["draw"] == draw]
+        dense_error = 100 * (1 - at.loc[at["method"] == "dense", "top1"].mean())
+        best = 0.0
+        for sparsity in (0.5, 0.9):
+            error = 100 * (1 - at.loc[(at["method"] == "wt") & (at["sparsity"] == sparsity),
+                                      "top1"].mean())
+            if error <= dense_error + delta + 1e-9:
+                best = max(best, sparsity)
+        potentials.append(best)
+    potentials = np.array(potentials)
+    row = table.iloc[0]
+    assert row["noise_prune_potential_mean"] == pytest.approx(potentials.mean())
+    assert row["noise_prune_potential_mad"] == pytest.approx(
+        np.median(np.abs(potentials - np.median(potentials))))
+    assert row["noise_prune_potential_std"] == pytest.approx(potentials.std(ddof=1))
+    assert (row["draws"], row["n_sparsities"], row["n_seeds"], row["images"]) == (3, 2, 2, 200)
+    assert row["delta"] == delta
+    if delta == 100.0:
+        assert row["noise_prune_potential_mean"] == 0.9
+
+
+def test_noise_prune_potential_needs_dense_and_a_valid_delta():
+    accuracy = _noisy_accuracy()
+    with pytest.raises(records.ContractError, match="no dense population"):
+        robustness.noise_prune_potential(accuracy[accuracy["method"] != "dense"])
+    with pytest.raises(ValueError, match="delta must be a finite number >= 0"):
+        robustness.noise_prune_potential(accuracy, -1.0)
+
+
+# ------------------------------------------------------------------ excess error fit
+
+
+def _per_seed(points):
+    return pd.DataFrame([(m, s, d, e) for m, s, d, e in points],
+                        columns=["method", "sparsity", "distribution", "excess_error"])
+
+
+def test_excess_error_fit_is_least_squares_through_the_origin():
+    rng = np.random.default_rng(0)
+    x = np.repeat([0.3, 0.6, 0.9], 4)
+    y = 4.0 * x + rng.normal(0, 0.5, len(x))
+    points = [("wt", a, "fog/3", b) for a, b in zip(x, y)]
+    points += [("sipp", a, "fog/3", 2.5 * a) for a in (0.5, 0.9, 0.9)]  # exactly a line
+    points += [("sipp", 0.5, "contrast/3", 1.0)]  # one point: no interval
+    points += [("dense", 0.0, "fog/3", 0.0), ("quant_int8", 0.5, "fog/3", 9.0)]
+    fit = robustness.excess_error_fit(_per_seed(points))
+    assert list(fit.columns) == robustness.EXCESS_ERROR_FIT_COLUMNS
+    assert fit[["method", "distribution"]].values.tolist() == [
+        ["sipp", "contrast/3"], ["sipp", "fog/3"], ["wt", "fog/3"]]
+    wt = fit[fit["method"] == "wt"].iloc[0]
+    direct, *_ = np.linalg.lstsq(x[:, None], y, rcond=None)  # no intercept column
+    assert wt["slope"] == pytest.approx(direct[0])
+    assert wt["slope_ci_low"] < wt["slope"] < wt["slope_ci_high"]
+    assert wt["slope_ci_high"] - wt["slope_ci_low"] < 2.0
+    assert (wt["n_points"], wt["n_sparsities"], wt["confidence"]) == (12, 3, 0.95)
+    line = fit[(fit["method"] == "sipp") & (fit["distribution"] == "fog/3")].iloc[0]
+    # every resample of points on one line through 0 has the same slope
+    for column in ("slope", "slope_ci_low", "slope_ci_high"):
+        assert line[column] == pytest.approx(2.5)
+    single = fit[fit["distribution"] == "contrast/3"].iloc[0]
+    assert single["slope"] == 2.0 and np.isnan(single["slope_ci_low"])
+    again = robustness.excess_error_fit(_per_seed(points))
+    pd.testing.assert_frame_equal(fit, again)  # seeded
+
+
+@pytest.fixture(scope="module")
+def shifted(tiny_predictions, tmp_path_factory):
+    """The tiny population's clean predictions and a hand-made shifted copy of them."""
+    workdir = str(tmp_path_factory.mktemp("lost") / "w")
+    shutil.copytree(tiny_predictions, workdir)
+    manifest = records.read_manifest(workdir)
+    for member_id in manifest["member_id"]:
+        frame = pd.read_csv(records.predictions_path(workdir, member_id))
+        # pruned members lose 2x as many images as dense ones (every 10th / 20th)
+        step = 10 if member_id.startswith("magnitude") else 20
+        frame.loc[::step, "predicted"] = (frame.loc[::step, "label"] + 1) % 10
+        frame["distribution"] = "contrast/3"
+        records.write_csv(records.predictions_path(workdir, member_id, "contrast/3"), frame)
+    return workdir
+
+
+def test_analyze_writes_the_excess_error_fit(shifted):
+    assert analyze.run(shifted, force=True)
+    out = os.path.join(shifted, "robustness")
+    fit = pd.read_csv(os.path.join(out, analyze.EXCESS_ERROR_FIT_NAME))
+    per_seed = pd.read_csv(os.path.join(out, analyze.EXCESS_ERROR_SEED_NAME))
+    assert list(fit.columns) == robustness.EXCESS_ERROR_FIT_COLUMNS
+    row = fit[fit["distribution"] == "contrast/3"].iloc[0]
+    points = per_seed[per_seed["distribution"] == "contrast/3"]
+    expected = (points["sparsity"] * points["excess_error"]).sum() / (
+        points["sparsity"] ** 2).sum()
+    assert row["slope"] == pytest.approx(expected, abs=1e-9) and row["slope"] > 0
+    assert row["n_points"] == 2
+
+
+# ------------------------------------------------------------------ noise stage
+
+
+def test_noise_stage_writes_the_noise_prune_potential(shifted):
+    from pie.models import predict
+    assert noise_similarity.run(shifted, [0.0, 0.3], draws=3, images=10000, seed=0,
+                                batch_size=128, force=True, delta=0.5)
+    out = os.path.join(shifted, "robustness")
+    table = pd.read_csv(os.path.join(out, noise_similarity.POTENTIAL_NAME))
+    assert list(table.columns) == robustness.NOISE_PRUNE_POTENTIAL_COLUMNS
+    assert table["eps"].tolist() == [0.0, 0.3] and table["draws"].tolist() == [1, 3]
+    # eps 0 is the clean prune potential of the same images, computed directly.
+    x, labels, _ = noise_similarity.eval_subset(shifted, 10000, 0)
+    manifest = records.read_manifest(shifted)
+    errors = {}
+    for row in manifest.to_dict("records"):
+        logits = predict.load_member(shifted, row).logits(x, 128)
+        errors.setdefault(row["method"], []).append(100 * (1 - (logits.argmax(1) == labels)
+                                                             .mean()))
+    passes = np.mean(errors["magnitude"]) <= np.mean(errors["dense"]) + 0.5 + 1e-9
+    assert table.loc[0, "noise_prune_potential_mean"] == (0.5 if passes else 0.0)
+    assert table.loc[0, "dense_error_mean"] == pytest.approx(np.mean(errors["dense"]))
+    assert 0 <= table.loc[1, "noise_prune_potential_mean"] <= 0.5
+
+
+def test_default_eps_grid_is_the_papers():
+    assert noise_similarity.DEFAULT_EPS.split(",") == [
+        f"{v:g}" for v in np.round(np.linspace(0, 0.7, 15), 10)]
+    assert len(noise_similarity.DEFAULT_EPS.split(",")) == 15
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--eps=0,1.5"], "error: --eps values must be in [0, 1], got [1.5]"),
+    (["--eps=-0.1"], "error: --eps values must be in [0, 1], got [-0.1]"),
+    (["--delta=-1"], "error: --delta must be a finite number >= 0 (percentage points), got -1.0"),
+])
+def test_noise_stage_bad_input_is_one_line(tiny_population, flags, message):
+    result = run_stage("robustness_tests.noise_similarity", f"--workdir={tiny_population}",
+                       *flags, check=False)
+    assert result.returncode == 2
+    assert error_lines(result) == [message]
+    assert not os.path.exists(os.path.join(tiny_population, "robustness"))
+
+
+def test_new_columns_are_documented():
+    text = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "docs", "robustness.md")).read()
+    for column in (robustness.NOISE_PRUNE_POTENTIAL_COLUMNS
+                   + robustness.EXCESS_ERROR_FIT_COLUMNS):
+        assert f"`{column}`" in text, column
