@@ -29,6 +29,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pie.io import records  # noqa: E402  (after the path set-up, for a source checkout)
+from pie.io.workdir import Workdir
 
 flags.DEFINE_integer("images", 50_000, "Eval images.")
 flags.DEFINE_integer("classes", 1_000, "Classes.")
@@ -94,7 +95,7 @@ def generate(workdir, n_images, n_classes, n_members, sparsities, seed):
             frame = synthetic_member(rng, image_ids, labels, difficulty, confuser,
                                      class_damage, drop, n_classes)
             frame.insert(0, "member_id", member_id)
-            records.write_csv(records.predictions_path(workdir, member_id), frame)
+            records.write_csv(Workdir(workdir).predictions_path(member_id), frame)
             rows.append({
                 "member_id": member_id, "method": method, "sparsity": sparsity,
                 "measured_sparsity": sparsity, "seed": member_seed,
@@ -133,7 +134,7 @@ def main(argv):
           f"{1 + len(sparsities)} populations x {FLAGS.members} members = {n_rows:,} "
           "prediction rows")
     try:
-        if os.path.exists(records.manifest_path(workdir)):
+        if os.path.exists(Workdir(workdir).manifest):
             print("reusing the synthetic data already there")
         else:
             start = time.perf_counter()

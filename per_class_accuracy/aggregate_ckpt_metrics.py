@@ -8,7 +8,6 @@ Writes `W/per_class/per_class_metrics.csv` (shifted distributions:
 correct, recall, precision and the member's top-1 (columns in docs/analysis.md).
 No model is run: everything comes from `W/predictions/`.
 """
-import os
 import time
 
 from absl import flags
@@ -18,6 +17,7 @@ from pie.analysis import stage_io
 from pie.io import cli
 from pie.analysis import per_class
 from pie.io import records
+from pie.io.workdir import Workdir
 
 stage_io.define_stage_flags()
 flags.adopt_module_key_flags(stage_io)  # the shared flags show in --help
@@ -29,11 +29,11 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False):
     stage_io.validate_stage_args(workdir, distribution, split)
     manifest = stage_io.population_manifest(workdir)
     output = per_class.metrics_path(workdir, distribution)
-    out_dir = os.path.dirname(output)
+    stamp = Workdir(workdir).stamp(per_class.STAGE_DIR, per_class.METRICS_STAGE, distribution)
     inputs = stage_io.stage_input_paths(workdir, manifest, distribution, split)
     options = {"distribution": distribution, "split": split}
     if not force and stage_io.is_up_to_date(
-            workdir, out_dir, per_class.METRICS_STAGE, inputs, [output], options):
+            workdir, stamp, inputs, [output], options):
         logging.info("%s up to date, skipping (--force to redo)", output)
         return False
 
@@ -45,7 +45,7 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False):
     start = time.time()
     metrics = per_class.per_class_metrics(predictions, manifest, class_names)
     records.write_csv(output, metrics, per_class.METRICS_COLUMNS)
-    stage_io.write_stamp(workdir, out_dir, per_class.METRICS_STAGE, inputs, [output],
+    stage_io.write_stamp(workdir, stamp, inputs, [output],
                             options)
     logging.info("wrote %s (%d rows) in %.1f s", output, len(metrics), time.time() - start)
     return True

@@ -12,7 +12,6 @@ per variant); columns and definitions in docs/analysis.md. Reads
 `per_class_metrics.csv` when `aggregate_ckpt_metrics` wrote it from the current
 predictions, and otherwise computes the same metrics from the predictions.
 """
-import os
 import time
 
 from absl import flags
@@ -22,6 +21,7 @@ from pie.analysis import stage_io
 from pie.io import cli
 from pie.analysis import per_class
 from pie.io import records
+from pie.io.workdir import Workdir
 
 stage_io.define_stage_flags()
 flags.adopt_module_key_flags(stage_io)  # the shared flags show in --help
@@ -39,7 +39,8 @@ STAGE = "gen_tstatistic"
 def _metrics(workdir, manifest, inputs, distribution, split):
     """Per-class metrics: the saved file when it matches the inputs, else computed."""
     path = per_class.metrics_path(workdir, distribution)
-    if stage_io.is_up_to_date(workdir, os.path.dirname(path), per_class.METRICS_STAGE,
+    stamp = Workdir(workdir).stamp(per_class.STAGE_DIR, per_class.METRICS_STAGE, distribution)
+    if stage_io.is_up_to_date(workdir, stamp,
                                  inputs, [path], {"distribution": distribution,
                                                   "split": split}):
         logging.info("reading per-class metrics from %s", path)
@@ -58,13 +59,13 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False, alpha=0.
     per_class.validate_test_options(alpha, correction)
     manifest = stage_io.population_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
-    out_dir = records.analysis_dir(workdir, per_class.STAGE_DIR, distribution)
-    outputs = [os.path.join(out_dir, per_class.TSTATISTIC_NAME),
-               os.path.join(out_dir, per_class.TSTATISTIC_SUMMARY_NAME)]
+    wd = Workdir(workdir)
+    stamp = wd.stamp(per_class.STAGE_DIR, STAGE, distribution)
+    outputs = [wd.file("tstatistic", distribution), wd.file("tstatistic_summary", distribution)]
     inputs = stage_io.stage_input_paths(workdir, manifest, distribution, split)
     options = {"distribution": distribution, "split": split, "alpha": alpha,
                "correction": correction}
-    if not force and stage_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
+    if not force and stage_io.is_up_to_date(workdir, stamp, inputs, outputs,
                                                options):
         logging.info("%s up to date, skipping (--force to redo)", " and ".join(outputs))
         return False
@@ -74,7 +75,7 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False, alpha=0.
     table, summary = per_class.per_class_tstatistic(metrics, alpha, correction)
     records.write_csv(outputs[0], table, per_class.TSTATISTIC_COLUMNS)
     records.write_csv(outputs[1], summary, per_class.SUMMARY_COLUMNS)
-    stage_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
+    stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
     logging.info("wrote %s (%d variants x classes, %d significant) in %.1f s",
                  outputs[0], len(table), int(table["significant"].sum()),
                  time.time() - start)

@@ -20,6 +20,7 @@ from absl import flags
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.analysis import stage_io
 from pie.io import cli, records
+from pie.io.workdir import Workdir
 from pie.analysis import subgroups
 
 STAGE = "subgroups"
@@ -55,14 +56,15 @@ def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, spl
     stage_io.validate_stage_args(workdir, distribution, split)
     manifest = stage_io.population_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
+    wd = Workdir(workdir)
     output = subgroups.subgroups_path(workdir, distribution)
-    out_dir = os.path.dirname(output)
+    stamp = wd.stamp(subgroups.STAGE_DIR, STAGE, distribution)
     inputs = stage_io.stage_input_paths(workdir, manifest, distribution, split) + [
         subgroups.pie_path(workdir, distribution),
-        os.path.abspath(groups_csv) if groups_csv else os.path.join(workdir, "dataset.json")]
+        os.path.abspath(groups_csv) if groups_csv else wd.dataset_config]
     options = {"distribution": distribution, "split": split, "attributes": list(attributes),
                "groups_csv": os.path.abspath(groups_csv) if groups_csv else None}
-    if not force and stage_io.is_up_to_date(workdir, out_dir, STAGE, inputs, [output],
+    if not force and stage_io.is_up_to_date(workdir, stamp, inputs, [output],
                                                options):
         print(f"{output} up to date, skipping (--force to redo)", flush=True)
         return False
@@ -82,8 +84,8 @@ def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, spl
                   f"{', '.join(missing)}: their PIE columns are NaN; rerun "
                   "pie_dataset_gen.aggregate_predictions", flush=True)
     records.write_csv(output, table, subgroups.SUBGROUP_COLUMNS)
-    stage_io.write_stamp(workdir, out_dir, STAGE, inputs, [output], options)
-    records.write_text(os.path.join(out_dir, f"{STAGE}.flags.txt"), cli.resolved_flags())
+    stage_io.write_stamp(workdir, stamp, inputs, [output], options)
+    stage_io.write_stage_flags(workdir, subgroups.STAGE_DIR, STAGE, distribution)
     n_groups = table[["attribute", "group"]].drop_duplicates().shape[0] if len(table) else 0
     print(f"wrote {output}: {table[['method', 'sparsity']].drop_duplicates().shape[0]} "
           f"variants x {n_groups} groups ({time.time() - started:.1f}s)", flush=True)

@@ -9,7 +9,6 @@ when the variant's modal label differs from the dense population's (Hooker et al
 the true label is not used). Writes `W/pie/pie.csv` (one row per variant x image)
 and `W/pie/pie_summary.csv` (one row per variant); columns in docs/analysis.md.
 """
-import os
 import time
 
 from absl import flags
@@ -19,14 +18,13 @@ from pie.analysis import stage_io
 from pie.io import cli
 from pie.analysis import pie_labels
 from pie.io import records
+from pie.io.workdir import PIE_DIR, Workdir
 
 stage_io.define_stage_flags()
 flags.adopt_module_key_flags(stage_io)  # the shared flags show in --help
 FLAGS = flags.FLAGS
 STAGE = "aggregate_predictions"
-STAGE_DIR = "pie"
-PIE_NAME = "pie.csv"
-SUMMARY_NAME = "pie_summary.csv"
+STAGE_DIR = PIE_DIR
 
 
 def run(workdir, distribution=records.CLEAN, split="test", force=False):
@@ -34,11 +32,12 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False):
     stage_io.validate_stage_args(workdir, distribution, split)
     manifest = stage_io.population_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
-    out_dir = records.analysis_dir(workdir, STAGE_DIR, distribution)
-    outputs = [os.path.join(out_dir, PIE_NAME), os.path.join(out_dir, SUMMARY_NAME)]
+    wd = Workdir(workdir)
+    stamp = wd.stamp(STAGE_DIR, STAGE, distribution)
+    outputs = [wd.file("pie", distribution), wd.file("pie_summary", distribution)]
     inputs = stage_io.stage_input_paths(workdir, manifest, distribution, split)
     options = {"distribution": distribution, "split": split}
-    if not force and stage_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
+    if not force and stage_io.is_up_to_date(workdir, stamp, inputs, outputs,
                                                options):
         logging.info("%s up to date, skipping (--force to redo)", " and ".join(outputs))
         return False
@@ -54,7 +53,7 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False):
     table, summary = pie_labels.pie_table(modal)
     records.write_csv(outputs[0], table, pie_labels.PIE_COLUMNS)
     records.write_csv(outputs[1], summary, pie_labels.SUMMARY_COLUMNS)
-    stage_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
+    stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
     logging.info("wrote %s (%d PIEs over %d variants x images) in %.1f s", outputs[0],
                  int(table["is_pie"].sum()), len(table), time.time() - start)
     return True

@@ -19,6 +19,7 @@ import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.analysis import pie_labels
 from pie.data import sources
 from pie.io import cli, records
+from pie.io.workdir import Workdir
 
 FLAGS = flags.FLAGS
 SUBSETS = {"pie": True, "non_pie": False}
@@ -118,14 +119,13 @@ def main(argv):
     if FLAGS.shard_size < 1:
         raise cli.UsageError(f"--shard_size must be at least 1, got {FLAGS.shard_size}")
     # The clean PIE table: the records hold the clean eval images.
-    pie_dir = records.analysis_dir(FLAGS.workdir, "pie")
-    table = records.read_csv(os.path.join(pie_dir, "pie.csv"), pie_labels.PIE_COLUMNS)
-    root = os.path.join(pie_dir, "tfrecords")
+    workdir = Workdir(FLAGS.workdir)
+    table = records.read_csv(workdir.file("pie"), pie_labels.PIE_COLUMNS)
     variants = {records.variant_key(method, sparsity): rows
                 for (method, sparsity), rows in table.groupby(["method", "sparsity"])}
     fingerprints = {key: variant_fingerprint(rows) for key, rows in variants.items()}
     todo = [key for key in variants
-            if FLAGS.force or not is_written(os.path.join(root, key), fingerprints[key])]
+            if FLAGS.force or not is_written(workdir.pie_tfrecords(key), fingerprints[key])]
     print(f"PIE TFRecords: {len(variants)} variants, {len(variants) - len(todo)} done, "
           f"{len(todo)} to write", flush=True)
     if not todo:
@@ -142,7 +142,7 @@ def main(argv):
         raise records.ContractError("pie.csv names image ids that are not in the eval split")
     progress = cli.Progress(len(todo), "variants")
     for key in todo:
-        counts = write_variant(os.path.join(root, key), variants[key], images, position,
+        counts = write_variant(workdir.pie_tfrecords(key), variants[key], images, position,
                                source, FLAGS.shard_size, fingerprints[key])
         progress.advance(1, f"{key}: {counts['n_pie']} PIEs, {counts['n_non_pie']} non-PIEs")
     return 0

@@ -18,7 +18,6 @@ lies. Writes, under `W/robustness/`:
 Definitions in docs/robustness.md (Liebenwein et al., Lost in Pruning). Runs no
 model. A rerun with the same inputs and --delta skips.
 """
-import glob
 import math
 import os
 
@@ -28,20 +27,16 @@ from absl import flags
 import pie  # noqa: F401  (the package's environment switches, before anything else)
 from pie.analysis import robustness, stage_io
 from pie.io import cli, records
+from pie.io.workdir import ROBUSTNESS_DIR, Workdir
 
 FLAGS = flags.FLAGS
 STAGE = "analyze"
-OUT_DIR = "robustness"
+OUT_DIR = ROBUSTNESS_DIR
 SPLIT = "test"
-ACCURACY_NAME = "accuracy.csv"
-EXCESS_ERROR_NAME = "excess_error.csv"
-EXCESS_ERROR_SEED_NAME = "excess_error_per_seed.csv"
-PRUNE_POTENTIAL_NAME = "prune_potential.csv"
-EXCESS_ERROR_FIT_NAME = "excess_error_fit.csv"
 DECIMALS = 10
 PROGRESS_EVERY = 500  # files between progress lines
-OUTPUT_NAMES = (ACCURACY_NAME, EXCESS_ERROR_NAME, EXCESS_ERROR_SEED_NAME, PRUNE_POTENTIAL_NAME,
-                EXCESS_ERROR_FIT_NAME)
+OUTPUT_FILES = ("robustness_accuracy", "excess_error", "excess_error_per_seed", "prune_potential",
+                "excess_error_fit")
 
 
 def define_flags():
@@ -54,11 +49,11 @@ def define_flags():
 
 def prediction_files(workdir, manifest, split=SPLIT):
     """(member_id, path) of every manifest member's file in every predictions folder."""
-    root = os.path.join(workdir, "predictions", split)
-    folders = sorted(path for path in glob.glob(os.path.join(root, "*")) if os.path.isdir(path))
-    return [(member_id, os.path.join(folder, f"{member_id}.csv.gz"))
-            for folder in folders for member_id in manifest["member_id"]
-            if os.path.exists(os.path.join(folder, f"{member_id}.csv.gz"))]
+    workdir = Workdir(workdir)
+    pairs = [(member_id, workdir.predictions_path(member_id, os.path.basename(folder), split))
+             for folder in workdir.prediction_folders(split)
+             for member_id in manifest["member_id"]]
+    return [(member_id, path) for member_id, path in pairs if os.path.exists(path)]
 
 
 def file_accuracy(member_id, path):
@@ -130,13 +125,14 @@ def run(workdir, delta=0.5, force=False):
     manifest = records.read_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
     files = prediction_files(workdir, manifest)
-    clean_dir = records.predictions_dir(workdir, records.CLEAN, SPLIT)
-    out_dir = os.path.join(workdir, OUT_DIR)
-    outputs = [os.path.join(out_dir, name) for name in OUTPUT_NAMES]
-    inputs = [records.manifest_path(workdir)] + [path for _, path in files]
+    wd = Workdir(workdir)
+    clean_dir = wd.predictions_dir(records.CLEAN, SPLIT)
+    out_dir = wd.folder(OUT_DIR)
+    stamp = wd.stamp(OUT_DIR, STAGE)
+    outputs = [wd.file(key) for key in OUTPUT_FILES]
+    inputs = [wd.manifest] + [path for _, path in files]
     options = {"delta": float(delta), "split": SPLIT}
-    if not force and stage_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
-                                               options):
+    if not force and stage_io.is_up_to_date(workdir, stamp, inputs, outputs, options):
         print(f"analyze: {out_dir} up to date with {len(files)} predictions files, "
               "skipping (--force to redo)", flush=True)
         return False
@@ -160,11 +156,12 @@ def run(workdir, delta=0.5, force=False):
     records.write_csv(outputs[3], rounded(potential), robustness.PRUNE_POTENTIAL_COLUMNS)
     records.write_csv(outputs[4], rounded(robustness.excess_error_fit(per_seed)),
                       robustness.EXCESS_ERROR_FIT_COLUMNS)
-    stage_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
+    stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
     distributions = accuracy["distribution"].unique()
     print(f"analyze: {len(distributions)} distributions "
           f"({int(robustness.is_corruption(distributions).sum())} corruptions); "
-          f"wrote {', '.join(OUTPUT_NAMES)} to {out_dir}", flush=True)
+          f"wrote {', '.join(os.path.basename(path) for path in outputs)} to {out_dir}",
+          flush=True)
     summary = potential[potential["distribution"].isin([records.CLEAN,
                                                         robustness.MEAN_CORRUPTION])]
     for row in summary.itertuples(index=False):  # a few summary lines, not data work

@@ -26,14 +26,14 @@ from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.io import cli, records
+from pie.io.workdir import ROBUSTNESS_DIR, Workdir
 from pie.models import predict
 from pie.shift import corruptions
 from pie.shift.tables import CIFAR, SCALES
 
 FLAGS = flags.FLAGS
+STAGE = "corruptions"
 SPLIT = "test"
-SOURCE_NAME = "corruption_source.json"
-FLAGS_FILE = os.path.join("robustness", "corruptions.flags.txt")
 GROUPS = tuple(corruptions.CORRUPTION_GROUPS)
 # Images corrupted and run per step: bounds memory for large eval sets.
 CHUNK_IMAGES = 4096
@@ -140,7 +140,7 @@ def require_images(config):
 
 
 def source_path(workdir, distribution):
-    return os.path.join(records.predictions_dir(workdir, distribution, SPLIT), SOURCE_NAME)
+    return Workdir(workdir).corruption_source(distribution, SPLIT)
 
 
 IDENTITY_KEYS = ("source", "seed", "scale")
@@ -208,8 +208,8 @@ def predict_distribution(workdir, distribution, rows, members, batches, normaliz
         frame["distribution"] = distribution
         columns = (records.PREDICTION_COLUMNS + (["top5"] if "top5" in frame else [])
                    + ["distribution"])
-        records.write_csv(records.predictions_path(workdir, row["member_id"], distribution,
-                                                   SPLIT), frame, columns)
+        records.write_csv(Workdir(workdir).predictions_path(row["member_id"], distribution,
+                                                            SPLIT), frame, columns)
         top1[row["member_id"]] = float((frame["predicted"] == frame["label"]).mean())
     return top1
 
@@ -402,7 +402,8 @@ def main(argv):
         ran = run_synthetic(FLAGS.workdir, names, severities, FLAGS.seed,
                             FLAGS.corruption_scale, FLAGS.batch_size, FLAGS.force)
     if ran:
-        records.write_text(os.path.join(FLAGS.workdir, FLAGS_FILE), cli.resolved_flags())
+        records.write_text(Workdir(FLAGS.workdir).flags_file(ROBUSTNESS_DIR, STAGE),
+                           cli.resolved_flags())
     return 0
 
 

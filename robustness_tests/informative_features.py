@@ -15,7 +15,6 @@ Writes `W/robustness/informative_features.csv` and
 `informative_features_per_image.csv`; columns in docs/robustness.md. Members
 without a Keras model (TFLite) are skipped: they have no gradients here.
 """
-import os
 import time
 
 import numpy as np
@@ -25,14 +24,13 @@ from absl import flags
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.analysis import robustness, stage_io
 from pie.io import cli, records
+from pie.io.workdir import ROBUSTNESS_DIR, Workdir
 from pie.models import predict
 from robustness_tests import noise_similarity
 
 FLAGS = flags.FLAGS
 STAGE = "informative_features"
-OUT_DIR = "robustness"
-SUMMARY_NAME = "informative_features.csv"
-PER_IMAGE_NAME = "informative_features_per_image.csv"
+OUT_DIR = ROBUSTNESS_DIR
 # The value a removed feature takes, in normalised input units.
 BASELINE = 0.0
 SUMMARY_COLUMNS = ["method", "sparsity", "iou_mean", "iou_std", "conf_own_mask",
@@ -103,12 +101,12 @@ def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False):
               f"(no gradients): {', '.join(skipped[:5])}", flush=True)
     predict.check_model_files(workdir, keras_rows)
     pairs, rows, inputs = robustness.pairs_to_run(workdir, keras_rows)
-    out_dir = os.path.join(workdir, OUT_DIR)
-    outputs = [os.path.join(out_dir, SUMMARY_NAME), os.path.join(out_dir, PER_IMAGE_NAME)]
+    wd = Workdir(workdir)
+    stamp = wd.stamp(OUT_DIR, STAGE)
+    outputs = [wd.file("informative_features"), wd.file("informative_features_per_image")]
     options = {"images": images, "fraction": float(fraction), "seed": seed,
                "baseline": BASELINE}
-    if not force and stage_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
-                                               options):
+    if not force and stage_io.is_up_to_date(workdir, stamp, inputs, outputs, options):
         print(f"informative_features: {outputs[0]} up to date, skipping (--force to redo)",
               flush=True)
         return False
@@ -146,7 +144,7 @@ def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False):
     per_image = pd.concat(per_image, ignore_index=True)
     records.write_csv(outputs[0], summarise(per_image, fraction), SUMMARY_COLUMNS)
     records.write_csv(outputs[1], per_image, PER_IMAGE_COLUMNS)
-    stage_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
+    stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
     print(f"informative_features: wrote {outputs[0]}", flush=True)
     return True
 

@@ -18,7 +18,6 @@ The same noisy predictions give the noise prune potential
 whose error on the noisy images stays within --delta points of the dense
 population's error on the same noisy images; mean and MAD over draws.
 """
-import os
 import time
 
 import numpy as np
@@ -28,14 +27,12 @@ from absl import flags
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.analysis import robustness, stage_io
 from pie.io import cli, records
+from pie.io.workdir import ROBUSTNESS_DIR, Workdir
 from pie.models import predict
 
 FLAGS = flags.FLAGS
 STAGE = "noise_similarity"
-OUT_DIR = "robustness"
-SUMMARY_NAME = "noise_similarity.csv"
-PER_PAIR_NAME = "noise_similarity_per_pair.csv"
-POTENTIAL_NAME = "noise_prune_potential.csv"
+OUT_DIR = ROBUSTNESS_DIR
 # Lost in Pruning's grid: linspace(0, 0.7, 15), i.e. steps of 0.05.
 DEFAULT_EPS = ",".join(f"{eps:g}" for eps in np.round(np.linspace(0.0, 0.7, 15), 10))
 EPS_RANGE = (0.0, 1.0)
@@ -160,13 +157,13 @@ def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force
     stage_io.require_dense(manifest, workdir)
     predict.check_model_files(workdir, manifest)
     pairs, rows, inputs = robustness.pairs_to_run(workdir, manifest)
-    out_dir = os.path.join(workdir, OUT_DIR)
-    outputs = [os.path.join(out_dir, name)
-               for name in (SUMMARY_NAME, PER_PAIR_NAME, POTENTIAL_NAME)]
+    wd = Workdir(workdir)
+    stamp = wd.stamp(OUT_DIR, STAGE)
+    outputs = [wd.file("noise_similarity"), wd.file("noise_similarity_per_pair"),
+               wd.file("noise_prune_potential")]
     options = {"eps": [float(e) for e in eps_values], "draws": draws, "images": images,
                "seed": seed, "delta": float(delta)}
-    if not force and stage_io.is_up_to_date(workdir, out_dir, STAGE, inputs, outputs,
-                                               options):
+    if not force and stage_io.is_up_to_date(workdir, stamp, inputs, outputs, options):
         print(f"noise_similarity: {outputs[0]} up to date, skipping (--force to redo)",
               flush=True)
         return False
@@ -194,7 +191,7 @@ def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force
     records.write_csv(outputs[1], per_pair, PER_PAIR_COLUMNS)
     potential = robustness.noise_prune_potential(pd.concat(accuracy, ignore_index=True), delta)
     records.write_csv(outputs[2], potential, robustness.NOISE_PRUNE_POTENTIAL_COLUMNS)
-    stage_io.write_stamp(workdir, out_dir, STAGE, inputs, outputs, options)
+    stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
     print(f"noise_similarity: wrote {outputs[0]}", flush=True)
     return True
 

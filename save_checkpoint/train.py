@@ -23,6 +23,7 @@ import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.compress import criteria, pruning, training
 from pie.data import sources
 from pie.io import cli, records
+from pie.io.workdir import Workdir
 from pie.models import builders
 
 FLAGS = flags.FLAGS
@@ -148,9 +149,8 @@ class Trainer:
         import tensorflow as tf
         import tensorflow_model_optimization as tfmot
         import tf_keras as keras
-        folder = os.path.join(workdir, member.relpath)
-        ckpt_dir = os.path.join(folder, "ckpt")
-        mask_path = os.path.join(ckpt_dir, MASK_FILES.get(member.method, "unit_mask.npz"))
+        ckpt_dir = workdir.member_file(member.relpath, "checkpoint")
+        mask_path = workdir.member_file(member.relpath, MASK_FILES.get(member.method, "unit_mask"))
         started = time.time()
         with self.strategy.scope():
             model, optimizer = self._build(member)
@@ -169,7 +169,7 @@ class Trainer:
             self.progress.done += FLAGS.epochs
             print(f"[{position}/{count}] {member.member_id}: starting from the finished "
                   f"dense member of seed {member.seed}", flush=True)
-        log_dir = os.path.join(folder, "logs")
+        log_dir = workdir.member_file(member.relpath, "logs")
         callbacks = [EpochProgress(self, member, position, count)]
         if member.method == "magnitude":
             callbacks += [tfmot.sparsity.keras.UpdatePruningStep(),
@@ -197,7 +197,7 @@ class Trainer:
             epoch.assign(current + 1)
             manager.save()
         unit_mask = mask if member.method in CRITERIA_METHODS else None
-        return self._finish(member, model, workdir, folder, started, ckpt_dir, unit_mask)
+        return self._finish(member, model, workdir, started, ckpt_dir, unit_mask)
 
     def _reuse_dense(self, workdir, member, model):
         """Loads the finished dense member of the same seed, if this workdir has it."""
@@ -207,7 +207,7 @@ class Trainer:
                          & (manifest["model"] == FLAGS.model)]
         if dense.empty:
             return False
-        path = records.member_model_path(workdir, dense.iloc[0])
+        path = workdir.model_path(dense.iloc[0])
         saved = keras.models.load_model(path, compile=False)
         if [w.shape for w in saved.get_weights()] != [w.shape for w in model.get_weights()]:
             return False
@@ -232,7 +232,7 @@ class Trainer:
               f"(scored on {len(y)} reference images)", flush=True)
         return mask
 
-    def _finish(self, member, model, workdir, folder, started, ckpt_dir, unit_mask=None):
+    def _finish(self, member, model, workdir, started, ckpt_dir, unit_mask=None):
         stripped = pruning.strip(model) if member.method == "magnitude" else model
         layer_names = pruning.prunable_layer_names(stripped, FLAGS.prune_classifier)
         per_layer, overall = pruning.kernel_sparsity(stripped, layer_names)
@@ -245,8 +245,8 @@ class Trainer:
             unit_sparsity = criteria.mask_summary(unit_mask)
             training.check_unit_sparsity(unit_mask, member.sparsity)
         top1 = training.evaluate_top1(stripped, self.source, FLAGS.eval_batch_size)
-        model_file = os.path.join(member.relpath, "model.keras")
-        with records.atomic_path(os.path.join(workdir, model_file)) as tmp:
+        model_file = workdir.member_relfile(member.relpath, "keras_model")
+        with records.atomic_path(workdir.path(model_file)) as tmp:
             training.uncompiled(stripped).save(tmp)
         row = {"member_id": member.member_id, "method": member.method,
                "sparsity": member.sparsity, "measured_sparsity": round(overall, 6),
@@ -261,8 +261,8 @@ class Trainer:
                     wall_time_s=round(time.time() - started, 2),
                     versions=training.package_versions(),
                     manifest_row=row)
-        records.write_text(os.path.join(folder, "flags.txt"), cli.resolved_flags())
-        records.write_json(os.path.join(folder, "meta.json"), meta)
+        records.write_text(workdir.member_file(member.relpath, "flags"), cli.resolved_flags())
+        records.write_json(workdir.member_file(member.relpath, "meta"), meta)
         records.add_manifest_rows(workdir, [row])
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         return row
@@ -299,8 +299,8 @@ def finished_row(workdir, member, manifest_ids):
     """The member's manifest row if it finished (recovering a row lost to a crash)."""
     if member.member_id in manifest_ids:
         return True
-    meta_path = os.path.join(workdir, member.relpath, "meta.json")
-    model_path = os.path.join(workdir, member.relpath, "model.keras")
+    meta_path = workdir.member_file(member.relpath, "meta")
+    model_path = workdir.member_file(member.relpath, "keras_model")
     if os.path.exists(meta_path) and os.path.exists(model_path):
         # Killed between saving the model and adding its row: add the row now.
         records.add_manifest_rows(workdir, [records.read_json(meta_path)["manifest_row"]])
@@ -341,7 +341,7 @@ GLOBAL_WEIGHT_METHODS = tuple(training.WEIGHT_SCORES)
 SCHEDULED_METHODS = ("magnitude", "wt")
 WEIGHT_ONE_SHOT = ("sipp",)
 ONE_SHOT_METHODS = WEIGHT_ONE_SHOT + CRITERIA_METHODS
-MASK_FILES = {method: "weight_mask.npz" for method in WEIGHT_ONE_SHOT}
+MASK_FILES = {method: "weight_mask" for method in WEIGHT_ONE_SHOT}  # Workdir.MEMBER_FILES keys
 METHODS = SCHEDULED_METHODS + WEIGHT_ONE_SHOT + CRITERIA_METHODS
 
 
@@ -364,10 +364,10 @@ def main(argv):
 
     import tensorflow as tf
     tf.config.experimental.enable_op_determinism()
-    workdir = FLAGS.workdir
+    workdir = Workdir(FLAGS.workdir)
     chief = training.is_chief(strategy)
     if not chief:  # other workers of a multi-worker job write to a scratch folder
-        workdir = os.path.join(workdir, ".workers", str(strategy.cluster_resolver.task_id))
+        workdir = Workdir(workdir.worker_scratch(strategy.cluster_resolver.task_id))
     os.makedirs(workdir, exist_ok=True)
     sources.save_config(workdir, source, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
                      label_attribute=FLAGS.label_attribute, toy_noise=FLAGS.toy_noise,
@@ -381,7 +381,7 @@ def main(argv):
         row = trainer.train(member, workdir, position, len(todo))
         print(f"[{position}/{len(todo)}] {member.member_id} done: top-1 {row['top1']:.4f}, "
               f"measured sparsity {row['measured_sparsity']:.4f}", flush=True)
-    print(f"manifest: {records.manifest_path(workdir)}", flush=True)
+    print(f"manifest: {workdir.manifest}", flush=True)
     return 0
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from pie.analysis import stage_io
 from pie.io import records
+from pie.io.workdir import Workdir, stamp_in
 
 
 def manifest_row(member_id, method="dense", sparsity=0.0, dataset="toy"):
@@ -17,7 +18,7 @@ def manifest_row(member_id, method="dense", sparsity=0.0, dataset="toy"):
 
 def write_member(workdir, member_id, labels, predicted):
     n = len(labels)
-    records.write_csv(records.predictions_path(workdir, member_id), pd.DataFrame({
+    records.write_csv(Workdir(workdir).predictions_path(member_id), pd.DataFrame({
         "member_id": member_id, "image_id": np.arange(n), "label": labels,
         "predicted": predicted, "prob_predicted": np.full(n, 0.5),
         "prob_label": np.full(n, 0.25)}))
@@ -57,11 +58,11 @@ class TestClassNames:
         assert stage_io.load_class_names(str(tmp_path), 2) == ["0", "1", "2"]
 
     def test_classes_json(self, tmp_path):
-        records.write_json(stage_io.classes_path(str(tmp_path)), ["cat", "dog"])
+        records.write_json(Workdir(str(tmp_path)).classes, ["cat", "dog"])
         assert stage_io.load_class_names(str(tmp_path), 0) == ["cat", "dog"]
 
     def test_bad_classes_json(self, tmp_path):
-        records.write_json(stage_io.classes_path(str(tmp_path)), {"0": "cat"})
+        records.write_json(Workdir(str(tmp_path)).classes, {"0": "cat"})
         with pytest.raises(records.ContractError,
                            match="must hold a non-empty JSON list of class names"):
             stage_io.load_class_names(str(tmp_path), 0)
@@ -112,7 +113,7 @@ class TestReadCompactPredictions:
     def test_label_beyond_classes_json(self, tmp_path):
         workdir = str(tmp_path)
         records.add_manifest_rows(workdir, [manifest_row("a")])
-        records.write_json(stage_io.classes_path(workdir), ["cat", "dog"])
+        records.write_json(Workdir(workdir).classes, ["cat", "dog"])
         write_member(workdir, "a", [0, 1, 2], [0, 1, 1])
         manifest = stage_io.population_manifest(workdir)
         with pytest.raises(records.ContractError,
@@ -138,7 +139,7 @@ class TestFreshness:
         source.write_text("x\n1\n")
         output.parent.mkdir()
         output.write_text("y\n2\n")
-        args = (workdir, str(output.parent), "stage", [str(source)], [str(output)])
+        args = (workdir, stamp_in(str(output.parent), "stage"), [str(source)], [str(output)])
         stage_io.write_stamp(*args, {"alpha": 0.05})
         return args, source, output
 
@@ -157,7 +158,7 @@ class TestFreshness:
         (tmp_path / "out").mkdir()
         output = tmp_path / "out" / "r.csv"
         output.write_text("y\n")
-        args = (workdir, str(output.parent), "stage", [str(absent)], [str(output)])
+        args = (workdir, stamp_in(str(output.parent), "stage"), [str(absent)], [str(output)])
         stage_io.write_stamp(*args, {})
         assert stage_io.is_up_to_date(*args, {})
         absent.write_text("[]")
@@ -176,4 +177,4 @@ class TestFreshness:
 
     def test_no_stamp(self, tmp_path):
         assert not stage_io.is_up_to_date(
-            str(tmp_path), str(tmp_path), "stage", [], [], {})
+            str(tmp_path), stamp_in(str(tmp_path), "stage"), [], [], {})

@@ -17,6 +17,7 @@ from per_class_accuracy import aggregate_ckpt_metrics
 from per_class_accuracy import gen_tstatistic
 from pie.io import cli, errors, records
 from pie_dataset_gen import aggregate_predictions
+from pie.io.workdir import Workdir
 
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +41,7 @@ def build_workdir(workdir, populations=POPULATIONS, distribution=records.CLEAN, 
                 "label": labels, "predicted": predicted, "prob_predicted": prob,
                 "prob_label": np.where(predicted == labels, prob, 0.1)})
             records.write_csv(
-                records.predictions_path(workdir, member_id, distribution), frame)
+                Workdir(workdir).predictions_path(member_id, distribution), frame)
             rows.append({
                 "member_id": member_id, "method": method, "sparsity": sparsity,
                 "measured_sparsity": sparsity, "seed": member_seed, "dataset": "toy",
@@ -52,7 +53,7 @@ def build_workdir(workdir, populations=POPULATIONS, distribution=records.CLEAN, 
 def raw_predictions(workdir, distribution=records.CLEAN):
     manifest = records.read_manifest(workdir)
     return pd.concat([
-        pd.read_csv(records.predictions_path(workdir, m, distribution)).assign(
+        pd.read_csv(Workdir(workdir).predictions_path(m, distribution)).assign(
             method=method, sparsity=sparsity)
         for m, method, sparsity in manifest[["member_id", "method", "sparsity"]].itertuples(
             index=False)], ignore_index=True)
@@ -234,7 +235,7 @@ class TestErrors:
 
     def test_missing_predictions(self, tmp_path, capsys):
         build_workdir(str(tmp_path))
-        os.remove(records.predictions_path(str(tmp_path), "magnitude_0.5_seed1"))
+        os.remove(Workdir(str(tmp_path)).predictions_path("magnitude_0.5_seed1"))
         self.check_one_line_error(capsys, run_main(aggregate_predictions, str(tmp_path)),
                                   "no predictions for member magnitude_0.5_seed1")
         assert not os.path.exists(os.path.join(str(tmp_path), "pie", "pie.csv"))
@@ -242,7 +243,7 @@ class TestErrors:
     def test_different_image_sets(self, tmp_path, capsys):
         workdir = str(tmp_path)
         build_workdir(workdir)
-        path = records.predictions_path(workdir, "dense_0_seed2")
+        path = Workdir(workdir).predictions_path("dense_0_seed2")
         records.write_csv(path, pd.read_csv(path).iloc[:-1])
         self.check_one_line_error(capsys, run_main(aggregate_ckpt_metrics, workdir),
                                   "have predictions on different image sets")
@@ -296,7 +297,7 @@ class TestCommandLine:
     def test_label_out_of_range(self, tmp_path):
         workdir = str(tmp_path)
         build_workdir(workdir)
-        path = records.predictions_path(workdir, "dense_0_seed0")
+        path = Workdir(workdir).predictions_path("dense_0_seed0")
         frame = pd.read_csv(path)
         frame.loc[3, "label"] = -1
         records.write_csv(path, frame)

@@ -8,13 +8,14 @@ from conftest import error_lines, run_stage
 from pie.data import sources
 from pie.io import records
 from pie.models import predict
+from pie.io.workdir import Workdir
 
 
 def test_predictions_files_follow_the_contract(tiny_predictions):
     manifest = records.read_manifest(tiny_predictions)
     _, labels, ids = sources.load("digits").eval_arrays()
     for row in manifest.to_dict("records"):
-        frame = pd.read_csv(records.predictions_path(tiny_predictions, row["member_id"]))
+        frame = pd.read_csv(Workdir(tiny_predictions).predictions_path(row["member_id"]))
         assert list(frame.columns) == records.PREDICTION_COLUMNS + ["top5"]
         assert np.array_equal(frame["image_id"], ids) and np.array_equal(frame["label"], labels)
         # The training stage measured top-1 on its own; the two must agree.
@@ -25,7 +26,7 @@ def test_predictions_files_follow_the_contract(tiny_predictions):
 
 
 def test_rerun_skips_members_done(tiny_predictions):
-    path = records.predictions_path(tiny_predictions, "dense_0_seed0")
+    path = Workdir(tiny_predictions).predictions_path("dense_0_seed0")
     before = os.stat(path).st_mtime_ns
     result = run_stage("pie_dataset_gen.predictions", f"--workdir={tiny_predictions}")
     assert "4 members, 4 done, 0 to run" in result.stdout
@@ -107,7 +108,7 @@ def test_retrained_member_is_predicted_again(tiny_predictions, tmp_path):
     shutil.copytree(tiny_predictions, workdir)
     row = records.read_manifest(workdir).iloc[2]
     model = os.path.join(workdir, row["model_file"])
-    newer = os.stat(records.predictions_path(workdir, row["member_id"])).st_mtime_ns + 10**9
+    newer = os.stat(Workdir(workdir).predictions_path(row["member_id"])).st_mtime_ns + 10**9
     os.utime(model, ns=(newer, newer))  # as if the member had been trained again
     result = run_stage("pie_dataset_gen.predictions", f"--workdir={workdir}")
     assert "4 members, 3 done, 1 to run" in result.stdout

@@ -9,6 +9,7 @@ import pytest
 import pie  # noqa: F401
 from pie.compress import quantize as pq
 from pie.io import records
+from pie.io.workdir import Workdir
 from tests.conftest import error_lines, run_stage
 
 # Float16 weights and int8 weight-only quantization barely move the logits.
@@ -104,7 +105,7 @@ def quantized(tiny_population, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("quantized") / "w")
     shutil.copytree(tiny_population, workdir)
     manifest = records.read_manifest(workdir)
-    records.write_csv(records.manifest_path(workdir), manifest[manifest["seed"] == 0],
+    records.write_csv(Workdir(workdir).manifest, manifest[manifest["seed"] == 0],
                       records.MANIFEST_COLUMNS)
     result = run_stage("pie.stages.quantize", f"--workdir={workdir}", "--modes=all",
                        "--representative_images=16")

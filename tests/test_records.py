@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from pie.io import records
+from pie.io.workdir import Workdir
 
 
 def _row(member_id, method="dense", sparsity=0.0, seed=0):
@@ -51,7 +52,7 @@ def test_missing_manifest_message(tmp_path):
 def _write_predictions(workdir, member_id, image_ids):
     frame = pd.DataFrame({"member_id": member_id, "image_id": image_ids, "label": 0,
                           "predicted": 0, "prob_predicted": 1.0, "prob_label": 1.0})
-    records.write_csv(records.predictions_path(workdir, member_id), frame,
+    records.write_csv(Workdir(workdir).predictions_path(member_id), frame,
                       records.PREDICTION_COLUMNS)
 
 
@@ -78,9 +79,8 @@ def test_read_predictions_rejects_different_image_sets(tmp_path):
 
 
 def test_distribution_paths():
-    assert records.distribution_dirname("gaussian_noise/3") == "gaussian_noise-3"
-    assert records.analysis_dir("W", "pie") == os.path.join("W", "pie")
-    assert records.analysis_dir("W", "pie", "fog/2") == os.path.join("W", "pie", "fog-2")
+    assert Workdir("W").folder("pie") == os.path.join("W", "pie")
+    assert Workdir("W").folder("pie", "fog/2") == os.path.join("W", "pie", "fog-2")
 
 
 def test_written_files_get_usual_permissions(tmp_path):
@@ -114,8 +114,8 @@ def test_members_disagreeing_on_labels_fail_every_analysis(tmp_path):
     workdir = str(tmp_path)
     records.add_manifest_rows(workdir, [_row("a"), _row("b", seed=1)])
     _write_predictions(workdir, "a", [0, 1, 2])
-    frame = pd.read_csv(records.predictions_path(workdir, "a")).assign(member_id="b")
+    frame = pd.read_csv(Workdir(workdir).predictions_path("a")).assign(member_id="b")
     frame.loc[1, "label"] = 1
-    records.write_csv(records.predictions_path(workdir, "b"), frame)
+    records.write_csv(Workdir(workdir).predictions_path("b"), frame)
     with pytest.raises(records.ContractError, match="members disagree on the label of image 1"):
         stage_io.read_compact_predictions(workdir, records.read_manifest(workdir))

@@ -18,6 +18,7 @@ from conftest import error_lines, run_stage
 from pie.analysis import per_class, pie_labels, robustness, subgroups
 from pie.io import cli, records
 from pie.report import build, sections
+from pie.io.workdir import Workdir
 
 HOSTILE_NAME = '<b>&"x'  # must reach the page as text, never as markup
 CLASS_NAMES = [HOSTILE_NAME] + [f"class {i}" for i in range(1, 10)]
@@ -174,7 +175,7 @@ def make_workdir(workdir, seed=0):
     rng = np.random.default_rng(seed)
     os.makedirs(workdir, exist_ok=True)
     manifest = _manifest(rng)
-    records.write_csv(records.manifest_path(workdir), manifest)
+    records.write_csv(Workdir(workdir).manifest, manifest)
     records.write_json(os.path.join(workdir, "classes.json"), CLASS_NAMES)
     records.write_json(os.path.join(workdir, "dataset.json"), {
         "dataset": "digits", "family": "small", "num_classes": 10,
@@ -268,7 +269,7 @@ def test_summary_has_one_row_per_variant_with_values_from_the_inputs(synthetic):
     workdir, page = synthetic
     rows = summary_rows(page)
     assert list(rows) == [records.variant_key(m, s) for m, s in VARIANTS]
-    manifest = pd.read_csv(records.manifest_path(workdir))
+    manifest = pd.read_csv(Workdir(workdir).manifest)
     top1 = manifest[manifest["member_id"].str.startswith("magnitude_0.9_")]["top1"].to_numpy()
     row = rows["magnitude_0.9"]
     assert row[0] == "magnitude 0.9"

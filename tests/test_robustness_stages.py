@@ -17,6 +17,7 @@ from per_class_accuracy import gen_tstatistic
 from pie.analysis import robustness
 from pie.io import records
 from pie_dataset_gen import aggregate_predictions
+from pie.io.workdir import Workdir
 from robustness_tests import analyze, informative_features, noise_similarity
 from robustness_tests import corruptions as corruption_stage
 
@@ -38,13 +39,13 @@ def workdir(tiny_population, tmp_path_factory):
 
 
 def read(workdir, member_id, distribution):
-    return pd.read_csv(records.predictions_path(workdir, member_id, distribution))
+    return pd.read_csv(Workdir(workdir).predictions_path(member_id, distribution))
 
 
 def test_corrupted_predictions_schema_and_rerun_skips(workdir):
     manifest = records.read_manifest(workdir)
     for distribution in SHIFTED:
-        folder = records.predictions_dir(workdir, distribution)
+        folder = Workdir(workdir).predictions_dir(distribution)
         assert os.path.basename(folder) == distribution.replace("/", "-")
         for member_id in manifest["member_id"]:
             frame, clean = read(workdir, member_id, distribution), read(workdir, member_id,
@@ -53,7 +54,7 @@ def test_corrupted_predictions_schema_and_rerun_skips(workdir):
             assert (frame["distribution"] == distribution).all()
             assert frame["image_id"].tolist() == clean["image_id"].tolist()
             assert frame["label"].tolist() == clean["label"].tolist()
-        assert records.read_json(os.path.join(folder, corruption_stage.SOURCE_NAME)) == {
+        assert records.read_json(Workdir(workdir).corruption_source(distribution)) == {
             "source": "pie.shift.corruptions", "seed": 0, "scale": "auto", "resolved_scale": "cifar"}
     # Corruption changes predictions: contrast at 0.4 of the 8-px digits is no identity.
     member_id = manifest["member_id"].iloc[0]
@@ -70,7 +71,7 @@ def test_corrupted_predictions_schema_and_rerun_skips(workdir):
                       "--corruptions=contrast", "--severities=3", "--seed=1", check=False)
     assert other.returncode == 2
     assert error_lines(other) == [
-        f"error: {records.predictions_dir(workdir, 'contrast/3')} holds predictions made "
+        f"error: {Workdir(workdir).predictions_dir('contrast/3')} holds predictions made "
         "with source=pie.shift.corruptions, seed=0, scale=auto, not source=pie.shift.corruptions, "
         "seed=1, scale=auto: pass --force to replace them"]
     assert {path: os.stat(path).st_mtime_ns for path in files} == stamps
@@ -79,11 +80,11 @@ def test_corrupted_predictions_schema_and_rerun_skips(workdir):
 def test_analyze_writes_every_table(workdir):
     result = run_stage("robustness_tests.analyze", f"--workdir={workdir}")
     assert "4 distributions (2 corruptions)" in result.stdout
-    out = os.path.join(workdir, "robustness")
-    accuracy = pd.read_csv(os.path.join(out, analyze.ACCURACY_NAME))
-    excess = pd.read_csv(os.path.join(out, analyze.EXCESS_ERROR_NAME))
-    per_seed = pd.read_csv(os.path.join(out, analyze.EXCESS_ERROR_SEED_NAME))
-    potential = pd.read_csv(os.path.join(out, analyze.PRUNE_POTENTIAL_NAME))
+    wd = Workdir(workdir)
+    accuracy = pd.read_csv(wd.file("robustness_accuracy"))
+    excess = pd.read_csv(wd.file("excess_error"))
+    per_seed = pd.read_csv(wd.file("excess_error_per_seed"))
+    potential = pd.read_csv(wd.file("prune_potential"))
     assert list(accuracy.columns) == robustness.ACCURACY_COLUMNS
     assert list(excess.columns) == robustness.EXCESS_ERROR_COLUMNS
     assert list(per_seed.columns) == robustness.EXCESS_ERROR_SEED_COLUMNS
@@ -99,7 +100,7 @@ def test_analyze_writes_every_table(workdir):
     assert set(potential["distribution"]) == everything
     assert set(excess["distribution"]) == everything - {"clean"}
     assert (excess["n_paired"] == 2).all() and (potential["method"] == "magnitude").all()
-    assert os.path.exists(os.path.join(out, "analyze.flags.txt"))
+    assert os.path.exists(os.path.join(workdir, "robustness", "analyze.flags.txt"))
     rerun = run_stage("robustness_tests.analyze", f"--workdir={workdir}")
     assert "up to date" in rerun.stdout
 
@@ -108,7 +109,7 @@ def test_per_class_and_pie_stages_run_on_a_corrupted_distribution(workdir):
     assert gen_tstatistic.run(workdir, "contrast/3")
     assert aggregate_predictions.run(workdir, "contrast/3")
     for stage, name in (("per_class", "tstatistic.csv"), ("pie", "pie.csv")):
-        path = os.path.join(records.analysis_dir(workdir, stage, "contrast/3"), name)
+        path = os.path.join(Workdir(workdir).folder(stage, "contrast/3"), name)
         assert path == os.path.join(workdir, stage, "contrast-3", name)
         assert not pd.read_csv(path).empty
 
@@ -116,9 +117,8 @@ def test_per_class_and_pie_stages_run_on_a_corrupted_distribution(workdir):
 def test_noise_similarity_at_eps_0_is_the_clean_agreement(workdir):
     assert noise_similarity.run(workdir, [0.0, 0.5], draws=2, images=10000, seed=0,
                                 batch_size=128)
-    out = os.path.join(workdir, "robustness")
-    summary = pd.read_csv(os.path.join(out, noise_similarity.SUMMARY_NAME))
-    per_pair = pd.read_csv(os.path.join(out, noise_similarity.PER_PAIR_NAME))
+    summary = pd.read_csv(Workdir(workdir).file("noise_similarity"))
+    per_pair = pd.read_csv(Workdir(workdir).file("noise_similarity_per_pair"))
     assert list(summary.columns) == noise_similarity.SUMMARY_COLUMNS
     assert set(summary["method"]) == {"magnitude", robustness.DENSE_REFERENCE}
     clean = per_pair[per_pair["eps"] == 0]
@@ -134,9 +134,8 @@ def test_noise_similarity_at_eps_0_is_the_clean_agreement(workdir):
 
 def test_informative_features_tables(workdir):
     assert informative_features.run(workdir, images=40, fraction=0.1, seed=0)
-    out = os.path.join(workdir, "robustness")
-    summary = pd.read_csv(os.path.join(out, informative_features.SUMMARY_NAME))
-    per_image = pd.read_csv(os.path.join(out, informative_features.PER_IMAGE_NAME))
+    summary = pd.read_csv(Workdir(workdir).file("informative_features"))
+    per_image = pd.read_csv(Workdir(workdir).file("informative_features_per_image"))
     assert list(summary.columns) == informative_features.SUMMARY_COLUMNS
     assert list(per_image.columns) == informative_features.PER_IMAGE_COLUMNS
     assert set(summary["method"]) == {"magnitude", robustness.DENSE_REFERENCE}
@@ -169,11 +168,11 @@ def test_corruptions_refuse_toy_populations(tmp_path):
 def test_analyze_fails_without_clean_predictions_or_dense(workdir, tmp_path):
     copy = str(tmp_path / "w")
     shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("checkpoints", "robustness"))
-    shutil.rmtree(records.predictions_dir(copy, "clean"))
+    shutil.rmtree(Workdir(copy).predictions_dir("clean"))
     with pytest.raises(records.ContractError, match="no clean predictions"):
         analyze.run(copy)
     manifest = records.read_manifest(copy)
     manifest = manifest[manifest["method"] != "dense"]
-    records.write_csv(records.manifest_path(copy), manifest)
+    records.write_csv(Workdir(copy).manifest, manifest)
     with pytest.raises(records.ContractError, match="no dense population"):
         analyze.run(copy)

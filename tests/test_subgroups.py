@@ -9,6 +9,7 @@ from scipy import stats as scipy_stats
 import pie  # noqa: F401
 from pie.analysis import subgroups
 from pie.io import records
+from pie.io.workdir import Workdir
 from tests.conftest import error_lines, run_stage
 
 # Six images, binary labels, attribute g: images 0-2 in group a, 3-5 in group b.
@@ -38,7 +39,7 @@ def _write_population(workdir, predicted, labels, class_names):
         frame = pd.DataFrame({
             "member_id": member_id, "image_id": np.arange(len(labels)), "label": labels,
             "predicted": values, "prob_predicted": 0.9, "prob_label": 0.5})
-        records.write_csv(records.predictions_path(workdir, member_id), frame,
+        records.write_csv(Workdir(workdir).predictions_path(member_id), frame,
                           records.PREDICTION_COLUMNS)
 
 
@@ -238,7 +239,7 @@ def test_celeb_a_attributes_through_tfds_mock(tmp_path):
                 member_id = f"{records.variant_key(method, sparsity)}_seed{seed}"
                 frame = predict.predictions_frame(member_id, member(inputs).numpy(),
                                                   labels, image_ids)
-                records.write_csv(records.predictions_path(workdir, member_id), frame,
+                records.write_csv(Workdir(workdir).predictions_path(member_id), frame,
                                   records.PREDICTION_COLUMNS)
                 frames.append(frame)
                 rows.append(dict(_manifest_row(member_id), dataset="celeb_a",

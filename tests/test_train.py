@@ -9,6 +9,7 @@ import pytest
 
 from conftest import ROOT, TINY_POPULATION_FLAGS, error_lines, run_stage
 from pie.io import records
+from pie.io.workdir import Workdir
 
 import tf_keras as keras
 
@@ -40,11 +41,11 @@ def test_population_members_and_files(tiny_population):
 
 
 def test_rerun_skips_finished_members(tiny_population):
-    before = open(records.manifest_path(tiny_population)).read()
+    before = open(Workdir(tiny_population).manifest).read()
     result = run_stage("save_checkpoint.train", f"--workdir={tiny_population}",
                        *TINY_POPULATION_FLAGS)
     assert "4 already finished, 0 to train" in result.stdout
-    assert open(records.manifest_path(tiny_population)).read() == before
+    assert open(Workdir(tiny_population).manifest).read() == before
 
 
 def test_kill_and_rerun_resumes_to_identical_model(tmp_path):
@@ -64,7 +65,7 @@ def test_kill_and_rerun_resumes_to_identical_model(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert os.path.exists(ckpt_state)
-    assert not os.path.exists(records.manifest_path(killed))
+    assert not os.path.exists(Workdir(killed).manifest)
     result = run_stage("save_checkpoint.train", f"--workdir={killed}", *RESUME_FLAGS)
     assert "resuming after epoch" in result.stdout
     manifest = records.read_manifest(killed)
@@ -94,7 +95,7 @@ def test_lost_manifest_row_is_recovered(tiny_population, tmp_path):
     import shutil
     shutil.copytree(tiny_population, workdir)
     manifest = records.read_manifest(workdir)
-    records.write_csv(records.manifest_path(workdir), manifest.iloc[:3], records.MANIFEST_COLUMNS)
+    records.write_csv(Workdir(workdir).manifest, manifest.iloc[:3], records.MANIFEST_COLUMNS)
     result = run_stage("save_checkpoint.train", f"--workdir={workdir}", *TINY_POPULATION_FLAGS)
     assert "4 already finished, 0 to train" in result.stdout
     pd.testing.assert_frame_equal(records.read_manifest(workdir), manifest)

@@ -14,13 +14,11 @@ from absl import logging
 
 from pie.io import errors
 from pie.io import records
+from pie.io.workdir import PER_CLASS_DIR, Workdir
 from pie.analysis import stats
 
-STAGE_DIR = "per_class"
-METRICS_NAME = "per_class_metrics.csv"
-METRICS_STAGE = "aggregate_ckpt_metrics"  # the stage writing METRICS_NAME
-TSTATISTIC_NAME = "tstatistic.csv"
-TSTATISTIC_SUMMARY_NAME = "tstatistic_summary.csv"
+STAGE_DIR = PER_CLASS_DIR
+METRICS_STAGE = "aggregate_ckpt_metrics"  # the stage writing per_class_metrics.csv
 METRICS_COLUMNS = [
     "member_id", "method", "sparsity", "seed", "class_id", "class_name", "n",
     "correct", "recall", "precision", "member_top1",
@@ -39,7 +37,7 @@ SUMMARY_COLUMNS = [
 
 def metrics_path(workdir, distribution=records.CLEAN):
     """Where `aggregate_ckpt_metrics` writes the per-class metrics."""
-    return os.path.join(records.analysis_dir(workdir, STAGE_DIR, distribution), METRICS_NAME)
+    return Workdir(workdir).file("per_class_metrics", distribution)
 
 
 def read_metrics(path):

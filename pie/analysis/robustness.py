@@ -17,13 +17,13 @@ functions and write their results; `docs/robustness.md` defines every column.
 Errors are in percentage points (100 x (1 - top-1)) everywhere, like `delta`.
 """
 import math
-import os
 import re
 
 import numpy as np
 import pandas as pd
 
 from pie.io import records
+from pie.io.workdir import Workdir
 
 MEAN_CORRUPTION = "mean_corruption"
 DENSE_REFERENCE = "dense_reference"
@@ -298,9 +298,9 @@ def pairs_to_run(workdir, manifest):
     needed = sorted(set(pairs["member_id"]) | set(pairs["reference_id"]))
     rows = manifest.set_index("member_id").loc[needed].reset_index()
     # The eval images come through dataset.json: a changed dataset reruns the stage.
-    inputs = [records.manifest_path(workdir),
-              os.path.join(workdir, records.DATASET_CONFIG)] + [
-        records.member_model_path(workdir, row) for row in rows.to_dict("records")]
+    workdir = Workdir(workdir)
+    inputs = [workdir.manifest, workdir.dataset_config] + [
+        workdir.model_path(row) for row in rows.to_dict("records")]
     return pairs, rows, inputs
 
 

@@ -5,7 +5,6 @@ on one distribution, and the class names. This module loads them in compact dtyp
 checks the class range, and decides whether a stage's outputs are still up to date
 with its inputs, so a rerun can skip the work. No model is ever run here.
 """
-import json
 import os
 import re
 
@@ -14,8 +13,8 @@ from absl import flags
 
 from pie.analysis import pie_labels
 from pie.io import cli, records
+from pie.io.workdir import Workdir
 
-CLASSES_NAME = "classes.json"
 SPLIT_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 # `<corruption>/<severity>` or a whole shifted set such as `imagenet_a`.
 DISTRIBUTION_PATTERN = re.compile(r"^[A-Za-z0-9_]+(/[0-9]+)?$")
@@ -61,10 +60,6 @@ def validate_stage_args(workdir, distribution, split):
 # ------------------------------------------------------------------------- classes
 
 
-def classes_path(workdir):
-    return os.path.join(workdir, CLASSES_NAME)
-
-
 def load_class_names(workdir, largest_class_id):
     """Class names indexed by class id.
 
@@ -72,7 +67,7 @@ def load_class_names(workdir, largest_class_id):
     exists; otherwise the class ids themselves, as strings, for classes
     0..largest_class_id.
     """
-    path = classes_path(workdir)
+    path = Workdir(workdir).classes
     if not os.path.exists(path):
         return [str(c) for c in range(int(largest_class_id) + 1)]
     names = records.read_json(path)
@@ -93,8 +88,9 @@ def check_class_range(predictions, n_classes, manifest, workdir):
         bad = np.flatnonzero((values < 0) | (values >= n_classes))
         if bad.size:
             row = predictions.iloc[int(bad[0])]
-            source = (f"{classes_path(workdir)} lists {n_classes} classes"
-                      if os.path.exists(classes_path(workdir)) else
+            classes = Workdir(workdir).classes
+            source = (f"{classes} lists {n_classes} classes"
+                      if os.path.exists(classes) else
                       f"{n_classes} classes")
             member_id = manifest["member_id"].iloc[int(row["member"])]
             raise records.ContractError(
@@ -109,18 +105,19 @@ def check_class_range(predictions, n_classes, manifest, workdir):
 def population_manifest(workdir):
     """The manifest, checked to describe one dataset (populations must be comparable)."""
     manifest = records.read_manifest(workdir)
+    manifest_path = Workdir(workdir).manifest
     if manifest.empty:
-        raise records.ContractError(f"{records.manifest_path(workdir)} has no members")
+        raise records.ContractError(f"{manifest_path} has no members")
     datasets = sorted(manifest["dataset"].astype(str).unique())
     if len(datasets) > 1:
         raise records.ContractError(
-            f"{records.manifest_path(workdir)} mixes datasets {datasets}: populations "
+            f"{manifest_path} mixes datasets {datasets}: populations "
             "are compared image by image, so they must share one dataset")
     dense_sparsities = manifest.loc[
         manifest["method"] == records.DENSE_METHOD, "sparsity"].unique()
     if len(dense_sparsities) > 1:
         raise records.ContractError(
-            f"dense members of {records.manifest_path(workdir)} list sparsities "
+            f"dense members of {manifest_path} list sparsities "
             f"{sorted(dense_sparsities)}: the dense population is one, with sparsity 0")
     return manifest
 
@@ -129,7 +126,7 @@ def require_dense(manifest, workdir):
     """Fails when the manifest has no dense member: variants are compared with it."""
     if not (manifest["method"] == records.DENSE_METHOD).any():
         raise records.ContractError(
-            f"no dense population in {records.manifest_path(workdir)} (no member with "
+            f"no dense population in {Workdir(workdir).manifest} (no member with "
             f"method == '{records.DENSE_METHOD}'): every variant is compared with it; "
             "train dense members first")
 
@@ -144,7 +141,7 @@ def read_compact_predictions(workdir, manifest, distribution=records.CLEAN, spli
     """
     predictions = records.read_predictions(workdir, manifest, distribution, split)
     if predictions.empty:
-        folder = records.predictions_dir(workdir, distribution, split)
+        folder = Workdir(workdir).predictions_dir(distribution, split)
         raise records.ContractError(
             f"the predictions of {distribution} ({folder}) have no rows: rerun "
             "pie_dataset_gen.predictions")
@@ -160,8 +157,9 @@ def read_compact_predictions(workdir, manifest, distribution=records.CLEAN, spli
 
 def stage_input_paths(workdir, manifest, distribution=records.CLEAN, split="test"):
     """The files a stage's results depend on: manifest, classes.json, predictions."""
-    paths = [records.manifest_path(workdir), classes_path(workdir)]
-    paths += [records.predictions_path(workdir, member_id, distribution, split)
+    workdir = Workdir(workdir)
+    paths = [workdir.manifest, workdir.classes]
+    paths += [workdir.predictions_path(member_id, distribution, split)
               for member_id in manifest["member_id"]]
     return paths
 
@@ -179,34 +177,29 @@ def _fingerprint(workdir, paths):
     return prints
 
 
-def stamp_path(output_dir, stage_name):
-    return os.path.join(output_dir, f".{stage_name}.stamp.json")
-
-
-def is_up_to_date(workdir, output_dir, stage_name, inputs, outputs, options):
+def is_up_to_date(workdir, stamp, inputs, outputs, options):
     """Whether `outputs` were written from exactly these inputs and options.
 
     The stamp written by `write_stamp` records each input's size and
     modification time, the options, and the outputs as written; any change to
     one of them (or a missing output) means the stage must run again.
     """
-    path = stamp_path(output_dir, stage_name)
-    if not os.path.exists(path):
+    if not os.path.exists(stamp):
         return False
     try:
-        stamp = records.read_json(path)
-    except (OSError, json.JSONDecodeError):
+        recorded = records.read_json(stamp)
+    except records.ContractError:
         return False
     if any(not os.path.exists(output) for output in outputs):
         return False
-    return (stamp.get("inputs") == _fingerprint(workdir, inputs)
-            and stamp.get("outputs") == _fingerprint(workdir, outputs)
-            and stamp.get("options") == options)
+    return (recorded.get("inputs") == _fingerprint(workdir, inputs)
+            and recorded.get("outputs") == _fingerprint(workdir, outputs)
+            and recorded.get("options") == options)
 
 
-def write_stamp(workdir, output_dir, stage_name, inputs, outputs, options):
+def write_stamp(workdir, stamp, inputs, outputs, options):
     """Records what `outputs` were computed from (written after the outputs)."""
-    records.write_json(stamp_path(output_dir, stage_name), {
+    records.write_json(stamp, {
         "inputs": _fingerprint(workdir, inputs),
         "outputs": _fingerprint(workdir, outputs),
         "options": options,
@@ -215,5 +208,5 @@ def write_stamp(workdir, output_dir, stage_name, inputs, outputs, options):
 
 def write_stage_flags(workdir, stage_dir, stage, distribution=records.CLEAN):
     """`<stage>.flags.txt` beside a stage's outputs: the flags that produced them."""
-    out_dir = records.analysis_dir(workdir, stage_dir, distribution)
-    records.write_text(os.path.join(out_dir, f"{stage}.flags.txt"), cli.resolved_flags())
+    records.write_text(Workdir(workdir).flags_file(stage_dir, stage, distribution),
+                       cli.resolved_flags())

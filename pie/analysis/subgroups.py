@@ -26,12 +26,10 @@ import pandas as pd
 
 from pie.analysis import stats
 from pie.io import cli, records
+from pie.io.workdir import PER_CLASS_DIR, Workdir
 
 IMAGE_ID = "image_id"
-STAGE_DIR = "per_class"
-SUBGROUPS_NAME = "subgroups.csv"
-PIE_STAGE_DIR = "pie"
-PIE_NAME = "pie.csv"
+STAGE_DIR = PER_CLASS_DIR
 RATES = ("error", "fpr", "fnr")
 SUBGROUP_COLUMNS = [
     "method", "sparsity", "attribute", "group", "n_images", "share", "n_dense", "n_variant",
@@ -249,11 +247,11 @@ def subgroup_table(predictions, manifest, groups, binary, pie=None):
 
 
 def subgroups_path(workdir, distribution=records.CLEAN):
-    return os.path.join(records.analysis_dir(workdir, STAGE_DIR, distribution), SUBGROUPS_NAME)
+    return Workdir(workdir).file("subgroups", distribution)
 
 
 def pie_path(workdir, distribution=records.CLEAN):
-    return os.path.join(records.analysis_dir(workdir, PIE_STAGE_DIR, distribution), PIE_NAME)
+    return Workdir(workdir).file("pie", distribution)
 
 
 def load_groups(workdir, groups_csv=None, attributes=(), data_dir=None):

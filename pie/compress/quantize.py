@@ -20,7 +20,6 @@ Keras path rejects still converts.
 """
 import collections
 import gzip
-import os
 import time
 
 import numpy as np
@@ -33,7 +32,7 @@ QUANT_PREFIX = records.QUANTIZED_PREFIX
 DENSE_SOURCE = "dense"
 PRUNED_SOURCE = "pruned"
 CONVERTER_PATHS = ("keras", "concrete_function")
-MODEL_FILE = "model.tflite"
+
 # Images run at once when measuring a converted model's top-1.
 EVAL_BATCH_SIZE = 256
 
@@ -258,11 +257,6 @@ def reusable_cost_rows(previous, file_bytes, repeats, num_threads, columns):
                     & previous["repeats"].eq(repeats)
                     & previous["num_threads"].eq(num_threads)]
     return {row["member_id"]: row for row in keep.to_dict("records")}
-
-
-def member_relpath(method, seed, sparsity=0.0):
-    """`checkpoints/<method>/sparsity_<s>/seed_<k>`, the layout of every member."""
-    return os.path.join("checkpoints", method, f"sparsity_{float(sparsity):g}", f"seed_{seed}")
 
 
 def member_id(method, sparsity, seed):

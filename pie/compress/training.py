@@ -10,6 +10,7 @@ import platform
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.compress import criteria, pruning
 from pie.io import errors, records
+from pie.io.workdir import Workdir
 
 # Reference samples of unit criteria are drawn in an order of their own (a
 # far-off epoch), so the draw does not depend on --epochs.
@@ -22,8 +23,7 @@ class Member:
     def __init__(self, method, sparsity, seed):
         self.method, self.sparsity, self.seed = method, sparsity, seed
         self.member_id = f"{records.variant_key(method, sparsity)}_seed{seed}"
-        self.relpath = os.path.join("checkpoints", method, f"sparsity_{sparsity:g}",
-                                    f"seed_{seed}")
+        self.relpath = Workdir.member_relpath(method, sparsity, seed)
 
 
 def check_writable(workdir):

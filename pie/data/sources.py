@@ -22,6 +22,7 @@ from typing import Callable, Optional, Tuple
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.io import errors, records
+from pie.io.workdir import Workdir
 import numpy as np
 import tensorflow as tf
 
@@ -401,7 +402,7 @@ def save_config(workdir, source, **config):
 
     A workdir holds one dataset: a second training run with another one fails.
     """
-    path = os.path.join(workdir, records.DATASET_CONFIG)
+    path = Workdir(workdir).dataset_config
     config = {key: config.get(key) for key in CONFIG_KEYS}
     config.update(num_classes=source.num_classes, class_names=list(source.class_names),
                   family=source.family)
@@ -412,7 +413,7 @@ def save_config(workdir, source, **config):
                             f"not '{config['dataset']}': use another --workdir")
         return
     records.write_json(path, config)
-    records.write_json(os.path.join(workdir, "classes.json"), list(source.class_names))
+    records.write_json(Workdir(workdir).classes, list(source.class_names))
 
 
 def load_for_workdir(workdir, data_dir=None, group_attributes=()):

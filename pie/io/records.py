@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from pie.io import errors
+from pie.io.workdir import CLEAN, Workdir
 
-MANIFEST_NAME = "population.csv"
 MANIFEST_COLUMNS = [
     "member_id", "method", "sparsity", "measured_sparsity", "seed", "dataset",
     "model", "top1", "path", "model_file",
@@ -26,7 +26,6 @@ PREDICTION_COLUMNS = [
 ]
 DENSE_METHOD = "dense"
 QUANTIZED_PREFIX = "quant_"  # methods of post-training quantized members
-CLEAN = "clean"
 
 
 ContractError = errors.ContractError
@@ -125,13 +124,9 @@ def locked(path):
 # ------------------------------------------------------------------------- manifest
 
 
-def manifest_path(workdir):
-    return os.path.join(workdir, MANIFEST_NAME)
-
-
 def read_manifest(workdir, required=True):
     """The population manifest, sorted by member_id; empty frame when absent."""
-    path = manifest_path(workdir)
+    path = Workdir(workdir).manifest
     if not os.path.exists(path):
         if required:
             raise ContractError(
@@ -147,30 +142,23 @@ def add_manifest_rows(workdir, rows):
     missing = [c for c in MANIFEST_COLUMNS if c not in new.columns]
     if missing:
         raise ContractError(f"manifest rows lack columns {missing}")
-    with locked(os.path.join(workdir, ".population.lock")):
+    workdir = Workdir(workdir)
+    with locked(workdir.manifest_lock):
         current = read_manifest(workdir, required=False)
         current = current[~current["member_id"].isin(new["member_id"])]
         merged = pd.concat([current, new], ignore_index=True)
         columns = MANIFEST_COLUMNS + sorted(c for c in merged.columns if c not in MANIFEST_COLUMNS)
         merged = merged.sort_values("member_id", kind="stable")
-        write_csv(manifest_path(workdir), merged, columns)
-
-
-DATASET_CONFIG = "dataset.json"
+        write_csv(workdir.manifest, merged, columns)
 
 
 def read_dataset_config(workdir):
     """`W/dataset.json`: how the population's data was loaded (save_checkpoint.train)."""
-    path = os.path.join(workdir, DATASET_CONFIG)
+    path = Workdir(workdir).dataset_config
     if not os.path.exists(path):
         raise ContractError(
-            f"no {DATASET_CONFIG} in '{workdir}': run save_checkpoint.train first")
+            f"no {os.path.basename(path)} in '{workdir}': run save_checkpoint.train first")
     return read_json(path)
-
-
-def member_model_path(workdir, row):
-    """Absolute path of a manifest row's model file."""
-    return os.path.join(workdir, row["model_file"])
 
 
 def variant_key(method, sparsity):
@@ -179,26 +167,6 @@ def variant_key(method, sparsity):
 
 
 # ---------------------------------------------------------------------- predictions
-
-
-def distribution_dirname(distribution):
-    """`clean` -> `clean`; `gaussian_noise/3` -> `gaussian_noise-3` (a folder name)."""
-    return distribution.replace("/", "-")
-
-
-def predictions_dir(workdir, distribution=CLEAN, split="test"):
-    return os.path.join(workdir, "predictions", split, distribution_dirname(distribution))
-
-
-def predictions_path(workdir, member_id, distribution=CLEAN, split="test"):
-    return os.path.join(predictions_dir(workdir, distribution, split), f"{member_id}.csv.gz")
-
-
-def analysis_dir(workdir, stage, distribution=CLEAN):
-    """`W/<stage>` for clean data, `W/<stage>/<distribution>` for a shifted one."""
-    if distribution == CLEAN:
-        return os.path.join(workdir, stage)
-    return os.path.join(workdir, stage, distribution_dirname(distribution))
 
 
 # Compact dtypes: 9 million rows (ImageNet x 180 members) fit in about 250 MB.
@@ -216,9 +184,10 @@ def read_predictions(workdir, manifest, distribution=CLEAN, split="test"):
     """
     if manifest.empty:
         raise ContractError("the manifest has no members")
+    workdir = Workdir(workdir)
     frames, reference = [], None
     for position, member_id in enumerate(manifest["member_id"]):
-        path = predictions_path(workdir, member_id, distribution, split)
+        path = workdir.predictions_path(member_id, distribution, split)
         if not os.path.exists(path):
             raise ContractError(
                 f"no predictions for member {member_id} on {distribution} ({path}): "

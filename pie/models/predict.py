@@ -13,6 +13,7 @@ import pandas as pd
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.io import records
+from pie.io.workdir import Workdir
 
 TOP_K = 5
 
@@ -66,7 +67,7 @@ class TFLiteMember:
 
 def load_member(workdir, row):
     """The runnable model of a manifest row (a dict or Series)."""
-    path = records.member_model_path(workdir, row)
+    path = Workdir(workdir).model_path(row)
     if not os.path.exists(path):
         raise records.ContractError(
             f"manifest member {row['member_id']}: model file missing at {path}")
@@ -78,7 +79,7 @@ def load_member(workdir, row):
 def check_model_files(workdir, manifest):
     """Fails before any work when a manifest row's model file is missing."""
     for row in manifest.to_dict("records"):
-        path = records.member_model_path(workdir, row)
+        path = Workdir(workdir).model_path(row)
         if not os.path.exists(path):
             raise records.ContractError(
                 f"manifest member {row['member_id']}: model file missing at {path}")
@@ -89,8 +90,9 @@ def needs_predictions(workdir, row, distribution=records.CLEAN, split="test"):
 
     A retrained member (a new model file) gets new predictions on the next run.
     """
-    path = records.predictions_path(workdir, row["member_id"], distribution, split)
-    model = records.member_model_path(workdir, row)
+    workdir = Workdir(workdir)
+    path = workdir.predictions_path(row["member_id"], distribution, split)
+    model = workdir.model_path(row)
     return not os.path.exists(path) or (
         os.path.exists(model) and os.path.getmtime(path) < os.path.getmtime(model))
 
@@ -147,7 +149,7 @@ def write_member(workdir, member_id, logits, labels, ids, split):
     """Builds and writes one member's predictions file; returns its top-1."""
     frame = predictions_frame(member_id, logits, labels, ids)
     columns = records.PREDICTION_COLUMNS + (["top5"] if "top5" in frame else [])
-    records.write_csv(records.predictions_path(workdir, member_id, split=split), frame, columns)
+    records.write_csv(Workdir(workdir).predictions_path(member_id, split=split), frame, columns)
     return float((frame["predicted"] == frame["label"]).mean())
 
 

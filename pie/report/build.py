@@ -11,20 +11,20 @@ produces them; `--strict` instead fails (exit 2) when any input is missing.
 A rerun whose inputs and options are unchanged since the last build skips.
 """
 import datetime
-import glob
 import os
 
 from absl import flags
 
 from pie.analysis import stage_io
 from pie.io import cli, records
+from pie.io.workdir import FILES, Workdir, stamp_in
 from pie.report import sections
 
 FLAGS = flags.FLAGS
 FORMATS = ("html", "md")
 STAMP_NAME = "report"
-HTML_NAME = "index.html"
-MARKDOWN_NAME = "summary.md"
+HTML_NAME = FILES["report_html"].name
+MARKDOWN_NAME = FILES["report_markdown"].name
 
 
 def define_flags():
@@ -46,15 +46,16 @@ class ReportError(cli.UsageError):
 
 def input_paths(workdir):
     """Every file the report reads: the sections' inputs and the toy figures."""
-    paths = [os.path.join(workdir, relative) for relative in sections.all_inputs()]
-    paths.append(os.path.join(workdir, "classes.json"))
-    paths += sorted(glob.glob(os.path.join(workdir, "toy", "**", "*.png"), recursive=True))
+    workdir = Workdir(workdir)
+    paths = [workdir.path(relative) for relative in sections.all_inputs()]
+    paths.append(workdir.classes)
+    paths += workdir.toy_figures()
     return list(dict.fromkeys(paths))
 
 
 def missing_inputs(workdir, strict_only=False):
     return [relative for relative in sections.all_inputs(strict_only)
-            if not os.path.exists(os.path.join(workdir, relative))]
+            if not os.path.exists(Workdir(workdir).path(relative))]
 
 
 def _environment():
@@ -91,7 +92,7 @@ def build_report(workdir, fmt="html", out=None, strict=False, force=False, log=p
     (no manifest, a malformed input) before anything is written.
     """
     validate_args(workdir, fmt, out)
-    out = out or os.path.join(workdir, "report")
+    out = out or Workdir(workdir).report_dir
     missing = missing_inputs(workdir)
     required = missing_inputs(workdir, strict_only=True)
     if strict and required:
@@ -102,8 +103,8 @@ def build_report(workdir, fmt="html", out=None, strict=False, force=False, log=p
     outputs = [html_path] + ([os.path.join(out, MARKDOWN_NAME)] if fmt == "md" else [])
     inputs = input_paths(workdir)
     options = {"format": fmt}
-    if not force and stage_io.is_up_to_date(workdir, out, STAMP_NAME, inputs, outputs,
-                                               options):
+    stamp = stamp_in(out, STAMP_NAME)
+    if not force and stage_io.is_up_to_date(workdir, stamp, inputs, outputs, options):
         log(f"report up to date, skipping (--force rebuilds): {html_path}")
         return html_path
     context = sections.Context(workdir)
@@ -120,7 +121,7 @@ def build_report(workdir, fmt="html", out=None, strict=False, force=False, log=p
         log(f"summary table written: {outputs[1]}")
     if flags_text is not None:
         records.write_text(os.path.join(out, "flags.txt"), flags_text)
-    stage_io.write_stamp(workdir, out, STAMP_NAME, inputs, outputs, options)
+    stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
     if missing:
         log(f"not measured (inputs missing): {', '.join(missing)}")
     log(f"report written: {html_path} ({len(html) / 1024:.0f} KiB)")

@@ -9,7 +9,6 @@ when present (`optional`). Sections never run a model and never write anything.
 import base64
 import collections
 import dataclasses
-import glob
 import os
 from typing import Callable, Tuple
 
@@ -18,6 +17,7 @@ import pandas as pd
 
 from pie.analysis import robustness
 from pie.io import records
+from pie.io.workdir import Workdir
 from pie.report import plots
 
 DASH = "—"  # a value whose input is missing
@@ -97,7 +97,7 @@ class Context:
         self.manifest = records.read_manifest(workdir)
         if self.manifest.empty:
             raise records.ContractError(
-                f"{records.manifest_path(workdir)} has no members: nothing to report")
+                f"{Workdir(workdir).manifest} has no members: nothing to report")
         self.manifest["key"] = [records.variant_key(m, s) for m, s in
                                 zip(self.manifest["method"], self.manifest["sparsity"])]
         self.variants = variant_table(self.manifest)
@@ -105,7 +105,7 @@ class Context:
         self._tables = {}
 
     def path(self, relative):
-        return os.path.join(self.workdir, relative)
+        return Workdir(self.workdir).path(relative)
 
     def exists(self, relative):
         return os.path.exists(self.path(relative))
@@ -560,7 +560,7 @@ def pie_grid_section(context):
     rows = rows.sort_values(["forgotten", "baseline_agreement", "variant_agreement",
                              "image_id"], ascending=[False, False, False, True],
                             kind="stable").head(PIE_GRID_SIZE)
-    tfrecords = context.path(os.path.join("pie", "tfrecords", target["key"], "pie"))
+    tfrecords = os.path.join(Workdir(context.workdir).pie_tfrecords(target["key"]), "pie")
     try:
         images = load_eval_images(context.workdir, rows["image_id"], tfrecords)
     except (ValueError, OSError) as error:
@@ -836,7 +836,7 @@ def cost_section(context):
 def toy_section(context):
     results = context.table("toy/results.csv")
     # Figures first, the decision boundaries before the other figures of the study.
-    pngs = sorted(glob.glob(os.path.join(context.path("toy"), "**", "*.png"), recursive=True),
+    pngs = sorted(Workdir(context.workdir).toy_figures(),
                   key=lambda path: (not os.path.basename(path).startswith("boundaries"), path))
     blocks = []
     for path in pngs:

@@ -28,11 +28,11 @@ from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.io import cli, records
+from pie.io.workdir import QUANTIZATION_DIR, Workdir
 from pie.compress import quantize as pq
 
 FLAGS = flags.FLAGS
-STAGE_DIR = "quantization"
-COST_NAME = "cost.csv"
+STAGE = "cost"
 BATCH_SIZES = (1, 32)
 COST_COLUMNS = [
     "member_id", "method", "sparsity", "seed", "params", "nonzero_params", "file_bytes",
@@ -48,14 +48,14 @@ flags.DEFINE_bool("force", False, "Measure every member again, even with a match
 
 
 def cost_path(workdir):
-    return os.path.join(workdir, STAGE_DIR, COST_NAME)
+    return Workdir(workdir).file("cost")
 
 
 class KerasWeights:
     """Parameter counts of Keras members, each model loaded at most once."""
 
     def __init__(self, workdir, manifest):
-        self.workdir = workdir
+        self.workdir = Workdir(workdir)
         self.rows = {row["member_id"]: row for row in manifest.to_dict("records")}
         self._counts = {}
 
@@ -63,13 +63,13 @@ class KerasWeights:
         if member_id not in self._counts:
             import tf_keras as keras
             model = keras.models.load_model(
-                records.member_model_path(self.workdir, self.rows[member_id]), compile=False)
+                self.workdir.model_path(self.rows[member_id]), compile=False)
             self._counts[member_id] = pq.parameter_counts(model)
         return self._counts[member_id]
 
     def source_of(self, row):
         """The Keras member a TFLite member was converted from, or None."""
-        meta_path = os.path.join(self.workdir, row["path"], "meta.json")
+        meta_path = self.workdir.member_file(row["path"], "meta")
         if not os.path.exists(meta_path):
             return None
         source = records.read_json(meta_path).get("source_member_id")
@@ -85,7 +85,7 @@ def latencies(tflite_path, repeats, warmup, num_threads):
 
 def measure(workdir, row, weights, repeats, warmup, num_threads):
     """The cost row of one manifest member."""
-    model_path = records.member_model_path(workdir, row)
+    model_path = Workdir(workdir).model_path(row)
     file_bytes, gzip_bytes = pq.file_sizes(model_path)
     cost = {key: row[key] for key in ("member_id", "method", "sparsity", "seed", "top1")}
     cost.update(file_bytes=file_bytes, gzip_bytes=gzip_bytes, repeats=repeats,
@@ -118,7 +118,7 @@ def reusable_rows(workdir, manifest, repeats, num_threads):
     path = cost_path(workdir)
     if not os.path.exists(path):
         return {}
-    sizes = {row["member_id"]: os.path.getsize(records.member_model_path(workdir, row))
+    sizes = {row["member_id"]: os.path.getsize(Workdir(workdir).model_path(row))
              for row in manifest.to_dict("records")}
     return pq.reusable_cost_rows(records.read_csv(path), sizes, repeats, num_threads,
                                  COST_COLUMNS)
@@ -138,10 +138,10 @@ def main(argv):
     del argv
     validate_flags()
     from pie.models import predict
-    workdir = FLAGS.workdir
+    workdir = Workdir(FLAGS.workdir)
     manifest = records.read_manifest(workdir)
     if manifest.empty:
-        raise records.ContractError(f"{records.manifest_path(workdir)} has no members")
+        raise records.ContractError(f"{workdir.manifest} has no members")
     predict.check_model_files(workdir, manifest)
     kept = {} if FLAGS.force else reusable_rows(workdir, manifest, FLAGS.repeats,
                                                 FLAGS.num_threads)
@@ -164,7 +164,7 @@ def main(argv):
     table = pd.DataFrame(rows, columns=COST_COLUMNS).sort_values("member_id", kind="stable")
     path = cost_path(workdir)
     records.write_csv(path, table, COST_COLUMNS)
-    records.write_text(os.path.join(os.path.dirname(path), "cost.flags.txt"),
+    records.write_text(workdir.flags_file(QUANTIZATION_DIR, STAGE),
                        cli.resolved_flags())
     print(f"wrote {path} ({len(table)} members)", flush=True)
     return 0

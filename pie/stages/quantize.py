@@ -22,6 +22,7 @@ from absl import flags
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.io import cli, records
 from pie.compress import quantize as pq
+from pie.io.workdir import Workdir
 
 FLAGS = flags.FLAGS
 
@@ -49,8 +50,8 @@ class Job:
         self.sparsity = float(source_row["sparsity"])
         self.seed = int(source_row["seed"])
         self.member_id = pq.member_id(self.method, self.sparsity, self.seed)
-        self.relpath = pq.member_relpath(self.method, self.seed, self.sparsity)
-        self.model_file = os.path.join(self.relpath, pq.MODEL_FILE)
+        self.relpath = Workdir.member_relpath(self.method, self.sparsity, self.seed)
+        self.model_file = Workdir.member_relfile(self.relpath, "tflite_model")
 
 
 def source_rows(manifest, mode, pruned_method):
@@ -81,8 +82,9 @@ def finished(workdir, job, manifest_ids):
     """Whether the member exists (recovering a manifest row lost to a crash)."""
     if job.member_id in manifest_ids:
         return True
-    meta_path = os.path.join(workdir, job.relpath, "meta.json")
-    if os.path.exists(meta_path) and os.path.exists(os.path.join(workdir, job.model_file)):
+    workdir = Workdir(workdir)
+    meta_path = workdir.member_file(job.relpath, "meta")
+    if os.path.exists(meta_path) and os.path.exists(workdir.path(job.model_file)):
         records.add_manifest_rows(workdir, [records.read_json(meta_path)["manifest_row"]])
         return True
     return False
@@ -92,7 +94,7 @@ class Converter:
     """Loads each source model and representative set once, converts, measures, records."""
 
     def __init__(self, workdir, source, n_representative, batch_size):
-        self.workdir = workdir
+        self.workdir = Workdir(workdir)
         self.source = source
         self.n_representative = n_representative
         self.batch_size = batch_size
@@ -103,7 +105,7 @@ class Converter:
         if self._model[0] != row["member_id"]:
             import tf_keras as keras
             self._model = (row["member_id"], keras.models.load_model(
-                records.member_model_path(self.workdir, row), compile=False))
+                self.workdir.model_path(row), compile=False))
         return self._model[1]
 
     def representative(self, seed):
@@ -116,7 +118,7 @@ class Converter:
         started = time.time()
         representative = self.representative(job.seed) if job.mode.full_int8 else None
         content = pq.convert(self.model(job.source), job.mode, representative)
-        model_path = os.path.join(self.workdir, job.model_file)
+        model_path = self.workdir.path(job.model_file)
         with records.atomic_path(model_path) as tmp:
             with open(tmp, "wb") as handle:
                 handle.write(content)
@@ -126,14 +128,13 @@ class Converter:
                "measured_sparsity": job.source["measured_sparsity"], "seed": job.seed,
                "dataset": job.source["dataset"], "model": job.source["model"],
                "top1": round(top1, 6), "path": job.relpath, "model_file": job.model_file}
-        folder = os.path.join(self.workdir, job.relpath)
         meta = dict(row, mode=job.mode.name, source_member_id=job.source["member_id"],
                     source_top1=job.source["top1"],
                     representative_images=self.n_representative if job.mode.full_int8 else 0,
                     file_bytes=len(content), wall_time_s=round(time.time() - started, 2),
                     manifest_row=row)
-        records.write_text(os.path.join(folder, "flags.txt"), cli.resolved_flags())
-        records.write_json(os.path.join(folder, "meta.json"), meta)
+        records.write_text(self.workdir.member_file(job.relpath, "flags"), cli.resolved_flags())
+        records.write_json(self.workdir.member_file(job.relpath, "meta"), meta)
         records.add_manifest_rows(self.workdir, [row])
         return row
 
@@ -183,7 +184,7 @@ def main(argv):
         progress.advance(1, f"{job.member_id} (from {job.source['member_id']}): top-1 "
                             f"{row['top1']:.4f} vs {float(job.source['top1']):.4f} "
                             f"({time.time() - started:.1f}s)")
-    print(f"manifest: {records.manifest_path(workdir)}", flush=True)
+    print(f"manifest: {Workdir(workdir).manifest}", flush=True)
     return 0
 
 
