@@ -12,3 +12,9 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.1.0"
+
+# Library noise (deprecation notices, retracing warnings) is dropped for stages run
+# from any entry point, the Python API included.
+from pie.io import progress as _progress  # noqa: E402
+
+_progress.quiet_libraries()

@@ -20,6 +20,7 @@ from pie.analysis import pie_labels
 from pie.data import sources
 from pie.io import cli, records
 from pie.io.workdir import Workdir
+from pie.io.progress import Progress
 
 FLAGS = flags.FLAGS
 SUBSETS = {"pie": True, "non_pie": False}
@@ -140,7 +141,7 @@ def main(argv):
     unknown = table["image_id"][(table["image_id"] > ids.max()) | (table["image_id"] < 0)]
     if len(unknown) or (position[table["image_id"].to_numpy()] < 0).any():
         raise records.ContractError("pie.csv names image ids that are not in the eval split")
-    progress = cli.Progress(len(todo), "variants")
+    progress = Progress(len(todo), "variants")
     for key in todo:
         counts = write_variant(workdir.pie_tfrecords(key), variants[key], images, position,
                                source, FLAGS.shard_size, fingerprints[key])

@@ -14,6 +14,7 @@ from absl import flags
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.data import sources
 from pie.io import cli, records
+from pie.io.progress import Progress
 from pie.models import predict
 
 FLAGS = flags.FLAGS
@@ -61,7 +62,7 @@ def main(argv):
     arrays = eval_inputs(source, FLAGS.batch_size)
     members = ((row["member_id"], predict.load_member(FLAGS.workdir, row)) for row in todo)
     predict.predict_members(FLAGS.workdir, members, source, arrays, FLAGS.batch_size, FLAGS.split,
-                    cli.Progress(len(todo), "members"))
+                    Progress(len(todo), "members"))
     return 0
 
 

@@ -28,6 +28,7 @@ import pie  # noqa: F401  (the package's environment switches, before anything e
 from pie.analysis import robustness, stage_io
 from pie.io import cli, records
 from pie.io.workdir import ROBUSTNESS_DIR, Workdir
+from pie.io.progress import Progress
 
 FLAGS = flags.FLAGS
 STAGE = "analyze"
@@ -81,7 +82,7 @@ def file_accuracy(member_id, path):
 
 def read_accuracy(files, manifest):
     """Top-1 per (member, distribution) from the files; fails on duplicate sources."""
-    progress = cli.Progress(len(files), "files")
+    progress = Progress(len(files), "files")
     rows, reported = [], 0
     for number, (member_id, path) in enumerate(files, 1):
         distribution, top1, n_images = file_accuracy(member_id, path)

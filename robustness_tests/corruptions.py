@@ -27,6 +27,7 @@ from absl import flags
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.io import cli, records
 from pie.io.workdir import ROBUSTNESS_DIR, Workdir
+from pie.io.progress import Progress
 from pie.models import predict
 from pie.shift import corruptions
 from pie.shift.tables import CIFAR, SCALES
@@ -253,7 +254,7 @@ def run_synthetic(workdir, names, severities, seed=0, scale="auto", batch_size=2
     raw, labels, ids = source.eval_arrays()
     resolved = corruptions.resolve_scale(scale, raw.shape[1], raw.shape[2])
     members = Members(workdir)
-    progress = cli.Progress(len(todo), "corrupted sets")
+    progress = Progress(len(todo), "corrupted sets")
     for distribution, name, severity, rows in todo:
         started = time.time()
         claim_folder(workdir, distribution, dict(identity, resolved_scale=resolved))
@@ -377,7 +378,7 @@ def run_tfds(workdir, set_name, names, severities, batch_size=256, data_dir=None
         print(f"{set_name}: scoring the {len(class_subset)} classes the set contains",
               flush=True)
     members = Members(workdir)
-    progress = cli.Progress(len(todo), "sets")
+    progress = Progress(len(todo), "sets")
     for distribution, tfds_config, rows in todo:
         started = time.time()
         claim_folder(workdir, distribution, {"source": f"tfds:{tfds_config}"})

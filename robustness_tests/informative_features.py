@@ -25,6 +25,7 @@ import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.analysis import robustness, stage_io
 from pie.io import cli, records
 from pie.io.workdir import ROBUSTNESS_DIR, Workdir
+from pie.io.progress import Progress
 from pie.models import predict
 from robustness_tests import noise_similarity
 
@@ -114,7 +115,7 @@ def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False):
     print(f"informative_features: {len(pairs)} pairs of {len(rows)} members, {len(x)} "
           f"images, top {fraction:g} of {int(np.prod(x.shape[1:]))} features", flush=True)
     members, masks, own = {}, {}, {}
-    progress = cli.Progress(len(rows) + len(pairs), "members and pairs")
+    progress = Progress(len(rows) + len(pairs), "members and pairs")
     for row in rows.to_dict("records"):
         started = time.time()
         member = predict.load_member(workdir, row)

@@ -28,6 +28,7 @@ import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.analysis import robustness, stage_io
 from pie.io import cli, records
 from pie.io.workdir import ROBUSTNESS_DIR, Workdir
+from pie.io.progress import Progress
 from pie.models import predict
 
 FLAGS = flags.FLAGS
@@ -172,7 +173,7 @@ def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force
               for row in rows.to_dict("records")}
     print(f"noise_similarity: {len(pairs)} pairs of {len(models)} members, {len(x)} images, "
           f"{len(eps_values)} eps x {draws} draws", flush=True)
-    progress = cli.Progress(len(eps_values), "eps")
+    progress = Progress(len(eps_values), "eps")
     per_pair, accuracy = [], []
     for eps in eps_values:
         started = time.time()

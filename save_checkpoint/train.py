@@ -24,6 +24,7 @@ from pie.compress import criteria, pruning, training
 from pie.data import sources
 from pie.io import cli, records
 from pie.io.workdir import Workdir
+from pie.io.progress import Progress
 from pie.models import builders
 
 FLAGS = flags.FLAGS
@@ -91,7 +92,7 @@ class Trainer:
         self.strategy = strategy
         self.steps_per_epoch = steps_per_epoch
         self.epochs_done = 0
-        self.progress = cli.Progress(members_total, "population epochs")
+        self.progress = Progress(members_total, "population epochs")
 
     def _schedule(self, target):
         total = self.steps_per_epoch * FLAGS.epochs

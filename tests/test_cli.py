@@ -30,12 +30,3 @@ def test_every_bad_input_error_is_reported_by_cli_run():
     for error in (errors.UsageError, errors.ContractError, errors.DataError,
                   errors.ModelError, errors.PruningError):
         assert issubclass(error, cli.user_errors())
-
-
-def test_progress_line_has_count_and_eta(capsys):
-    progress = cli.Progress(4, "members")
-    progress.advance(1, "first done")
-    line = capsys.readouterr().out.strip()
-    assert line.startswith("first done | members 1/4, ETA ")
-    assert cli.format_seconds(59) == "59s" and cli.format_seconds(61) == "1m01s"
-    assert cli.format_seconds(3700) == "1h01m"

@@ -34,7 +34,7 @@ def workdir(tiny_population, tmp_path_factory):
     result = run_stage("robustness_tests.corruptions", f"--workdir={workdir}",
                        f"--corruptions={','.join(CORRUPTIONS)}", "--severities=3")
     assert "2 corrupted sets x 4 members, 0 sets done, 2 to run" in result.stdout
-    assert "gaussian_noise/3: 4 members" in result.stdout  # a progress line
+    assert "gaussian_noise/3: 4 members" in result.stderr  # a progress line
     return workdir
 
 

@@ -56,10 +56,10 @@ def test_kill_and_rerun_resumes_to_identical_model(tmp_path):
                               "ckpt", "checkpoint")
     process = subprocess.Popen([sys.executable, "-m", "save_checkpoint.train",
                                 f"--workdir={killed}", *RESUME_FLAGS], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
     # Epoch 1's checkpoint is saved before epoch 2 starts: kill during epoch 2 or 3.
-    for line in process.stdout:
+    for line in process.stderr:  # progress lines go to stderr
         if " epoch 2/4 " in line:
             break
     process.send_signal(signal.SIGKILL)

@@ -1,12 +1,10 @@
 """What every stage script shares: flag parsing helpers, exit codes, saved flags."""
-import logging as std_logging
 import os
 import sys
-import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from pie.io import errors
+from pie.io import errors, progress
 
 # Errors a user can fix by changing the command: one line on stderr, exit 2.
 USAGE_EXIT = 2
@@ -29,7 +27,7 @@ def run(main):
     """absl's app.run, with bad input reported as one line and exit code 2."""
     def guarded(argv):
         # Libraries' INFO lines (TensorFlow checkpoints, tfds) drown the stages' progress.
-        logging.get_absl_handler().addFilter(_project_info_only)
+        progress.quiet_libraries()
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}; every option is a --flag")
         try:
@@ -37,11 +35,6 @@ def run(main):
         except user_errors() as error:
             fail(str(error))
     app.run(guarded, flags_parser=_parse_flags)
-
-
-def _project_info_only(record):
-    """Keeps warnings and errors, and INFO lines from this project's own code."""
-    return record.levelno >= std_logging.WARNING or "site-packages" not in record.pathname
 
 
 def _parse_flags(argv):
@@ -105,30 +98,3 @@ def resolved_flags():
               for flag in module_flags}
     lines = [chosen[name].serialize() for name in sorted(chosen)]
     return "\n".join(line for line in lines if line) + "\n"
-
-
-def format_seconds(seconds):
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-class Progress:
-    """Progress lines with an ETA from the average time per unit of work so far."""
-
-    def __init__(self, total_units, label):
-        self.total = total_units
-        self.done = 0
-        self.label = label
-        self.start = time.time()
-
-    def advance(self, units, message):
-        self.done += units
-        elapsed = time.time() - self.start
-        remaining = max(self.total - self.done, 0)
-        eta = elapsed / self.done * remaining if self.done else 0.0
-        print(f"{message} | {self.label} {self.done}/{self.total}, "
-              f"ETA {format_seconds(eta)}", flush=True)

@@ -29,6 +29,7 @@ from absl import flags
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.io import cli, records
 from pie.io.workdir import QUANTIZATION_DIR, Workdir
+from pie.io.progress import Progress
 from pie.compress import quantize as pq
 
 FLAGS = flags.FLAGS
@@ -151,7 +152,7 @@ def main(argv):
     if not todo and len(kept) == len(manifest) and os.path.exists(cost_path(workdir)):
         return 0  # nothing new: leave the file (and what reads it) untouched
     weights = KerasWeights(workdir, manifest)
-    progress = cli.Progress(len(todo), "members")
+    progress = Progress(len(todo), "members")
     rows = list(kept.values())
     for row in todo:
         started = time.time()

@@ -23,6 +23,7 @@ import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.io import cli, records
 from pie.compress import quantize as pq
 from pie.io.workdir import Workdir
+from pie.io.progress import Progress
 
 FLAGS = flags.FLAGS
 
@@ -177,7 +178,7 @@ def main(argv):
         return 0
     source = sources.load_for_workdir(workdir, data_dir=FLAGS.data_dir)
     converter = Converter(workdir, source, FLAGS.representative_images, FLAGS.batch_size)
-    progress = cli.Progress(len(todo), "conversions")
+    progress = Progress(len(todo), "conversions")
     for job in todo:
         started = time.time()
         row = converter.run(job)
