@@ -112,4 +112,4 @@ def test_retrained_member_is_predicted_again(tiny_predictions, tmp_path):
     os.utime(model, ns=(newer, newer))  # as if the member had been trained again
     result = run_stage("pie_dataset_gen.predictions", f"--workdir={workdir}")
     assert "4 members, 3 done, 1 to run" in result.stdout
-    assert row["member_id"] in result.stdout
+    assert row["member_id"] in result.stderr  # its progress line

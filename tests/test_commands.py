@@ -1,0 +1,71 @@
+"""The `pie <stage>` command, and what the distribution installs."""
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from pie import commands
+
+from conftest import ROOT, error_lines
+
+
+def run_pie(*args):
+    return subprocess.run([sys.executable, "-m", "pie", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def test_help_lists_every_stage_with_its_module():
+    result = run_pie("--help")
+    assert result.returncode == 0
+    for name, module in commands.available_stages().items():
+        assert f"  {name:<22} python -m {module}" in result.stdout
+
+
+def test_unknown_stage_is_one_line_and_exit_2():
+    result = run_pie("trian")
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        f"error: unknown stage 'trian'; allowed: {', '.join(commands.available_stages())}"]
+
+
+def test_stage_runs_as_its_module_does():
+    via_pie = run_pie("t-test", "--workdir=/no/such/folder")
+    via_module = subprocess.run(
+        [sys.executable, "-m", "per_class_accuracy.gen_tstatistic", "--workdir=/no/such/folder"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert via_pie.returncode == via_module.returncode == 2
+    assert error_lines(via_pie) == error_lines(via_module) == [
+        "error: --workdir=/no/such/folder is not a folder"]
+
+
+def test_stage_help_names_the_stage_flags():
+    result = run_pie("report", "--help")
+    module = subprocess.run([sys.executable, "-m", "pie.report.build", "--help"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == module.returncode  # absl's own exit code for --help
+    assert "--strict" in result.stdout and "--format" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(out), ROOT], check=True, capture_output=True, timeout=300)
+    (path,) = [os.path.join(out, name) for name in os.listdir(out) if name.endswith(".whl")]
+    return zipfile.ZipFile(path)
+
+
+def test_distribution_installs_no_generic_top_level_packages(wheel):
+    top_level = {name.split("/")[0] for name in wheel.namelist()
+                 if "/" in name and ".dist-info" not in name.split("/")[0]}
+    assert top_level == {"pie", "save_checkpoint", "per_class_accuracy", "pie_dataset_gen",
+                         "robustness_tests"}
+    assert "pie/report/templates/report.html.j2" in wheel.namelist()
+
+
+def test_distribution_installs_the_pie_command(wheel):
+    (entry_points,) = [name for name in wheel.namelist() if name.endswith("entry_points.txt")]
+    text = wheel.read(entry_points).decode()
+    assert "[console_scripts]" in text and "pie = pie.commands:main" in text
