@@ -1,12 +1,16 @@
 """Per-class test of every compressed variant against the dense population.
 
     python -m per_class_accuracy.gen_tstatistic --workdir=W [--alpha=0.05] \
-        [--correction=none|bh] [--distribution=clean|<corruption>/<severity>] \
-        [--split=test] [--force]
+        [--test=welch|paired|permutation] [--correction=none|bh|bh_all] \
+        [--distribution=clean|<corruption>/<severity>] [--also_distributions=a,b] \
+        [--resamples=9999] [--resample_seed=0] [--split=test] [--force]
 
 For each variant `(method, sparsity)` and class: each member's class recall minus
-its own population's mean top-1, then Welch's two-sided t-test between the variant's
-members and the dense members (Hooker et al.). Writes `W/per_class/tstatistic.csv`
+its own population's mean top-1, then a test between the variant's members and the
+dense members: Welch's two-sided t-test (default, Hooker et al.), a paired t-test
+by seed, or a permutation test; a bootstrap interval of the effect; the chosen
+multiple-testing rule (with `bh_all` over every variant x class of every
+distribution analysed in the run). Writes `W/per_class/tstatistic.csv`
 (one row per variant x class) and `W/per_class/tstatistic_summary.csv` (one row
 per variant); columns and definitions in docs/analysis.md. Reads
 `per_class_metrics.csv` when `aggregate_ckpt_metrics` wrote it from the current
@@ -14,12 +18,15 @@ predictions, and otherwise computes the same metrics from the predictions.
 """
 import time
 
+import pandas as pd
+
 from absl import flags
 from absl import logging
 
 from pie.analysis import stage_io
 from pie.io import cli
 from pie.analysis import per_class
+from pie.analysis import stats
 from pie.io import records
 from pie.io.workdir import Workdir
 
@@ -30,8 +37,21 @@ flags.DEFINE_float(
     "impacted when its (adjusted, see --correction) p-value is <= alpha.")
 flags.DEFINE_string(
     "correction", "none", "Multiple-testing rule for `significant`: 'none' "
-    "(p_value <= alpha, the paper's rule) or 'bh' (Benjamini-Hochberg adjusted "
-    "p_value_bh <= alpha, over the classes of one variant).")
+    "(p_value <= alpha, the paper's rule), 'bh' (Benjamini-Hochberg adjusted "
+    "p_value_bh <= alpha, over the classes of one variant) or 'bh_all' (over every "
+    "variant x class of every distribution analysed in this run).")
+flags.DEFINE_string(
+    "test", "welch", "'welch' (Welch's t-test, the paper's rule), 'paired' (paired "
+    "t-test, each variant member with the dense member of its seed; fails unless every "
+    "variant member has one) or 'permutation' (exact when the splits are at most "
+    "--resamples, else Monte-Carlo).")
+flags.DEFINE_integer(
+    "resamples", stats.DEFAULT_RESAMPLES, "Monte-Carlo permutation splits and "
+    "bootstrap resamples (the effect's 95% interval).")
+flags.DEFINE_integer("resample_seed", 0, "Seed of the permutation and bootstrap draws.")
+flags.DEFINE_list(
+    "also_distributions", [], "More distributions analysed in the same run (each "
+    "written to its own folder), so that --correction=bh_all spans all of them.")
 FLAGS = flags.FLAGS
 STAGE = "gen_tstatistic"
 
@@ -53,41 +73,65 @@ def _metrics(workdir, manifest, inputs, distribution, split):
 
 
 def run(workdir, distribution=records.CLEAN, split="test", force=False, alpha=0.05,
-        correction="none"):
+        correction="none", test="welch", resamples=stats.DEFAULT_RESAMPLES,
+        resample_seed=0, also_distributions=()):
     """Writes the per-class test tables; returns False when they were up to date."""
-    stage_io.validate_stage_args(workdir, distribution, split)
-    per_class.validate_test_options(alpha, correction)
+    distributions = list(dict.fromkeys([distribution] + list(also_distributions)))
+    for name in distributions:
+        stage_io.validate_stage_args(workdir, name, split)
+    per_class.validate_test_options(alpha, correction, test, resamples)
     manifest = stage_io.population_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
     wd = Workdir(workdir)
-    stamp = wd.stamp(per_class.STAGE_DIR, STAGE, distribution)
-    outputs = [wd.file("tstatistic", distribution), wd.file("tstatistic_summary", distribution)]
-    inputs = stage_io.stage_input_paths(workdir, manifest, distribution, split)
-    options = {"distribution": distribution, "split": split, "alpha": alpha,
-               "correction": correction}
-    if not force and stage_io.is_up_to_date(workdir, stamp, inputs, outputs,
-                                               options):
-        logging.info("%s up to date, skipping (--force to redo)", " and ".join(outputs))
+    stamps = {name: wd.stamp(per_class.STAGE_DIR, STAGE, name) for name in distributions}
+    outputs = {name: [wd.file("tstatistic", name), wd.file("tstatistic_summary", name)]
+               for name in distributions}
+    inputs = {name: stage_io.stage_input_paths(workdir, manifest, name, split)
+              for name in distributions}
+    every_input = [path for name in distributions for path in inputs[name]]
+    options = {"distributions": distributions, "split": split, "alpha": alpha,
+               "correction": correction, "test": test, "resamples": resamples,
+               "resample_seed": resample_seed}
+    if not force and all(stage_io.is_up_to_date(workdir, stamps[name], every_input,
+                                                outputs[name], options)
+                         for name in distributions):
+        logging.info("%s up to date, skipping (--force to redo)",
+                     " and ".join(path for name in distributions for path in outputs[name]))
         return False
 
     start = time.time()
-    metrics = _metrics(workdir, manifest, inputs, distribution, split)
-    table, summary = per_class.per_class_tstatistic(metrics, alpha, correction)
-    records.write_csv(outputs[0], table, per_class.TSTATISTIC_COLUMNS)
-    records.write_csv(outputs[1], summary, per_class.SUMMARY_COLUMNS)
-    stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
+    tables, summaries = [], []
+    for name in distributions:  # every input is read and checked before anything is written
+        metrics = _metrics(workdir, manifest, inputs[name], name, split)
+        table, summary = per_class.compare_variants(metrics, test, alpha, resamples,
+                                                    resample_seed)
+        tables.append(table.assign(_distribution=name))
+        summaries.append(summary.assign(_distribution=name))
+    table = pd.concat(tables, ignore_index=True)
+    summary = pd.concat(summaries, ignore_index=True)
+    family = "variant x class" + (" x distribution" if len(distributions) > 1 else "")
+    table, summary = per_class.decide(table, summary, alpha, correction,
+                                      ("_distribution", "method", "sparsity"), family)
+    for name in distributions:
+        records.write_csv(outputs[name][0], table[table["_distribution"] == name],
+                          per_class.TSTATISTIC_COLUMNS)
+        records.write_csv(outputs[name][1], summary[summary["_distribution"] == name],
+                          per_class.SUMMARY_COLUMNS)
+    for name in distributions:
+        stage_io.write_stamp(workdir, stamps[name], every_input, outputs[name], options)
     logging.info("wrote %s (%d variants x classes, %d significant) in %.1f s",
-                 outputs[0], len(table), int(table["significant"].sum()),
-                 time.time() - start)
+                 ", ".join(outputs[name][0] for name in distributions), len(table),
+                 int(table["significant"].sum()) if len(table) else 0, time.time() - start)
     return True
 
 
 def main(argv):
     del argv
     if run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force, FLAGS.alpha,
-           FLAGS.correction):
-        stage_io.write_stage_flags(FLAGS.workdir, per_class.STAGE_DIR, STAGE,
-                                      FLAGS.distribution)
+           FLAGS.correction, FLAGS.test, FLAGS.resamples, FLAGS.resample_seed,
+           FLAGS.also_distributions):
+        for name in dict.fromkeys([FLAGS.distribution] + FLAGS.also_distributions):
+            stage_io.write_stage_flags(FLAGS.workdir, per_class.STAGE_DIR, STAGE, name)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
 """Pruning Identified Exemplars: images where a variant's modal label differs.
 
     python -m pie_dataset_gen.aggregate_predictions --workdir=W \
+        [--ties=highest|lowest|exclude] \
         [--distribution=clean|<corruption>/<severity>] [--split=test] [--force]
 
 For every population and eval image, the modal (most frequent) predicted label of
-its members, ties to the lowest class id; an image is a PIE of a compressed variant
-when the variant's modal label differs from the dense population's (Hooker et al.;
-the true label is not used). Writes `W/pie/pie.csv` (one row per variant x image)
-and `W/pie/pie_summary.csv` (one row per variant); columns in docs/analysis.md.
+its members, ties flagged and broken by --ties (default: toward the highest class
+id, as the original code); an image is a PIE of a compressed variant when the
+variant's modal label differs from the dense population's (Hooker et al.; the true
+label is not used). Top-1 on the PIEs is given in-sample and held out (PIEs chosen
+without one seed, scored on that seed's members, averaged over seeds). Writes
+`W/pie/pie.csv` (one row per variant x image) and `W/pie/pie_summary.csv` (one row
+per variant); columns in docs/analysis.md.
 """
 import time
 
@@ -22,21 +26,27 @@ from pie.io.workdir import PIE_DIR, Workdir
 
 stage_io.define_stage_flags()
 flags.adopt_module_key_flags(stage_io)  # the shared flags show in --help
+flags.DEFINE_string(
+    "ties", pie_labels.DEFAULT_TIES, "How a tied modal label is broken: 'highest' class "
+    "id (as the original code), 'lowest', or 'exclude' (a tied image is never a PIE and "
+    "is left out of the PIE and non-PIE top-1).")
 FLAGS = flags.FLAGS
 STAGE = "aggregate_predictions"
 STAGE_DIR = PIE_DIR
 
 
-def run(workdir, distribution=records.CLEAN, split="test", force=False):
+def run(workdir, distribution=records.CLEAN, split="test", force=False,
+        ties=pie_labels.DEFAULT_TIES):
     """Writes the PIE tables; returns False when they were up to date."""
     stage_io.validate_stage_args(workdir, distribution, split)
+    pie_labels.validate_ties(ties)
     manifest = stage_io.population_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
     wd = Workdir(workdir)
     stamp = wd.stamp(STAGE_DIR, STAGE, distribution)
     outputs = [wd.file("pie", distribution), wd.file("pie_summary", distribution)]
     inputs = stage_io.stage_input_paths(workdir, manifest, distribution, split)
-    options = {"distribution": distribution, "split": split}
+    options = {"distribution": distribution, "split": split, "ties": ties}
     if not force and stage_io.is_up_to_date(workdir, stamp, inputs, outputs,
                                                options):
         logging.info("%s up to date, skipping (--force to redo)", " and ".join(outputs))
@@ -48,9 +58,13 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False):
     logging.info("read %d predictions of %d members in %.1f s", len(predictions),
                  len(manifest), time.time() - start)
     start = time.time()
-    modal = pie_labels.population_modal_labels(predictions, manifest, len(class_names))
+    modal = pie_labels.population_modal_labels(predictions, manifest, len(class_names),
+                                               ties)
+    table, summary = pie_labels.pie_table(modal, ties)
+    del modal
+    heldout = pie_labels.heldout_top1(predictions, manifest, len(class_names), ties)
     del predictions
-    table, summary = pie_labels.pie_table(modal)
+    summary = pie_labels.with_heldout(summary, heldout)
     records.write_csv(outputs[0], table, pie_labels.PIE_COLUMNS)
     records.write_csv(outputs[1], summary, pie_labels.SUMMARY_COLUMNS)
     stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
@@ -61,7 +75,7 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False):
 
 def main(argv):
     del argv
-    if run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force):
+    if run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force, FLAGS.ties):
         stage_io.write_stage_flags(FLAGS.workdir, STAGE_DIR, STAGE, FLAGS.distribution)
 
 

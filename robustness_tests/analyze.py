@@ -14,6 +14,8 @@ lies. Writes, under `W/robustness/`:
   prune_potential.csv   per pruning method and distribution
   excess_error_fit.csv  per pruning method and distribution: excess error against
                         prune ratio, a line through the origin, 95% bootstrap interval
+  prune_potential_summary.csv  per pruning method: mean +- std over seeds, clean
+                        and over the shifted distributions (mean, minimum)
 
 Definitions in docs/robustness.md (Liebenwein et al., Lost in Pruning). Runs no
 model. A rerun with the same inputs and --delta skips.
@@ -37,7 +39,7 @@ SPLIT = "test"
 DECIMALS = 10
 PROGRESS_EVERY = 500  # files between progress lines
 OUTPUT_FILES = ("robustness_accuracy", "excess_error", "excess_error_per_seed", "prune_potential",
-                "excess_error_fit")
+                "excess_error_fit", "prune_potential_summary")
 
 
 def define_flags():
@@ -151,24 +153,25 @@ def run(workdir, delta=0.5, force=False):
     accuracy = robustness.with_mean_corruption(accuracy)
     per_seed, excess = robustness.excess_error(accuracy)
     potential = robustness.prune_potential(accuracy, delta)
+    headline = robustness.prune_potential_summary(accuracy, delta)
     records.write_csv(outputs[0], rounded(accuracy), robustness.ACCURACY_COLUMNS)
     records.write_csv(outputs[1], rounded(excess), robustness.EXCESS_ERROR_COLUMNS)
     records.write_csv(outputs[2], rounded(per_seed), robustness.EXCESS_ERROR_SEED_COLUMNS)
     records.write_csv(outputs[3], rounded(potential), robustness.PRUNE_POTENTIAL_COLUMNS)
     records.write_csv(outputs[4], rounded(robustness.excess_error_fit(per_seed)),
                       robustness.EXCESS_ERROR_FIT_COLUMNS)
+    records.write_csv(outputs[5], rounded(headline), robustness.PRUNE_POTENTIAL_SUMMARY_COLUMNS)
     stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
     distributions = accuracy["distribution"].unique()
     print(f"analyze: {len(distributions)} distributions "
           f"({int(robustness.is_corruption(distributions).sum())} corruptions); "
           f"wrote {', '.join(os.path.basename(path) for path in outputs)} to {out_dir}",
           flush=True)
-    summary = potential[potential["distribution"].isin([records.CLEAN,
-                                                        robustness.MEAN_CORRUPTION])]
-    for row in summary.itertuples(index=False):  # a few summary lines, not data work
-        print(f"  prune potential {row.method} on {row.distribution}: "
-              f"{row.prune_potential:g} (seed mean {row.prune_potential_seed_mean:.3g})",
-              flush=True)
+    for row in headline.itertuples(index=False):  # a few summary lines, not data work
+        print(f"  prune potential {row.method} (mean +- std over {row.n_seeds} seeds): clean "
+              f"{row.clean_mean:.3g} +- {row.clean_std:.3g}, shifted mean "
+              f"{row.shifted_mean:.3g} +- {row.shifted_std:.3g}, min {row.shifted_min:.3g}"
+              + (f" ({row.shifted_min_distribution})" if row.n_shifted else ""), flush=True)
     return True
 
 

@@ -108,20 +108,29 @@ class TestEndToEnd:
                 "correct", "recall", "precision", "member_top1"],
             os.path.join(per_class_dir, "tstatistic.csv"): [
                 "method", "sparsity", "class_id", "class_name", "baseline_mean_recall",
-                "variant_mean_recall", "baseline_mean_top1", "variant_mean_top1",
-                "normalized_delta", "t_statistic", "p_value", "p_value_bh", "significant",
-                "direction"],
+                "variant_mean_recall", "recall_change", "baseline_mean_top1",
+                "variant_mean_top1", "normalized_delta", "effect_points",
+                "effect_ci_low_points", "effect_ci_high_points", "test", "t_statistic",
+                "p_value", "p_value_bh", "significant", "direction"],
             os.path.join(per_class_dir, "tstatistic_summary.csv"): [
-                "method", "sparsity", "n_baseline", "n_variant", "baseline_mean_top1",
-                "variant_mean_top1", "n_classes_hurt", "n_classes_helped"],
+                "method", "sparsity", "n_baseline", "n_variant", "n_pairs",
+                "baseline_mean_top1", "variant_mean_top1", "test", "correction", "alpha",
+                "rule", "n_classes_tested", "n_classes_hurt", "n_classes_helped",
+                "recall_change_hurt", "recall_change_helped", "n_helped_lost_recall",
+                "min_detectable_delta_points"],
             os.path.join(pie_dir, "pie.csv"): [
                 "method", "sparsity", "image_id", "label", "baseline_modal_label",
                 "variant_modal_label", "baseline_n", "variant_n", "baseline_agreement",
-                "variant_agreement", "baseline_mean_prob", "variant_mean_prob", "is_pie"],
+                "variant_agreement", "baseline_mean_prob", "variant_mean_prob",
+                "baseline_tied", "variant_tied", "is_pie"],
             os.path.join(pie_dir, "pie_summary.csv"): [
                 "method", "sparsity", "n_images", "n_pie", "pie_fraction",
                 "baseline_top1_all", "variant_top1_all", "baseline_top1_pie",
-                "variant_top1_pie", "baseline_top1_non_pie", "variant_top1_non_pie"],
+                "variant_top1_pie", "baseline_top1_non_pie", "variant_top1_non_pie",
+                "ties", "n_baseline_tied", "n_variant_tied", "n_tied",
+                "top1_on_pie_heldout_dense", "top1_on_pie_heldout_variant",
+                "top1_on_non_pie_heldout_dense", "top1_on_non_pie_heldout_variant",
+                "n_heldout_seeds"],
         }
         for path, columns in expected_columns.items():
             assert list(pd.read_csv(path).columns) == columns, path
@@ -181,9 +190,9 @@ class TestEndToEnd:
         raw = raw_predictions(workdir)
         counts = raw.groupby(["method", "sparsity", "image_id", "predicted"]).size()
         most = counts.groupby(["method", "sparsity", "image_id"]).transform("max")
-        # The lowest class among the most voted ones.
+        # The highest class among the most voted ones (the default rule).
         modal = (counts[counts == most].reset_index()
-                 .groupby(["method", "sparsity", "image_id"])["predicted"].min())
+                 .groupby(["method", "sparsity", "image_id"])["predicted"].max())
         for _, row in table.iterrows():
             assert row["baseline_modal_label"] == modal.loc[("dense", 0.0, row["image_id"])]
             assert row["variant_modal_label"] == modal.loc[
@@ -219,6 +228,88 @@ class TestEndToEnd:
                                            "tstatistic.csv"))
         assert os.path.exists(os.path.join(workdir, "pie", "gaussian_noise-3", "pie.csv"))
         assert not os.path.exists(os.path.join(workdir, "pie", "pie.csv"))
+
+
+class TestTestsAndCorrections:
+
+    @pytest.fixture
+    def workdir(self, tmp_path):
+        build_workdir(str(tmp_path))
+        return str(tmp_path)
+
+    def read(self, workdir, name="tstatistic.csv", folder=""):
+        return pd.read_csv(os.path.join(workdir, "per_class", folder, name))
+
+    def normalised(self, workdir, method, sparsity, class_id, seeds=None):
+        """Per seed: class recall minus the mean top-1 of the members of `seeds`."""
+        raw = raw_predictions(workdir)
+        raw["right"] = raw["label"] == raw["predicted"]
+        members = raw[(raw["method"] == method) & (raw["sparsity"] == sparsity)]
+        seed = members["member_id"].str.extract(r"seed(\d+)$")[0].astype(int)
+        members = members.assign(seed=seed.to_numpy())
+        if seeds is not None:
+            members = members[members["seed"].isin(seeds)]
+        recall = members[members["label"] == class_id].groupby("seed")["right"].mean()
+        top1 = members.groupby("seed")["right"].mean()
+        return (recall - top1.mean()).sort_index()
+
+    def test_paired_matches_ttest_rel_and_says_so(self, workdir):
+        assert run_main(gen_tstatistic, workdir, "--test=paired") == 0
+        table, summary = self.read(workdir), self.read(workdir, "tstatistic_summary.csv")
+        assert set(table["test"]) == {"paired"}
+        assert list(summary["n_pairs"]) == [3, 2]
+        for class_id in range(N_CLASSES):
+            # magnitude 0.9 has seeds 0 and 1: paired with the dense members of those.
+            variant = self.normalised(workdir, "magnitude", 0.9, class_id)
+            dense = self.normalised(workdir, "dense", 0.0, class_id, seeds=[0, 1])
+            expected = scipy_stats.ttest_rel(variant.to_numpy(), dense.to_numpy())
+            row = table[(table["sparsity"] == 0.9) & (table["class_id"] == class_id)].iloc[0]
+            if np.ptp(variant.to_numpy() - dense.to_numpy()) < 1e-12:
+                assert np.isnan(row["p_value"]) and row["direction"] == "no_variance"
+            else:
+                assert row["p_value"] == pytest.approx(expected.pvalue)
+
+    def test_permutation_matches_scipy(self, workdir):
+        assert run_main(gen_tstatistic, workdir, "--test=permutation") == 0
+        table = self.read(workdir)
+        for class_id in range(N_CLASSES):
+            variant = self.normalised(workdir, "magnitude", 0.5, class_id).to_numpy()
+            dense = self.normalised(workdir, "dense", 0.0, class_id).to_numpy()
+            row = table[(table["sparsity"] == 0.5) & (table["class_id"] == class_id)].iloc[0]
+            if np.ptp(variant) == 0 and np.ptp(dense) == 0:
+                assert np.isnan(row["p_value"]) and row["direction"] == "no_variance"
+                continue
+            expected = scipy_stats.permutation_test(
+                (variant, dense), lambda x, y: np.mean(x) - np.mean(y))  # 20 splits: exact
+            assert row["p_value"] == pytest.approx(expected.pvalue)
+
+    def test_bh_all_spans_every_distribution_of_the_run(self, workdir):
+        build_workdir(workdir, distribution="fog/3", seed=2)
+        assert run_main(gen_tstatistic, workdir, "--correction=bh_all",
+                        "--also_distributions=fog/3") == 0
+        clean, fog = self.read(workdir), self.read(workdir, folder="fog-3")
+        both = pd.concat([clean, fog], ignore_index=True)
+        defined = both["p_value"].notna().to_numpy()
+        np.testing.assert_allclose(
+            both["p_value_bh"].to_numpy()[defined],
+            scipy_stats.false_discovery_control(both["p_value"].to_numpy()[defined]))
+        summary = self.read(workdir, "tstatistic_summary.csv", "fog-3")
+        assert summary["rule"].iloc[0] == (
+            f"Welch's t-test: p_value_bh <= 0.05, Benjamini-Hochberg over all "
+            f"{int(defined.sum())} tests of the study (every variant x class x distribution)")
+        assert os.path.exists(os.path.join(workdir, "per_class", "fog-3",
+                                           "gen_tstatistic.flags.txt"))
+        assert gen_tstatistic.run(workdir, correction="bh_all",
+                                  also_distributions=["fog/3"]) is False
+
+    def test_ties_flag_changes_the_pie_flags(self, workdir):
+        assert run_main(aggregate_predictions, workdir, "--ties=exclude") == 0
+        table = pd.read_csv(os.path.join(workdir, "pie", "pie.csv"))
+        tied = table["baseline_tied"] | table["variant_tied"]
+        assert not table.loc[tied, "is_pie"].any()
+        summary = pd.read_csv(os.path.join(workdir, "pie", "pie_summary.csv"))
+        assert set(summary["ties"]) == {"exclude"}
+        assert list(summary["n_tied"]) == list(tied.groupby(table["sparsity"]).sum())
 
 
 class TestErrors:
@@ -258,6 +349,29 @@ class TestErrors:
     def test_bad_alpha(self, tmp_path, capsys):
         self.check_one_line_error(capsys, run_main(gen_tstatistic, str(tmp_path), "--alpha=2"),
                                   "alpha must lie strictly between 0 and 1, got 2.0")
+
+    def test_unknown_test(self, tmp_path, capsys):
+        build_workdir(str(tmp_path))
+        self.check_one_line_error(
+            capsys, run_main(gen_tstatistic, str(tmp_path), "--test=ttest"),
+            "test 'ttest' is not allowed: use one of ['welch', 'paired', 'permutation']")
+        assert not os.path.exists(os.path.join(str(tmp_path), "per_class"))
+
+    def test_unknown_ties(self, tmp_path, capsys):
+        build_workdir(str(tmp_path))
+        self.check_one_line_error(
+            capsys, run_main(aggregate_predictions, str(tmp_path), "--ties=random"),
+            "ties 'random' is not allowed: use one of ['highest', 'lowest', 'exclude']")
+        assert not os.path.exists(os.path.join(str(tmp_path), "pie"))
+
+    def test_paired_without_matching_seeds(self, tmp_path, capsys):
+        workdir = str(tmp_path)
+        build_workdir(workdir, populations=[("dense", 0.0, 2), ("magnitude", 0.5, 3)])
+        self.check_one_line_error(
+            capsys, run_main(gen_tstatistic, workdir, "--test=paired"),
+            "--test=paired needs a dense member of the same seed for every member of "
+            "magnitude_0.5, but seeds [2] have none (dense seeds [0, 1]); use --test=welch")
+        assert not os.path.exists(os.path.join(workdir, "per_class", "tstatistic.csv"))
 
     def test_bad_distribution(self, tmp_path, capsys):
         self.check_one_line_error(

@@ -44,7 +44,8 @@ def test_documented_columns_match_the_writers(doc, file_name, columns, exact):
 def test_robustness_and_subgroup_columns_are_documented():
     text = open(os.path.join(DOCS, "robustness.md")).read()
     for column in (robustness.ACCURACY_COLUMNS + robustness.EXCESS_ERROR_COLUMNS
-                   + robustness.PRUNE_POTENTIAL_COLUMNS):
+                   + robustness.PRUNE_POTENTIAL_COLUMNS
+                   + robustness.PRUNE_POTENTIAL_SUMMARY_COLUMNS):
         assert f"`{column}`" in text, column
     text = open(os.path.join(DOCS, "subgroups.md")).read()
     for column in subgroups.SUBGROUP_COLUMNS:

@@ -1,5 +1,6 @@
 """Tests of pie.analysis.per_class: per-class metrics and the per-class t-test."""
 import logging
+import re
 
 import numpy as np
 import pandas as pd
@@ -15,13 +16,13 @@ def manifest_of(members):
     return pd.DataFrame(members, columns=["member_id", "method", "sparsity", "seed"])
 
 
-def metrics_of(recalls, top1):
+def metrics_of(recalls, top1, seeds=None):
     """Metrics rows from {member_id: (method, sparsity, [recall per class])}."""
     rows = []
     for member_id, (method, sparsity, recall) in recalls.items():
         for class_id, value in enumerate(recall):
             rows.append({"member_id": member_id, "method": method, "sparsity": sparsity,
-                         "seed": 0, "class_id": class_id, "class_name": f"c{class_id}",
+                         "seed": (seeds or {}).get(member_id, 0), "class_id": class_id, "class_name": f"c{class_id}",
                          "n": 10, "correct": 0, "recall": value, "precision": 0.0,
                          "member_top1": top1[member_id]})
     return pd.DataFrame(rows)
@@ -123,11 +124,21 @@ class TestPerClassTStatistic:
         # class 1 keeps its recall while top-1 drops: helped.
         assert list(table["direction"]) == ["hurt", "helped"]
         assert table["significant"].iloc[0]
-        assert summary.to_dict("records") == [{
+        record = summary[["method", "sparsity", "n_baseline", "n_variant", "n_pairs",
+                          "baseline_mean_top1", "variant_mean_top1", "test", "correction",
+                          "n_classes_tested", "n_classes_hurt",
+                          "n_classes_helped"]].to_dict("records")
+        assert record == [{
             "method": "magnitude", "sparsity": 0.5, "n_baseline": 3, "n_variant": 3,
-            "baseline_mean_top1": pytest.approx(dense_top1),
-            "variant_mean_top1": pytest.approx(variant_top1),
+            "n_pairs": 0, "baseline_mean_top1": pytest.approx(dense_top1),
+            "variant_mean_top1": pytest.approx(variant_top1), "test": "welch",
+            "correction": "none", "n_classes_tested": 2,
             "n_classes_hurt": 1, "n_classes_helped": int(table["significant"].iloc[1])}]
+        assert summary["rule"].iloc[0] == "Welch's t-test: p_value <= 0.05, no correction"
+        # Raw recall change beside the normalised one: class 0 lost 0.25 of recall.
+        assert table["recall_change"].iloc[0] == pytest.approx(0.50 - 0.75)
+        assert summary["recall_change_hurt"].iloc[0] == pytest.approx(-0.25)
+        np.testing.assert_allclose(table["effect_points"], 100 * table["normalized_delta"])
 
     def test_bh_column_and_correction_rule(self):
         metrics = metrics_of(self.RECALLS, self.TOP1)
@@ -147,7 +158,7 @@ class TestPerClassTStatistic:
         quant = table[table["method"] == "quant_int8"]
         assert quant["t_statistic"].isna().all() and quant["p_value"].isna().all()
         assert quant["p_value_bh"].isna().all() and not quant["significant"].any()
-        assert "variant quant_int8_0 has 1 member: its t-test is undefined" in caplog.text
+        assert "variant quant_int8_0 has 1 member: its test is undefined" in caplog.text
         # The other variant is still tested.
         assert table[table["method"] == "magnitude"]["p_value"].notna().all()
         assert list(summary["n_variant"]) == [3, 1]
@@ -186,6 +197,167 @@ class TestPerClassTStatistic:
 
     def test_rejects_correction(self):
         with pytest.raises(ValueError,
-                           match=r"correction 'holm' is not allowed: use one of \['none', 'bh'\]"):
+                           match=r"correction 'holm' is not allowed: use one of "
+                                 r"\['none', 'bh', 'bh_all'\]"):
             per_class.per_class_tstatistic(metrics_of(self.RECALLS, self.TOP1),
                                            correction="holm")
+
+
+class TestDesigns:
+    """Zero variance, paired and permutation tests, bh_all, intervals, power."""
+    # Class 0 varies; class 1 is right for every member (recall 1.0 everywhere).
+    RECALLS = {
+        "d1": ("dense", 0.0, [0.80, 1.0, 0.5]), "d2": ("dense", 0.0, [0.70, 1.0, 0.6]),
+        "d3": ("dense", 0.0, [0.75, 1.0, 0.4]), "d4": ("dense", 0.0, [0.72, 1.0, 0.5]),
+        "v1": ("magnitude", 0.5, [0.50, 1.0, 0.45]), "v2": ("magnitude", 0.5, [0.45, 1.0, 0.6]),
+        "v3": ("magnitude", 0.5, [0.58, 1.0, 0.35]), "v4": ("magnitude", 0.5, [0.52, 1.0, 0.5]),
+        "q1": ("quant_int8", 0.0, [0.79, 1.0, 0.5]), "q2": ("quant_int8", 0.0, [0.71, 1.0, 0.6]),
+        "q3": ("quant_int8", 0.0, [0.75, 1.0, 0.41]), "q4": ("quant_int8", 0.0, [0.70, 1.0, 0.5]),
+    }
+    TOP1 = {"d1": 0.70, "d2": 0.68, "d3": 0.72, "d4": 0.71, "v1": 0.60, "v2": 0.58,
+            "v3": 0.62, "v4": 0.61, "q1": 0.70, "q2": 0.67, "q3": 0.72, "q4": 0.70}
+    SEEDS = {m: int(m[1]) for m in RECALLS}
+
+    def metrics(self, top1=None):
+        return metrics_of(self.RECALLS, top1 or self.TOP1, self.SEEDS)
+
+    def normalised(self, members, class_id, top1=None):
+        top1 = top1 or self.TOP1
+        mean = np.mean([top1[m] for m in members])
+        return np.array([self.RECALLS[m][2][class_id] - mean for m in members])
+
+    @pytest.mark.parametrize("test", ["welch", "paired", "permutation"])
+    @pytest.mark.parametrize("equal_means", [False, True])
+    def test_zero_variance_class_is_never_significant(self, test, equal_means):
+        top1 = ({m: 0.7 for m in self.TOP1} if equal_means else self.TOP1)
+        table, summary = per_class.per_class_tstatistic(
+            metrics_of(self.RECALLS, top1, self.SEEDS), test=test, resamples=999)
+        flat = table[table["class_id"] == 1]
+        # Every member has recall 1.0: the normalised values are constant in each set.
+        assert flat["p_value"].isna().all() and flat["t_statistic"].isna().all()
+        assert not flat["significant"].any()
+        assert set(flat["direction"]) == {per_class.NO_SPREAD}
+        if not equal_means:  # the magnitude variant's mean top-1 is 0.1 lower
+            magnitude = flat[flat["method"] == "magnitude"]
+            assert magnitude["normalized_delta"].iloc[0] == pytest.approx(0.1)
+        assert list(summary["n_classes_tested"]) == [2, 2]
+
+    def test_paired_matches_scipy_ttest_rel(self):
+        table, summary = per_class.per_class_tstatistic(self.metrics(), test="paired")
+        dense, variant = ["d1", "d2", "d3", "d4"], ["v1", "v2", "v3", "v4"]
+        for class_id in (0, 2):
+            expected = scipy_stats.ttest_rel(self.normalised(variant, class_id),
+                                             self.normalised(dense, class_id))
+            row = table[(table["method"] == "magnitude") & (table["class_id"] == class_id)]
+            assert row["t_statistic"].item() == pytest.approx(expected.statistic)
+            assert row["p_value"].item() == pytest.approx(expected.pvalue)
+        assert set(table["test"]) == {"paired"}
+        assert list(summary["n_pairs"]) == [4, 4]
+        assert summary["rule"].iloc[0].startswith("paired t-test (members paired by seed)")
+
+    def test_paired_sees_what_welch_misses_in_quantized_copies(self):
+        # q_i is d_i give or take 0.01: paired differences are small and consistent.
+        paired, _ = per_class.per_class_tstatistic(self.metrics(), test="paired")
+        welch, _ = per_class.per_class_tstatistic(self.metrics())
+        quant = lambda t: t[(t["method"] == "quant_int8") & (t["class_id"] == 0)]
+        assert quant(paired)["p_value"].item() < quant(welch)["p_value"].item()
+
+    def test_paired_pairs_by_seed_not_by_row_order(self):
+        seeds = dict(self.SEEDS, v1=2, v2=1)  # v1 belongs with d2, v2 with d1
+        table, _ = per_class.per_class_tstatistic(
+            metrics_of(self.RECALLS, self.TOP1, seeds), test="paired")
+        expected = scipy_stats.ttest_rel(self.normalised(["v2", "v1", "v3", "v4"], 0),
+                                         self.normalised(["d1", "d2", "d3", "d4"], 0))
+        row = table[(table["method"] == "magnitude") & (table["class_id"] == 0)]
+        assert row["p_value"].item() == pytest.approx(expected.pvalue)
+
+    def test_paired_without_matching_seeds_is_a_usage_error(self):
+        seeds = dict(self.SEEDS, v4=9)
+        with pytest.raises(per_class.errors.UsageError, match=re.escape(
+                "--test=paired needs a dense member of the same seed for every member of "
+                "magnitude_0.5, but seeds [9] have none (dense seeds [1, 2, 3, 4]); use "
+                "--test=welch")):
+            per_class.per_class_tstatistic(metrics_of(self.RECALLS, self.TOP1, seeds),
+                                           test="paired")
+
+    def test_permutation_matches_scipy_exactly(self):
+        # 4 + 4 members: 70 splits, fewer than the resamples, so the test is exact.
+        table, _ = per_class.per_class_tstatistic(self.metrics(), test="permutation")
+        dense, variant = ["d1", "d2", "d3", "d4"], ["v1", "v2", "v3", "v4"]
+        for class_id in (0, 2):
+            expected = scipy_stats.permutation_test(
+                (self.normalised(variant, class_id), self.normalised(dense, class_id)),
+                lambda x, y: np.mean(x) - np.mean(y), n_resamples=9999)
+            row = table[(table["method"] == "magnitude") & (table["class_id"] == class_id)]
+            assert row["p_value"].item() == pytest.approx(expected.pvalue)
+        # Exactly: the observed split is the most extreme of 70, both tails.
+        row = table[(table["method"] == "magnitude") & (table["class_id"] == 0)]
+        assert row["p_value"].item() == pytest.approx(2 / 70)
+
+    def test_bh_all_equals_scipy_over_every_row(self):
+        table, summary = per_class.per_class_tstatistic(self.metrics(), correction="bh_all")
+        p_value = table["p_value"].to_numpy()
+        defined = ~np.isnan(p_value)
+        expected = scipy_stats.false_discovery_control(p_value[defined], method="bh")
+        np.testing.assert_allclose(table["p_value_bh"].to_numpy()[defined], expected)
+        assert table["p_value_bh"][~defined].isna().all()
+        np.testing.assert_array_equal(table["significant"].to_numpy()[defined],
+                                      expected <= 0.05)
+        assert summary["rule"].iloc[0] == (
+            "Welch's t-test: p_value_bh <= 0.05, Benjamini-Hochberg over all 4 tests of "
+            "the study (every variant x class)")
+
+    def test_decide_over_several_tables_is_one_family(self):
+        first, first_summary = per_class.compare_variants(self.metrics())
+        second, second_summary = per_class.compare_variants(self.metrics(
+            {m: v - 0.01 for m, v in self.TOP1.items()}))
+        both = pd.concat([first.assign(distribution="clean"),
+                          second.assign(distribution="fog/3")], ignore_index=True)
+        summaries = pd.concat([first_summary.assign(distribution="clean"),
+                               second_summary.assign(distribution="fog/3")])
+        table, summary = per_class.decide(both, summaries, 0.05, "bh_all",
+                                          keys=("distribution", "method", "sparsity"))
+        p_value = table["p_value"].to_numpy()
+        defined = ~np.isnan(p_value)
+        np.testing.assert_allclose(
+            table["p_value_bh"].to_numpy()[defined],
+            scipy_stats.false_discovery_control(p_value[defined], method="bh"))
+        assert len(summary) == 4 and "all 8 tests" in summary["rule"].iloc[0]
+
+    def test_effect_interval_is_seeded_and_brackets_the_effect(self):
+        table, _ = per_class.per_class_tstatistic(self.metrics(), resamples=2000, seed=3)
+        again, _ = per_class.per_class_tstatistic(self.metrics(), resamples=2000, seed=3)
+        other, _ = per_class.per_class_tstatistic(self.metrics(), resamples=2000, seed=4)
+        pd.testing.assert_frame_equal(table, again)
+        assert not np.allclose(table["effect_ci_low_points"].iloc[[0, 2]],
+                               other["effect_ci_low_points"].iloc[[0, 2]])
+        defined = table["class_id"] != 1
+        rows = table[defined]
+        assert (rows["effect_ci_low_points"] <= rows["effect_points"]).all()
+        assert (rows["effect_points"] <= rows["effect_ci_high_points"]).all()
+        # The constant class: every resample gives the same delta.
+        flat = table[~defined]
+        np.testing.assert_allclose(flat["effect_ci_low_points"], flat["effect_points"])
+
+    def test_power_is_stated_per_variant(self):
+        _, summary = per_class.per_class_tstatistic(self.metrics())
+        magnitude = summary[summary["method"] == "magnitude"].iloc[0]
+        # By hand: the median over the testable classes (not the constant one) of the
+        # Welch standard error and degrees of freedom.
+        errors, dfs = [], []
+        for class_id in (0, 2):
+            v = self.normalised(["v1", "v2", "v3", "v4"], class_id)
+            d = self.normalised(["d1", "d2", "d3", "d4"], class_id)
+            a, b = v.var(ddof=1) / 4, d.var(ddof=1) / 4
+            errors.append(np.sqrt(a + b))
+            dfs.append((a + b) ** 2 / (a ** 2 / 3 + b ** 2 / 3))
+        error, df = np.median(errors), np.median(dfs)
+        delta = magnitude["min_detectable_delta_points"] / 100
+        critical = scipy_stats.t.ppf(0.975, df)
+        power = scipy_stats.nct.sf(critical, df, delta / error)
+        assert power == pytest.approx(0.8, abs=1e-4)
+
+    def test_rejects_unknown_test(self):
+        with pytest.raises(per_class.errors.UsageError, match=re.escape(
+                "test 'ttest' is not allowed: use one of ['welch', 'paired', 'permutation']")):
+            per_class.per_class_tstatistic(self.metrics(), test="ttest")

@@ -49,28 +49,24 @@ def _manifest(rng):
 
 
 def _tstatistic(rng):
+    """The per-class tables made by pie.analysis.per_class itself from per-class recalls:
+    class 0 hurt, class 1 'helped' although it loses recall (less than the average),
+    class 9 right for every member (never testable)."""
     rows = []
-    for method, sparsity in VARIANTS[1:]:
-        deltas = rng.normal(0, 0.01, len(CLASS_NAMES))
-        deltas[0] = -0.08 * (sparsity + 0.1)  # class 0 is the most hurt class
-        p_values = np.where(np.abs(deltas) > 0.015, 0.01, 0.5)
-        for class_id, (name, delta, p) in enumerate(zip(CLASS_NAMES, deltas, p_values)):
-            rows.append(dict(method=method, sparsity=sparsity, class_id=class_id,
-                             class_name=name, baseline_mean_recall=0.95,
-                             variant_mean_recall=0.95 + delta, baseline_mean_top1=0.95,
-                             variant_mean_top1=0.93, normalized_delta=delta,
-                             t_statistic=np.sign(delta) * 3, p_value=p, p_value_bh=p,
-                             significant=p <= 0.05,
-                             direction="hurt" if delta < 0 else "helped"))
-    table = pd.DataFrame(rows, columns=per_class.TSTATISTIC_COLUMNS)
-    hurt = table["significant"] & (table["direction"] == "hurt")
-    helped = table["significant"] & (table["direction"] == "helped")
-    summary = table.assign(hurt=hurt, helped=helped).groupby(
-        ["method", "sparsity"], as_index=False).agg(
-        n_classes_hurt=("hurt", "sum"), n_classes_helped=("helped", "sum"))
-    summary = summary.assign(n_baseline=3, n_variant=3, baseline_mean_top1=0.95,
-                             variant_mean_top1=0.93)
-    return table, summary[per_class.SUMMARY_COLUMNS]
+    for method, sparsity in VARIANTS:
+        for seed in SEEDS:
+            drop = np.full(len(CLASS_NAMES), 0.0 if method == "dense" else 0.02 + 0.05 * sparsity)
+            if method != "dense":
+                drop[0], drop[1] = 0.3 * sparsity + 0.05, 0.01
+            recall = np.clip(0.9 - drop + rng.normal(0, 0.004, len(CLASS_NAMES)), 0, 1)
+            recall[9] = 1.0
+            for class_id, name in enumerate(CLASS_NAMES):
+                rows.append(dict(member_id=f"{records.variant_key(method, sparsity)}_seed{seed}",
+                                 method=method, sparsity=sparsity, seed=seed,
+                                 class_id=class_id, class_name=name, n=10, correct=0,
+                                 recall=recall[class_id], precision=np.nan,
+                                 member_top1=recall.mean()))
+    return per_class.per_class_tstatistic(pd.DataFrame(rows), resamples=200)
 
 
 def _pie(rng):
@@ -91,13 +87,19 @@ def _pie(rng):
                              baseline_agreement=rng.choice([2 / 3, 1.0]),
                              variant_agreement=rng.choice([2 / 3, 1.0]),
                              baseline_mean_prob=0.9, variant_mean_prob=0.8,
+                             baseline_tied=image_id % 7 == 0, variant_tied=image_id % 5 == 0,
                              is_pie=bool(is_pie[image_id])))
     table = pd.DataFrame(rows, columns=pie_labels.PIE_COLUMNS)
     summary = table.groupby(["method", "sparsity"], as_index=False).agg(
         n_images=("image_id", "size"), n_pie=("is_pie", "sum"))
     summary["pie_fraction"] = summary["n_pie"] / summary["n_images"]
     for column in pie_labels.SUMMARY_COLUMNS[5:]:
-        summary[column] = rng.uniform(0.2, 1.0, len(summary))
+        if column == "ties":
+            summary[column] = "highest"
+        elif column.startswith("n_"):
+            summary[column] = rng.integers(1, 5, len(summary))
+        else:
+            summary[column] = rng.uniform(0.2, 1.0, len(summary))
     return table, summary[pie_labels.SUMMARY_COLUMNS]
 
 
@@ -195,6 +197,8 @@ def make_workdir(workdir, seed=0):
     records.write_csv(os.path.join(robust, "excess_error.csv"), excess)
     records.write_csv(os.path.join(robust, "prune_potential.csv"),
                       robustness.prune_potential(accuracy, delta=0.5))
+    records.write_csv(os.path.join(robust, "prune_potential_summary.csv"),
+                      robustness.prune_potential_summary(accuracy, delta=0.5))
     records.write_csv(os.path.join(robust, "noise_similarity.csv"), _noise_similarity(rng))
     records.write_csv(os.path.join(robust, "informative_features.csv"), pd.DataFrame({
         "method": ["magnitude", "magnitude", robustness.DENSE_REFERENCE],
@@ -279,7 +283,20 @@ def test_summary_has_one_row_per_variant_with_values_from_the_inputs(synthetic):
     summary = pd.read_csv(os.path.join(workdir, "per_class", "tstatistic_summary.csv"))
     expected = summary[summary["sparsity"] == 0.9].iloc[0]
     assert row[column("classes hurt")] == str(expected["n_classes_hurt"])
-    assert row[column("classes helped")] == str(expected["n_classes_helped"])
+    helped = str(expected["n_classes_helped"])
+    if expected["n_helped_lost_recall"]:
+        helped += f" ({expected['n_helped_lost_recall']} lost recall)"
+    assert row[column("classes helped (lost less than average)")] == helped
+    assert expected["n_helped_lost_recall"] >= 1  # class 1 lost recall, less than average
+    assert row[column("smallest detectable class change (points, 80% power)")] == (
+        f"{expected['min_detectable_delta_points']:.1f}")
+    pies = pd.read_csv(os.path.join(workdir, "pie", "pie_summary.csv"))
+    pies = pies[pies["sparsity"] == 0.9].iloc[0]
+    assert row[column("top-1 % on PIEs, held-out seed (dense → variant)")] == (
+        f"{100 * pies['top1_on_pie_heldout_dense']:.1f} → "
+        f"{100 * pies['top1_on_pie_heldout_variant']:.1f}")
+    assert row[column("top-1 % on PIEs, in-sample (dense → variant)")] == (
+        f"{100 * pies['baseline_top1_pie']:.1f} → {100 * pies['variant_top1_pie']:.1f}")
     pie = pd.read_csv(os.path.join(workdir, "pie", "pie.csv"))
     pie = pie[pie["sparsity"] == 0.9]
     assert row[column("PIEs %")] == f"{100 * pie['is_pie'].mean():.1f}"
@@ -299,7 +316,7 @@ def test_summary_has_one_row_per_variant_with_values_from_the_inputs(synthetic):
     assert sections.DASH not in sum(rows.values(), [])
 
 
-def test_excess_error_and_prune_potential_cells_follow_the_stage_tables(synthetic):
+def test_excess_error_cells_follow_the_stage_tables(synthetic):
     workdir, page = synthetic
     rows = summary_rows(page)
     excess = pd.read_csv(os.path.join(workdir, "robustness", "excess_error.csv"))
@@ -307,13 +324,84 @@ def test_excess_error_and_prune_potential_cells_follow_the_stage_tables(syntheti
                       & (excess["sparsity"] == 0.5)]
     assert rows["magnitude_0.5"][column("excess error (points, mean)")] == (
         f"{mean_row['excess_error_mean'].iloc[0]:+.2f}")
-    potential = pd.read_csv(os.path.join(workdir, "robustness", "prune_potential.csv"))
-    clean = potential[potential["distribution"] == "clean"]["prune_potential"].iloc[0]
-    shifted = potential[potential["distribution"] == robustness.MEAN_CORRUPTION][
-        "prune_potential"].iloc[0]
-    for key in ("magnitude_0.5", "magnitude_0.9"):  # per method: same on every level
-        assert rows[key][column("prune potential clean")] == f"{clean:.2f}"
-        assert rows[key][column("prune potential shifted (mean)")] == f"{shifted:.2f}"
+
+
+def tables_of(body):
+    """[(header cells, [row cells])] of every table in a section body."""
+    found = []
+    for table in re.findall(r"<table.*?</table>", body, re.S):
+        header = [html.unescape(c) for c in re.findall(r"<th>(.*?)</th>", table, re.S)]
+        rows = [[html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
+                for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)]
+        found.append((header, [r for r in rows if r]))
+    return found
+
+
+def test_prune_potential_is_one_row_per_method_from_the_seed_values(synthetic):
+    workdir, page = synthetic
+    assert not any("prune potential" in c.header for c in sections.SUMMARY_COLUMNS)
+    headline = pd.read_csv(os.path.join(workdir, "robustness",
+                                        "prune_potential_summary.csv")).iloc[0]
+    body = page_sections(page)["summary"][1]
+    (header, rows), = [t for t in tables_of(body) if t[0][:1] == ["pruning method"]]
+    assert rows == [["magnitude",
+                     f"{headline['clean_mean']:.2f} ± {headline['clean_std']:.2f}",
+                     f"{headline['shifted_mean']:.2f} ± {headline['shifted_std']:.2f}",
+                     f"{headline['shifted_min']:.2f} ({headline['shifted_min_distribution']})",
+                     "3", "2"]]
+    # The card of the most compressed variant's method says the same.
+    assert f"{headline['clean_mean']:.2f} ± {headline['clean_std']:.2f}" in body
+
+
+def test_cards_explain_helped_and_give_the_raw_recall_change(synthetic):
+    workdir, page = synthetic
+    summary = pd.read_csv(os.path.join(workdir, "per_class", "tstatistic_summary.csv"))
+    row = summary[summary["sparsity"] == 0.9].iloc[0]
+    body = html.unescape(page_sections(page)["summary"][1])
+    assert (f"classes significantly hurt / helped; helped = lost less than the average "
+            f"({row['n_helped_lost_recall']} of {row['n_classes_helped']} still lost "
+            f"recall). Raw recall change, mean points: hurt "
+            f"{100 * row['recall_change_hurt']:+.1f}, helped "
+            f"{100 * row['recall_change_helped']:+.1f}") in body
+    assert row["recall_change_helped"] < 0 < row["n_classes_helped"]
+    assert ("smallest class change the test detects at 80% power with 3 dense and 3 "
+            "compressed members") in body
+    assert row["rule"] in body  # the footnote states the rule
+    pies = pd.read_csv(os.path.join(workdir, "pie", "pie_summary.csv"))
+    pies = pies[pies["sparsity"] == 0.9].iloc[0]
+    assert (f'<div class="value">{100 * pies["top1_on_pie_heldout_variant"]:.1f} %</div>'
+            f'<div class="label">its top-1 on PIEs, held-out seed (dense: '
+            f'{100 * pies["top1_on_pie_heldout_dense"]:.1f} %; in-sample '
+            f'{100 * pies["baseline_top1_pie"]:.1f} → {100 * pies["variant_top1_pie"]:.1f} %)'
+            ) in body
+
+
+def test_power_and_rule_table_per_variant(synthetic):
+    workdir, page = synthetic
+    summary = pd.read_csv(os.path.join(workdir, "per_class", "tstatistic_summary.csv"))
+    body = page_sections(page)["significant_classes"][1]
+    (header, rows), = tables_of(body)
+    assert header[-2:] == ["smallest detectable class change (points, 80% power)", "rule"]
+    assert [r[0] for r in rows] == ["magnitude 0.5", "magnitude 0.9", "quant_dynamic_int8"]
+    for cells, expected in zip(rows, summary.sort_values(["method", "sparsity"]).itertuples()):
+        assert cells[-2] == f"{expected.min_detectable_delta_points:.1f}"
+        assert cells[-1] == expected.rule
+        assert cells[2] == "9"  # class 9: every member right, not tested
+
+
+def test_subgroup_chart_and_table_share_one_sign(synthetic, monkeypatch):
+    drawn = []
+    original = sections.plots.group_changes
+    monkeypatch.setattr(sections.plots, "group_changes",
+                        lambda rows, title: drawn.append(rows) or original(rows, title))
+    context = sections.Context(synthetic[0])
+    blocks = sections.SECTIONS["subgroups"].build(context)
+    table = [b for b in blocks if b["kind"] == "table"][0]
+    shown = {f"{r[0]} = {r[1]}": float(r[5]) for r in table["rows"]}
+    plotted = dict(zip(drawn[0]["label"], 100 * drawn[0]["change"]))
+    assert shown.keys() == plotted.keys()
+    for label, value in shown.items():
+        assert plotted[label] == pytest.approx(value, abs=0.006), label
 
 
 def test_class_names_are_escaped(synthetic):

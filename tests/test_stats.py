@@ -1,4 +1,4 @@
-"""Tests of pie.analysis.stats: Welch's t-test over columns and Benjamini-Hochberg."""
+"""Tests of pie.analysis.stats: the tests over columns, intervals, power, Benjamini-Hochberg."""
 import warnings
 
 import numpy as np
@@ -93,3 +93,131 @@ class TestWelchTTest:
 def test_safe_ratio_is_nan_where_the_denominator_is_zero():
     ratio = stats.safe_ratio([1, 2, 0], [2, 0, 4])
     assert ratio[0] == 0.5 and np.isnan(ratio[1]) and ratio[2] == 0.0
+
+
+class TestZeroVariance:
+
+    @pytest.mark.parametrize("baseline_value", [0.3, 0.5])  # unequal and equal means
+    def test_both_sets_constant_is_undefined(self, baseline_value):
+        variant = np.array([[0.5, 0.1], [0.5, 0.3], [0.5, 0.2]])
+        baseline = np.array([[baseline_value, 0.0], [baseline_value, 0.1],
+                             [baseline_value, 0.4]])
+        for test in stats.TESTS:
+            t_statistic, p_value, flat = stats.compare(variant, baseline, test, 99)
+            assert np.isnan(p_value[0]) and np.isnan(t_statistic[0]), test
+            assert flat.tolist() == [True, False], test
+            assert np.isfinite(p_value[1]), test
+
+    def test_one_constant_set_is_still_tested(self):
+        _, p_value = stats.welch_t_test([[0.5], [0.5], [0.5]], [[0.1], [0.2], [0.3]])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # scipy: constant input
+            expected = scipy_stats.ttest_ind([0.5] * 3, [0.1, 0.2, 0.3], equal_var=False)
+        assert p_value[0] == pytest.approx(expected.pvalue)
+
+    def test_constant_paired_differences_are_undefined(self):
+        # A copy shifted by a constant (a quantized copy, after normalisation).
+        baseline = np.array([[0.1], [0.4], [0.3]])
+        t_statistic, p_value = stats.paired_t_test(baseline + 0.05, baseline)
+        assert np.isnan(t_statistic[0]) and np.isnan(p_value[0])
+
+
+class TestPairedTTest:
+
+    def test_matches_scipy_ttest_rel(self):
+        rng = np.random.default_rng(2)
+        baseline = rng.normal(size=(6, 3))
+        variant = baseline + rng.normal(0.3, 0.5, size=(6, 3))
+        t_statistic, p_value = stats.paired_t_test(variant, baseline)
+        expected = scipy_stats.ttest_rel(variant, baseline, axis=0)
+        np.testing.assert_allclose(t_statistic, expected.statistic)
+        np.testing.assert_allclose(p_value, expected.pvalue)
+
+    def test_rejects_unequal_pair_counts(self):
+        with pytest.raises(ValueError, match="paired sets need one row each per pair, "
+                                             "got 2 and 3 rows"):
+            stats.paired_t_test(np.zeros((2, 1)), np.zeros((3, 1)))
+
+
+class TestPermutationTest:
+
+    def test_exact_matches_scipy(self):
+        rng = np.random.default_rng(3)
+        variant, baseline = rng.normal(0.5, 1, size=(5, 3)), rng.normal(size=(6, 3))
+        assert stats.n_splits(5, 6) == 462  # <= 9999: exact, no randomness
+        difference, p_value = stats.permutation_test(variant, baseline)
+        for column in range(3):
+            expected = scipy_stats.permutation_test(
+                (variant[:, column], baseline[:, column]),
+                lambda x, y: np.mean(x) - np.mean(y), n_resamples=9999)
+            assert p_value[column] == pytest.approx(expected.pvalue)
+            assert difference[column] == pytest.approx(
+                variant[:, column].mean() - baseline[:, column].mean())
+
+    def test_monte_carlo_is_seeded_and_agrees_with_scipy(self):
+        rng = np.random.default_rng(4)
+        variant, baseline = rng.normal(0.6, 1, size=(12, 2)), rng.normal(size=(12, 2))
+        assert stats.n_splits(12, 12) > 2000  # Monte-Carlo with 2000 resamples
+        _, first = stats.permutation_test(variant, baseline, 2000, seed=7)
+        _, again = stats.permutation_test(variant, baseline, 2000, seed=7)
+        np.testing.assert_array_equal(first, again)
+        expected = scipy_stats.permutation_test(
+            (variant, baseline), lambda x, y, axis: np.mean(x, axis) - np.mean(y, axis),
+            vectorized=True, n_resamples=2000, rng=np.random.default_rng(7))
+        np.testing.assert_allclose(first, expected.pvalue)
+        exact_like = scipy_stats.permutation_test(
+            (variant, baseline), lambda x, y, axis: np.mean(x, axis) - np.mean(y, axis),
+            vectorized=True, n_resamples=50000, rng=np.random.default_rng(1))
+        np.testing.assert_allclose(first, exact_like.pvalue, atol=0.03)
+
+    def test_column_with_nan_is_nan(self):
+        _, p_value = stats.permutation_test([[np.nan, 1.0], [np.nan, 2.0]],
+                                            [[np.nan, 0.0], [np.nan, 0.5]])
+        assert np.isnan(p_value[0]) and np.isfinite(p_value[1])
+
+
+class TestBootstrapInterval:
+
+    def test_agrees_with_scipy_percentile_bootstrap(self):
+        rng = np.random.default_rng(5)
+        variant, baseline = rng.normal(1.0, 1, size=(20, 1)), rng.normal(size=(25, 1))
+        low, high = stats.bootstrap_interval(variant, baseline, n_resamples=20000, seed=0)
+        expected = scipy_stats.bootstrap(
+            (variant[:, 0], baseline[:, 0]), lambda x, y: np.mean(x) - np.mean(y),
+            n_resamples=20000, method="percentile", rng=np.random.default_rng(1),
+            vectorized=False).confidence_interval
+        # Two Monte-Carlo estimates of the same quantiles.
+        assert low[0] == pytest.approx(expected.low, abs=0.05)
+        assert high[0] == pytest.approx(expected.high, abs=0.05)
+
+    def test_paired_resamples_pairs(self):
+        # Differences constant: every paired resample gives the same difference.
+        baseline = np.array([[0.1], [0.9], [0.4], [0.6]])
+        low, high = stats.bootstrap_interval(baseline + 0.2, baseline, paired=True, seed=0)
+        assert low[0] == pytest.approx(0.2) and high[0] == pytest.approx(0.2)
+        low, high = stats.bootstrap_interval(baseline + 0.2, baseline, seed=0)
+        assert low[0] < 0.2 < high[0]  # unpaired, the spread between members shows
+
+    def test_seeded(self):
+        values = np.random.default_rng(6).normal(size=(8, 3))
+        first = stats.bootstrap_interval(values[:4], values[4:], seed=11)
+        np.testing.assert_array_equal(first, stats.bootstrap_interval(values[:4], values[4:],
+                                                                      seed=11))
+
+
+class TestMinDetectableDelta:
+
+    def test_power_at_the_answer_is_the_asked_power(self):
+        delta = stats.min_detectable_delta(0.02, 8.0, alpha=0.05, power=0.8)
+        critical = scipy_stats.t.ppf(0.975, 8.0)
+        nc = delta / 0.02
+        power = scipy_stats.nct.sf(critical, 8.0, nc) + scipy_stats.nct.cdf(-critical, 8.0, nc)
+        assert power == pytest.approx(0.8, abs=1e-6)
+
+    def test_large_samples_approach_the_normal_formula(self):
+        delta = stats.min_detectable_delta(1.0, 1e5)
+        z = scipy_stats.norm.ppf
+        assert delta == pytest.approx(z(0.975) + z(0.8), rel=1e-3)
+
+    def test_undefined_spread_is_nan(self):
+        assert np.isnan(stats.min_detectable_delta(np.nan, 4.0))

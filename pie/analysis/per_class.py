@@ -4,7 +4,11 @@
 precision, the member's top-1); it is the one implementation of per-class recall.
 `per_class_tstatistic` compares every compressed variant with the dense population
 class by class: each member's class recall minus its own population's mean top-1,
-then Welch's two-sided t-test between the two sets of members.
+then a test between the two sets of members (Welch's two-sided t-test by default,
+the paper's rule; a paired t-test by seed, or a permutation test), with a bootstrap
+interval of the effect, a multiple-testing rule and the power of the design.
+`compare_variants` and `decide` are its two halves, so that one correction can
+span the tables of several distributions (`--correction=bh_all`).
 """
 import os
 
@@ -25,14 +29,19 @@ METRICS_COLUMNS = [
 ]
 TSTATISTIC_COLUMNS = [
     "method", "sparsity", "class_id", "class_name", "baseline_mean_recall",
-    "variant_mean_recall", "baseline_mean_top1", "variant_mean_top1",
-    "normalized_delta", "t_statistic", "p_value", "p_value_bh", "significant",
-    "direction",
+    "variant_mean_recall", "recall_change", "baseline_mean_top1", "variant_mean_top1",
+    "normalized_delta", "effect_points", "effect_ci_low_points", "effect_ci_high_points",
+    "test", "t_statistic", "p_value", "p_value_bh", "significant", "direction",
 ]
 SUMMARY_COLUMNS = [
-    "method", "sparsity", "n_baseline", "n_variant", "baseline_mean_top1",
-    "variant_mean_top1", "n_classes_hurt", "n_classes_helped",
+    "method", "sparsity", "n_baseline", "n_variant", "n_pairs", "baseline_mean_top1",
+    "variant_mean_top1", "test", "correction", "alpha", "rule", "n_classes_tested",
+    "n_classes_hurt", "n_classes_helped", "recall_change_hurt", "recall_change_helped",
+    "n_helped_lost_recall", "min_detectable_delta_points",
 ]
+NO_SPREAD = "no_variance"  # direction of a class whose test is undefined: no member varies
+POWER = 0.8
+CONFIDENCE = 0.95
 
 
 def metrics_path(workdir, distribution=records.CLEAN):
@@ -54,13 +63,19 @@ def read_metrics(path):
     return metrics
 
 
-def validate_test_options(alpha, correction):
-    """Raises UsageError naming a bad significance level or correction."""
+def validate_test_options(alpha, correction, test="welch", resamples=stats.DEFAULT_RESAMPLES):
+    """Raises UsageError naming a bad significance level, correction, test or count."""
     if not 0 < alpha < 1:
         raise errors.UsageError(f"alpha must lie strictly between 0 and 1, got {alpha}")
     if correction not in stats.CORRECTIONS:
         raise errors.UsageError(
             f"correction {correction!r} is not allowed: use one of {list(stats.CORRECTIONS)}")
+    if test not in stats.TESTS:
+        raise errors.UsageError(
+            f"test {test!r} is not allowed: use one of {list(stats.TESTS)}")
+    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or \
+            resamples < 1:
+        raise errors.UsageError(f"resamples must be a positive integer, got {resamples!r}")
 
 
 def class_counts(member, label, predicted, n_members, n_classes):
@@ -128,8 +143,9 @@ def _recall_matrix(metrics):
     if missing:
         raise records.ContractError(f"per-class metrics lack columns {missing}")
     ordered = metrics.sort_values(["member_id", "class_id"], kind="stable")
-    members = ordered.drop_duplicates("member_id")[
-        ["member_id", "method", "sparsity", "member_top1"]].reset_index(drop=True)
+    member_columns = ["member_id", "method", "sparsity", "member_top1"] + (
+        ["seed"] if "seed" in ordered.columns else [])
+    members = ordered.drop_duplicates("member_id")[member_columns].reset_index(drop=True)
     classes = ordered.drop_duplicates("class_id")[["class_id", "class_name"]]
     classes = classes.sort_values("class_id").reset_index(drop=True)
     n_members, n_classes = len(members), len(classes)
@@ -143,85 +159,214 @@ def _recall_matrix(metrics):
     return members, classes, recall
 
 
-def per_class_tstatistic(metrics, alpha=0.05, correction="none"):
-    """The per-class test of every variant against the dense population.
+def pair_by_seed(members, in_variant, is_dense, key):
+    """(variant rows, dense rows) of `members`, matched by seed, in seed order.
 
-    Args:
-      metrics: per-member per-class rows as written by `per_class_metrics`.
-      alpha: significance level, in (0, 1).
-      correction: 'none' (significant when p_value <= alpha, the paper's rule) or
-        'bh' (when the Benjamini-Hochberg adjusted p_value_bh <= alpha).
-
-    Returns:
-      (table, summary): `TSTATISTIC_COLUMNS` rows per variant x class and
-      `SUMMARY_COLUMNS` rows per variant, sorted by method, sparsity (, class).
+    Raises UsageError unless every member of the variant has exactly one dense
+    member of its seed (and no two members of the variant share a seed).
     """
-    validate_test_options(alpha, correction)
+    if "seed" not in members.columns:
+        raise errors.UsageError("--test=paired pairs members by seed, but the per-class "
+                                "metrics have no seed column")
+    seeds = members["seed"].to_numpy()
+    dense_seeds = pd.Series(seeds[is_dense])
+    repeated = dense_seeds[dense_seeds.duplicated()]
+    if len(repeated):
+        raise errors.UsageError(
+            f"--test=paired needs one dense member per seed, but seed {repeated.iloc[0]} has "
+            f"{int((dense_seeds == repeated.iloc[0]).sum())}; use --test=welch")
+    variant_seeds = pd.Series(seeds[in_variant])
+    if variant_seeds.duplicated().any():
+        raise errors.UsageError(
+            f"--test=paired needs one member per seed in each variant, but {key} has "
+            f"{int((variant_seeds == variant_seeds[variant_seeds.duplicated()].iloc[0]).sum())} "
+            f"of seed {variant_seeds[variant_seeds.duplicated()].iloc[0]}; use --test=welch")
+    unmatched = sorted(set(variant_seeds) - set(dense_seeds))
+    if unmatched:
+        raise errors.UsageError(
+            f"--test=paired needs a dense member of the same seed for every member of "
+            f"{key}, but seeds {unmatched} have none (dense seeds "
+            f"{sorted(set(dense_seeds))}); use --test=welch")
+    variant_rows = np.flatnonzero(in_variant)[np.argsort(seeds[in_variant], kind="stable")]
+    dense_index = {seed: row for row, seed in zip(np.flatnonzero(is_dense), seeds[is_dense])}
+    dense_rows = np.array([dense_index[seed] for seed in seeds[variant_rows]], np.int64)
+    return variant_rows, dense_rows
+
+
+def _median(values):
+    finite = np.asarray(values, np.float64)
+    finite = finite[np.isfinite(finite)]
+    return float(np.median(finite)) if finite.size else np.nan
+
+
+def compare_variants(metrics, test="welch", alpha=0.05, resamples=stats.DEFAULT_RESAMPLES,
+                     seed=0):
+    """Every variant against the dense population, class by class, before a decision.
+
+    Returns (table, summary): the `TSTATISTIC_COLUMNS` rows without `p_value_bh`,
+    `significant` and `direction` (they come from `decide`), plus a private
+    `_no_spread` column; and per variant the sizes, top-1 and the smallest
+    detectable normalised delta. `alpha` is the level the power refers to.
+    """
     members, classes, recall = _recall_matrix(metrics)
     is_dense = (members["method"] == records.DENSE_METHOD).to_numpy()
     if not is_dense.any():
         raise records.ContractError(
             "no dense population (method == 'dense') to compare the variants with")
     top1 = members["member_top1"].to_numpy(np.float64)
-    baseline = recall[is_dense] - top1[is_dense].mean()
-    baseline_mean_top1 = top1[is_dense].mean()
-    if is_dense.sum() < 2:
-        logging.warning("the dense population has %d member: the t-test needs at least "
+    if is_dense.sum() < 2 and test != "paired":
+        logging.warning("the dense population has %d member: the test needs at least "
                         "2 per set, so every t-statistic and p-value is NaN",
                         is_dense.sum())
 
     variants = (members.loc[~is_dense, ["method", "sparsity"]].drop_duplicates()
                 .sort_values(["method", "sparsity"]).reset_index(drop=True))
-    n_classes = len(classes)
     rows, summaries = [], []
     for method, sparsity in variants.itertuples(index=False):
-        in_variant = ((members["method"] == method) & (members["sparsity"] == sparsity)).to_numpy()
-        if in_variant.sum() < 2:
-            logging.warning("variant %s has %d member: its t-test is undefined (NaN, "
-                            "not significant)", records.variant_key(method, sparsity),
-                            in_variant.sum())
-        variant_mean_top1 = top1[in_variant].mean()
-        variant = recall[in_variant] - variant_mean_top1
-        t_statistic, p_value = stats.welch_t_test(variant, baseline)
+        key = records.variant_key(method, sparsity)
+        in_variant = ((members["method"] == method)
+                      & (members["sparsity"] == sparsity)).to_numpy()
+        if test == "paired":
+            variant_rows, dense_rows = pair_by_seed(members, in_variant, is_dense, key)
+        else:
+            variant_rows, dense_rows = np.flatnonzero(in_variant), np.flatnonzero(is_dense)
+        if len(variant_rows) < 2:
+            logging.warning("variant %s has %d member: its test is undefined (NaN, "
+                            "not significant)", key, len(variant_rows))
+        # Each member's class recall minus its own population's mean top-1.
+        variant_mean_top1 = top1[variant_rows].mean()
+        baseline_mean_top1 = top1[dense_rows].mean()
+        variant = recall[variant_rows] - variant_mean_top1
+        baseline = recall[dense_rows] - baseline_mean_top1
+        paired = test == "paired"
+        t_statistic, p_value, flat = stats.compare(variant, baseline, test, resamples, seed)
+        low, high = stats.bootstrap_interval(variant, baseline, paired, resamples, seed,
+                                             CONFIDENCE)
+        delta = variant.mean(axis=0) - baseline.mean(axis=0)
+        error, df = stats.standard_error(variant, baseline, paired)
+        error[flat] = np.nan  # untestable classes say nothing about the power
+        detectable = stats.min_detectable_delta(_median(error), _median(df), alpha, POWER)
+        baseline_mean_recall = recall[dense_rows].mean(axis=0)
+        variant_mean_recall = recall[variant_rows].mean(axis=0)
         rows.append(pd.DataFrame({
             "method": method,
             "sparsity": sparsity,
             "class_id": classes["class_id"].to_numpy(),
             "class_name": classes["class_name"].to_numpy(),
-            "baseline_mean_recall": recall[is_dense].mean(axis=0),
-            "variant_mean_recall": recall[in_variant].mean(axis=0),
+            "baseline_mean_recall": baseline_mean_recall,
+            "variant_mean_recall": variant_mean_recall,
+            "recall_change": variant_mean_recall - baseline_mean_recall,
             "baseline_mean_top1": baseline_mean_top1,
             "variant_mean_top1": variant_mean_top1,
-            "normalized_delta": variant.mean(axis=0) - baseline.mean(axis=0),
+            "normalized_delta": delta,
+            "effect_points": 100 * delta,
+            "effect_ci_low_points": 100 * low,
+            "effect_ci_high_points": 100 * high,
+            "test": test,
             "t_statistic": t_statistic,
             "p_value": p_value,
+            "_no_spread": flat,
         }))
         summaries.append({
-            "method": method, "sparsity": sparsity, "n_baseline": int(is_dense.sum()),
-            "n_variant": int(in_variant.sum()), "baseline_mean_top1": baseline_mean_top1,
-            "variant_mean_top1": variant_mean_top1,
+            "method": method, "sparsity": sparsity, "n_baseline": len(set(dense_rows)),
+            "n_variant": len(variant_rows), "n_pairs": len(variant_rows) if paired else 0,
+            "baseline_mean_top1": baseline_mean_top1,
+            "variant_mean_top1": variant_mean_top1, "test": test,
+            "min_detectable_delta_points": 100 * detectable,
         })
     if not rows:
         logging.warning("the manifest has no compressed variant: nothing to compare")
-        return (pd.DataFrame(columns=TSTATISTIC_COLUMNS),
+        return (pd.DataFrame(columns=TSTATISTIC_COLUMNS + ["_no_spread"]),
                 pd.DataFrame(columns=SUMMARY_COLUMNS))
+    return pd.concat(rows, ignore_index=True), pd.DataFrame(summaries)
 
-    table = pd.concat(rows, ignore_index=True)
-    # One Benjamini-Hochberg family per variant: its classes.
-    p_by_variant = table["p_value"].to_numpy().reshape(len(rows), n_classes)
-    table["p_value_bh"] = stats.benjamini_hochberg(p_by_variant).ravel()
-    tested = table["p_value_bh" if correction == "bh" else "p_value"]
+
+TEST_NAMES = {"welch": "Welch's t-test", "paired": "paired t-test (members paired by seed)",
+              "permutation": "permutation test"}
+
+
+def significance_rule(test, correction, alpha, n_tests=None, family="variant x class"):
+    """The rule `significant` follows, in words (written in the summary)."""
+    if correction == "none":
+        return f"{TEST_NAMES[test]}: p_value <= {alpha:g}, no correction"
+    scope = ("the classes of each variant" if correction == "bh" else
+             f"all {n_tests} tests of the study (every {family})")
+    return (f"{TEST_NAMES[test]}: p_value_bh <= {alpha:g}, Benjamini-Hochberg over {scope}")
+
+
+def decide(table, summary, alpha=0.05, correction="none", keys=("method", "sparsity"),
+           family="variant x class"):
+    """Adds p_value_bh, significant and direction to `compare_variants` output, and
+    the counts to its summary. `keys` name a variant (and, when several tables are
+    decided together, the distribution); with `bh_all` every row of `table` is one
+    family, so a concatenation of distributions is corrected at once.
+    """
+    validate_test_options(alpha, correction)
+    keys = list(keys)
+    table = table.copy()
+    summary = summary.copy()
+    if table.empty:
+        return table, summary
+    if correction == "bh_all":
+        table["p_value_bh"] = stats.benjamini_hochberg(table["p_value"].to_numpy())
+    else:  # one family per variant: its classes
+        table["p_value_bh"] = table.groupby(keys, sort=False)["p_value"].transform(
+            lambda p: stats.benjamini_hochberg(p.to_numpy()))
+    tested = table["p_value_bh" if correction != "none" else "p_value"]
     table["significant"] = (tested <= alpha).to_numpy()  # NaN compares False
     delta = table["normalized_delta"].to_numpy()
     table["direction"] = np.select(
-        [delta < 0, delta > 0, delta == 0], ["hurt", "helped", "unchanged"], "undefined")
+        [np.isnan(delta), table["_no_spread"].to_numpy(bool), delta < 0, delta > 0,
+         delta == 0], ["undefined", NO_SPREAD, "hurt", "helped", "unchanged"], "undefined")
 
+    tests = set(table["test"])
+    n_tests = int(table["p_value"].notna().sum())
+    summary["correction"] = correction
+    summary["alpha"] = alpha
+    summary["rule"] = significance_rule(tests.pop() if len(tests) == 1 else "welch",
+                                        correction, alpha, n_tests, family)
+    tested_counts = table.groupby(keys)["p_value"].count().rename("n_classes_tested")
+    summary = summary.merge(tested_counts.reset_index(), on=keys, how="left")
     counted = table[table["significant"]]
-    summary = pd.DataFrame(summaries)
     for direction in ("hurt", "helped"):
-        counts = (counted[counted["direction"] == direction]
-                  .groupby(["method", "sparsity"]).size().rename(f"n_classes_{direction}"))
-        summary = summary.merge(counts.reset_index(), on=["method", "sparsity"], how="left")
+        rows = counted[counted["direction"] == direction].groupby(keys)
+        summary = summary.merge(rows.size().rename(f"n_classes_{direction}").reset_index(),
+                                on=keys, how="left")
         summary[f"n_classes_{direction}"] = (
             summary[f"n_classes_{direction}"].fillna(0).astype(np.int64))
+        summary = summary.merge(
+            rows["recall_change"].mean().rename(f"recall_change_{direction}").reset_index(),
+            on=keys, how="left")
+    lost = counted[(counted["direction"] == "helped") & (counted["recall_change"] < 0)]
+    summary = summary.merge(lost.groupby(keys).size().rename("n_helped_lost_recall")
+                            .reset_index(), on=keys, how="left")
+    summary["n_helped_lost_recall"] = summary["n_helped_lost_recall"].fillna(0).astype(
+        np.int64)
+    summary["n_classes_tested"] = summary["n_classes_tested"].fillna(0).astype(np.int64)
+    return table, summary
+
+
+def per_class_tstatistic(metrics, alpha=0.05, correction="none", test="welch",
+                         resamples=stats.DEFAULT_RESAMPLES, seed=0):
+    """The per-class test of every variant against the dense population.
+
+    Args:
+      metrics: per-member per-class rows as written by `per_class_metrics`.
+      alpha: significance level, in (0, 1).
+      correction: 'none' (significant when p_value <= alpha, the paper's rule),
+        'bh' (when the Benjamini-Hochberg adjusted p_value_bh <= alpha, one family
+        per variant) or 'bh_all' (one family: every variant x class).
+      test: 'welch' (default), 'paired' (by seed) or 'permutation'.
+      resamples: permutation splits (Monte-Carlo) and bootstrap resamples.
+      seed: seeds the permutation and bootstrap draws.
+
+    Returns:
+      (table, summary): `TSTATISTIC_COLUMNS` rows per variant x class and
+      `SUMMARY_COLUMNS` rows per variant, sorted by method, sparsity (, class).
+    """
+    validate_test_options(alpha, correction, test, resamples)
+    table, summary = compare_variants(metrics, test, alpha, resamples, seed)
+    if table.empty:
+        return table[TSTATISTIC_COLUMNS], summary[SUMMARY_COLUMNS]
+    table, summary = decide(table, summary, alpha, correction)
     return table[TSTATISTIC_COLUMNS], summary[SUMMARY_COLUMNS]

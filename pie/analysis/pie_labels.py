@@ -1,44 +1,70 @@
 """Modal labels of each population and Pruning Identified Exemplars (Hooker et al.).
 
 For every population (all members sharing `(method, sparsity)`) and eval image,
-the modal label is the class most of the population's members predict; a tie goes
-to the LOWEST class id (the original code broke ties toward the largest). An image
-is a PIE for a compressed variant when the variant's modal label differs from the
-dense population's. The true label is not used to flag PIEs.
+the modal label is the class most of the population's members predict. A tie (two
+or more classes share the largest count) is flagged, and broken by a rule (`TIES`):
+toward the highest class id (the default, as the original code), the lowest, or
+`exclude` (the highest is reported, but the image is never a PIE and is left out of
+the PIE and non-PIE subsets). An image is a PIE for a compressed variant when the
+variant's modal label differs from the dense population's. The true label is not
+used to flag PIEs.
+
+`heldout_top1` measures top-1 on PIEs out of sample: PIEs chosen from the members of
+every seed but one, scored on the left-out seed's members, averaged over seeds.
 """
+import warnings
+
 import numpy as np
 import pandas as pd
 
-from pie.io import records
+from pie.io import errors, records
 
+TIES = ("highest", "lowest", "exclude")
+DEFAULT_TIES = "highest"
 MODAL_COLUMNS = [
     "method", "sparsity", "image_id", "label", "modal_label", "n_members",
-    "agreement", "mean_prob", "n_correct",
+    "agreement", "mean_prob", "n_correct", "tied",
 ]
 PIE_COLUMNS = [
     "method", "sparsity", "image_id", "label", "baseline_modal_label",
     "variant_modal_label", "baseline_n", "variant_n", "baseline_agreement",
-    "variant_agreement", "baseline_mean_prob", "variant_mean_prob", "is_pie",
+    "variant_agreement", "baseline_mean_prob", "variant_mean_prob", "baseline_tied",
+    "variant_tied", "is_pie",
+]
+HELDOUT_COLUMNS = [
+    "top1_on_pie_heldout_dense", "top1_on_pie_heldout_variant",
+    "top1_on_non_pie_heldout_dense", "top1_on_non_pie_heldout_variant", "n_heldout_seeds",
 ]
 SUMMARY_COLUMNS = [
     "method", "sparsity", "n_images", "n_pie", "pie_fraction", "baseline_top1_all",
     "variant_top1_all", "baseline_top1_pie", "variant_top1_pie",
-    "baseline_top1_non_pie", "variant_top1_non_pie",
-]
+    "baseline_top1_non_pie", "variant_top1_non_pie", "ties", "n_baseline_tied",
+    "n_variant_tied", "n_tied",
+] + HELDOUT_COLUMNS
 
 
-def modal_votes(group, predicted, weights, n_groups, n_classes):
-    """The most frequent class per group, ties to the lowest class id.
+def validate_ties(ties):
+    """Raises UsageError naming a tie rule that is not one of `TIES`."""
+    if ties not in TIES:
+        raise errors.UsageError(f"ties {ties!r} is not allowed: use one of {list(TIES)}")
+
+
+def modal_votes(group, predicted, weights, n_groups, n_classes, ties=DEFAULT_TIES):
+    """The most frequent class per group; ties broken by `ties` and flagged.
 
     Args:
       group: int array, the group (e.g. population x image) of each vote.
       predicted: int array, the class voted for, in 0..n_classes-1.
       weights: float array summed over the votes for the modal class.
       n_groups: groups are 0..n_groups-1; each must have at least one vote.
+      ties: 'highest' or 'exclude' (the highest class id among the tied ones) or
+        'lowest'.
 
     Returns:
-      (modal_class, modal_count, modal_weight_sum), arrays of length n_groups.
+      (modal_class, modal_count, modal_weight_sum, tied), arrays of length
+      n_groups; `tied` is true when two or more classes have the modal count.
     """
+    validate_ties(ties)
     group = np.asarray(group, dtype=np.int64)
     predicted = np.asarray(predicted, dtype=np.int64)
     # One sort of (group, class) keys replaces a per-group loop; the
@@ -54,16 +80,20 @@ def modal_votes(group, predicted, weights, n_groups, n_classes):
     if len(starts) != n_groups or key_group[-1] != n_groups - 1:
         raise ValueError(f"modal_votes: expected votes in each of {n_groups} groups, "
                          f"got {len(starts)} groups with votes")
-    # Highest count first, then lowest class: one score, maximised per group.
-    score = counts * n_classes + (n_classes - 1 - key_class)
+    # Highest count first, then the class the rule prefers: one score, maximised per group.
+    lowest = ties == "lowest"
+    score = counts * n_classes + ((n_classes - 1 - key_class) if lowest else key_class)
     best = np.maximum.reduceat(score, starts)
-    modal_class = n_classes - 1 - best % n_classes
+    modal_class = (n_classes - 1 - best % n_classes) if lowest else best % n_classes
+    modal_count = best // n_classes
+    at_mode = counts == np.repeat(modal_count, np.diff(np.r_[starts, len(counts)]))
+    tied = np.add.reduceat(at_mode.astype(np.int64), starts) >= 2
     # The votes for the modal class, found without the sort's inverse permutation.
     is_modal_vote = predicted == modal_class[group]
     weight_sums = np.bincount(group[is_modal_vote],
                               weights=np.asarray(weights, dtype=np.float64)[is_modal_vote],
                               minlength=n_groups)
-    return modal_class, best // n_classes, weight_sums
+    return modal_class, modal_count, weight_sums, tied
 
 
 def check_labels_agree(predictions):
@@ -99,7 +129,7 @@ def _image_index(image_id):
     return image_ids, np.searchsorted(image_ids, image_id)
 
 
-def population_modal_labels(predictions, manifest, n_classes):
+def population_modal_labels(predictions, manifest, n_classes, ties=DEFAULT_TIES):
     """Modal label of every population on every image, columns `MODAL_COLUMNS`.
 
     Args:
@@ -111,7 +141,8 @@ def population_modal_labels(predictions, manifest, n_classes):
 
     agreement = share of the population's members voting for the modal label;
     mean_prob = mean `prob_predicted` of those members (their probability of the
-    modal label); n_correct = members whose prediction equals the true label.
+    modal label); n_correct = members whose prediction equals the true label;
+    tied = the modal count is shared by two or more labels (broken by `ties`).
     Rows are sorted by method, sparsity, image_id.
     """
     populations = (manifest[["method", "sparsity"]].drop_duplicates()
@@ -128,9 +159,9 @@ def population_modal_labels(predictions, manifest, n_classes):
     population = member_population[predictions["member"].to_numpy()]
     group = population.astype(np.int64) * n_images + image
     predicted = predictions["predicted"].to_numpy()
-    modal_label, modal_count, prob_sum = modal_votes(
+    modal_label, modal_count, prob_sum, tied = modal_votes(
         group, predicted, predictions["prob_predicted"].to_numpy(np.float64),
-        len(populations) * n_images, n_classes)
+        len(populations) * n_images, n_classes, ties)
     n_correct = np.bincount(group[predicted == labels], minlength=len(populations) * n_images)
     group_members = np.repeat(n_members, n_images)
     return pd.DataFrame({
@@ -143,6 +174,7 @@ def population_modal_labels(predictions, manifest, n_classes):
         "agreement": modal_count / group_members,
         "mean_prob": prob_sum / modal_count,
         "n_correct": n_correct,
+        "tied": tied,
     }, columns=MODAL_COLUMNS)
 
 
@@ -156,16 +188,33 @@ def _subset_top1(n_correct, n_members, mask):
     return n_correct[mask].sum() / (n_members * mask.sum())
 
 
-def pie_table(modal):
+def pie_flags(baseline_label, variant_label, baseline_tied, variant_tied, ties):
+    """(is_pie, counted): PIE flags and which images the PIE / non-PIE subsets use.
+
+    With `ties='exclude'` an image whose modal label is tied in either population is
+    never a PIE and belongs to neither subset; otherwise every image counts.
+    """
+    is_pie = np.asarray(baseline_label) != np.asarray(variant_label)
+    counted = np.ones(is_pie.shape, bool)
+    if ties == "exclude":
+        counted = ~(np.asarray(baseline_tied, bool) | np.asarray(variant_tied, bool))
+        is_pie &= counted
+    return is_pie, counted
+
+
+def pie_table(modal, ties=DEFAULT_TIES):
     """PIE flags of every variant against the dense population.
 
     Args:
-      modal: `population_modal_labels` output.
+      modal: `population_modal_labels` output (made with the same `ties`).
+      ties: the tie rule; 'exclude' keeps tied images out of the PIEs and of the
+        PIE and non-PIE subsets.
 
     Returns:
       (table, summary): `PIE_COLUMNS` rows per variant x image and
       `SUMMARY_COLUMNS` rows per variant, sorted by method, sparsity (, image_id).
     """
+    validate_ties(ties)
     is_dense = (modal["method"] == records.DENSE_METHOD).to_numpy()
     if not is_dense.any():
         raise records.ContractError(
@@ -197,10 +246,17 @@ def pie_table(modal):
         "variant_agreement": variants["agreement"].to_numpy(),
         "baseline_mean_prob": tiled("mean_prob"),
         "variant_mean_prob": variants["mean_prob"].to_numpy(),
+        "baseline_tied": tiled("tied"),
+        "variant_tied": variants["tied"].to_numpy(),
     }, columns=PIE_COLUMNS)
-    table["is_pie"] = table["baseline_modal_label"] != table["variant_modal_label"]
+    is_pie, counted = pie_flags(table["baseline_modal_label"], table["variant_modal_label"],
+                                table["baseline_tied"], table["variant_tied"], ties)
+    table["is_pie"] = is_pie
 
-    is_pie = table["is_pie"].to_numpy().reshape(n_variants, n_images)
+    is_pie = is_pie.reshape(n_variants, n_images)
+    counted = counted.reshape(n_variants, n_images)
+    variant_tied = table["variant_tied"].to_numpy(bool).reshape(n_variants, n_images)
+    baseline_tied = baseline["tied"].to_numpy(bool)
     variant_correct = variants["n_correct"].to_numpy().reshape(n_variants, n_images)
     variant_n = variants["n_members"].to_numpy().reshape(n_variants, n_images)[:, 0]
     baseline_correct = baseline["n_correct"].to_numpy()
@@ -210,11 +266,91 @@ def pie_table(modal):
         row = {"method": variants["method"].iloc[v * n_images],
                "sparsity": variants["sparsity"].iloc[v * n_images],
                "n_images": n_images, "n_pie": int(is_pie[v].sum()),
-               "pie_fraction": is_pie[v].mean()}
+               "pie_fraction": is_pie[v].mean(), "ties": ties,
+               "n_baseline_tied": int(baseline_tied.sum()),
+               "n_variant_tied": int(variant_tied[v].sum()),
+               "n_tied": int((baseline_tied | variant_tied[v]).sum())}
         for subset, mask in (("all", np.ones(n_images, bool)), ("pie", is_pie[v]),
-                             ("non_pie", ~is_pie[v])):
+                             ("non_pie", ~is_pie[v] & counted[v])):
             row[f"baseline_top1_{subset}"] = _subset_top1(baseline_correct, baseline_n, mask)
             row[f"variant_top1_{subset}"] = _subset_top1(
                 variant_correct[v], int(variant_n[v]), mask)
         summaries.append(row)
     return table, pd.DataFrame(summaries, columns=SUMMARY_COLUMNS)
+
+
+def heldout_top1(predictions, manifest, n_classes, ties=DEFAULT_TIES):
+    """Top-1 on PIEs and non-PIEs measured on members that did not choose them.
+
+    For each seed s that both the dense population and a variant have, and that
+    leaves each of them at least one member of another seed: PIEs are chosen from
+    the members of every other seed, and the dense / variant top-1 on those PIEs
+    (and on the other images) is the mean accuracy of the seed-s members of that
+    population. The result is the mean over such seeds (folds with no PIE add
+    nothing to the PIE means). Returns one row per variant: method, sparsity and
+    `HELDOUT_COLUMNS` (NaN without any fold).
+    """
+    validate_ties(ties)
+    if "seed" not in manifest.columns:
+        raise records.ContractError("held-out PIE accuracy needs the manifest's seed column")
+    seeds = manifest["seed"].to_numpy()
+    is_dense = (manifest["method"] == records.DENSE_METHOD).to_numpy()
+    methods = manifest["method"].to_numpy()
+    sparsities = manifest["sparsity"].to_numpy(np.float64)
+    variants = (manifest.loc[~is_dense, ["method", "sparsity"]].drop_duplicates()
+                .sort_values(["method", "sparsity"]).reset_index(drop=True))
+    member = predictions["member"].to_numpy()
+    image_ids, image, _ = check_labels_agree(predictions)
+    right = (predictions["label"].to_numpy() == predictions["predicted"].to_numpy())
+    folds = {key: [] for key in variants.itertuples(index=False)}
+    for seed in np.unique(seeds):
+        train = seeds != seed
+        if not (train & is_dense).any() or not (~train & is_dense).any():
+            continue
+        rows = train[member]
+        renumber = np.cumsum(train) - 1
+        modal = population_modal_labels(
+            predictions.loc[rows, ["image_id", "label", "predicted", "prob_predicted"]]
+            .assign(member=renumber[member[rows]]),
+            manifest[train].reset_index(drop=True), n_classes, ties)
+        labels = {key: (frame["modal_label"].to_numpy(), frame["tied"].to_numpy(bool))
+                  for key, frame in modal.groupby(["method", "sparsity"], sort=False)}
+
+        def scored(mask):
+            """Mean accuracy per image of the left-out members of `mask` (manifest rows)."""
+            chosen = (~train & mask)[member]
+            n = int((~train & mask).sum())
+            return np.bincount(image[chosen], weights=right[chosen],
+                               minlength=len(image_ids)) / max(n, 1), n
+
+        dense_key = next(key for key in labels if key[0] == records.DENSE_METHOD)
+        dense_score, _ = scored(is_dense)
+        for key in folds:
+            in_variant = (methods == key[0]) & (sparsities == float(key[1]))
+            variant_score, n_test = scored(in_variant)
+            if key not in labels or n_test == 0:
+                continue
+            is_pie, counted = pie_flags(labels[dense_key][0], labels[key][0],
+                                        labels[dense_key][1], labels[key][1], ties)
+            non_pie = ~is_pie & counted
+            folds[key].append([
+                dense_score[is_pie].mean() if is_pie.any() else np.nan,
+                variant_score[is_pie].mean() if is_pie.any() else np.nan,
+                dense_score[non_pie].mean() if non_pie.any() else np.nan,
+                variant_score[non_pie].mean() if non_pie.any() else np.nan])
+    rows = []
+    for (method, sparsity), values in folds.items():
+        values = np.asarray(values, np.float64).reshape(-1, 4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: no fold had PIEs
+            means = np.nanmean(values, axis=0) if len(values) else np.full(4, np.nan)
+        rows.append([method, sparsity, *means, len(values)])
+    return pd.DataFrame(rows, columns=["method", "sparsity"] + HELDOUT_COLUMNS)
+
+
+def with_heldout(summary, heldout):
+    """`pie_table`'s summary with the held-out columns of `heldout_top1` filled in."""
+    filled = summary.drop(columns=HELDOUT_COLUMNS).merge(
+        heldout, on=["method", "sparsity"], how="left")
+    filled["n_heldout_seeds"] = filled["n_heldout_seeds"].fillna(0).astype(np.int64)
+    return filled[SUMMARY_COLUMNS]

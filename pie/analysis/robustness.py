@@ -9,6 +9,7 @@ functions and write their results; `docs/robustness.md` defines every column.
     potential = robustness.prune_potential(accuracy, delta=0.5)
     fit = robustness.excess_error_fit(per_seed)              # excess error ~ slope x sparsity
     robustness.noise_prune_potential(noisy_accuracy, 0.5)    # per method, eps: over draws
+    headline = robustness.prune_potential_summary(accuracy, delta=0.5)  # one row per method
     robustness.agreement(labels_a, labels_b)                 # noise similarity
     robustness.softmax_l2(probs_a, probs_b)
     masks = robustness.top_feature_masks(scores, 0.1)        # informative features
@@ -47,6 +48,11 @@ EXCESS_ERROR_COLUMNS = [
 PRUNE_POTENTIAL_COLUMNS = [
     "method", "distribution", "prune_potential", "prune_potential_seed_mean",
     "prune_potential_seed_std", "n_seeds", "delta", "dense_error", "n_sparsities",
+]
+PRUNE_POTENTIAL_SEED_COLUMNS = ["method", "distribution", "seed", "prune_potential"]
+PRUNE_POTENTIAL_SUMMARY_COLUMNS = [
+    "method", "delta", "n_seeds", "clean_mean", "clean_std", "n_shifted", "shifted_mean",
+    "shifted_std", "shifted_min", "shifted_min_distribution",
 ]
 _MEMBER_KEYS = ["member_id", "method", "sparsity", "seed"]
 
@@ -207,17 +213,9 @@ def prune_potential(accuracy, delta=0.5):
     and `_std` (ddof 1) over seeds. Methods without a pruned variant (dense,
     quantized) have no prune potential and no rows.
     """
-    _require_columns(accuracy, _MEMBER_KEYS + ["distribution", "top1"], "accuracy")
-    _check_delta(delta)
-    _require_dense(accuracy)
-    errors = accuracy[_MEMBER_KEYS + ["distribution"]].assign(error=error_pp(accuracy["top1"]))
-    is_dense = errors["method"] == records.DENSE_METHOD
-    dense = errors[is_dense]
     # Quantized exports of pruned members (quant_sparse, quant_pruned_int8) keep their
     # source's sparsity but are not a pruning method: no prune potential of their own.
-    is_quantized = errors["method"].str.startswith(records.QUANTIZED_PREFIX)
-    pruned = errors[~is_dense & ~is_quantized & (errors["sparsity"] > 0)]
-    dense_mean = dense.groupby("distribution")["error"].mean().rename("dense_error")
+    pruned, dense, dense_mean = _pruned_errors(accuracy, delta)
 
     population = pruned.groupby(["method", "sparsity", "distribution"], as_index=False)[
         "error"].mean().merge(dense_mean.reset_index(), on="distribution", how="inner")
@@ -226,24 +224,85 @@ def prune_potential(accuracy, delta=0.5):
         prune_potential=("passing", "max"), dense_error=("dense_error", "first"),
         n_sparsities=("sparsity", "nunique"))
 
-    per_seed = pruned.merge(
-        dense[["seed", "distribution", "error"]].rename(columns={"error": "dense_error"}),
-        on=["seed", "distribution"], how="left", validate="many_to_one")
-    per_seed["dense_error"] = per_seed["dense_error"].fillna(
-        per_seed["distribution"].map(dense_mean))
-    per_seed = per_seed[per_seed["dense_error"].notna()].copy()
-    per_seed["passing"] = _passing_sparsity(per_seed, delta)
-    by_seed = per_seed.groupby(["method", "distribution", "seed"], as_index=False)[
-        "passing"].max()
+    by_seed = _per_seed_potential(pruned, dense, dense_mean, delta)
     seeds = by_seed.groupby(["method", "distribution"], as_index=False).agg(
-        prune_potential_seed_mean=("passing", "mean"),
-        prune_potential_seed_std=("passing", "std"), n_seeds=("passing", "size"))
+        prune_potential_seed_mean=("prune_potential", "mean"),
+        prune_potential_seed_std=("prune_potential", "std"),
+        n_seeds=("prune_potential", "size"))
 
     table = population.merge(seeds, on=["method", "distribution"], how="left")
     table["delta"] = float(delta)
     table = table.assign(_order=distribution_order(table["distribution"]).to_numpy())
     table = table.sort_values(["method", "_order"], kind="stable").reset_index(drop=True)
     return table[PRUNE_POTENTIAL_COLUMNS]
+
+
+def _pruned_errors(accuracy, delta):
+    """(pruned member errors, dense member errors, dense mean error per distribution)."""
+    _require_columns(accuracy, _MEMBER_KEYS + ["distribution", "top1"], "accuracy")
+    _check_delta(delta)
+    _require_dense(accuracy)
+    errors = accuracy[_MEMBER_KEYS + ["distribution"]].assign(error=error_pp(accuracy["top1"]))
+    is_dense = errors["method"] == records.DENSE_METHOD
+    is_quantized = errors["method"].str.startswith(records.QUANTIZED_PREFIX)
+    dense = errors[is_dense]
+    pruned = errors[~is_dense & ~is_quantized & (errors["sparsity"] > 0)]
+    return pruned, dense, dense.groupby("distribution")["error"].mean().rename("dense_error")
+
+
+def _per_seed_potential(pruned, dense, dense_mean, delta):
+    """P per (method, distribution, seed): the seed-k members against the dense seed-k
+    member (or the dense population mean when there is none)."""
+    per_seed = pruned.merge(
+        dense[["seed", "distribution", "error"]].rename(columns={"error": "dense_error"}),
+        on=["seed", "distribution"], how="left", validate="many_to_one")
+    per_seed["dense_error"] = per_seed["dense_error"].fillna(
+        per_seed["distribution"].map(dense_mean))
+    per_seed = per_seed[per_seed["dense_error"].notna()].copy()
+    per_seed["prune_potential"] = _passing_sparsity(per_seed, delta)
+    return per_seed.groupby(["method", "distribution", "seed"], as_index=False)[
+        "prune_potential"].max()[PRUNE_POTENTIAL_SEED_COLUMNS]
+
+
+def prune_potential_per_seed(accuracy, delta=0.5):
+    """P_delta of every pruning method, distribution and seed (`PRUNE_POTENTIAL_SEED_COLUMNS`)."""
+    pruned, dense, dense_mean = _pruned_errors(accuracy, delta)
+    return _per_seed_potential(pruned, dense, dense_mean, delta)
+
+
+def prune_potential_summary(accuracy, delta=0.5):
+    """The headline prune potential: one row per pruning method.
+
+    From the per-seed values P(seed, D) (`prune_potential_per_seed`):
+      clean_mean, clean_std   mean and sample std (ddof 1) over seeds of P(seed, clean)
+      shifted_mean, _std      per seed, the mean of P(seed, D) over the shifted
+                              distributions D; then mean and std over seeds
+      shifted_min             the minimum over shifted D of the seed mean of P(seed, D),
+                              and the distribution that attains it
+    Shifted distributions are every distribution but clean and the derived
+    `mean_corruption`. NaN where there is no seed (std: fewer than 2) or no shift.
+    """
+    per_seed = prune_potential_per_seed(accuracy, delta)
+    per_seed = per_seed[per_seed["distribution"] != MEAN_CORRUPTION]
+    clean = per_seed[per_seed["distribution"] == records.CLEAN]
+    shifted = per_seed[per_seed["distribution"] != records.CLEAN]
+    rows = []
+    for method in sorted(per_seed["method"].unique()):
+        own_clean = clean.loc[clean["method"] == method, "prune_potential"]
+        own_shifted = shifted[shifted["method"] == method]
+        seed_means = own_shifted.groupby("seed")["prune_potential"].mean()
+        by_distribution = own_shifted.groupby("distribution")["prune_potential"].mean()
+        rows.append({
+            "method": method, "delta": float(delta),
+            "n_seeds": int(per_seed.loc[per_seed["method"] == method, "seed"].nunique()),
+            "clean_mean": own_clean.mean(), "clean_std": own_clean.std(),
+            "n_shifted": len(by_distribution),
+            "shifted_mean": seed_means.mean(), "shifted_std": seed_means.std(),
+            "shifted_min": by_distribution.min() if len(by_distribution) else np.nan,
+            "shifted_min_distribution": (by_distribution.idxmin() if len(by_distribution)
+                                         else ""),
+        })
+    return pd.DataFrame(rows, columns=PRUNE_POTENTIAL_SUMMARY_COLUMNS)
 
 
 def _passing_sparsity(frame, delta):

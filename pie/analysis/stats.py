@@ -1,15 +1,41 @@
-"""Statistical tests shared by the analysis stages, vectorised over classes.
+"""Statistical tests shared by the analysis stages, vectorised over columns (classes).
 
-`welch_t_test` compares two populations class by class (Welch's two-sided t-test,
-unequal variances, as in Hooker et al.); `benjamini_hochberg` adjusts the p-values
-of one family of tests (the classes of one variant) for the false discovery rate.
+Each test compares two sets of members column by column and answers NaN where it
+is undefined:
+
+  welch        Welch's two-sided t-test (unequal variances), as in Hooker et al.;
+               the sets are independent.
+  paired       the paired t-test (`scipy.stats.ttest_rel`) on rows matched by the
+               caller (a variant member and the dense member of the same seed).
+  permutation  a two-sided permutation test of the difference of the means
+               (`scipy.stats.permutation_test`): exact (every split) when the
+               number of splits is at most `n_resamples`, Monte-Carlo otherwise,
+               seeded.
+
+A test is undefined with fewer than 2 members (pairs) in a set, and when the values
+do not vary: both sets constant (welch, permutation) or constant paired differences
+(paired). Such a column gets p = NaN and is never significant, whatever the means:
+a class every member gets right says nothing about the class, only about the two
+populations' mean top-1 that the normalisation subtracts.
+
+`bootstrap_interval` gives a seeded percentile interval of the difference of the
+means (members resampled with replacement); `benjamini_hochberg` adjusts p-values
+for the false discovery rate; `min_detectable_delta` is the smallest difference a
+two-sided t-test detects with a given power.
 """
+import math
 import warnings
 
 import numpy as np
+from scipy import optimize
 from scipy import stats as scipy_stats
 
-CORRECTIONS = ("none", "bh")
+TESTS = ("welch", "paired", "permutation")
+CORRECTIONS = ("none", "bh", "bh_all")
+DEFAULT_RESAMPLES = 9999
+# Values closer than this (relative to their size) count as equal: normalised recalls
+# are differences of fractions, and a constant column may differ in the last bits.
+SPREAD_TOLERANCE = 1e-12
 
 
 def safe_ratio(numerator, denominator):
@@ -19,6 +45,56 @@ def safe_ratio(numerator, denominator):
     out = np.full(np.broadcast(numerator, denominator).shape, np.nan)
     np.divide(numerator, denominator, out=out, where=denominator > 0)
     return out
+
+
+def _two_sets(variant_values, baseline_values, name):
+    variant_values = np.asarray(variant_values, dtype=np.float64)
+    baseline_values = np.asarray(baseline_values, dtype=np.float64)
+    if variant_values.ndim != 2 or baseline_values.ndim != 2:
+        raise ValueError(f"{name} takes two 2-d arrays (members x columns), got "
+                         f"shapes {variant_values.shape} and {baseline_values.shape}")
+    if variant_values.shape[1] != baseline_values.shape[1]:
+        raise ValueError(
+            f"{name}: the sets have {variant_values.shape[1]} and "
+            f"{baseline_values.shape[1]} columns; they must match")
+    return variant_values, baseline_values
+
+
+def _paired_sets(variant_values, baseline_values, name):
+    variant_values, baseline_values = _two_sets(variant_values, baseline_values, name)
+    if len(variant_values) != len(baseline_values):
+        raise ValueError(f"{name}: paired sets need one row each per pair, got "
+                         f"{len(variant_values)} and {len(baseline_values)} rows")
+    return variant_values, baseline_values
+
+
+def is_constant(values):
+    """Per column: whether every row holds the same value (up to float rounding)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return np.ones(values.shape[1:], bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        spread = np.ptp(values, axis=0)
+        scale = np.maximum(1.0, np.max(np.abs(values), axis=0))
+    return spread <= SPREAD_TOLERANCE * scale  # NaN columns: False (NaN elsewhere)
+
+
+def no_spread(variant_values, baseline_values, test="welch"):
+    """Per column: whether the test is undefined because the values do not vary.
+
+    welch and permutation: both sets constant; paired: the paired differences constant.
+    """
+    if test == "paired":
+        variant_values, baseline_values = _paired_sets(
+            variant_values, baseline_values, "no_spread")
+        return is_constant(variant_values - baseline_values)
+    return is_constant(variant_values) & is_constant(baseline_values)
+
+
+def _undefined(n_columns):
+    nan = np.full(n_columns, np.nan)
+    return nan, nan.copy()
 
 
 def welch_t_test(variant_values, baseline_values):
@@ -31,30 +107,180 @@ def welch_t_test(variant_values, baseline_values):
     Returns:
       (t_statistic, p_value), each of shape (n_columns,). Positive t means the
       variant's mean is higher. NaN where the test is undefined: a set with fewer
-      than 2 members, or a column with zero variance in both sets.
+      than 2 members, or a column with zero variance in both sets (even when the
+      means differ: scipy would give t = +-inf, p = 0).
     """
-    variant_values = np.asarray(variant_values, dtype=np.float64)
-    baseline_values = np.asarray(baseline_values, dtype=np.float64)
-    if variant_values.ndim != 2 or baseline_values.ndim != 2:
-        raise ValueError("welch_t_test takes two 2-d arrays (members x columns), got "
-                         f"shapes {variant_values.shape} and {baseline_values.shape}")
-    if variant_values.shape[1] != baseline_values.shape[1]:
-        raise ValueError(
-            f"welch_t_test: the sets have {variant_values.shape[1]} and "
-            f"{baseline_values.shape[1]} columns; they must match")
+    variant_values, baseline_values = _two_sets(variant_values, baseline_values,
+                                                "welch_t_test")
     n_columns = variant_values.shape[1]
     if min(len(variant_values), len(baseline_values)) < 2:
-        # One member has no variance estimate: the test is undefined.
-        nan = np.full(n_columns, np.nan)
-        return nan, nan.copy()
+        return _undefined(n_columns)  # one member has no variance estimate
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        # Constant columns (e.g. a class every member gets right) give 0/0: NaN is
-        # the honest answer, the warning would only be noise.
         warnings.simplefilter("ignore", RuntimeWarning)
         result = scipy_stats.ttest_ind(
             variant_values, baseline_values, axis=0, equal_var=False)
-    return (np.asarray(result.statistic, dtype=np.float64),
-            np.asarray(result.pvalue, dtype=np.float64))
+    t_statistic = np.asarray(result.statistic, dtype=np.float64).copy()
+    p_value = np.asarray(result.pvalue, dtype=np.float64).copy()
+    undefined = no_spread(variant_values, baseline_values, "welch")
+    t_statistic[undefined] = p_value[undefined] = np.nan
+    return t_statistic, p_value
+
+
+def paired_t_test(variant_values, baseline_values):
+    """The paired two-sided t-test per column; row i of both sets is one pair.
+
+    Returns (t_statistic, p_value) as `scipy.stats.ttest_rel(variant, baseline)`;
+    NaN with fewer than 2 pairs or constant differences in a column.
+    """
+    variant_values, baseline_values = _paired_sets(variant_values, baseline_values,
+                                                   "paired_t_test")
+    n_columns = variant_values.shape[1]
+    if len(variant_values) < 2:
+        return _undefined(n_columns)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = scipy_stats.ttest_rel(variant_values, baseline_values, axis=0)
+    t_statistic = np.asarray(result.statistic, dtype=np.float64).copy()
+    p_value = np.asarray(result.pvalue, dtype=np.float64).copy()
+    undefined = no_spread(variant_values, baseline_values, "paired")
+    t_statistic[undefined] = p_value[undefined] = np.nan
+    return t_statistic, p_value
+
+
+def _mean_difference(x, y, axis):
+    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+
+def permutation_test(variant_values, baseline_values, n_resamples=DEFAULT_RESAMPLES, seed=0):
+    """Two-sided permutation test per column of mean(variant) - mean(baseline).
+
+    Members are reassigned between the two sets: every split when there are at most
+    `n_resamples` of them (exact), otherwise `n_resamples` random splits drawn from
+    `numpy.random.default_rng(seed)` (Monte-Carlo; p includes the observed split).
+    Returns (difference of the means, p_value); p is NaN with fewer than 2 members in
+    a set, a column holding NaN, or both sets constant.
+    """
+    variant_values, baseline_values = _two_sets(variant_values, baseline_values,
+                                                "permutation_test")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) \
+            or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    n_columns = variant_values.shape[1]
+    difference = _mean_difference(variant_values, baseline_values, 0)
+    p_value = np.full(n_columns, np.nan)
+    if min(len(variant_values), len(baseline_values)) < 2:
+        return difference, p_value
+    testable = (np.isfinite(variant_values).all(axis=0)
+                & np.isfinite(baseline_values).all(axis=0)
+                & ~no_spread(variant_values, baseline_values, "permutation"))
+    if testable.any():
+        result = scipy_stats.permutation_test(
+            (variant_values[:, testable], baseline_values[:, testable]), _mean_difference,
+            permutation_type="independent", vectorized=True, n_resamples=int(n_resamples),
+            alternative="two-sided", axis=0, rng=np.random.default_rng(seed))
+        p_value[testable] = result.pvalue
+    return difference, p_value
+
+
+def n_splits(n_variant, n_baseline):
+    """Distinct ways to split the members into sets of these sizes (exact test size)."""
+    return math.comb(int(n_variant) + int(n_baseline), int(n_variant))
+
+
+def bootstrap_interval(variant_values, baseline_values, paired=False,
+                       n_resamples=DEFAULT_RESAMPLES, seed=0, confidence=0.95):
+    """Percentile bootstrap interval of mean(variant) - mean(baseline) per column.
+
+    Each resample draws the members of each set with replacement (independently;
+    with `paired`, the pairs: row i of both sets together), from
+    `numpy.random.default_rng(seed)`. Returns (low, high), NaN for a column with a
+    NaN value or a set without members.
+    """
+    if paired:
+        variant_values, baseline_values = _paired_sets(variant_values, baseline_values,
+                                                       "bootstrap_interval")
+    else:
+        variant_values, baseline_values = _two_sets(variant_values, baseline_values,
+                                                    "bootstrap_interval")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    n_columns = variant_values.shape[1]
+    if min(len(variant_values), len(baseline_values)) == 0:
+        return _undefined(n_columns)
+    rng = np.random.default_rng(seed)
+
+    def resampled_means(values, weights=None):
+        n = len(values)
+        if weights is None:
+            # How often each member is drawn in each resample: a (resamples x members)
+            # matrix, so one product gives every resample's mean (no resamples x
+            # members x classes array).
+            weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples) / n
+        with np.errstate(invalid="ignore"):
+            return weights @ values, weights
+
+    variant_means, weights = resampled_means(variant_values)
+    baseline_means, _ = resampled_means(baseline_values, weights if paired else None)
+    differences = variant_means - baseline_means
+    tail = 100 * (1 - confidence) / 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.percentile(differences, [tail, 100 - tail], axis=0)
+    finite = np.isfinite(variant_values).all(axis=0) & np.isfinite(baseline_values).all(axis=0)
+    low[~finite] = high[~finite] = np.nan
+    return low, high
+
+
+def standard_error(variant_values, baseline_values, paired=False):
+    """(standard error of the difference of the means, degrees of freedom) per column.
+
+    Welch's (Welch-Satterthwaite degrees of freedom) for independent sets; the
+    standard error of the mean difference (n - 1 degrees of freedom) when paired.
+    NaN with fewer than 2 members (pairs).
+    """
+    if paired:
+        variant_values, baseline_values = _paired_sets(variant_values, baseline_values,
+                                                       "standard_error")
+        n = len(variant_values)
+        if n < 2:
+            return _undefined(variant_values.shape[1])
+        spread = np.std(variant_values - baseline_values, axis=0, ddof=1)
+        return spread / np.sqrt(n), np.full(variant_values.shape[1], n - 1.0)
+    variant_values, baseline_values = _two_sets(variant_values, baseline_values,
+                                                "standard_error")
+    n_v, n_b = len(variant_values), len(baseline_values)
+    if min(n_v, n_b) < 2:
+        return _undefined(variant_values.shape[1])
+    share_v = np.var(variant_values, axis=0, ddof=1) / n_v
+    share_b = np.var(baseline_values, axis=0, ddof=1) / n_b
+    variance = share_v + share_b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = variance ** 2 / (share_v ** 2 / (n_v - 1) + share_b ** 2 / (n_b - 1))
+    return np.sqrt(variance), df
+
+
+def min_detectable_delta(standard_error_value, df, alpha=0.05, power=0.8):
+    """Smallest true difference a two-sided t-test at `alpha` detects with `power`.
+
+    Solves P(|T| > t_(1-alpha/2, df)) = power for T ~ noncentral t(df, d / se) and
+    returns d. NaN when the standard error or df is not finite and positive.
+    """
+    if not (np.isfinite(standard_error_value) and np.isfinite(df) and df > 0
+            and standard_error_value >= 0):
+        return np.nan
+    if standard_error_value == 0:
+        return 0.0
+    critical = scipy_stats.t.ppf(1 - alpha / 2, df)
+
+    def shortfall(noncentrality):
+        # The far tail is negligible and scipy's nct can return NaN for it.
+        far = np.nan_to_num(scipy_stats.nct.cdf(-critical, df, noncentrality))
+        return scipy_stats.nct.sf(critical, df, noncentrality) + far - power
+
+    upper = 1.0
+    while shortfall(upper) < 0 and upper < 1e6:
+        upper *= 2
+    return float(optimize.brentq(shortfall, 0.0, upper, xtol=1e-10) * standard_error_value)
 
 
 def benjamini_hochberg(p_values):
@@ -81,3 +307,21 @@ def benjamini_hochberg(p_values):
     adjusted = np.empty_like(p_values)
     np.put_along_axis(adjusted, order, adjusted_ordered, axis=-1)
     return adjusted
+
+
+def compare(variant_values, baseline_values, test="welch", n_resamples=DEFAULT_RESAMPLES,
+            seed=0):
+    """(t_statistic, p_value, no_spread) of `test` per column.
+
+    The t-statistic is Welch's for welch and permutation (shown for scale; the
+    permutation p-value is for the difference of the means), the paired t for paired.
+    """
+    if test not in TESTS:
+        raise ValueError(f"test {test!r} is not allowed: use one of {list(TESTS)}")
+    if test == "paired":
+        t_statistic, p_value = paired_t_test(variant_values, baseline_values)
+    else:
+        t_statistic, p_value = welch_t_test(variant_values, baseline_values)
+        if test == "permutation":
+            _, p_value = permutation_test(variant_values, baseline_values, n_resamples, seed)
+    return t_statistic, p_value, no_spread(variant_values, baseline_values, test)

@@ -147,21 +147,22 @@ def class_deltas(deltas, title, max_labels=40):
 
 
 def group_changes(groups, title):
-    """Horizontal bars of `delta` (fraction; negative = hurt) per `label`, pale when not
-    `significant`."""
-    rows = groups.sort_values("delta", kind="stable")
-    values = 100 * rows["delta"].to_numpy(float)
+    """Horizontal bars of `change` (fraction; positive = the group's error grew more than
+    the overall error, red) per `label`, pale when not `significant`. The sign is the
+    table's: a +0.56 row is a bar at +0.56."""
+    rows = groups.sort_values("change", ascending=False, kind="stable")
+    values = 100 * rows["change"].to_numpy(float)
     figure, axis = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.3))
     positions = np.arange(len(rows))[::-1]
-    bars = axis.barh(positions, values, color=np.where(values < 0, HURT_COLOR, HELPED_COLOR))
+    bars = axis.barh(positions, values, color=np.where(values > 0, HURT_COLOR, HELPED_COLOR))
     for bar, significant in zip(bars, rows["significant"].to_numpy(bool)):
         bar.set_alpha(1.0 if significant else NOT_SIGNIFICANT_ALPHA)
     axis.set_yticks(positions)
     axis.set_yticklabels(rows["label"].astype(str), fontsize="small")
     axis.axvline(0, color="black", linewidth=0.8)
     axis.set_title(title, fontsize="medium")
-    _finish(axis, "error change beyond the overall change (points; left = hurt)", "",
-            legend=False)
+    _finish(axis, "error change beyond the overall change (points; right = the group pays "
+            "more)", "", legend=False)
     return to_png(figure)
 
 

@@ -40,6 +40,8 @@ PRODUCERS = {
         "python -m robustness_tests.analyze --workdir={W}",
     "robustness/excess_error.csv": "python -m robustness_tests.analyze --workdir={W}",
     "robustness/prune_potential.csv": "python -m robustness_tests.analyze --workdir={W}",
+    "robustness/prune_potential_summary.csv":
+        "python -m robustness_tests.analyze --workdir={W}",
     "robustness/noise_similarity.csv":
         "python -m robustness_tests.noise_similarity --workdir={W}",
     "robustness/informative_features.csv":
@@ -53,21 +55,33 @@ PRODUCERS = {
 # The columns each input must have (the subset the report reads).
 COLUMNS = {
     "per_class/tstatistic.csv": ["method", "sparsity", "class_id", "class_name",
-                                 "normalized_delta", "significant", "direction"],
-    "per_class/tstatistic_summary.csv": ["method", "sparsity", "n_classes_hurt",
-                                         "n_classes_helped"],
+                                 "normalized_delta", "recall_change",
+                                 "effect_ci_low_points", "effect_ci_high_points",
+                                 "significant", "direction"],
+    "per_class/tstatistic_summary.csv": ["method", "sparsity", "n_baseline", "n_variant",
+                                         "n_pairs", "rule", "n_classes_tested",
+                                         "n_classes_hurt", "n_classes_helped",
+                                         "recall_change_hurt", "recall_change_helped",
+                                         "n_helped_lost_recall",
+                                         "min_detectable_delta_points"],
     "pie/pie.csv": ["method", "sparsity", "image_id", "label", "baseline_modal_label",
                     "variant_modal_label", "baseline_agreement", "variant_agreement",
                     "is_pie"],
     "pie/pie_summary.csv": ["method", "sparsity", "n_images", "n_pie", "pie_fraction",
                             "baseline_top1_pie", "variant_top1_pie",
-                            "baseline_top1_non_pie", "variant_top1_non_pie"],
+                            "baseline_top1_non_pie", "variant_top1_non_pie",
+                            "top1_on_pie_heldout_dense", "top1_on_pie_heldout_variant",
+                            "top1_on_non_pie_heldout_dense",
+                            "top1_on_non_pie_heldout_variant", "n_heldout_seeds"],
     "robustness/accuracy.csv": ["member_id", "method", "sparsity", "distribution", "top1"],
     "robustness/excess_error.csv": ["method", "sparsity", "distribution",
                                     "excess_error_mean"],
     "robustness/prune_potential.csv": ["method", "distribution", "prune_potential",
                                        "prune_potential_seed_mean",
                                        "prune_potential_seed_std"],
+    "robustness/prune_potential_summary.csv": [
+        "method", "delta", "n_seeds", "clean_mean", "clean_std", "n_shifted", "shifted_mean",
+        "shifted_std", "shifted_min", "shifted_min_distribution"],
     "robustness/noise_similarity.csv": ["method", "sparsity", "eps", "agreement_mean",
                                         "l2_mean"],
     "robustness/informative_features.csv": ["method", "sparsity", "iou_mean", "iou_std",
@@ -83,7 +97,7 @@ COLUMNS = {
                         "stage", "accuracy"],
 }
 TEXT_COLUMNS = ("member_id", "method", "class_name", "distribution", "dataset", "criterion",
-                "scenario", "stage", "attribute", "group")
+                "scenario", "stage", "attribute", "group", "rule", "shifted_min_distribution")
 
 
 # --------------------------------------------------------------------------- context
@@ -263,17 +277,20 @@ SUMMARY_COLUMNS = [
     SummaryColumn("members", "members", "population.csv"),
     SummaryColumn("top1", "top-1 % (mean ± std)", "population.csv"),
     SummaryColumn("hurt", "classes hurt", "per_class/tstatistic_summary.csv"),
-    SummaryColumn("helped", "classes helped", "per_class/tstatistic_summary.csv"),
+    SummaryColumn("helped", "classes helped (lost less than average)",
+                  "per_class/tstatistic_summary.csv"),
+    SummaryColumn("detectable", "smallest detectable class change (points, 80% power)",
+                  "per_class/tstatistic_summary.csv"),
     SummaryColumn("pie_fraction", "PIEs %", "pie/pie_summary.csv"),
-    SummaryColumn("top1_pie", "top-1 % on PIEs (dense → variant)", "pie/pie_summary.csv"),
-    SummaryColumn("top1_non_pie", "top-1 % on non-PIEs (dense → variant)",
+    SummaryColumn("top1_pie_heldout", "top-1 % on PIEs, held-out seed (dense → variant)",
+                  "pie/pie_summary.csv"),
+    SummaryColumn("top1_pie", "top-1 % on PIEs, in-sample (dense → variant)",
+                  "pie/pie_summary.csv"),
+    SummaryColumn("top1_non_pie_heldout",
+                  "top-1 % on non-PIEs, held-out seed (dense → variant)",
                   "pie/pie_summary.csv"),
     SummaryColumn("corrupted", "corrupted top-1 % (mean)", "robustness/accuracy.csv"),
     SummaryColumn("excess", "excess error (points, mean)", "robustness/excess_error.csv"),
-    SummaryColumn("potential_clean", "prune potential clean",
-                  "robustness/prune_potential.csv"),
-    SummaryColumn("potential_shifted", "prune potential shifted (mean)",
-                  "robustness/prune_potential.csv"),
     SummaryColumn("gzip", "gzip KiB (mean)", "quantization/cost.csv"),
     SummaryColumn("latency", "latency ms, batch 1 (mean)", "quantization/cost.csv"),
 ]
@@ -298,18 +315,19 @@ def _summary_sources(context):
         cells["top1"][row.key] = f"{percent(row.top1_mean)} ± {std}"
     dense_keys = set(variants.loc[variants["method"] == records.DENSE_METHOD, "key"])
     for key in dense_keys:
-        for column in ("hurt", "helped", "pie_fraction", "top1_pie", "top1_non_pie", "excess"):
+        for column in ("hurt", "helped", "detectable", "pie_fraction", "top1_pie",
+                       "top1_pie_heldout", "top1_non_pie_heldout", "excess"):
             cells[column][key] = NOT_APPLICABLE
-    # Prune potential is a property of a pruning method's sparsity grid: none for
-    # methods that never prune (dense, quantized).
-    pruned_methods = set(variants.loc[variants["sparsity"] > 0, "method"])
-    for row in variants[~variants["method"].isin(pruned_methods)].itertuples():
-        cells["potential_clean"][row.key] = cells["potential_shifted"][row.key] = NOT_APPLICABLE
     if context.exists("per_class/tstatistic_summary.csv"):
         summary = context.table("per_class/tstatistic_summary.csv")
-        for key, hurt, helped in zip(summary["key"], summary["n_classes_hurt"],
-                                     summary["n_classes_helped"]):
-            cells["hurt"][key], cells["helped"][key] = f"{hurt:.0f}", f"{helped:.0f}"
+        for row in summary.itertuples():
+            cells["hurt"][row.key] = f"{row.n_classes_hurt:.0f}"
+            helped = f"{row.n_classes_helped:.0f}"
+            if row.n_helped_lost_recall > 0:  # helped only relative to the average
+                helped += f" ({row.n_helped_lost_recall:.0f} lost recall)"
+            cells["helped"][row.key] = helped
+            cells["detectable"][row.key] = number(row.min_detectable_delta_points, "{:.1f}",
+                                                  NOT_APPLICABLE)
     if context.exists("pie/pie_summary.csv"):
         pies = context.table("pie/pie_summary.csv")
         for row in pies.itertuples():
@@ -317,8 +335,10 @@ def _summary_sources(context):
             cells["top1_pie"][row.key] = (f"{percent(row.baseline_top1_pie)} → "
                                           f"{percent(row.variant_top1_pie)}"
                                           if row.n_pie > 0 else NOT_APPLICABLE)
-            cells["top1_non_pie"][row.key] = (f"{percent(row.baseline_top1_non_pie)} → "
-                                              f"{percent(row.variant_top1_non_pie)}")
+            cells["top1_pie_heldout"][row.key] = _pair(row.top1_on_pie_heldout_dense,
+                                                       row.top1_on_pie_heldout_variant)
+            cells["top1_non_pie_heldout"][row.key] = _pair(
+                row.top1_on_non_pie_heldout_dense, row.top1_on_non_pie_heldout_variant)
     if context.exists("robustness/accuracy.csv"):
         accuracy = context.table("robustness/accuracy.csv")
         # Each member's mean over the corruptions, then the mean over the variant's members.
@@ -330,17 +350,6 @@ def _summary_sources(context):
                                        "excess_error_mean")
         for key, value in zip(excess["key"], excess["excess_error_mean"]):
             cells["excess"][key] = number(value, "{:+.2f}")
-    if context.exists("robustness/prune_potential.csv"):
-        potential = context.table("robustness/prune_potential.csv")
-        clean = _is_clean(potential["distribution"])
-        clean_by_method = potential[clean].groupby("method")["prune_potential"].mean()
-        shifted_by_method = mean_over_corruptions(potential, ["method"], "prune_potential")
-        shifted_by_method = shifted_by_method.set_index("method")["prune_potential"]
-        for row in variants.itertuples():
-            if row.method in clean_by_method.index:
-                cells["potential_clean"][row.key] = number(clean_by_method[row.method])
-            if row.method in shifted_by_method.index:
-                cells["potential_shifted"][row.key] = number(shifted_by_method[row.method])
     if context.exists("quantization/cost.csv"):
         cost = context.table("quantization/cost.csv").drop(columns=["key"], errors="ignore")
         cost = cost.merge(context.manifest[["member_id", "key"]], on="member_id", how="inner")
@@ -349,6 +358,43 @@ def _summary_sources(context):
             cells["gzip"][key] = number(row["gzip_bytes"] / 1024.0, "{:.1f}")
             cells["latency"][key] = number(row["latency_ms_batch1"], "{:.3f}")
     return cells
+
+
+def _pair(dense, variant):
+    """`dense → variant` in percent; n/a when neither is defined (no fold had PIEs)."""
+    if not (np.isfinite(dense) or np.isfinite(variant)):
+        return NOT_APPLICABLE
+    return f"{percent(dense)} → {percent(variant)}"
+
+
+def mean_std(mean, std, fmt="{:.2f}"):
+    """`mean ± std`, just the mean when the std is undefined (one seed)."""
+    text = number(mean, fmt)
+    return f"{text} ± {fmt.format(std)}" if np.isfinite(std) else text
+
+
+def prune_potential_block(context):
+    """The headline prune potential: one row per pruning method (not per sparsity)."""
+    relative = "robustness/prune_potential_summary.csv"
+    if not context.exists(relative):
+        return note(f"Prune potential not measured: run `{context.command(relative)}`.")
+    table = context.table(relative)
+    rows = [[row.method, mean_std(row.clean_mean, row.clean_std),
+             mean_std(row.shifted_mean, row.shifted_std) if row.n_shifted else NOT_APPLICABLE,
+             (f"{number(row.shifted_min)} ({row.shifted_min_distribution})"
+              if row.n_shifted else NOT_APPLICABLE),
+             f"{row.n_seeds:.0f}", f"{row.n_shifted:.0f}"]
+            for row in table.itertuples()]
+    delta = f"{table['delta'].iloc[0]:g}" if len(table) else "?"
+    return table_block(
+        ["pruning method", "prune potential clean (mean ± std over seeds)",
+         "shifted: mean over distributions (± std over seeds)",
+         "shifted: minimum (distribution)", "seeds", "shifted distributions"], rows,
+        caption=f"Prune potential: the largest sparsity whose error stays within delta = "
+                f"{delta} points of the dense error, per seed (seed-k members against "
+                "dense seed k), then mean ± std over seeds; one value per pruning method. "
+                "Shifted: each seed's mean over the corrupted and shifted sets, and the "
+                "worst set's seed mean (Liebenwein et al.)")
 
 
 def mean_over_corruptions(frame, keys, value):
@@ -394,9 +440,23 @@ def summary_table(context):
         footnotes.append((f"{DASH} in {', '.join(repr(h) for h in absent_rows)}: the file "
                           "exists but has no row for that variant (rerun the stage that "
                           "writes it after adding the variant).", None))
+    if context.exists("per_class/tstatistic_summary.csv"):
+        rules = context.table("per_class/tstatistic_summary.csv")["rule"].dropna().unique()
+        footnotes.append((
+            "Classes hurt / helped: significant classes whose recall changed by more (hurt) "
+            "or less (helped) than the variant's overall top-1, so a 'helped' class may "
+            "still have lost recall (counted in brackets); significance rule: "
+            + "; ".join(rules) + ". The smallest detectable class change is the "
+            "normalised delta the test finds with 80% probability given the members and "
+            "their spread: smaller effects mostly go unseen.", None))
+    if context.exists("pie/pie_summary.csv"):
+        footnotes.append((
+            "Top-1 on PIEs in-sample: the members that chose the PIEs are scored on them "
+            "(inflates the gap); held-out seed: PIEs chosen without one seed's members, "
+            "scored on that seed's members, averaged over seeds.", None))
     footnotes.append((f"{NOT_APPLICABLE}: does not apply (the dense population is the "
-                      "baseline; prune potential needs a pruning method), or is undefined "
-                      "(a std over one member, top-1 on PIEs without PIEs).", None))
+                      "baseline), or is undefined (a std over one member, top-1 on PIEs "
+                      "without PIEs, power without spread).", None))
     return {"columns": [c.header for c in SUMMARY_COLUMNS], "rows": rows,
             "footnotes": footnotes}
 
@@ -429,19 +489,51 @@ def _headline_cards(context):
         summary = context.table("per_class/tstatistic_summary.csv")
         row = summary[summary["key"] == target["key"]]
         if len(row):
-            cards.append({"value": f"{int(row['n_classes_hurt'].iloc[0])} / "
-                                   f"{int(row['n_classes_helped'].iloc[0])}",
-                          "label": "classes significantly hurt / helped"})
+            cards.append(classes_card(row.iloc[0]))
+            cards.append({
+                "value": f"{number(row['min_detectable_delta_points'].iloc[0], '{:.1f}')} "
+                         "points",
+                "label": f"smallest class change the test detects at 80% power with "
+                         f"{int(row['n_baseline'].iloc[0])} dense and "
+                         f"{int(row['n_variant'].iloc[0])} compressed members"})
     if context.exists("pie/pie_summary.csv"):
         pies = context.table("pie/pie_summary.csv")
         row = pies[pies["key"] == target["key"]]
         if len(row):
-            cards.append({"value": f"{percent(row['pie_fraction'].iloc[0])} %",
-                          "label": f"of eval images are PIEs ({int(row['n_pie'].iloc[0])})"})
-            cards.append({"value": f"{percent(row['variant_top1_pie'].iloc[0])} %",
-                          "label": "its top-1 on those PIEs"})
+            row = row.iloc[0]
+            cards.append({"value": f"{percent(row['pie_fraction'])} %",
+                          "label": f"of eval images are PIEs ({int(row['n_pie'])})"})
+            cards.append({"value": f"{percent(row['top1_on_pie_heldout_variant'])} %",
+                          "label": f"its top-1 on PIEs, held-out seed (dense: "
+                                   f"{percent(row['top1_on_pie_heldout_dense'])} %; "
+                                   f"in-sample {percent(row['baseline_top1_pie'])} → "
+                                   f"{percent(row['variant_top1_pie'])} %)"})
+    if context.exists("robustness/prune_potential_summary.csv"):
+        potential = context.table("robustness/prune_potential_summary.csv")
+        row = potential[potential["method"] == target["method"]]
+        if len(row):
+            row = row.iloc[0]
+            cards.append({"value": mean_std(row["clean_mean"], row["clean_std"]),
+                          "label": f"prune potential of {target['method']} (clean, mean ± "
+                                   f"std over {int(row['n_seeds'])} seeds; shifted mean "
+                                   f"{number(row['shifted_mean'], missing=NOT_APPLICABLE)}, "
+                                   f"min {number(row['shifted_min'], missing=NOT_APPLICABLE)})"})
     return [{"kind": "cards", "title": f"Most compressed variant: {target['label']}",
              "cards": cards}] if cards else []
+
+
+def classes_card(row):
+    """The hurt / helped card: what 'helped' means, and the raw recall change."""
+    def change(value):
+        return number(100 * value, "{:+.1f}", NOT_APPLICABLE) if np.isfinite(value) else \
+            NOT_APPLICABLE
+    helped = int(row["n_classes_helped"])
+    lost = int(row["n_helped_lost_recall"])
+    return {"value": f"{int(row['n_classes_hurt'])} / {helped}",
+            "label": f"classes significantly hurt / helped; helped = lost less than the "
+                     f"average ({lost} of {helped} still lost recall). Raw recall change, "
+                     f"mean points: hurt {change(row['recall_change_hurt'])}, helped "
+                     f"{change(row['recall_change_helped'])}"}
 
 
 @section("summary", "Summary: one row per variant", "summary",
@@ -450,10 +542,12 @@ def _headline_cards(context):
          "loses (accuracy, classes, PIEs, robustness), and compare rows with the dense "
          "one.",
          inputs=("population.csv",),
-         optional=tuple(dict.fromkeys(c.source for c in SUMMARY_COLUMNS[1:])))
+         optional=tuple(dict.fromkeys(c.source for c in SUMMARY_COLUMNS[1:]))
+         + ("robustness/prune_potential_summary.csv",))
 def summary_section(context):
     table = summary_table(context)
-    return _headline_cards(context) + [{"kind": "summary", **table}]
+    return (_headline_cards(context) + [{"kind": "summary", **table}]
+            + [prune_potential_block(context)])
 
 
 # ------------------------------------------------------------------------- accuracy
@@ -477,8 +571,27 @@ def top1_section(context):
          inputs=("per_class/tstatistic_summary.csv",))
 def significant_classes_section(context):
     summary = context.table("per_class/tstatistic_summary.csv")
+    labels = dict(zip(context.variants["key"], context.variants["label"]))
+    order = {key: i for i, key in enumerate(context.variants["key"])}
+    rows = sorted(summary.itertuples(), key=lambda r: order.get(r.key, len(order)))
     return [figure(plots.significant_classes(summary, context.colors),
-                   "significant classes against sparsity")]
+                   "significant classes against sparsity"),
+            table_block(
+                ["variant", "members dense / variant", "classes tested", "hurt",
+                 "helped (of which lost recall)",
+                 "smallest detectable class change (points, 80% power)", "rule"],
+                [[labels.get(r.key, r.key),
+                  f"{r.n_baseline:.0f} / {r.n_variant:.0f}"
+                  + (f" ({r.n_pairs:.0f} pairs by seed)" if r.n_pairs > 0 else ""),
+                  f"{r.n_classes_tested:.0f}", f"{r.n_classes_hurt:.0f}",
+                  f"{r.n_classes_helped:.0f} ({r.n_helped_lost_recall:.0f})",
+                  number(r.min_detectable_delta_points, "{:.1f}", NOT_APPLICABLE), r.rule]
+                 for r in rows],
+                caption="Power: a class whose normalised change is smaller than the "
+                        "detectable one is likely to be missed, so few significant "
+                        "classes with few members means little. Helped = lost less "
+                        "than the average; classes whose members never vary (e.g. always "
+                        "right) are not tested")]
 
 
 @section("class_delta", "Per-class change in the most compressed variant", "per class",
@@ -501,11 +614,17 @@ def class_delta_section(context):
     worst = worst[worst["normalized_delta"] < 0].head(10)
     if len(worst):
         blocks.append(table_block(
-            ["class", "normalised delta (points)", "significant"],
-            [[name, f"{100 * delta:+.2f}", "yes" if significant else "no"]
-             for name, delta, significant in zip(
-                worst["class_name"], worst["normalized_delta"], worst["significant"])],
-            caption=f"The classes {target['label']} hurts most"))
+            ["class", "normalised delta (points)", "95% interval", "raw recall change (points)",
+             "significant"],
+            [[row.class_name, f"{100 * row.normalized_delta:+.2f}",
+              f"{number(row.effect_ci_low_points, '{:+.2f}')} to "
+              f"{number(row.effect_ci_high_points, '{:+.2f}')}",
+              number(100 * row.recall_change, "{:+.2f}"),
+              "yes" if row.significant else "no"]
+             for row in worst.itertuples()],
+            caption=f"The classes {target['label']} hurts most: normalised delta = recall "
+                    "change minus the overall top-1 change; interval: bootstrap over "
+                    "members"))
     return blocks
 
 
@@ -603,7 +722,8 @@ def subgroups_section(context):
     rows = table[table["key"] == target["key"]].copy()
     rows["label"] = rows["attribute"].astype(str) + " = " + rows["group"].astype(str)
     rows["significant"] = rows["p_value"] <= 0.05
-    rows["delta"] = -rows["error_change_vs_overall"]  # hurt (more error) is negative
+    # The table's sign: positive = more error than the overall change (the group pays).
+    rows["change"] = rows["error_change_vs_overall"]
     blocks = [figure(plots.group_changes(rows, f"{target['label']} vs dense"),
                      f"error change per group for {target['label']}")]
     blocks.append(table_block(
@@ -697,7 +817,7 @@ def corruptions_section(context):
     if context.exists("robustness/prune_potential.csv"):
         potential = context.table("robustness/prune_potential.csv")
         potential = potential.assign(cell=[
-            f"{number(p)} ({number(m)} ± {number(s)})" if np.isfinite(s) else number(p)
+            f"{mean_std(m, s)} (population means: {number(p)})"
             for p, m, s in zip(potential["prune_potential"],
                                potential["prune_potential_seed_mean"],
                                potential["prune_potential_seed_std"])])
@@ -710,9 +830,9 @@ def corruptions_section(context):
                        for m in pivot.columns]
              for name in _distribution_order(pivot.index)],
             caption="Prune potential per pruning method: the largest sparsity whose error "
-                    "stays within delta of the dense error (population means; in brackets "
-                    f"the mean ± std of the per-seed values);{delta} higher = more can be "
-                    "pruned for free"))
+                    "stays within delta of the dense error, per seed, mean ± std over seeds "
+                    f"(in brackets: from the population means);{delta} higher = more can "
+                    "be pruned for free"))
     return blocks
 
 
