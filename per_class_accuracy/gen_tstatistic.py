@@ -31,6 +31,7 @@ from pie.io import records
 from pie.io.workdir import Workdir
 
 stage_io.define_stage_flags()
+stage_io.define_test_flags()  # --test, --resamples, --resample_seed
 flags.adopt_module_key_flags(stage_io)  # the shared flags show in --help
 flags.DEFINE_float(
     "alpha", 0.05, "Significance level, in (0, 1): a class is significantly "
@@ -40,15 +41,6 @@ flags.DEFINE_string(
     "(p_value <= alpha, the paper's rule), 'bh' (Benjamini-Hochberg adjusted "
     "p_value_bh <= alpha, over the classes of one variant) or 'bh_all' (over every "
     "variant x class of every distribution analysed in this run).")
-flags.DEFINE_string(
-    "test", "welch", "'welch' (Welch's t-test, the paper's rule), 'paired' (paired "
-    "t-test, each variant member with the dense member of its seed; fails unless every "
-    "variant member has one) or 'permutation' (exact when the splits are at most "
-    "--resamples, else Monte-Carlo).")
-flags.DEFINE_integer(
-    "resamples", stats.DEFAULT_RESAMPLES, "Monte-Carlo permutation splits and "
-    "bootstrap resamples (the effect's 95% interval).")
-flags.DEFINE_integer("resample_seed", 0, "Seed of the permutation and bootstrap draws.")
 flags.DEFINE_list(
     "also_distributions", [], "More distributions analysed in the same run (each "
     "written to its own folder), so that --correction=bh_all spans all of them.")

@@ -2,6 +2,7 @@ r"""Subgroup analysis: which groups of images a compressed variant hurts most.
 
     python -m per_class_accuracy.subgroups --workdir=W --groups_csv=F [--group_attributes=a,b]
     python -m per_class_accuracy.subgroups --workdir=W --group_attributes=Male,Young  # celeb_a
+        [--test=welch|paired|permutation] [--resamples=9999] [--resample_seed=0]
         [--distribution=clean|<corruption>/<severity>] [--split=test] [--force]
 
 Groups come from a CSV (`image_id` plus one column per attribute; all columns
@@ -9,8 +10,9 @@ unless --group_attributes picks some) or from the dataset's own per-image
 attributes (tfds celeb_a). Writes `W/per_class/subgroups.csv`: one row per variant
 x attribute x group with the dense and variant error, false positive and false
 negative rates (binary tasks), their change relative to the overall change, the
-PIE rate (from `W/pie/pie.csv`; NaN with a warning when it is absent) and Welch's
-t-test across members. Definitions in docs/subgroups.md.
+PIE rate (from `W/pie/pie.csv`; NaN with a warning when it is absent), the test
+across members (--test, Welch's by default) and the effect with a bootstrap
+interval. Definitions in docs/subgroups.md.
 """
 import os
 import time
@@ -21,11 +23,12 @@ import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.analysis import stage_io
 from pie.io import cli, records
 from pie.io.workdir import Workdir
-from pie.analysis import subgroups
+from pie.analysis import per_class, stats, subgroups
 
 STAGE = "subgroups"
 
 stage_io.define_stage_flags()
+stage_io.define_test_flags()  # --test, --resamples, --resample_seed
 flags.adopt_module_key_flags(stage_io)  # the shared flags show in --help
 flags.DEFINE_string("groups_csv", None,
                     "CSV with 'image_id' and one column per attribute (one row per eval "
@@ -51,9 +54,11 @@ def attribute_names(text):
 
 
 def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, split="test",
-        force=False, data_dir=None):
+        force=False, data_dir=None, test="welch", resamples=stats.DEFAULT_RESAMPLES,
+        resample_seed=0):
     """Writes the subgroups table; returns False when it was up to date."""
     stage_io.validate_stage_args(workdir, distribution, split)
+    per_class.validate_test_options(0.05, "none", test, resamples)
     manifest = stage_io.population_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
     wd = Workdir(workdir)
@@ -63,7 +68,8 @@ def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, spl
         subgroups.pie_path(workdir, distribution),
         os.path.abspath(groups_csv) if groups_csv else wd.dataset_config]
     options = {"distribution": distribution, "split": split, "attributes": list(attributes),
-               "groups_csv": os.path.abspath(groups_csv) if groups_csv else None}
+               "groups_csv": os.path.abspath(groups_csv) if groups_csv else None,
+               "test": test, "resamples": resamples, "resample_seed": resample_seed}
     if not force and stage_io.is_up_to_date(workdir, stamp, inputs, [output],
                                                options):
         print(f"{output} up to date, skipping (--force to redo)", flush=True)
@@ -76,7 +82,8 @@ def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, spl
                              f"groups file {groups_csv}" if groups_csv else "the attributes")
     pie_frame = subgroups.read_pie(workdir, distribution)
     table = subgroups.subgroup_table(predictions, manifest, groups,
-                                     binary=len(class_names) == 2, pie=pie_frame)
+                                     binary=len(class_names) == 2, pie=pie_frame,
+                                     test=test, resamples=resamples, seed=resample_seed)
     if pie_frame is not None:
         missing = subgroups.missing_pie_variants(table)
         if missing:
@@ -96,7 +103,7 @@ def main(argv):
     del argv
     attributes = attribute_names(FLAGS.group_attributes)
     run(FLAGS.workdir, FLAGS.groups_csv, attributes, FLAGS.distribution, FLAGS.split,
-        FLAGS.force, FLAGS.data_dir)
+        FLAGS.force, FLAGS.data_dir, FLAGS.test, FLAGS.resamples, FLAGS.resample_seed)
     return 0
 
 

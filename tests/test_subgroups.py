@@ -106,6 +106,80 @@ def test_hand_computed_table(handmade, capsys):
     assert _stage().run(workdir, groups_csv=groups_csv, force=True)
 
 
+# Member values err_group - err_all of the hand example (seeds 0, 1), group a and b.
+VARIANT_A, DENSE_A = [2 / 3 - 1 / 3, 0 - 1 / 3], [0 - 0, 1 / 3 - 1 / 6]
+VARIANT_B, DENSE_B = [0 - 1 / 3, 2 / 3 - 1 / 3], [0 - 0, 0 - 1 / 6]
+
+
+def test_paired_test_pairs_by_seed_and_matches_scipy(handmade):
+    workdir, groups_csv = handmade
+    assert _stage().run(workdir, groups_csv=groups_csv, test="paired")
+    table = pd.read_csv(subgroups.subgroups_path(workdir))
+    assert set(table["test"]) == {"paired"}
+    for row, variant, dense in ((table.iloc[0], VARIANT_A, DENSE_A),
+                                (table.iloc[1], VARIANT_B, DENSE_B)):
+        expected = scipy_stats.ttest_rel(variant, dense)
+        assert row["t_statistic"] == pytest.approx(expected.statistic)
+        assert row["p_value"] == pytest.approx(expected.pvalue)
+        # The effect is the change beyond the overall change, in points.
+        assert row["effect_points"] == pytest.approx(100 * row["error_change_vs_overall"])
+        assert row["effect_ci_low_points"] <= row["effect_points"] <= row[
+            "effect_ci_high_points"]
+
+
+def test_permutation_test_matches_scipy(handmade):
+    workdir, groups_csv = handmade
+    assert _stage().run(workdir, groups_csv=groups_csv, test="permutation")
+    table = pd.read_csv(subgroups.subgroups_path(workdir))
+    for row, variant, dense in ((table.iloc[0], VARIANT_A, DENSE_A),
+                                (table.iloc[1], VARIANT_B, DENSE_B)):
+        expected = scipy_stats.permutation_test(
+            (variant, dense), lambda x, y: np.mean(x) - np.mean(y))  # 6 splits: exact
+        assert row["p_value"] == pytest.approx(expected.pvalue)
+
+
+def test_paired_without_a_dense_member_of_the_seed_is_one_line(handmade, capsys):
+    workdir, groups_csv = handmade
+    records.add_manifest_rows(workdir, [_manifest_row("magnitude_0.5_seed7")])
+    frame = pd.DataFrame({"member_id": "magnitude_0.5_seed7", "image_id": np.arange(6),
+                          "label": LABELS, "predicted": LABELS, "prob_predicted": 0.9,
+                          "prob_label": 0.5})
+    records.write_csv(Workdir(workdir).predictions_path("magnitude_0.5_seed7"), frame,
+                      records.PREDICTION_COLUMNS)
+    result = run_stage("per_class_accuracy.subgroups", f"--workdir={workdir}",
+                       f"--groups_csv={groups_csv}", "--test=paired", check=False)
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        "error: --test=paired needs a dense member of the same seed for every member of "
+        "magnitude_0.5, but seeds [7] have none (dense seeds [0, 1]); use --test=welch"]
+    assert not os.path.exists(subgroups.subgroups_path(workdir))
+
+
+def test_zero_variance_group_has_no_p_value(tmp_path):
+    # Every member gets group a right and errs on the same share of group b.
+    workdir = str(tmp_path / "w")
+    same = {"dense_0_seed0": [1, 1, 0, 1, 1, 0], "dense_0_seed1": [1, 1, 0, 1, 1, 0],
+            "magnitude_0.5_seed0": [1, 1, 0, 1, 0, 1], "magnitude_0.5_seed1": [1, 1, 0, 1, 0, 1]}
+    _write_population(workdir, same, LABELS, ["negative", "positive"])
+    groups = pd.DataFrame({"image_id": np.arange(6), "g": GROUP_G})
+    for test in ("welch", "paired", "permutation"):
+        table = subgroups.subgroup_table(
+            pd.concat([pd.DataFrame({"member": m, "image_id": np.arange(6), "label": LABELS,
+                                     "predicted": p}) for m, p in enumerate(same.values())]),
+            records.read_manifest(workdir), groups, binary=True, test=test, resamples=99)
+        assert table["p_value"].isna().all(), test
+        assert (table["error_change_vs_overall"].abs() > 0).all()
+
+
+def test_unknown_test_is_one_line(handmade):
+    workdir, groups_csv = handmade
+    result = run_stage("per_class_accuracy.subgroups", f"--workdir={workdir}",
+                       f"--groups_csv={groups_csv}", "--test=ttest", check=False)
+    assert result.returncode == 2
+    assert error_lines(result) == [
+        "error: test 'ttest' is not allowed: use one of ['welch', 'paired', 'permutation']"]
+
+
 def test_without_pie_file_pie_columns_are_nan_with_a_warning(handmade, capsys):
     workdir, groups_csv = handmade
     _stage().run(workdir, groups_csv=groups_csv)

@@ -11,7 +11,7 @@ import re
 import numpy as np
 from absl import flags
 
-from pie.analysis import pie_labels
+from pie.analysis import pie_labels, stats
 from pie.io import cli, records
 from pie.io.workdir import Workdir
 
@@ -42,6 +42,22 @@ def define_stage_flags():
         "split", "test", "Evaluation split whose predictions are read.")
     flags.DEFINE_bool(
         "force", False, "Recompute even when the outputs are up to date.")
+
+
+def define_test_flags():
+    """Defines the flags of the member-level tests (gen_tstatistic, subgroups): --test,
+    --resamples, --resample_seed; safe to call more than once."""
+    if "test" in flags.FLAGS:
+        return
+    flags.DEFINE_string(
+        "test", "welch", "'welch' (Welch's t-test, the paper's rule), 'paired' (paired "
+        "t-test, each variant member with the dense member of its seed; fails unless every "
+        "variant member has one) or 'permutation' (exact when the splits are at most "
+        "--resamples, else Monte-Carlo).")
+    flags.DEFINE_integer(
+        "resamples", stats.DEFAULT_RESAMPLES, "Monte-Carlo permutation splits and bootstrap resamples (the "
+        "effect's 95% interval).")
+    flags.DEFINE_integer("resample_seed", 0, "Seed of the permutation and bootstrap draws.")
 
 
 def validate_stage_args(workdir, distribution, split):

@@ -13,8 +13,11 @@ variant (Hooker et al.'s CelebA study):
   *_change_vs_overall (variant_g - dense_g) - (variant_all - dense_all): how much more
                       the group's rate moved than the rate over all images
   pie_rate            share of the group's images that are PIEs of the variant
-  t_statistic, p_value  Welch's two-sided t-test between the variant's and the dense
-                      members of (member's group error - member's overall error)
+  t_statistic, p_value  the test (`--test`: Welch's two-sided t-test by default, a
+                      paired t-test by seed, or a permutation test) between the variant's
+                      and the dense members of (member's group error - member's overall
+                      error); NaN when those values do not vary
+  effect_*            the same difference in points, with a 95% bootstrap interval
 
 Attributes are joined to predictions by `image_id` with one vectorised merge.
 """
@@ -24,7 +27,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from pie.analysis import stats
+from pie.analysis import per_class, stats
 from pie.io import cli, records
 from pie.io.workdir import PER_CLASS_DIR, Workdir
 
@@ -37,7 +40,8 @@ SUBGROUP_COLUMNS = [
     "error_change_vs_overall",
     "dense_fpr", "variant_fpr", "dense_fpr_all", "variant_fpr_all", "fpr_change_vs_overall",
     "dense_fnr", "variant_fnr", "dense_fnr_all", "variant_fnr_all", "fnr_change_vs_overall",
-    "pie_rate", "pie_rate_all", "pie_share", "t_statistic", "p_value",
+    "pie_rate", "pie_rate_all", "pie_share", "test", "effect_points", "effect_ci_low_points",
+    "effect_ci_high_points", "t_statistic", "p_value",
 ]
 
 
@@ -182,16 +186,22 @@ def pie_rates(pie, groups_long):
     return per_group[keys + ["attribute", "group", "pie_rate", "pie_rate_all", "pie_share"]]
 
 
-def subgroup_table(predictions, manifest, groups, binary, pie=None):
+def subgroup_table(predictions, manifest, groups, binary, pie=None, test="welch",
+                   resamples=stats.DEFAULT_RESAMPLES, seed=0):
     """The subgroups table: one row per variant x attribute x group.
 
     Args:
       predictions: `member` (row index in `manifest`), `image_id`, `label`, `predicted`.
-      manifest: the population manifest (method, sparsity per member row).
+      manifest: the population manifest (method, sparsity, seed per member row).
       groups: `image_id` plus one column per attribute.
       binary: two-class task; false positive/negative rates are computed.
       pie: `W/pie/pie.csv` as a frame, or None (PIE columns NaN).
+      test: 'welch', 'paired' (each variant member with the dense member of its seed;
+        UsageError when one has none) or 'permutation'.
+      resamples, seed: permutation (Monte-Carlo) and bootstrap draws.
     """
+    if test not in stats.TESTS:
+        raise SubgroupError(f"test {test!r} is not allowed: use one of {list(stats.TESTS)}")
     groups_long = long_groups(groups)
     group_rates, overall = member_rates(predictions, groups_long, binary)
     sizes = group_sizes(groups_long, predictions[IMAGE_ID].to_numpy())
@@ -228,8 +238,22 @@ def subgroup_table(predictions, manifest, groups, binary, pie=None):
             frame[f"{rate}_change_vs_overall"] = (
                 (variant_group - dense_group) - (variant_all - dense_all))
         normalized = matrices["error"] - overall["error"].to_numpy()[:, None]
-        frame["t_statistic"], frame["p_value"] = stats.welch_t_test(
-            normalized[members], normalized[dense])
+        variant_rows, dense_rows = members, dense
+        if test == "paired":
+            variant_rows, dense_rows = per_class.pair_by_seed(
+                manifest, (methods == method) & (sparsities == float(sparsity)),
+                methods == records.DENSE_METHOD, records.variant_key(method, sparsity))
+        variant, baseline = normalized[variant_rows], normalized[dense_rows]
+        frame["test"] = test
+        frame["t_statistic"], frame["p_value"], _ = stats.compare(
+            variant, baseline, test, resamples, seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a group without images
+            frame["effect_points"] = 100 * (np.nanmean(variant, axis=0)
+                                            - np.nanmean(baseline, axis=0))
+        low, high = stats.bootstrap_interval(variant, baseline, test == "paired", resamples,
+                                             seed)
+        frame["effect_ci_low_points"], frame["effect_ci_high_points"] = 100 * low, 100 * high
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=SUBGROUP_COLUMNS)
