@@ -1,19 +1,28 @@
 r"""Do compressed and dense members rely on the same input features?
 
-  python -m robustness_tests.informative_features --workdir=W [--images=200] \
-      [--fraction=0.1] [--seed=0] [--batch_size=256]
+  python -m robustness_tests.informative_features --workdir=W [--method=gradient|sis] \
+      [--patch=1] [--images=200] [--fraction=0.1] [--seed=0] [--batch_size=256]
 
-Per image and member, the informative features are the `fraction` of input
-features (every element of the normalised input) with the largest
-|input x gradient of the member's predicted logit| (computed with
-tf.GradientTape, batched). For each compressed member and the dense member of the
+Per image and member, the informative features are chosen by `--method`:
+
+  sis       SIS backward selection (Carter et al.; pie.analysis.sis): remove one
+            feature (a pixel across channels, or a --patch x --patch square) at a
+            time, always the one whose removal keeps the member's confidence in its
+            own prediction highest; the last-removed `fraction` of the features.
+            F (F + 1) / 2 batched forward passes per image of F features.
+  gradient  the proxy: the `fraction` of input elements (pixel x channel) with the
+            largest |input x gradient of the member's predicted logit|
+            (tf.GradientTape, batched), one backward pass per image.
+
+For each compressed member and the dense member of the
 same seed, and for two independently trained dense members (`dense_reference`):
 the IoU of their feature masks, and each model's confidence, the softmax
 probability of the true label, when its input keeps only its own or only the
 other model's features (every other feature set to 0 in normalised input units).
 Writes `W/robustness/informative_features.csv` and
-`informative_features_per_image.csv`; columns in docs/robustness.md. Members
-without a Keras model (TFLite) are skipped: they have no gradients here.
+`informative_features_per_image.csv`; columns in docs/robustness.md (the summary
+names the selection method and patch). Members without a Keras model (TFLite) are
+skipped.
 """
 import time
 
@@ -22,7 +31,7 @@ import pandas as pd
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.analysis import robustness, stage_io
+from pie.analysis import robustness, sis, stage_io
 from pie.io import cli, records
 from pie.io.workdir import ROBUSTNESS_DIR, Workdir
 from pie.io.progress import Progress
@@ -34,9 +43,11 @@ STAGE = "informative_features"
 OUT_DIR = ROBUSTNESS_DIR
 # The value a removed feature takes, in normalised input units.
 BASELINE = 0.0
+# How the informative features are chosen (--method).
+SELECTIONS = ("gradient", "sis")
 SUMMARY_COLUMNS = ["method", "sparsity", "iou_mean", "iou_std", "conf_own_mask",
                    "conf_other_mask", "reference_conf_own_mask", "reference_conf_other_mask",
-                   "n_pairs", "images", "fraction"]
+                   "n_pairs", "images", "fraction", "selection", "patch", "features"]
 PER_IMAGE_COLUMNS = ["method", "sparsity", "seed", "member_id", "reference_id", "image_id",
                      "label", "iou", "conf_own_mask", "conf_other_mask",
                      "reference_conf_own_mask", "reference_conf_other_mask"]
@@ -45,6 +56,11 @@ PER_IMAGE_COLUMNS = ["method", "sparsity", "seed", "member_id", "reference_id", 
 def define_flags():
     """Flags of the stage script (not defined on import: tests import several stages)."""
     flags.DEFINE_string("workdir", None, "Workdir holding population.csv and dataset.json.")
+    flags.DEFINE_string("method", "gradient", "How informative features are chosen: sis "
+                        "(backward selection, Carter et al.) or gradient (|input x gradient| "
+                        "proxy, fast).")
+    flags.DEFINE_integer("patch", 1, "sis: features are patch x patch squares of pixels "
+                         "(all channels); must divide the image's height and width.")
     flags.DEFINE_integer("images", 200, "Eval images used (>= 1; all when larger than the "
                          "split), a seeded random subset.")
     flags.DEFINE_float("fraction", 0.1, "Share of input features kept as informative, in "
@@ -54,8 +70,15 @@ def define_flags():
     flags.DEFINE_bool("force", False, "Recompute even when the outputs are up to date.")
 
 
-def check_arguments(workdir, images, fraction, seed, batch_size):
+def check_arguments(workdir, images, fraction, seed, batch_size, method="gradient", patch=1):
     cli.require_workdir(workdir)
+    if method not in SELECTIONS:
+        raise cli.UsageError(f"unknown --method '{method}'; allowed: {', '.join(SELECTIONS)}")
+    if patch < 1:
+        raise cli.UsageError(f"--patch must be >= 1, got {patch}")
+    if method == "gradient" and patch != 1:
+        raise cli.UsageError("--patch applies to --method=sis only: the gradient proxy ranks "
+                             "single input elements")
     if not 0 < fraction <= 1:
         raise cli.UsageError(f"--fraction must be in (0, 1], got {fraction}")
     for name, value, least in (("images", images, 1), ("seed", seed, 0),
@@ -90,9 +113,28 @@ def true_label_confidence(member, inputs, masks, labels, batch_size):
     return probs[np.arange(len(labels)), labels]
 
 
-def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False):
+def check_patch(sample_shape, patch):
+    """The feature groups of --patch on these inputs; a usage error when it does not fit."""
+    try:
+        return sis.feature_groups(sample_shape, patch)
+    except ValueError as error:
+        raise cli.UsageError(f"--{error}") from None
+
+
+def select_features(model, x, method, fraction, batch_size, groups, n_features):
+    """(N, d) element masks of each image's informative features for one model."""
+    if method == "sis":
+        order = sis.removal_order(sis.keras_predict_proba(model, batch_size), x, groups,
+                                  n_features, BASELINE)
+        return sis.selected_masks(order, groups, fraction)
+    _, scores = saliency(model, x, batch_size)
+    return robustness.top_feature_masks(scores, fraction)
+
+
+def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False,
+        method="gradient", patch=1):
     """Writes the informative-feature tables; returns False when they were up to date."""
-    check_arguments(workdir, images, fraction, seed, batch_size)
+    check_arguments(workdir, images, fraction, seed, batch_size, method, patch)
     manifest = records.read_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
     keras_rows = manifest[manifest["model_file"].astype(str).str.endswith(".keras")]
@@ -106,22 +148,26 @@ def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False):
     stamp = wd.stamp(OUT_DIR, STAGE)
     outputs = [wd.file("informative_features"), wd.file("informative_features_per_image")]
     options = {"images": images, "fraction": float(fraction), "seed": seed,
-               "baseline": BASELINE}
+               "baseline": BASELINE, "method": method, "patch": patch}
+    from pie.data import sources
+    groups, n_features = check_patch(sources.load_for_workdir(workdir).input_shape, patch)
+    if method == "gradient":  # every input element is a feature of its own
+        n_features = len(groups)
     if not force and stage_io.is_up_to_date(workdir, stamp, inputs, outputs, options):
         print(f"informative_features: {outputs[0]} up to date, skipping (--force to redo)",
               flush=True)
         return False
     x, labels, ids = noise_similarity.eval_subset(workdir, images, seed)
-    print(f"informative_features: {len(pairs)} pairs of {len(rows)} members, {len(x)} "
-          f"images, top {fraction:g} of {int(np.prod(x.shape[1:]))} features", flush=True)
+    print(f"informative_features: {method}, {len(pairs)} pairs of {len(rows)} members, "
+          f"{len(x)} images, top {fraction:g} of {n_features} features", flush=True)
     members, masks, own = {}, {}, {}
     progress = Progress(len(rows) + len(pairs), "members and pairs")
     for row in rows.to_dict("records"):
         started = time.time()
         member = predict.load_member(workdir, row)
         members[row["member_id"]] = member
-        _, scores = saliency(member.model, x, batch_size)
-        masks[row["member_id"]] = robustness.top_feature_masks(scores, fraction)
+        masks[row["member_id"]] = select_features(member.model, x, method, fraction,
+                                                  batch_size, groups, n_features)
         own[row["member_id"]] = true_label_confidence(member, x, masks[row["member_id"]],
                                                       labels, batch_size)
         progress.advance(1, f"{row['member_id']}: features and own-mask confidence "
@@ -143,7 +189,9 @@ def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False):
                                                                batch_size)}))
         progress.advance(1, f"{first} vs {second}: mean IoU {per_image[-1]['iou'].mean():.3f}")
     per_image = pd.concat(per_image, ignore_index=True)
-    records.write_csv(outputs[0], summarise(per_image, fraction), SUMMARY_COLUMNS)
+    summary = summarise(per_image, fraction).assign(selection=method, patch=patch,
+                                                    features=n_features)
+    records.write_csv(outputs[0], summary[SUMMARY_COLUMNS], SUMMARY_COLUMNS)
     records.write_csv(outputs[1], per_image, PER_IMAGE_COLUMNS)
     stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
     print(f"informative_features: wrote {outputs[0]}", flush=True)
@@ -161,13 +209,13 @@ def summarise(per_image, fraction):
     summary = summary.rename(columns={f"{value}_mean": value for value in values[1:]})
     summary["fraction"] = float(fraction)
     summary = summary.sort_values(["method", "sparsity"], kind="stable")
-    return summary.reset_index(drop=True)[SUMMARY_COLUMNS]
+    return summary.reset_index(drop=True)[SUMMARY_COLUMNS[:-3]]
 
 
 def main(argv):
     del argv
     if run(FLAGS.workdir, FLAGS.images, FLAGS.fraction, FLAGS.seed, FLAGS.batch_size,
-           FLAGS.force):
+           FLAGS.force, FLAGS.method, FLAGS.patch):
         stage_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
     return 0
 

@@ -13,6 +13,7 @@ import pytest
 from conftest import error_lines, run_stage
 from pie.analysis import robustness
 from pie.io import records
+from pie.io.workdir import Workdir
 from robustness_tests import analyze, noise_similarity
 
 
@@ -113,20 +114,19 @@ def shifted(tiny_predictions, tmp_path_factory):
     shutil.copytree(tiny_predictions, workdir)
     manifest = records.read_manifest(workdir)
     for member_id in manifest["member_id"]:
-        frame = pd.read_csv(records.predictions_path(workdir, member_id))
+        frame = pd.read_csv(Workdir(workdir).predictions_path(member_id))
         # pruned members lose 2x as many images as dense ones (every 10th / 20th)
         step = 10 if member_id.startswith("magnitude") else 20
         frame.loc[::step, "predicted"] = (frame.loc[::step, "label"] + 1) % 10
         frame["distribution"] = "contrast/3"
-        records.write_csv(records.predictions_path(workdir, member_id, "contrast/3"), frame)
+        records.write_csv(Workdir(workdir).predictions_path(member_id, "contrast/3"), frame)
     return workdir
 
 
 def test_analyze_writes_the_excess_error_fit(shifted):
     assert analyze.run(shifted, force=True)
-    out = os.path.join(shifted, "robustness")
-    fit = pd.read_csv(os.path.join(out, analyze.EXCESS_ERROR_FIT_NAME))
-    per_seed = pd.read_csv(os.path.join(out, analyze.EXCESS_ERROR_SEED_NAME))
+    fit = pd.read_csv(Workdir(shifted).file("excess_error_fit"))
+    per_seed = pd.read_csv(Workdir(shifted).file("excess_error_per_seed"))
     assert list(fit.columns) == robustness.EXCESS_ERROR_FIT_COLUMNS
     row = fit[fit["distribution"] == "contrast/3"].iloc[0]
     points = per_seed[per_seed["distribution"] == "contrast/3"]
@@ -143,8 +143,7 @@ def test_noise_stage_writes_the_noise_prune_potential(shifted):
     from pie.models import predict
     assert noise_similarity.run(shifted, [0.0, 0.3], draws=3, images=10000, seed=0,
                                 batch_size=128, force=True, delta=0.5)
-    out = os.path.join(shifted, "robustness")
-    table = pd.read_csv(os.path.join(out, noise_similarity.POTENTIAL_NAME))
+    table = pd.read_csv(Workdir(shifted).file("noise_prune_potential"))
     assert list(table.columns) == robustness.NOISE_PRUNE_POTENTIAL_COLUMNS
     assert table["eps"].tolist() == [0.0, 0.3] and table["draws"].tolist() == [1, 3]
     # eps 0 is the clean prune potential of the same images, computed directly.
@@ -186,3 +185,125 @@ def test_new_columns_are_documented():
     for column in (robustness.NOISE_PRUNE_POTENTIAL_COLUMNS
                    + robustness.EXCESS_ERROR_FIT_COLUMNS):
         assert f"`{column}`" in text, column
+
+
+# ---------------------------------------------------------------------------- SIS
+
+
+def test_feature_groups_pixels_patches_and_vectors():
+    from pie.analysis import sis
+    groups, count = sis.feature_groups((4, 6, 2), patch=2)
+    assert count == 6
+    image = groups.reshape(4, 6, 2)
+    assert (image[..., 0] == image[..., 1]).all()  # channels of a pixel together
+    assert image[:, :, 0].tolist() == [[0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 2, 2],
+                                       [3, 3, 4, 4, 5, 5], [3, 3, 4, 4, 5, 5]]
+    assert sis.feature_groups((5,))[1] == 5
+    with pytest.raises(ValueError, match=r"^patch=4 does not divide the 4x6 image; allowed: "
+                                         r"1, 2$"):
+        sis.feature_groups((4, 6, 2), patch=4)
+
+
+def _toy_model(weights):
+    """Softmax of a fixed linear map: a model whose every output we can recompute."""
+    def predict_proba(batch):
+        logits = batch.reshape(len(batch), -1).astype(np.float64) @ weights
+        logits -= logits.max(axis=1, keepdims=True)
+        return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return predict_proba
+
+
+def _naive_removal_order(predict_proba, image, groups, n_features, baseline):
+    """Backward selection one candidate at a time, straight from the definition."""
+    flat = image.reshape(-1).copy()
+    target = np.argmax(predict_proba(image[None])[0])
+    present, order = list(range(n_features)), []
+    while present:
+        best, best_conf = None, -np.inf
+        for feature in present:  # ascending: the first best wins ties
+            trial = flat.copy()
+            for other in order + [feature]:
+                trial[groups == other] = baseline
+            conf = predict_proba(trial.reshape((1,) + image.shape))[0, target]
+            if conf > best_conf:
+                best, best_conf = feature, conf
+        order.append(best)
+        present.remove(best)
+    return order
+
+
+@pytest.mark.parametrize("patch, chunk", [(1, 1 << 24), (2, 50)])
+def test_sis_removal_order_matches_the_definition(patch, chunk):
+    from pie.analysis import sis
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3, 4, 4, 2)).astype(np.float32)
+    model = _toy_model(rng.normal(size=(32, 3)))
+    groups, count = sis.feature_groups(x.shape[1:], patch)
+    order = sis.removal_order(model, x, groups, count, baseline=0.0, chunk_elements=chunk)
+    for i in range(len(x)):
+        assert order[i].tolist() == _naive_removal_order(model, x[i], groups, count, 0.0)
+    assert (np.sort(order, axis=1) == np.arange(count)).all()
+    masks = sis.selected_masks(order, groups, 0.25)  # ceil(0.25 F) last removed
+    kept = int(np.ceil(0.25 * count))
+    for i in range(len(x)):
+        expected = np.isin(groups, order[i, -kept:])
+        assert (masks[i] == expected).all()
+
+
+def test_sis_stage_on_digits_and_its_bad_input(shifted, tiny_population):
+    from robustness_tests import informative_features
+    assert informative_features.run(shifted, images=6, fraction=0.25, seed=0,
+                                    batch_size=512, force=True, method="sis", patch=2)
+    summary = pd.read_csv(Workdir(shifted).file("informative_features"))
+    assert list(summary.columns) == informative_features.SUMMARY_COLUMNS
+    assert (summary["selection"] == "sis").all() and (summary["patch"] == 2).all()
+    assert (summary["features"] == 16).all() and summary["iou_mean"].between(0, 1).all()
+    per_image = pd.read_csv(Workdir(shifted).file("informative_features_per_image"))
+    # 4 of 16 patches each: IoU of two 4-patch sets is k / (8 - k)
+    assert set(np.round(per_image["iou"], 6)) <= {round(k / (8 - k), 6) for k in range(5)}
+    for flags, message in (
+            (["--method=lime"], "error: unknown --method 'lime'; allowed: gradient, sis"),
+            (["--method=sis", "--patch=3"],
+             "error: --patch=3 does not divide the 8x8 image; allowed: 1, 2, 4, 8"),
+            (["--patch=2"], "error: --patch applies to --method=sis only: the gradient proxy "
+                            "ranks single input elements")):
+        result = run_stage("robustness_tests.informative_features",
+                           f"--workdir={tiny_population}", *flags, check=False)
+        assert result.returncode == 2
+        assert error_lines(result) == [message]
+    assert not os.path.exists(os.path.join(tiny_population, "robustness"))
+
+
+# -------------------------------------------------------------------------- report
+
+
+def test_report_shows_the_fit_the_noise_potential_and_which_selection(tmp_path):
+    import html
+    from pie.report import build
+    from test_report import make_workdir, page_sections
+    workdir = make_workdir(str(tmp_path / "w"))
+
+    def page():
+        build.build_report(workdir, force=True, log=lambda message: None)
+        with open(os.path.join(workdir, "report", "index.html")) as handle:
+            return page_sections(handle.read())
+
+    found = page()
+    classes, body = found["excess_error_fit"]
+    assert "not-measured" not in classes and "<img" in body
+    fit = pd.read_csv(os.path.join(workdir, "robustness", "excess_error_fit.csv"))
+    row = fit[(fit["distribution"] == robustness.MEAN_CORRUPTION)].iloc[0]
+    text = html.unescape(body)
+    assert f"{row['slope']:+.2f}" in text and f"{row['slope_ci_low']:+.2f}" in text
+    assert "Fit on mean_corruption" in text
+    noise = html.unescape(found["noise_similarity"][1])
+    assert noise.count("<img") == 2 and "Noise prune potential: for each noise draw" in noise
+    assert "not SIS backward selection" in html.unescape(found["informative_features"][1])
+    path = os.path.join(workdir, "robustness", "informative_features.csv")
+    features = pd.read_csv(path).assign(selection="sis", patch=2, features=196)
+    records.write_csv(path, features)
+    found = page()
+    assert ("Features chosen by SIS backward selection (Carter et al.) over 2x2 patches: the "
+            "last-removed 10% of 196 features") in html.unescape(found["informative_features"][1])
+    os.remove(os.path.join(workdir, "robustness", "noise_prune_potential.csv"))
+    assert "Noise prune potential not measured" in html.unescape(page()["noise_similarity"][1])

@@ -126,6 +126,19 @@ def _noise_similarity(rng):
     return pd.DataFrame(rows)
 
 
+def _noisy_accuracy(manifest, rng):
+    """Top-1 of every member on 3 noise draws at each eps (for the noise prune potential)."""
+    rows = []
+    for member in manifest.itertuples():
+        for eps in (0.0, 0.1, 0.3, 0.7):
+            for draw in range(1 if eps == 0 else 3):
+                rows.append(dict(method=member.method, sparsity=member.sparsity,
+                                 seed=member.seed, eps=eps, draw=draw, images=N_PIE_IMAGES,
+                                 top1=member.top1 - eps * (0.1 + 0.3 * member.sparsity)
+                                 + rng.uniform(-0.01, 0.01)))
+    return pd.DataFrame(rows)
+
+
 def _subgroups(rng):
     rows = []
     for method, sparsity in VARIANTS[1:]:
@@ -191,10 +204,15 @@ def make_workdir(workdir, seed=0):
     records.write_csv(os.path.join(workdir, "pie", "pie.csv"), table)
     records.write_csv(os.path.join(workdir, "pie", "pie_summary.csv"), summary)
     accuracy = robustness.with_mean_corruption(_accuracy(manifest, rng))
-    _, excess = robustness.excess_error(accuracy)
+    per_seed, excess = robustness.excess_error(accuracy)
     robust = os.path.join(workdir, "robustness")
     records.write_csv(os.path.join(robust, "accuracy.csv"), accuracy)
     records.write_csv(os.path.join(robust, "excess_error.csv"), excess)
+    records.write_csv(os.path.join(robust, "excess_error_per_seed.csv"), per_seed)
+    records.write_csv(os.path.join(robust, "excess_error_fit.csv"),
+                      robustness.excess_error_fit(per_seed))
+    records.write_csv(os.path.join(robust, "noise_prune_potential.csv"),
+                      robustness.noise_prune_potential(_noisy_accuracy(manifest, rng)))
     records.write_csv(os.path.join(robust, "prune_potential.csv"),
                       robustness.prune_potential(accuracy, delta=0.5))
     records.write_csv(os.path.join(robust, "prune_potential_summary.csv"),

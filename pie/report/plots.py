@@ -278,3 +278,50 @@ def image_png(image, min_side=96, max_side=160):
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def noise_prune_potential(table, colors):
+    """Noise prune potential per method against eps: the mean over draws, ± MAD shaded.
+
+    `table`: `method`, `eps`, `noise_prune_potential_mean`, `noise_prune_potential_mad`.
+    """
+    figure, axis = plt.subplots(figsize=(7, 3.8))
+    for method, rows in table.groupby("method", sort=False):
+        rows = rows.sort_values("eps")
+        mean = 100 * rows["noise_prune_potential_mean"].to_numpy(float)
+        mad = 100 * rows["noise_prune_potential_mad"].fillna(0.0).to_numpy(float)
+        color = colors.get(method, "grey")
+        axis.plot(rows["eps"], mean, marker="o", markersize=3, color=color, label=method)
+        axis.fill_between(rows["eps"], mean - mad, mean + mad, color=color, alpha=0.2,
+                          linewidth=0)
+    axis.set_ylim(0, 102)  # a share of the weights or units: 0..100%
+    _finish(axis, "noise level eps (uniform, normalised input units)",
+            "prune potential (% removed)")
+    return to_png(figure)
+
+
+def excess_error_fit(points, fits, colors):
+    """Per-seed excess error against sparsity, with each method's line through the
+    origin and its bootstrap band.
+
+    `points`: `method`, `sparsity`, `excess_error`; `fits`: `method`, `slope`,
+    `slope_ci_low`, `slope_ci_high` (one row per method).
+    """
+    figure, axis = plt.subplots(figsize=(7, 3.8))
+    for method, rows in points.groupby("method", sort=False):
+        color = colors.get(method, "grey")
+        axis.scatter(100 * rows["sparsity"], rows["excess_error"], s=22, color=color,
+                     alpha=0.7)
+        fit = fits[fits["method"] == method]
+        if fit.empty:
+            continue
+        fit = fit.iloc[0]
+        x = np.linspace(0.0, float(rows["sparsity"].max()), 50)
+        axis.plot(100 * x, fit["slope"] * x, color=color,
+                  label=f"{method}: {fit['slope']:+.2f} points per unit sparsity")
+        if np.isfinite(fit["slope_ci_low"]) and np.isfinite(fit["slope_ci_high"]):
+            axis.fill_between(100 * x, fit["slope_ci_low"] * x, fit["slope_ci_high"] * x,
+                              color=color, alpha=0.18, linewidth=0)
+    axis.axhline(0.0, color=REFERENCE_COLOR, linewidth=1, alpha=0.6)
+    _finish(axis, "prune ratio (% of weights or units removed)", "excess error (points)")
+    return to_png(figure)

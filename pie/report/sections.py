@@ -44,6 +44,10 @@ PRODUCERS = {
         "python -m robustness_tests.analyze --workdir={W}",
     "robustness/noise_similarity.csv":
         "python -m robustness_tests.noise_similarity --workdir={W}",
+    "robustness/noise_prune_potential.csv":
+        "python -m robustness_tests.noise_similarity --workdir={W}",
+    "robustness/excess_error_fit.csv": "python -m robustness_tests.analyze --workdir={W}",
+    "robustness/excess_error_per_seed.csv": "python -m robustness_tests.analyze --workdir={W}",
     "robustness/informative_features.csv":
         "python -m robustness_tests.informative_features --workdir={W}",
     "quantization/cost.csv": "python -m pie.stages.cost --workdir={W}",
@@ -82,6 +86,12 @@ COLUMNS = {
     "robustness/prune_potential_summary.csv": [
         "method", "delta", "n_seeds", "clean_mean", "clean_std", "n_shifted", "shifted_mean",
         "shifted_std", "shifted_min", "shifted_min_distribution"],
+    "robustness/noise_prune_potential.csv": ["method", "eps", "noise_prune_potential_mean",
+                                             "noise_prune_potential_mad", "delta"],
+    "robustness/excess_error_fit.csv": ["method", "distribution", "slope", "slope_ci_low",
+                                        "slope_ci_high", "confidence", "n_points"],
+    "robustness/excess_error_per_seed.csv": ["method", "sparsity", "distribution",
+                                             "excess_error"],
     "robustness/noise_similarity.csv": ["method", "sparsity", "eps", "agreement_mean",
                                         "l2_mean"],
     "robustness/informative_features.csv": ["method", "sparsity", "iou_mean", "iou_std",
@@ -836,13 +846,53 @@ def corruptions_section(context):
     return blocks
 
 
+def _fit_distribution(fits):
+    """The distribution the excess-error fit is shown for: the mean over corruptions when
+    the analysis has it, else the shifted set with the most points."""
+    names = set(fits["distribution"])
+    if robustness.MEAN_CORRUPTION in names:
+        return robustness.MEAN_CORRUPTION
+    counts = fits.groupby("distribution")["n_points"].sum().sort_index()
+    return counts.idxmax()
+
+
+@section("excess_error_fit", "Excess error against prune ratio", "excess fit",
+         "Each dot is one pruned member's excess error (its extra error under shift minus "
+         "the dense model's, in points) at its prune ratio; the line is the least-squares "
+         "fit through the origin per method and the band its 95% bootstrap interval: a "
+         "steeper line means the method loses more robustness per unit of pruning.",
+         inputs=("robustness/excess_error_fit.csv", "robustness/excess_error_per_seed.csv"))
+def excess_error_fit_section(context):
+    fits = context.table("robustness/excess_error_fit.csv")
+    if fits.empty:
+        return [note("No pruned member with an excess error: the fit needs pruning methods "
+                     "(sparsity > 0) evaluated on a shifted set.")]
+    distribution = _fit_distribution(fits)
+    points = context.table("robustness/excess_error_per_seed.csv")
+    points = points[(points["distribution"] == distribution)
+                    & points["method"].isin(set(fits["method"]))
+                    & (points["sparsity"] > 0)]
+    shown = fits[fits["distribution"] == distribution]
+    rows = [[row.method, f"{row.slope:+.2f}",
+             f"[{number(row.slope_ci_low, '{:+.2f}')}, {number(row.slope_ci_high, '{:+.2f}')}]",
+             str(int(row.n_points))] for row in shown.itertuples()]
+    level = f"{100 * shown['confidence'].iloc[0]:g}%" if len(shown) else "95%"
+    return [figure(plots.excess_error_fit(points, shown, context.colors),
+                   f"excess error against prune ratio on {distribution}"),
+            table_block(["method", "slope (points per unit sparsity)",
+                         f"{level} bootstrap interval", "points"], rows,
+                        caption=f"Fit on {distribution}: excess error = slope x prune ratio; "
+                                "robustness/excess_error_fit.csv has every distribution")]
+
+
 @section("noise_similarity", "Functional similarity under input noise", "noise",
          "How often each compressed model predicts the same label as a dense model (left) "
          "and how far apart their softmax outputs are (right) as uniform noise grows; the "
          "grey line is a second, independently trained dense model: curves below it mean "
          "the compressed model behaves less like the dense one than another dense model "
          "does.",
-         inputs=("robustness/noise_similarity.csv",))
+         inputs=("robustness/noise_similarity.csv",),
+         optional=("robustness/noise_prune_potential.csv",))
 def noise_similarity_section(context):
     table = context.table("robustness/noise_similarity.csv")
     grouped = table.groupby(["method", "sparsity", "eps"], as_index=False)[
@@ -854,9 +904,44 @@ def noise_similarity_section(context):
     curves["label"] = [variant_label(m, s) for m, s in zip(curves["method"], curves["sparsity"])]
     order = {key: i for i, key in enumerate(context.variants["label"])}
     curves = curves.sort_values("label", key=lambda labels: labels.map(order), kind="stable")
-    return [figure(plots.noise_similarity(curves, reference if len(reference) else None,
-                                          context.colors),
-                   "agreement and softmax distance against noise level")]
+    blocks = [figure(plots.noise_similarity(curves, reference if len(reference) else None,
+                                            context.colors),
+                     "agreement and softmax distance against noise level")]
+    if context.exists("robustness/noise_prune_potential.csv"):
+        potential = context.table("robustness/noise_prune_potential.csv")
+        if len(potential):
+            delta = potential["delta"].iloc[0]
+            blocks.append(note(
+                "Noise prune potential: for each noise draw, the largest prune ratio whose "
+                f"error on the noisy images stays within {delta:g} points of the dense "
+                "error on the same noisy images; the line is the mean over draws, the band "
+                "± the median absolute deviation. Falling with eps = pruned models lose "
+                "their headroom under noise."))
+            blocks.append(figure(plots.noise_prune_potential(potential, context.colors),
+                                 "noise prune potential against noise level"))
+    else:
+        blocks.append(note("Noise prune potential not measured: rerun "
+                           f"`{context.command('robustness/noise_prune_potential.csv')}`."))
+    return blocks
+
+
+def _selection_note(table):
+    """Which method chose the features (files from before --method: the gradient proxy)."""
+    selection = table["selection"].iloc[0] if "selection" in table.columns and len(
+        table) else "gradient"
+    fraction = table["fraction"].iloc[0] if "fraction" in table.columns and len(table) else None
+    share = f"the last-removed {fraction:.0%}" if fraction is not None else "the last removed"
+    if selection == "sis":
+        patch = int(table["patch"].iloc[0]) if "patch" in table.columns else 1
+        unit = "pixels" if patch == 1 else f"{patch}x{patch} patches"
+        features = (f" of {int(table['features'].iloc[0])}" if "features" in table.columns
+                    else "")
+        return (f"Features chosen by SIS backward selection (Carter et al.) over {unit}: "
+                f"{share}{features} features, removing at each step the one whose removal "
+                "lowers the model's confidence least.")
+    return ("Features chosen by the input x gradient proxy (|x · d logit / d x|, the top "
+            "share of input elements), not SIS backward selection: rerun with "
+            "`--method=sis` for the published selection.")
 
 
 @section("informative_features", "Informative features", "features",
@@ -877,7 +962,7 @@ def informative_features_section(context):
         "order", kind="stable")
     reference = table[is_reference]
     reference_iou = float(reference["iou_mean"].mean()) if len(reference) else None
-    blocks = []
+    blocks = [note(_selection_note(table))]
     if len(variants):
         blocks.append(figure(plots.overlap_bars(variants, reference_iou, context.colors),
                              "feature overlap with the dense model per variant"))

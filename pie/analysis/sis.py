@@ -1,0 +1,129 @@
+"""Sufficient input subsets by backward selection (Carter et al., "What made you do this?").
+
+For one image and model, backward selection starts from the whole input and
+removes one *feature* at a time: at every step, the feature whose removal leaves
+the model's confidence in its original prediction (the class predicted on the
+whole image) highest, i.e. lowers it least. A removed feature takes `baseline`
+in every element it covers (0 in normalised input units: the dataset mean). With
+threshold 0 the run goes on until every feature is removed, and the removal
+order ranks the features: the last removed are the most informative (Lost in
+Pruning keeps the last 10%).
+
+A feature is a pixel across all its channels, or a k x k patch of pixels
+(`patch=k`, k dividing the height and width); a 1-D input has one feature per
+element. Each step scores every remaining feature of many images in one model
+call (chunked), so an image of F features costs F (F + 1) / 2 forward passes,
+batched.
+
+    groups, count = sis.feature_groups((28, 28, 1), patch=2)   # 196 patches
+    order = sis.removal_order(predict_proba, x, groups, count)  # (N, 196)
+    masks = sis.selected_masks(order, groups, fraction=0.1)     # (N, 784) bool
+"""
+import math
+
+import numpy as np
+
+# Masked inputs built per model call stay under this many elements (float32: 64 MB).
+CHUNK_ELEMENTS = 1 << 24
+
+
+def patch_choices(height, width):
+    """Patch sizes that divide both sides."""
+    return [k for k in range(1, min(height, width) + 1) if height % k == 0 and width % k == 0]
+
+
+def feature_groups(sample_shape, patch=1):
+    """(group id of every input element, flattened; number of features).
+
+    Images (H, W[, C]): pixel (h, w) belongs to patch (h // k, w // k), all
+    channels together. Vectors (d,): one feature per element, patch must be 1.
+    """
+    shape = tuple(int(s) for s in sample_shape)
+    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
+        raise ValueError(f"patch must be an integer >= 1, got {patch!r}")
+    if len(shape) == 1:
+        if patch != 1:
+            raise ValueError(f"patch={patch} needs an image; the input is a vector of "
+                             f"{shape[0]} features: allowed: 1")
+        return np.arange(shape[0]), shape[0]
+    if len(shape) not in (2, 3):
+        raise ValueError(f"inputs must be vectors or images (H, W[, C]), got shape {shape}")
+    height, width = shape[:2]
+    if height % patch or width % patch:
+        raise ValueError(f"patch={patch} does not divide the {height}x{width} image; allowed: "
+                         f"{', '.join(str(k) for k in patch_choices(height, width))}")
+    rows = np.arange(height)[:, None] // patch
+    cols = np.arange(width)[None, :] // patch
+    pixel_group = rows * (width // patch) + cols
+    channels = shape[2] if len(shape) == 3 else 1
+    groups = np.repeat(pixel_group[..., None], channels, axis=-1).reshape(-1)
+    return groups, (height // patch) * (width // patch)
+
+
+def removal_order(predict_proba, x, groups, n_features, baseline=0.0,
+                  chunk_elements=CHUNK_ELEMENTS):
+    """Backward selection of every image: (N, F) feature ids in the order removed.
+
+    `predict_proba` maps a float32 batch (n,) + sample shape to class
+    probabilities (n, classes). Ties go to the lower feature id.
+    """
+    x = np.asarray(x, np.float32)
+    n, sample_shape = len(x), x.shape[1:]
+    flat = x.reshape(n, -1)
+    d = flat.shape[1]
+    if groups.shape != (d,):
+        raise ValueError(f"groups must give one feature per input element ({d}), got "
+                         f"{groups.shape}")
+    predicted = np.argmax(predict_proba(x), axis=1)
+    order = np.empty((n, n_features), np.int64)
+    present = np.ones((n, n_features), bool)
+    baseline = np.float32(baseline)
+    # members[f]: the element positions of feature f
+    members = np.zeros((n_features, d), bool)
+    members[groups, np.arange(d)] = True
+    for step in range(n_features):
+        remaining = n_features - step
+        candidates = np.nonzero(present)[1].reshape(n, remaining)  # ascending ids
+        per_image = remaining * d
+        images_per_call = max(1, chunk_elements // per_image)
+        best = np.empty(n, np.int64)
+        for first in range(0, n, images_per_call):
+            rows = slice(first, min(n, first + images_per_call))
+            cand = candidates[rows]  # (b, R)
+            kept = present[rows][:, groups]  # (b, d): elements of features still present
+            keep = kept[:, None, :] & ~members[cand]  # (b, R, d): and not the candidate
+            masked = np.where(keep, flat[rows][:, None, :], baseline)
+            probs = predict_proba(masked.reshape((-1,) + sample_shape))
+            confidence = probs.reshape(cand.shape + (-1,))[
+                np.arange(len(cand))[:, None], np.arange(remaining)[None, :],
+                predicted[rows][:, None]]
+            best[rows] = cand[np.arange(len(cand)), np.argmax(confidence, axis=1)]
+        order[:, step] = best
+        present[np.arange(n), best] = False
+    return order
+
+
+def selected_masks(order, groups, fraction):
+    """(N, d) element masks of each image's last-removed ceil(fraction x F) features."""
+    order = np.asarray(order)
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    count = max(1, int(math.ceil(fraction * order.shape[1] - 1e-9)))
+    chosen = np.zeros(order.shape, bool)
+    np.put_along_axis(chosen, order[:, -count:], True, axis=1)
+    return chosen[:, groups]
+
+
+def keras_predict_proba(model, batch_size):
+    """Softmax of a Keras model (logits out) in batches of `batch_size`, traced once."""
+    import tensorflow as tf
+    spec = tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32)
+
+    @tf.function(input_signature=[spec])
+    def run(batch):
+        return tf.nn.softmax(model(batch, training=False), axis=-1)
+
+    def predict_proba(inputs):
+        return np.concatenate([run(tf.constant(inputs[start:start + batch_size])).numpy()
+                               for start in range(0, len(inputs), batch_size)])
+    return predict_proba
