@@ -67,13 +67,34 @@ def modal_votes(group, predicted, weights, n_groups, n_classes, ties=DEFAULT_TIE
     validate_ties(ties)
     group = np.asarray(group, dtype=np.int64)
     predicted = np.asarray(predicted, dtype=np.int64)
-    # One sort of (group, class) keys replaces a per-group loop; the
-    # (n_groups x n_classes) table of counts would not fit in memory at ImageNet scale.
-    keys = group * n_classes + predicted
+    keys, counts = vote_counts(group, predicted, n_classes)
+    modal_class, modal_count, tied = choose_modal(keys, counts, n_groups, n_classes, ties)
+    # The votes for the modal class, found without the sort's inverse permutation.
+    is_modal_vote = predicted == modal_class[group]
+    weight_sums = np.bincount(group[is_modal_vote],
+                              weights=np.asarray(weights, dtype=np.float64)[is_modal_vote],
+                              minlength=n_groups)
+    return modal_class, modal_count, weight_sums, tied
+
+
+def vote_counts(group, predicted, n_classes):
+    """(sorted distinct keys group x n_classes + class, votes for each key).
+
+    One sort of (group, class) keys replaces a per-group loop; the (n_groups x
+    n_classes) table of counts would not fit in memory at ImageNet scale.
+    """
+    keys = np.asarray(group, np.int64) * n_classes + np.asarray(predicted, np.int64)
     keys.sort()  # in place: np.unique would copy 9 million keys first
     key_starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    counts = np.diff(np.r_[key_starts, len(keys)])
-    keys = keys[key_starts]
+    return keys[key_starts], np.diff(np.r_[key_starts, len(keys)])
+
+
+def choose_modal(keys, counts, n_groups, n_classes, ties=DEFAULT_TIES):
+    """(modal class, modal count, tied) per group from `vote_counts` output.
+
+    Keys may carry a count of 0 (votes taken away, as in `heldout_top1`): they never
+    win while the group has a vote left.
+    """
     key_group = keys // n_classes
     key_class = keys % n_classes
     starts = np.flatnonzero(np.r_[True, key_group[1:] != key_group[:-1]])
@@ -88,12 +109,7 @@ def modal_votes(group, predicted, weights, n_groups, n_classes, ties=DEFAULT_TIE
     modal_count = best // n_classes
     at_mode = counts == np.repeat(modal_count, np.diff(np.r_[starts, len(counts)]))
     tied = np.add.reduceat(at_mode.astype(np.int64), starts) >= 2
-    # The votes for the modal class, found without the sort's inverse permutation.
-    is_modal_vote = predicted == modal_class[group]
-    weight_sums = np.bincount(group[is_modal_vote],
-                              weights=np.asarray(weights, dtype=np.float64)[is_modal_vote],
-                              minlength=n_groups)
-    return modal_class, modal_count, weight_sums, tied
+    return modal_class, modal_count, tied
 
 
 def check_labels_agree(predictions):
@@ -289,62 +305,71 @@ def heldout_top1(predictions, manifest, n_classes, ties=DEFAULT_TIES):
     population. The result is the mean over such seeds (folds with no PIE add
     nothing to the PIE means). Returns one row per variant: method, sparsity and
     `HELDOUT_COLUMNS` (NaN without any fold).
+
+    The votes are counted once; a fold takes the left-out seed's votes away from
+    the counts instead of counting the others again.
     """
     validate_ties(ties)
     if "seed" not in manifest.columns:
         raise records.ContractError("held-out PIE accuracy needs the manifest's seed column")
+    populations = (manifest[["method", "sparsity"]].drop_duplicates()
+                   .sort_values(["method", "sparsity"]).reset_index(drop=True))
+    member_population = (manifest[["method", "sparsity"]]
+                         .merge(populations.reset_index(), on=["method", "sparsity"],
+                                how="left")["index"].to_numpy())
     seeds = manifest["seed"].to_numpy()
-    is_dense = (manifest["method"] == records.DENSE_METHOD).to_numpy()
-    methods = manifest["method"].to_numpy()
-    sparsities = manifest["sparsity"].to_numpy(np.float64)
-    variants = (manifest.loc[~is_dense, ["method", "sparsity"]].drop_duplicates()
-                .sort_values(["method", "sparsity"]).reset_index(drop=True))
-    member = predictions["member"].to_numpy()
+    n_populations = len(populations)
+    dense = int(np.flatnonzero(populations["method"] == records.DENSE_METHOD)[0])
+    variants = [p for p in range(n_populations) if p != dense]
+
     image_ids, image, _ = check_labels_agree(predictions)
-    right = (predictions["label"].to_numpy() == predictions["predicted"].to_numpy())
-    folds = {key: [] for key in variants.itertuples(index=False)}
+    n_images = len(image_ids)
+    member = predictions["member"].to_numpy()
+    predicted = predictions["predicted"].to_numpy().astype(np.int64)
+    right = (predictions["label"].to_numpy() == predicted).astype(np.float64)
+    group = member_population[member].astype(np.int64) * n_images + image
+    keys, counts = vote_counts(group, predicted, n_classes)
+    row_seed = seeds[member]
+    by_seed = np.argsort(row_seed, kind="stable")
+    sorted_seeds = row_seed[by_seed]
+
+    folds = {p: [] for p in variants}
     for seed in np.unique(seeds):
-        train = seeds != seed
-        if not (train & is_dense).any() or not (~train & is_dense).any():
+        left_out = seeds == seed
+        n_test = np.bincount(member_population[left_out], minlength=n_populations)
+        n_train = np.bincount(member_population[~left_out], minlength=n_populations)
+        if n_test[dense] == 0 or n_train[dense] == 0:
             continue
-        rows = train[member]
-        renumber = np.cumsum(train) - 1
-        modal = population_modal_labels(
-            predictions.loc[rows, ["image_id", "label", "predicted", "prob_predicted"]]
-            .assign(member=renumber[member[rows]]),
-            manifest[train].reset_index(drop=True), n_classes, ties)
-        labels = {key: (frame["modal_label"].to_numpy(), frame["tied"].to_numpy(bool))
-                  for key, frame in modal.groupby(["method", "sparsity"], sort=False)}
-
-        def scored(mask):
-            """Mean accuracy per image of the left-out members of `mask` (manifest rows)."""
-            chosen = (~train & mask)[member]
-            n = int((~train & mask).sum())
-            return np.bincount(image[chosen], weights=right[chosen],
-                               minlength=len(image_ids)) / max(n, 1), n
-
-        dense_key = next(key for key in labels if key[0] == records.DENSE_METHOD)
-        dense_score, _ = scored(is_dense)
-        for key in folds:
-            in_variant = (methods == key[0]) & (sparsities == float(key[1]))
-            variant_score, n_test = scored(in_variant)
-            if key not in labels or n_test == 0:
+        rows = by_seed[np.searchsorted(sorted_seeds, seed, "left"):
+                       np.searchsorted(sorted_seeds, seed, "right")]
+        taken = np.searchsorted(keys, group[rows] * n_classes + predicted[rows])
+        remaining = counts - np.bincount(taken, minlength=len(keys))
+        modal, _, tied = choose_modal(keys, remaining, n_populations * n_images, n_classes,
+                                      ties)
+        modal = modal.reshape(n_populations, n_images)
+        tied = tied.reshape(n_populations, n_images)
+        correct = np.bincount(group[rows], weights=right[rows],
+                              minlength=n_populations * n_images).reshape(n_populations,
+                                                                          n_images)
+        score = correct / np.maximum(n_test, 1)[:, None]
+        for p in variants:
+            if n_test[p] == 0 or n_train[p] == 0:
                 continue
-            is_pie, counted = pie_flags(labels[dense_key][0], labels[key][0],
-                                        labels[dense_key][1], labels[key][1], ties)
+            is_pie, counted = pie_flags(modal[dense], modal[p], tied[dense], tied[p], ties)
             non_pie = ~is_pie & counted
-            folds[key].append([
-                dense_score[is_pie].mean() if is_pie.any() else np.nan,
-                variant_score[is_pie].mean() if is_pie.any() else np.nan,
-                dense_score[non_pie].mean() if non_pie.any() else np.nan,
-                variant_score[non_pie].mean() if non_pie.any() else np.nan])
+            folds[p].append([
+                score[dense][is_pie].mean() if is_pie.any() else np.nan,
+                score[p][is_pie].mean() if is_pie.any() else np.nan,
+                score[dense][non_pie].mean() if non_pie.any() else np.nan,
+                score[p][non_pie].mean() if non_pie.any() else np.nan])
     rows = []
-    for (method, sparsity), values in folds.items():
+    for p, values in folds.items():
         values = np.asarray(values, np.float64).reshape(-1, 4)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: no fold had PIEs
             means = np.nanmean(values, axis=0) if len(values) else np.full(4, np.nan)
-        rows.append([method, sparsity, *means, len(values)])
+        rows.append([populations["method"].iloc[p], populations["sparsity"].iloc[p], *means,
+                     len(values)])
     return pd.DataFrame(rows, columns=["method", "sparsity"] + HELDOUT_COLUMNS)
 
 
