@@ -139,7 +139,8 @@ def class_deltas(deltas, title, max_labels=40):
     handles = [plt.Rectangle((0, 0), 1, 1, color=HURT_COLOR),
                plt.Rectangle((0, 0), 1, 1, color=HELPED_COLOR),
                plt.Rectangle((0, 0), 1, 1, color="grey", alpha=NOT_SIGNIFICANT_ALPHA)]
-    axis.legend(handles, ["hurt (significant)", "helped (significant)", "not significant"],
+    axis.legend(handles, ["hurt (significant)", "helped: lost less than average (significant)",
+                    "not significant"],
                 frameon=False, fontsize="small")
     axis.set_title(title, fontsize="medium")
     _finish(axis, "class (sorted by change)", "normalised delta (points)", legend=False)

@@ -576,8 +576,10 @@ def top1_section(context):
 
 @section("significant_classes", "Classes significantly hurt or helped", "classes",
          "Number of classes whose recall changes more than the overall accuracy does "
-         "(Welch's t-test across members, per variant): solid lines count classes hurt, "
-         "dashed lines classes helped; rising lines mean the damage is not spread evenly.",
+         "(a test across members per variant, named with its rule in the table): solid "
+         "lines count classes hurt, dashed lines classes helped (lost less than the "
+         "average, not necessarily gained); rising lines mean the damage is not spread "
+         "evenly. The table says how large a change the test could detect.",
          inputs=("per_class/tstatistic_summary.csv",))
 def significant_classes_section(context):
     summary = context.table("per_class/tstatistic_summary.csv")
@@ -607,7 +609,8 @@ def significant_classes_section(context):
 @section("class_delta", "Per-class change in the most compressed variant", "per class",
          "Each bar is one class's normalised delta (its recall change minus the overall "
          "top-1 change, in points), sorted: red bars are classes that lost more than "
-         "average, blue ones gained, pale bars are not significant.",
+         "average, blue ones lost less than average (or gained), pale bars are not "
+         "significant.",
          inputs=("per_class/tstatistic.csv",))
 def class_delta_section(context):
     table = context.table("per_class/tstatistic.csv")
