@@ -451,8 +451,11 @@ def test_markdown_summary_has_a_row_per_variant(synthetic):
     assert lines[0] == "| " + " | ".join(header) + " |"
     assert lines[1] == "| " + " | ".join(["---"] * len(header)) + " |"
     table = [line for line in lines[2:] if line.startswith("|")]
-    assert [line.split(" | ")[0] for line in table] == [
+    assert [line.split(" | ")[0] for line in table[:len(VARIANTS)]] == [
         "| " + sections.variant_label(m, s) for m, s in VARIANTS]
+    # Then the per-method prune potential: one row per pruning method.
+    assert table[len(VARIANTS)].startswith("| pruning method | prune potential clean")
+    assert [line.split(" | ")[0] for line in table[len(VARIANTS) + 2:]] == ["| magnitude"]
 
 
 def test_markdown_escapes_pipes():

@@ -467,8 +467,11 @@ def summary_table(context):
     footnotes.append((f"{NOT_APPLICABLE}: does not apply (the dense population is the "
                       "baseline), or is undefined (a std over one member, top-1 on PIEs "
                       "without PIEs, power without spread).", None))
+    potential = prune_potential_block(context)
     return {"columns": [c.header for c in SUMMARY_COLUMNS], "rows": rows,
-            "footnotes": footnotes}
+            "footnotes": footnotes,
+            # Per-method tables printed after the per-variant one (Markdown output).
+            "method_tables": [potential] if potential["kind"] == "table" else []}
 
 
 def markdown_table(summary):
@@ -480,6 +483,11 @@ def markdown_table(summary):
     lines.append("")
     lines += [f"- {text}" + (f" `{command}`" if command else "")
               for text, command in summary["footnotes"]]
+    for table in summary.get("method_tables", ()):
+        lines += ["", line(table["columns"]), line(["---"] * len(table["columns"]))]
+        lines += [line(row) for row in table["rows"]]
+        if table.get("caption"):
+            lines += ["", table["caption"]]
     return "\n".join(lines) + "\n"
 
 
@@ -556,8 +564,9 @@ def classes_card(row):
          + ("robustness/prune_potential_summary.csv",))
 def summary_section(context):
     table = summary_table(context)
+    method_tables = table.pop("method_tables")
     return (_headline_cards(context) + [{"kind": "summary", **table}]
-            + [prune_potential_block(context)])
+            + (method_tables or [prune_potential_block(context)]))
 
 
 # ------------------------------------------------------------------------- accuracy
