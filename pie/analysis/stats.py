@@ -33,6 +33,7 @@ from scipy import stats as scipy_stats
 TESTS = ("welch", "paired", "permutation")
 CORRECTIONS = ("none", "bh", "bh_all")
 DEFAULT_RESAMPLES = 9999
+PERMUTATION_BATCH_VALUES = 50_000_000
 # Values closer than this (relative to their size) count as equal: normalised recalls
 # are differences of fractions, and a constant column may differ in the last bits.
 SPREAD_TOLERANCE = 1e-12
@@ -174,10 +175,14 @@ def permutation_test(variant_values, baseline_values, n_resamples=DEFAULT_RESAMP
                 & np.isfinite(baseline_values).all(axis=0)
                 & ~no_spread(variant_values, baseline_values, "permutation"))
     if testable.any():
+        # Resamples per batch: about 50 million values at a time (400 MB), not every
+        # resample of 1,000 classes x 60 members at once.
+        values = int(testable.sum()) * (len(variant_values) + len(baseline_values))
+        batch = max(1, PERMUTATION_BATCH_VALUES // values)
         result = scipy_stats.permutation_test(
             (variant_values[:, testable], baseline_values[:, testable]), _mean_difference,
             permutation_type="independent", vectorized=True, n_resamples=int(n_resamples),
-            alternative="two-sided", axis=0, rng=np.random.default_rng(seed))
+            batch=batch, alternative="two-sided", axis=0, rng=np.random.default_rng(seed))
         p_value[testable] = result.pvalue
     return difference, p_value
 
