@@ -71,37 +71,47 @@ def _sensitivity_model():
     return keras.Model(inputs, outputs)
 
 
-def _patch_mean_abs(a, kernel_size, stride, pad):
-    """Mean |a| under each kernel offset and channel, over samples and output positions."""
-    a = np.abs(np.pad(a, ((0, 0), (pad, pad), (pad, pad), (0, 0))))
+def _rows(a, kernel_size, stride, pad):
+    """The inputs each output position of a convolution sees: (rows, kh * kw * c)."""
+    a = np.pad(a, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     n, h, w, c = a.shape
-    out = np.zeros((kernel_size, kernel_size, c))
-    positions = 0
-    for i in range(0, h - kernel_size + 1, stride):
-        for j in range(0, w - kernel_size + 1, stride):
-            out += a[:, i:i + kernel_size, j:j + kernel_size, :].sum(axis=0)
-            positions += n
-    return out / positions
+    return np.array([a[s, i:i + kernel_size, j:j + kernel_size, :].reshape(-1)
+                     for s in range(n)
+                     for i in range(0, h - kernel_size + 1, stride)
+                     for j in range(0, w - kernel_size + 1, stride)])
 
 
-def test_sipp_sensitivity_is_weight_times_mean_input_magnitude():
+def _relative_sensitivity(rows, kernel):
+    """Mean over rows of |c_ij| / (sum of |c_ik| of the same sign), one weight at a time."""
+    flat = kernel.reshape(-1, kernel.shape[-1])
+    scores = np.zeros(flat.shape)
+    for a in rows:
+        for i in range(flat.shape[1]):
+            c = a * flat[:, i]
+            for j in range(len(c)):
+                if c[j] != 0:
+                    same = c[np.sign(c) == np.sign(c[j])]
+                    scores[j, i] += abs(c[j]) / np.abs(same).sum()
+    return (scores / len(rows)).reshape(kernel.shape)
+
+
+def test_sipp_sensitivity_is_the_relative_contribution_averaged_over_samples():
     model = _sensitivity_model()
-    x = np.random.RandomState(3).randn(5, 6, 6, 2).astype("float32")
+    x = np.random.RandomState(3).randn(3, 6, 6, 2).astype("float32")  # signed inputs
     scores = criteria.weight_sensitivity(model, ["c1", "c2", "d1", "classifier"], x,
                                          batch_size=2)
     feeds = keras.Model(model.inputs, [model.get_layer(n).input for n in ("c2", "d1",
                                                                          "classifier")])
-    a2, a3, a4 = [v.numpy() for v in feeds(x)]
-    expected = {
-        "c1": _patch_mean_abs(x, 3, 1, 1),
-        "c2": _patch_mean_abs(a2, 2, 2, 0),
-        "d1": np.abs(a3).mean(axis=0),
-        "classifier": np.abs(a4).mean(axis=0),
-    }
-    for name, mean_abs in expected.items():
-        kernel = model.get_layer(name).kernel.numpy()
-        direct = np.abs(kernel) * mean_abs[..., None]
-        np.testing.assert_allclose(scores[name], direct, rtol=1e-5, atol=1e-7)
+    a2, a3, a4 = [v.numpy().astype(np.float64) for v in feeds(x)]
+    rows = {"c1": _rows(x.astype(np.float64), 3, 1, 1), "c2": _rows(a2, 2, 2, 0),
+            "d1": a3, "classifier": a4}
+    for name, layer_rows in rows.items():
+        kernel = model.get_layer(name).kernel.numpy().astype(np.float64)
+        np.testing.assert_allclose(scores[name], _relative_sensitivity(layer_rows, kernel),
+                                   rtol=1e-6, atol=1e-12)
+    # A unit's positive and negative shares each sum to 1 per sample: the Dense
+    # classifier's scores, summed over its inputs, are 2 per unit when both signs occur.
+    assert np.all(scores["classifier"].sum(axis=0) <= 2 + 1e-9)
 
 
 def test_sipp_prunes_the_global_budget_and_the_mask_callback_holds_it():

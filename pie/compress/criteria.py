@@ -25,8 +25,9 @@ Typical use (what a training stage does):
     model.fit(..., callbacks=[UnitMaskCallback(mask)])  # pruned units stay at zero
 
 `weight_sensitivity` scores single kernel weights instead of units (SiPP, the
-data-informed weight pruning of Lost in Pruning): |w_ij| x mean |a_j(x)|, ranked
-globally by `pie.compress.pruning.global_keep_masks`.
+data-informed weight pruning of Lost in Pruning): each weight's share |w_ij a_j(x)|
+of its unit's positive (or negative) total input, averaged over reference
+samples, ranked globally by `pie.compress.pruning.global_keep_masks`.
 
 `UnitScorer` computes several criteria in one forward and backward pass and can
 be reused after `model.set_weights`, which the toy study relies on for speed.
@@ -715,20 +716,26 @@ def prune_units(model, criterion, fraction, x=None, y=None, *, seed=0, batch_siz
 
 
 def weight_sensitivity(model, layer_names, x, batch_size=32):
-    """SiPP scores: mean over samples (and positions) of |w_ij · a_j(x)|, per kernel weight.
+    """SiPP scores: each weight's relative contribution to its unit, averaged over samples.
 
-    a_j(x) is the input the weight multiplies: for a Dense kernel (in, out) the
-    layer's input feature j; for a Conv2D kernel (kh, kw, c_in, c_out) the input
-    value under kernel offset (kh, kw) and channel c_in, at every output position
-    (zero padding included, as the convolution sees it). Since |w a| = |w| |a|,
-    the score is |w_ij| times the mean |a_j| over the reference samples `x` and
-    positions. Returns {layer name: float64 array of the kernel's shape}, for a
-    global ranking (`pruning.global_keep_masks`).
+    For kernel weight w_ij (input j, output unit i) and a reference sample x, the
+    contribution is c_ij(x) = w_ij a_j(x), a_j(x) the value the weight multiplies:
+    for a Dense kernel (in, out) the layer's input feature j; for a Conv2D kernel
+    (kh, kw, c_in, c_out) the input under kernel offset (kh, kw) and channel c_in,
+    at one output position (zero padding included, as the convolution sees it).
+    Contributions are split into positive and negative parts (Baykal et al.):
 
-    Lost in Pruning uses this data-informed sensitivity with a global budget; the
-    provable SiPP of Baykal et al. divides each contribution by the neuron's total
-    positive (or negative) contribution and takes the maximum over samples instead
-    (see docs/robustness.md).
+        s_ij(x) = |c_ij(x)| / sum_k |c_ik(x)| over the k with c_ik(x) of the sign of c_ij(x)
+
+    (0 when c_ij(x) = 0), so a unit's positive, and its negative, sensitivities sum
+    to 1 on every sample: scores of layers of any scale and fan-in are comparable,
+    which a global budget needs. The score is the mean of s_ij over the samples `x`
+    (and, in a convolution, over output positions). Returns {layer name: float64
+    array of the kernel's shape}, ranked globally by `pruning.global_keep_masks`.
+
+    With p+ / p- and w+ / w- the positive and (absolute) negative parts of inputs
+    and weights, a unit's positive total is p+ . w+ + p- . w- and its negative
+    total p+ . w- + p- . w+, so every mean is a few matrix products per batch.
     """
     _check_model(model)
     x = np.asarray(x)
@@ -739,28 +746,43 @@ def weight_sensitivity(model, layer_names, x, batch_size=32):
         if not _is_unit_layer(layer):
             raise ValueError(f"weight sensitivity scores Dense and Conv2D kernels; "
                              f"{layer.name!r} is {type(layer).__name__}")
-        if isinstance(layer, tf_keras.layers.Conv2D) and layer.groups != 1:
-            raise ValueError(f"grouped convolution {layer.name!r} is not supported")
+        if isinstance(layer, tf_keras.layers.Conv2D) and (
+                layer.groups != 1 or layer.data_format != "channels_last"):
+            raise ValueError(f"{layer.name!r}: only ungrouped channels_last convolutions")
     feeds = tf_keras.Model(model.inputs, [layer.input for layer in layers])
-    sums = [np.zeros(int(np.prod(layer.kernel.shape[:-1])), np.float64) for layer in layers]
-    counts = [0] * len(layers)
+    kernels = [tf.reshape(layer.kernel, [-1, layer.kernel.shape[-1]]) for layer in layers]
+    # Per layer: sums over rows (samples x positions) of p+ / S+, p- / S-, p+ / S-, p- / S+.
+    sums = [None] * len(layers)
+    rows = [0] * len(layers)
     dtype = model.inputs[0].dtype.as_numpy_dtype
     for start in range(0, len(x), batch_size):
         inputs = feeds(tf.constant(x[start:start + batch_size].astype(dtype)), training=False)
         if not isinstance(inputs, (list, tuple)):
             inputs = [inputs]
         for position, (layer, value) in enumerate(zip(layers, inputs)):
-            value = tf.abs(value)
             if isinstance(layer, tf_keras.layers.Conv2D):
-                if layer.data_format != "channels_last":
-                    raise ValueError(f"{layer.name!r}: only channels_last convolutions")
                 kh, kw = layer.kernel_size
                 value = tf.image.extract_patches(
                     value, sizes=[1, kh, kw, 1], strides=[1, *layer.strides, 1],
                     rates=[1, *layer.dilation_rate, 1], padding=layer.padding.upper())
-            flat = tf.reshape(value, [-1, value.shape[-1]])
-            sums[position] += tf.reduce_sum(flat, axis=0).numpy().astype(np.float64)
-            counts[position] += int(flat.shape[0])
-    return {layer.name: np.abs(layer.kernel.numpy()).astype(np.float64)
-            * (total / count).reshape(tuple(layer.kernel.shape[:-1]) + (1,))
-            for layer, total, count in zip(layers, sums, counts)}
+            value = tf.cast(tf.reshape(value, [-1, value.shape[-1]]), tf.float64)
+            kernel = tf.cast(kernels[position], tf.float64)
+            p_pos, p_neg = tf.nn.relu(value), tf.nn.relu(-value)
+            w_pos, w_neg = tf.nn.relu(kernel), tf.nn.relu(-kernel)
+            inv = [tf.math.divide_no_nan(tf.constant(1.0, tf.float64), total) for total in (
+                p_pos @ w_pos + p_neg @ w_neg,  # positive total of each unit
+                p_pos @ w_neg + p_neg @ w_pos)]  # negative total
+            parts = [tf.matmul(p, i, transpose_a=True).numpy() for p, i in (
+                (p_pos, inv[0]), (p_neg, inv[1]), (p_pos, inv[1]), (p_neg, inv[0]))]
+            sums[position] = parts if sums[position] is None else [
+                a + b for a, b in zip(sums[position], parts)]
+            rows[position] += int(value.shape[0])
+    scores = {}
+    for layer, kernel, (pos_pos, neg_neg, pos_neg, neg_pos), count in zip(
+            layers, kernels, sums, rows):
+        w = kernel.numpy().astype(np.float64)
+        # w > 0: positive inputs give positive contributions, negative ones negative;
+        # w < 0 the other way round.
+        relative = np.where(w > 0, pos_pos + neg_neg, pos_neg + neg_pos) / count
+        scores[layer.name] = (np.abs(w) * relative).reshape(layer.kernel.shape)
+    return scores
