@@ -33,5 +33,5 @@ setup(
         "jinja2",
     ],
     entry_points={"console_scripts": ["pie = pie.commands:main"]},
-    extras_require={"test": ["pytest", "websocket-client"]},
+    extras_require={"test": ["pytest", "websocket-client", "imagecorruptions-imaug>=1.1.5,<1.2"]},
 )

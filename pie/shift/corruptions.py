@@ -43,6 +43,12 @@ CORRUPTION_GROUPS = {
     "extra": EXTRA_CORRUPTIONS,
 }
 SEVERITIES = (1, 2, 3, 4, 5)
+# Corruptions that leave a single-channel (grey) image unchanged at every
+# severity: saturate scales HSV saturation, and a grey pixel has none (the
+# published generators return the red channel of the re-coloured grey image,
+# which is its value, unchanged). The corruption stage skips them on grey data
+# and they do not count in `mean_corruption`.
+IDENTITY_ON_GRAY = ("saturate",)
 MIN_IMAGE_SIDE = 8
 
 _WATER_RGB = np.array([175, 238, 238], np.float32) / 255  # pale turquoise
@@ -92,24 +98,18 @@ def _glass_blur(x, c, rngs, scale):
     sigma, max_delta, passes = c
     x = ops.gaussian_blur(x, sigma)
     n, h, w, channels = x.shape
-    flat = np.array(x, np.float32).reshape(n, h * w, channels)  # swapped in place
-    # Visit pixels from the bottom right, swapping each with a random neighbour
-    # up to max_delta away (offsets in [-max_delta, max_delta)). The walk is
-    # sequential within an image, so it loops over positions, all images at once.
-    rows = np.arange(h - max_delta, max_delta, -1)
-    cols = np.arange(w - max_delta, max_delta, -1)
-    positions = (rows[:, None] * w + cols[None, :]).ravel()
-    offsets = _per_image(rngs, lambda rng: rng.integers(
-        -max_delta, max_delta, size=(passes, positions.size, 2)))
-    partners = positions + offsets[..., 0] * w + offsets[..., 1]
-    images = np.arange(n)
-    for step in range(passes):
-        for k, position in enumerate(positions):
-            partner = partners[:, step, k]
-            held = flat[:, position].copy()
-            flat[:, position] = flat[images, partner]
-            flat[images, partner] = held
-    return ops.gaussian_blur(flat.reshape(x.shape), sigma)
+    count = ops.glass_walk_positions(h, w, max_delta).size
+    out = np.empty_like(x)
+    for k, rng in enumerate(rngs):
+        # Per pass and visited pixel one of the (2 max_delta)**2 offsets (dx, dy)
+        # in [-max_delta, max_delta)**2, equally likely.
+        codes = rng.integers(0, (2 * max_delta) ** 2, size=(passes, count), dtype=np.uint8)
+        # The passes compose into one gather of pixel positions.
+        sources = ops.glass_walk_sources(h, w, max_delta, codes[0])
+        for step in range(1, passes):
+            sources = sources[ops.glass_walk_sources(h, w, max_delta, codes[step])]
+        out[k] = x[k].reshape(h * w, channels)[sources].reshape(h, w, channels)
+    return ops.gaussian_blur(out, sigma)
 
 
 def _motion_blur(x, c, rngs, scale):
@@ -141,10 +141,21 @@ def _snow(x, c, rngs, scale):
 def _frost(x, c, rngs, scale):
     image_weight, frost_weight = c
     n, h, w, _ = x.shape
-    bank = ops.frost_textures(FROST_TEXTURE_ZOOM[scale])
-    draws = _per_image(rngs, lambda rng: np.array([
-        rng.integers(bank.shape[0]), rng.integers(bank.shape[1]), rng.integers(bank.shape[2])]))
-    crops = ops.frost_crops(bank, draws[:, 0], draws[:, 1], draws[:, 2], h, w)
+    photos = ops.frost_photographs(FROST_TEXTURE_ZOOM[scale], h, w)
+    if photos is not None:
+        # A random photograph, cropped at a random corner (exclusive upper bound,
+        # as the published np.random.randint).
+        crops = np.empty(x.shape[:3] + (3,), np.float32)
+        for k, rng in enumerate(rngs):
+            photo = photos[rng.integers(len(photos))]
+            top = rng.integers(0, photo.shape[0] - h)
+            left = rng.integers(0, photo.shape[1] - w)
+            crops[k] = photo[top:top + h, left:left + w]
+    else:
+        bank = ops.frost_textures(FROST_TEXTURE_ZOOM[scale])
+        draws = _per_image(rngs, lambda rng: np.array([
+            rng.integers(bank.shape[0]), rng.integers(bank.shape[1]), rng.integers(bank.shape[2])]))
+        crops = ops.frost_crops(bank, draws[:, 0], draws[:, 1], draws[:, 2], h, w)
     return image_weight * x + frost_weight * crops
 
 
@@ -152,8 +163,9 @@ def _fog(x, c, rngs, scale):
     strength, decay = c
     n, h, w, _ = x.shape
     side = ops.next_power_of_two(max(h, w))
-    uniforms = _per_image(rngs, lambda rng: rng.uniform(-1, 1, (side, side)))
-    haze = ops.plasma_fractal(uniforms, decay)[:, :h, :w, None]
+    # One image at a time: a (side, side) map stays in cache, a batch of them not.
+    haze = _per_image(rngs, lambda rng: ops.plasma_fractal(
+        rng.uniform(-1, 1, (1, side, side)), decay)[0, :h, :w, None])
     # Rescale so the brightest clean value keeps its level under the added haze.
     peak = x.max(axis=(1, 2, 3), keepdims=True)
     return (x + strength * haze) * peak / (peak + strength)
@@ -357,6 +369,13 @@ def _check_image_ids(image_ids, count):
 # --------------------------------------------------------------------------- API
 
 
+def changes_channels(name, channels):
+    """False for a corruption that is the identity on images with this many
+    channels (saturate on grey images), True otherwise."""
+    _check_name(name)
+    return not (channels == 1 and name in IDENTITY_ON_GRAY)
+
+
 def resolve_scale(scale, height, width):
     """The parameter table `scale` stands for on an image of this size:
     'auto' -> 'cifar' when the short side is below AUTO_CIFAR_BELOW px, else 'imagenet'."""
@@ -427,6 +446,9 @@ def _corrupt(images, image_ids, name, severity, seed, scale):
     function, is_random, needs_colour = _IMPLEMENTATIONS[name]
     table = resolve_scale(scale, images.shape[1], images.shape[2])
     params = PARAMETER_TABLES[table][name][severity - 1]
+    if images.ndim == 3 or images.shape[3] == 1:
+        if name in IDENTITY_ON_GRAY:
+            return images.copy()
     x = images.astype(np.float32)
     if images.dtype == np.uint8:
         x /= 255
@@ -435,11 +457,14 @@ def _corrupt(images, image_ids, name, severity, seed, scale):
     rngs = [_rng(name, severity, int(i), seed) for i in image_ids] if is_random else None
     gray_via_rgb = needs_colour and x.shape[3] == 1
     y = function(ops.gray_to_rgb(x) if gray_via_rgb else x, params, rngs, table)
-    y = np.clip(y, 0, 1)
+    # In place where the corruption returned a fresh float32 array (most do).
+    fresh = y.dtype == np.float32 and y.flags.writeable and y.base is None and y is not x
+    y = np.clip(y, 0, 1, out=y if fresh else None)
     if gray_via_rgb:
         y = ops.rgb_to_gray(y)
     if images.dtype == np.uint8:
-        y = np.rint(y * 255)
+        y *= 255
+        np.rint(y, out=y)
     return y.reshape(images.shape).astype(images.dtype)
 
 

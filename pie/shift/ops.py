@@ -6,6 +6,8 @@ values in [0, 1]. Operators that depend only on the image shape and the severity
 cached, then applied to the whole batch at once.
 """
 import functools
+import importlib.util
+import os
 
 import cv2
 import numpy as np
@@ -57,11 +59,20 @@ def scale_hsv_saturation(x, factor, offset):
 # --------------------------------------------------------------------------- linear filters
 
 
-def gaussian_blur(x, sigma, mode="nearest", truncate=4.0):
-    """Gaussian blur over the two image axes (skimage.filters.gaussian's defaults)."""
+def gaussian_blur(x, sigma):
+    """Gaussian blur over the two image axes with skimage.filters.gaussian's defaults
+    (edge pixels repeated, kernel radius int(4 sigma + 0.5), as scipy's), through
+    OpenCV: the same normalised taps, several times faster than scipy here."""
     if sigma <= 0:
         return x
-    return ndimage.gaussian_filter(x, sigma=(0, sigma, sigma, 0), mode=mode, truncate=truncate)
+    radius = int(4.0 * sigma + 0.5)
+    size = (2 * radius + 1, 2 * radius + 1)
+    out = np.empty(x.shape, np.float32)
+    for n in range(len(x)):
+        # cv2 drops a trailing channel axis of 1; reshape puts it back.
+        out[n] = cv2.GaussianBlur(np.asarray(x[n], np.float32), size, sigma, sigmaY=sigma,
+                                  borderType=cv2.BORDER_REPLICATE).reshape(x.shape[1:])
+    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -141,6 +152,61 @@ def motion_blur(x, radius, sigma, angles):
     return out
 
 
+# --------------------------------------------------------------------------- glass walk
+
+
+def glass_walk_positions(h, w, max_delta):
+    """Flat indices of the pixels the glass-blur walk visits, in visiting order:
+    rows h - d down to d + 1, and in each row columns w - d down to d + 1."""
+    rows = np.arange(h - max_delta, max_delta, -1)
+    cols = np.arange(w - max_delta, max_delta, -1)
+    return (rows[:, None] * w + cols[None, :]).ravel()
+
+
+def glass_walk_offsets(w, max_delta):
+    """Flat-index step of each of the (2 d)**2 equally likely offsets (dx, dy) in
+    [-d, d)**2 of the walk, code = (dy + d) * 2 d + (dx + d)."""
+    steps = np.arange(-max_delta, max_delta)
+    return (steps[:, None] * w + steps[None, :]).ravel()
+
+
+def glass_walk_sources(h, w, max_delta, codes):
+    """Where each pixel's value comes from after one pass of the published walk.
+
+    The published walk visits pixel p (in glass_walk_positions order) and runs
+    `x[p], x[q] = x[q], x[p]` on numpy rows with q = p + (dy, dx): the right side
+    holds views, so x[p] takes x[q]'s value and x[q] is rewritten with that same
+    value. Each visit therefore copies q over p. If q was visited earlier in the
+    pass, x[q] already holds its own source's value, so the value p ends up with is
+    found by following earlier-visited pixels until one whose source was not
+    rewritten yet. That chain is followed for all pixels at once by pointer
+    jumping (about log2 of the longest chain rounds), not a loop over pixels.
+
+    codes: (P,) integers in [0, (2 d)**2), the offset of each visited position (see
+    glass_walk_offsets). Returns (h*w,) flat indices: out[p] = x[sources[p]] is the
+    pass. One image at a time: its arrays stay in cache, which is faster than
+    a batch.
+    """
+    positions = glass_walk_positions(h, w, max_delta)
+    count = positions.size
+    partners = positions + glass_walk_offsets(w, max_delta)[codes]
+    order = np.full(h * w, -1, np.int64)
+    order[positions] = np.arange(count)  # visiting rank; -1 = never visited
+    rank = order[partners]
+    visit = np.arange(count)
+    # k links to its partner's rank when that partner was visited before k.
+    linked = (rank >= 0) & (rank < visit)
+    follow = np.where(linked, rank, visit)
+    pending = linked
+    while pending.any():
+        follow = follow[follow]
+        # not done while the pixel jumped to still links further on
+        pending = linked[follow]
+    sources = np.arange(h * w)
+    sources[positions] = partners[follow]
+    return sources
+
+
 # --------------------------------------------------------------------------- resampling
 
 
@@ -164,42 +230,52 @@ def bilinear_sample(x, rows, cols):
     c1 = np.minimum(c0 + 1, w - 1)
     fr = (rows - r0).astype(np.float32)[..., None]
     fc = (cols - c0).astype(np.float32)[..., None]
-    flat = x.reshape(n, h * w, c)
+    flat = x.reshape(n * h * w, c)
+    base = (np.arange(n) * (h * w)).reshape(n, 1, 1)
 
     def gather(r, q):
-        return np.take_along_axis(flat, (r * w + q).reshape(n, h * w, 1), axis=1).reshape(n, h, w, c)
+        return flat[(base + r * w + q).ravel()].reshape(n, h, w, c)
 
     top = gather(r0, c0) * (1 - fc) + gather(r0, c1) * fc
     bottom = gather(r1, c0) * (1 - fc) + gather(r1, c1) * fc
     return top * (1 - fr) + bottom * fr
 
 
-def _bilinear_matrix(h, w, rows, cols):
-    """Sparse (h*w, h*w) matrix sampling an image at (rows, cols), edge pixels repeated."""
-    rows = np.clip(rows, 0, h - 1).ravel()
-    cols = np.clip(cols, 0, w - 1).ravel()
-    r0 = np.floor(rows).astype(np.int64)
-    c0 = np.floor(cols).astype(np.int64)
-    r1 = np.minimum(r0 + 1, h - 1)
-    c1 = np.minimum(c0 + 1, w - 1)
-    fr, fc = rows - r0, cols - c0
-    out_index = np.tile(np.arange(h * w), 4)
-    in_index = np.concatenate([r0 * w + c0, r0 * w + c1, r1 * w + c0, r1 * w + c1])
-    weights = np.concatenate([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc])
-    return sparse.csr_matrix((weights, (out_index, in_index)), shape=(h * w, h * w))
+def clipped_zoom_matrix(size, zoom):
+    """(size, size) matrix of the published `clipped_zoom` along one axis.
+
+    The published generators crop the central ceil(size / zoom) pixels (from
+    (size - crop) // 2), enlarge them with scipy.ndimage.zoom(order=1) to
+    round(crop * zoom) pixels (whose end pixels land on the crop's end pixels) and
+    trim that back to `size` from its centre. Whole-pixel crop and trim offsets make
+    the zoom centre drift by up to a pixel: at 32 px that shift is a large part of
+    the CIFAR-10-C zoom blur, so it is reproduced rather than idealised.
+    """
+    crop = int(np.ceil(size / zoom))
+    top = (size - crop) // 2
+    enlarged = int(round(crop * zoom))
+    trim = (enlarged - size) // 2
+    step = (crop - 1) / (enlarged - 1) if enlarged > 1 else 0.0
+    coords = top + (np.arange(size) + trim) * step
+    low = np.clip(np.floor(coords).astype(np.int64), 0, size - 1)
+    high = np.minimum(low + 1, size - 1)
+    frac = coords - low
+    matrix = np.zeros((size, size))
+    np.add.at(matrix, (np.arange(size), low), 1 - frac)
+    np.add.at(matrix, (np.arange(size), high), frac)
+    return matrix
 
 
-def _centre_zoom_matrix(h, w, zoom):
-    """Sampling matrix of a zoom by `zoom` into the image centre (the central 1/zoom
-    of the image stretched to the full frame)."""
-    ci, cj = (h - 1) / 2.0, (w - 1) / 2.0
-    ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    return _bilinear_matrix(h, w, (ii - ci) / zoom + ci, (jj - cj) / zoom + cj)
+def _clipped_zoom_2d(h, w, zoom):
+    """Sparse (h*w, h*w) matrix of the published clipped_zoom on an image."""
+    return sparse.kron(sparse.csr_matrix(clipped_zoom_matrix(h, zoom)),
+                       sparse.csr_matrix(clipped_zoom_matrix(w, zoom)), format="csr")
 
 
 @functools.lru_cache(maxsize=64)
 def centre_zoom_operator(h, w, zoom):
-    return _centre_zoom_matrix(h, w, zoom).astype(np.float32)
+    """The published clipped_zoom by `zoom` as a sparse (h*w, h*w) operator."""
+    return _clipped_zoom_2d(h, w, zoom).astype(np.float32)
 
 
 def zoom_factors(end, step):
@@ -209,14 +285,14 @@ def zoom_factors(end, step):
     return np.arange(1.0, end, step)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)
 def zoom_blur_operator(h, w, end, step):
-    """Average of the image and its centre zooms by every factor (factor 1 included,
-    so the unzoomed image counts twice, as in the published definition)."""
+    """Average of the image and its clipped zooms by every factor (factor 1
+    included, so the unzoomed image counts twice, as in the published definition)."""
     factors = zoom_factors(end, step)
     total = sparse.identity(h * w, format="csr")
     for factor in factors:
-        total = total + _centre_zoom_matrix(h, w, factor)
+        total = total + _clipped_zoom_2d(h, w, factor)
     return (total / (len(factors) + 1)).astype(np.float32).tocsr()
 
 
@@ -352,13 +428,31 @@ def _frost_texture(index):
     return np.clip(intensity, 0, 1).astype(np.float32)[..., None] * _FROST_TINT
 
 
+def _calibrated(texture):
+    """A procedural texture whose value distribution, per channel, is mapped onto
+    the frost photographs' (FROST_PHOTO_QUANTILES): each value's rank within its
+    channel becomes the photographs' value at that rank, so brightness and contrast
+    match theirs while the texture keeps its own structure."""
+    out = np.empty_like(texture)
+    levels = np.linspace(0, 1, FROST_PHOTO_QUANTILES.shape[1])
+    for channel in range(texture.shape[-1]):
+        values = texture[..., channel]
+        ranks = np.empty(values.size)
+        ranks[np.argsort(values, axis=None, kind="stable")] = np.linspace(0, 1, values.size)
+        out[..., channel] = np.interp(ranks, levels, FROST_PHOTO_QUANTILES[channel]).reshape(
+            values.shape)
+    return out.astype(np.float32)
+
+
 @functools.lru_cache(maxsize=4)
 def frost_textures(zoom):
-    """The fixed bank of periodic frost textures, (K, T, T, 3) in [0, 1], resized by
-    `zoom` (1 for the ImageNet table, 0.2 for CIFAR)."""
+    """The fixed bank of periodic procedural frost textures, (K, T, T, 3) in [0, 1],
+    calibrated to the photographs' brightness and contrast and resized by `zoom`
+    (1 for the ImageNet table, 0.2 for CIFAR). Used when the photographs are not
+    installed."""
     bank = []
     for index in range(FROST_TEXTURE_COUNT):
-        texture = _frost_texture(index)
+        texture = _calibrated(_frost_texture(index))
         if zoom != 1.0:
             side = int(round(FROST_TEXTURE_SIZE * zoom))
             texture = cv2.resize(texture, (side, side), interpolation=cv2.INTER_AREA)
@@ -374,3 +468,75 @@ def frost_crops(bank, texture_index, top, left, h, w):
     rows = (top[:, None] + np.arange(h)[None, :]) % side
     cols = (left[:, None] + np.arange(w)[None, :]) % side
     return bank[texture_index[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+# The published generators blend in crops of frost photographs, drawn among the
+# first five files of their list (np.random.randint(5): the sixth is never used).
+# The imagecorruptions package ships the same files; they are read from the
+# installed package, never copied into this repository.
+FROST_PHOTO_PACKAGE = "imagecorruptions"
+FROST_PHOTO_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
+# Mean, standard deviation and the 0, 1/16, ..., 16/16 quantiles per RGB channel
+# of those five photographs (each photograph weighted equally, as each is drawn
+# equally often), measured once from the files; the procedural fallback is mapped
+# onto these quantiles.
+FROST_PHOTO_MEAN = np.array([0.5720, 0.6557, 0.7017], np.float32)
+FROST_PHOTO_STD = np.array([0.2239, 0.1691, 0.1638], np.float32)
+FROST_PHOTO_QUANTILES = np.array([
+    [0.0549, 0.2196, 0.2745, 0.3294, 0.3804, 0.4353, 0.4824, 0.5333, 0.5843, 0.6392,
+     0.698, 0.7451, 0.7804, 0.8078, 0.8353, 0.8706, 1.0],
+    [0.0941, 0.3765, 0.4627, 0.5137, 0.5451, 0.5686, 0.5961, 0.6235, 0.651, 0.6863,
+     0.7294, 0.7686, 0.8, 0.8314, 0.8588, 0.8902, 1.0],
+    [0.1216, 0.4235, 0.5137, 0.5647, 0.6, 0.6275, 0.651, 0.6745, 0.702, 0.7333,
+     0.7686, 0.8078, 0.8392, 0.8706, 0.898, 0.9294, 1.0]])
+
+
+def frost_photo_dir():
+    """The installed package's folder of frost photographs, or None when the package
+    (or any of the files) is absent. Found without importing the package."""
+    try:
+        spec = importlib.util.find_spec(FROST_PHOTO_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "frost")
+    if not all(os.path.isfile(os.path.join(folder, name)) for name in FROST_PHOTO_FILES):
+        return None
+    return folder
+
+
+@functools.lru_cache(maxsize=8)
+def frost_photographs(zoom, min_h, min_w):
+    """The frost photographs as RGB float32 in [0, 1], resized by `zoom` (bilinear,
+    as the CIFAR generator does for 0.2), each then enlarged when needed so that it
+    is at least (min_h + 1, min_w + 1): a random crop of that size always fits.
+    None when the photographs are not installed."""
+    folder = frost_photo_dir()
+    if folder is None:
+        return None
+    photos = []
+    for name in FROST_PHOTO_FILES:
+        photo = cv2.imread(os.path.join(folder, name), cv2.IMREAD_COLOR)
+        if photo is None:
+            return None
+        photo = photo[..., ::-1].astype(np.float32) / 255  # BGR -> RGB
+        if zoom != 1.0:
+            photo = cv2.resize(photo, (0, 0), fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
+        height, width = photo.shape[:2]
+        if height <= min_h or width <= min_w:
+            # Too small for the image (large images or the CIFAR shrink): enlarge
+            # 10% beyond the fit, as the imagecorruptions package does.
+            factor = 1.1 * max((min_h + 1) / height, (min_w + 1) / width)
+            photo = cv2.resize(photo, (int(np.ceil(width * factor)), int(np.ceil(height * factor))),
+                               interpolation=cv2.INTER_CUBIC)
+        photo = np.clip(photo, 0, 1)
+        photo.flags.writeable = False
+        photos.append(photo)
+    return tuple(photos)
+
+
+def frost_source():
+    """'photographs' when the published frost photographs are installed, else
+    'procedural'."""
+    return "photographs" if frost_photo_dir() is not None else "procedural"
