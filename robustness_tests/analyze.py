@@ -8,7 +8,8 @@ robustness_tests.corruptions). A file's distribution is its `distribution`
 column (files without one are clean predictions); the folder is only where it
 lies. Writes, under `W/robustness/`:
 
-  accuracy.csv          top-1 per member and distribution, plus `mean_corruption`
+  accuracy.csv          top-1 per member and distribution, plus `mean_corruption` and,
+                        with several severities, `mean_severity_<k>`
   excess_error.csv      per variant and shifted distribution (mean, std over seeds)
   excess_error_per_seed.csv
   prune_potential.csv   per pruning method and distribution
@@ -75,7 +76,7 @@ def file_accuracy(member_id, path):
             raise records.ContractError(
                 f"{path} mixes distributions {sorted(values)[:3]}: one file, one distribution")
         distribution = values[0]
-    if distribution == robustness.MEAN_CORRUPTION:
+    if robustness.is_mean([distribution])[0]:
         raise records.ContractError(
             f"{path} claims distribution '{distribution}', a name this stage reserves")
     correct = frame["predicted"].to_numpy() == frame["label"].to_numpy()

@@ -1,20 +1,25 @@
 r"""Predictions of every population member on shifted copies of the eval split.
 
   python -m robustness_tests.corruptions --workdir=W [--corruptions=all] \
-      [--severities=1,2,3,4,5] [--seed=0] [--corruption_scale=auto] [--batch_size=256]
+      [--severities=all|1,2,3,4,5] [--seed=0] [--corruption_scale=auto] [--batch_size=256] \
+      [--workers=0]
   python -m robustness_tests.corruptions --workdir=W \
       --tfds_corrupted=cifar10_corrupted|imagenet2012_corrupted|imagenet_a [--data_dir=D]
 
 Synthetic (default): the raw eval images are corrupted once per (corruption,
 severity) with `pie.shift.corruptions.corrupt_batch`, normalised like the clean ones,
-and every member runs on them. With `--tfds_corrupted` the precomputed sets are
+and every member runs on them. The eval split is streamed in chunks of about
+CHUNK_BYTES of pixels and corrupted by --workers processes (0 = every core), so
+memory does not grow with the eval set. Corruptions that are the identity on the
+images (saturate on grey images) are skipped. With `--tfds_corrupted` the precomputed sets are
 read through tensorflow-datasets instead (they must already be prepared in the
 data folder: nothing is downloaded). Each member's predictions go to
 `W/predictions/test/<corruption>-<severity>/<member_id>.csv.gz` (`imagenet_a` for
 ImageNet-A) in the schema of `pie_dataset_gen.predictions` plus a `distribution`
 column (`gaussian_noise/3`). Files that exist are skipped; a folder records where
 its predictions came from (`corruption_source.json`), and a run asking for them
-another way (another seed, scale or source) stops with an error unless --force.
+another way (another seed, scale or source, or frost from photographs vs procedural
+textures) stops with an error unless --force.
 """
 import dataclasses
 import os
@@ -29,15 +34,13 @@ from pie.io import cli, records
 from pie.io.workdir import ROBUSTNESS_DIR, Workdir
 from pie.io.progress import Progress
 from pie.models import predict
-from pie.shift import corruptions
+from pie.shift import corruptions, ops, pool
 from pie.shift.tables import CIFAR, SCALES
 
 FLAGS = flags.FLAGS
 STAGE = "corruptions"
 SPLIT = "test"
 GROUPS = tuple(corruptions.CORRUPTION_GROUPS)
-# Images corrupted and run per step: bounds memory for large eval sets.
-CHUNK_IMAGES = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +76,8 @@ def define_flags():
     flags.DEFINE_string(
         "corruptions", "all", "Comma-separated corruption names (pie.shift.corruptions), group "
         f"names ({', '.join(GROUPS)}), or 'all' for the 19.")
-    flags.DEFINE_string("severities", "1,2,3,4,5", "Comma-separated severities in 1..5.")
+    flags.DEFINE_string("severities", "all", "Comma-separated severities in 1..5, or 'all' "
+                        "(1,2,3,4,5).")
     flags.DEFINE_integer("seed", 0, "Seed of the corruptions' random draws (>= 0).")
     flags.DEFINE_enum("corruption_scale", "auto", SCALES,
                       "Parameter table: 'imagenet' (224 px), 'cifar' (32 px) or 'auto' "
@@ -85,6 +89,8 @@ def define_flags():
     flags.DEFINE_string("data_dir", None,
                         "tensorflow-datasets folder (default: the population's).")
     flags.DEFINE_bool("force", False, "Recompute predictions that exist.")
+    flags.DEFINE_integer("workers", 0, "Processes corrupting images: 0 = every core, 1 = "
+                         "in the stage's own process.")
 
 
 # ------------------------------------------------------------------------ arguments
@@ -113,6 +119,8 @@ def parse_corruptions(text):
 
 
 def parse_severities(text):
+    if text.strip() == "all":
+        return list(corruptions.SEVERITIES)
     values = cli.parse_ints(text, "severities")
     for severity in values:
         try:
@@ -144,7 +152,8 @@ def source_path(workdir, distribution):
     return Workdir(workdir).corruption_source(distribution, SPLIT)
 
 
-IDENTITY_KEYS = ("source", "seed", "scale")
+# frost: "photographs" or "procedural" (pie.shift.ops.frost_source), frost folders only.
+IDENTITY_KEYS = ("source", "seed", "scale", "frost")
 
 
 def check_folder(workdir, distribution, identity, force):
@@ -221,27 +230,67 @@ def pending(workdir, manifest, distribution, force):
             if force or predict.needs_predictions(workdir, row, distribution, SPLIT)]
 
 
-def corrupted_batches(raw, labels, ids, name, severity, seed, scale):
-    """The eval images corrupted once, in chunks (each image depends only on its id)."""
-    for start in range(0, len(ids), CHUNK_IMAGES):
-        stop = start + CHUNK_IMAGES
-        yield (corruptions.corrupt_batch(raw[start:stop], ids[start:stop], name, severity,
-                                         seed=seed, scale=scale),
-               labels[start:stop], ids[start:stop])
+# ------------------------------------------------------------------- memory bounds
+
+# Raw eval images read, corrupted and run per step: about this many bytes of
+# float32 pixels (445 images at 224 px, 80,000 at 28 px), so memory does not grow
+# with the eval set.
+CHUNK_BYTES = 256 << 20
+
+
+def eval_chunks(source, chunk_images):
+    """The eval split as (raw images, labels, image_ids) chunks, streamed."""
+    for batch in source.eval_raw().batch(chunk_images).as_numpy_iterator():
+        yield batch["image"], batch["label"], batch["image_id"]
+
+
+def corrupted_chunks(chunks, name, severity, seed, scale, workers):
+    """Each (raw, labels, ids) chunk with its images corrupted by `workers` (a
+    pool.CorruptionPool)."""
+    for raw, labels, ids in chunks:
+        yield workers.corrupt(raw, ids, name, severity, seed, scale), labels, ids
+
+
+def image_channels(source):
+    shape = tuple(source.raw_shape)
+    return int(shape[-1]) if len(shape) == 3 and shape[-1] else 1
+
+
+def check_workers(workers):
+    try:
+        return pool.resolve_workers(workers)
+    except ValueError as error:
+        raise cli.UsageError(f"--{error}")
 
 
 def run_synthetic(workdir, names, severities, seed=0, scale="auto", batch_size=256,
-                  force=False):
-    """Corrupts the eval split in memory; returns how many distributions were run."""
+                  force=False, workers=1):
+    """Corrupts the eval split in streamed chunks; returns how many distributions were
+    run. Corruptions that are the identity on the images' channels (saturate on
+    grey images) are skipped."""
     check_arguments(workdir, seed, batch_size)
+    workers = check_workers(workers)
     config = records.read_dataset_config(workdir)
     require_images(config)
     manifest = records.read_manifest(workdir)
     predict.check_model_files(workdir, manifest)
+    from pie.data import sources
+    source = sources.load_for_workdir(workdir)
+    channels = image_channels(source)
+    skipped = [name for name in names if not corruptions.changes_channels(name, channels)]
+    if skipped:
+        print(f"corruptions: skipping {', '.join(skipped)}: the identity on "
+              f"{channels}-channel images (not run, not in mean_corruption)", flush=True)
+    names = [name for name in names if name not in skipped]
     plan = [(f"{name}/{severity}", name, severity) for name in names for severity in severities]
     identity = {"source": "pie.shift.corruptions", "seed": seed, "scale": scale}
-    for distribution, _, _ in plan:
-        check_folder(workdir, distribution, identity, force)
+
+    def made_as(name):
+        # Frost depends on whether the published photographs are installed.
+        return dict(identity, frost=ops.frost_source()) if name == "frost" else identity
+
+    for distribution, name, _ in plan:
+        check_folder(workdir, distribution, made_as(name), force)
     todo = [(distribution, name, severity, pending(workdir, manifest, distribution, force))
             for distribution, name, severity in plan]
     todo = [item for item in todo if item[3]]
@@ -249,21 +298,22 @@ def run_synthetic(workdir, names, severities, seed=0, scale="auto", batch_size=2
           f"{len(plan) - len(todo)} sets done, {len(todo)} to run", flush=True)
     if not todo:
         return 0
-    from pie.data import sources
-    source = sources.load_for_workdir(workdir)
-    raw, labels, ids = source.eval_arrays()
-    resolved = corruptions.resolve_scale(scale, raw.shape[1], raw.shape[2])
+    shape = next(eval_chunks(source, 1))[0].shape[1:]
+    resolved = corruptions.resolve_scale(scale, shape[0], shape[1])
+    chunk_images = pool.images_per(CHUNK_BYTES, shape)
     members = Members(workdir)
     progress = Progress(len(todo), "corrupted sets")
-    for distribution, name, severity, rows in todo:
-        started = time.time()
-        claim_folder(workdir, distribution, dict(identity, resolved_scale=resolved))
-        batches = corrupted_batches(raw, labels, ids, name, severity, seed, scale)
-        top1 = predict_distribution(workdir, distribution, rows, members, batches,
-                                    source.normalize, batch_size)
-        progress.advance(1, f"{distribution}: {len(rows)} members on {len(ids)} images, "
-                            f"mean top-1 {np.mean(list(top1.values())):.4f} "
-                            f"({time.time() - started:.1f}s)")
+    with pool.CorruptionPool(workers) as workers_pool:
+        for distribution, name, severity, rows in todo:
+            started = time.time()
+            claim_folder(workdir, distribution, dict(made_as(name), resolved_scale=resolved))
+            batches = corrupted_chunks(eval_chunks(source, chunk_images), name, severity, seed,
+                                       scale, workers_pool)
+            top1 = predict_distribution(workdir, distribution, rows, members, batches,
+                                        source.normalize, batch_size)
+            progress.advance(1, f"{distribution}: {len(rows)} members, mean top-1 "
+                                f"{np.mean(list(top1.values())):.4f} "
+                                f"({time.time() - started:.1f}s)")
     return len(todo)
 
 
@@ -394,6 +444,7 @@ def run_tfds(workdir, set_name, names, severities, batch_size=256, data_dir=None
 def main(argv):
     del argv
     check_arguments(FLAGS.workdir, FLAGS.seed, FLAGS.batch_size)
+    check_workers(FLAGS.workers)
     names = parse_corruptions(FLAGS.corruptions)
     severities = parse_severities(FLAGS.severities)
     if FLAGS.tfds_corrupted:
@@ -401,7 +452,8 @@ def main(argv):
                        FLAGS.batch_size, FLAGS.data_dir, FLAGS.force)
     else:
         ran = run_synthetic(FLAGS.workdir, names, severities, FLAGS.seed,
-                            FLAGS.corruption_scale, FLAGS.batch_size, FLAGS.force)
+                            FLAGS.corruption_scale, FLAGS.batch_size, FLAGS.force,
+                            FLAGS.workers)
     if ran:
         records.write_text(Workdir(FLAGS.workdir).flags_file(ROBUSTNESS_DIR, STAGE),
                            cli.resolved_flags())

@@ -571,3 +571,27 @@ def test_gaussian_matrix_matches_scipy_reflect():
         expected = ndimage.gaussian_filter(x, (0, sigma, sigma, 0), mode="reflect", truncate=3.0)
         out = ops.separable_apply(x, ops.gaussian_matrix(40, sigma, 3.0), ops.gaussian_matrix(30, sigma, 3.0))
         np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- worker pool
+
+
+def test_pool_in_two_worker_processes_equals_corrupt_batch():
+    from pie.shift import pool
+    images = np.stack([scene(32, k) for k in range(10)])
+    ids = np.arange(10) * 7
+    expected = C.corrupt_batch(images, ids, "glass_blur", 4, seed=2)
+    # Tasks of 3 images (12 KiB each as float32): 4 tasks over 2 spawned workers.
+    with pool.CorruptionPool(workers=2, task_bytes=3 * 32 * 32 * 3 * 4) as workers:
+        np.testing.assert_array_equal(workers.corrupt(images, ids, "glass_blur", 4, seed=2),
+                                      expected)
+        assert workers.executor is not None  # it did use the processes
+    with pool.CorruptionPool(workers=1) as inline:
+        np.testing.assert_array_equal(inline.corrupt(images, ids, "glass_blur", 4, seed=2),
+                                      expected)
+        assert inline.executor is None
+    assert pool.images_per(pool.TASK_BYTES, (224, 224, 3)) == 13
+    assert pool.resolve_workers(0) >= 1
+    with pytest.raises(ValueError) as error:
+        pool.resolve_workers(-2)
+    assert str(error.value) == "workers must be an integer >= 0 (0 = every core), got -2"

@@ -122,10 +122,29 @@ def test_mean_corruption_averages_complete_corruptions_only():
     assert mean.loc["magnitude_0.5_seed0", "top1"] == pytest.approx(0.6)
     assert (mean["n_distributions"] == 2).all() and (mean["n_images"] == 200).all()
     assert list(table.columns) == robustness.ACCURACY_COLUMNS
-    # clean first, mean_corruption last within each member
+    # Two severities among the complete corruptions: one mean per severity too.
+    by_severity = table[table["distribution"].str.startswith("mean_severity_")]
+    assert sorted(set(by_severity["distribution"])) == ["mean_severity_1", "mean_severity_3"]
+    severity_1 = by_severity[by_severity["distribution"] == "mean_severity_1"].set_index(
+        "member_id")
+    assert severity_1.loc["dense_0_seed0", "top1"] == pytest.approx(0.6)  # contrast/1
+    assert severity_1.loc["magnitude_0.5_seed0", "top1"] == pytest.approx(0.5)
+    assert (by_severity["n_distributions"] == 1).all()
+    # clean first, then the sets, the means last (mean_corruption, then by severity)
     dense_rows = table[table["member_id"] == "dense_0_seed0"]["distribution"].tolist()
-    assert dense_rows[0] == "clean" and dense_rows[-1] == robustness.MEAN_CORRUPTION
-    assert len(table) == len(rows) + 2
+    assert dense_rows[0] == "clean" and dense_rows[-3:] == [
+        robustness.MEAN_CORRUPTION, "mean_severity_1", "mean_severity_3"]
+    assert len(table) == len(rows) + 6
+    # Rerunning on its own output gives the same table (means are replaced).
+    again = robustness.with_mean_corruption(table)
+    pd.testing.assert_frame_equal(again, table)
+
+
+def test_one_severity_adds_no_per_severity_means():
+    rows = [(method, 0.0 if method == "dense" else 0.5, 0, distribution, 0.7)
+            for method in ("dense", "magnitude") for distribution in ("clean", "fog/3", "snow/3")]
+    table = robustness.with_mean_corruption(member_table(rows))
+    assert set(table["distribution"]) == {"clean", "fog/3", "snow/3", robustness.MEAN_CORRUPTION}
 
 
 def test_comparison_pairs_same_seed_and_cyclic_dense_reference():

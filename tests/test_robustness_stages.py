@@ -147,6 +147,7 @@ def test_informative_features_tables(workdir):
     (["--corruptions=blurry"], "error: --corruptions: unknown corruption 'blurry'; allowed: "),
     (["--severities=0"], "error: --severities: severity must be an integer in 1..5, got 0"),
     (["--severities=6"], "error: --severities: severity must be an integer in 1..5, got 6"),
+    (["--workers=-1"], "error: --workers must be an integer >= 0 (0 = every core), got -1"),
 ])
 def test_corruptions_bad_input_exits_2_with_one_line(tmp_path, flags, message):
     result = run_stage("robustness_tests.corruptions", f"--workdir={tmp_path}", *flags,
@@ -155,6 +156,33 @@ def test_corruptions_bad_input_exits_2_with_one_line(tmp_path, flags, message):
     lines = error_lines(result)
     assert len(lines) == 1 and lines[0].startswith(message), lines
     assert os.listdir(tmp_path) == []
+
+
+def test_severities_all_is_the_five():
+    assert corruption_stage.parse_severities("all") == [1, 2, 3, 4, 5]
+    assert corruption_stage.parse_severities("3,1,3") == [1, 3]
+
+
+def test_grey_images_skip_saturate_and_each_severity_gets_its_mean(workdir, tmp_path, capsys):
+    copy = str(tmp_path / "w")
+    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("robustness"))
+    # digits are grey: saturate would be the identity, so it is not run.
+    assert corruption_stage.run_synthetic(copy, ["saturate", "contrast"], [1], workers=1) == 1
+    out = capsys.readouterr().out
+    assert ("corruptions: skipping saturate: the identity on 1-channel images (not run, not "
+            "in mean_corruption)") in out
+    assert "1 corrupted sets x 4 members, 0 sets done, 1 to run" in out
+    assert not os.path.exists(Workdir(copy).predictions_dir("saturate/1"))
+    assert analyze.run(copy)
+    accuracy = pd.read_csv(Workdir(copy).file("robustness_accuracy"))
+    assert {"contrast/1", "mean_severity_1", "mean_severity_3"} <= set(accuracy["distribution"])
+    for member_id, rows in accuracy.groupby("member_id"):
+        top1 = rows.set_index("distribution")["top1"]
+        assert top1["mean_severity_3"] == pytest.approx(
+            (top1["gaussian_noise/3"] + top1["contrast/3"]) / 2)
+        assert top1["mean_severity_1"] == pytest.approx(top1["contrast/1"])
+        assert top1[robustness.MEAN_CORRUPTION] == pytest.approx(
+            (top1["gaussian_noise/3"] + top1["contrast/3"] + top1["contrast/1"]) / 3)
 
 
 def test_corruptions_refuse_toy_populations(tmp_path):

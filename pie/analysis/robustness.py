@@ -30,6 +30,9 @@ MEAN_CORRUPTION = "mean_corruption"
 DENSE_REFERENCE = "dense_reference"
 # A synthetic or precomputed corruption: `<corruption>/<severity>`, e.g. `fog/3`.
 CORRUPTION_PATTERN = re.compile(r"^[A-Za-z0-9_]+/[0-9]+$")
+# Mean over the corruptions at one severity, when several severities were run.
+MEAN_SEVERITY_PREFIX = "mean_severity_"
+MEAN_SEVERITY_PATTERN = re.compile(r"^mean_severity_[0-9]+$")
 # Comparisons of errors computed from counts: equal up to float rounding counts as equal.
 TOLERANCE = 1e-9
 
@@ -94,10 +97,22 @@ def is_corruption(distributions):
 
 
 def distribution_order(distributions):
-    """Sort key: clean first, then shifted sets by name, mean_corruption last."""
+    """Sort key: clean first, then shifted sets by name, the means last
+    (mean_corruption, then mean_severity_<k>)."""
     names = pd.Series(distributions).astype(str)
-    rank = np.where(names == records.CLEAN, 0, np.where(names == MEAN_CORRUPTION, 2, 1))
+    rank = np.where(names == records.CLEAN, 0, np.where(is_mean(names), 2, 1))
     return pd.Series(rank, index=names.index).astype(str) + names
+
+
+def is_mean(distributions):
+    """Which names (a Series) are means written by with_mean_corruption."""
+    names = pd.Series(distributions).astype(str)
+    return ((names == MEAN_CORRUPTION) | names.str.match(MEAN_SEVERITY_PATTERN.pattern)).to_numpy()
+
+
+def mean_severity(severity):
+    """Name of the per-severity mean row: `mean_severity_3`."""
+    return f"{MEAN_SEVERITY_PREFIX}{int(severity)}"
 
 
 def error_pp(top1):
@@ -109,28 +124,40 @@ def error_pp(top1):
 
 
 def with_mean_corruption(accuracy):
-    """Adds one `mean_corruption` row per member: its mean top-1 over the corruptions.
+    """Adds one `mean_corruption` row per member: its mean top-1 over the corruptions,
+    and, when the corruptions span several severities, one `mean_severity_<k>` row
+    per severity k: the mean over the corruptions at that severity.
 
     Only `<corruption>/<severity>` distributions that every member of the table has
     are averaged, so every member's mean covers the same sets; natural shifts (e.g.
-    `imagenet_a`) are not corruptions and are left out. `n_images` of the row is the
-    sum over the averaged sets, `n_distributions` their number. Without any complete
-    corruption the table comes back unchanged (with `n_distributions` = 1).
+    `imagenet_a`) are not corruptions and are left out (so are corruptions that
+    are the identity on the images, e.g. saturate on grey ones: the corruption
+    stage does not run them). `n_images` of a mean row is the sum over the averaged sets, `n_distributions` their number.
+    Without any complete corruption the table comes back unchanged (with
+    `n_distributions` = 1).
     """
     _require_columns(accuracy, _MEMBER_KEYS + ["distribution", "top1", "n_images"], "accuracy")
     accuracy = accuracy.assign(n_distributions=1)
-    accuracy = accuracy[accuracy["distribution"] != MEAN_CORRUPTION]
+    accuracy = accuracy[~is_mean(accuracy["distribution"])]
     shifted = accuracy[is_corruption(accuracy["distribution"])]
     coverage = shifted.groupby("distribution")["member_id"].nunique()
     complete = coverage.index[coverage == accuracy["member_id"].nunique()]
     shifted = shifted[shifted["distribution"].isin(complete)]
     if shifted.empty:
         return accuracy[ACCURACY_COLUMNS].reset_index(drop=True)
-    mean = shifted.groupby(_MEMBER_KEYS, as_index=False, sort=False).agg(
-        top1=("top1", "mean"), n_images=("n_images", "sum"),
-        n_distributions=("distribution", "size"))
-    mean["distribution"] = MEAN_CORRUPTION
-    combined = pd.concat([accuracy, mean], ignore_index=True)
+    severity = shifted["distribution"].astype(str).str.rsplit("/", n=1).str[1].astype(int)
+    groups = [(MEAN_CORRUPTION, shifted)]
+    if severity.nunique() > 1:
+        groups += [(mean_severity(level), shifted[severity == level])
+                   for level in sorted(severity.unique())]
+    means = []
+    for name, rows in groups:
+        mean = rows.groupby(_MEMBER_KEYS, as_index=False, sort=False).agg(
+            top1=("top1", "mean"), n_images=("n_images", "sum"),
+            n_distributions=("distribution", "size"))
+        mean["distribution"] = name
+        means.append(mean)
+    combined = pd.concat([accuracy] + means, ignore_index=True)
     return sort_by_member(combined)[ACCURACY_COLUMNS]
 
 
