@@ -19,6 +19,7 @@ setup(
         f"tf-keras{TF_VERSION}",
         "tensorflow-model-optimization>=0.8,<0.9",
         "tensorflow-datasets",
+        "ai-edge-litert",
         "tensorboard",
         "numpy",
         "pandas",

@@ -25,7 +25,7 @@ from pie.data import sources
 from pie.io import cli, records
 from pie.io.workdir import Workdir
 from pie.io.progress import Progress
-from pie.models import builders
+from pie.models import builders, loading
 
 FLAGS = flags.FLAGS
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -202,14 +202,13 @@ class Trainer:
 
     def _reuse_dense(self, workdir, member, model):
         """Loads the finished dense member of the same seed, if this workdir has it."""
-        import tf_keras as keras
         manifest = records.read_manifest(workdir, required=False)
         dense = manifest[(manifest["method"] == "dense") & (manifest["seed"] == member.seed)
                          & (manifest["model"] == FLAGS.model)]
         if dense.empty:
             return False
         path = workdir.model_path(dense.iloc[0])
-        saved = keras.models.load_model(path, compile=False)
+        saved = loading.load_keras(path)
         if [w.shape for w in saved.get_weights()] != [w.shape for w in model.get_weights()]:
             return False
         model.set_weights(saved.get_weights())

@@ -16,7 +16,7 @@ method of its results, and how the TFLite converter is configured:
 traced into a concrete function and converted from that, so a Keras 2 model the
 Keras path rejects still converts.
 
-`Latency` times a .tflite model with the TFLite interpreter (XNNPACK on).
+`Latency` times a .tflite model with the LiteRT interpreter (XNNPACK on).
 """
 import collections
 import gzip
@@ -198,18 +198,15 @@ def file_sizes(path):
 class Latency:
     """Median wall time of one interpreter invocation at a given batch size.
 
-    The interpreter is built with `OpResolverType.AUTO`, which applies the XNNPACK
-    delegate by default (TFLite's CPU fast path). Inputs are random values of the
+    The interpreter (pie.models.loading: LiteRT) uses the AUTO op resolver, which
+    applies the XNNPACK delegate by default (TFLite's CPU fast path). Inputs are random values of the
     model's input type; the timed loop runs only `invoke`.
     """
 
     def __init__(self, path, num_threads=1):
-        import tensorflow as tf
-        self._tf = tf
+        from pie.models import loading
         self.path = path
-        self.interpreter = tf.lite.Interpreter(
-            model_path=path, num_threads=num_threads,
-            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.AUTO)
+        self.interpreter = loading.load_tflite(path, num_threads=num_threads)
 
     def _inputs(self, detail, batch_size, seed):
         rng = np.random.default_rng(seed)

@@ -14,6 +14,7 @@ import pandas as pd
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.io import records
 from pie.io.workdir import Workdir
+from pie.models import loading
 
 TOP_K = 5
 
@@ -22,19 +23,18 @@ class KerasMember:
     """A saved Keras model; `logits(inputs)` runs it in batches with model.predict."""
 
     def __init__(self, path):
-        import tf_keras as keras
-        self.model = keras.models.load_model(path, compile=False)
+        self.model = loading.load_keras(path)
 
     def logits(self, inputs, batch_size):
         return self.model.predict(inputs, batch_size=batch_size, verbose=0)
 
 
 class TFLiteMember:
-    """A .tflite model; the input tensor is resized to the batch, not run per image."""
+    """A .tflite model run by LiteRT; the input tensor is resized to the batch, not run
+    per image."""
 
     def __init__(self, path, num_threads=None):
-        import tensorflow as tf
-        self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=num_threads)
+        self.interpreter = loading.load_tflite(path, num_threads=num_threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self._batch = None
@@ -68,21 +68,24 @@ class TFLiteMember:
 def load_member(workdir, row):
     """The runnable model of a manifest row (a dict or Series)."""
     path = Workdir(workdir).model_path(row)
-    if not os.path.exists(path):
-        raise records.ContractError(
-            f"manifest member {row['member_id']}: model file missing at {path}")
-    if path.endswith(".tflite"):
-        return TFLiteMember(path)
-    return KerasMember(path)
+    try:
+        if loading.kind(path) == "tflite":
+            return TFLiteMember(path)
+        return KerasMember(path)
+    except loading.ModelError as error:
+        raise loading.ModelError(f"manifest member {row['member_id']}: {error}")
 
 
 def check_model_files(workdir, manifest):
-    """Fails before any work when a manifest row's model file is missing."""
+    """Fails before any work when a manifest row's model file is missing or unsafe.
+
+    The check reads the files but loads no model (pie.models.loading.check).
+    """
     for row in manifest.to_dict("records"):
-        path = Workdir(workdir).model_path(row)
-        if not os.path.exists(path):
-            raise records.ContractError(
-                f"manifest member {row['member_id']}: model file missing at {path}")
+        try:
+            loading.check(Workdir(workdir).model_path(row))
+        except loading.ModelError as error:
+            raise loading.ModelError(f"manifest member {row['member_id']}: {error}")
 
 
 def needs_predictions(workdir, row, distribution=records.CLEAN, split="test"):

@@ -31,6 +31,7 @@ from pie.io import cli, records
 from pie.io.workdir import QUANTIZATION_DIR, Workdir
 from pie.io.progress import Progress
 from pie.compress import quantize as pq
+from pie.models import loading
 
 FLAGS = flags.FLAGS
 STAGE = "cost"
@@ -62,9 +63,7 @@ class KerasWeights:
 
     def counts(self, member_id):
         if member_id not in self._counts:
-            import tf_keras as keras
-            model = keras.models.load_model(
-                self.workdir.model_path(self.rows[member_id]), compile=False)
+            model = loading.load_keras(self.workdir.model_path(self.rows[member_id]))
             self._counts[member_id] = pq.parameter_counts(model)
         return self._counts[member_id]
 
@@ -98,8 +97,7 @@ def measure(workdir, row, weights, repeats, warmup, num_threads):
         cost.update(tflite_bytes=file_bytes, tflite_gzip_bytes=gzip_bytes,
                     latency_model="member")
     else:
-        import tf_keras as keras
-        model = keras.models.load_model(model_path, compile=False)
+        model = loading.load_keras(model_path)
         params, nonzero = pq.parameter_counts(model)
         with tempfile.TemporaryDirectory(prefix="cost-") as folder:
             tflite_path = os.path.join(folder, "float.tflite")

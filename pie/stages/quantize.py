@@ -24,6 +24,7 @@ from pie.io import cli, records
 from pie.compress import quantize as pq
 from pie.io.workdir import Workdir
 from pie.io.progress import Progress
+from pie.models import loading
 
 FLAGS = flags.FLAGS
 
@@ -104,9 +105,7 @@ class Converter:
 
     def model(self, row):
         if self._model[0] != row["member_id"]:
-            import tf_keras as keras
-            self._model = (row["member_id"], keras.models.load_model(
-                self.workdir.model_path(row), compile=False))
+            self._model = (row["member_id"], loading.load_keras(self.workdir.model_path(row)))
         return self._model[1]
 
     def representative(self, seed):

@@ -1,0 +1,211 @@
+"""The one way a stage opens a model file from a workdir, which is untrusted input.
+
+A model file may come from anywhere (a shared or downloaded workdir), so nothing in
+it may run code or crash the process:
+
+  .keras   only the zip format, loaded with `safe_mode=True`: a Lambda layer's
+           bytecode is refused, never run. An HDF5 file (or anything that is not a
+           zip) named `.keras` is refused: tf_keras would load it through its
+           legacy loader, which ignores `safe_mode`.
+  .tflite  checked before an interpreter sees it: the TFLite magic, then the whole
+           flatbuffer parsed in Python (a truncated or corrupt file fails there, as
+           an exception, not a SIGSEGV) with every index and buffer range checked.
+           LiteRT's interpreter (`ai_edge_litert`) verifies the flatbuffer again; where
+           only TensorFlow's deprecated `tf.lite.Interpreter` exists (which does not
+           verify), a child process opens the model first, so a crash stays there.
+  other    refused.
+
+Every failure is a `ModelError`: one `error:` line and exit 2 in a stage.
+"""
+import functools
+import os
+import subprocess
+import sys
+import zipfile
+
+from pie.io import errors
+
+KERAS_SUFFIX = ".keras"
+TFLITE_SUFFIX = ".tflite"
+TFLITE_MAGIC = b"TFL3"  # the flatbuffer file identifier, bytes 4..8
+# A child process that opens a TFLite model; exit 0 only when it could run it.
+PROBE_TIMEOUT_S = 120
+_PROBE = (
+    "import sys, numpy as np\n"
+    "from pie.models import loading\n"
+    "interpreter = loading.interpreter_class()(model_path=sys.argv[1])\n"
+    "interpreter.allocate_tensors()\n"
+    "for detail in interpreter.get_input_details():\n"
+    "    interpreter.set_tensor(detail['index'], np.zeros(detail['shape'], detail['dtype']))\n"
+    "interpreter.invoke()\n"
+)
+
+
+class ModelError(errors.ModelError):
+    """A model file that cannot be opened safely."""
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _check_file(path):
+    if not os.path.lexists(path):
+        raise ModelError(f"model file missing at {path}")
+    if os.path.islink(path) or not os.path.isfile(path):
+        raise ModelError(f"model file {path} is not a regular file (links are not followed)")
+
+
+# --------------------------------------------------------------------------- keras
+
+
+def check_keras(path):
+    """Raises ModelError unless `path` is a zip-format `.keras` file."""
+    _check_file(path)
+    if not path.endswith(KERAS_SUFFIX):
+        raise ModelError(f"model file {path} is neither {KERAS_SUFFIX} nor {TFLITE_SUFFIX}")
+    if not zipfile.is_zipfile(path):
+        raise ModelError(
+            f"model file {path} is not a zip-format {KERAS_SUFFIX} file (HDF5 and other "
+            "formats are refused: they can run code when loaded); save it again with "
+            "model.save('model.keras')")
+
+
+def load_keras(path):
+    """The tf_keras model of a zip `.keras` file, loaded uncompiled with safe_mode on."""
+    check_keras(path)
+    import pie  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+    import tf_keras as keras
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # any failure of an untrusted file is bad input
+        raise ModelError(f"cannot load model {path}: {_first_line(error)}")
+
+
+# -------------------------------------------------------------------------- tflite
+
+
+@functools.lru_cache(maxsize=None)
+def interpreter_class():
+    """LiteRT's Interpreter; TensorFlow's deprecated tf.lite one only where it is missing."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+        return tf.lite.Interpreter
+    return Interpreter
+
+
+def uses_litert():
+    return interpreter_class().__module__.startswith("ai_edge_litert")
+
+
+@functools.lru_cache(maxsize=None)
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError:
+        from tensorflow.lite.python import schema_py_generated
+    return schema_py_generated
+
+
+def _check_indices(model, size):
+    """Every index the interpreter follows lies inside its table; buffers in the file."""
+    n_buffers, n_codes = len(model.buffers or []), len(model.operatorCodes or [])
+    if not model.subgraphs:
+        return "it has no subgraph"
+    for buffer in model.buffers or []:
+        if buffer.offset and (buffer.offset + buffer.size > size or buffer.offset < 0):
+            return "a buffer lies outside the file"
+    for subgraph in model.subgraphs:
+        tensors = subgraph.tensors or []
+        for tensor in tensors:
+            if not 0 <= tensor.buffer < max(n_buffers, 1):
+                return f"tensor {tensor.name!r} names buffer {tensor.buffer} of {n_buffers}"
+        names = list(subgraph.inputs if subgraph.inputs is not None else [])
+        names += list(subgraph.outputs if subgraph.outputs is not None else [])
+        for operator in subgraph.operators or []:
+            if not 0 <= operator.opcodeIndex < n_codes:
+                return f"an operator names opcode {operator.opcodeIndex} of {n_codes}"
+            names += list(operator.inputs if operator.inputs is not None else [])
+            names += list(operator.outputs if operator.outputs is not None else [])
+        # -1 marks an optional input that is absent.
+        if any(not -1 <= int(index) < len(tensors) for index in names):
+            return "an operator or subgraph names a tensor that does not exist"
+    return None
+
+
+def check_tflite(path):
+    """Raises ModelError unless `path` is a TFLite flatbuffer whose structure is whole."""
+    _check_file(path)
+    if not path.endswith(TFLITE_SUFFIX):
+        raise ModelError(f"model file {path} is neither {KERAS_SUFFIX} nor {TFLITE_SUFFIX}")
+    with open(path, "rb") as handle:
+        content = handle.read()
+    if len(content) < 8 or content[4:8] != TFLITE_MAGIC:
+        raise ModelError(f"model file {path} is not a TFLite flatbuffer (no TFL3 identifier)")
+    schema = _schema()
+    try:
+        model = schema.ModelT.InitFromPackedBuf(content, 0)
+        problem = _check_indices(model, len(content))
+    except Exception as error:  # struct.error, IndexError, ...: a broken flatbuffer
+        raise ModelError(f"model file {path} is a truncated or corrupt TFLite flatbuffer "
+                         f"({_first_line(error)})")
+    if problem:
+        raise ModelError(f"model file {path} is a corrupt TFLite flatbuffer: {problem}")
+
+
+@functools.lru_cache(maxsize=256)
+def _probe(path, size, mtime_ns):
+    """Opens and runs the model in a child process; the error text, or None when it ran."""
+    del size, mtime_ns  # the cache key: a changed file is probed again
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True,
+                              text=True, timeout=PROBE_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        return f"opening it took over {PROBE_TIMEOUT_S} s"
+    if done.returncode == 0:
+        return None
+    if done.returncode < 0:
+        return f"the TFLite interpreter crashed on it (signal {-done.returncode})"
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit code {done.returncode}"
+
+
+def load_tflite(path, num_threads=None):
+    """A TFLite interpreter of a checked `.tflite` file (LiteRT where installed).
+
+    Both runtimes default to the AUTO op resolver, which applies XNNPACK on CPU.
+    """
+    check_tflite(path)
+    if not uses_litert():
+        stat = os.stat(path)
+        problem = _probe(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+        if problem:
+            raise ModelError(f"cannot open TFLite model {path}: {problem}")
+    try:
+        return interpreter_class()(model_path=path, num_threads=num_threads)
+    except (ValueError, RuntimeError) as error:
+        raise ModelError(f"cannot open TFLite model {path}: {_first_line(error)}")
+
+
+# --------------------------------------------------------------------------- any
+
+
+def kind(path):
+    """'keras' or 'tflite' by the file's suffix; anything else is refused."""
+    if path.endswith(KERAS_SUFFIX):
+        return "keras"
+    if path.endswith(TFLITE_SUFFIX):
+        return "tflite"
+    raise ModelError(f"model file {path} is neither {KERAS_SUFFIX} nor {TFLITE_SUFFIX}: "
+                     "no other format is loaded")
+
+
+def check(path):
+    """Checks a model file of either kind without building it (cheap; no TensorFlow)."""
+    (check_keras if kind(path) == "keras" else check_tflite)(path)

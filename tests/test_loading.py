@@ -1,0 +1,193 @@
+"""The one model loader: no code from a model file runs, no broken file crashes.
+
+Lambda models (whose bytecode would write a marker file when run) are saved in the
+zip `.keras` format and as HDF5 under a `.keras` name; loading either must leave
+the marker unwritten. Truncated and corrupted `.tflite` files are opened in a child
+process, so a SIGSEGV fails the test instead of killing pytest.
+"""
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import pie  # noqa: F401
+from pie.models import loading
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_model(keras):
+    return keras.Sequential([keras.layers.Input((6, 6, 1)), keras.layers.Flatten(),
+                             keras.layers.Dense(5)])
+
+
+@pytest.fixture(scope="module")
+def tflite_file(tmp_path_factory):
+    import tensorflow as tf
+    import tf_keras as keras
+    keras.utils.set_random_seed(0)
+    folder = tmp_path_factory.mktemp("tflite")
+    content = tf.lite.TFLiteConverter.from_keras_model(_tiny_model(keras)).convert()
+    path = folder / "model.tflite"
+    path.write_bytes(content)
+    return str(path)
+
+
+def _lambda_model(marker):
+    import tf_keras as keras
+    # The lambda's code writes `marker` whenever the layer runs.
+    action = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).write_text('ran'), x)[1]")
+    return keras.Sequential([keras.layers.Input((3,)), keras.layers.Lambda(action),
+                             keras.layers.Dense(2)])
+
+
+def test_lambda_in_zip_keras_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "ran.txt"
+    path = str(tmp_path / "model.keras")
+    _lambda_model(marker).save(path)
+    marker.unlink()  # building the model ran the lambda once, before saving
+    with pytest.raises(loading.ModelError) as error:
+        loading.load_keras(path)
+    assert str(error.value).startswith(f"cannot load model {path}: ")
+    assert "Lambda" in str(error.value) and "\n" not in str(error.value)
+    assert not marker.exists()
+
+
+def test_hdf5_named_keras_is_refused_before_loading(tmp_path):
+    marker = tmp_path / "ran.txt"
+    path = str(tmp_path / "model.keras")
+    _lambda_model(marker).save(str(tmp_path / "model.h5"))
+    os.rename(tmp_path / "model.h5", path)
+    marker.unlink()
+    with pytest.raises(loading.ModelError) as error:
+        loading.load_keras(path)
+    assert str(error.value) == (
+        f"model file {path} is not a zip-format .keras file (HDF5 and other formats are "
+        "refused: they can run code when loaded); save it again with model.save('model.keras')")
+    assert not marker.exists()
+
+
+def test_a_plain_keras_model_loads_uncompiled(tmp_path):
+    import tf_keras as keras
+    model = _tiny_model(keras)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = loading.load_keras(path)
+    inputs = np.random.default_rng(0).standard_normal((4, 6, 6, 1)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(inputs, verbose=0),
+                                  model.predict(inputs, verbose=0))
+
+
+@pytest.mark.parametrize("name, message", [
+    ("model.h5", "is neither .keras nor .tflite: no other format is loaded"),
+    ("saved_model", "is neither .keras nor .tflite: no other format is loaded"),
+])
+def test_other_formats_are_refused(tmp_path, name, message):
+    path = str(tmp_path / name)
+    with pytest.raises(loading.ModelError, match=message):
+        loading.check(path)
+
+
+def test_links_and_missing_files_are_refused(tmp_path, tflite_file):
+    link = str(tmp_path / "model.tflite")
+    os.symlink(tflite_file, link)
+    with pytest.raises(loading.ModelError) as error:
+        loading.load_tflite(link)
+    assert str(error.value) == (f"model file {link} is not a regular file "
+                                "(links are not followed)")
+    missing = str(tmp_path / "none.keras")
+    with pytest.raises(loading.ModelError, match=f"^model file missing at {missing}$"):
+        loading.load_keras(missing)
+
+
+def test_litert_is_the_interpreter_and_warns_nothing(tflite_file):
+    assert loading.uses_litert()
+    assert loading.interpreter_class().__module__ == "ai_edge_litert.interpreter"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        interpreter = loading.load_tflite(tflite_file)
+        interpreter.allocate_tensors()
+    assert not [w for w in caught if "deprecat" in str(w.message).lower()]
+
+
+def test_litert_and_tf_lite_give_the_same_outputs(tflite_file):
+    import tensorflow as tf
+    inputs = np.random.default_rng(1).standard_normal((7, 6, 6, 1)).astype(np.float32)
+
+    def run(interpreter):
+        detail = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(detail["index"], list(inputs.shape))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(detail["index"], inputs)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = run(tf.lite.Interpreter(model_path=tflite_file))
+    litert = run(loading.load_tflite(tflite_file))
+    assert reference.shape == (7, 5)
+    np.testing.assert_allclose(litert, reference, rtol=1e-6, atol=1e-6)
+
+
+# Opens every broken variant of a model through the loader, in one child process:
+# prints one line per case, "error" (a ModelError) or "ran"; a crash ends the output.
+_FUZZ = r"""
+import random, sys
+import numpy as np
+from pie.models import loading
+content = open(sys.argv[1], "rb").read()
+folder = sys.argv[2]
+random.seed(0)
+cases = [content[:n] for n in range(0, len(content), max(1, len(content) // 60))]
+for _ in range(60):
+    broken = bytearray(content)
+    for _ in range(random.randint(1, 20)):
+        broken[random.randrange(8, len(broken))] = random.randrange(256)
+    cases.append(bytes(broken))
+for number, case in enumerate(cases):
+    path = f"{folder}/case{number}.tflite"
+    open(path, "wb").write(case)
+    try:
+        interpreter = loading.load_tflite(path)
+        interpreter.allocate_tensors()
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interpreter.invoke()
+        print(number, "ran", flush=True)
+    except loading.ModelError as error:
+        assert "\n" not in str(error)
+        print(number, "error", flush=True)
+    except (ValueError, RuntimeError) as error:  # the interpreter's own refusals
+        print(number, "refused", type(error).__name__, flush=True)
+print("done")
+"""
+
+
+def test_truncated_and_corrupt_tflite_never_crash(tflite_file, tmp_path):
+    done = subprocess.run([sys.executable, "-c", _FUZZ, tflite_file, str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-500:] + done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "done"
+    outcomes = [line.split()[1] for line in lines[:-1]]
+    # Every truncation (the first ~60 cases) is caught by the loader itself.
+    truncated = len(range(0, os.path.getsize(tflite_file), max(1, os.path.getsize(tflite_file) // 60)))
+    assert set(outcomes[:truncated]) == {"error"}
+    assert outcomes.count("error") > truncated
+
+
+def test_a_truncated_tflite_is_one_line(tmp_path, tflite_file):
+    path = str(tmp_path / "model.tflite")
+    with open(tflite_file, "rb") as source:
+        content = source.read()
+    with open(path, "wb") as handle:
+        handle.write(content[:len(content) // 2])
+    with pytest.raises(loading.ModelError) as error:
+        loading.load_tflite(path)
+    assert str(error.value).startswith(
+        f"model file {path} is a truncated or corrupt TFLite flatbuffer (")
+    assert "\n" not in str(error.value)
