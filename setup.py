@@ -23,6 +23,7 @@ setup(
         "tensorboard",
         "numpy",
         "pandas",
+        "pyarrow",  # prediction files are Parquet (pie.io.records)
         "scipy",
         "absl-py",
         "scikit-learn",

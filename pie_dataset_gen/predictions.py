@@ -2,7 +2,7 @@ r"""Predictions of every population member on the eval split, once.
 
   python -m pie_dataset_gen.predictions --workdir=W [--split=test]
 
-Writes `W/predictions/<split>/clean/<member_id>.csv.gz` per manifest member (see
+Writes `W/predictions/<split>/clean/<member_id>.parquet` per manifest member (see
 docs/contracts.md). Every later analysis derives from these files, so no stage
 runs a model twice. A rerun skips members whose file exists.
 """

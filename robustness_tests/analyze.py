@@ -54,7 +54,8 @@ def define_flags():
 def prediction_files(workdir, manifest, split=SPLIT):
     """(member_id, path) of every manifest member's file in every predictions folder."""
     workdir = Workdir(workdir)
-    pairs = [(member_id, workdir.predictions_path(member_id, os.path.basename(folder), split))
+    pairs = [(member_id, workdir.existing_predictions_path(member_id, os.path.basename(folder),
+                                                           split))
              for folder in workdir.prediction_folders(split)
              for member_id in manifest["member_id"]]
     return [(member_id, path) for member_id, path in pairs if os.path.exists(path)]
@@ -62,9 +63,8 @@ def prediction_files(workdir, manifest, split=SPLIT):
 
 def file_accuracy(member_id, path):
     """(distribution, top-1, images) of one predictions file."""
-    needed = ["member_id", "label", "predicted"]
-    frame = records.read_csv(path, needed,
-                             usecols=lambda column: column in needed + ["distribution"])
+    frame = records.read_prediction_file(path, ["member_id", "label", "predicted"],
+                                         optional=["distribution"])
     if frame.empty:
         raise records.ContractError(f"{path} has no rows")
     if (frame["member_id"] != member_id).any():

@@ -14,7 +14,7 @@ memory does not grow with the eval set. Corruptions that are the identity on the
 images (saturate on grey images) are skipped. With `--tfds_corrupted` the precomputed sets are
 read through tensorflow-datasets instead (they must already be prepared in the
 data folder: nothing is downloaded). Each member's predictions go to
-`W/predictions/test/<corruption>-<severity>/<member_id>.csv.gz` (`imagenet_a` for
+`W/predictions/test/<corruption>-<severity>/<member_id>.parquet` (`imagenet_a` for
 ImageNet-A) in the schema of `pie_dataset_gen.predictions` plus a `distribution`
 column (`gaussian_noise/3`). Files that exist are skipped; a folder records where
 its predictions came from (`corruption_source.json`), and a run asking for them
@@ -216,10 +216,8 @@ def predict_distribution(workdir, distribution, rows, members, batches, normaliz
             raise records.ContractError(f"{distribution}: the shifted set has no images")
         frame = pd.concat(parts[row["member_id"]], ignore_index=True)
         frame["distribution"] = distribution
-        columns = (records.PREDICTION_COLUMNS + (["top5"] if "top5" in frame else [])
-                   + ["distribution"])
-        records.write_csv(Workdir(workdir).predictions_path(row["member_id"], distribution,
-                                                            SPLIT), frame, columns)
+        records.write_predictions(Workdir(workdir).predictions_path(row["member_id"],
+                                                                    distribution, SPLIT), frame)
         top1[row["member_id"]] = float((frame["predicted"] == frame["label"]).mean())
     return top1
 

@@ -18,7 +18,7 @@ def manifest_row(member_id, method="dense", sparsity=0.0, dataset="toy"):
 
 def write_member(workdir, member_id, labels, predicted):
     n = len(labels)
-    records.write_csv(Workdir(workdir).predictions_path(member_id), pd.DataFrame({
+    records.write_predictions(Workdir(workdir).predictions_path(member_id), pd.DataFrame({
         "member_id": member_id, "image_id": np.arange(n), "label": labels,
         "predicted": predicted, "prob_predicted": np.full(n, 0.5),
         "prob_label": np.full(n, 0.25)}))

@@ -40,7 +40,7 @@ def build_workdir(workdir, populations=POPULATIONS, distribution=records.CLEAN, 
                 "member_id": member_id, "image_id": np.arange(100, 100 + N_IMAGES),
                 "label": labels, "predicted": predicted, "prob_predicted": prob,
                 "prob_label": np.where(predicted == labels, prob, 0.1)})
-            records.write_csv(
+            records.write_predictions(
                 Workdir(workdir).predictions_path(member_id, distribution), frame)
             rows.append({
                 "member_id": member_id, "method": method, "sparsity": sparsity,
@@ -53,7 +53,7 @@ def build_workdir(workdir, populations=POPULATIONS, distribution=records.CLEAN, 
 def raw_predictions(workdir, distribution=records.CLEAN):
     manifest = records.read_manifest(workdir)
     return pd.concat([
-        pd.read_csv(Workdir(workdir).predictions_path(m, distribution)).assign(
+        pd.read_parquet(Workdir(workdir).predictions_path(m, distribution)).assign(
             method=method, sparsity=sparsity)
         for m, method, sparsity in manifest[["member_id", "method", "sparsity"]].itertuples(
             index=False)], ignore_index=True)
@@ -145,6 +145,36 @@ class TestEndToEnd:
             assert run_main(stage, workdir) == 0
             assert stage.run(workdir) is False  # skipped: up to date
         assert snapshot(output_files(workdir)) == before  # bytes and mtimes
+
+    def test_old_csv_gz_workdir_gives_the_same_results(self, tmp_path):
+        """A workdir from before Parquet predictions is analysed as it was written."""
+        from robustness_tests import analyze
+        new, old = str(tmp_path / "new"), str(tmp_path / "old")
+        build_workdir(new)
+        build_workdir(old)
+        manifest = records.read_manifest(old)
+        for member_id in manifest["member_id"]:
+            path = Workdir(old).predictions_path(member_id)
+            records.write_csv(Workdir(old).legacy_predictions_path(member_id),
+                              pd.read_parquet(path))
+            os.remove(path)
+        for stage in STAGES:
+            assert run_main(stage, new) == 0
+            assert run_main(stage, old) == 0
+        names = [os.path.relpath(path, new) for path in output_files(new)
+                 if path.endswith(".csv")]
+        assert len(names) == 5
+        for name in names:
+            pd.testing.assert_frame_equal(pd.read_csv(os.path.join(old, name)),
+                                          pd.read_csv(os.path.join(new, name)))
+        files = analyze.prediction_files(old, manifest)
+        assert [os.path.basename(path) for _, path in files] == [
+            f"{member_id}.csv.gz" for member_id in manifest["member_id"]]
+        pd.testing.assert_frame_equal(
+            analyze.read_accuracy(files, manifest),
+            analyze.read_accuracy(analyze.prediction_files(new, manifest), manifest))
+        # A rerun with the old files unchanged skips; nothing is rewritten.
+        assert aggregate_predictions.run(old) is False
 
     def test_metrics_match_an_independent_groupby(self, workdir):
         assert run_main(aggregate_ckpt_metrics, workdir) == 0
@@ -335,7 +365,7 @@ class TestErrors:
         workdir = str(tmp_path)
         build_workdir(workdir)
         path = Workdir(workdir).predictions_path("dense_0_seed2")
-        records.write_csv(path, pd.read_csv(path).iloc[:-1])
+        records.write_predictions(path, pd.read_parquet(path).iloc[:-1])
         self.check_one_line_error(capsys, run_main(aggregate_ckpt_metrics, workdir),
                                   "have predictions on different image sets")
 
@@ -412,9 +442,9 @@ class TestCommandLine:
         workdir = str(tmp_path)
         build_workdir(workdir)
         path = Workdir(workdir).predictions_path("dense_0_seed0")
-        frame = pd.read_csv(path)
+        frame = pd.read_parquet(path)
         frame.loc[3, "label"] = -1
-        records.write_csv(path, frame)
+        records.write_predictions(path, frame)
         result = self.run_cli("pie_dataset_gen.aggregate_predictions", workdir)
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()

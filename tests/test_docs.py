@@ -26,7 +26,7 @@ def documented_columns(doc, file_name):
 
 @pytest.mark.parametrize("doc, file_name, columns, exact", [
     ("contracts.md", "population.csv", records.MANIFEST_COLUMNS, False),
-    ("contracts.md", "<member_id>.csv.gz", records.PREDICTION_COLUMNS, False),
+    ("contracts.md", "<member_id>.parquet", records.PREDICTION_COLUMNS, False),
     ("analysis.md", "per_class_metrics.csv", per_class.METRICS_COLUMNS, True),
     ("analysis.md", "tstatistic.csv", per_class.TSTATISTIC_COLUMNS, True),
     ("analysis.md", "tstatistic_summary.csv", per_class.SUMMARY_COLUMNS, True),

@@ -114,12 +114,12 @@ def shifted(tiny_predictions, tmp_path_factory):
     shutil.copytree(tiny_predictions, workdir)
     manifest = records.read_manifest(workdir)
     for member_id in manifest["member_id"]:
-        frame = pd.read_csv(Workdir(workdir).predictions_path(member_id))
+        frame = pd.read_parquet(Workdir(workdir).predictions_path(member_id))
         # pruned members lose 2x as many images as dense ones (every 10th / 20th)
         step = 10 if member_id.startswith("magnitude") else 20
         frame.loc[::step, "predicted"] = (frame.loc[::step, "label"] + 1) % 10
         frame["distribution"] = "contrast/3"
-        records.write_csv(Workdir(workdir).predictions_path(member_id, "contrast/3"), frame)
+        records.write_predictions(Workdir(workdir).predictions_path(member_id, "contrast/3"), frame)
     return workdir
 
 

@@ -15,7 +15,7 @@ def test_predictions_files_follow_the_contract(tiny_predictions):
     manifest = records.read_manifest(tiny_predictions)
     _, labels, ids = sources.load("digits").eval_arrays()
     for row in manifest.to_dict("records"):
-        frame = pd.read_csv(Workdir(tiny_predictions).predictions_path(row["member_id"]))
+        frame = pd.read_parquet(Workdir(tiny_predictions).predictions_path(row["member_id"]))
         assert list(frame.columns) == records.PREDICTION_COLUMNS + ["top5"]
         assert np.array_equal(frame["image_id"], ids) and np.array_equal(frame["label"], labels)
         # The training stage measured top-1 on its own; the two must agree.

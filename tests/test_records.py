@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -52,8 +53,7 @@ def test_missing_manifest_message(tmp_path):
 def _write_predictions(workdir, member_id, image_ids):
     frame = pd.DataFrame({"member_id": member_id, "image_id": image_ids, "label": 0,
                           "predicted": 0, "prob_predicted": 1.0, "prob_label": 1.0})
-    records.write_csv(Workdir(workdir).predictions_path(member_id), frame,
-                      records.PREDICTION_COLUMNS)
+    records.write_predictions(Workdir(workdir).predictions_path(member_id), frame)
 
 
 def test_read_predictions_joins_manifest(tmp_path):
@@ -76,6 +76,80 @@ def test_read_predictions_rejects_different_image_sets(tmp_path):
     with pytest.raises(records.ContractError,
                        match="members a and b have predictions on different image sets"):
         records.read_predictions(workdir, records.read_manifest(workdir))
+
+
+def _contract_frame(n=50, seed=0):
+    """A predictions frame with every column of the contract, optional ones too."""
+    rng = np.random.default_rng(seed)
+    top = rng.integers(0, 1000, (n, 5))
+    return pd.DataFrame({
+        "member_id": "magnitude_0.5_seed3", "image_id": np.arange(n, dtype=np.int64) * 7,
+        "label": rng.integers(0, 1000, n), "predicted": top[:, 0],
+        "prob_predicted": rng.random(n).astype(np.float32),
+        "prob_label": rng.random(n).astype(np.float32),
+        "top5": [" ".join(map(str, row)) for row in top], "distribution": "fog/3"})
+
+
+def test_parquet_and_old_csv_files_hold_the_same_predictions(tmp_path):
+    frame = _contract_frame()
+    wd = Workdir(str(tmp_path))
+    parquet = wd.predictions_path("m", "fog/3")
+    legacy = wd.legacy_predictions_path("m", "fog/3")
+    assert parquet.endswith(".parquet") and legacy.endswith(".csv.gz")
+    records.write_predictions(parquet, frame.sample(frac=1, axis=1, random_state=0))
+    records.write_csv(legacy, frame)
+    # The Parquet file holds the contract's columns in order, values exact.
+    pd.testing.assert_frame_equal(pd.read_parquet(parquet), frame, check_dtype=False)
+    optional = records.OPTIONAL_PREDICTION_COLUMNS
+    new = records.read_prediction_file(parquet, optional=optional)
+    old = records.read_prediction_file(legacy, optional=optional)
+    pd.testing.assert_frame_equal(new, old, check_dtype=False)
+    assert new["label"].dtype == old["label"].dtype == np.int32
+    assert new["prob_label"].dtype == old["prob_label"].dtype == np.float32
+    # Only the columns asked for are read.
+    assert list(records.read_prediction_file(parquet, ["label"]).columns) == ["label"]
+
+
+def test_parquet_predictions_win_over_and_replace_old_csv(tmp_path):
+    wd = Workdir(str(tmp_path))
+    frame = _contract_frame().drop(columns=["top5", "distribution"])
+    assert wd.existing_predictions_path("m") == wd.predictions_path("m")  # none yet
+    records.write_csv(wd.legacy_predictions_path("m"), frame)
+    assert wd.existing_predictions_path("m") == wd.legacy_predictions_path("m")
+    records.write_predictions(wd.predictions_path("m"), frame)
+    assert wd.existing_predictions_path("m") == wd.predictions_path("m")
+    assert not os.path.exists(wd.legacy_predictions_path("m"))
+
+
+def test_read_predictions_of_an_old_workdir_equals_parquet(tmp_path):
+    new, old = str(tmp_path / "new"), str(tmp_path / "old")
+    for workdir in (new, old):
+        records.add_manifest_rows(workdir, [_row("a"), _row("b", "magnitude", 0.5)])
+    for seed, member_id in enumerate(("a", "b")):
+        frame = _contract_frame(seed=seed).assign(member_id=member_id)
+        records.write_predictions(Workdir(new).predictions_path(member_id), frame)
+        records.write_csv(Workdir(old).legacy_predictions_path(member_id), frame)
+    pd.testing.assert_frame_equal(
+        records.read_predictions(old, records.read_manifest(old)),
+        records.read_predictions(new, records.read_manifest(new)))
+
+
+def test_broken_prediction_files_are_contract_errors(tmp_path):
+    wd = Workdir(str(tmp_path))
+    path = wd.predictions_path("m")
+    records.write_predictions(path, _contract_frame())
+    with pytest.raises(records.ContractError, match=r"m.parquet lacks columns \['group'\]"):
+        records.read_prediction_file(path, ["label", "group"])
+    with open(path, "rb") as f:
+        head = f.read(100)
+    with open(path, "wb") as f:
+        f.write(head)
+    with pytest.raises(records.ContractError, match="m.parquet is not a readable Parquet file"):
+        records.read_prediction_file(path)
+    with pytest.raises(records.ContractError, match="missing input file"):
+        records.read_prediction_file(wd.predictions_path("other"))
+    with pytest.raises(records.ContractError, match=r"missing columns \['prob_label'\]"):
+        records.write_predictions(path, _contract_frame().drop(columns="prob_label"))
 
 
 def test_distribution_paths():
@@ -114,8 +188,8 @@ def test_members_disagreeing_on_labels_fail_every_analysis(tmp_path):
     workdir = str(tmp_path)
     records.add_manifest_rows(workdir, [_row("a"), _row("b", seed=1)])
     _write_predictions(workdir, "a", [0, 1, 2])
-    frame = pd.read_csv(Workdir(workdir).predictions_path("a")).assign(member_id="b")
+    frame = pd.read_parquet(Workdir(workdir).predictions_path("a")).assign(member_id="b")
     frame.loc[1, "label"] = 1
-    records.write_csv(Workdir(workdir).predictions_path("b"), frame)
+    records.write_predictions(Workdir(workdir).predictions_path("b"), frame)
     with pytest.raises(records.ContractError, match="members disagree on the label of image 1"):
         stage_io.read_compact_predictions(workdir, records.read_manifest(workdir))

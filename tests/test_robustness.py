@@ -261,7 +261,7 @@ def test_imagenet_a_scores_only_the_classes_the_set_contains(tmp_path):
             "measured_sparsity": 0.0, "seed": 0, "dataset": "imagenet2012", "model": "tiny",
             "top1": 0.0, "path": member, "model_file": f"{member}/model.keras"}])
         assert corruption_stage.run_tfds(workdir, "imagenet_a", [], [], batch_size=2) == 1
-    frame = pd.read_csv(Workdir(workdir).predictions_path("dense_0_seed0", "imagenet_a"))
+    frame = pd.read_parquet(Workdir(workdir).predictions_path("dense_0_seed0", "imagenet_a"))
     probs = np.exp(bias[subset] - bias[subset].max())
     probs /= probs.sum()
     assert frame["distribution"].eq("imagenet_a").all()

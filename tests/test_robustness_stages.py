@@ -39,7 +39,7 @@ def workdir(tiny_population, tmp_path_factory):
 
 
 def read(workdir, member_id, distribution):
-    return pd.read_csv(Workdir(workdir).predictions_path(member_id, distribution))
+    return pd.read_parquet(Workdir(workdir).predictions_path(member_id, distribution))
 
 
 def test_corrupted_predictions_schema_and_rerun_skips(workdir):
@@ -60,7 +60,8 @@ def test_corrupted_predictions_schema_and_rerun_skips(workdir):
     member_id = manifest["member_id"].iloc[0]
     assert not np.allclose(read(workdir, member_id, "contrast/3")["prob_predicted"],
                            read(workdir, member_id, "clean")["prob_predicted"])
-    files = glob.glob(os.path.join(workdir, "predictions", "test", "*-3", "*.csv.gz"))
+    files = glob.glob(os.path.join(workdir, "predictions", "test", "*-3", "*.parquet"))
+    assert len(files) == 2 * len(manifest)
     stamps = {path: os.stat(path).st_mtime_ns for path in files}
     rerun = run_stage("robustness_tests.corruptions", f"--workdir={workdir}",
                       f"--corruptions={','.join(CORRUPTIONS)}", "--severities=3")

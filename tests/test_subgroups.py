@@ -39,8 +39,7 @@ def _write_population(workdir, predicted, labels, class_names):
         frame = pd.DataFrame({
             "member_id": member_id, "image_id": np.arange(len(labels)), "label": labels,
             "predicted": values, "prob_predicted": 0.9, "prob_label": 0.5})
-        records.write_csv(Workdir(workdir).predictions_path(member_id), frame,
-                          records.PREDICTION_COLUMNS)
+        records.write_predictions(Workdir(workdir).predictions_path(member_id), frame)
 
 
 @pytest.fixture()
@@ -144,8 +143,7 @@ def test_paired_without_a_dense_member_of_the_seed_is_one_line(handmade, capsys)
     frame = pd.DataFrame({"member_id": "magnitude_0.5_seed7", "image_id": np.arange(6),
                           "label": LABELS, "predicted": LABELS, "prob_predicted": 0.9,
                           "prob_label": 0.5})
-    records.write_csv(Workdir(workdir).predictions_path("magnitude_0.5_seed7"), frame,
-                      records.PREDICTION_COLUMNS)
+    records.write_predictions(Workdir(workdir).predictions_path("magnitude_0.5_seed7"), frame)
     result = run_stage("per_class_accuracy.subgroups", f"--workdir={workdir}",
                        f"--groups_csv={groups_csv}", "--test=paired", check=False)
     assert result.returncode == 2
@@ -313,8 +311,7 @@ def test_celeb_a_attributes_through_tfds_mock(tmp_path):
                 member_id = f"{records.variant_key(method, sparsity)}_seed{seed}"
                 frame = predict.predictions_frame(member_id, member(inputs).numpy(),
                                                   labels, image_ids)
-                records.write_csv(Workdir(workdir).predictions_path(member_id), frame,
-                                  records.PREDICTION_COLUMNS)
+                records.write_predictions(Workdir(workdir).predictions_path(member_id), frame)
                 frames.append(frame)
                 rows.append(dict(_manifest_row(member_id), dataset="celeb_a",
                                  model="small_cnn"))

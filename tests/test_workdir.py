@@ -24,7 +24,7 @@ def test_stage_files_clean_and_shifted():
 def test_predictions_paths():
     wd = Workdir("W")
     assert wd.predictions_path("dense_0_seed1") == os.path.join(
-        "W", "predictions", "test", "clean", "dense_0_seed1.csv.gz")
+        "W", "predictions", "test", "clean", "dense_0_seed1.parquet")
     assert wd.predictions_dir("gaussian_noise/3") == os.path.join(
         "W", "predictions", "test", "gaussian_noise-3")
     assert wd.corruption_source("fog/1").endswith(

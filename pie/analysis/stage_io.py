@@ -175,7 +175,7 @@ def stage_input_paths(workdir, manifest, distribution=records.CLEAN, split="test
     """The files a stage's results depend on: manifest, classes.json, predictions."""
     workdir = Workdir(workdir)
     paths = [workdir.manifest, workdir.classes]
-    paths += [workdir.predictions_path(member_id, distribution, split)
+    paths += [workdir.existing_predictions_path(member_id, distribution, split)
               for member_id in manifest["member_id"]]
     return paths
 

@@ -1,5 +1,9 @@
 """Files that connect the stages: atomic writes, the population manifest, predictions.
 
+Prediction files are Parquet (pyarrow): a stage reads only the columns it needs,
+without parsing text. Workdirs written before hold gzip CSV prediction files; they
+are read the same way (`read_prediction_file`), and a rewrite replaces them.
+
 Every stage reads and writes through these helpers, so the file contracts in
 `docs/contracts.md` have one implementation. Writes go to a temporary file in the
 same folder and are renamed into place, so a killed run never leaves a
@@ -13,8 +17,11 @@ import tempfile
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pie.io import errors
+from pie.io import workdir as layout
 from pie.io.workdir import CLEAN, Workdir
 
 MANIFEST_COLUMNS = [
@@ -24,6 +31,8 @@ MANIFEST_COLUMNS = [
 PREDICTION_COLUMNS = [
     "member_id", "image_id", "label", "predicted", "prob_predicted", "prob_label",
 ]
+# Written when present: top5 (more than 5 classes), distribution (shifted sets).
+OPTIONAL_PREDICTION_COLUMNS = ["top5", "distribution"]
 DENSE_METHOD = "dense"
 QUANTIZED_PREFIX = "quant_"  # methods of post-training quantized members
 
@@ -172,35 +181,106 @@ def variant_key(method, sparsity):
 # Compact dtypes: 9 million rows (ImageNet x 180 members) fit in about 250 MB.
 PREDICTION_DTYPES = {"image_id": "int64", "label": "int32", "predicted": "int32",
                      "prob_predicted": "float32", "prob_label": "float32"}
+# zstd: the smallest files of pyarrow's codecs here, and as fast to read as snappy.
+PARQUET_COMPRESSION = "zstd"
+
+
+def write_predictions(path, frame):
+    """Writes one member's predictions on one distribution as Parquet, atomically.
+
+    Writes the contract columns (docs/contracts.md) and those optional ones the
+    frame has, in that order. An old gzip CSV file of the same member and
+    distribution is removed once the Parquet file is in place, so a workdir never
+    holds both.
+    """
+    if not path.endswith(layout.PREDICTIONS_SUFFIX):
+        raise ValueError(f"a predictions file ends in {layout.PREDICTIONS_SUFFIX}: {path}")
+    columns = PREDICTION_COLUMNS + [c for c in OPTIONAL_PREDICTION_COLUMNS if c in frame]
+    missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ContractError(f"cannot write {path}: missing columns {missing}")
+    table = pa.Table.from_pandas(frame[columns], preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
+    legacy = path[:-len(layout.PREDICTIONS_SUFFIX)] + layout.LEGACY_PREDICTIONS_SUFFIX
+    if os.path.exists(legacy):
+        os.remove(legacy)
+
+
+def _prediction_table(path, columns, optional=()):
+    """The `columns` (all required) and `optional` ones present, as a pyarrow Table.
+
+    Parquet files are read column by column; an old gzip CSV file is parsed with
+    pandas. A missing file or column, or a broken file, is a ContractError.
+    """
+    if not os.path.exists(path):
+        raise ContractError(f"missing input file {path}")
+    if not path.endswith(layout.PREDICTIONS_SUFFIX):
+        wanted = set(columns) | set(optional)
+        dtypes = {c: t for c, t in PREDICTION_DTYPES.items() if c in wanted}
+        frame = read_csv(path, columns, usecols=lambda c: c in wanted, dtype=dtypes)
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    try:
+        names = pq.read_schema(path).names
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise ContractError(f"{path} lacks columns {missing}")
+        return pq.read_table(path, columns=list(columns) + [c for c in optional if c in names])
+    except (OSError, ValueError, pa.ArrowException) as error:
+        if isinstance(error, ContractError):
+            raise
+        raise ContractError(f"{path} is not a readable Parquet file: {error}")
+
+
+def read_prediction_file(path, columns=None, optional=()):
+    """One predictions file as a frame: Parquet, or an old workdir's gzip CSV.
+
+    `columns` are required (default: the contract's); `optional` ones are read when
+    the file has them. The columns of PREDICTION_DTYPES come in those dtypes.
+    """
+    columns = list(PREDICTION_COLUMNS if columns is None else columns)
+    frame = _prediction_table(path, columns, optional).to_pandas()
+    try:
+        return frame.astype({c: t for c, t in PREDICTION_DTYPES.items() if c in frame})
+    except (ValueError, TypeError) as error:
+        raise ContractError(f"{path} has a column of the wrong type: {error}")
 
 
 def read_predictions(workdir, manifest, distribution=CLEAN, split="test"):
     """Every manifest member's predictions, in compact dtypes.
 
     Returns one frame with `member` (the member's row number in `manifest`, in
-    place of the `member_id` string) and the columns of PREDICTION_DTYPES. Fails
-    when a member has no predictions file or when members cover different image
-    sets: every comparison downstream is image by image.
+    place of the `member_id` string) and the columns of PREDICTION_DTYPES. Each
+    file is read once, only those columns. Fails when a member has no predictions
+    file or when members cover different image sets: every comparison downstream
+    is image by image.
     """
     if manifest.empty:
         raise ContractError("the manifest has no members")
     workdir = Workdir(workdir)
-    frames, reference = [], None
+    schema = pa.schema([(name, pa.from_numpy_dtype(np.dtype(dtype)))
+                        for name, dtype in PREDICTION_DTYPES.items()])
+    tables, reference = [], None
     for position, member_id in enumerate(manifest["member_id"]):
-        path = workdir.predictions_path(member_id, distribution, split)
+        path = workdir.existing_predictions_path(member_id, distribution, split)
         if not os.path.exists(path):
             raise ContractError(
                 f"no predictions for member {member_id} on {distribution} ({path}): "
                 "run pie_dataset_gen.predictions first")
-        frame = read_csv(path, list(PREDICTION_DTYPES), usecols=list(PREDICTION_DTYPES),
-                         dtype=PREDICTION_DTYPES)
-        ids = np.sort(frame["image_id"].to_numpy())
+        table = _prediction_table(path, list(PREDICTION_DTYPES))
+        try:
+            table = table.select(schema.names).cast(schema)
+        except (ValueError, pa.ArrowException) as error:
+            raise ContractError(f"{path} has a column of the wrong type: {error}")
+        ids = table.column("image_id").to_numpy()
         if reference is None:
-            reference = (member_id, ids)
-        elif not np.array_equal(ids, reference[1]):
+            reference = (member_id, ids, np.sort(ids))
+        # Files of one stage share the image order: the sort is for files that do not.
+        elif not (np.array_equal(ids, reference[1])
+                  or np.array_equal(np.sort(ids), reference[2])):
             raise ContractError(
                 f"members {reference[0]} and {member_id} have predictions on different "
                 "image sets; rerun pie_dataset_gen.predictions for both")
-        frame.insert(0, "member", np.int32(position))
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+        member = pa.array(np.full(len(table), position, np.int32))
+        tables.append(table.add_column(0, "member", member))
+    return pa.concat_tables(tables).to_pandas()

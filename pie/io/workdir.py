@@ -26,6 +26,10 @@ REPORT_DIR = "report"
 TOY_DIR = "toy"
 CHECKPOINTS_DIR = "checkpoints"
 PREDICTIONS_DIR = "predictions"
+# Prediction files are Parquet; workdirs written before that hold gzip CSV files,
+# which are still read (a Parquet file of the same member and distribution wins).
+PREDICTIONS_SUFFIX = ".parquet"
+LEGACY_PREDICTIONS_SUFFIX = ".csv.gz"
 
 # Every file a stage writes, by key. Folder "" is W itself.
 FILES = {
@@ -222,7 +226,27 @@ class Workdir:
         return os.path.join(self.predictions_root(split), distribution_dirname(distribution))
 
     def predictions_path(self, member_id, distribution=CLEAN, split=DEFAULT_SPLIT):
-        return os.path.join(self.predictions_dir(distribution, split), f"{member_id}.csv.gz")
+        """Where a member's predictions on `distribution` are written (Parquet)."""
+        return os.path.join(self.predictions_dir(distribution, split),
+                            member_id + PREDICTIONS_SUFFIX)
+
+    def legacy_predictions_path(self, member_id, distribution=CLEAN, split=DEFAULT_SPLIT):
+        """The gzip CSV file of a workdir written before predictions were Parquet."""
+        return os.path.join(self.predictions_dir(distribution, split),
+                            member_id + LEGACY_PREDICTIONS_SUFFIX)
+
+    def existing_predictions_path(self, member_id, distribution=CLEAN, split=DEFAULT_SPLIT):
+        """The predictions file to read: the Parquet one, else an old gzip CSV one.
+
+        When neither exists this is the Parquet path (so a message names the file a
+        stage would write).
+        """
+        path = self.predictions_path(member_id, distribution, split)
+        if not os.path.exists(path):
+            legacy = self.legacy_predictions_path(member_id, distribution, split)
+            if os.path.exists(legacy):
+                return legacy
+        return path
 
     def prediction_folders(self, split=DEFAULT_SPLIT):
         """The distribution folders that exist under predictions/<split>/, sorted."""

@@ -94,7 +94,7 @@ def needs_predictions(workdir, row, distribution=records.CLEAN, split="test"):
     A retrained member (a new model file) gets new predictions on the next run.
     """
     workdir = Workdir(workdir)
-    path = workdir.predictions_path(row["member_id"], distribution, split)
+    path = workdir.existing_predictions_path(row["member_id"], distribution, split)
     model = workdir.model_path(row)
     return not os.path.exists(path) or (
         os.path.exists(model) and os.path.getmtime(path) < os.path.getmtime(model))
@@ -151,8 +151,7 @@ def member_logits(member, source, arrays, batch_size):
 def write_member(workdir, member_id, logits, labels, ids, split):
     """Builds and writes one member's predictions file; returns its top-1."""
     frame = predictions_frame(member_id, logits, labels, ids)
-    columns = records.PREDICTION_COLUMNS + (["top5"] if "top5" in frame else [])
-    records.write_csv(Workdir(workdir).predictions_path(member_id, split=split), frame, columns)
+    records.write_predictions(Workdir(workdir).predictions_path(member_id, split=split), frame)
     return float((frame["predicted"] == frame["label"]).mean())
 
 
