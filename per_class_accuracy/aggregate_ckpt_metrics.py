@@ -19,8 +19,14 @@ from pie.analysis import per_class
 from pie.io import records
 from pie.io.workdir import Workdir
 
-stage_io.define_stage_flags()
-flags.adopt_module_key_flags(stage_io)  # the shared flags show in --help
+
+def define_flags(flag_values=flags.FLAGS):
+    """Flags of the command line only (python -m / pie), never defined on import."""
+    stage_io.define_stage_flags(flag_values)
+    # The shared flags show in --help.
+    flags.adopt_module_key_flags(stage_io, flag_values=flag_values)
+
+
 FLAGS = flags.FLAGS
 
 
@@ -59,4 +65,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

@@ -30,20 +30,28 @@ from pie.analysis import stats
 from pie.io import records
 from pie.io.workdir import Workdir
 
-stage_io.define_stage_flags()
-stage_io.define_test_flags()  # --test, --resamples, --resample_seed
-flags.adopt_module_key_flags(stage_io)  # the shared flags show in --help
-flags.DEFINE_float(
-    "alpha", 0.05, "Significance level, in (0, 1): a class is significantly "
-    "impacted when its (adjusted, see --correction) p-value is <= alpha.")
-flags.DEFINE_string(
-    "correction", "none", "Multiple-testing rule for `significant`: 'none' "
-    "(p_value <= alpha, the paper's rule), 'bh' (Benjamini-Hochberg adjusted "
-    "p_value_bh <= alpha, over the classes of one variant) or 'bh_all' (over every "
-    "variant x class of every distribution analysed in this run).")
-flags.DEFINE_list(
-    "also_distributions", [], "More distributions analysed in the same run (each "
-    "written to its own folder), so that --correction=bh_all spans all of them.")
+
+def define_flags(flag_values=flags.FLAGS):
+    """Flags of the command line only (python -m / pie), never defined on import."""
+    stage_io.define_stage_flags(flag_values)
+    stage_io.define_test_flags(flag_values)  # --test, --resamples, --resample_seed
+    # The shared flags show in --help.
+    flags.adopt_module_key_flags(stage_io, flag_values=flag_values)
+    flags.DEFINE_float(
+        "alpha", 0.05, "Significance level, in (0, 1): a class is significantly "
+        "impacted when its (adjusted, see --correction) p-value is <= alpha.",
+        flag_values=flag_values)
+    flags.DEFINE_string(
+        "correction", "none", "Multiple-testing rule for `significant`: 'none' "
+        "(p_value <= alpha, the paper's rule), 'bh' (Benjamini-Hochberg adjusted "
+        "p_value_bh <= alpha, over the classes of one variant) or 'bh_all' (over every "
+        "variant x class of every distribution analysed in this run).", flag_values=flag_values)
+    flags.DEFINE_list(
+        "also_distributions", [], "More distributions analysed in the same run (each "
+        "written to its own folder), so that --correction=bh_all spans all of them.",
+        flag_values=flag_values)
+
+
 FLAGS = flags.FLAGS
 STAGE = "gen_tstatistic"
 
@@ -127,4 +135,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

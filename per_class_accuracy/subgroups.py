@@ -27,19 +27,26 @@ from pie.analysis import per_class, stats, subgroups
 
 STAGE = "subgroups"
 
-stage_io.define_stage_flags()
-stage_io.define_test_flags()  # --test, --resamples, --resample_seed
-flags.adopt_module_key_flags(stage_io)  # the shared flags show in --help
-flags.DEFINE_string("groups_csv", None,
-                    "CSV with 'image_id' and one column per attribute (one row per eval "
-                    "image); without it, the dataset's own attributes (tfds celeb_a).")
-flags.DEFINE_string("group_attributes", None,
-                    "Comma-separated attribute names (columns of --groups_csv, or e.g. "
-                    "Male,Young for celeb_a). Default with --groups_csv: every column.")
 FLAGS = flags.FLAGS
-if "data_dir" not in FLAGS:  # other stages define it too; one process may import several
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Flags of the command line only (python -m / pie), never defined on import."""
+    stage_io.define_stage_flags(flag_values)
+    stage_io.define_test_flags(flag_values)  # --test, --resamples, --resample_seed
+    # The shared flags show in --help.
+    flags.adopt_module_key_flags(stage_io, flag_values=flag_values)
+    flags.DEFINE_string("groups_csv", None,
+                        "CSV with 'image_id' and one column per attribute (one row per eval "
+                        "image); without it, the dataset's own attributes (tfds celeb_a).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("group_attributes", None,
+                        "Comma-separated attribute names (columns of --groups_csv, or e.g. "
+                        "Male,Young for celeb_a). Default with --groups_csv: every column.",
+                        flag_values=flag_values)
     flags.DEFINE_string("data_dir", None, "tensorflow-datasets folder, if not the one "
-                        "trained with (for the dataset's own attributes).")
+                        "trained with (for the dataset's own attributes).",
+                        flag_values=flag_values)
 
 
 def attribute_names(text):
@@ -108,4 +115,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

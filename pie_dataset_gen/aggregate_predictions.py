@@ -24,12 +24,18 @@ from pie.analysis import pie_labels
 from pie.io import records
 from pie.io.workdir import PIE_DIR, Workdir
 
-stage_io.define_stage_flags()
-flags.adopt_module_key_flags(stage_io)  # the shared flags show in --help
-flags.DEFINE_string(
-    "ties", pie_labels.DEFAULT_TIES, "How a tied modal label is broken: 'highest' class "
-    "id (as the original code), 'lowest', or 'exclude' (a tied image is never a PIE and "
-    "is left out of the PIE and non-PIE top-1).")
+
+def define_flags(flag_values=flags.FLAGS):
+    """Flags of the command line only (python -m / pie), never defined on import."""
+    stage_io.define_stage_flags(flag_values)
+    # The shared flags show in --help.
+    flags.adopt_module_key_flags(stage_io, flag_values=flag_values)
+    flags.DEFINE_string(
+        "ties", pie_labels.DEFAULT_TIES, "How a tied modal label is broken: 'highest' class "
+        "id (as the original code), 'lowest', or 'exclude' (a tied image is never a PIE and "
+        "is left out of the PIE and non-PIE top-1).", flag_values=flag_values)
+
+
 FLAGS = flags.FLAGS
 STAGE = "aggregate_predictions"
 STAGE_DIR = PIE_DIR
@@ -80,4 +86,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

@@ -10,6 +10,7 @@ A variant's folder appears whole or not at all (written aside, then renamed).
 """
 import os
 import shutil
+import sys
 
 from absl import flags
 import numpy as np
@@ -26,10 +27,15 @@ FLAGS = flags.FLAGS
 SUBSETS = {"pie": True, "non_pie": False}
 COUNTS_NAME = "counts.json"
 
-flags.DEFINE_string("workdir", None, "Workdir with pie/pie.csv.")
-flags.DEFINE_integer("shard_size", 1024, "Images per TFRecord shard.")
-flags.DEFINE_string("data_dir", None, "tensorflow-datasets folder, if not the one trained with.")
-flags.DEFINE_bool("force", False, "Rewrite variants that exist.")
+
+def define_flags(flag_values=flags.FLAGS):
+    """Flags of the command line only (python -m / pie), never defined on import."""
+    flags.DEFINE_string("workdir", None, "Workdir with pie/pie.csv.", flag_values=flag_values)
+    flags.DEFINE_integer("shard_size", 1024, "Images per TFRecord shard.", flag_values=flag_values)
+    flags.DEFINE_string("data_dir", None,
+                        "tensorflow-datasets folder, if not the one trained with.",
+                        flag_values=flag_values)
+    flags.DEFINE_bool("force", False, "Rewrite variants that exist.", flag_values=flag_values)
 
 
 def _int_feature(values):
@@ -149,5 +155,12 @@ def main(argv):
     return 0
 
 
+def run(**flag_values):
+    """The stage in this process (the Python API): keyword arguments are its flags,
+    e.g. run(workdir="W"); bad input raises errors.InputError. See docs/api.md."""
+    return cli.call_stage(sys.modules[__name__], flag_values)
+
+
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

@@ -7,6 +7,8 @@ docs/contracts.md). Every later analysis derives from these files, so no stage
 runs a model twice. A rerun skips members whose file exists.
 """
 
+import sys
+
 import numpy as np
 
 from absl import flags
@@ -20,11 +22,19 @@ from pie.models import predict
 FLAGS = flags.FLAGS
 SPLITS = ("test",)
 
-flags.DEFINE_string("workdir", None, "Workdir holding population.csv.")
-flags.DEFINE_enum("split", "test", SPLITS, "Eval split (the dataset's test or validation).")
-flags.DEFINE_integer("batch_size", 256, "Images per model call.")
-flags.DEFINE_string("data_dir", None, "tensorflow-datasets folder, if not the one trained with.")
-flags.DEFINE_bool("force", False, "Recompute members whose predictions exist.")
+
+def define_flags(flag_values=flags.FLAGS):
+    """Flags of the command line only (python -m / pie), never defined on import."""
+    flags.DEFINE_string("workdir", None, "Workdir holding population.csv.",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("split", "test", SPLITS, "Eval split (the dataset's test or validation).",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", 256, "Images per model call.", flag_values=flag_values)
+    flags.DEFINE_string("data_dir", None,
+                        "tensorflow-datasets folder, if not the one trained with.",
+                        flag_values=flag_values)
+    flags.DEFINE_bool("force", False, "Recompute members whose predictions exist.",
+                      flag_values=flag_values)
 
 # Keep the eval inputs in memory (and run every member on the same array) below this.
 IN_MEMORY_BYTES = 2 << 30
@@ -66,5 +76,12 @@ def main(argv):
     return 0
 
 
+def run(**flag_values):
+    """The stage in this process (the Python API): keyword arguments are its flags,
+    e.g. run(workdir="W"); bad input raises errors.InputError. See docs/api.md."""
+    return cli.call_stage(sys.modules[__name__], flag_values)
+
+
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

@@ -43,12 +43,15 @@ OUTPUT_FILES = ("robustness_accuracy", "excess_error", "excess_error_per_seed", 
                 "excess_error_fit", "prune_potential_summary")
 
 
-def define_flags():
+def define_flags(flag_values=flags.FLAGS):
     """Flags of the stage script (not defined on import: tests import several stages)."""
-    flags.DEFINE_string("workdir", None, "Workdir holding population.csv and predictions/.")
+    flags.DEFINE_string("workdir", None, "Workdir holding population.csv and predictions/.",
+                        flag_values=flag_values)
     flags.DEFINE_float("delta", 0.5, "Prune potential tolerance: percentage points of error "
-                       "above the dense population's, >= 0 (the paper: 0.5).")
-    flags.DEFINE_bool("force", False, "Recompute even when the outputs are up to date.")
+                       "above the dense population's, >= 0 (the paper: 0.5).",
+                       flag_values=flag_values)
+    flags.DEFINE_bool("force", False, "Recompute even when the outputs are up to date.",
+                      flag_values=flag_values)
 
 
 def prediction_files(workdir, manifest, split=SPLIT):

@@ -23,6 +23,7 @@ textures) stops with an error unless --force.
 """
 import dataclasses
 import os
+import sys
 import time
 
 import numpy as np
@@ -70,27 +71,31 @@ TFDS_SETS = {
 IMAGENET_A = "imagenet_a"
 
 
-def define_flags():
+def define_flags(flag_values=flags.FLAGS):
     """Flags of the stage script (not defined on import: tests import several stages)."""
-    flags.DEFINE_string("workdir", None, "Workdir holding population.csv and dataset.json.")
+    flags.DEFINE_string("workdir", None, "Workdir holding population.csv and dataset.json.",
+                        flag_values=flag_values)
     flags.DEFINE_string(
         "corruptions", "all", "Comma-separated corruption names (pie.shift.corruptions), group "
-        f"names ({', '.join(GROUPS)}), or 'all' for the 19.")
+        f"names ({', '.join(GROUPS)}), or 'all' for the 19.", flag_values=flag_values)
     flags.DEFINE_string("severities", "all", "Comma-separated severities in 1..5, or 'all' "
-                        "(1,2,3,4,5).")
-    flags.DEFINE_integer("seed", 0, "Seed of the corruptions' random draws (>= 0).")
+                        "(1,2,3,4,5).", flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "Seed of the corruptions' random draws (>= 0).",
+                         flag_values=flag_values)
     flags.DEFINE_enum("corruption_scale", "auto", SCALES,
                       "Parameter table: 'imagenet' (224 px), 'cifar' (32 px) or 'auto' "
-                      "(cifar below 64 px).")
-    flags.DEFINE_integer("batch_size", 256, "Images per model call.")
+                      "(cifar below 64 px).", flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", 256, "Images per model call.", flag_values=flag_values)
     flags.DEFINE_enum("tfds_corrupted", None, list(TFDS_SETS),
                       "Read this precomputed tensorflow-datasets set instead of corrupting "
-                      "in memory (imagenet_a ignores --corruptions/--severities).")
+                      "in memory (imagenet_a ignores --corruptions/--severities).",
+                      flag_values=flag_values)
     flags.DEFINE_string("data_dir", None,
-                        "tensorflow-datasets folder (default: the population's).")
-    flags.DEFINE_bool("force", False, "Recompute predictions that exist.")
+                        "tensorflow-datasets folder (default: the population's).",
+                        flag_values=flag_values)
+    flags.DEFINE_bool("force", False, "Recompute predictions that exist.", flag_values=flag_values)
     flags.DEFINE_integer("workers", 0, "Processes corrupting images: 0 = every core, 1 = "
-                         "in the stage's own process.")
+                         "in the stage's own process.", flag_values=flag_values)
 
 
 # ------------------------------------------------------------------------ arguments
@@ -456,6 +461,12 @@ def main(argv):
         records.write_text(Workdir(FLAGS.workdir).flags_file(ROBUSTNESS_DIR, STAGE),
                            cli.resolved_flags())
     return 0
+
+
+def run(**flag_values):
+    """The stage in this process (the Python API): keyword arguments are its flags,
+    e.g. run(workdir="W"); bad input raises errors.InputError. See docs/api.md."""
+    return cli.call_stage(sys.modules[__name__], flag_values)
 
 
 if __name__ == "__main__":

@@ -53,21 +53,25 @@ PER_IMAGE_COLUMNS = ["method", "sparsity", "seed", "member_id", "reference_id", 
                      "reference_conf_own_mask", "reference_conf_other_mask"]
 
 
-def define_flags():
+def define_flags(flag_values=flags.FLAGS):
     """Flags of the stage script (not defined on import: tests import several stages)."""
-    flags.DEFINE_string("workdir", None, "Workdir holding population.csv and dataset.json.")
+    flags.DEFINE_string("workdir", None, "Workdir holding population.csv and dataset.json.",
+                        flag_values=flag_values)
     flags.DEFINE_string("method", "gradient", "How informative features are chosen: sis "
                         "(backward selection, Carter et al.) or gradient (|input x gradient| "
-                        "proxy, fast).")
+                        "proxy, fast).", flag_values=flag_values)
     flags.DEFINE_integer("patch", 1, "sis: features are patch x patch squares of pixels "
-                         "(all channels); must divide the image's height and width.")
+                         "(all channels); must divide the image's height and width.",
+                         flag_values=flag_values)
     flags.DEFINE_integer("images", 200, "Eval images used (>= 1; all when larger than the "
-                         "split), a seeded random subset.")
+                         "split), a seeded random subset.", flag_values=flag_values)
     flags.DEFINE_float("fraction", 0.1, "Share of input features kept as informative, in "
-                       "(0, 1].")
-    flags.DEFINE_integer("seed", 0, "Seed of the image subset (>= 0).")
-    flags.DEFINE_integer("batch_size", 256, "Images per gradient / model call.")
-    flags.DEFINE_bool("force", False, "Recompute even when the outputs are up to date.")
+                       "(0, 1].", flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "Seed of the image subset (>= 0).", flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", 256, "Images per gradient / model call.",
+                         flag_values=flag_values)
+    flags.DEFINE_bool("force", False, "Recompute even when the outputs are up to date.",
+                      flag_values=flag_values)
 
 
 def check_arguments(workdir, images, fraction, seed, batch_size, method="gradient", patch=1):

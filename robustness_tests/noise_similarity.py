@@ -45,19 +45,25 @@ PER_PAIR_COLUMNS = ["method", "sparsity", "seed", "member_id", "reference_id", "
                     "agreement", "agreement_draw_std", "l2", "l2_draw_std", "draws", "images"]
 
 
-def define_flags():
+def define_flags(flag_values=flags.FLAGS):
     """Flags of the stage script (not defined on import: tests import several stages)."""
-    flags.DEFINE_string("workdir", None, "Workdir holding population.csv and dataset.json.")
+    flags.DEFINE_string("workdir", None, "Workdir holding population.csv and dataset.json.",
+                        flag_values=flag_values)
     flags.DEFINE_string("eps", DEFAULT_EPS, "Comma-separated noise half-widths in [0, 1], "
-                        "in normalised input units (default: linspace(0, 0.7, 15)).")
-    flags.DEFINE_integer("draws", 20, "Noise draws per eps (>= 1); eps 0 needs one.")
+                        "in normalised input units (default: linspace(0, 0.7, 15)).",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("draws", 20, "Noise draws per eps (>= 1); eps 0 needs one.",
+                         flag_values=flag_values)
     flags.DEFINE_integer("images", 500, "Eval images used (>= 1; all when larger than the "
-                         "split), a seeded random subset.")
-    flags.DEFINE_integer("seed", 0, "Seed of the image subset and the noise (>= 0).")
-    flags.DEFINE_integer("batch_size", 256, "Images per model call.")
+                         "split), a seeded random subset.", flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "Seed of the image subset and the noise (>= 0).",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", 256, "Images per model call.", flag_values=flag_values)
     flags.DEFINE_float("delta", 0.5, "Noise prune potential tolerance: percentage points of "
-                       "error above the dense population's on the same noisy images, >= 0.")
-    flags.DEFINE_bool("force", False, "Recompute even when the outputs are up to date.")
+                       "error above the dense population's on the same noisy images, >= 0.",
+                       flag_values=flag_values)
+    flags.DEFINE_bool("force", False, "Recompute even when the outputs are up to date.",
+                      flag_values=flag_values)
 
 
 def check_arguments(workdir, eps_values, draws, images, seed, batch_size, delta=0.5):

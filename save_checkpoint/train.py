@@ -13,6 +13,7 @@ member is a folder `W/checkpoints/<method>/sparsity_<s>/seed_<k>/` and a row of
 member from its last epoch checkpoint and skips finished ones.
 """
 import math
+import sys
 import os
 import shutil
 import time
@@ -31,46 +32,73 @@ FLAGS = flags.FLAGS
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 OPTIMIZERS = ("adam", "sgd")
 
-flags.DEFINE_string("workdir", None, "Output folder of the population (created if needed).")
-flags.DEFINE_string("dataset", "mnist5k", "digits, mnist5k, moons, circles, spirals, "
-                    "tfrecord:<dir>, or a tensorflow-datasets name.")
-flags.DEFINE_string("data_dir", None, "tensorflow-datasets data folder.")
-flags.DEFINE_string("label_attribute", None, "Binary label attribute (celeb_a).")
-flags.DEFINE_float("toy_noise", None, "Noise of the toy 2-D sets (default: the set's own).")
-flags.DEFINE_integer("toy_seed", 0, "Seed of the toy 2-D set's points.")
-flags.DEFINE_string("model", "small_cnn", "One of: " + ", ".join(builders.MODELS) + ".")
-flags.DEFINE_integer("width", None, "The model's width knob (filters, units, or WRN k).")
-flags.DEFINE_string("sparsities", "0,0.5,0.9", "Comma-separated target sparsities in [0, 1).")
-flags.DEFINE_integer("seeds", 2, "Members per sparsity level: seeds 0..seeds-1.")
-flags.DEFINE_string("method", "magnitude", "Pruning method of members with sparsity > 0: "
-                    "magnitude (tfmot, each layer to the target, during training), wt "
-                    "(one global weight-magnitude threshold, during training), sipp (global "
-                    "data-informed weight sensitivity, from the dense member), or a unit "
-                    "criterion (lrp, taylor, grad, weight, filter_l1: that fraction of "
-                    "neurons/filters removed, from the dense member).")
-flags.DEFINE_integer("reference_samples_per_class", 10,
-                     "sipp and unit criteria: training images per class the scores are "
-                     "computed on.")
-flags.DEFINE_integer("finetune_epochs", 2,
-                     "sipp and unit criteria: epochs of fine-tuning after pruning, pruned "
-                     "weights or units held at 0.")
-flags.DEFINE_enum("schedule", "polynomial", pruning.SCHEDULES, "Pruning schedule.")
-flags.DEFINE_float("initial_sparsity", 0.0, "Polynomial schedule: sparsity at begin_step.")
-flags.DEFINE_integer("begin_step", -1, "First pruning step (-1: 10% of training).")
-flags.DEFINE_integer("end_step", -1, "Polynomial schedule: last step (-1: 60% of training).")
-flags.DEFINE_integer("frequency", -1, "Steps between mask updates (-1: 10 updates).")
-flags.DEFINE_float("power", 3.0, "Polynomial schedule exponent (3: cubic, as the study).")
-flags.DEFINE_bool("prune_classifier", False, "Also prune the final classifier's kernel.")
-flags.DEFINE_integer("epochs", 8, "Training epochs per member.")
-flags.DEFINE_integer("steps_per_epoch", None, "Needed when the training set size is unknown.")
-flags.DEFINE_integer("batch_size", 64, "Global batch size.")
-flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "adam, or sgd with Nesterov momentum 0.9.")
-flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.")
-flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy loss.")
-flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy.")
-flags.DEFINE_string("tpu", None, "TPU name or address, with --strategy=tpu.")
-flags.DEFINE_string("shard", "0/1", "i/n: train only the i-th of n slices of the population.")
-flags.DEFINE_integer("eval_batch_size", 256, "Batch size of the final evaluation.")
+
+def define_flags(flag_values=flags.FLAGS):
+    """Flags of the command line only (python -m / pie), never defined on import."""
+    flags.DEFINE_string("workdir", None, "Output folder of the population (created if needed).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("dataset", "mnist5k", "digits, mnist5k, moons, circles, spirals, "
+                        "tfrecord:<dir>, or a tensorflow-datasets name.", flag_values=flag_values)
+    flags.DEFINE_string("data_dir", None, "tensorflow-datasets data folder.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("label_attribute", None, "Binary label attribute (celeb_a).",
+                        flag_values=flag_values)
+    flags.DEFINE_float("toy_noise", None, "Noise of the toy 2-D sets (default: the set's own).",
+                       flag_values=flag_values)
+    flags.DEFINE_integer("toy_seed", 0, "Seed of the toy 2-D set's points.",
+                         flag_values=flag_values)
+    flags.DEFINE_string("model", "small_cnn", "One of: " + ", ".join(builders.MODELS) + ".",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("width", None, "The model's width knob (filters, units, or WRN k).",
+                         flag_values=flag_values)
+    flags.DEFINE_string("sparsities", "0,0.5,0.9", "Comma-separated target sparsities in [0, 1).",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("seeds", 2, "Members per sparsity level: seeds 0..seeds-1.",
+                         flag_values=flag_values)
+    flags.DEFINE_string("method", "magnitude", "Pruning method of members with sparsity > 0: "
+                        "magnitude (tfmot, each layer to the target, during training), wt "
+                        "(one global weight-magnitude threshold, during training), sipp (global "
+                        "data-informed weight sensitivity, from the dense member), or a unit "
+                        "criterion (lrp, taylor, grad, weight, filter_l1: that fraction of "
+                        "neurons/filters removed, from the dense member).",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("reference_samples_per_class", 10,
+                         "sipp and unit criteria: training images per class the scores are "
+                         "computed on.", flag_values=flag_values)
+    flags.DEFINE_integer("finetune_epochs", 2,
+                         "sipp and unit criteria: epochs of fine-tuning after pruning, pruned "
+                         "weights or units held at 0.", flag_values=flag_values)
+    flags.DEFINE_enum("schedule", "polynomial", pruning.SCHEDULES, "Pruning schedule.",
+                      flag_values=flag_values)
+    flags.DEFINE_float("initial_sparsity", 0.0, "Polynomial schedule: sparsity at begin_step.",
+                       flag_values=flag_values)
+    flags.DEFINE_integer("begin_step", -1, "First pruning step (-1: 10% of training).",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("end_step", -1, "Polynomial schedule: last step (-1: 60% of training).",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("frequency", -1, "Steps between mask updates (-1: 10 updates).",
+                         flag_values=flag_values)
+    flags.DEFINE_float("power", 3.0, "Polynomial schedule exponent (3: cubic, as the study).",
+                       flag_values=flag_values)
+    flags.DEFINE_bool("prune_classifier", False, "Also prune the final classifier's kernel.",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("epochs", 8, "Training epochs per member.", flag_values=flag_values)
+    flags.DEFINE_integer("steps_per_epoch", None, "Needed when the training set size is unknown.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", 64, "Global batch size.", flag_values=flag_values)
+    flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "adam, or sgd with Nesterov momentum 0.9.",
+                      flag_values=flag_values)
+    flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.", flag_values=flag_values)
+    flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy loss.",
+                       flag_values=flag_values)
+    flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy.",
+                      flag_values=flag_values)
+    flags.DEFINE_string("tpu", None, "TPU name or address, with --strategy=tpu.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("shard", "0/1", "i/n: train only the i-th of n slices of the population.",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("eval_batch_size", 256, "Batch size of the final evaluation.",
+                         flag_values=flag_values)
 
 
 def parse_shard(text):
@@ -385,5 +413,12 @@ def main(argv):
     return 0
 
 
+def run(**flag_values):
+    """The stage in this process (the Python API): keyword arguments are its flags,
+    e.g. run(workdir="W"); bad input raises errors.InputError. See docs/api.md."""
+    return cli.call_stage(sys.modules[__name__], flag_values)
+
+
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

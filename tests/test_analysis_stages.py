@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from absl import flags
 from scipy import stats as scipy_stats
 
 from per_class_accuracy import aggregate_ckpt_metrics
@@ -19,7 +18,6 @@ from pie.io import cli, errors, records
 from pie_dataset_gen import aggregate_predictions
 from pie.io.workdir import Workdir
 
-FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_CLASSES, N_IMAGES = 4, 12
 POPULATIONS = [("dense", 0.0, 3), ("magnitude", 0.5, 3), ("magnitude", 0.9, 2)]
@@ -60,20 +58,16 @@ def raw_predictions(workdir, distribution=records.CLEAN):
 
 
 def run_main(module, workdir, *args):
-    """Runs a stage's main in-process as `cli.run` would; its exit code.
+    """Runs a stage's main in-process (the Python API); its exit code as `cli.run`'s.
 
     Bad input (pie.io.errors.InputError) becomes one `error:` line and exit code 2,
     exactly as on the command line (tests/test_train.py checks cli.run itself).
     """
-    FLAGS.unparse_flags()
-    argv = FLAGS(["stage", f"--workdir={workdir}", *args])
     try:
-        module.main(argv)
+        cli.call_stage_argv(module, [f"--workdir={workdir}", *args])
     except errors.InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return cli.USAGE_EXIT
-    finally:
-        FLAGS.unparse_flags()
     return 0
 
 

@@ -23,41 +23,41 @@ DISTRIBUTION_PATTERN = re.compile(r"^[A-Za-z0-9_]+(/[0-9]+)?$")
 # --------------------------------------------------------------------------- flags
 
 
-def define_stage_flags():
-    """Defines the flags every analysis stage shares; safe to call more than once.
-
-    Several stage modules may be imported into one process (tests, the report
-    stage), and absl refuses to define a flag twice.
-    """
-    if "workdir" in flags.FLAGS:
+def define_stage_flags(flag_values=flags.FLAGS):
+    """Defines the flags every analysis stage shares, into `flag_values`; safe to call
+    more than once (absl refuses to define a flag twice)."""
+    if "workdir" in flag_values:
         return
     flags.DEFINE_string(
         "workdir", None,
-        "Workdir holding population.csv and predictions/; outputs go under it.")
+        "Workdir holding population.csv and predictions/; outputs go under it.",
+        flag_values=flag_values)
     flags.DEFINE_string(
         "distribution", records.CLEAN,
         "Which predictions to analyse: 'clean' or '<corruption>/<severity>', e.g. "
-        "'gaussian_noise/3'. Shifted results go to a sub-folder named after it.")
+        "'gaussian_noise/3'. Shifted results go to a sub-folder named after it.",
+        flag_values=flag_values)
     flags.DEFINE_string(
-        "split", "test", "Evaluation split whose predictions are read.")
+        "split", "test", "Evaluation split whose predictions are read.", flag_values=flag_values)
     flags.DEFINE_bool(
-        "force", False, "Recompute even when the outputs are up to date.")
+        "force", False, "Recompute even when the outputs are up to date.", flag_values=flag_values)
 
 
-def define_test_flags():
+def define_test_flags(flag_values=flags.FLAGS):
     """Defines the flags of the member-level tests (gen_tstatistic, subgroups): --test,
-    --resamples, --resample_seed; safe to call more than once."""
-    if "test" in flags.FLAGS:
+    --resamples, --resample_seed, into `flag_values`; safe to call more than once."""
+    if "test" in flag_values:
         return
     flags.DEFINE_string(
         "test", "welch", "'welch' (Welch's t-test, the paper's rule), 'paired' (paired "
         "t-test, each variant member with the dense member of its seed; fails unless every "
         "variant member has one) or 'permutation' (exact when the splits are at most "
-        "--resamples, else Monte-Carlo).")
+        "--resamples, else Monte-Carlo).", flag_values=flag_values)
     flags.DEFINE_integer(
         "resamples", stats.DEFAULT_RESAMPLES, "Monte-Carlo permutation splits and bootstrap resamples (the "
-        "effect's 95% interval).")
-    flags.DEFINE_integer("resample_seed", 0, "Seed of the permutation and bootstrap draws.")
+        "effect's 95% interval).", flag_values=flag_values)
+    flags.DEFINE_integer("resample_seed", 0, "Seed of the permutation and bootstrap draws.",
+                         flag_values=flag_values)
 
 
 def validate_stage_args(workdir, distribution, split):

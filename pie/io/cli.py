@@ -45,6 +45,62 @@ def _parse_flags(argv):
         fail(str(error).splitlines()[0])
 
 
+# Stages running through call_stage, innermost last: (their FlagValues, module name).
+_CALLS = []
+
+
+def call_stage(module, values):
+    """Runs a stage module's `main` in this process with `values` as its flags.
+
+    The Python API of the stages (`train.run(workdir=..., seeds=2)`): the flags are
+    defined in a FlagValues of this call only, so any number of stages run in one
+    process, one after another, without absl's "defined twice". A value is what the
+    command line would take (lists may be Python lists, booleans True/False; None
+    keeps the default); bad input raises errors.InputError (UsageError for flags)
+    instead of exiting.
+    """
+    flag_values = flags.FlagValues()
+    module.define_flags(flag_values)
+    return _call(module, flag_values, [_argument(flag_values, module.__name__, name, value)
+                                       for name, value in values.items() if value is not None])
+
+
+def call_stage_argv(module, args):
+    """call_stage with command-line arguments (`["--workdir=W", "--force"]`)."""
+    flag_values = flags.FlagValues()
+    module.define_flags(flag_values)
+    return _call(module, flag_values, list(args))
+
+
+def _call(module, flag_values, args):
+    try:
+        flag_values([module.__name__, *args])
+    except flags.Error as error:
+        raise UsageError(str(error).splitlines()[0])
+    progress.quiet_libraries()
+    saved = module.FLAGS
+    module.FLAGS = flag_values
+    _CALLS.append((flag_values, module.__name__))
+    try:
+        return module.main([module.__name__])
+    finally:
+        _CALLS.pop()
+        module.FLAGS = saved
+
+
+def _argument(flag_values, module_name, name, value):
+    """One `--name=value` argument of call_stage, from a Python value."""
+    if name not in flag_values:
+        allowed = ", ".join(sorted(flag.name for flag in flag_values.get_flags_for_module(
+            module_name)))
+        raise UsageError(f"{module_name} has no flag '{name}'; allowed: {allowed}")
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no{name}"
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(item) for item in value)
+    return f"--{name}={value}"
+
+
 def require_workdir(workdir):
     """The workdir of a stage that reads earlier stages' files: given, and a folder."""
     if not workdir:
@@ -91,8 +147,13 @@ def resolved_flags():
     The stage's own flags plus those it takes from `pie` modules (shared stage
     flags); absl's and TensorFlow's own flags are left out.
     """
-    by_module = flags.FLAGS.flags_by_module_dict()
-    main_names = {"__main__", sys.argv[0], getattr(sys.modules["__main__"], "__file__", "")}
+    if _CALLS:  # a stage run through call_stage: its own flags, under its module's name
+        flag_values, module_name = _CALLS[-1]
+        by_module, main_names = flag_values.flags_by_module_dict(), {module_name}
+    else:
+        by_module = flags.FLAGS.flags_by_module_dict()
+        main_names = {"__main__", sys.argv[0],
+                      getattr(sys.modules["__main__"], "__file__", "")}
     chosen = {flag.name: flag for module, module_flags in by_module.items()
               if module in main_names or module.startswith("pie.")
               for flag in module_flags}

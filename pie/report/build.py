@@ -12,6 +12,7 @@ A rerun whose inputs and options are unchanged since the last build skips.
 """
 import datetime
 import os
+import sys
 
 from absl import flags
 
@@ -27,17 +28,20 @@ HTML_NAME = FILES["report_html"].name
 MARKDOWN_NAME = FILES["report_markdown"].name
 
 
-def define_flags():
+def define_flags(flag_values=flags.FLAGS):
     """Flags of the command line only: tests import this module beside other stages."""
     flags.DEFINE_string("workdir", None, "Workdir holding population.csv and the stages' "
-                        "outputs; the report goes to <workdir>/report unless --out is given.")
+                        "outputs; the report goes to <workdir>/report unless --out is given.",
+                        flag_values=flag_values)
     flags.DEFINE_enum("format", "html", FORMATS, "html: index.html only; md: index.html and "
-                      "summary.md (the summary table as Markdown).")
-    flags.DEFINE_string("out", None, "Output folder (default <workdir>/report).")
+                      "summary.md (the summary table as Markdown).", flag_values=flag_values)
+    flags.DEFINE_string("out", None, "Output folder (default <workdir>/report).",
+                        flag_values=flag_values)
     flags.DEFINE_bool("strict", False, "Fail (exit 2) when any input file is missing, instead "
                       "of marking its sections 'not measured' (per-group results, which need "
-                      "image attributes, are never required).")
-    flags.DEFINE_bool("force", False, "Rebuild even when the report is newer than its inputs.")
+                      "image attributes, are never required).", flag_values=flag_values)
+    flags.DEFINE_bool("force", False, "Rebuild even when the report is newer than its inputs.",
+                      flag_values=flag_values)
 
 
 class ReportError(cli.UsageError):
@@ -132,6 +136,12 @@ def main(argv):
     del argv
     build_report(FLAGS.workdir, FLAGS.format, FLAGS.out, FLAGS.strict, FLAGS.force,
                  flags_text=cli.resolved_flags())
+
+
+def run(**flag_values):
+    """The stage in this process (the Python API): keyword arguments are its flags,
+    e.g. run(workdir="W"); bad input raises errors.InputError. See docs/api.md."""
+    return cli.call_stage(sys.modules[__name__], flag_values)
 
 
 if __name__ == "__main__":

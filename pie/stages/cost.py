@@ -19,6 +19,7 @@ timed calls on random inputs. A rerun keeps the rows of members whose model file
 repeats and threads are unchanged. See docs/quantization.md.
 """
 import os
+import sys
 import tempfile
 import time
 
@@ -42,11 +43,18 @@ COST_COLUMNS = [
     "tflite_gzip_bytes", "latency_model", "repeats", "num_threads",
 ]
 
-flags.DEFINE_string("workdir", None, "Workdir holding population.csv.")
-flags.DEFINE_integer("repeats", 50, "Timed interpreter calls per batch size (median taken).")
-flags.DEFINE_integer("warmup", 5, "Untimed calls before timing.")
-flags.DEFINE_integer("num_threads", 1, "Interpreter threads (1: comparable across machines).")
-flags.DEFINE_bool("force", False, "Measure every member again, even with a matching row.")
+
+def define_flags(flag_values=flags.FLAGS):
+    """Flags of the command line only (python -m / pie), never defined on import."""
+    flags.DEFINE_string("workdir", None, "Workdir holding population.csv.",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("repeats", 50, "Timed interpreter calls per batch size (median taken).",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("warmup", 5, "Untimed calls before timing.", flag_values=flag_values)
+    flags.DEFINE_integer("num_threads", 1, "Interpreter threads (1: comparable across machines).",
+                         flag_values=flag_values)
+    flags.DEFINE_bool("force", False, "Measure every member again, even with a matching row.",
+                      flag_values=flag_values)
 
 
 def cost_path(workdir):
@@ -169,5 +177,12 @@ def main(argv):
     return 0
 
 
+def run(**flag_values):
+    """The stage in this process (the Python API): keyword arguments are its flags,
+    e.g. run(workdir="W"); bad input raises errors.InputError. See docs/api.md."""
+    return cli.call_stage(sys.modules[__name__], flag_values)
+
+
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

@@ -28,18 +28,27 @@ from pie.models import loading
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("workdir", None, "Workdir holding population.csv; members are added to it.")
-flags.DEFINE_string("modes", "float16,dynamic_int8,full_int8",
-                    "Comma-separated conversion modes, or 'all': " + ", ".join(pq.MODES)
-                    + ". float16/dynamic_int8/full_int8 convert the dense members, "
-                    "sparse/pruned_int8 the pruned ones.")
-flags.DEFINE_integer("representative_images", 200,
-                     "Training images that calibrate the full-integer modes' activations.")
-flags.DEFINE_string("pruned_method", "magnitude",
-                    "Which pruned members the sparse and pruned_int8 modes convert (the "
-                    "manifest method); one method, so member ids stay unique.")
-flags.DEFINE_string("data_dir", None, "tensorflow-datasets folder, if not the one trained with.")
-flags.DEFINE_integer("batch_size", pq.EVAL_BATCH_SIZE, "Images per call when measuring top-1.")
+
+def define_flags(flag_values=flags.FLAGS):
+    """Flags of the command line only (python -m / pie), never defined on import."""
+    flags.DEFINE_string("workdir", None, "Workdir holding population.csv; members are added to it.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("modes", "float16,dynamic_int8,full_int8",
+                        "Comma-separated conversion modes, or 'all': " + ", ".join(pq.MODES)
+                        + ". float16/dynamic_int8/full_int8 convert the dense members, "
+                        "sparse/pruned_int8 the pruned ones.", flag_values=flag_values)
+    flags.DEFINE_integer("representative_images", 200,
+                         "Training images that calibrate the full-integer modes' activations.",
+                         flag_values=flag_values)
+    flags.DEFINE_string("pruned_method", "magnitude",
+                        "Which pruned members the sparse and pruned_int8 modes convert (the "
+                        "manifest method); one method, so member ids stay unique.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("data_dir", None,
+                        "tensorflow-datasets folder, if not the one trained with.",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", pq.EVAL_BATCH_SIZE, "Images per call when measuring top-1.",
+                         flag_values=flag_values)
 
 
 class Job:
@@ -188,5 +197,12 @@ def main(argv):
     return 0
 
 
+def run(**flag_values):
+    """The stage in this process (the Python API): keyword arguments are its flags,
+    e.g. run(workdir="W"); bad input raises errors.InputError. See docs/api.md."""
+    return cli.call_stage(sys.modules[__name__], flag_values)
+
+
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)

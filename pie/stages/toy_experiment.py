@@ -457,30 +457,46 @@ def run_experiment(config, out_dir, log=print, flags_text=None):
 # ---------------------------------------------------------------------------- CLI
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("dataset", "moons", sorted(toy_data.TOY_DATASETS), "Toy dataset.")
-flags.DEFINE_list("criteria", list(ToyConfig.criteria),
-                  f"Criteria to compare; allowed: {', '.join(sorted(unit_criteria.CRITERIA))}.")
-flags.DEFINE_list("samples_per_class", [str(n) for n in ToyConfig.samples_per_class],
-                  "Numbers of reference samples per class the criteria score on.")
-flags.DEFINE_integer("seeds", ToyConfig.seeds, "Number of seeds (0 .. seeds-1): data, "
-                     "network and reference draws; each seed trains one network.")
-flags.DEFINE_float("noisy_test", ToyConfig.noisy_test,
-                   "Sigma of the Gaussian noise added to the fresh test points.")
-flags.DEFINE_string("out", None, "Output folder.")
-flags.DEFINE_integer("width", ToyConfig.width, "Units per hidden layer (3 hidden layers); "
-                     "`width` units (a third) are pruned. Small values give a quick run.")
-flags.DEFINE_integer("epochs", None, "Training epochs; default per dataset "
-                     f"({', '.join(f'{k} {v}' for k, v in DEFAULT_EPOCHS.items())}).")
-flags.DEFINE_integer("batch_size", ToyConfig.batch_size, "Training batch size.")
-flags.DEFINE_float("learning_rate", ToyConfig.learning_rate,
-                   "Peak Adam learning rate (cosine decay to 0).")
-flags.DEFINE_integer("train_size", None, "Training points; default 2000 (4000 for spirals).")
-flags.DEFINE_integer("test_size", ToyConfig.test_size, "Fresh noisy test points.")
-flags.DEFINE_list("rank_k", [str(k) for k in ToyConfig.rank_k],
-                  "k of the first-/last-k overlaps, for width 1000 (scaled with --width).")
-flags.DEFINE_integer("boundary_samples_per_class", ToyConfig.boundary_samples_per_class,
-                     "Reference samples per class of the decision-boundary figure (seed 0).")
-flags.DEFINE_bool("plots", True, "Draw the figures.")
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Flags of the command line only (python -m / pie), never defined on import."""
+    flags.DEFINE_enum("dataset", "moons", sorted(toy_data.TOY_DATASETS), "Toy dataset.",
+                      flag_values=flag_values)
+    flags.DEFINE_list("criteria", list(ToyConfig.criteria),
+                      f"Criteria to compare; allowed: {', '.join(sorted(unit_criteria.CRITERIA))}.",
+                      flag_values=flag_values)
+    flags.DEFINE_list("samples_per_class", [str(n) for n in ToyConfig.samples_per_class],
+                      "Numbers of reference samples per class the criteria score on.",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("seeds", ToyConfig.seeds, "Number of seeds (0 .. seeds-1): data, "
+                         "network and reference draws; each seed trains one network.",
+                         flag_values=flag_values)
+    flags.DEFINE_float("noisy_test", ToyConfig.noisy_test,
+                       "Sigma of the Gaussian noise added to the fresh test points.",
+                       flag_values=flag_values)
+    flags.DEFINE_string("out", None, "Output folder.", flag_values=flag_values)
+    flags.DEFINE_integer("width", ToyConfig.width, "Units per hidden layer (3 hidden layers); "
+                         "`width` units (a third) are pruned. Small values give a quick run.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("epochs", None, "Training epochs; default per dataset "
+                         f"({', '.join(f'{k} {v}' for k, v in DEFAULT_EPOCHS.items())}).",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", ToyConfig.batch_size, "Training batch size.",
+                         flag_values=flag_values)
+    flags.DEFINE_float("learning_rate", ToyConfig.learning_rate,
+                       "Peak Adam learning rate (cosine decay to 0).", flag_values=flag_values)
+    flags.DEFINE_integer("train_size", None, "Training points; default 2000 (4000 for spirals).",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("test_size", ToyConfig.test_size, "Fresh noisy test points.",
+                         flag_values=flag_values)
+    flags.DEFINE_list("rank_k", [str(k) for k in ToyConfig.rank_k],
+                      "k of the first-/last-k overlaps, for width 1000 (scaled with --width).",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("boundary_samples_per_class", ToyConfig.boundary_samples_per_class,
+                         "Reference samples per class of the decision-boundary figure (seed 0).",
+                         flag_values=flag_values)
+    flags.DEFINE_bool("plots", True, "Draw the figures.", flag_values=flag_values)
 
 
 def config_from_flags():
@@ -510,5 +526,12 @@ def main(argv):
     print(f"done in {time.time() - started:.1f} s; results in {FLAGS.out}")
 
 
+def run(**flag_values):
+    """The stage in this process (the Python API): keyword arguments are its flags,
+    e.g. run(workdir="W"); bad input raises errors.InputError. See docs/api.md."""
+    return cli.call_stage(sys.modules[__name__], flag_values)
+
+
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)
