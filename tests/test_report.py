@@ -640,3 +640,24 @@ def test_report_of_a_real_tiny_population(tiny_population, tmp_path):
     with open(os.path.join(workdir, "report", "summary.md")) as handle:
         table = [line for line in handle.read().splitlines() if line.startswith("|")]
     assert len(table) == 2 + len(variants)
+
+
+def test_members_without_top1_still_count_and_say_top1_is_missing(synthetic, tmp_path):
+    """A hand-written or imported manifest row may leave top1 empty: the variant keeps
+    its member count (never "members 0") and the cell says why there is no top-1."""
+    workdir = copy_workdir(synthetic[0], tmp_path / "w")
+    manifest = pd.read_csv(Workdir(workdir).manifest)
+    manifest.loc[manifest["method"] == "magnitude", "top1"] = np.nan
+    manifest.loc[manifest["member_id"] == "dense_0_seed0", "top1"] = np.nan
+    records.write_csv(Workdir(workdir).manifest, manifest)
+    build.build_report(workdir, log=lambda message: None)
+    with open(os.path.join(workdir, "report", "index.html")) as handle:
+        rows = summary_rows(handle.read())
+    for key in ("magnitude_0.5", "magnitude_0.9"):
+        assert rows[key][column("members")] == "3"
+        assert rows[key][column("top-1 % (mean ± std)")] == (
+            f"{sections.DASH} (no top1 in population.csv)")
+    dense = manifest[manifest["method"] == "dense"]["top1"].dropna().to_numpy()
+    assert rows["dense_0"][column("members")] == "3"
+    assert rows["dense_0"][column("top-1 % (mean ± std)")] == (
+        f"{100 * dense.mean():.1f} ± {100 * dense.std(ddof=1):.1f}")

@@ -174,9 +174,15 @@ def variant_order(method, sparsity):
 
 
 def variant_table(manifest):
-    """One row per variant: key, method, sparsity, label, members, top-1 mean and std."""
-    grouped = manifest.groupby(["method", "sparsity"])["top1"]
-    table = grouped.agg(members="count", top1_mean="mean", top1_std="std").reset_index()
+    """One row per variant: key, method, sparsity, label, members, top-1 mean and std.
+
+    `members` counts manifest rows; `top1_n` those with a top-1 (a hand-written or
+    imported row may leave it empty: the member still counts).
+    """
+    manifest = manifest.assign(top1=pd.to_numeric(manifest["top1"], errors="coerce"))
+    grouped = manifest.groupby(["method", "sparsity"])
+    table = grouped.agg(members=("member_id", "size"), top1_n=("top1", "count"),
+                        top1_mean=("top1", "mean"), top1_std=("top1", "std")).reset_index()
     table["key"] = [records.variant_key(m, s) for m, s in zip(table["method"], table["sparsity"])]
     table["label"] = [variant_label(m, s) for m, s in zip(table["method"], table["sparsity"])]
     order = sorted(range(len(table)), key=lambda i: variant_order(
@@ -320,6 +326,9 @@ def _summary_sources(context):
     variants = context.variants
     for row in variants.itertuples():
         cells["members"][row.key] = str(row.members)
+        if row.top1_n == 0:
+            cells["top1"][row.key] = f"{DASH} (no top1 in population.csv)"
+            continue
         std = number(100 * row.top1_std, "{:.1f}") if np.isfinite(row.top1_std) else \
             NOT_APPLICABLE
         cells["top1"][row.key] = f"{percent(row.top1_mean)} ± {std}"
