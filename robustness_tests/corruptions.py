@@ -202,29 +202,92 @@ class Members:
         return self.loaded[row["member_id"]]
 
 
-def predict_distribution(workdir, distribution, rows, members, batches, normalize,
-                         batch_size, class_subset=None):
-    """Runs `rows` on every batch of (raw images, labels, ids); writes their files.
+class Reporter:
+    """A progress line per distribution written: its members, their mean top-1."""
 
-    Returns the members' top-1 on this distribution.
+    def __init__(self, total, unit):
+        self.progress = Progress(total, unit)
+        self.started = time.time()
+
+    def __call__(self, distribution, rows, top1):
+        self.progress.advance(1, f"{distribution}: {len(rows)} members, mean top-1 "
+                                 f"{np.mean(list(top1.values())):.4f} "
+                                 f"({time.time() - self.started:.1f}s)")
+        self.started = time.time()
+
+
+# Model inputs (float32) gathered, across distributions, into one call per member.
+BLOCK_BYTES = 256 << 20
+
+
+def predict_distributions(workdir, jobs, members, normalize, batch_size, class_subset=None,
+                          done=None, block_bytes=BLOCK_BYTES):
+    """Runs the members over many distributions, each member once per block of inputs.
+
+    `jobs` yields (distribution, rows, batches): the manifest rows (dicts) still to
+    run on that distribution and its (raw images, labels, ids) chunks. Chunks are
+    gathered, across distributions, into blocks of about `block_bytes` of model
+    inputs; every member then runs once per block, on the inputs of all the
+    distributions it needs there, instead of once per distribution and chunk (each
+    call has a fixed cost). A distribution's files are written once its last chunk
+    has run, then `done(distribution, rows, top1)` is called (top1 by member_id).
     """
-    parts = {row["member_id"]: [] for row in rows}
-    for images, labels, ids in batches:
-        inputs = np.asarray(normalize(images), np.float32)
+    block, parts, closed = [], {}, []
+
+    def run_block():
+        inputs = block[0][2] if len(block) == 1 else np.concatenate([item[2] for item in block])
+        ends = np.cumsum([len(item[2]) for item in block])
+        starts = np.concatenate([[0], ends[:-1]])
+        needed = {}  # member_id -> (row, positions in the block), in manifest order
+        for position, (_, rows, _, _, _) in enumerate(block):
+            for row in rows:
+                needed.setdefault(row["member_id"], (row, []))[1].append(position)
+        for member_id, (row, positions) in needed.items():
+            if len(positions) == len(block):
+                x = inputs
+            else:
+                x = np.concatenate([inputs[starts[p]:ends[p]] for p in positions])
+            logits = members.get(row).logits(x, batch_size)
+            offset = 0
+            for p in positions:
+                distribution, _, _, labels, ids = block[p]
+                count = ends[p] - starts[p]
+                parts.setdefault((distribution, member_id), []).append(
+                    predict.predictions_frame(member_id, logits[offset:offset + count], labels,
+                                              ids, class_subset=class_subset))
+                offset += count
+        block.clear()
+        for distribution, rows in closed:
+            write_distribution(distribution, rows)
+        closed.clear()
+
+    def write_distribution(distribution, rows):
+        top1 = {}
         for row in rows:
-            logits = members.get(row).logits(inputs, batch_size)
-            parts[row["member_id"]].append(predict.predictions_frame(
-                row["member_id"], logits, labels, ids, class_subset=class_subset))
-    top1 = {}
-    for row in rows:
-        if not parts[row["member_id"]]:
+            frame = pd.concat(parts.pop((distribution, row["member_id"])), ignore_index=True)
+            frame["distribution"] = distribution
+            records.write_predictions(Workdir(workdir).predictions_path(
+                row["member_id"], distribution, SPLIT), frame)
+            top1[row["member_id"]] = float((frame["predicted"] == frame["label"]).mean())
+        if done:
+            done(distribution, rows, top1)
+
+    for distribution, rows, batches in jobs:
+        chunks = 0
+        for images, labels, ids in batches:
+            block.append((distribution, rows, np.asarray(normalize(images), np.float32),
+                          labels, ids))
+            chunks += 1
+            if sum(item[2].nbytes for item in block) >= block_bytes:
+                run_block()
+        if not chunks:
             raise records.ContractError(f"{distribution}: the shifted set has no images")
-        frame = pd.concat(parts[row["member_id"]], ignore_index=True)
-        frame["distribution"] = distribution
-        records.write_predictions(Workdir(workdir).predictions_path(row["member_id"],
-                                                                    distribution, SPLIT), frame)
-        top1[row["member_id"]] = float((frame["predicted"] == frame["label"]).mean())
-    return top1
+        if block:
+            closed.append((distribution, rows))
+        else:  # its last chunk has just run
+            write_distribution(distribution, rows)
+    if block:
+        run_block()
 
 
 def pending(workdir, manifest, distribution, force):
@@ -304,19 +367,16 @@ def run_synthetic(workdir, names, severities, seed=0, scale="auto", batch_size=2
     shape = next(eval_chunks(source, 1))[0].shape[1:]
     resolved = corruptions.resolve_scale(scale, shape[0], shape[1])
     chunk_images = pool.images_per(CHUNK_BYTES, shape)
-    members = Members(workdir)
-    progress = Progress(len(todo), "corrupted sets")
     with pool.CorruptionPool(workers) as workers_pool:
-        for distribution, name, severity, rows in todo:
-            started = time.time()
-            claim_folder(workdir, distribution, dict(made_as(name), resolved_scale=resolved))
-            batches = corrupted_chunks(eval_chunks(source, chunk_images), name, severity, seed,
-                                       scale, workers_pool)
-            top1 = predict_distribution(workdir, distribution, rows, members, batches,
-                                        source.normalize, batch_size)
-            progress.advance(1, f"{distribution}: {len(rows)} members, mean top-1 "
-                                f"{np.mean(list(top1.values())):.4f} "
-                                f"({time.time() - started:.1f}s)")
+
+        def jobs():  # each folder is claimed before its first file is written
+            for distribution, name, severity, rows in todo:
+                claim_folder(workdir, distribution, dict(made_as(name), resolved_scale=resolved))
+                yield distribution, rows, corrupted_chunks(
+                    eval_chunks(source, chunk_images), name, severity, seed, scale, workers_pool)
+
+        predict_distributions(workdir, jobs(), Members(workdir), source.normalize, batch_size,
+                              done=Reporter(len(todo), "corrupted sets"))
     return len(todo)
 
 
@@ -430,17 +490,15 @@ def run_tfds(workdir, set_name, names, severities, batch_size=256, data_dir=None
         class_subset = present_classes(spec, data_dir, label_map)
         print(f"{set_name}: scoring the {len(class_subset)} classes the set contains",
               flush=True)
-    members = Members(workdir)
-    progress = Progress(len(todo), "sets")
-    for distribution, tfds_config, rows in todo:
-        started = time.time()
-        claim_folder(workdir, distribution, {"source": f"tfds:{tfds_config}"})
-        batches = tfds_batches(spec, tfds_config, data_dir, batch_size, label_map)
-        top1 = predict_distribution(workdir, distribution, rows, members, batches,
-                                    source.normalize, batch_size, class_subset)
-        progress.advance(1, f"{distribution} ({tfds_config}): {len(rows)} members, mean "
-                            f"top-1 {np.mean(list(top1.values())):.4f} "
-                            f"({time.time() - started:.1f}s)")
+
+    def jobs():  # each folder is claimed before its first file is written
+        for distribution, tfds_config, rows in todo:
+            claim_folder(workdir, distribution, {"source": f"tfds:{tfds_config}"})
+            yield distribution, rows, tfds_batches(spec, tfds_config, data_dir, batch_size,
+                                                   label_map)
+
+    predict_distributions(workdir, jobs(), Members(workdir), source.normalize, batch_size,
+                          class_subset, done=Reporter(len(todo), f"sets of {set_name}"))
     return len(todo)
 
 

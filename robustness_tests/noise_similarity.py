@@ -98,23 +98,45 @@ def eval_subset(workdir, images, seed):
     return np.asarray(source.normalize(raw[chosen]), np.float32), labels[chosen], ids[chosen]
 
 
-def noisy_outputs(models, inputs, eps, draws, seed, batch_size):
-    """{member_id: (predicted (draws, N), probs (draws, N, C))} on the noisy inputs."""
-    per_draw = max(inputs.nbytes, 1)
-    chunk = max(1, min(draws, CHUNK_BYTES // per_draw))
-    outputs = {member_id: ([], []) for member_id in models}
-    for first in range(0, draws, chunk):
-        count = min(chunk, draws - first)
-        noise = np.stack([robustness.uniform_noise(inputs.shape, seed, draw)
-                          for draw in range(first, first + count)])
-        noisy = (inputs[None] + np.float32(eps) * noise).reshape((-1,) + inputs.shape[1:])
+def noise_units(eps_values, draws):
+    """(eps position, eps, draw) of every noisy copy; without noise one draw suffices."""
+    return [(k, eps, draw) for k, eps in enumerate(eps_values)
+            for draw in range(1 if eps == 0 else draws)]
+
+
+def noisy_outputs(models, inputs, eps_values, draws, seed, batch_size):
+    """Yields (eps, {member_id: (predicted (draws, N), probs (draws, N, C))}) per eps.
+
+    The noisy copies of every eps and draw are stacked, across eps, into model calls
+    of about CHUNK_BYTES: each member runs once per chunk, not once per eps (a call
+    has a fixed cost). Draw d's noise U_d is the same for every eps and member. An
+    eps is yielded as soon as its last draw has run, so only its outputs are held.
+    """
+    units = noise_units(eps_values, draws)
+    last = {k: position for position, (k, _, _) in enumerate(units)}
+    chunk = max(1, CHUNK_BYTES // max(inputs.nbytes, 1))
+    collected = {}
+    for first in range(0, len(units), chunk):
+        part = units[first:first + chunk]
+        noise = {}  # one draw's noise serves every eps of the chunk
+        noisy = np.empty((len(part),) + inputs.shape, np.float32)
+        for slot, (_, eps, draw) in enumerate(part):
+            if draw not in noise:
+                noise[draw] = robustness.uniform_noise(inputs.shape, seed, draw)
+            noisy[slot] = inputs + np.float32(eps) * noise[draw]
+        del noise
+        noisy = noisy.reshape((-1,) + inputs.shape[1:])
+        keys = np.array([k for k, _, _ in part])
         for member_id, model in models.items():
             probs = predict.softmax(np.asarray(model.logits(noisy, batch_size), np.float64))
-            probs = probs.reshape(count, len(inputs), -1)
-            outputs[member_id][0].append(probs.argmax(axis=-1))
-            outputs[member_id][1].append(probs)
-    return {member_id: (np.concatenate(labels), np.concatenate(probs))
-            for member_id, (labels, probs) in outputs.items()}
+            probs = probs.reshape(len(part), len(inputs), -1)
+            for k in np.unique(keys):
+                outputs = collected.setdefault(k, {}).setdefault(member_id, ([], []))
+                outputs[0].append(probs[keys == k].argmax(axis=-1))
+                outputs[1].append(probs[keys == k])
+        for k in sorted(k for k in collected if last[k] < first + len(part)):
+            yield eps_values[k], {member_id: (np.concatenate(labels), np.concatenate(probs))
+                                  for member_id, (labels, probs) in collected.pop(k).items()}
 
 
 def pair_rows(pairs, outputs, eps):
@@ -181,17 +203,15 @@ def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force
           f"{len(eps_values)} eps x {draws} draws", flush=True)
     progress = Progress(len(eps_values), "eps")
     per_pair, accuracy = [], []
-    for eps in eps_values:
-        started = time.time()
-        # Without noise every draw is the clean input: one suffices.
-        eps_draws = 1 if eps == 0 else draws
-        noisy = noisy_outputs(models, x, eps, eps_draws, seed, batch_size)
+    started = time.time()
+    for eps, noisy in noisy_outputs(models, x, eps_values, draws, seed, batch_size):
         per_pair.append(pair_rows(pairs, noisy, eps))
         accuracy.append(draw_accuracy(noisy, rows, labels, eps))
         variants = per_pair[-1]
         progress.advance(1, f"eps {eps:g}: agreement "
                             f"{variants['agreement'].min():.3f}..{variants['agreement'].max():.3f} "
                             f"({time.time() - started:.1f}s)")
+        started = time.time()
     per_pair = pd.concat(per_pair, ignore_index=True).sort_values(
         ["method", "sparsity", "seed", "eps"], kind="stable")
     records.write_csv(outputs[0], summarise(per_pair), SUMMARY_COLUMNS)
