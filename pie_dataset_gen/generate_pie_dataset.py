@@ -2,11 +2,16 @@ r"""Write the PIE and non-PIE images of every variant as sharded TFRecords.
 
   python -m pie_dataset_gen.generate_pie_dataset --workdir=W
 
-Reads `W/pie/pie.csv` (pie_dataset_gen.aggregate_predictions) and the eval images,
-and writes per variant `W/pie/tfrecords/<method>_<sparsity>/{pie,non_pie}/` with
-`<subset>-00000-of-0000N.tfrecord` shards, a `dataset_info.json` so the folder
-reads back as `--dataset=tfrecord:<folder>`, and `counts.json` per variant.
-A variant's folder appears whole or not at all (written aside, then renamed).
+Reads `W/pie/pie.csv` (pie_dataset_gen.aggregate_predictions) and streams the eval
+split once, and writes per variant `W/pie/tfrecords/<method>_<sparsity>/{pie,non_pie}/`
+with `<subset>-00000-of-0000N.tfrecord` shards, a `dataset_info.json` so the folder
+reads back as `--dataset=tfrecord:<folder>`, the folder's size cache, and
+`counts.json` per variant. Each record keeps the image's original encoded bytes
+(TFRecord and tfds sources: the JPEG stays that JPEG; in-memory sets: a PNG of the
+pixels), so reading a subset back applies the family's eval geometry once and gives
+exactly the pixels the PIE analysis predicted on. Record features: see
+docs/contracts.md. A variant's folder appears whole or not at all (written aside,
+then renamed).
 """
 import os
 import shutil
@@ -18,7 +23,7 @@ import pandas as pd
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.analysis import pie_labels
-from pie.data import sources
+from pie.data import size_cache, sources
 from pie.io import cli, records
 from pie.io.workdir import Workdir
 from pie.io.progress import Progress
@@ -26,6 +31,11 @@ from pie.io.progress import Progress
 FLAGS = flags.FLAGS
 SUBSETS = {"pie": True, "non_pie": False}
 COUNTS_NAME = "counts.json"
+# Bumped when the records' layout changes, so older subsets are written again.
+RECORD_FORMAT = 2
+IMAGE_FORMATS = ((b"\xff\xd8\xff", b"jpeg"), (b"\x89PNG", b"png"), (b"GIF8", b"gif"),
+                 (b"BM", b"bmp"))
+READ_BATCH = 256
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -53,58 +63,136 @@ def _bytes_feature(value):
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
 
-def example(image_png, row):
-    """One tf.train.Example with the image and its PIE facts."""
+def image_format(encoded):
+    for magic, name in IMAGE_FORMATS:
+        if encoded.startswith(magic):
+            return name
+    return b""
+
+
+def example(encoded, row, class_name):
+    """One tf.train.Example: the image's own bytes, its label, and every PIE column."""
     import tensorflow as tf
     feature = {
-        "image/encoded": _bytes_feature(image_png),
-        "image/format": _bytes_feature(b"png"),
+        "image/encoded": _bytes_feature(encoded),
+        "image/format": _bytes_feature(image_format(encoded)),
         "image/class/label": _int_feature([row["label"]]),
+        "image/class/text": _bytes_feature(class_name.encode("utf-8")),
         "image_id": _int_feature([row["image_id"]]),
-        "pruning_fraction": _float_feature([row["sparsity"]]),
-        "baseline_modal_label": _int_feature([row["baseline_modal_label"]]),
-        "variant_modal_label": _int_feature([row["variant_modal_label"]]),
-        "baseline_n": _int_feature([row["baseline_n"]]),
-        "variant_n": _int_feature([row["variant_n"]]),
-        "baseline_mean_prob": _float_feature([row["baseline_mean_prob"]]),
-        "variant_mean_prob": _float_feature([row["variant_mean_prob"]]),
     }
+    for column, value in row.items():
+        if column in ("label", "image_id"):
+            continue
+        if isinstance(value, str):
+            feature[column] = _bytes_feature(value.encode("utf-8"))
+        elif isinstance(value, (bool, np.bool_, int, np.integer)):
+            feature[column] = _int_feature([value])
+        else:
+            feature[column] = _float_feature([value])
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def write_subset(folder, name, images, rows, source, shard_size):
-    """Shards of one subset plus the dataset_info.json the tfrecord: loader reads."""
-    import tensorflow as tf
-    os.makedirs(folder)
-    shards = max(1, -(-len(rows) // shard_size))
-    for shard in range(shards):
-        part = slice(shard * shard_size, (shard + 1) * shard_size)
-        path = os.path.join(folder, f"{name}-{shard:05d}-of-{shards:05d}.tfrecord")
-        with tf.io.TFRecordWriter(path) as writer:
-            for image, row in zip(images[part], rows[part]):
-                writer.write(example(tf.io.encode_png(image).numpy(), row))
-    records.write_json(os.path.join(folder, sources.TFRECORD_INFO), {
-        "num_examples": len(rows), "num_classes": source.num_classes,
-        "class_names": list(source.class_names), "family": source.family})
+class SubsetWriter:
+    """The shards of one subset, filled in eval order; empty subsets get one empty shard."""
+
+    def __init__(self, folder, name, count, shard_size):
+        os.makedirs(folder)
+        self.folder, self.name, self.count, self.shard_size = folder, name, count, shard_size
+        self.shards = max(1, -(-count // shard_size))
+        self.written = 0
+        self.writer = None
+        self.paths = []
+        self.records = []
+
+    def _open(self, shard):
+        import tensorflow as tf
+        path = os.path.join(self.folder, f"{self.name}-{shard:05d}-of-{self.shards:05d}.tfrecord")
+        self.paths.append(path)
+        self.records.append(0)
+        self.writer = tf.io.TFRecordWriter(path)
+
+    def write(self, record):
+        if self.writer is None or self.records[-1] == self.shard_size:
+            if self.writer is not None:
+                self.writer.close()
+            self._open(len(self.paths))
+        self.writer.write(record)
+        self.records[-1] += 1
+        self.written += 1
+
+    def close(self, source, texts):
+        """Closes the last shard; writes dataset_info.json and the size cache."""
+        if self.writer is None:
+            self._open(0)
+        self.writer.close()
+        records.write_json(os.path.join(self.folder, sources.TFRECORD_INFO), {
+            "num_examples": self.written, "num_classes": source.num_classes,
+            "class_names": list(source.class_names), "family": source.family,
+            "label_offset": 0, "channels": int(source.raw_shape[-1]),
+            "image_shape": list(source.raw_shape)})
+        # The facts the tfrecord: loader would count, known here already.
+        size_cache.write_entries(self.folder, {
+            path: {"records": n, "texts": texts.get(path, {})}
+            for path, n in zip(self.paths, self.records)})
 
 
-def write_variant(out_dir, variant_rows, images, position, source, shard_size, fingerprint):
-    """Both subsets of one variant, written aside and renamed into place."""
-    staging = out_dir + ".partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    counts = {"n_images": int(len(variant_rows)), "pie_table": fingerprint}
-    for subset, flag in SUBSETS.items():
-        chosen = variant_rows[variant_rows["is_pie"].astype(bool) == flag]
-        order = position[chosen["image_id"].to_numpy()]
-        write_subset(os.path.join(staging, subset), subset, images[order],
-                     chosen.to_dict("records"), source, shard_size)
-        counts[f"n_{subset}"] = int(len(chosen))
-        counts[f"{subset}_per_class"] = {
-            str(k): int(v) for k, v in chosen["label"].value_counts().sort_index().items()}
-    records.write_json(os.path.join(staging, COUNTS_NAME), counts)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(staging, out_dir)
+def stream_into(source, wanted, writers):
+    """One pass over the encoded eval split, each wanted image into its subsets' writers."""
+    texts = {}  # shard path -> {label: class text}
+    seen = 0
+    for batch in source.eval_encoded().batch(READ_BATCH).as_numpy_iterator():
+        for encoded, label, image_id in zip(batch["encoded"], batch["label"], batch["image_id"]):
+            for writer_key, row in wanted.get(int(image_id), ()):
+                if int(row["label"]) != int(label):
+                    raise records.ContractError(
+                        f"pie.csv gives image {int(image_id)} the label {row['label']}, the "
+                        f"data {int(label)}: the table was made from other data")
+                writer = writers[writer_key]
+                name = source.class_names[int(label)]
+                writer.write(example(encoded, row, name))
+                texts.setdefault(writer.paths[-1], {})[str(int(label))] = name
+                seen += 1
+    if seen != sum(len(items) for items in wanted.values()):
+        raise records.ContractError("pie.csv names image ids that are not in the eval split")
+    return texts
+
+
+def write_variants(workdir, variants, todo, source, shard_size, fingerprints):
+    """Every variant in `todo`, from one pass over the eval split; returns their counts."""
+    wanted = {}  # image_id -> [(writer key, row)]
+    writers, staging, counts = {}, {}, {}
+    for key in todo:
+        rows = variants[key]
+        staging[key] = workdir.pie_tfrecords(key) + ".partial"
+        shutil.rmtree(staging[key], ignore_errors=True)
+        os.makedirs(staging[key])
+        counts[key] = {"n_images": int(len(rows)), "pie_table": fingerprints[key],
+                       "format": RECORD_FORMAT}
+        for subset, flag in SUBSETS.items():
+            chosen = rows[rows["is_pie"].astype(bool) == flag]
+            writers[key, subset] = SubsetWriter(os.path.join(staging[key], subset), subset,
+                                                len(chosen), shard_size)
+            for row in chosen.to_dict("records"):
+                wanted.setdefault(int(row["image_id"]), []).append(((key, subset), row))
+            counts[key][f"n_{subset}"] = int(len(chosen))
+            counts[key][f"{subset}_per_class"] = {
+                str(k): int(v) for k, v in chosen["label"].value_counts().sort_index().items()}
+    try:
+        texts = stream_into(source, wanted, writers)
+    except BaseException:
+        for key in todo:  # nothing half-written stays behind
+            for writer in (writers.get((key, subset)) for subset in SUBSETS):
+                if writer is not None and writer.writer is not None:
+                    writer.writer.close()
+            shutil.rmtree(staging[key], ignore_errors=True)
+        raise
+    for key in todo:
+        for subset in SUBSETS:
+            writers[key, subset].close(source, texts)
+        records.write_json(os.path.join(staging[key], COUNTS_NAME), counts[key])
+        out_dir = workdir.pie_tfrecords(key)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(staging[key], out_dir)
     return counts
 
 
@@ -116,8 +204,10 @@ def variant_fingerprint(rows):
 
 def is_written(folder, fingerprint):
     counts_path = os.path.join(folder, COUNTS_NAME)
-    return (os.path.exists(counts_path)
-            and records.read_json(counts_path).get("pie_table") == fingerprint)
+    if not os.path.exists(counts_path):
+        return False
+    counts = records.read_json(counts_path)
+    return counts.get("pie_table") == fingerprint and counts.get("format") == RECORD_FORMAT
 
 
 def main(argv):
@@ -141,17 +231,13 @@ def main(argv):
     if source.family == "toy":
         raise cli.UsageError(f"'{source.name}' holds 2-D points, not images: "
                              "PIE TFRecords need an image dataset")
-    images, _, ids = source.eval_arrays()
-    position = np.full(int(ids.max()) + 1, -1, np.int64)
-    position[ids] = np.arange(len(ids))
-    unknown = table["image_id"][(table["image_id"] > ids.max()) | (table["image_id"] < 0)]
-    if len(unknown) or (position[table["image_id"].to_numpy()] < 0).any():
+    if (table["image_id"] < 0).any():
         raise records.ContractError("pie.csv names image ids that are not in the eval split")
+    counts = write_variants(workdir, variants, todo, source, FLAGS.shard_size, fingerprints)
     progress = Progress(len(todo), "variants")
     for key in todo:
-        counts = write_variant(workdir.pie_tfrecords(key), variants[key], images, position,
-                               source, FLAGS.shard_size, fingerprints[key])
-        progress.advance(1, f"{key}: {counts['n_pie']} PIEs, {counts['n_non_pie']} non-PIEs")
+        progress.advance(1, f"{key}: {counts[key]['n_pie']} PIEs, "
+                            f"{counts[key]['n_non_pie']} non-PIEs")
     return 0
 
 

@@ -22,7 +22,7 @@ from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.compress import criteria, pruning, training
-from pie.data import sources
+from pie.data import sources, views
 from pie.io import cli, records
 from pie.io.workdir import Workdir
 from pie.io.progress import Progress
@@ -43,6 +43,15 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
     flags.DEFINE_string("label_attribute", None, "Binary label attribute (celeb_a).",
                         flag_values=flag_values)
+    flags.DEFINE_integer("label_offset", None, "tfrecord: folders: subtracted from "
+                         "image/class/label to give 0-based class ids (default: the folder's "
+                         "dataset_info.json, else 1 as in ImageNet).", flag_values=flag_values)
+    flags.DEFINE_enum("augment", "auto", views.AUGMENTS,
+                      "Training views: none, flip_crop, inception_crop, or auto "
+                      "(inception_crop for ImageNet-size images, flip_crop for CIFAR-size, none "
+                      "for digits, mnist and toy sets). Drawn per (seed, epoch, example); the "
+                      "resolved choice is saved in the member's flags.txt.",
+                      flag_values=flag_values)
     flags.DEFINE_float("toy_noise", None, "Noise of the toy 2-D sets (default: the set's own).",
                        flag_values=flag_values)
     flags.DEFINE_integer("toy_seed", 0, "Seed of the toy 2-D set's points.",
@@ -83,7 +92,8 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_bool("prune_classifier", False, "Also prune the final classifier's kernel.",
                       flag_values=flag_values)
     flags.DEFINE_integer("epochs", 8, "Training epochs per member.", flag_values=flag_values)
-    flags.DEFINE_integer("steps_per_epoch", None, "Needed when the training set size is unknown.",
+    flags.DEFINE_integer("steps_per_epoch", None, "Optional: steps per epoch (default: the "
+                         "training split's size, counted once and cached, / --batch_size).",
                          flag_values=flag_values)
     flags.DEFINE_integer("batch_size", 64, "Global batch size.", flag_values=flag_values)
     flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "adam, or sgd with Nesterov momentum 0.9.",
@@ -220,7 +230,8 @@ class Trainer:
             if mask is not None:
                 extra = [pruning.WeightMaskCallback(mask) if member.method in WEIGHT_ONE_SHOT
                          else criteria.UnitMaskCallback(mask)]
-            batches = self.source.train_batches(FLAGS.batch_size, member.seed, current)
+            batches = self.source.train_batches(FLAGS.batch_size, member.seed, current,
+                                                augment=FLAGS.augment)
             model.fit(batches, epochs=current + 1, initial_epoch=current, verbose=0,
                       steps_per_epoch=FLAGS.steps_per_epoch, callbacks=callbacks + extra)
             epoch.assign(current + 1)
@@ -286,6 +297,7 @@ class Trainer:
                     measured_sparsity_per_layer=per_layer,
                     measured_unit_sparsity_per_layer=unit_sparsity,
                     steps=self.steps_per_epoch * self.epochs(member), epochs=self.epochs(member),
+                    augment=FLAGS.augment,
                     wall_time_s=round(time.time() - started, 2),
                     versions=training.package_versions(),
                     manifest_row=row)
@@ -378,14 +390,17 @@ def main(argv):
     sparsities, shard = validate_flags()
     strategy = training.make_strategy(FLAGS.strategy, FLAGS.tpu)
     source = sources.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
-                       label_attribute=FLAGS.label_attribute, toy_noise=FLAGS.toy_noise,
-                       toy_seed=FLAGS.toy_seed)
+                          label_attribute=FLAGS.label_attribute, toy_noise=FLAGS.toy_noise,
+                          toy_seed=FLAGS.toy_seed, label_offset=FLAGS.label_offset,
+                          cache_dir=FLAGS.workdir)
+    # Saved resolved, so flags.txt says which views the members were trained on.
+    FLAGS.augment = source.resolve_augment(FLAGS.augment)
     if FLAGS.steps_per_epoch:
         steps_per_epoch = FLAGS.steps_per_epoch
     elif source.train_size:
         steps_per_epoch = math.ceil(source.train_size / FLAGS.batch_size)
     else:
-        raise cli.UsageError(f"the size of '{FLAGS.dataset}' is unknown: pass --steps_per_epoch")
+        raise sources.DataError(f"'{FLAGS.dataset}' has no training images")
     members = training.plan(sparsities, FLAGS.seeds, FLAGS.method, shard)
     trainer = Trainer(source, strategy, steps_per_epoch, len(members))
     trainer.check_settings(sparsities)
@@ -398,8 +413,8 @@ def main(argv):
         workdir = Workdir(workdir.worker_scratch(strategy.cluster_resolver.task_id))
     os.makedirs(workdir, exist_ok=True)
     sources.save_config(workdir, source, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
-                     label_attribute=FLAGS.label_attribute, toy_noise=FLAGS.toy_noise,
-                     toy_seed=FLAGS.toy_seed)
+                        label_attribute=FLAGS.label_attribute, toy_noise=FLAGS.toy_noise,
+                        toy_seed=FLAGS.toy_seed, label_offset=FLAGS.label_offset)
     manifest_ids = set(records.read_manifest(workdir, required=False)["member_id"])
     todo = [m for m in members if not finished_row(workdir, m, manifest_ids)]
     print(f"population: {len(members)} members in shard {FLAGS.shard}, "

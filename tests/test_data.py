@@ -98,7 +98,7 @@ def test_tfrecord_round_trip(tmp_path):
     folder = str(tmp_path / "subset")
     _write_records(folder, images[:20], labels[:20], ids=np.arange(100, 120))
     with open(os.path.join(folder, sources.TFRECORD_INFO), "w") as f:
-        json.dump({"num_classes": 10, "num_examples": 20}, f)
+        json.dump({"num_classes": 10, "num_examples": 20, "label_offset": 0}, f)
     source = sources.load("tfrecord:" + folder)
     back, back_labels, back_ids = source.eval_arrays()
     assert np.array_equal(back, images[:20]) and np.array_equal(back_labels, labels[:20])
@@ -110,8 +110,9 @@ def test_tfrecord_without_ids_uses_position(tmp_path):
     images, labels, _ = sources.load("digits").eval_arrays()
     folder = str(tmp_path / "plain")
     _write_records(folder, images[:5], labels[:5])
-    _, _, ids = sources.load("tfrecord:" + folder).eval_arrays()
+    _, back_labels, ids = sources.load("tfrecord:" + folder, label_offset=0).eval_arrays()
     assert np.array_equal(ids, np.arange(5))
+    assert np.array_equal(back_labels, labels[:5])
 
 
 @pytest.mark.parametrize("name, message", [
@@ -124,7 +125,19 @@ def test_bad_names(name, message):
         sources.validate_name(name)
 
 
-def test_manual_download_needs_data_dir():
-    with pytest.raises(sources.DataError, match="dataset 'imagenet2012' needs a manual download: "
-                       "prepare it and pass --data_dir"):
-        sources.load("imagenet2012")
+def test_absent_tfds_data_is_one_error_naming_data_dir_and_how_to_prepare(tmp_path):
+    empty = str(tmp_path / "tfds")
+    manual = os.path.join(empty, "downloads", "manual")
+    with pytest.raises(sources.DataError) as raised:
+        sources.load("imagenet2012", data_dir=empty)
+    assert str(raised.value) == (
+        f"dataset 'imagenet2012' is not prepared in data_dir '{empty}' (nothing is downloaded "
+        f"here): put its manual download in '{manual}' and run `tfds build imagenet2012 "
+        f"--data_dir={empty}`")
+    with pytest.raises(sources.DataError) as raised:
+        sources.load("cifar10", data_dir=empty)
+    assert str(raised.value) == (
+        f"dataset 'cifar10' is not prepared in data_dir '{empty}' (nothing is downloaded "
+        "here): run `tfds build cifar10 --data_dir=<dir>` on a machine with internet and "
+        f"copy <dir> to '{empty}' (or pass --data_dir=<dir>)")
+    assert not os.path.exists(empty)

