@@ -22,6 +22,7 @@ TFRecord and tfds sources stream: nothing holds a split in memory, and their
 `eval_encoded()` keeps each image's own encoded bytes. Remote folders (gs://) are
 read through tf.io.gfile.
 """
+import contextlib
 import dataclasses
 import os
 from typing import Callable, Optional, Tuple
@@ -271,10 +272,23 @@ def _absent(name, builder, data_dir):
                      f"(nothing is downloaded here): {how}")
 
 
+@contextlib.contextmanager
+def _quiet_tfds():
+    """tfds logs a warning per folder it finds without data: the one error line says it."""
+    from absl import logging
+    before = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(before)
+
+
 def _tfds(name, data_dir, label_attribute, group_attributes):
     import tensorflow_datasets as tfds
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        with _quiet_tfds():
+            builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # tfds raises its own DatasetNotFoundError
         raise DataError(f"unknown dataset '{name}': {str(error).splitlines()[0]}")
     features = builder.info.features
@@ -308,11 +322,12 @@ def _tfds(name, data_dir, label_attribute, group_attributes):
                              shuffle_seed=shuffle_seed if shuffled else SPLIT_SEED,
                              interleave_cycle_length=16 if shuffled else 1))
 
-    if not builder.is_prepared():
-        try:  # tfds's test doubles (mock_data) serve data that is not "prepared"
-            next(iter(load(eval_split).take(1)))
-        except Exception:
-            raise _absent(name, builder, data_dir)
+    with _quiet_tfds():
+        if not builder.is_prepared():
+            try:  # tfds's test doubles (mock_data) serve data that is not "prepared"
+                next(iter(load(eval_split).take(1)))
+            except Exception:
+                raise _absent(name, builder, data_dir)
     group_fn = None
     if group_attributes:
         known = features["attributes"].keys() if "attributes" in features else ()
