@@ -4,7 +4,6 @@ The data is written by the tests (tests/imagenet_layout.py): JPEGs of varying
 non-square sizes, labels 1..3 with class texts, two train shards, one validation shard.
 """
 import json
-import math
 import os
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 
 from conftest import error_lines, run_stage
 import imagenet_layout as layout
+import study_stages as stages
 from pie.data import size_cache, sources, tfrecords, views
 from pie.io import records
 
@@ -238,8 +238,7 @@ def test_corrupt_record_is_one_line_exit_2_and_nothing_written(imagenet_dir, tmp
 def test_population_predictions_and_pie_subsets_read_back_exactly(imagenet_dir, tmp_path):
     folder, validation = imagenet_dir
     workdir = str(tmp_path / "w")
-    run_stage("save_checkpoint.train", f"--workdir={workdir}", f"--dataset=tfrecord:{folder}",
-              *TRAIN_FLAGS)
+    stages.train.run(workdir=workdir, dataset=f"tfrecord:{folder}", **stages.TINY)
     config = records.read_dataset_config(workdir)
     assert config["num_classes"] == K and config["class_names"] == list(layout.TEXTS[:K])
     assert records.read_json(os.path.join(workdir, "classes.json")) == list(layout.TEXTS[:K])
@@ -247,11 +246,8 @@ def test_population_predictions_and_pie_subsets_read_back_exactly(imagenet_dir, 
     assert "--augment=inception_crop" in open(os.path.join(member, "flags.txt")).read()
     assert records.read_json(os.path.join(member, "meta.json"))["steps"] == 12
 
-    for stage in ("pie_dataset_gen.predictions", "per_class_accuracy.aggregate_ckpt_metrics",
-                  "per_class_accuracy.gen_tstatistic", "pie_dataset_gen.aggregate_predictions",
-                  "pie_dataset_gen.generate_pie_dataset"):
-        run_stage(stage, f"--workdir={workdir}")
-    frame = pd.read_csv(records.predictions_path(workdir, "dense_0_seed0"))
+    stages.per_class_and_pie(workdir)
+    frame = stages.member_predictions(workdir)
     assert frame["label"].tolist() == [label - 1 for _, label in validation]
     assert frame["predicted"].between(0, K - 1).all()
     tstat = pd.read_csv(os.path.join(workdir, "per_class", "tstatistic.csv"))
