@@ -171,6 +171,15 @@ def test_auto_views_per_family():
 # ------------------------------------------------------------------------ bad input
 
 
+def _fails_to_train(folder, tmp_path, message):
+    """The training stage stops with exactly this error, before writing anything."""
+    workdir = str(tmp_path / "w")
+    with pytest.raises(sources.DataError) as raised:
+        stages.train.run(workdir=workdir, dataset=f"tfrecord:{folder}", **stages.TINY)
+    assert str(raised.value) == message
+    assert not os.path.exists(workdir)
+
+
 def _folder_with(tmp_path, items, name="validation-00000-of-00001"):
     folder = str(tmp_path / "bad")
     os.makedirs(folder, exist_ok=True)
@@ -182,12 +191,11 @@ def test_label_outside_the_classes_names_file_and_label(tmp_path):
     rng = np.random.default_rng(0)
     folder = _folder_with(tmp_path, [(layout.jpeg(rng, 1), 1, "a"), (layout.jpeg(rng, 0), 0, "z")])
     path = os.path.join(folder, "validation-00000-of-00001")
-    with pytest.raises(sources.DataError) as raised:
-        sources.load("tfrecord:" + folder)
-    assert str(raised.value) == (
+    _fails_to_train(folder, tmp_path, (
         f"label 0 in '{path}' is outside the 1 classes: with label offset 1 it is class -1, "
         "not in 0..0 (set --label_offset to the labels' first class: 1 for ImageNet, 0 for "
-        "0-based labels)")
+        "0-based labels)"))
+    assert sources.load("tfrecord:" + folder, label_offset=0).num_classes == 2
 
 
 def test_two_texts_for_one_label_is_an_error(tmp_path):
@@ -195,19 +203,16 @@ def test_two_texts_for_one_label_is_an_error(tmp_path):
     folder = _folder_with(tmp_path, [(layout.jpeg(rng, 1), 1, "tench"),
                                      (layout.jpeg(rng, 1), 1, "goldfish")])
     path = os.path.join(folder, "validation-00000-of-00001")
-    with pytest.raises(sources.DataError) as raised:
-        sources.load("tfrecord:" + folder)
-    assert str(raised.value) == f"'{path}': label 1 has two class texts, 'tench' and 'goldfish'"
+    _fails_to_train(folder, tmp_path,
+                    f"'{path}': label 1 has two class texts, 'tench' and 'goldfish'")
 
 
 def test_non_image_bytes_are_an_error(tmp_path):
     rng = np.random.default_rng(0)
     folder = _folder_with(tmp_path, [(layout.jpeg(rng, 1), 1, "a"), (b"<html>", 1, "a")])
     path = os.path.join(folder, "validation-00000-of-00001")
-    with pytest.raises(sources.DataError) as raised:
-        sources.load("tfrecord:" + folder)
-    assert str(raised.value) == (f"record 1 of '{path}': image/encoded is not an image "
-                                 "(JPEG, PNG, GIF or BMP)")
+    _fails_to_train(folder, tmp_path, f"record 1 of '{path}': image/encoded is not an image "
+                                      "(JPEG, PNG, GIF or BMP)")
 
 
 def _corrupt_folder(imagenet_dir, tmp_path):
