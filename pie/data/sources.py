@@ -126,14 +126,21 @@ class DataSource:
         mode = self.resolve_augment(augment)
         family, shape = self.family, self.raw_shape
         dataset = self.train_records(seed, epoch)
+        if mode == "none" and family != "imagenet":  # nothing to do per example
+            dataset = dataset.map(lambda example: (example["image"], example["label"]))
+            return self._batched(dataset, batch_size)
 
         def view(example):
             image = views.train_view(example["image"], mode, family, shape,
                                      views.view_seed(seed, epoch, example["key"]))
             return image, example["label"]
-        dataset = dataset.map(view, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
-        dataset = dataset.map(lambda images, labels: (self.normalize(images), labels),
-                              num_parallel_calls=tf.data.AUTOTUNE)
+        return self._batched(dataset.map(view, num_parallel_calls=tf.data.AUTOTUNE),
+                             batch_size)
+
+    def _batched(self, dataset, batch_size):
+        dataset = dataset.batch(batch_size).map(
+            lambda images, labels: (self.normalize(images), labels),
+            num_parallel_calls=tf.data.AUTOTUNE)
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     def eval_batches(self, batch_size):
