@@ -354,8 +354,12 @@ def validate_flags():
     sparsities = cli.parse_floats(FLAGS.sparsities, "sparsities")
     for value in sparsities:
         pruning.validate_sparsity(value)
+    # Members are named at 6 significant digits (dense_0, magnitude_0.5): two values
+    # that name the same member are one; -0.0 is 0.
+    sparsities = [records.key_sparsity(value) for value in sparsities]
     if len(set(sparsities)) != len(sparsities):
-        raise cli.UsageError(f"--sparsities has duplicates: '{FLAGS.sparsities}'")
+        raise cli.UsageError(f"--sparsities has duplicates at the precision of member names "
+                             f"(6 significant digits): '{FLAGS.sparsities}'")
     if FLAGS.seeds < 1:
         raise cli.UsageError(f"--seeds must be at least 1, got {FLAGS.seeds}")
     if FLAGS.epochs < 1:

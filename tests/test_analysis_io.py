@@ -10,9 +10,9 @@ from pie.io import records
 from pie.io.workdir import Workdir, stamp_in
 
 
-def manifest_row(member_id, method="dense", sparsity=0.0, dataset="toy"):
+def manifest_row(member_id, method="dense", sparsity=0.0, dataset="toy", seed=0):
     return {"member_id": member_id, "method": method, "sparsity": sparsity,
-            "measured_sparsity": sparsity, "seed": 0, "dataset": dataset, "model": "mlp",
+            "measured_sparsity": sparsity, "seed": seed, "dataset": dataset, "model": "mlp",
             "top1": 0.5, "path": member_id, "model_file": f"{member_id}/model.keras"}
 
 
@@ -72,7 +72,7 @@ class TestManifestChecks:
 
     def test_mixed_datasets(self, tmp_path):
         records.add_manifest_rows(str(tmp_path), [manifest_row("a"),
-                                                  manifest_row("b", dataset="other")])
+                                                  manifest_row("b", dataset="other", seed=1)])
         with pytest.raises(records.ContractError, match=r"mixes datasets \['other', 'toy'\]"):
             stage_io.population_manifest(str(tmp_path))
 
@@ -92,7 +92,7 @@ class TestReadCompactPredictions:
 
     def test_dtypes_and_member_rows(self, tmp_path):
         workdir = str(tmp_path)
-        records.add_manifest_rows(workdir, [manifest_row("a"), manifest_row("b")])
+        records.add_manifest_rows(workdir, [manifest_row("a"), manifest_row("b", seed=1)])
         write_member(workdir, "a", [0, 1], [0, 0])
         write_member(workdir, "b", [0, 1], [1, 1])
         manifest = stage_io.population_manifest(workdir)

@@ -191,3 +191,34 @@ def test_a_truncated_tflite_is_one_line(tmp_path, tflite_file):
     assert str(error.value).startswith(
         f"model file {path} is a truncated or corrupt TFLite flatbuffer (")
     assert "\n" not in str(error.value)
+
+
+def test_sparse_int8_runs_without_xnnpack_and_matches_tf_lite(tmp_path):
+    """LiteRT's XNNPACK refuses sparse int8 fully-connected layers; the member still runs."""
+    import tensorflow as tf
+    import tf_keras as keras
+    from pie.compress import quantize as pq
+    from pie.models import predict
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Input((6, 6, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(16), keras.layers.Dense(5)])
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights:
+            weights[0][np.abs(weights[0]) < np.quantile(np.abs(weights[0]), 0.7)] = 0
+            layer.set_weights(weights)
+    rng = np.random.default_rng(0)
+    representative = rng.standard_normal((16, 6, 6, 1)).astype(np.float32)
+    path = str(tmp_path / "model.tflite")
+    with open(path, "wb") as handle:
+        handle.write(pq.convert(model, "pruned_int8", representative))
+    inputs = rng.standard_normal((9, 6, 6, 1)).astype(np.float32)
+    logits = predict.TFLiteMember(path).logits(inputs, batch_size=4)
+
+    reference = predict.TFLiteMember(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference.interpreter = tf.lite.Interpreter(model_path=path)
+    reference.interpreter.allocate_tensors()
+    assert logits.shape == (9, 5)
+    np.testing.assert_array_equal(logits, reference.logits(inputs, batch_size=4))

@@ -193,3 +193,69 @@ def test_members_disagreeing_on_labels_fail_every_analysis(tmp_path):
     records.write_predictions(Workdir(workdir).predictions_path("b"), frame)
     with pytest.raises(records.ContractError, match="members disagree on the label of image 1"):
         stage_io.read_compact_predictions(workdir, records.read_manifest(workdir))
+
+
+def _manifest_file(tmp_path, rows):
+    workdir = str(tmp_path / "w")
+    os.makedirs(workdir)
+    pd.DataFrame(rows)[records.MANIFEST_COLUMNS].to_csv(Workdir(workdir).manifest, index=False)
+    return workdir
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"member_id": "../x"}, "member_id '../x' is not allowed: use letters, digits and '._-', "
+                            "starting with a letter or digit"),
+    ({"method": "../../x"}, "method '../../x' is not allowed"),
+    ({"method": ".."}, "method '..' is not allowed"),
+    ({"model": "a b"}, "model 'a b' is not allowed"),
+    ({"model_file": "/etc/passwd.keras"}, "model_file '/etc/passwd.keras' must be a path "
+                                          "relative to the workdir"),
+    ({"model_file": "m/../../x/model.keras"}, "model_file 'm/../../x/model.keras' must not "
+                                              "hold '..', '.' or empty parts"),
+    ({"path": "../m"}, "path '../m' must not hold '..', '.' or empty parts"),
+    ({"model_file": "m/a/model.h5"}, "model_file 'm/a/model.h5' must end in .keras or .tflite"),
+    ({"sparsity": "half"}, "sparsity 'half' is not a number in [0, 1)"),
+    ({"sparsity": 1.0}, "sparsity 1.0 is not a number in [0, 1)"),
+    ({"sparsity": -0.5}, "sparsity -0.5 is not a number in [0, 1)"),
+    ({"seed": 1.5}, "seed 1.5 is not a non-negative integer"),
+    ({"top1": 7}, "top1 7 is not a number in [0, 1]"),
+    ({"model_file": None}, "model_file is empty (a truncated or hand-broken manifest?)"),
+])
+def test_manifest_rows_are_validated(tmp_path, change, message):
+    workdir = _manifest_file(tmp_path, [dict(_row("a"), **change)])
+    path = Workdir(workdir).manifest
+    member = change.get("member_id", "a")
+    with pytest.raises(records.ContractError) as error:
+        records.read_manifest(workdir)
+    assert str(error.value).startswith(f"{path} row 1 (member_id {member!r}): {message}")
+
+
+def test_manifest_model_file_through_a_link_out_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    workdir = _manifest_file(tmp_path, [_row("a")])
+    os.symlink(outside, os.path.join(workdir, "m"))
+    with pytest.raises(records.ContractError) as error:
+        records.read_manifest(workdir)
+    assert str(error.value) == (f"{Workdir(workdir).manifest} row 1 (member_id 'a'): path 'm/a' "
+                                "leads outside the workdir through a symbolic link")
+
+
+def test_manifest_duplicates_are_refused(tmp_path):
+    workdir = _manifest_file(tmp_path, [_row("a"), _row("a", seed=1)])
+    with pytest.raises(records.ContractError, match=r"row 2 \(member_id 'a'\): member_id "
+                       "listed twice: every member is one row$"):
+        records.read_manifest(workdir)
+    workdir = _manifest_file(tmp_path / "2", [
+        _row("m1", "magnitude", 0.5), _row("m2", "magnitude", 0.5000001)])
+    with pytest.raises(records.ContractError, match=r"row 2 \(member_id 'm2'\): the same member "
+                       r"\(method magnitude, sparsity 0.5, seed 0\) as 'm1'$"):
+        records.read_manifest(workdir)
+
+
+def test_manifest_sparsity_is_read_at_key_precision(tmp_path):
+    workdir = _manifest_file(tmp_path, [_row("a", sparsity=-0.0), _row("b", "magnitude", 0.90000001)])
+    manifest = records.read_manifest(workdir)
+    assert [str(value) for value in manifest["sparsity"]] == ["0.0", "0.9"]
+    assert [records.variant_key(row.method, row.sparsity)
+            for row in manifest.itertuples()] == ["dense_0", "magnitude_0.9"]

@@ -27,6 +27,7 @@ from absl import logging
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.io import cli, records
+from pie.models import loading
 
 QUANT_PREFIX = records.QUANTIZED_PREFIX
 DENSE_SOURCE = "dense"
@@ -204,8 +205,7 @@ class Latency:
     """
 
     def __init__(self, path, num_threads=1):
-        from pie.models import loading
-        self.path = path
+        self.path, self.num_threads = path, num_threads
         self.interpreter = loading.load_tflite(path, num_threads=num_threads)
 
     def _inputs(self, detail, batch_size, seed):
@@ -226,8 +226,8 @@ class Latency:
             raise QuantizeError(f"repeats must be at least 1, got {repeats}")
         detail = self.interpreter.get_input_details()[0]
         inputs = self._inputs(detail, batch_size, seed)
-        self.interpreter.resize_tensor_input(detail["index"], list(inputs.shape))
-        self.interpreter.allocate_tensors()
+        self.interpreter = loading.resize_input(self.interpreter, self.path,
+                                                list(inputs.shape), self.num_threads)
         self.interpreter.set_tensor(self.interpreter.get_input_details()[0]["index"], inputs)
         for _ in range(warmup):
             self.interpreter.invoke()

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -133,15 +134,118 @@ def locked(path):
 # ------------------------------------------------------------------------- manifest
 
 
+# Names that become file or folder names (member folders, prediction files, variant
+# folders): letters, digits and `._-`, starting with a letter or digit (no `..`).
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME_COLUMNS = ("member_id", "method", "model")
+# Dataset names may hold tfds's config and version separators (`name/config:1.0.0`).
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+MODEL_SUFFIXES = (".keras", ".tflite")
+
+
+def key_sparsity(value):
+    """A sparsity at the precision of its variant key (`:g`, 6 digits); -0.0 is 0."""
+    return float(f"{float(value):g}") + 0.0
+
+
+def _inside(workdir, relative):
+    """Why `relative` (a manifest path) does not stay inside the workdir, or None."""
+    if not relative or os.path.isabs(relative) or relative.startswith("~"):
+        return "must be a path relative to the workdir"
+    parts = relative.replace("\\", "/").split("/")
+    if ".." in parts or "" in parts[:-1] or "." in parts:
+        return "must not hold '..', '.' or empty parts"
+    root = os.path.realpath(workdir)
+    target = os.path.realpath(os.path.join(root, relative))
+    if os.path.commonpath([root, target]) != root:
+        return "leads outside the workdir through a symbolic link"
+    return None
+
+
+def _shown(value):
+    """A cell as the user wrote it: 'text' quoted, numbers plain (not np.int64(7))."""
+    return repr(value.item() if hasattr(value, "item") else value)
+
+
+def validate_manifest(frame, workdir, path):
+    """Checks every row of a manifest; returns it with sparsity at key precision.
+
+    The rules (docs/contracts.md): name columns match SAFE_NAME; `path` and
+    `model_file` are relative, hold no `..` and resolve inside the workdir (links
+    included); `model_file` ends in .keras or .tflite; `sparsity` is a number in
+    [0, 1); `seed` a non-negative integer; `member_id`s are unique and one
+    (method, sparsity, seed) is one member.
+    """
+    def bad(position, message):
+        member = frame["member_id"].iloc[position]
+        raise ContractError(f"{path} row {position + 1} (member_id {member!r}): {message}")
+
+    frame = frame.copy()
+    for column in MANIFEST_COLUMNS:
+        empty = frame[column].isna().to_numpy()
+        if column not in ("measured_sparsity", "top1") and empty.any():
+            bad(int(np.flatnonzero(empty)[0]),
+                f"{column} is empty (a truncated or hand-broken manifest?)")
+    for column in NAME_COLUMNS:
+        for position, value in enumerate(frame[column].astype(str)):
+            if not SAFE_NAME.match(value):
+                bad(position, f"{column} {value!r} is not allowed: use letters, digits and "
+                              "'._-', starting with a letter or digit")
+    for position, value in enumerate(frame["dataset"].astype(str)):
+        if not DATASET_NAME.match(value) or ".." in value:
+            bad(position, f"dataset {value!r} is not a dataset name")
+    for column in ("path", "model_file"):
+        for position, value in enumerate(frame[column].astype(str)):
+            problem = _inside(workdir, value)
+            if problem:
+                bad(position, f"{column} {value!r} {problem}")
+    for position, value in enumerate(frame["model_file"].astype(str)):
+        if not value.endswith(MODEL_SUFFIXES):
+            bad(position, f"model_file {value!r} must end in .keras or .tflite")
+    for column, low, high in (("sparsity", 0.0, 1.0), ("measured_sparsity", 0.0, 1.0),
+                              ("top1", 0.0, 1.0)):
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
+        given = frame[column].notna().to_numpy()
+        wrong = given & ~((values >= low) & (values <= high))
+        if column == "sparsity":
+            wrong |= values >= high
+        if wrong.any():
+            position = int(np.flatnonzero(wrong)[0])
+            interval = "[0, 1)" if column == "sparsity" else "[0, 1]"
+            bad(position, f"{column} {_shown(frame[column].iloc[position])} is not a number in "
+                          f"{interval}")
+        frame[column] = values
+    frame["sparsity"] = [key_sparsity(value) for value in frame["sparsity"]]
+    seeds = pd.to_numeric(frame["seed"], errors="coerce").to_numpy(np.float64)
+    wrong = ~((seeds >= 0) & (np.mod(seeds, 1) == 0))
+    if wrong.any():
+        position = int(np.flatnonzero(wrong)[0])
+        bad(position, f"seed {_shown(frame['seed'].iloc[position])} is not a non-negative integer")
+    frame["seed"] = seeds.astype(np.int64)
+    twice = frame["member_id"].duplicated()
+    if twice.any():
+        bad(int(np.flatnonzero(twice)[0]), "member_id listed twice: every member is one row")
+    twice = frame.duplicated(["method", "sparsity", "seed"])
+    if twice.any():
+        position = int(np.flatnonzero(twice)[0])
+        row = frame.iloc[position]
+        first = frame.loc[(frame["method"] == row["method"])
+                          & (frame["sparsity"] == row["sparsity"])
+                          & (frame["seed"] == row["seed"]), "member_id"].iloc[0]
+        bad(position, f"the same member (method {row['method']}, sparsity "
+                      f"{row['sparsity']:g}, seed {row['seed']}) as {first!r}")
+    return frame
+
+
 def read_manifest(workdir, required=True):
-    """The population manifest, sorted by member_id; empty frame when absent."""
+    """The population manifest, validated, sorted by member_id; empty frame when absent."""
     path = Workdir(workdir).manifest
     if not os.path.exists(path):
         if required:
             raise ContractError(
                 f"no population manifest at {path}: run save_checkpoint.train first")
         return pd.DataFrame(columns=MANIFEST_COLUMNS)
-    frame = read_csv(path, MANIFEST_COLUMNS)
+    frame = validate_manifest(read_csv(path, MANIFEST_COLUMNS), workdir, path)
     return frame.sort_values("member_id", kind="stable").reset_index(drop=True)
 
 
@@ -158,6 +262,7 @@ def add_manifest_rows(workdir, rows):
         merged = pd.concat([current, new], ignore_index=True)
         columns = MANIFEST_COLUMNS + sorted(c for c in merged.columns if c not in MANIFEST_COLUMNS)
         merged = merged.sort_values("member_id", kind="stable")
+        validate_manifest(merged.reset_index(drop=True), workdir, workdir.manifest)
         write_csv(workdir.manifest, merged, columns)
 
 

@@ -176,10 +176,11 @@ def _probe(path, size, mtime_ns):
     return lines[-1] if lines else f"exit code {done.returncode}"
 
 
-def load_tflite(path, num_threads=None):
+def load_tflite(path, num_threads=None, delegates=True):
     """A TFLite interpreter of a checked `.tflite` file (LiteRT where installed).
 
-    Both runtimes default to the AUTO op resolver, which applies XNNPACK on CPU.
+    With `delegates`, the AUTO op resolver, which applies XNNPACK on CPU; without,
+    TFLite's own kernels only (see `resize_input`).
     """
     check_tflite(path)
     if not uses_litert():
@@ -187,10 +188,32 @@ def load_tflite(path, num_threads=None):
         problem = _probe(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
         if problem:
             raise ModelError(f"cannot open TFLite model {path}: {problem}")
+    cls = interpreter_class()
+    resolvers = sys.modules[cls.__module__].OpResolverType
+    resolver = resolvers.AUTO if delegates else resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        return interpreter_class()(model_path=path, num_threads=num_threads)
+        return cls(model_path=path, num_threads=num_threads,
+                   experimental_op_resolver_type=resolver)
     except (ValueError, RuntimeError) as error:
         raise ModelError(f"cannot open TFLite model {path}: {_first_line(error)}")
+
+
+def resize_input(interpreter, path, shape, num_threads=None):
+    """Resizes input 0 to `shape` and allocates; returns the interpreter to use.
+
+    LiteRT's XNNPACK cannot prepare some models TFLite's own kernels run (int8
+    fully-connected layers with sparse weights): such a model is opened again
+    without the delegate, and that interpreter is returned.
+    """
+    for attempt in ("delegated", "plain"):
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], shape)
+        try:
+            interpreter.allocate_tensors()
+            return interpreter
+        except RuntimeError as error:
+            if attempt == "plain" or "delegate" not in str(error).lower():
+                raise ModelError(f"cannot run TFLite model {path}: {_first_line(error)}")
+        interpreter = load_tflite(path, num_threads, delegates=False)
 
 
 # --------------------------------------------------------------------------- any

@@ -34,6 +34,7 @@ class TFLiteMember:
     per image."""
 
     def __init__(self, path, num_threads=None):
+        self.path, self.num_threads = path, num_threads
         self.interpreter = loading.load_tflite(path, num_threads=num_threads)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
@@ -42,8 +43,8 @@ class TFLiteMember:
     def _run(self, batch):
         if self._batch != len(batch):
             shape = [len(batch)] + list(self.input["shape"][1:])
-            self.interpreter.resize_tensor_input(self.input["index"], shape)
-            self.interpreter.allocate_tensors()
+            self.interpreter = loading.resize_input(self.interpreter, self.path, shape,
+                                                    self.num_threads)
             self.input = self.interpreter.get_input_details()[0]
             self.output = self.interpreter.get_output_details()[0]
             self._batch = len(batch)
