@@ -7,7 +7,10 @@ Sparsity 0 members (method `dense`) use the same recipe without pruning wrappers
 The others are pruned during training (`magnitude`: tfmot, each layer to the
 target; `wt`: one global magnitude threshold over all layers), or prune the
 finished dense member of the same seed once and fine-tune (`sipp`: global weight
-sensitivity; unit criteria: neurons and filters); see docs/training.md. Each finished
+sensitivity; unit criteria: neurons and filters); see docs/training.md.
+`--protocol=from_dense` prunes every member from a parent network instead (its
+seed's dense member, or with `--prune_schedule=iterative` the next sparser one),
+and `--init_from=PATH` starts from a saved Keras model (pie.compress.lineage). Each finished
 member is a folder `W/checkpoints/<method>/sparsity_<s>/seed_<k>/` and a row of
 `W/population.csv` (see docs/contracts.md). Rerunning continues an interrupted
 member from its last epoch checkpoint and skips finished ones.
@@ -21,12 +24,12 @@ import time
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.compress import criteria, pruning, training
+from pie.compress import criteria, lineage, pruning, training
 from pie.data import sources, views
 from pie.io import cli, records
 from pie.io.workdir import Workdir
 from pie.io.progress import Progress
-from pie.models import builders, loading
+from pie.models import builders, imported, loading
 
 FLAGS = flags.FLAGS
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -75,8 +78,25 @@ def define_flags(flag_values=flags.FLAGS):
                          "sipp and unit criteria: training images per class the scores are "
                          "computed on.", flag_values=flag_values)
     flags.DEFINE_integer("finetune_epochs", 2,
-                         "sipp and unit criteria: epochs of fine-tuning after pruning, pruned "
-                         "weights or units held at 0.", flag_values=flag_values)
+                         "Members pruned once (sipp, unit criteria, and every pruned member "
+                         "with --protocol=from_dense or --init_from): epochs of fine-tuning "
+                         "after pruning, pruned weights or units held at 0.",
+                         flag_values=flag_values)
+    flags.DEFINE_string("protocol", "scratch", "scratch: every member trains from a fresh "
+                        "initialisation, magnitude and wt pruning during training (Hooker et "
+                        "al.); from_dense: each seed's dense member trains first and every "
+                        "pruned member prunes a parent network once and retrains for "
+                        "--finetune_epochs (Lost in Pruning). See pie/compress/lineage.py.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("prune_schedule", "oneshot", "Members with a parent network: "
+                        "oneshot (the parent is the seed's dense member) or iterative (the "
+                        "member of the next lower sparsity: each step prunes the previous "
+                        "one further).", flag_values=flag_values)
+    flags.DEFINE_string("init_from", None, "A saved Keras model (zip .keras) to start from, "
+                        "or one per seed with {seed} in the path: the dense members are that "
+                        "model (trained further only for --epochs > 0), pruned members prune "
+                        "it and fine-tune for --finetune_epochs. Its input shape and class "
+                        "count must match the dataset.", flag_values=flag_values)
     flags.DEFINE_enum("schedule", "polynomial", pruning.SCHEDULES, "Pruning schedule.",
                       flag_values=flag_values)
     flags.DEFINE_float("initial_sparsity", 0.0, "Polynomial schedule: sparsity at begin_step.",
@@ -91,7 +111,8 @@ def define_flags(flag_values=flags.FLAGS):
                        flag_values=flag_values)
     flags.DEFINE_bool("prune_classifier", False, "Also prune the final classifier's kernel.",
                       flag_values=flag_values)
-    flags.DEFINE_integer("epochs", 8, "Training epochs per member.", flag_values=flag_values)
+    flags.DEFINE_integer("epochs", 8, "Training epochs per member (0 with --init_from: the "
+                         "dense members are the given model as it is).", flag_values=flag_values)
     flags.DEFINE_integer("steps_per_epoch", None, "Optional: steps per epoch (default: the "
                          "training split's size, counted once and cached, / --batch_size).",
                          flag_values=flag_values)
@@ -125,8 +146,9 @@ def parse_shard(text):
 class Trainer:
     """Trains members one by one with one recipe; keeps the population's timing."""
 
-    def __init__(self, source, strategy, steps_per_epoch, members_total):
+    def __init__(self, source, strategy, steps_per_epoch, members_total, parents=None):
         self.source = source
+        self.parents = parents or {}  # member_id -> lineage.Parent (or None: fresh start)
         self.strategy = strategy
         self.steps_per_epoch = steps_per_epoch
         self.epochs_done = 0
@@ -146,18 +168,54 @@ class Trainer:
 
     def check_settings(self, sparsities):
         """Builds every schedule once so bad pruning flags fail before any training."""
-        if FLAGS.method not in SCHEDULED_METHODS:
+        if FLAGS.method not in SCHEDULED_METHODS or lineage.has_parents(FLAGS.protocol,
+                                                                          FLAGS.init_from):
             return
         for target in sparsities:
             if target > 0:
                 self._schedule(target)
 
-    def _build(self, member):
+    def parent(self, member):
+        return self.parents.get(member.member_id)
+
+    def prunes_once(self, member):
+        """Pruned once from a finished network (then fine-tuned), not during training."""
+        return member.sparsity > 0 and (member.method in ONE_SHOT_METHODS
+                                        or self.parent(member) is not None)
+
+    def wrapped(self, member):
+        """Carries tfmot's pruning wrappers (magnitude pruning during training)."""
+        return member.method == "magnitude" and not self.prunes_once(member)
+
+    def pretrain_epochs(self, member):
+        """Epochs before the member is pruned once (0: its parent is already trained)."""
+        if member.sparsity > 0 and self.parent(member) is not None:
+            return 0
+        return FLAGS.epochs
+
+    def parent_file(self, workdir, parent):
+        """The model file of a parent: a finished member of this workdir, or --init_from."""
+        if parent.path:
+            return parent.path
+        manifest = records.read_manifest(workdir, required=False)
+        rows = manifest[manifest["member_id"] == parent.member_id]
+        if rows.empty:
+            raise records.ContractError(
+                f"parent member {parent.member_id} is not in {workdir.manifest}: train it "
+                "first (parents train before their children in one run; with --shard, run "
+                "the parent's shard first)")
+        return workdir.model_path(rows.iloc[0])
+
+    def _build(self, member, workdir):
         import tf_keras as keras
         keras.utils.set_random_seed(member.seed)
-        model = builders.build(FLAGS.model, self.source.input_shape, self.source.num_classes,
-                             width=FLAGS.width)
-        if member.method == "magnitude":
+        parent = self.parent(member)
+        if parent is not None:
+            model = loading.load_keras(self.parent_file(workdir, parent))
+        else:
+            model = builders.build(FLAGS.model, self.source.input_shape,
+                                   self.source.num_classes, width=FLAGS.width)
+        if self.wrapped(member):
             model = pruning.wrap_for_pruning(model, self._schedule(member.sparsity),
                                              FLAGS.prune_classifier)
         if FLAGS.optimizer == "adam":
@@ -180,19 +238,24 @@ class Trainer:
         return model, optimizer
 
     def epochs(self, member):
-        """Training epochs of a member: unit criteria add their fine-tuning."""
-        return FLAGS.epochs + (FLAGS.finetune_epochs if member.method in ONE_SHOT_METHODS
-                               else 0)
+        """Training epochs of a member: members pruned once add their fine-tuning."""
+        return self.pretrain_epochs(member) + (FLAGS.finetune_epochs
+                                               if self.prunes_once(member) else 0)
 
     def train(self, member, workdir, position, count):
         import tensorflow as tf
         import tensorflow_model_optimization as tfmot
         import tf_keras as keras
         ckpt_dir = workdir.member_file(member.relpath, "checkpoint")
-        mask_path = workdir.member_file(member.relpath, MASK_FILES.get(member.method, "unit_mask"))
+        weight_mask = member.method not in CRITERIA_METHODS
+        mask_path = workdir.member_file(member.relpath,
+                                        "weight_mask" if weight_mask else "unit_mask")
+        pretrain = self.pretrain_epochs(member)
+        parent = self.parent(member)
+        parent_id = parent.member_id if parent is not None else None
         started = time.time()
         with self.strategy.scope():
-            model, optimizer = self._build(member)
+            model, optimizer = self._build(member, workdir)
             optimizer.build(model.trainable_variables)
             epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
@@ -202,33 +265,38 @@ class Trainer:
             print(f"[{position}/{count}] {member.member_id}: resuming after epoch "
                   f"{int(epoch.numpy())}", flush=True)
             self.progress.done += int(epoch.numpy())
-        elif member.method in ONE_SHOT_METHODS and self._reuse_dense(workdir, member, model):
-            # Same seed, same recipe: the dense member is the network this one prunes.
-            epoch.assign(FLAGS.epochs)
-            self.progress.done += FLAGS.epochs
-            print(f"[{position}/{count}] {member.member_id}: starting from the finished "
-                  f"dense member of seed {member.seed}", flush=True)
+        elif parent is not None:
+            print(f"[{position}/{count}] {member.member_id}: starting from "
+                  f"{parent_id or parent.path}", flush=True)
+        elif member.method in ONE_SHOT_METHODS:
+            parent_id = self._reuse_dense(workdir, member, model)
+            if parent_id:
+                # Same seed, same recipe: the dense member is the network this one prunes.
+                epoch.assign(FLAGS.epochs)
+                self.progress.done += FLAGS.epochs
+                print(f"[{position}/{count}] {member.member_id}: starting from the finished "
+                      f"dense member of seed {member.seed}", flush=True)
         log_dir = workdir.member_file(member.relpath, "logs")
         callbacks = [EpochProgress(self, member, position, count)]
-        if member.method == "magnitude":
+        if self.wrapped(member):
             callbacks += [tfmot.sparsity.keras.UpdatePruningStep(),
                           tfmot.sparsity.keras.PruningSummaries(log_dir=log_dir)]
         else:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, profile_batch=0))
-        if member.method == "wt":
+        if member.method == "wt" and not self.prunes_once(member):
             callbacks.append(pruning.GlobalMagnitudePruning(
                 self._schedule(member.sparsity),
                 pruning.prunable_layer_names(model, FLAGS.prune_classifier)))
         mask = None
-        if os.path.exists(mask_path) and int(epoch.numpy()) >= FLAGS.epochs:
+        if os.path.exists(mask_path) and int(epoch.numpy()) >= pretrain:
             mask = training.load_mask(mask_path)
         for current in range(int(epoch.numpy()), self.epochs(member)):
-            if member.method in ONE_SHOT_METHODS and current == FLAGS.epochs and mask is None:
+            if self.prunes_once(member) and current == pretrain and mask is None:
                 mask = self._prune_once(member, model)
                 training.write_mask(mask_path, mask)
             extra = []
             if mask is not None:
-                extra = [pruning.WeightMaskCallback(mask) if member.method in WEIGHT_ONE_SHOT
+                extra = [pruning.WeightMaskCallback(mask) if weight_mask
                          else criteria.UnitMaskCallback(mask)]
             batches = self.source.train_batches(FLAGS.batch_size, member.seed, current,
                                                 augment=FLAGS.augment)
@@ -236,29 +304,39 @@ class Trainer:
                       steps_per_epoch=FLAGS.steps_per_epoch, callbacks=callbacks + extra)
             epoch.assign(current + 1)
             manager.save()
+        if self.prunes_once(member) and mask is None:  # no fine-tuning epochs
+            mask = self._prune_once(member, model)
         unit_mask = mask if member.method in CRITERIA_METHODS else None
-        return self._finish(member, model, workdir, started, ckpt_dir, unit_mask)
+        return self._finish(member, model, workdir, started, ckpt_dir, unit_mask,
+                            parent_id, parent.path if parent is not None else None)
 
     def _reuse_dense(self, workdir, member, model):
-        """Loads the finished dense member of the same seed, if this workdir has it."""
+        """Loads the finished dense member of the same seed, if this workdir has it; its
+        member id (None when there is none)."""
         manifest = records.read_manifest(workdir, required=False)
         dense = manifest[(manifest["method"] == "dense") & (manifest["seed"] == member.seed)
-                         & (manifest["model"] == FLAGS.model)]
+                         & (manifest["model"] == model_name())]
         if dense.empty:
-            return False
+            return None
         path = workdir.model_path(dense.iloc[0])
         saved = loading.load_keras(path)
         if [w.shape for w in saved.get_weights()] != [w.shape for w in model.get_weights()]:
-            return False
+            return None
         model.set_weights(saved.get_weights())
-        return True
+        return dense.iloc[0]["member_id"]
 
     def _prune_once(self, member, model):
         x, y = training.reference_samples(self.source, FLAGS.reference_samples_per_class,
                                           member.seed)
-        if member.method in WEIGHT_ONE_SHOT:
+        if member.method not in CRITERIA_METHODS:
             names = pruning.prunable_layer_names(model, FLAGS.prune_classifier)
-            mask = training.prune_weights(model, member.method, member.sparsity, names, x)
+            if member.method == "magnitude":  # each layer to the target, by |w|
+                mask = {name: pruning.global_keep_masks(
+                    {name: model.get_layer(name).kernel.numpy()}, member.sparsity)[name]
+                    for name in names}
+                pruning.apply_weight_masks(model, mask)
+            else:
+                mask = training.prune_weights(model, member.method, member.sparsity, names, x)
             removed = 1.0 - (sum(int(m.sum()) for m in mask.values())
                              / sum(m.size for m in mask.values()))
             print(f"{member.member_id}: {member.method} removed {removed:.4f} of the weights "
@@ -271,8 +349,9 @@ class Trainer:
               f"(scored on {len(y)} reference images)", flush=True)
         return mask
 
-    def _finish(self, member, model, workdir, started, ckpt_dir, unit_mask=None):
-        stripped = pruning.strip(model) if member.method == "magnitude" else model
+    def _finish(self, member, model, workdir, started, ckpt_dir, unit_mask=None,
+                parent_id=None, parent_file=None):
+        stripped = pruning.strip(model) if self.wrapped(member) else model
         layer_names = pruning.prunable_layer_names(stripped, FLAGS.prune_classifier)
         per_layer, overall = pruning.kernel_sparsity(stripped, layer_names)
         unit_sparsity = {}
@@ -289,8 +368,9 @@ class Trainer:
             training.uncompiled(stripped).save(tmp)
         row = {"member_id": member.member_id, "method": member.method,
                "sparsity": member.sparsity, "measured_sparsity": round(overall, 6),
-               "seed": member.seed, "dataset": FLAGS.dataset, "model": FLAGS.model,
-               "top1": round(top1, 6), "path": member.relpath, "model_file": model_file}
+               "seed": member.seed, "dataset": FLAGS.dataset, "model": model_name(),
+               "top1": round(top1, 6), "path": member.relpath, "model_file": model_file,
+               "parent_id": parent_id or ""}
         if unit_mask is not None:
             row["measured_unit_sparsity"] = round(unit_sparsity["overall"], 6)
         meta = dict(row, target_sparsity=member.sparsity,
@@ -299,6 +379,8 @@ class Trainer:
                     steps=self.steps_per_epoch * self.epochs(member), epochs=self.epochs(member),
                     augment=FLAGS.augment,
                     wall_time_s=round(time.time() - started, 2),
+                    protocol=FLAGS.protocol, prune_schedule=FLAGS.prune_schedule,
+                    parent_file=parent_file,
                     versions=training.package_versions(),
                     manifest_row=row)
         records.write_text(workdir.member_file(member.relpath, "flags"), cli.resolved_flags())
@@ -362,8 +444,9 @@ def validate_flags():
                              f"(6 significant digits): '{FLAGS.sparsities}'")
     if FLAGS.seeds < 1:
         raise cli.UsageError(f"--seeds must be at least 1, got {FLAGS.seeds}")
-    if FLAGS.epochs < 1:
-        raise cli.UsageError(f"--epochs must be at least 1, got {FLAGS.epochs}")
+    if FLAGS.epochs < (0 if FLAGS.init_from else 1):
+        raise cli.UsageError(f"--epochs must be at least 1 (0 only with --init_from), got "
+                             f"{FLAGS.epochs}")
     if FLAGS.reference_samples_per_class < 1:
         raise cli.UsageError("--reference_samples_per_class must be at least 1, got "
                              f"{FLAGS.reference_samples_per_class}")
@@ -371,7 +454,10 @@ def validate_flags():
         raise cli.UsageError(f"--finetune_epochs must be non-negative, got {FLAGS.finetune_epochs}")
     if FLAGS.method not in METHODS:
         raise cli.UsageError(f"unknown --method '{FLAGS.method}'; allowed: {', '.join(METHODS)}")
+    lineage.validate(FLAGS.protocol, FLAGS.prune_schedule, sparsities, FLAGS.init_from)
     shard = parse_shard(FLAGS.shard)
+    for seed in range(FLAGS.seeds) if FLAGS.init_from else ():
+        loading.check_keras(lineage.init_path(FLAGS.init_from, seed))
     sources.validate_name(FLAGS.dataset)
     builders.validate_name(FLAGS.model)
     training.check_writable(FLAGS.workdir)
@@ -380,13 +466,34 @@ def validate_flags():
 
 CRITERIA_METHODS = tuple(criteria.CRITERIA)
 # Weight pruning with one global budget: wt during training, sipp from the dense member.
-# (training.prune_weights also prunes wt once from a finished network.)
+# (training.prune_weights also prunes wt once from a parent network, and magnitude is
+# pruned once layer by layer from a parent: pie.compress.lineage.)
 GLOBAL_WEIGHT_METHODS = tuple(training.WEIGHT_SCORES)
 SCHEDULED_METHODS = ("magnitude", "wt")
 WEIGHT_ONE_SHOT = ("sipp",)
 ONE_SHOT_METHODS = WEIGHT_ONE_SHOT + CRITERIA_METHODS
-MASK_FILES = {method: "weight_mask" for method in WEIGHT_ONE_SHOT}  # Workdir.MEMBER_FILES keys
 METHODS = SCHEDULED_METHODS + WEIGHT_ONE_SHOT + CRITERIA_METHODS
+
+
+def model_name():
+    """The manifest's `model`: the --model architecture, or `init:<file>` (--init_from)."""
+    if FLAGS.init_from:
+        return "init:" + os.path.basename(FLAGS.init_from)
+    return FLAGS.model
+
+
+def check_init_models(source):
+    """Each seed's --init_from model fits the dataset (one error line otherwise), and a
+    warning when it scores at chance on a few eval images (wrong preprocessing)."""
+    if not FLAGS.init_from:
+        return
+    inputs, labels = imported.few_eval_images(source)
+    for path in dict.fromkeys(lineage.init_path(FLAGS.init_from, seed)
+                              for seed in range(FLAGS.seeds)):
+        model = imported.load_keras(path)
+        input_shape, n_outputs = imported.keras_signature(model, path)
+        imported.check_shapes(path, input_shape, n_outputs, source)
+        imported.warn_if_chance(path, model(inputs, training=False).numpy(), labels, source)
 
 
 def main(argv):
@@ -405,8 +512,12 @@ def main(argv):
         steps_per_epoch = math.ceil(source.train_size / FLAGS.batch_size)
     else:
         raise sources.DataError(f"'{FLAGS.dataset}' has no training images")
-    members = training.plan(sparsities, FLAGS.seeds, FLAGS.method, shard)
-    trainer = Trainer(source, strategy, steps_per_epoch, len(members))
+    check_init_models(source)
+    members = training.plan(lineage.training_order(sparsities, FLAGS.protocol, FLAGS.init_from),
+                            FLAGS.seeds, FLAGS.method, shard)
+    parents = lineage.parents(sparsities, FLAGS.seeds, FLAGS.method, FLAGS.protocol,
+                              FLAGS.prune_schedule, FLAGS.init_from)
+    trainer = Trainer(source, strategy, steps_per_epoch, len(members), parents)
     trainer.check_settings(sparsities)
 
     import tensorflow as tf

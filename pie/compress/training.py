@@ -96,7 +96,9 @@ def evaluate_top1(model, source, batch_size):
 def uncompiled(model):
     """A copy without optimizer state, so every member's file holds only its weights."""
     import tf_keras as keras
-    copy = keras.Model.from_config(model.get_config())
+    # clone_model rebuilds Sequential and functional models alike (a model given with
+    # --init_from may be either); Model.from_config only takes functional configs.
+    copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
 

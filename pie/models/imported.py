@@ -1,0 +1,96 @@
+"""Checks of a model trained elsewhere (--init_from, save_checkpoint.import_members).
+
+A model made outside the toolkit must take the inputs the dataset's family gives
+(docs/contracts.md, "What a member receives") and give one output per class. Its
+shapes are checked before anything is written (one error line naming both
+shapes); its top-1 on a few eval images is then compared with chance, since a
+model fed the wrong preprocessing usually still runs, but guesses.
+"""
+import math
+import sys
+
+import numpy as np
+
+from pie.io import errors
+
+# What a member receives, per data family (pie.data.sources.DataSource.normalize).
+FAMILY_INPUTS = {
+    "small": "HxWxC float32 in [0, 1] (uint8 / 255), no mean or std",
+    "cifar": "32x32x3 RGB float32, (uint8 / 255 - mean) / std per channel with "
+             "mean (0.4914, 0.4822, 0.4465), std (0.2470, 0.2435, 0.2616)",
+    "imagenet": "224x224x3 RGB float32 (short side resized to 256, centre crop 224), "
+                "(uint8 / 255 - mean) / std with mean (0.485, 0.456, 0.406), "
+                "std (0.229, 0.224, 0.225)",
+    "toy": "2 float32 coordinates, as generated",
+}
+CHECK_IMAGES = 256  # eval images of the chance check
+# Top-1 within this many binomial standard errors of chance counts as chance.
+CHANCE_SIGMAS = 2.0
+
+
+def _shape_text(shape):
+    return "(" + ", ".join("?" if d is None else str(int(d)) for d in shape) + ")"
+
+
+def check_shapes(path, input_shape, n_outputs, source):
+    """Raises ContractError unless the model's input shape (without the batch axis)
+    and output width match the dataset; None dimensions of the model match any."""
+    want = tuple(int(d) for d in source.input_shape)
+    have = tuple(None if d is None else int(d) for d in input_shape)
+    fits = len(have) == len(want) and all(h is None or h == w for h, w in zip(have, want))
+    if not fits or n_outputs != source.num_classes:
+        raise errors.ContractError(
+            f"model {path} takes inputs {_shape_text(have)} and gives {n_outputs} outputs; "
+            f"dataset '{source.name}' has inputs {_shape_text(want)} and "
+            f"{source.num_classes} classes")
+
+
+def keras_signature(model, path):
+    """(input shape without batch, output width) of a single-input, single-output model."""
+    inputs, outputs = model.inputs, model.outputs
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise errors.ContractError(
+            f"model {path} has {len(inputs)} inputs and {len(outputs)} outputs: a member "
+            "takes one image batch and gives one row of class scores per image")
+    output = tuple(outputs[0].shape)
+    if len(output) != 2 or output[1] is None:
+        raise errors.ContractError(
+            f"model {path} gives outputs of shape {_shape_text(output)}: a member gives "
+            "(batch, classes)")
+    return tuple(inputs[0].shape)[1:], int(output[1])
+
+
+def load_keras(path):
+    """pie.models.loading.load_keras without the library's warnings about what it refuses
+    (a refused Lambda layer is one error line, not a warning and an error)."""
+    import warnings
+    from pie.models import loading
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return loading.load_keras(path)
+
+
+def few_eval_images(source, count=CHECK_IMAGES):
+    """(model inputs, labels) of the first `count` eval images."""
+    batch = next(iter(source.eval_batches(count).as_numpy_iterator()))
+    return batch["inputs"], np.asarray(batch["label"]).reshape(-1)
+
+
+def chance_level(labels):
+    """Top-1 of always answering the most frequent class of `labels`."""
+    return float(np.bincount(labels).max() / len(labels))
+
+
+def warn_if_chance(path, scores, labels, source, out=None):
+    """Prints one warning line when `scores` (images x classes) are no better than
+    chance on these eval images; returns the top-1."""
+    top1 = float(np.mean(np.argmax(scores, axis=1) == labels))
+    chance = chance_level(labels)
+    margin = CHANCE_SIGMAS * math.sqrt(chance * (1 - chance) / len(labels))
+    if top1 <= chance + margin:
+        expected = FAMILY_INPUTS.get(source.family, "see docs/contracts.md")
+        print(f"warning: model {path} scores {100 * top1:.1f}% top-1 on {len(labels)} eval "
+              f"images of '{source.name}', chance level {100 * chance:.1f}%: check that it "
+              f"expects what the '{source.family}' family gives ({expected}; "
+              "docs/contracts.md)", file=out or sys.stderr, flush=True)
+    return top1
