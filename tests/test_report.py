@@ -544,16 +544,20 @@ def test_heatmap_averages_severities_when_there_are_many_distributions(synthetic
     context = sections.Context(synthetic[0])
     names = ["clean", robustness.MEAN_CORRUPTION] + [
         f"{c}/{s}" for c in ("fog", "snow", "gaussian_noise", "contrast", "pixelate",
-                             "frost", "glass_blur", "saturate", "spatter") for s in range(1, 6)]
+                             "frost", "glass_blur", "saturate", "spatter") for s in range(1, 6)
+    ] + [robustness.mean_severity(s) for s in (3, 1, 2, 5, 4)]
     rng = np.random.default_rng(1)
     frame = pd.DataFrame([(key, name, rng.random()) for key in ("dense_0", "magnitude_0.9")
                           for name in names], columns=["key", "distribution", "top1"])
     matrix, labels, columns = sections._variant_pivot(context, frame, "top1")
     assert labels == ["dense", "magnitude 0.9"]
-    # Clean first, benchmark order (noise, blur, weather, digital, extra), mean last.
+    # Clean first, benchmark order (noise, blur, weather, digital, extra), the means
+    # last: over everything, then one per severity (kept as columns).
     assert columns == ["clean", "gaussian_noise", "glass_blur", "snow", "frost", "fog",
                        "contrast", "pixelate", "spatter", "saturate",
-                       robustness.MEAN_CORRUPTION]
+                       robustness.MEAN_CORRUPTION] + [f"mean_severity_{s}" for s in range(1, 6)]
+    severity_2 = frame[(frame["key"] == "dense_0") & (frame["distribution"] == "mean_severity_2")]
+    assert matrix.loc["dense_0", "mean_severity_2"] == severity_2["top1"].item()
     fog = frame[(frame["key"] == "magnitude_0.9") & frame["distribution"].str.startswith("fog/")]
     assert np.isclose(matrix.loc["magnitude_0.9", "fog"], fog["top1"].mean())
     few = frame[frame["distribution"].isin(["clean", "fog/1", "fog/2"])]

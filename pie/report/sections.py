@@ -781,15 +781,16 @@ def subgroups_section(context):
 
 def _distribution_order(distributions):
     """Clean first, then corruptions in the benchmark's order (noise, blur, weather,
-    digital, extra) and by severity, other shifts by name, the mean last."""
+    digital, extra) and by severity, other shifts by name, the means last
+    (mean_corruption, then one per severity)."""
     from pie.shift.corruptions import ALL_CORRUPTIONS  # no TensorFlow: numpy/scipy only
 
     def key(name):
         corruption, _, severity = str(name).partition("/")
         if name == records.CLEAN:
             return (0, 0, "", 0)
-        if name == robustness.MEAN_CORRUPTION:
-            return (2, 0, "", 0)
+        if robustness.is_mean([name])[0]:  # mean_corruption, then mean_severity_<k>
+            return (2, 0, str(name), 0)
         index = ALL_CORRUPTIONS.index(corruption) if corruption in ALL_CORRUPTIONS else len(
             ALL_CORRUPTIONS)
         return (1, index, corruption, int(severity) if severity.isdigit() else 0)
@@ -822,8 +823,9 @@ def _variant_pivot(context, frame, value):
 @section("corruptions", "Accuracy under corruption", "corruptions",
          "Mean top-1 of each variant (rows) on each corrupted eval set (columns: "
          "corruption/severity, or each corruption's mean over severities when there are "
-         "many; 'clean' first): compare a row with the dense row to see which shifts the "
-         "compressed models handle worse.",
+         "many; 'clean' first, then the mean over all corruptions and, when several "
+         "severities ran, the mean at each severity): compare a row with the dense row to "
+         "see which shifts the compressed models handle worse.",
          inputs=("robustness/accuracy.csv",),
          optional=("robustness/excess_error.csv", "robustness/prune_potential.csv"))
 def corruptions_section(context):
