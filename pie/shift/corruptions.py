@@ -163,9 +163,13 @@ def _fog(x, c, rngs, scale):
     strength, decay = c
     n, h, w, _ = x.shape
     side = ops.next_power_of_two(max(h, w))
-    # One image at a time: a (side, side) map stays in cache, a batch of them not.
-    haze = _per_image(rngs, lambda rng: ops.plasma_fractal(
-        rng.uniform(-1, 1, (1, side, side)), decay)[0, :h, :w, None])
+    # A few maps at a time (about 2**17 cells): they stay in cache, a whole batch
+    # of 256 x 256 maps would not, and small maps are still done many at once.
+    group = max(1, 2 ** 17 // side ** 2)
+    haze = np.concatenate([
+        ops.plasma_fractal(np.stack([rng.uniform(-1, 1, (side, side))
+                                     for rng in rngs[start:start + group]]), decay)
+        for start in range(0, n, group)])[:, :h, :w, None]
     # Rescale so the brightest clean value keeps its level under the added haze.
     peak = x.max(axis=(1, 2, 3), keepdims=True)
     return (x + strength * haze) * peak / (peak + strength)
