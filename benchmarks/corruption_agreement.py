@@ -20,23 +20,29 @@ corruptions average over SAMPLES[name] (image, draw) pairs, enough that the
 reference agrees with itself within 3% across reseeds (the `self` column: ratio
 of the reference under two seeds).
 
-    python -m benchmarks.corruption_agreement [--samples_scale=4] [--markdown]
+    python benchmarks/corruption_agreement.py [--samples_scale=2] [--markdown]
 
 prints the table (markdown with --markdown, for docs/corruptions.md) and, last,
 `max_deviation=<largest |ratio - 1| over all rows>`. tests/test_corruption_oracle.py
 checks the same rows with the suite's sample sizes.
 """
 import functools
+import os
 import sys
 
-import cv2
-import numpy as np
-from PIL import Image
-from scipy import ndimage
+# Runnable as a script as well as a module (and importable by the tests).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
-from pie.shift import corruptions as C
-from pie.shift import ops
-from pie.shift.tables import CIFAR_TABLE, IMAGENET_TABLE
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from pie.shift import corruptions as C  # noqa: E402
+from pie.shift import ops  # noqa: E402
+from pie.shift.tables import CIFAR_TABLE, IMAGENET_TABLE  # noqa: E402
 
 SIZE = 224
 # Deterministic corruptions (no random draw): ours must agree within 3%.

@@ -14,8 +14,8 @@
    whole process tree sampled every 0.1 s. Both must stay under --max_gib whatever
    the eval size.
 
-    python -m benchmarks.corruptions [--num_small=1000] [--num_large=16]
-        [--eval_sizes=256,2048] [--workers=2] [--memory_corruptions=elastic_transform,zoom_blur]
+    python benchmarks/corruptions.py [--num_small=1000] [--num_large=16]
+        [--eval_sizes=512,2048] [--workers=2] [--memory_corruptions=elastic_transform,zoom_blur]
 
 The last line is the headline, `peak_rss_gib=<largest peak over the eval sizes>`.
 """
@@ -25,17 +25,23 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-from absl import app, flags
+# Runnable as a script (python benchmarks/corruptions.py) as well as a module: the
+# repository root holds the stage and the other benchmark it borrows from.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
-from pie.shift import corruptions
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from pie.shift import corruptions  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_small", 1000, "MNIST digits (28 px) per corruption and severity.")
 flags.DEFINE_integer("num_large", 16, "224-px photographs per corruption and severity.")
 flags.DEFINE_list("corruptions", list(corruptions.ALL_CORRUPTIONS),
                   "Corruptions to time, comma separated; default all 19.")
-flags.DEFINE_list("eval_sizes", ["256", "2048"], "Eval-set sizes (224-px images) of the "
+flags.DEFINE_list("eval_sizes", ["512", "2048"], "Eval-set sizes (224-px images) of the "
                   "memory runs; empty to skip them.")
 flags.DEFINE_list("memory_corruptions", ["elastic_transform", "zoom_blur"],
                   "Corruptions (severity 5) each memory run applies to its eval set.")
@@ -136,7 +142,7 @@ def _tree_rss(pid):
 
 def memory_run(count):
     """(seconds, time -v's maximum resident GiB, sampled process-tree peak GiB)."""
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "benchmarks.corruptions",
+    command = ["/usr/bin/time", "-v", sys.executable, os.path.abspath(__file__),
                f"--child_eval_size={count}", f"--workers={FLAGS.workers}",
                f"--memory_corruptions={','.join(FLAGS.memory_corruptions)}"]
     started = time.time()
