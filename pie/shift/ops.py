@@ -170,6 +170,19 @@ def glass_walk_offsets(w, max_delta):
     return (steps[:, None] * w + steps[None, :]).ravel()
 
 
+@functools.lru_cache(maxsize=16)
+def _glass_walk_tables(h, w, max_delta):
+    """(visited positions, offset steps, visiting rank of every pixel (-1 = never
+    visited), ranks 0..P-1) of the walk on an h x w image, read-only."""
+    positions = glass_walk_positions(h, w, max_delta)
+    order = np.full(h * w, -1, np.int64)
+    order[positions] = np.arange(positions.size)
+    tables = (positions, glass_walk_offsets(w, max_delta), order, np.arange(positions.size))
+    for table in tables:
+        table.flags.writeable = False
+    return tables
+
+
 def glass_walk_sources(h, w, max_delta, codes):
     """Where each pixel's value comes from after one pass of the published walk.
 
@@ -187,13 +200,9 @@ def glass_walk_sources(h, w, max_delta, codes):
     pass. One image at a time: its arrays stay in cache, which is faster than
     a batch.
     """
-    positions = glass_walk_positions(h, w, max_delta)
-    count = positions.size
-    partners = positions + glass_walk_offsets(w, max_delta)[codes]
-    order = np.full(h * w, -1, np.int64)
-    order[positions] = np.arange(count)  # visiting rank; -1 = never visited
+    positions, steps, order, visit = _glass_walk_tables(h, w, max_delta)
+    partners = positions + steps[codes]
     rank = order[partners]
-    visit = np.arange(count)
     # k links to its partner's rank when that partner was visited before k.
     linked = (rank >= 0) & (rank < visit)
     follow = np.where(linked, rank, visit)
