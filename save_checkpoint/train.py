@@ -536,7 +536,15 @@ def main(argv):
           f"{len(members) - len(todo)} already finished, {len(todo)} to train", flush=True)
     trainer.progress.total = sum(trainer.epochs(m) for m in todo)
     for position, member in enumerate(todo, start=1):
-        row = trainer.train(member, workdir, position, len(todo))
+        # Two identical runs take turns per member: the second waits for the lock,
+        # then finds the member finished and skips it.
+        with records.locked(workdir.member_file(member.relpath, "train_lock")):
+            manifest_ids = set(records.read_manifest(workdir, required=False)["member_id"])
+            if finished_row(workdir, member, manifest_ids):
+                print(f"[{position}/{len(todo)}] {member.member_id}: finished by another run, "
+                      "skipping", flush=True)
+                continue
+            row = trainer.train(member, workdir, position, len(todo))
         print(f"[{position}/{len(todo)}] {member.member_id} done: top-1 {row['top1']:.4f}, "
               f"measured sparsity {row['measured_sparsity']:.4f}", flush=True)
     print(f"manifest: {workdir.manifest}", flush=True)

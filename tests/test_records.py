@@ -259,3 +259,36 @@ def test_manifest_sparsity_is_read_at_key_precision(tmp_path):
     assert [str(value) for value in manifest["sparsity"]] == ["0.0", "0.9"]
     assert [records.variant_key(row.method, row.sparsity)
             for row in manifest.itertuples()] == ["dense_0", "magnitude_0.9"]
+
+
+def test_atomic_writes_fsync_the_file_then_its_folder(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(
+        f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    records.write_text(str(tmp_path / "out.txt"), "new")
+    assert len(synced) == 2
+    assert os.path.basename(synced[0]).startswith(".tmp-")
+    assert synced[1] == str(tmp_path)
+
+
+def test_stale_temporaries_are_removed_live_ones_kept(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    host = socket.gethostname()
+    (tmp_path / "sub").mkdir()
+    names = {"killed": f"sub/.tmp-{host}@{dead}-abcpie.csv",
+             "live": f".tmp-{host}@{os.getpid()}-abcpie.csv",
+             "old": ".tmp-xyz-old.csv", "recent": ".tmp-xyz-new.csv", "kept": "pie.csv"}
+    for name in names.values():
+        (tmp_path / name).write_text("x")
+    day_ago = time.time() - records.STALE_AFTER_S - 10
+    os.utime(tmp_path / names["old"], (day_ago, day_ago))
+    removed = records.remove_stale_temporaries(str(tmp_path))
+    assert removed == sorted([str(tmp_path / names["killed"]), str(tmp_path / names["old"])])
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
+        os.path.basename(names[key]) for key in ("live", "recent", "kept"))

@@ -194,3 +194,21 @@ def test_wt_and_sipp_members_meet_the_overall_target(tiny_population, tmp_path):
         assert zeros / size == pytest.approx(row["measured_sparsity"], abs=1e-6)
         assert max(per_layer.values()) - min(per_layer.values()) > 0.02, per_layer
     assert manifest.loc["sipp_0.5_seed0", "method"] == "sipp"
+
+
+def test_two_identical_training_runs_take_turns(tmp_path):
+    """The second run waits for the member's lock, then skips what the first trained."""
+    import subprocess
+    import sys
+    workdir = str(tmp_path / "w")
+    command = [sys.executable, "-m", "save_checkpoint.train", f"--workdir={workdir}",
+               "--dataset=digits", "--model=small_cnn", "--width=4", "--sparsities=0",
+               "--seeds=1", "--epochs=1", "--batch_size=64"]
+    runs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    manifest = records.read_manifest(workdir)
+    assert list(manifest["member_id"]) == ["dense_0_seed0"]
+    stdout = "".join(out for out, _ in outputs)
+    assert stdout.count("dense_0_seed0 done") == 1

@@ -31,10 +31,20 @@ def run(main):
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}; every option is a --flag")
         try:
+            tidy_workdir(flags.FLAGS)
             return main(argv)
         except user_errors() as error:
             fail(str(error))
     app.run(guarded, flags_parser=_parse_flags)
+
+
+def tidy_workdir(flag_values):
+    """Removes the `.tmp-*` files killed runs left in the stage's --workdir."""
+    workdir = flag_values["workdir"].value if "workdir" in flag_values else None
+    if workdir and os.path.isdir(workdir):
+        from pie.io import records  # pandas: only once a stage runs
+        for path in records.remove_stale_temporaries(workdir):
+            print(f"removed {path}, left by a killed run", file=sys.stderr)
 
 
 def _parse_flags(argv):
@@ -78,6 +88,7 @@ def _call(module, flag_values, args):
     except flags.Error as error:
         raise UsageError(str(error).splitlines()[0])
     progress.quiet_libraries()
+    tidy_workdir(flag_values)
     saved = module.FLAGS
     module.FLAGS = flag_values
     _CALLS.append((flag_values, module.__name__))

@@ -14,7 +14,9 @@ import fcntl
 import json
 import os
 import re
+import socket
 import tempfile
+import time
 
 import numpy as np
 import pandas as pd
@@ -44,12 +46,33 @@ ContractError = errors.ContractError
 # --------------------------------------------------------------------------- atomic
 
 
+TMP_PREFIX = ".tmp-"
+# `.tmp-<host>@<pid>-...`: whose temporary it is, so a later run can tell a killed
+# writer's leftover from a live shard's file in progress.
+_OWNER = re.compile(r"^\.tmp-(?P<host>[^@/]*)@(?P<pid>\d+)-")
+# A temporary of another host (or of an older naming) is stale after a day.
+STALE_AFTER_S = 24 * 3600
+
+
+def _fsync(path, directory=False):
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yields a temporary path next to `path`; renames it onto `path` on success."""
+    """Yields a temporary path next to `path`; renames it onto `path` on success.
+
+    The file is flushed to disk before the rename and the folder after it, so a
+    crash of the machine leaves the old file or the whole new one.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    prefix = f"{TMP_PREFIX}{socket.gethostname()}@{os.getpid()}-"
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=os.path.basename(path), dir=folder)
     os.close(fd)
     try:
         yield tmp
@@ -57,10 +80,43 @@ def atomic_path(path):
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
+        if os.path.isfile(tmp):
+            _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(folder, directory=True)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _is_stale(path, name, now):
+    owner = _OWNER.match(name)
+    if owner and owner["host"] == socket.gethostname():
+        try:
+            os.kill(int(owner["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # alive, another user's
+            return False
+        return False  # alive
+    return now - os.lstat(path).st_mtime > STALE_AFTER_S
+
+
+def remove_stale_temporaries(root):
+    """Removes `.tmp-*` files that killed writers left under `root`; returns them.
+
+    A temporary whose writer still runs on this host is kept (shards share a
+    workdir); one of another host, or of an unknown writer, after STALE_AFTER_S.
+    """
+    removed, now = [], time.time()
+    for folder, subfolders, names in os.walk(root, followlinks=False):
+        for name in names:
+            path = os.path.join(folder, name)
+            if name.startswith(TMP_PREFIX) and _is_stale(path, name, now):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+                    removed.append(path)
+    return sorted(removed)
 
 
 def write_text(path, text):

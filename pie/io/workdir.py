@@ -107,6 +107,7 @@ MEMBER_FILES = {
     "logs": "logs",
     "unit_mask": os.path.join("ckpt", "unit_mask.npz"),
     "weight_mask": os.path.join("ckpt", "weight_mask.npz"),
+    "train_lock": ".train.lock",
 }
 
 
