@@ -1,14 +1,19 @@
-"""Times the three analysis stages at ImageNet scale on synthetic predictions.
+r"""Times the analysis stages at ImageNet scale: Parquet predictions against gzip CSV.
 
     python benchmarks/analysis_scale.py [--images=50000] [--classes=1000] \
-        [--members=30] [--sparsities=0.1,0.3,0.5,0.7,0.9] [--workdir=DIR] [--keep]
+        [--members=30] [--sparsities=0.1,0.3,0.5,0.7,0.9] [--repeats=2] [--workdir=DIR] \
+        [--keep]
 
-Writes a manifest and one gzip predictions file per member (the real files, through
-`pie.io.records`) into a workdir, then runs, each as its own process with --force:
-per_class_accuracy.aggregate_ckpt_metrics, per_class_accuracy.gen_tstatistic,
-pie_dataset_gen.aggregate_predictions. Prints each stage's wall time, its peak RSS
-(from os.wait4) and its own log lines, which split reading from computing.
-Generating the data is timed separately and not counted.
+Writes one synthetic population's predictions twice, into two workdirs: as Parquet
+files (`pie.io.records.write_predictions`, what the stages write now) and as the
+gzip CSV files of older workdirs (`<member_id>.csv.gz`, still read). Then runs,
+each as its own process with --force, alternating the two workdirs --repeats
+times: per_class_accuracy.aggregate_ckpt_metrics, per_class_accuracy.gen_tstatistic,
+pie_dataset_gen.aggregate_predictions. Prints each stage's best wall time and peak
+RSS (os.wait4) per format, the stages' own log lines (reading against computing),
+checks both formats gave the same results, and prints last the headline
+`speedup=<CSV total / Parquet total>`. Generating and writing the data is timed
+separately and not counted.
 
 The synthetic data: labels cycle through the classes; each image has a difficulty
 (about 76% top-1 for dense members); sparser variants lose accuracy, more on some
@@ -39,9 +44,7 @@ flags.DEFINE_list("sparsities", ["0.1", "0.3", "0.5", "0.7", "0.9"],
 flags.DEFINE_string("workdir", None, "Workdir to use; a temporary one when unset. "
                     "Existing synthetic data there is reused.")
 flags.DEFINE_bool("keep", False, "Keep the temporary workdir.")
-flags.DEFINE_bool("standalone_tstatistic", False,
-                  "Also time gen_tstatistic alone, computing the metrics from the "
-                  "predictions instead of reading per_class_metrics.csv.")
+flags.DEFINE_integer("repeats", 2, "Runs of each stage per format; the best is reported.")
 flags.DEFINE_integer("seed", 0, "Seed of the synthetic data.")
 FLAGS = flags.FLAGS
 
@@ -78,7 +81,10 @@ def synthetic_member(rng, image_ids, labels, difficulty, confuser, class_damage,
     })
 
 
-def generate(workdir, n_images, n_classes, n_members, sparsities, seed):
+FORMATS = ("csv.gz", "parquet")
+
+
+def generate(workdirs, n_images, n_classes, n_members, sparsities, seed):
     rng = np.random.default_rng(seed)
     image_ids = np.arange(n_images, dtype=np.int64)
     labels = image_ids % n_classes
@@ -95,7 +101,10 @@ def generate(workdir, n_images, n_classes, n_members, sparsities, seed):
             frame = synthetic_member(rng, image_ids, labels, difficulty, confuser,
                                      class_damage, drop, n_classes)
             frame.insert(0, "member_id", member_id)
-            records.write_csv(Workdir(workdir).predictions_path(member_id), frame)
+            records.write_csv(Workdir(workdirs["csv.gz"]).legacy_predictions_path(member_id),
+                              frame)
+            records.write_predictions(Workdir(workdirs["parquet"]).predictions_path(member_id),
+                                      frame)
             rows.append({
                 "member_id": member_id, "method": method, "sparsity": sparsity,
                 "measured_sparsity": sparsity, "seed": member_seed,
@@ -104,9 +113,15 @@ def generate(workdir, n_images, n_classes, n_members, sparsities, seed):
                 "path": member_id, "model_file": f"{member_id}/model.keras",
             })
         print(f"  wrote {n_members} members of {method} sparsity {sparsity:g}", flush=True)
-    records.add_manifest_rows(workdir, rows)
-    records.write_json(os.path.join(workdir, "classes.json"),
-                       [f"class_{c:04d}" for c in range(n_classes)])
+    for workdir in workdirs.values():
+        records.add_manifest_rows(workdir, rows)
+        records.write_json(Workdir(workdir).classes,
+                           [f"class_{c:04d}" for c in range(n_classes)])
+
+
+def predictions_bytes(workdir):
+    folder = Workdir(workdir).predictions_dir()
+    return sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder))
 
 
 def run_stage(module, workdir, extra=()):
@@ -128,45 +143,58 @@ def run_stage(module, workdir, extra=()):
 def main(argv):
     del argv
     sparsities = [float(s) for s in FLAGS.sparsities]
-    workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="analysis_scale_")
+    root = FLAGS.workdir or tempfile.mkdtemp(prefix="analysis_scale_")
+    workdirs = {name: os.path.join(root, name.replace(".", "_")) for name in FORMATS}
     n_rows = FLAGS.images * FLAGS.members * (1 + len(sparsities))
-    print(f"workdir {workdir}: {FLAGS.images} images x {FLAGS.classes} classes x "
+    print(f"workdirs under {root}: {FLAGS.images} images x {FLAGS.classes} classes x "
           f"{1 + len(sparsities)} populations x {FLAGS.members} members = {n_rows:,} "
-          "prediction rows")
+          "prediction rows per format")
     try:
-        if os.path.exists(Workdir(workdir).manifest):
+        if all(os.path.exists(Workdir(w).manifest) for w in workdirs.values()):
             print("reusing the synthetic data already there")
         else:
             start = time.perf_counter()
-            generate(workdir, FLAGS.images, FLAGS.classes, FLAGS.members, sparsities,
+            generate(workdirs, FLAGS.images, FLAGS.classes, FLAGS.members, sparsities,
                      FLAGS.seed)
             print(f"generated and wrote the data in {time.perf_counter() - start:.1f} s "
                   "(not counted)")
+        for name, workdir in workdirs.items():
+            print(f"{name}: {predictions_bytes(workdir) / 2**20:.0f} MiB of predictions files")
         print(f"load average before the stages: {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} cores")
-        total_wall = total_cpu = 0.0
+        best, logs = {}, {}
+        for _ in range(FLAGS.repeats):
+            for module in STAGES:
+                for name in FORMATS:  # alternating, so a change of load hits both formats
+                    wall, cpu, rss, log = run_stage(module, workdirs[name])
+                    if (module, name) not in best or wall < best[module, name][0]:
+                        best[module, name] = (wall, cpu, rss)
+                        logs[module, name] = log
         for module in STAGES:
-            wall, cpu, rss, log = run_stage(module, workdir)
-            total_wall, total_cpu = total_wall + wall, total_cpu + cpu
-            print(f"{module}: {wall:.1f} s wall, {cpu:.1f} s CPU, "
-                  f"peak RSS {rss / 2**30:.2f} GiB")
-            for line in log.splitlines():
-                if line[:1] in "IW":
-                    print("    " + line.split("] ", 1)[-1])
-        print(f"total (3 stages, each a fresh process): {total_wall:.1f} s wall, "
-              f"{total_cpu:.1f} s CPU")
-        if FLAGS.standalone_tstatistic:
-            os.remove(os.path.join(workdir, "per_class", "per_class_metrics.csv"))
-            wall, cpu, rss, _ = run_stage(STAGES[1], workdir)
-            print(f"{STAGES[1]} without per_class_metrics.csv: {wall:.1f} s wall, "
-                  f"{cpu:.1f} s CPU, peak RSS {rss / 2**30:.2f} GiB")
-        summary = os.path.join(workdir, "per_class", "tstatistic_summary.csv")
-        print(pd.read_csv(summary).to_string(index=False))
-        print(pd.read_csv(os.path.join(workdir, "pie", "pie_summary.csv")).to_string(
-            index=False))
+            for name in FORMATS:
+                wall, cpu, rss = best[module, name]
+                print(f"{module} [{name}]: {wall:.1f} s wall, {cpu:.1f} s CPU, "
+                      f"peak RSS {rss / 2**30:.2f} GiB")
+                for line in logs[module, name].splitlines():
+                    if line[:1] in "IW":
+                        print("    " + line.split("] ", 1)[-1])
+        totals = {name: sum(best[module, name][0] for module in STAGES) for name in FORMATS}
+        peaks = {name: max(best[module, name][2] for module in STAGES) for name in FORMATS}
+        for name in FORMATS:
+            print(f"total [{name}] (3 stages, each a fresh process, best of {FLAGS.repeats}): "
+                  f"{totals[name]:.1f} s wall, peak RSS {peaks[name] / 2**30:.2f} GiB")
+        parquet = Workdir(workdirs["parquet"])
+        for key in ("per_class_metrics", "tstatistic_summary", "pie_summary"):
+            pd.testing.assert_frame_equal(pd.read_csv(Workdir(workdirs["csv.gz"]).file(key)),
+                                          pd.read_csv(parquet.file(key)))
+        print("both formats gave the same per-class metrics, t-test and PIE summaries")
+        print(pd.read_csv(parquet.file("tstatistic_summary")).to_string(index=False))
+        print(pd.read_csv(parquet.file("pie_summary")).to_string(index=False))
+        print(f"peak_rss_gib={peaks['parquet'] / 2**30:.2f}")
+        print(f"speedup={totals['csv.gz'] / totals['parquet']:.2f}")
     finally:
         if not FLAGS.workdir and not FLAGS.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
