@@ -306,11 +306,12 @@ def prune_potential_summary(accuracy, delta=0.5):
                               distributions D; then mean and std over seeds
       shifted_min             the minimum over shifted D of the seed mean of P(seed, D),
                               and the distribution that attains it
-    Shifted distributions are every distribution but clean and the derived
-    `mean_corruption`. NaN where there is no seed (std: fewer than 2) or no shift.
+    Shifted distributions are every distribution but clean and the derived means
+    (`mean_corruption`, `mean_severity_<k>`). NaN where there is no seed (std: fewer
+    than 2) or no shift.
     """
     per_seed = prune_potential_per_seed(accuracy, delta)
-    per_seed = per_seed[per_seed["distribution"] != MEAN_CORRUPTION]
+    per_seed = per_seed[~is_mean(per_seed["distribution"])]
     clean = per_seed[per_seed["distribution"] == records.CLEAN]
     shifted = per_seed[per_seed["distribution"] != records.CLEAN]
     rows = []
