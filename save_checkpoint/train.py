@@ -476,9 +476,9 @@ METHODS = SCHEDULED_METHODS + WEIGHT_ONE_SHOT + CRITERIA_METHODS
 
 
 def model_name():
-    """The manifest's `model`: the --model architecture, or `init:<file>` (--init_from)."""
+    """The manifest's `model`: the --model architecture, or `init-<file>` (--init_from)."""
     if FLAGS.init_from:
-        return "init:" + os.path.basename(FLAGS.init_from)
+        return imported.model_label("init", FLAGS.init_from)
     return FLAGS.model
 
 

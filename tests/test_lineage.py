@@ -102,7 +102,7 @@ def test_init_from_keeps_the_dense_model_and_fine_tunes_pruned_members_from_it(t
     assert manifest.loc["dense_0_seed0", "parent_id"] != manifest.loc["dense_0_seed0",
                                                                       "parent_id"]  # NaN
     assert manifest.loc["magnitude_0.6_seed0", "parent_id"] == "dense_0_seed0"
-    assert set(manifest["model"]) == {"init:mine.keras"}
+    assert set(manifest["model"]) == {"init-mine.keras"}
     wd = Workdir(workdir)
     parent = kernels(parent_path)
     dense = kernels(wd.model_path(manifest.loc["dense_0_seed0"]))

@@ -33,11 +33,12 @@ LEGACY_PREDICTIONS_SUFFIX = ".csv.gz"
 
 # Every file a stage writes, by key. Folder "" is W itself.
 FILES = {
-    "manifest": Entry("", "population.csv", "save_checkpoint.train, pie.stages.quantize",
+    "manifest": Entry("", "population.csv",
+                      "save_checkpoint.train, pie.stages.quantize, save_checkpoint.import_members",
                       "the population manifest: one row per member"),
-    "dataset_config": Entry("", "dataset.json", "save_checkpoint.train",
+    "dataset_config": Entry("", "dataset.json", "save_checkpoint.train (or import_members)",
                             "how the population's data was loaded"),
-    "classes": Entry("", "classes.json", "save_checkpoint.train",
+    "classes": Entry("", "classes.json", "save_checkpoint.train (or import_members)",
                      "class names, a JSON list indexed by class id"),
     "groups": Entry("", "groups.csv", "you (or examples/make_mnist5k_groups.py)",
                     "subgroup attributes per eval image (optional)"),

@@ -7,7 +7,10 @@ shapes); its top-1 on a few eval images is then compared with chance, since a
 model fed the wrong preprocessing usually still runs, but guesses.
 """
 import math
+import os
+import re
 import sys
+import warnings
 
 import numpy as np
 
@@ -26,6 +29,12 @@ FAMILY_INPUTS = {
 CHECK_IMAGES = 256  # eval images of the chance check
 # Top-1 within this many binomial standard errors of chance counts as chance.
 CHANCE_SIGMAS = 2.0
+
+
+def model_label(prefix, path):
+    """The manifest's `model` of a model file made elsewhere: `<prefix>-<file name>`,
+    other characters than letters, digits and '._-' replaced by '_' (a manifest rule)."""
+    return f"{prefix}-" + re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(path))
 
 
 def _shape_text(shape):
@@ -63,11 +72,82 @@ def keras_signature(model, path):
 def load_keras(path):
     """pie.models.loading.load_keras without the library's warnings about what it refuses
     (a refused Lambda layer is one error line, not a warning and an error)."""
-    import warnings
     from pie.models import loading
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return loading.load_keras(path)
+
+
+def keras_member(path):
+    """A runnable Keras member (pie.models.predict.KerasMember), loaded as load_keras."""
+    from pie.models import predict
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return predict.KerasMember(path)
+
+
+def tflite_signature(interpreter, path):
+    """(input shape without batch, output width) of a single-input, single-output
+    TFLite model; -1 (a dynamic dimension) matches any size."""
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise errors.ContractError(
+            f"model {path} has {len(inputs)} inputs and {len(outputs)} outputs: a member "
+            "takes one image batch and gives one row of class scores per image")
+    signature = inputs[0].get("shape_signature", inputs[0]["shape"])
+    output = list(outputs[0]["shape"])
+    if len(output) != 2:
+        raise errors.ContractError(f"model {path} gives outputs of shape {tuple(output)}: a "
+                                   "member gives (batch, classes)")
+    return tuple(None if int(d) < 0 else int(d) for d in signature[1:]), int(output[1])
+
+
+def keras_sparsity(model):
+    """Share of exact zeros over the prunable kernels (as save_checkpoint.train measures)."""
+    from pie.compress import pruning
+    return pruning.kernel_sparsity(model, pruning.prunable_layer_names(model))[1]
+
+
+# TFLite operators whose input 1 is a weight kernel, and the dequantize operator that
+# feeds float16 weights to them.
+KERNEL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+TENSOR_DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64,
+                 9: np.int8}
+
+
+def tflite_sparsity(path):
+    """Share of zeros over the constant kernels of a .tflite file's conv and dense
+    operators (a quantized weight counts as zero when it stores its zero point);
+    NaN when a kernel is stored sparse-encoded or in another type."""
+    from pie.models import loading
+    schema = loading.tflite_schema()
+    with open(path, "rb") as handle:
+        model = schema.ModelT.InitFromPackedBuf(handle.read(), 0)
+    names = {getattr(schema.BuiltinOperator, name): name for name in KERNEL_OPS + ("DEQUANTIZE",)}
+    codes = [names.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+             for code in model.operatorCodes]
+    graph = model.subgraphs[0]
+    producer = {int(out): op for op in graph.operators for out in (op.outputs or [])}
+    zeros = total = 0
+    for op in graph.operators:
+        if codes[op.opcodeIndex] not in KERNEL_OPS or len(op.inputs) < 2:
+            continue
+        index = int(op.inputs[1])
+        feeding = producer.get(index)
+        if feeding is not None and codes[feeding.opcodeIndex] == "DEQUANTIZE":
+            index = int(feeding.inputs[0])
+        tensor = graph.tensors[index]
+        data = model.buffers[tensor.buffer].data
+        if data is None or tensor.sparsity is not None or tensor.type not in TENSOR_DTYPES:
+            return float("nan")
+        values = np.frombuffer(np.asarray(data, np.uint8).tobytes(), TENSOR_DTYPES[tensor.type])
+        zero = 0
+        if tensor.quantization is not None and tensor.quantization.zeroPoint is not None \
+                and len(tensor.quantization.zeroPoint) == 1:
+            zero = int(tensor.quantization.zeroPoint[0])
+        zeros += int(np.count_nonzero(values == zero))
+        total += values.size
+    return zeros / total if total else 0.0
 
 
 def few_eval_images(source, count=CHECK_IMAGES):

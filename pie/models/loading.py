@@ -110,6 +110,12 @@ def _schema():
     return schema_py_generated
 
 
+def tflite_schema():
+    """The TFLite flatbuffer schema module (LiteRT's, else TensorFlow's), for readers
+    of a checked model's tensors (pie.models.imported)."""
+    return _schema()
+
+
 def _check_indices(model, size):
     """Every index the interpreter follows lies inside its table; buffers in the file."""
     n_buffers, n_codes = len(model.buffers or []), len(model.operatorCodes or [])
