@@ -10,7 +10,10 @@ comes from `corruption_rng(name, severity, image_id, seed)`, so an image's
 corrupted version depends only on (seed, image_id, corruption, severity): not on
 the batch it was processed in, nor on the order of the calls. Parameters come
 from the ImageNet-C (224 px) or CIFAR-10-C (32 px) table (pie.shift.tables),
-picked by `scale`. docs/corruptions.md describes each corruption.
+picked by `scale`. Each follows the published generators (make_imagenet_c.py,
+make_cifar_c.py), frost with their photographs when the imagecorruptions package
+is installed; tests/test_corruption_oracle.py checks every corruption and severity
+against that package. docs/corruptions.md describes each corruption.
 """
 import io
 import numbers
