@@ -120,3 +120,33 @@ def test_noise_levels_share_model_calls(monkeypatch):
             predicted, probs = outputs["a"]
             np.testing.assert_array_equal(predicted, expected[eps][0])
             np.testing.assert_allclose(probs, expected[eps][1], rtol=1e-12)
+
+
+class StreamedSource:
+    """An eval set too large to hold: batches of 4 of 10 images, streamed."""
+
+    def __init__(self):
+        rng = np.random.default_rng(9)
+        self.images = rng.random((10, 3, 4)).astype(np.float32)
+
+    def eval_batches(self, batch_size):
+        images = self.images
+
+        class Batches:
+            def as_numpy_iterator(self):
+                for start in range(0, len(images), batch_size):
+                    ids = np.arange(start, min(start + batch_size, len(images)))
+                    yield {"inputs": images[ids], "label": ids % N_CLASSES, "image_id": ids}
+        return Batches()
+
+
+def test_streamed_eval_set_runs_in_few_calls():
+    source = StreamedSource()
+    expected = CountingMember(0).logits(source.images, 4)
+    for call_bytes, calls in ((1 << 30, [10]), (1, [4, 4, 2]), (8 * 12 * 4, [8, 2])):
+        member = CountingMember(0)
+        logits, labels, ids = predict.member_logits(member, source, None, 4, call_bytes)
+        assert member.calls == calls
+        np.testing.assert_allclose(logits, expected, rtol=1e-12)
+        assert ids.tolist() == list(range(10)) and labels.tolist() == [i % N_CLASSES
+                                                                        for i in range(10)]
