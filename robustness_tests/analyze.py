@@ -24,6 +24,7 @@ model. A rerun with the same inputs and --delta skips.
 import math
 import os
 
+import numpy as np
 import pandas as pd
 from absl import flags
 
@@ -38,7 +39,6 @@ STAGE = "analyze"
 OUT_DIR = ROBUSTNESS_DIR
 SPLIT = "test"
 DECIMALS = 10
-PROGRESS_EVERY = 500  # files between progress lines
 OUTPUT_FILES = ("robustness_accuracy", "excess_error", "excess_error_per_seed", "prune_potential",
                 "excess_error_fit", "prune_potential_summary")
 
@@ -64,10 +64,9 @@ def prediction_files(workdir, manifest, split=SPLIT):
     return [(member_id, path) for member_id, path in pairs if os.path.exists(path)]
 
 
-def file_accuracy(member_id, path):
-    """(distribution, top-1, images) of one predictions file."""
-    frame = records.read_prediction_file(path, ["member_id", "label", "predicted"],
-                                         optional=["distribution"])
+def file_distribution(member_id, path):
+    """The distribution one predictions file claims (its `distribution` column)."""
+    frame = records.read_prediction_file(path, ["member_id"], optional=["distribution"])
     if frame.empty:
         raise records.ContractError(f"{path} has no rows")
     if (frame["member_id"] != member_id).any():
@@ -82,20 +81,53 @@ def file_accuracy(member_id, path):
     if robustness.is_mean([distribution])[0]:
         raise records.ContractError(
             f"{path} claims distribution '{distribution}', a name this stage reserves")
-    correct = frame["predicted"].to_numpy() == frame["label"].to_numpy()
-    return distribution, float(correct.mean()), len(frame)
+    return distribution
 
 
-def read_accuracy(files, manifest):
+def folder_accuracy(workdir, manifest, folder, found, split=SPLIT):
+    """Rows (member_id, distribution, top1, n_images, path) of one predictions folder.
+
+    The folder is read by the analysis stages' checked reader
+    (stage_io.read_compact_predictions): every manifest member has a file, all on
+    the same images without duplicate ids, labels in the class range and agreeing.
+    """
+    have = {member_id for member_id, _ in found}
+    missing = [member_id for member_id in manifest["member_id"] if member_id not in have]
+    distributions = {file_distribution(member_id, path) for member_id, path in found}
+    if len(distributions) != 1:
+        raise records.ContractError(
+            f"the predictions in {os.path.dirname(found[0][1])} claim distributions "
+            f"{sorted(distributions)[:3]}: one folder, one distribution")
+    distribution = distributions.pop()
+    if missing:
+        writer = ("pie_dataset_gen.predictions" if distribution == records.CLEAN
+                  else "robustness_tests.corruptions")
+        raise records.ContractError(
+            f"no predictions for member {missing[0]} on {distribution} in "
+            f"{os.path.dirname(found[0][1])} ({len(missing)} of {len(manifest)} members "
+            f"missing): run {writer} for them")
+    predictions, _ = stage_io.read_compact_predictions(workdir, manifest, folder, split)
+    member = predictions["member"].to_numpy()
+    correct = predictions["predicted"].to_numpy() == predictions["label"].to_numpy()
+    counts = np.bincount(member, minlength=len(manifest))
+    top1 = np.bincount(member, weights=correct, minlength=len(manifest)) / counts
+    paths = dict(found)
+    return [(member_id, distribution, float(top1[position]), int(counts[position]),
+             paths[member_id])
+            for position, member_id in enumerate(manifest["member_id"])]
+
+
+def read_accuracy(workdir, files, manifest):
     """Top-1 per (member, distribution) from the files; fails on duplicate sources."""
+    by_folder = {}
+    for member_id, path in files:
+        folder = os.path.basename(os.path.dirname(path))
+        by_folder.setdefault(folder, []).append((member_id, path))
     progress = Progress(len(files), "files")
-    rows, reported = [], 0
-    for number, (member_id, path) in enumerate(files, 1):
-        distribution, top1, n_images = file_accuracy(member_id, path)
-        rows.append((member_id, distribution, top1, n_images, path))
-        if number % PROGRESS_EVERY == 0 or number == len(files):
-            progress.advance(number - reported, f"read {distribution} of {member_id}")
-            reported = number
+    rows = []
+    for folder, found in by_folder.items():
+        rows += folder_accuracy(workdir, manifest, folder, found)
+        progress.advance(len(found), f"read {rows[-1][1]}")
     accuracy = pd.DataFrame(rows, columns=["member_id", "distribution", "top1", "n_images",
                                            "path"])
     twice = accuracy[accuracy.duplicated(["member_id", "distribution"], keep=False)]
@@ -144,7 +176,7 @@ def run(workdir, delta=0.5, force=False):
               "skipping (--force to redo)", flush=True)
         return False
     print(f"analyze: {len(files)} predictions files of {len(manifest)} members", flush=True)
-    accuracy = read_accuracy(files, manifest)
+    accuracy = read_accuracy(workdir, files, manifest)
     if not (accuracy["distribution"] == records.CLEAN).any():
         raise records.ContractError(
             f"no clean predictions of the manifest members (e.g. {clean_dir}): run "

@@ -165,8 +165,8 @@ class TestEndToEnd:
         assert [os.path.basename(path) for _, path in files] == [
             f"{member_id}.csv.gz" for member_id in manifest["member_id"]]
         pd.testing.assert_frame_equal(
-            analyze.read_accuracy(files, manifest),
-            analyze.read_accuracy(analyze.prediction_files(new, manifest), manifest))
+            analyze.read_accuracy(old, files, manifest),
+            analyze.read_accuracy(new, analyze.prediction_files(new, manifest), manifest))
         # A rerun with the old files unchanged skips; nothing is rewritten.
         assert aggregate_predictions.run(old) is False
 

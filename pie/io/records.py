@@ -441,6 +441,11 @@ def read_predictions(workdir, manifest, distribution=CLEAN, split="test"):
         ids = table.column("image_id").to_numpy()
         if reference is None:
             reference = (member_id, ids, np.sort(ids))
+            twice = np.flatnonzero(reference[2][1:] == reference[2][:-1])
+            if twice.size:  # (files equal to this one have no duplicates either)
+                raise ContractError(
+                    f"{path} lists image {int(reference[2][twice[0]])} more than once: "
+                    "rerun pie_dataset_gen.predictions")
             total = len(ids) * len(manifest)
             columns = {"member": np.empty(total, np.int32)}
             columns.update((name, np.empty(total, dtype))
