@@ -206,11 +206,11 @@ def glass_walk_sources(h, w, max_delta, codes):
     # k links to its partner's rank when that partner was visited before k.
     linked = (rank >= 0) & (rank < visit)
     follow = np.where(linked, rank, visit)
-    pending = linked
-    while pending.any():
-        follow = follow[follow]
-        # not done while the pixel jumped to still links further on
-        pending = linked[follow]
+    # Jump only where the chain goes on: k whose target still links further.
+    chase = np.flatnonzero(linked)
+    while chase.size:
+        follow[chase] = follow[follow[chase]]
+        chase = chase[linked[follow[chase]]]
     sources = np.arange(h * w)
     sources[positions] = partners[follow]
     return sources
