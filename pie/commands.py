@@ -28,6 +28,7 @@ STAGES = {
     "cost": "pie.stages.cost",
     "toy": "pie.stages.toy_experiment",
     "report": "pie.report.build",
+    "study": "pie.stages.study",  # every stage above, in order (what run.sh runs)
 }
 
 

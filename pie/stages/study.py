@@ -1,0 +1,200 @@
+r"""One study, every stage: what `bash run.sh` runs.
+
+  python -m pie.stages.study [--workdir=runs/demo]                  # the embedded study
+  python -m pie.stages.study --flagfile=configs/hooker_cifar10_wrn.cfg [--workdir=DIR]
+  python -m pie.stages.study --dataset=digits --model=mlp --seeds=2 --epochs=2 --workdir=W
+
+Takes every flag of save_checkpoint.train (its defaults here are the embedded
+study's: mnist5k, small_cnn, sparsities 0,0.5,0.8,0.95, 5 seeds, 6 epochs) plus the
+choices of the later stages below, and runs the stages one after another, each as
+its own `python -m` process, passing each what it needs: the workdir, the data
+folder, and its own options. Stages that need images (PIE TFRecords, corruptions,
+noise similarity, informative features) are skipped for the toy 2-D sets; the
+subgroup stage runs with --groups_csv or --group_attributes (and on mnist5k with
+the example's image-property groups). Every stage skips what is already done, so a
+rerun continues. A stage that fails stops the study with its exit code.
+"""
+import os
+import subprocess
+import sys
+import time
+
+from absl import flags
+
+from pie.io import cli, records
+
+FLAGS = flags.FLAGS
+TRAIN_MODULE = "save_checkpoint.train"
+# The embedded study: save_checkpoint.train's flags that differ from its own defaults.
+EMBEDDED = {"workdir": "runs/demo", "dataset": "mnist5k", "model": "small_cnn",
+            "sparsities": "0,0.5,0.8,0.95", "seeds": 5, "epochs": 6}
+IMAGE_STAGES = ("pie-tfrecords", "corruptions", "robustness", "noise-similarity",
+                "informative-features")
+STAGE_NAMES = ("train", "quantize", "predictions", "per-class", "t-test", "pie",
+               "pie-tfrecords", "subgroups", "corruptions", "robustness", "noise-similarity",
+               "informative-features", "cost", "toy", "report")
+# TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are dropped from the output.
+NOISE_PREFIXES = ("WARNING: All log messages before absl", "I0000 ", "W0000 ", "E0000 ")
+MNIST5K_GROUPS = os.path.join("examples", "make_mnist5k_groups.py")
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """save_checkpoint.train's flags (embedded-study defaults) and the later stages'."""
+    from save_checkpoint import train
+    train.define_flags(flag_values)
+    for name, value in EMBEDDED.items():
+        flag_values.set_default(name, value)
+    flags.DEFINE_string("quantize_modes", "float16,dynamic_int8,full_int8",
+                        "pie.stages.quantize --modes; 'none' skips quantization.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("corruptions", "all", "robustness_tests.corruptions --corruptions.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("severities", "3", "robustness_tests.corruptions --severities.",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("noise_draws", 5, "robustness_tests.noise_similarity --draws.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("noise_images", 300, "robustness_tests.noise_similarity --images.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("informative_images", 100,
+                         "robustness_tests.informative_features --images.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("cost_repeats", 10, "pie.stages.cost --repeats.",
+                         flag_values=flag_values)
+    flags.DEFINE_string("groups_csv", None, "per_class_accuracy.subgroups --groups_csv "
+                        "(mnist5k: made by examples/make_mnist5k_groups.py when not given).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("group_attributes", None, "per_class_accuracy.subgroups "
+                        "--group_attributes, e.g. Male,Young for celeb_a.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("toy_dataset", "moons", "pie.stages.toy_experiment --dataset "
+                        "('none' skips the toy criteria study).", flag_values=flag_values)
+    flags.DEFINE_integer("toy_seeds", 3, "pie.stages.toy_experiment --seeds.",
+                         flag_values=flag_values)
+    flags.DEFINE_string("toy_samples_per_class", "1,10,100",
+                        "pie.stages.toy_experiment --samples_per_class.",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("report_format", "md", ["html", "md"], "pie.report.build --format.",
+                      flag_values=flag_values)
+    flags.DEFINE_list("skip", [], "Stages not to run: " + ", ".join(STAGE_NAMES) + ".",
+                      flag_values=flag_values)
+
+
+def train_args(flag_values):
+    """save_checkpoint.train's flags whose value differs from that stage's own default."""
+    from save_checkpoint import train
+    defaults = flags.FlagValues()
+    train.define_flags(defaults)
+    args = []
+    for name in sorted(defaults):
+        if flag_values[name].value != defaults[name].default:
+            args.append(flag_values[name].serialize())
+    return args
+
+
+def plan(flag_values, family):
+    """[(stage name, module, args)] of the study after training, for a data family."""
+    workdir = flag_values.workdir
+    w = f"--workdir={workdir}"
+    data = [f"--data_dir={flag_values.data_dir}"] if flag_values.data_dir else []
+    stages = []
+    if flag_values.quantize_modes != "none":
+        stages.append(("quantize", "pie.stages.quantize",
+                       [w, f"--modes={flag_values.quantize_modes}"] + data))
+    stages += [("predictions", "pie_dataset_gen.predictions", [w] + data),
+               ("per-class", "per_class_accuracy.aggregate_ckpt_metrics", [w]),
+               ("t-test", "per_class_accuracy.gen_tstatistic", [w]),
+               ("pie", "pie_dataset_gen.aggregate_predictions", [w]),
+               ("pie-tfrecords", "pie_dataset_gen.generate_pie_dataset", [w] + data)]
+    groups = []
+    if flag_values.groups_csv:
+        groups = [f"--groups_csv={flag_values.groups_csv}"]
+    elif flag_values.dataset == "mnist5k" and not flag_values.group_attributes:
+        groups = [f"--groups_csv={os.path.join(workdir, 'groups.csv')}"]
+    if flag_values.group_attributes:
+        groups.append(f"--group_attributes={flag_values.group_attributes}")
+    if groups:
+        stages.append(("subgroups", "per_class_accuracy.subgroups", [w] + groups + data))
+    stages += [("corruptions", "robustness_tests.corruptions",
+                [w, f"--corruptions={flag_values.corruptions}",
+                 f"--severities={flag_values.severities}"]),
+               ("robustness", "robustness_tests.analyze", [w]),
+               ("noise-similarity", "robustness_tests.noise_similarity",
+                [w, f"--draws={flag_values.noise_draws}",
+                 f"--images={flag_values.noise_images}"]),
+               ("informative-features", "robustness_tests.informative_features",
+                [w, f"--images={flag_values.informative_images}"]),
+               ("cost", "pie.stages.cost", [w, f"--repeats={flag_values.cost_repeats}"])]
+    if flag_values.toy_dataset != "none":
+        stages.append(("toy", "pie.stages.toy_experiment",
+                       [f"--dataset={flag_values.toy_dataset}",
+                        f"--seeds={flag_values.toy_seeds}",
+                        f"--samples_per_class={flag_values.toy_samples_per_class}",
+                        f"--out={os.path.join(workdir, 'toy')}"]))
+    stages.append(("report", "pie.report.build", [w, f"--format={flag_values.report_format}"]))
+    return [stage for stage in stages if stage[0] not in flag_values.skip
+            and not (family == "toy" and stage[0] in IMAGE_STAGES)]
+
+
+def run_command(name, command):
+    """Runs one stage's process, its output filtered of library start-up lines."""
+    print(f"== stage {name}: {' '.join(command[2:])}", flush=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env)
+    for line in process.stdout:
+        if not line.startswith(NOISE_PREFIXES):
+            print(line, end="", flush=True)
+    code = process.wait()
+    if code:
+        raise StageFailed(name, code)
+
+
+class StageFailed(Exception):
+    def __init__(self, name, code):
+        super().__init__(f"stage {name} failed (exit {code})")
+        self.code = code
+
+
+def validate(flag_values):
+    unknown = [name for name in flag_values.skip if name not in STAGE_NAMES]
+    if unknown:
+        raise cli.UsageError(f"unknown --skip stage {', '.join(unknown)}; allowed: "
+                             f"{', '.join(STAGE_NAMES)}")
+    if not flag_values.workdir:
+        raise cli.UsageError("--workdir is required")
+
+
+def main(argv):
+    del argv
+    validate(FLAGS)
+    started = time.time()
+    python = sys.executable
+    try:
+        if "train" not in FLAGS.skip:
+            run_command("train", [python, "-m", TRAIN_MODULE] + train_args(FLAGS))
+        family = records.read_dataset_config(FLAGS.workdir).get("family")
+        groups = os.path.join(FLAGS.workdir, "groups.csv")
+        for name, module, args in plan(FLAGS, family):
+            if name == "subgroups" and args[1] == f"--groups_csv={groups}" \
+                    and not FLAGS.groups_csv and not os.path.exists(groups):
+                run_command("groups", [python, MNIST5K_GROUPS, f"--workdir={FLAGS.workdir}",
+                                       f"--output={groups}"])
+            run_command(name, [python, "-m", module] + args)
+    except StageFailed as failure:
+        print(f"error: {failure}", file=sys.stderr, flush=True)
+        return failure.code
+    print(f"== done in {time.time() - started:.0f}s", flush=True)
+    report = "index.html"
+    print(f"report: {os.path.join(FLAGS.workdir, 'report', report)}", flush=True)
+    return 0
+
+
+def run(**flag_values):
+    """The study in this process's Python (each stage still its own process):
+    keyword arguments are its flags, e.g. run(dataset="digits", workdir="W")."""
+    return cli.call_stage(sys.modules[__name__], flag_values)
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main)
