@@ -218,6 +218,8 @@ def main(argv):
     # The clean PIE table: the records hold the clean eval images.
     workdir = Workdir(FLAGS.workdir)
     table = records.read_csv(workdir.file("pie"), pie_labels.PIE_COLUMNS)
+    # Methods name folders under W/pie/tfrecords, replaced with --force.
+    records.check_names(table, ["method"], workdir.file("pie"))
     variants = {records.variant_key(method, sparsity): rows
                 for (method, sparsity), rows in table.groupby(["method", "sparsity"])}
     fingerprints = {key: variant_fingerprint(rows) for key, rows in variants.items()}

@@ -194,8 +194,6 @@ def locked(path):
 # folders): letters, digits and `._-`, starting with a letter or digit (no `..`).
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 NAME_COLUMNS = ("member_id", "method", "model")
-# Dataset names may hold tfds's config and version separators (`name/config:1.0.0`).
-DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
 MODEL_SUFFIXES = (".keras", ".tflite")
 
 
@@ -216,6 +214,19 @@ def _inside(workdir, relative):
     if os.path.commonpath([root, target]) != root:
         return "leads outside the workdir through a symbolic link"
     return None
+
+
+def name_problem(column, value):
+    return (f"{column} {value!r} is not allowed: use letters, digits and '._-', starting "
+            "with a letter or digit")
+
+
+def check_names(frame, columns, path):
+    """Fails on the first value of `columns` that could not name a file or folder."""
+    for column in columns:
+        for position, value in enumerate(frame[column].astype(str)):
+            if not SAFE_NAME.match(value):
+                raise ContractError(f"{path} row {position + 1}: {name_problem(column, value)}")
 
 
 def _shown(value):
@@ -245,10 +256,9 @@ def validate_manifest(frame, workdir, path):
     for column in NAME_COLUMNS:
         for position, value in enumerate(frame[column].astype(str)):
             if not SAFE_NAME.match(value):
-                bad(position, f"{column} {value!r} is not allowed: use letters, digits and "
-                              "'._-', starting with a letter or digit")
+                bad(position, name_problem(column, value))
     for position, value in enumerate(frame["dataset"].astype(str)):
-        if not DATASET_NAME.match(value) or ".." in value:
+        if not value.isprintable():  # names no file; one line in every message
             bad(position, f"dataset {value!r} is not a dataset name")
     for column in ("path", "model_file"):
         for position, value in enumerate(frame[column].astype(str)):
@@ -322,13 +332,35 @@ def add_manifest_rows(workdir, rows):
         write_csv(workdir.manifest, merged, columns)
 
 
+# dataset.json: key -> (allowed types, what the message says).
+DATASET_CONFIG_TYPES = {
+    "dataset": ((str,), "a dataset name"),
+    "data_dir": ((str, type(None)), "a folder or null"),
+    "label_attribute": ((str, type(None)), "an attribute name or null"),
+    "toy_noise": ((int, float, type(None)), "a number or null"),
+    "toy_seed": ((int, type(None)), "an integer or null"),
+    "label_offset": ((int, type(None)), "an integer or null"),
+    "num_classes": ((int,), "a positive integer"),
+    "class_names": ((list,), "a list of names"),
+    "family": ((str,), "a name"),
+}
+
+
 def read_dataset_config(workdir):
-    """`W/dataset.json`: how the population's data was loaded (save_checkpoint.train)."""
+    """`W/dataset.json`: how the population's data was loaded (save_checkpoint.train),
+    checked: a JSON object whose known keys have the types of DATASET_CONFIG_TYPES."""
     path = Workdir(workdir).dataset_config
     if not os.path.exists(path):
         raise ContractError(
             f"no {os.path.basename(path)} in '{workdir}': run save_checkpoint.train first")
-    return read_json(path)
+    config = read_json(path)
+    if not isinstance(config, dict) or "dataset" not in config:
+        raise ContractError(f"{path} must be a JSON object with at least a 'dataset' name")
+    for key, (types, meaning) in DATASET_CONFIG_TYPES.items():
+        value = config.get(key)
+        if key in config and (not isinstance(value, types) or isinstance(value, bool)):
+            raise ContractError(f"{path}: '{key}' must be {meaning}, got {json.dumps(value)}")
+    return config
 
 
 def variant_key(method, sparsity):

@@ -10,6 +10,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import matplotlib.ticker  # noqa: E402
+
+# Class, group and method names come from the workdir: text, never mathtext (a name
+# such as `$\x$` would otherwise be parsed, and fail).
+matplotlib.rcParams["text.parse_math"] = False
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 

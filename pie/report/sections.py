@@ -207,6 +207,21 @@ def most_compressed(keys, variants):
     return candidates.iloc[order[0]]
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def read_png(path, folder):
+    """The bytes of a PNG file inside `folder`, or None: a link, a file whose real
+    path leaves `folder`, or one that is not a PNG is never embedded."""
+    root = os.path.realpath(folder)
+    if os.path.islink(path) or not os.path.isfile(path) or os.path.commonpath(
+            [root, os.path.realpath(path)]) != root:
+        return None
+    with open(path, "rb") as handle:
+        content = handle.read()
+    return content if content.startswith(PNG_MAGIC) else None
+
+
 def png_uri(png_bytes):
     return "data:image/png;base64," + base64.b64encode(png_bytes).decode("ascii")
 
@@ -1068,8 +1083,12 @@ def toy_section(context):
                   key=lambda path: (not os.path.basename(path).startswith("boundaries"), path))
     blocks = []
     for path in pngs:
-        with open(path, "rb") as handle:
-            blocks.append(figure(handle.read(), os.path.relpath(path, context.workdir)))
+        content = read_png(path, Workdir(context.workdir).toy_dir)
+        if content is None:
+            blocks.append(note(f"{os.path.relpath(path, context.workdir)} is not a PNG file "
+                               "of the toy study: left out"))
+        else:
+            blocks.append(figure(content, os.path.relpath(path, context.workdir)))
     if not pngs:
         blocks.append(note("no figures in toy/: rerun the toy study with --plots"))
     scenarios = {"train": 0, "noisy_test": 1}  # training data first, then the shifted test

@@ -3,6 +3,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+matplotlib.rcParams["text.parse_math"] = False  # dataset names are text, never mathtext
 import numpy as np  # noqa: E402
 
 from pie.io import records  # noqa: E402
