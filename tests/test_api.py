@@ -1,12 +1,14 @@
 """The Python API: every stage module imported into one process and run there."""
 import importlib
 import os
+import re
 
 import pandas as pd
 import pytest
 from absl import flags
 
 from pie import commands
+from conftest import ROOT
 from pie.io import errors, records
 from pie.io.workdir import Workdir
 
@@ -40,28 +42,27 @@ def test_a_flag_the_stage_does_not_have_is_one_usage_error_and_nothing_is_writte
     assert not os.path.exists(workdir)
 
 
-def test_train_predictions_and_analysis_run_in_one_process(tmp_path):
-    from save_checkpoint import train
-    from pie_dataset_gen import aggregate_predictions, predictions
-    from per_class_accuracy import gen_tstatistic
+def test_the_docs_session_runs_train_and_analysis_in_one_process(tmp_path):
+    """docs/api.md's session, as written (only its workdir moved to tmp_path)."""
+    with open(os.path.join(ROOT, "docs", "api.md")) as handle:
+        text = handle.read()
+    (code,) = re.findall(r"## A session.*?```python\n(.*?)```", text, re.S)
     workdir = str(tmp_path / "w")
-    train.run(workdir=workdir, dataset="digits", model="mlp", width=8, sparsities=[0, 0.5],
-              seeds=2, epochs=1, learning_rate=0.01)
+    assert 'W = "runs/api-demo"' in code
+    exec(compile(code.replace('W = "runs/api-demo"', f"W = {workdir!r}"), "docs/api.md",
+                 "exec"), {"print": lambda *args: None})
     manifest = records.read_manifest(workdir)
-    assert sorted(manifest["member_id"]) == sorted(
-        f"{m}_{s}_seed{k}" for m, s in (("dense", "0"), ("magnitude", "0.5")) for k in (0, 1))
-    # The member's flags file holds the flags of this call, as the command line writes it.
-    flags_text = open(Workdir(workdir).member_file(manifest["path"].iloc[0], "flags")).read()
-    assert "--dataset=digits" in flags_text.splitlines()
-    assert "--seeds=2" in flags_text.splitlines()
-
-    predictions.run(workdir=workdir)
+    assert len(manifest) == 9
+    assert sorted(set(zip(manifest["method"], manifest["sparsity"]))) == [
+        ("dense", 0.0), ("magnitude", 0.5), ("magnitude", 0.9)]
+    # The member's flags file holds the flags of the call, as the command line writes it.
+    lines = open(Workdir(workdir).member_file(manifest["path"].iloc[0], "flags")).read()
+    assert {"--dataset=digits", "--seeds=3", "--model=mlp"} <= set(lines.splitlines())
     assert all(os.path.exists(Workdir(workdir).predictions_path(member_id, "clean"))
                for member_id in manifest["member_id"])
-    assert gen_tstatistic.run(workdir=workdir) is True
     table = pd.read_csv(Workdir(workdir).file("tstatistic"))
     assert sorted(table["class_id"].unique()) == list(range(10))
-    assert set(zip(table["method"], table["sparsity"])) == {("magnitude", 0.5)}
-    assert aggregate_predictions.run(workdir=workdir) is True
-    # A second call of the same stage in the same process: no flag is defined twice.
-    assert gen_tstatistic.run(workdir=workdir) is False
+    assert os.path.exists(Workdir(workdir).file("report_markdown"))
+    # A second call of a stage in the same process: no flag defined twice, up to date.
+    from per_class_accuracy import gen_tstatistic
+    assert gen_tstatistic.run(workdir) is False
