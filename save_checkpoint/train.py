@@ -444,6 +444,9 @@ def validate_flags():
                              f"(6 significant digits): '{FLAGS.sparsities}'")
     if FLAGS.seeds < 1:
         raise cli.UsageError(f"--seeds must be at least 1, got {FLAGS.seeds}")
+    for name in ("batch_size", "eval_batch_size"):
+        if FLAGS[name].value < 1:
+            raise cli.UsageError(f"--{name} must be at least 1, got {FLAGS[name].value}")
     if FLAGS.epochs < (0 if FLAGS.init_from else 1):
         raise cli.UsageError(f"--epochs must be at least 1 (0 only with --init_from), got "
                              f"{FLAGS.epochs}")

@@ -1,0 +1,352 @@
+"""Bad input, stage by stage: one line of error, nothing written, nothing outside W.
+
+`CASES` is a table of (stage, how the input is broken, expected message). Each case
+copies a small prepared workdir, breaks it, runs the stage in this process through its
+Python `run` function (errors.InputError is what a command reports as `error: ...`
+and exit 2), and checks the message and that no file in or beside the workdir
+changed (names, sizes and SHA-256 digests). A new stage joins with one row.
+
+Only the model-loading cases touch TensorFlow; the tiny model is saved once.
+"""
+import hashlib
+import json
+import os
+import shutil
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pie  # noqa: F401
+from pie.io import errors, records
+from pie.io.workdir import Workdir
+
+N_IMAGES = 40
+N_CLASSES = 10
+MEMBERS = [("dense", 0.0, 0), ("dense", 0.0, 1), ("magnitude", 0.5, 0), ("magnitude", 0.5, 1)]
+
+
+# ----------------------------------------------------------------------- workdir
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """A zip .keras model and its .tflite conversion (digits: 8x8x1, 10 classes)."""
+    import tensorflow as tf
+    import tf_keras as keras
+    keras.utils.set_random_seed(0)
+    folder = tmp_path_factory.mktemp("models")
+    model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(N_CLASSES)])
+    model.save(str(folder / "model.keras"))
+    (folder / "model.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return folder
+
+
+def _member_id(method, sparsity, seed):
+    return f"{records.variant_key(method, sparsity)}_seed{seed}"
+
+
+def _make_workdir(workdir, models):
+    wd = Workdir(workdir)
+    os.makedirs(workdir)
+    names = [f"digit {k}" for k in range(N_CLASSES)]
+    records.write_json(wd.dataset_config, {
+        "dataset": "digits", "data_dir": None, "label_attribute": None, "toy_noise": None,
+        "toy_seed": None, "num_classes": N_CLASSES, "class_names": names, "family": "image"})
+    records.write_json(wd.classes, names)
+    rng = np.random.default_rng(0)
+    labels = np.arange(N_IMAGES) % N_CLASSES
+    rows = []
+    for method, sparsity, seed in MEMBERS:
+        member_id = _member_id(method, sparsity, seed)
+        relpath = Workdir.member_relpath(method, sparsity, seed)
+        model_file = Workdir.member_relfile(relpath, "keras_model")
+        os.makedirs(wd.member_dir(relpath))
+        shutil.copy(os.path.join(models, "model.keras"), wd.path(model_file))
+        rows.append({"member_id": member_id, "method": method, "sparsity": sparsity,
+                     "measured_sparsity": sparsity, "seed": seed, "dataset": "digits",
+                     "model": "small_cnn", "top1": 0.8, "path": relpath,
+                     "model_file": model_file})
+        predicted = np.where(rng.random(N_IMAGES) < 0.8, labels, (labels + 1) % N_CLASSES)
+        records.write_predictions(wd.predictions_path(member_id), pd.DataFrame({
+            "member_id": member_id, "image_id": np.arange(N_IMAGES), "label": labels,
+            "predicted": predicted, "prob_predicted": np.float32(0.7),
+            "prob_label": np.float32(0.5)}))
+    records.add_manifest_rows(workdir, rows)
+    from pie_dataset_gen import aggregate_predictions
+    aggregate_predictions.run(workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def base(tiny_models, tmp_path_factory):
+    return _make_workdir(str(tmp_path_factory.mktemp("base") / "w"), str(tiny_models))
+
+
+def snapshot(folder):
+    """{relative path: (kind, size, sha256 or link target)} of everything under folder."""
+    found = {}
+    for root, subfolders, names in os.walk(folder, followlinks=False):
+        for name in names + [s for s in subfolders if os.path.islink(os.path.join(root, s))]:
+            path = os.path.join(root, name)
+            key = os.path.relpath(path, folder)
+            if os.path.islink(path):
+                found[key] = ("link", os.readlink(path))
+            else:
+                with open(path, "rb") as handle:
+                    found[key] = ("file", os.path.getsize(path),
+                                  hashlib.sha256(handle.read()).hexdigest())
+        for name in subfolders:
+            found.setdefault(os.path.relpath(os.path.join(root, name), folder) + "/", ("dir",))
+    return found
+
+
+# ------------------------------------------------------------------- how to break
+
+
+def edit_manifest(member, **values):
+    def breaker(w, _models):
+        path = Workdir(w).manifest
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        for column, value in values.items():
+            frame.loc[frame["member_id"] == member, column] = value
+        frame.to_csv(path, index=False)
+    return breaker
+
+
+def write_file(relative, content):
+    def breaker(w, _models):
+        path = os.path.join(w, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb" if isinstance(content, bytes) else "w") as handle:
+            handle.write(content)
+    return breaker
+
+
+def hdf5_lambda_model(w, _models):
+    """dense_0_seed0's model.keras becomes an HDF5 file whose Lambda writes a marker."""
+    import tf_keras as keras
+    marker = os.path.join(os.path.dirname(w), "lambda_ran")
+    action = eval(f"lambda x: (__import__('pathlib').Path({marker!r}).write_text('ran'), x)[1]")
+    model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Lambda(action),
+                              keras.layers.Flatten(), keras.layers.Dense(N_CLASSES)])
+    path = os.path.join(w, Workdir.member_relpath("dense", 0, 0), "model.h5")
+    model.save(path)
+    os.replace(path, os.path.join(os.path.dirname(path), "model.keras"))
+    os.remove(marker)  # building the model ran it once
+
+
+def tflite_member(cut):
+    """magnitude_0.5_seed1 becomes a TFLite member whose file is cut to `cut` of its bytes."""
+    def breaker(w, models):
+        relpath = Workdir.member_relpath("magnitude", 0.5, 1)
+        with open(os.path.join(models, "model.tflite"), "rb") as handle:
+            content = handle.read()
+        with open(os.path.join(w, relpath, "model.tflite"), "wb") as handle:
+            handle.write(content[:int(len(content) * cut)])
+        edit_manifest("magnitude_0.5_seed1", model_file=f"{relpath}/model.tflite")(w, models)
+    return breaker
+
+
+def link_member_folder_out(w, _models):
+    """checkpoints/dense is a link to a folder beside the workdir holding the models."""
+    outside = os.path.join(os.path.dirname(w), "outside")
+    shutil.move(os.path.join(w, "checkpoints", "dense"), outside)
+    os.symlink(outside, os.path.join(w, "checkpoints", "dense"))
+
+
+def truncate_manifest(w, _models):
+    path = Workdir(w).manifest
+    with open(path) as handle:
+        text = handle.read()
+    with open(path, "w") as handle:
+        handle.write(text[:len(text) - 30])
+
+
+def predictions_of(member_id, change):
+    """Rewrites one member's clean predictions with `change(frame)`."""
+    def breaker(w, _models):
+        path = Workdir(w).predictions_path(member_id)
+        frame = change(pd.read_parquet(path))
+        records.write_predictions(path, frame)
+    return breaker
+
+
+def remove(relative):
+    def breaker(w, _models):
+        os.remove(os.path.join(w, relative))
+    return breaker
+
+
+def edit_pie_csv(**values):
+    def breaker(w, _models):
+        path = Workdir(w).file("pie")
+        frame = pd.read_csv(path)
+        for column, value in values.items():
+            frame[column] = value
+        frame.to_csv(path, index=False)
+    return breaker
+
+
+def nothing(w, _models):
+    pass
+
+
+# ------------------------------------------------------------------------ stages
+
+
+def _stage(name):
+    """The Python entry point of a stage, called with the workdir and its options."""
+    import importlib
+    module = importlib.import_module(name)
+    return lambda w, **options: module.run(w, **options) if name in POSITIONAL else \
+        module.run(workdir=w, **options)
+
+
+POSITIONAL = {"per_class_accuracy.aggregate_ckpt_metrics", "per_class_accuracy.gen_tstatistic",
+              "per_class_accuracy.subgroups", "pie_dataset_gen.aggregate_predictions",
+              "robustness_tests.analyze"}
+
+PREDICT = "pie_dataset_gen.predictions"
+TSTAT = "per_class_accuracy.gen_tstatistic"
+METRICS = "per_class_accuracy.aggregate_ckpt_metrics"
+AGGREGATE = "pie_dataset_gen.aggregate_predictions"
+ANALYZE = "robustness_tests.analyze"
+SUBGROUPS = "per_class_accuracy.subgroups"
+PIE_RECORDS = "pie_dataset_gen.generate_pie_dataset"
+REPORT = "pie.report.build"
+COST = "pie.stages.cost"
+QUANTIZE = "pie.stages.quantize"
+TRAIN = "save_checkpoint.train"
+MANIFEST = "{W}/population.csv"
+DENSE0 = "checkpoints/dense/sparsity_0/seed_0"
+M1 = "checkpoints/magnitude/sparsity_0.5/seed_1"
+
+# (id, stage, options, breaker, expected message; {W} is the workdir)
+CASES = [
+    # --- code execution: only zip .keras with safe_mode, checked .tflite
+    ("keras-hdf5-lambda", PREDICT, {}, hdf5_lambda_model,
+     f"manifest member dense_0_seed0: model file {{W}}/{DENSE0}/model.keras is not a "
+     "zip-format .keras file (HDF5 and other formats are refused: they can run code when "
+     "loaded); save it again with model.save('model.keras')"),
+    ("keras-hdf5-lambda", QUANTIZE, {"modes": "float16"}, hdf5_lambda_model,
+     f"manifest member dense_0_seed0: model file {{W}}/{DENSE0}/model.keras is not a "
+     "zip-format .keras file (HDF5 and other formats are refused: they can run code when "
+     "loaded); save it again with model.save('model.keras')"),
+    ("keras-hdf5-lambda", COST, {"repeats": 1, "warmup": 0}, hdf5_lambda_model,
+     f"manifest member dense_0_seed0: model file {{W}}/{DENSE0}/model.keras is not a "
+     "zip-format .keras file (HDF5 and other formats are refused: they can run code when "
+     "loaded); save it again with model.save('model.keras')"),
+    ("tflite-truncated", PREDICT, {}, tflite_member(0.5),
+     f"^manifest member magnitude_0.5_seed1: model file {{W}}/{M1}/model.tflite is a "
+     r"truncated or corrupt TFLite flatbuffer \(.+\)$"),
+    ("tflite-truncated", COST, {"repeats": 1, "warmup": 0}, tflite_member(0.5),
+     f"^manifest member magnitude_0.5_seed1: model file {{W}}/{M1}/model.tflite is a "
+     r"truncated or corrupt TFLite flatbuffer \(.+\)$"),
+    ("tflite-empty", PREDICT, {}, tflite_member(0),
+     f"manifest member magnitude_0.5_seed1: model file {{W}}/{M1}/model.tflite is not a "
+     "TFLite flatbuffer (no TFL3 identifier)"),
+    ("model-not-zip", PREDICT, {}, write_file(f"{DENSE0}/model.keras", "not a model"),
+     f"manifest member dense_0_seed0: model file {{W}}/{DENSE0}/model.keras is not a "
+     "zip-format .keras file (HDF5 and other formats are refused: they can run code when "
+     "loaded); save it again with model.save('model.keras')"),
+    # --- escaping the workdir: names and paths of the manifest
+    ("member-id-dotdot", PREDICT, {}, edit_manifest("dense_0_seed0", member_id="../../escaped"),
+     f"{MANIFEST} row 1 (member_id '../../escaped'): member_id '../../escaped' is not "
+     "allowed: use letters, digits and '._-', starting with a letter or digit"),
+    ("method-dotdot", TSTAT, {}, edit_manifest("magnitude_0.5_seed0", method="../../x"),
+     f"{MANIFEST} row 3 (member_id 'magnitude_0.5_seed0'): method '../../x' is not allowed: "
+     "use letters, digits and '._-', starting with a letter or digit"),
+    ("pie-method-dotdot", PIE_RECORDS, {"force": True}, edit_pie_csv(method="../../x"),
+     "{W}/pie/pie.csv row 1: method '../../x' is not allowed: use letters, digits and "
+     "'._-', starting with a letter or digit"),
+    ("model-file-absolute", PREDICT, {},
+     edit_manifest("dense_0_seed1", model_file="/tmp/elsewhere/model.keras"),
+     f"{MANIFEST} row 2 (member_id 'dense_0_seed1'): model_file '/tmp/elsewhere/model.keras' "
+     "must be a path relative to the workdir"),
+    ("model-file-dotdot", COST, {},
+     edit_manifest("dense_0_seed1", model_file="../outside/model.keras"),
+     f"{MANIFEST} row 2 (member_id 'dense_0_seed1'): model_file '../outside/model.keras' "
+     "must not hold '..', '.' or empty parts"),
+    ("member-folder-linked-out", PREDICT, {}, link_member_folder_out,
+     f"{MANIFEST} row 1 (member_id 'dense_0_seed0'): path '{DENSE0}' leads outside the "
+     "workdir through a symbolic link"),
+    # --- silent acceptance: the manifest's members
+    ("duplicate-member-id", TSTAT, {}, edit_manifest("dense_0_seed1", member_id="dense_0_seed0"),
+     f"{MANIFEST} row 2 (member_id 'dense_0_seed0'): member_id listed twice: every member "
+     "is one row"),
+    ("same-member-twice", METRICS, {}, edit_manifest("magnitude_0.5_seed1", seed="0"),
+     f"{MANIFEST} row 4 (member_id 'magnitude_0.5_seed1'): the same member (method "
+     "magnitude, sparsity 0.5, seed 0) as 'magnitude_0.5_seed0'"),
+    ("sparsity-not-a-number", ANALYZE, {}, edit_manifest("magnitude_0.5_seed1", sparsity="half"),
+     f"{MANIFEST} row 4 (member_id 'magnitude_0.5_seed1'): sparsity 'half' is not a number "
+     "in [0, 1)"),
+    ("manifest-truncated", REPORT, {}, truncate_manifest,
+     f"^{MANIFEST} row 4 \\(member_id 'magnitude_0.5_seed1'\\): model_file "
+     "'checkpoints/magnitude/sp' must end in .keras or .tflite$"),
+    ("manifest-truncated", AGGREGATE, {}, truncate_manifest,
+     f"^{MANIFEST} row 4 \\(member_id 'magnitude_0.5_seed1'\\): model_file "
+     "'checkpoints/magnitude/sp' must end in .keras or .tflite$"),
+    # --- robustness_tests.analyze reads like every other analysis stage
+    ("predictions-missing", ANALYZE, {}, remove("predictions/test/clean/dense_0_seed1.parquet"),
+     "no predictions for member dense_0_seed1 on clean in {W}/predictions/test/clean "
+     "(1 of 4 members missing): run pie_dataset_gen.predictions for them"),
+    ("predictions-short", ANALYZE, {}, predictions_of("dense_0_seed1", lambda f: f.iloc[:30]),
+     "members dense_0_seed0 and dense_0_seed1 have predictions on different image sets; "
+     "rerun pie_dataset_gen.predictions for both"),
+    ("predictions-duplicate-ids", ANALYZE, {},
+     predictions_of("dense_0_seed0", lambda f: f.assign(image_id=f["image_id"] // 2)),
+     "{W}/predictions/test/clean/dense_0_seed0.parquet lists image 0 more than once: rerun "
+     "pie_dataset_gen.predictions"),
+    ("label-out-of-range", ANALYZE, {},
+     predictions_of("dense_0_seed1", lambda f: f.assign(predicted=f["predicted"] + 10)),
+     "^predicted 1[0-9] of image 0 \\(member dense_0_seed1\\) is outside the class range "
+     "0..9 \\({W}/classes.json lists 10 classes\\)$"),
+    ("labels-disagree", ANALYZE, {},
+     predictions_of("dense_0_seed1", lambda f: f.assign(label=(f["label"] + 1) % 10)),
+     "members disagree on the label of image 0: the predictions files must come from one "
+     "eval set"),
+    # --- hand-edited side files
+    ("classes-json-shape", TSTAT, {}, write_file("classes.json", '{"a": 1}'),
+     "{W}/classes.json must hold a non-empty JSON list of class names (strings)"),
+    ("dataset-json-shape", PREDICT, {"force": True}, write_file("dataset.json", "[1, 2]"),
+     "{W}/dataset.json must be a JSON object with at least a 'dataset' name"),
+    ("dataset-json-type", PREDICT, {"force": True}, write_file("dataset.json", '{"dataset": 7}'),
+     "{W}/dataset.json: 'dataset' must be a dataset name, got 7"),
+    ("groups-csv-columns", SUBGROUPS, {"groups_csv": "{W}/groups.csv"},
+     write_file("groups.csv", "picture,colour\n0,red\n"),
+     "groups file {W}/groups.csv has no 'image_id' column; it needs 'image_id' and one "
+     "column per attribute"),
+    # --- flags
+    ("batch-size-zero", PREDICT, {"batch_size": 0}, nothing,
+     "--batch_size must be at least 2, got 0"),
+    ("batch-size-zero", TRAIN, {"batch_size": 0, "dataset": "digits"}, nothing,
+     "--batch_size must be at least 1, got 0"),
+    ("sparsities-same-member", TRAIN, {"sparsities": "0,0.5,0.5000001", "dataset": "digits"},
+     nothing, "--sparsities has duplicates at the precision of member names (6 significant "
+     "digits): '0,0.5,0.5000001'"),
+]
+
+
+@pytest.mark.parametrize("case, stage, options, breaker, expected", CASES,
+                         ids=[f"{stage.split('.')[-1]}:{case}" for case, stage, *_ in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(base, tiny_models, tmp_path, case, stage,
+                                                   options, breaker, expected):
+    workdir = str(tmp_path / "w")
+    shutil.copytree(base, workdir, symlinks=True)
+    breaker(workdir, str(tiny_models))
+    before = snapshot(str(tmp_path))
+    options = {key: value.format(W=workdir) if isinstance(value, str) else value
+               for key, value in options.items()}
+    with pytest.raises(errors.InputError) as raised:
+        _stage(stage)(workdir, **options)
+    message = str(raised.value)
+    assert "\n" not in message
+    if expected.startswith("^"):
+        import re
+        assert re.match(expected.replace("{W}", re.escape(workdir)), message), message
+    else:
+        assert message == expected.format(W=workdir)
+    assert snapshot(str(tmp_path)) == before
