@@ -216,8 +216,9 @@ class Reporter:
         self.started = time.time()
 
 
-# Model inputs (float32) gathered, across distributions, into one call per member.
-BLOCK_BYTES = 256 << 20
+# Model inputs (float32) gathered, across distributions, into one call per member;
+# running a block holds it twice (its chunks and their concatenation).
+BLOCK_BYTES = 128 << 20
 
 
 def predict_distributions(workdir, jobs, members, normalize, batch_size, class_subset=None,

@@ -91,11 +91,10 @@ def vote_counts(group, predicted, n_classes):
     return keys[key_starts], np.diff(np.r_[key_starts, len(keys)])
 
 
-def choose_modal(keys, counts, n_groups, n_classes, ties=DEFAULT_TIES):
-    """(modal class, modal count, tied) per group from `vote_counts` output.
+def key_layout(keys, n_groups, n_classes):
+    """(class of each key, first key of each group, keys per group) of `vote_counts` keys.
 
-    Keys may carry a count of 0 (votes taken away, as in `heldout_top1`): they never
-    win while the group has a vote left.
+    Fails unless every one of the n_groups groups has a key.
     """
     key_group = keys // n_classes
     key_class = keys % n_classes
@@ -103,13 +102,24 @@ def choose_modal(keys, counts, n_groups, n_classes, ties=DEFAULT_TIES):
     if len(starts) != n_groups or key_group[-1] != n_groups - 1:
         raise ValueError(f"modal_votes: expected votes in each of {n_groups} groups, "
                          f"got {len(starts)} groups with votes")
+    return key_class, starts, np.diff(np.r_[starts, len(keys)])
+
+
+def choose_modal(keys, counts, n_groups, n_classes, ties=DEFAULT_TIES, layout=None):
+    """(modal class, modal count, tied) per group from `vote_counts` output.
+
+    Keys may carry a count of 0 (votes taken away, as in `heldout_top1`): they never
+    win while the group has a vote left. `layout`: `key_layout(keys, ...)`, when
+    the same keys are scored with several counts.
+    """
+    key_class, starts, sizes = layout or key_layout(keys, n_groups, n_classes)
     # Highest count first, then the class the rule prefers: one score, maximised per group.
     lowest = ties == "lowest"
     score = counts * n_classes + ((n_classes - 1 - key_class) if lowest else key_class)
     best = np.maximum.reduceat(score, starts)
     modal_class = (n_classes - 1 - best % n_classes) if lowest else best % n_classes
     modal_count = best // n_classes
-    at_mode = counts == np.repeat(modal_count, np.diff(np.r_[starts, len(counts)]))
+    at_mode = counts == np.repeat(modal_count, sizes)
     tied = np.add.reduceat(at_mode.astype(np.int64), starts) >= 2
     return modal_class, modal_count, tied
 
@@ -338,6 +348,18 @@ def heldout_top1(predictions, manifest, n_classes, ties=DEFAULT_TIES):
     group += image
     del image
     keys, counts = vote_counts(group, predicted, n_classes)
+    layout = key_layout(keys, n_populations * n_images, n_classes)
+    # Rows of a seed: read_predictions lays members out one after another, so a
+    # member's rows are one range; otherwise they are searched for.
+    if np.all(member[1:] >= member[:-1]):
+        bounds = np.searchsorted(member, np.arange(len(manifest) + 1))
+
+        def seed_rows(left_out):
+            return np.concatenate([np.arange(bounds[m], bounds[m + 1])
+                                   for m in np.flatnonzero(left_out)])
+    else:
+        def seed_rows(left_out):
+            return np.flatnonzero(left_out[member])
 
     folds = {p: [] for p in variants}
     for seed in np.unique(seeds):
@@ -346,11 +368,11 @@ def heldout_top1(predictions, manifest, n_classes, ties=DEFAULT_TIES):
         n_train = np.bincount(member_population[~left_out], minlength=n_populations)
         if n_test[dense] == 0 or n_train[dense] == 0:
             continue
-        rows = np.flatnonzero(left_out[member])  # the left-out seed's rows, in order
+        rows = seed_rows(left_out)  # the left-out seed's rows, in order
         taken = np.searchsorted(keys, group[rows] * n_classes + predicted[rows])
         remaining = counts - np.bincount(taken, minlength=len(keys))
         modal, _, tied = choose_modal(keys, remaining, n_populations * n_images, n_classes,
-                                      ties)
+                                      ties, layout)
         modal = modal.reshape(n_populations, n_images)
         tied = tied.reshape(n_populations, n_images)
         right = (labels[rows] == predicted[rows]).astype(np.float64)
