@@ -84,17 +84,20 @@ def class_counts(member, label, predicted, n_members, n_classes):
     Returns (n, correct, n_predicted): images of the class, those the member got
     right, and images the member assigned to the class.
     """
-    member = np.asarray(member, dtype=np.int64)
-    label = np.asarray(label, dtype=np.int64)
-    predicted = np.asarray(predicted, dtype=np.int64)
+    member, label, predicted = (np.asarray(values) for values in (member, label, predicted))
     if not member.shape == label.shape == predicted.shape:
         raise ValueError("class_counts: member, label and predicted must have one shape, "
                          f"got {member.shape}, {label.shape}, {predicted.shape}")
     size = n_members * n_classes
-    by_label = member * n_classes + label
-    n = np.bincount(by_label, minlength=size)
-    correct = np.bincount(by_label[label == predicted], minlength=size)
-    n_predicted = np.bincount(member * n_classes + predicted, minlength=size)
+    # One int64 key array, reused in place (9 million rows at ImageNet scale).
+    key = member.astype(np.int64)
+    key *= n_classes
+    key += label
+    n = np.bincount(key, minlength=size)
+    correct = np.bincount(key[label == predicted], minlength=size)
+    key -= label
+    key += predicted
+    n_predicted = np.bincount(key, minlength=size)
     shape = (n_members, n_classes)
     return n.reshape(shape), correct.reshape(shape), n_predicted.reshape(shape)
 

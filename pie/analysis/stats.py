@@ -27,8 +27,19 @@ import math
 import warnings
 
 import numpy as np
-from scipy import optimize
-from scipy import stats as scipy_stats
+
+
+def _scipy_stats():
+    # Imported on first use: scipy.stats takes about a second to import, which the
+    # stages that run no test (per-class metrics, PIEs) should not pay.
+    from scipy import stats
+    return stats
+
+
+def _scipy_optimize():
+    from scipy import optimize
+    return optimize
+
 
 TESTS = ("welch", "paired", "permutation")
 CORRECTIONS = ("none", "bh", "bh_all")
@@ -118,7 +129,7 @@ def welch_t_test(variant_values, baseline_values):
         return _undefined(n_columns)  # one member has no variance estimate
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        result = scipy_stats.ttest_ind(
+        result = _scipy_stats().ttest_ind(
             variant_values, baseline_values, axis=0, equal_var=False)
     t_statistic = np.asarray(result.statistic, dtype=np.float64).copy()
     p_value = np.asarray(result.pvalue, dtype=np.float64).copy()
@@ -140,7 +151,7 @@ def paired_t_test(variant_values, baseline_values):
         return _undefined(n_columns)
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        result = scipy_stats.ttest_rel(variant_values, baseline_values, axis=0)
+        result = _scipy_stats().ttest_rel(variant_values, baseline_values, axis=0)
     t_statistic = np.asarray(result.statistic, dtype=np.float64).copy()
     p_value = np.asarray(result.pvalue, dtype=np.float64).copy()
     undefined = no_spread(variant_values, baseline_values, "paired")
@@ -179,7 +190,7 @@ def permutation_test(variant_values, baseline_values, n_resamples=DEFAULT_RESAMP
         # resample of 1,000 classes x 60 members at once.
         values = int(testable.sum()) * (len(variant_values) + len(baseline_values))
         batch = max(1, PERMUTATION_BATCH_VALUES // values)
-        result = scipy_stats.permutation_test(
+        result = _scipy_stats().permutation_test(
             (variant_values[:, testable], baseline_values[:, testable]), _mean_difference,
             permutation_type="independent", vectorized=True, n_resamples=int(n_resamples),
             batch=batch, alternative="two-sided", axis=0, rng=np.random.default_rng(seed))
@@ -275,17 +286,17 @@ def min_detectable_delta(standard_error_value, df, alpha=0.05, power=0.8):
         return np.nan
     if standard_error_value == 0:
         return 0.0
-    critical = scipy_stats.t.ppf(1 - alpha / 2, df)
+    critical = _scipy_stats().t.ppf(1 - alpha / 2, df)
 
     def shortfall(noncentrality):
         # The far tail is negligible and scipy's nct can return NaN for it.
-        far = np.nan_to_num(scipy_stats.nct.cdf(-critical, df, noncentrality))
-        return scipy_stats.nct.sf(critical, df, noncentrality) + far - power
+        far = np.nan_to_num(_scipy_stats().nct.cdf(-critical, df, noncentrality))
+        return _scipy_stats().nct.sf(critical, df, noncentrality) + far - power
 
     upper = 1.0
     while shortfall(upper) < 0 and upper < 1e6:
         upper *= 2
-    return float(optimize.brentq(shortfall, 0.0, upper, xtol=1e-10) * standard_error_value)
+    return float(_scipy_optimize().brentq(shortfall, 0.0, upper, xtol=1e-10) * standard_error_value)
 
 
 def benjamini_hochberg(p_values):

@@ -9,6 +9,8 @@ Every stage reads and writes through these helpers, so the file contracts in
 same folder and are renamed into place, so a killed run never leaves a
 half-written file behind.
 """
+import collections
+import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -439,6 +441,24 @@ def read_prediction_file(path, columns=None, optional=()):
         raise ContractError(f"{path} has a column of the wrong type: {error}")
 
 
+# Prediction files read at once by threads (pyarrow and zlib release the GIL), and
+# how many are read ahead of the one being copied (bounds memory).
+READ_THREADS = min(4, os.cpu_count() or 1)
+READ_AHEAD = 8
+
+
+def _read_ahead(function, items):
+    """`function(item)` of each item, in order, computed by READ_THREADS threads."""
+    with concurrent.futures.ThreadPoolExecutor(READ_THREADS) as pool:
+        pending = collections.deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) > READ_AHEAD:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def read_predictions(workdir, manifest, distribution=CLEAN, split="test"):
     """Every manifest member's predictions, in compact dtypes.
 
@@ -455,14 +475,18 @@ def read_predictions(workdir, manifest, distribution=CLEAN, split="test"):
     workdir = Workdir(workdir)
     schema = pa.schema([(name, pa.from_numpy_dtype(np.dtype(dtype)))
                         for name, dtype in PREDICTION_DTYPES.items()])
-    columns, reference = None, None
-    for position, member_id in enumerate(manifest["member_id"]):
+    paths = []
+    for member_id in manifest["member_id"]:
         path = workdir.existing_predictions_path(member_id, distribution, split)
         if not os.path.exists(path):
             raise ContractError(
                 f"no predictions for member {member_id} on {distribution} ({path}): "
                 "run pie_dataset_gen.predictions first")
-        table = _prediction_table(path, list(PREDICTION_DTYPES))
+        paths.append(path)
+    columns, reference = None, None
+    tables = _read_ahead(lambda path: _prediction_table(path, list(PREDICTION_DTYPES)), paths)
+    for position, (member_id, path, table) in enumerate(zip(manifest["member_id"], paths,
+                                                            tables)):
         try:
             table = table.select(schema.names).cast(schema)
         except (ValueError, pa.ArrowException) as error:
