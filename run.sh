@@ -34,4 +34,7 @@ fi
 # what it needs; its flags are save_checkpoint.train's (defaults: the embedded study)
 # and the later stages' choices, on the command line or in a --flagfile (configs/).
 export PYTHONUNBUFFERED=1
-exec "$PY" -m pie.stages.study "$@"
+# TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are dropped from the output;
+# the exit code is the study's (pipefail: quiet itself always succeeds).
+quiet() { grep -v -E '^(WARNING: All log messages before absl|I0000 |W0000 |E0000 )' || true; }
+"$PY" -m pie.stages.study "$@" 2>&1 | quiet

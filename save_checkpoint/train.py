@@ -111,8 +111,9 @@ def define_flags(flag_values=flags.FLAGS):
                        flag_values=flag_values)
     flags.DEFINE_bool("prune_classifier", False, "Also prune the final classifier's kernel.",
                       flag_values=flag_values)
-    flags.DEFINE_integer("epochs", 8, "Training epochs per member (0 with --init_from: the "
-                         "dense members are the given model as it is).", flag_values=flag_values)
+    flags.DEFINE_integer("epochs", 8, "Training epochs per member (with --init_from: 0 unless "
+                         "given, the dense members are the given model as it is).",
+                         flag_values=flag_values)
     flags.DEFINE_integer("steps_per_epoch", None, "Optional: steps per epoch (default: the "
                          "training split's size, counted once and cached, / --batch_size).",
                          flag_values=flag_values)
@@ -447,6 +448,8 @@ def validate_flags():
     for name in ("batch_size", "eval_batch_size"):
         if FLAGS[name].value < 1:
             raise cli.UsageError(f"--{name} must be at least 1, got {FLAGS[name].value}")
+    if FLAGS.init_from and not FLAGS["epochs"].present:
+        FLAGS.epochs = 0  # the dense members are the given model: evaluated, not retrained
     if FLAGS.epochs < (0 if FLAGS.init_from else 1):
         raise cli.UsageError(f"--epochs must be at least 1 (0 only with --init_from), got "
                              f"{FLAGS.epochs}")

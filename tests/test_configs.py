@@ -66,6 +66,9 @@ def test_every_stage_gets_what_it_needs():
     assert "--data_dir=D" in stages["predictions"] and "--data_dir=D" in stages["quantize"]
     assert stages["subgroups"][1:] == ["--group_attributes=Male,Young", "--data_dir=D"]
     assert stages["toy"][-1] == f"--out={os.path.join('W', 'toy')}"
+    # --init_from without --epochs: the given model is not retrained (train's own rule).
+    assert "--epochs=6" not in study.train_args(study_flags("--init_from=m.keras"))
+    assert "--epochs=3" in study.train_args(study_flags("--init_from=m.keras", "--epochs=3"))
     # Toy 2-D sets have no images: the image stages are left out.
     toy = [name for name, _, _ in study.plan(values, "toy")]
     assert not set(toy) & set(study.IMAGE_STAGES)

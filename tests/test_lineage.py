@@ -95,8 +95,9 @@ def test_init_from_keeps_the_dense_model_and_fine_tunes_pruned_members_from_it(t
     parent_path = str(tmp_path / "mine.keras")
     digits_model(parent_path)
     workdir = str(tmp_path / "w")
+    # No --epochs: with --init_from that means 0, the dense member is the given model.
     train.run(workdir=workdir, dataset="digits", init_from=parent_path, sparsities=[0, 0.6],
-              seeds=1, epochs=0, finetune_epochs=1, learning_rate=0.001)
+              seeds=1, finetune_epochs=1, learning_rate=0.001)
     manifest = records.read_manifest(workdir).set_index("member_id")
     assert list(manifest.index) == ["dense_0_seed0", "magnitude_0.6_seed0"]
     assert manifest.loc["dense_0_seed0", "parent_id"] != manifest.loc["dense_0_seed0",

@@ -10,8 +10,8 @@ choices of the later stages below, and runs the stages one after another, each a
 its own `python -m` process, passing each what it needs: the workdir, the data
 folder, and its own options. Stages that need images (PIE TFRecords, corruptions,
 noise similarity, informative features) are skipped for the toy 2-D sets; the
-subgroup stage runs with --groups_csv or --group_attributes (and on mnist5k with
-the example's image-property groups). Every stage skips what is already done, so a
+subgroup stage runs with --groups_csv or --group_attributes (and on mnist5k and
+digits with the example's image-property groups, examples/groups_mnist5k.md). Every stage skips what is already done, so a
 rerun continues. A stage that fails stops the study with its exit code.
 """
 import os
@@ -35,7 +35,10 @@ STAGE_NAMES = ("train", "quantize", "predictions", "per-class", "t-test", "pie",
                "informative-features", "cost", "toy", "report")
 # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are dropped from the output.
 NOISE_PREFIXES = ("WARNING: All log messages before absl", "I0000 ", "W0000 ", "E0000 ")
-MNIST5K_GROUPS = os.path.join("examples", "make_mnist5k_groups.py")
+# Digit images get the example's image-property groups (stroke, width) when no groups
+# are given: examples/groups_mnist5k.md.
+DIGIT_GROUPS = os.path.join("examples", "make_mnist5k_groups.py")
+DIGIT_SETS = ("mnist5k", "digits")
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -61,7 +64,8 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_integer("cost_repeats", 10, "pie.stages.cost --repeats.",
                          flag_values=flag_values)
     flags.DEFINE_string("groups_csv", None, "per_class_accuracy.subgroups --groups_csv "
-                        "(mnist5k: made by examples/make_mnist5k_groups.py when not given).",
+                        "(mnist5k, digits: made by examples/make_mnist5k_groups.py when not "
+                        "given).",
                         flag_values=flag_values)
     flags.DEFINE_string("group_attributes", None, "per_class_accuracy.subgroups "
                         "--group_attributes, e.g. Male,Young for celeb_a.",
@@ -86,6 +90,8 @@ def train_args(flag_values):
     train.define_flags(defaults)
     args = []
     for name in sorted(defaults):
+        if name == "epochs" and flag_values.init_from and not flag_values[name].present:
+            continue  # --init_from: the given model is the dense member, not retrained
         if flag_values[name].value != defaults[name].default:
             args.append(flag_values[name].serialize())
     return args
@@ -108,7 +114,7 @@ def plan(flag_values, family):
     groups = []
     if flag_values.groups_csv:
         groups = [f"--groups_csv={flag_values.groups_csv}"]
-    elif flag_values.dataset == "mnist5k" and not flag_values.group_attributes:
+    elif flag_values.dataset in DIGIT_SETS and not flag_values.group_attributes:
         groups = [f"--groups_csv={os.path.join(workdir, 'groups.csv')}"]
     if flag_values.group_attributes:
         groups.append(f"--group_attributes={flag_values.group_attributes}")
@@ -137,7 +143,8 @@ def plan(flag_values, family):
 
 def run_command(name, command):
     """Runs one stage's process, its output filtered of library start-up lines."""
-    print(f"== stage {name}: {' '.join(command[2:])}", flush=True)
+    shown = command[2:] if command[1] == "-m" else command[1:]  # module, or script
+    print(f"== stage {name}: {' '.join(shown)}", flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=env)
@@ -177,7 +184,7 @@ def main(argv):
         for name, module, args in plan(FLAGS, family):
             if name == "subgroups" and args[1] == f"--groups_csv={groups}" \
                     and not FLAGS.groups_csv and not os.path.exists(groups):
-                run_command("groups", [python, MNIST5K_GROUPS, f"--workdir={FLAGS.workdir}",
+                run_command("groups", [python, DIGIT_GROUPS, f"--workdir={FLAGS.workdir}",
                                        f"--output={groups}"])
             run_command(name, [python, "-m", module] + args)
     except StageFailed as failure:
