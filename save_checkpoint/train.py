@@ -15,6 +15,7 @@ member is a folder `W/checkpoints/<method>/sparsity_<s>/seed_<k>/` and a row of
 `W/population.csv` (see docs/contracts.md). Rerunning continues an interrupted
 member from its last epoch checkpoint and skips finished ones.
 """
+import contextlib
 import math
 import sys
 import os
@@ -24,7 +25,7 @@ import time
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.compress import criteria, lineage, pruning, training
+from pie.compress import criteria, lineage, population, pruning, training
 from pie.data import sources, views
 from pie.io import cli, records
 from pie.io.workdir import Workdir
@@ -131,6 +132,21 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
     flags.DEFINE_integer("eval_batch_size", 256, "Batch size of the final evaluation.",
                          flag_values=flag_values)
+    flags.DEFINE_bool("share_graphs", True,
+                      "Members of one variant (method, sparsity) train one after another on "
+                      "one built, compiled and traced model, set to each member's own "
+                      "seed-initial state first: the weights of training each member alone, "
+                      "without rebuilding and retracing per member (pie.compress.population). "
+                      "--noshare_graphs builds every member afresh. Members with a parent "
+                      "network (--protocol=from_dense, --init_from), models with dropout and "
+                      "strategies other than 'default' always build afresh.",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("parallel_members", 1,
+                         "Dense and magnitude members of one variant train this many at a time "
+                         "in one traced step (each its own model, optimizer, masks, batch "
+                         "order and checkpoint; the same weights as training it alone). 1: one "
+                         "by one. Needs --share_graphs; other members train one by one.",
+                         flag_values=flag_values)
 
 
 def parse_shard(text):
@@ -147,13 +163,19 @@ def parse_shard(text):
 class Trainer:
     """Trains members one by one with one recipe; keeps the population's timing."""
 
-    def __init__(self, source, strategy, steps_per_epoch, members_total, parents=None):
+    def __init__(self, source, strategy, steps_per_epoch, members_total, parents=None,
+                 share_graphs=False):
         self.source = source
         self.parents = parents or {}  # member_id -> lineage.Parent (or None: fresh start)
         self.strategy = strategy
         self.steps_per_epoch = steps_per_epoch
         self.epochs_done = 0
         self.progress = Progress(members_total, "population epochs")
+        self.shared = None
+        if share_graphs and FLAGS.strategy == "default":
+            self.shared = population.SharedModels(self._build_member, self._initial,
+                                                  self._plain_view)
+        self.group_step = population.GroupStep()
 
     def _schedule(self, target):
         total = self.steps_per_epoch * FLAGS.epochs
@@ -207,15 +229,49 @@ class Trainer:
                 "the parent's shard first)")
         return workdir.model_path(rows.iloc[0])
 
-    def _build(self, member, workdir):
+    def _initial(self, member, workdir=None):
+        """The plain network the member starts from: its parent network, or a fresh
+        build whose weights are a function of its seed."""
         import tf_keras as keras
         keras.utils.set_random_seed(member.seed)
         parent = self.parent(member)
         if parent is not None:
-            model = loading.load_keras(self.parent_file(workdir, parent))
-        else:
-            model = builders.build(FLAGS.model, self.source.input_shape,
-                                   self.source.num_classes, width=FLAGS.width)
+            return loading.load_keras(self.parent_file(workdir, parent))
+        return builders.build(FLAGS.model, self.source.input_shape,
+                              self.source.num_classes, width=FLAGS.width)
+
+    @staticmethod
+    def _plain_view(model):
+        """The plain network on `model`'s own layers (no pruning wrappers)."""
+        return pruning.strip(model) if pruning.is_wrapped(model) else model
+
+    def _build_member(self, member, workdir=None):
+        """A fresh compiled model of the member and its built optimizer."""
+        with self.strategy.scope():
+            model, optimizer = self._build(member, workdir)
+            optimizer.build(model.trainable_variables)
+        return model, optimizer
+
+    def shares(self, member):
+        """Whether the member trains on a shared model (population.SharedModels)."""
+        return self.shared is not None and self.parent(member) is None
+
+    def variant(self, member):
+        return (member.method, member.sparsity, self.wrapped(member))
+
+    def _model_for(self, member, workdir):
+        """(model, optimizer, shared): a shared model set to the member's initial state
+        (shared is its SharedModel), or a model of its own (shared is None)."""
+        if self.shares(member):
+            shared = self.shared.get(self.variant(member), member)
+            if shared is not None:
+                return shared.model, shared.optimizer, shared
+        model, optimizer = self._build_member(member, workdir)
+        return model, optimizer, None
+
+    def _build(self, member, workdir=None):
+        import tf_keras as keras
+        model = self._initial(member, workdir)
         if self.wrapped(member):
             model = pruning.wrap_for_pruning(model, self._schedule(member.sparsity),
                                              FLAGS.prune_classifier)
@@ -255,17 +311,10 @@ class Trainer:
         parent = self.parent(member)
         parent_id = parent.member_id if parent is not None else None
         started = time.time()
-        with self.strategy.scope():
-            model, optimizer = self._build(member, workdir)
-            optimizer.build(model.trainable_variables)
-            epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
-        manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=1)
+        model, optimizer, shared = self._model_for(member, workdir)
+        epoch, manager = self._checkpoint(member, model, optimizer, workdir, position, count)
         if manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).expect_partial()
-            print(f"[{position}/{count}] {member.member_id}: resuming after epoch "
-                  f"{int(epoch.numpy())}", flush=True)
-            self.progress.done += int(epoch.numpy())
+            pass  # resumed
         elif parent is not None:
             print(f"[{position}/{count}] {member.member_id}: starting from "
                   f"{parent_id or parent.path}", flush=True)
@@ -309,7 +358,92 @@ class Trainer:
             mask = self._prune_once(member, model)
         unit_mask = mask if member.method in CRITERIA_METHODS else None
         return self._finish(member, model, workdir, started, ckpt_dir, unit_mask,
-                            parent_id, parent.path if parent is not None else None)
+                            parent_id, parent.path if parent is not None else None, shared)
+
+    def _checkpoint(self, member, model, optimizer, workdir, position, count):
+        """(epoch variable, CheckpointManager) of the member, restored from its last
+        epoch checkpoint when it has one."""
+        import tensorflow as tf
+        ckpt_dir = workdir.member_file(member.relpath, "checkpoint")
+        with self.strategy.scope():
+            epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
+        manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=1)
+        if manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).expect_partial()
+            print(f"[{position}/{count}] {member.member_id}: resuming after epoch "
+                  f"{int(epoch.numpy())}", flush=True)
+            self.progress.done += int(epoch.numpy())
+        return epoch, manager
+
+    def groupable(self, member):
+        """Trains side by side with others (--parallel_members): all of its training
+        is in the graph (no per-batch Python callbacks) and it shares models."""
+        return (self.shares(member) and not self.prunes_once(member)
+                and member.method in GROUP_METHODS)
+
+    def train_group(self, members, workdir, first_position, count):
+        """Trains members of one variant side by side (population.GroupStep); the rows.
+
+        Each member keeps everything of its own: model and optimizer (shared models
+        set to its seed-initial state), batch order, pruning masks and step, epoch
+        checkpoints. A member resumed at a later epoch than the others trains its
+        own next epoch in the same steps; members leave the group when done.
+        """
+        import tensorflow_model_optimization as tfmot
+        started = time.time()
+        slots = self.shared.get_many(self.variant(members[0]), members)
+        if slots is None:  # random layers: one by one on models of their own
+            return [self.train(member, workdir, first_position + i, count)
+                    for i, member in enumerate(members)]
+        runs = []
+        for offset, (member, shared) in enumerate(zip(members, slots)):
+            epoch, manager = self._checkpoint(member, shared.model, shared.optimizer, workdir,
+                                              first_position + offset, count)
+            pruning_steps = tfmot.sparsity.keras.UpdatePruningStep()
+            pruning_steps.set_model(shared.model)
+            runs.append(dict(member=member, shared=shared, epoch=epoch, manager=manager,
+                             position=first_position + offset, pruning_steps=pruning_steps))
+        rows = {}
+        while runs:
+            active = [run for run in runs
+                      if int(run["epoch"].numpy()) < self.epochs(run["member"])]
+            for run in runs:
+                if run not in active:
+                    rows[run["member"].member_id] = self._finish(
+                        run["member"], run["shared"].model, workdir, started,
+                        run["manager"].directory, shared=run["shared"])
+            runs = active
+            if not runs:
+                break
+            epoch_start = time.time()
+            for run in runs:
+                run["pruning_steps"].on_train_begin()
+            logs = self.group_step.run_epoch([run["shared"].model for run in runs],
+                                             [self._batches(run) for run in runs],
+                                             steps=FLAGS.steps_per_epoch)
+            seconds = time.time() - epoch_start
+            for run, log in zip(runs, logs):
+                run["pruning_steps"].on_epoch_end(0)
+                run["epoch"].assign_add(1)
+                run["manager"].save()
+                member = run["member"]
+                self.progress.advance(
+                    1, f"[{run['position']}/{count}] {member.member_id} epoch "
+                       f"{int(run['epoch'].numpy())}/{self.epochs(member)} "
+                       f"loss {log.get('loss', float('nan')):.4f} "
+                       f"acc {log.get('acc', float('nan')):.4f} "
+                       f"({seconds:.1f}s, {len(runs)} side by side)")
+        return [rows[member.member_id] for member in members]
+
+    def _batches(self, run):
+        """The member's training batches of its next epoch. tf.data combines the
+        shuffle seed with TensorFlow's global seed, which a member trained alone has
+        set to its own seed when it was built: set it the same way here."""
+        import tensorflow as tf
+        tf.random.set_seed(run["member"].seed)
+        return self.source.train_batches(FLAGS.batch_size, run["member"].seed,
+                                         int(run["epoch"].numpy()), augment=FLAGS.augment)
 
     def _reuse_dense(self, workdir, member, model):
         """Loads the finished dense member of the same seed, if this workdir has it; its
@@ -351,8 +485,11 @@ class Trainer:
         return mask
 
     def _finish(self, member, model, workdir, started, ckpt_dir, unit_mask=None,
-                parent_id=None, parent_file=None):
-        stripped = pruning.strip(model) if self.wrapped(member) else model
+                parent_id=None, parent_file=None, shared=None):
+        if shared is not None:
+            stripped = shared.plain
+        else:
+            stripped = pruning.strip(model) if self.wrapped(member) else model
         layer_names = pruning.prunable_layer_names(stripped, FLAGS.prune_classifier)
         per_layer, overall = pruning.kernel_sparsity(stripped, layer_names)
         unit_sparsity = {}
@@ -363,10 +500,11 @@ class Trainer:
         elif unit_mask is not None:
             unit_sparsity = criteria.mask_summary(unit_mask)
             training.check_unit_sparsity(unit_mask, member.sparsity)
-        top1 = training.evaluate_top1(stripped, self.source, FLAGS.eval_batch_size)
+        top1 = training.evaluate_top1(stripped, self.source, FLAGS.eval_batch_size,
+                                      predict=shared.predict if shared else None)
         model_file = workdir.member_relfile(member.relpath, "keras_model")
         with records.atomic_path(workdir.path(model_file)) as tmp:
-            training.uncompiled(stripped).save(tmp)
+            (shared.export() if shared else training.uncompiled(stripped)).save(tmp)
         row = {"member_id": member.member_id, "method": member.method,
                "sparsity": member.sparsity, "measured_sparsity": round(overall, 6),
                "seed": member.seed, "dataset": FLAGS.dataset, "model": model_name(),
@@ -456,6 +594,9 @@ def validate_flags():
     if FLAGS.reference_samples_per_class < 1:
         raise cli.UsageError("--reference_samples_per_class must be at least 1, got "
                              f"{FLAGS.reference_samples_per_class}")
+    if FLAGS.parallel_members < 1:
+        raise cli.UsageError(f"--parallel_members must be at least 1, got "
+                             f"{FLAGS.parallel_members}")
     if FLAGS.finetune_epochs < 0:
         raise cli.UsageError(f"--finetune_epochs must be non-negative, got {FLAGS.finetune_epochs}")
     if FLAGS.method not in METHODS:
@@ -479,6 +620,9 @@ SCHEDULED_METHODS = ("magnitude", "wt")
 WEIGHT_ONE_SHOT = ("sipp",)
 ONE_SHOT_METHODS = WEIGHT_ONE_SHOT + CRITERIA_METHODS
 METHODS = SCHEDULED_METHODS + WEIGHT_ONE_SHOT + CRITERIA_METHODS
+# Methods whose training is all in the graph (no per-batch Python callbacks): their
+# members can train side by side (--parallel_members).
+GROUP_METHODS = ("dense", "magnitude")
 
 
 def model_name():
@@ -523,7 +667,8 @@ def main(argv):
                             FLAGS.seeds, FLAGS.method, shard)
     parents = lineage.parents(sparsities, FLAGS.seeds, FLAGS.method, FLAGS.protocol,
                               FLAGS.prune_schedule, FLAGS.init_from)
-    trainer = Trainer(source, strategy, steps_per_epoch, len(members), parents)
+    trainer = Trainer(source, strategy, steps_per_epoch, len(members), parents,
+                      FLAGS.share_graphs)
     trainer.check_settings(sparsities)
 
     import tensorflow as tf
@@ -541,18 +686,44 @@ def main(argv):
     print(f"population: {len(members)} members in shard {FLAGS.shard}, "
           f"{len(members) - len(todo)} already finished, {len(todo)} to train", flush=True)
     trainer.progress.total = sum(trainer.epochs(m) for m in todo)
-    for position, member in enumerate(todo, start=1):
+    size = FLAGS.parallel_members
+    position = 1
+    for group in population.plan_groups(todo, size, trainer.groupable, trainer.variant):
         # Two identical runs take turns per member: the second waits for the lock,
         # then finds the member finished and skips it.
-        with records.locked(workdir.member_file(member.relpath, "train_lock")):
+        with contextlib.ExitStack() as locks:
+            for member in group:
+                locks.enter_context(records.locked(
+                    workdir.member_file(member.relpath, "train_lock")))
             manifest_ids = set(records.read_manifest(workdir, required=False)["member_id"])
-            if finished_row(workdir, member, manifest_ids):
-                print(f"[{position}/{len(todo)}] {member.member_id}: finished by another run, "
-                      "skipping", flush=True)
-                continue
-            row = trainer.train(member, workdir, position, len(todo))
-        print(f"[{position}/{len(todo)}] {member.member_id} done: top-1 {row['top1']:.4f}, "
-              f"measured sparsity {row['measured_sparsity']:.4f}", flush=True)
+            train_now = []
+            for offset, member in enumerate(group):
+                if finished_row(workdir, member, manifest_ids):
+                    print(f"[{position + offset}/{len(todo)}] {member.member_id}: finished "
+                          "by another run, skipping", flush=True)
+                else:
+                    train_now.append(member)
+            if len(train_now) > 1:
+                rows = trainer.train_group(train_now, workdir, position, len(todo))
+            else:
+                rows = [trainer.train(member, workdir, position, len(todo))
+                        for member in train_now]
+        for offset, (member, row) in enumerate(zip(train_now, rows)):
+            print(f"[{position + offset}/{len(todo)}] {member.member_id} done: top-1 "
+                  f"{row['top1']:.4f}, measured sparsity {row['measured_sparsity']:.4f}",
+                  flush=True)
+        position += len(group)
+    if not chief:
+        # A non-chief worker's copies (checkpoints the job needed, a model equal to
+        # the chief's) are not the population's: only the chief's files stay.
+        shutil.rmtree(workdir, ignore_errors=True)
+        try:
+            os.rmdir(os.path.dirname(workdir))
+        except OSError:
+            pass  # other workers' scratch folders are still there
+        print(f"worker {strategy.cluster_resolver.task_id}: done; the chief wrote the "
+              f"population", flush=True)
+        return 0
     print(f"manifest: {workdir.manifest}", flush=True)
     return 0
 

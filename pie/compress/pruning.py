@@ -93,6 +93,13 @@ def wrap_for_pruning(model, schedule, include_classifier=False):
     return keras.models.clone_model(model, clone_function=clone)
 
 
+def is_wrapped(model):
+    """Whether any layer of `model` carries a tfmot pruning wrapper."""
+    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+    return any(isinstance(layer, pruning_wrapper.PruneLowMagnitude)
+               for layer in model.submodules)
+
+
 def strip(model):
     """The plain model with the zeros of the pruned kernels kept."""
     return tfmot.sparsity.keras.strip_pruning(model)

@@ -83,11 +83,14 @@ def package_versions():
             "numpy": numpy.__version__}
 
 
-def evaluate_top1(model, source, batch_size):
+def evaluate_top1(model, source, batch_size, predict=None):
+    """Top-1 accuracy on the eval split; `predict` (inputs -> logits, e.g. a traced
+    function of `model`) replaces calling the model eagerly."""
     import numpy as np
+    predict = predict or (lambda inputs: model(inputs, training=False))
     correct = total = 0
     for batch in source.eval_batches(batch_size).as_numpy_iterator():
-        logits = model(batch["inputs"], training=False).numpy()
+        logits = np.asarray(predict(batch["inputs"]))
         correct += int(np.sum(logits.argmax(axis=1) == batch["label"]))
         total += len(batch["label"])
     return correct / total
