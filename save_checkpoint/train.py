@@ -300,7 +300,6 @@ class Trainer:
                                                if self.prunes_once(member) else 0)
 
     def train(self, member, workdir, position, count):
-        import tensorflow as tf
         import tensorflow_model_optimization as tfmot
         import tf_keras as keras
         ckpt_dir = workdir.member_file(member.relpath, "checkpoint")
