@@ -5,7 +5,8 @@
 
 Each stage stays a module that `python -m <module>` runs; this dispatcher runs the
 same module as `__main__` (runpy), so a stage behaves identically in both forms:
-its flags, `--help`, exit codes and saved flags files.
+its flags (defined by the module's `define_flags()` in its `__main__` block, never on
+import), `--help`, exit codes and saved flags files.
 """
 import runpy
 import sys

@@ -7,6 +7,7 @@ import pytest
 from absl import flags
 
 from conftest import ROOT, error_lines, run_stage
+from pie.io.workdir import Workdir
 from pie.stages import study
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.cfg")))
@@ -65,7 +66,7 @@ def test_every_stage_gets_what_it_needs():
     assert all(args[0] == "--workdir=W" for name, args in stages.items() if name != "toy")
     assert "--data_dir=D" in stages["predictions"] and "--data_dir=D" in stages["quantize"]
     assert stages["subgroups"][1:] == ["--group_attributes=Male,Young", "--data_dir=D"]
-    assert stages["toy"][-1] == f"--out={os.path.join('W', 'toy')}"
+    assert stages["toy"][-1] == f"--out={Workdir('W').toy_dir}"
     # --init_from without --epochs: the given model is not retrained (train's own rule).
     assert "--epochs=6" not in study.train_args(study_flags("--init_from=m.keras"))
     assert "--epochs=3" in study.train_args(study_flags("--init_from=m.keras", "--epochs=3"))

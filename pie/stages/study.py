@@ -22,6 +22,7 @@ import time
 from absl import flags
 
 from pie.io import cli, records
+from pie.io.workdir import Workdir
 
 FLAGS = flags.FLAGS
 TRAIN_MODULE = "save_checkpoint.train"
@@ -115,7 +116,7 @@ def plan(flag_values, family):
     if flag_values.groups_csv:
         groups = [f"--groups_csv={flag_values.groups_csv}"]
     elif flag_values.dataset in DIGIT_SETS and not flag_values.group_attributes:
-        groups = [f"--groups_csv={os.path.join(workdir, 'groups.csv')}"]
+        groups = [f"--groups_csv={Workdir(workdir).file('groups')}"]
     if flag_values.group_attributes:
         groups.append(f"--group_attributes={flag_values.group_attributes}")
     if groups:
@@ -135,7 +136,7 @@ def plan(flag_values, family):
                        [f"--dataset={flag_values.toy_dataset}",
                         f"--seeds={flag_values.toy_seeds}",
                         f"--samples_per_class={flag_values.toy_samples_per_class}",
-                        f"--out={os.path.join(workdir, 'toy')}"]))
+                        f"--out={Workdir(workdir).toy_dir}"]))
     stages.append(("report", "pie.report.build", [w, f"--format={flag_values.report_format}"]))
     return [stage for stage in stages if stage[0] not in flag_values.skip
             and not (family == "toy" and stage[0] in IMAGE_STAGES)]
@@ -180,7 +181,7 @@ def main(argv):
         if "train" not in FLAGS.skip:
             run_command("train", [python, "-m", TRAIN_MODULE] + train_args(FLAGS))
         family = records.read_dataset_config(FLAGS.workdir).get("family")
-        groups = os.path.join(FLAGS.workdir, "groups.csv")
+        groups = Workdir(FLAGS.workdir).file("groups")
         for name, module, args in plan(FLAGS, family):
             if name == "subgroups" and args[1] == f"--groups_csv={groups}" \
                     and not FLAGS.groups_csv and not os.path.exists(groups):
@@ -191,8 +192,7 @@ def main(argv):
         print(f"error: {failure}", file=sys.stderr, flush=True)
         return failure.code
     print(f"== done in {time.time() - started:.0f}s", flush=True)
-    report = "index.html"
-    print(f"report: {os.path.join(FLAGS.workdir, 'report', report)}", flush=True)
+    print(f"report: {Workdir(FLAGS.workdir).file('report_html')}", flush=True)
     return 0
 
 
