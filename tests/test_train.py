@@ -285,3 +285,30 @@ def test_members_trained_side_by_side_match_members_trained_alone(tiny_populatio
     for member_id in records.read_manifest(tiny_population)["member_id"]:
         for a, b in zip(_weights(alone, member_id), _weights(tiny_population, member_id)):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_members_side_by_side_resume_after_kill_each_on_its_own(tmp_path):
+    """kill -9 mid-group: each member resumes from its own last checkpoint (possibly at
+    different epochs, then trained side by side) and ends as if never interrupted."""
+    flags = [f for f in RESUME_FLAGS if not f.startswith("--seeds")] + ["--seeds=2"]
+    reference = str(tmp_path / "reference")
+    run_stage("save_checkpoint.train", f"--workdir={reference}", *flags,
+              "--parallel_members=1", "--noshare_graphs")
+    killed = str(tmp_path / "killed")
+    process = subprocess.Popen([sys.executable, "-m", "save_checkpoint.train",
+                                f"--workdir={killed}", *flags, "--parallel_members=2"],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    for line in process.stderr:  # the first member's epoch 2 is saved, maybe not the second's
+        if "magnitude_0.5_seed0 epoch 2/4" in line:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not os.path.exists(Workdir(killed).manifest)
+    result = run_stage("save_checkpoint.train", f"--workdir={killed}", *flags,
+                       "--parallel_members=2")
+    assert "magnitude_0.5_seed0: resuming after epoch 2" in result.stdout
+    assert ", 2 side by side)" in result.stderr
+    for member_id in ("magnitude_0.5_seed0", "magnitude_0.5_seed1"):
+        for a, b in zip(_weights(reference, member_id), _weights(killed, member_id)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
