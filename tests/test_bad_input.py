@@ -180,13 +180,27 @@ def remove(relative):
     return breaker
 
 
-def edit_pie_csv(**values):
+def edit_pie_csv(forget=False, **values):
+    """Edits pie.csv by hand; with `forget`, also deletes the record of what was written."""
     def breaker(w, _models):
         path = Workdir(w).file("pie")
         frame = pd.read_csv(path)
         for column, value in values.items():
             frame[column] = value
         frame.to_csv(path, index=False)
+        if forget:
+            os.remove(os.path.join(os.path.dirname(path), records.WRITTEN))
+    return breaker
+
+
+def cut(relative, keep=0.5):
+    """Cuts a file the toolkit wrote to `keep` of its bytes (a kill, a full disk)."""
+    def breaker(w, _models):
+        path = os.path.join(w, relative)
+        with open(path, "rb") as handle:
+            content = handle.read()
+        with open(path, "wb") as handle:
+            handle.write(content[:int(len(content) * keep)])
     return breaker
 
 
@@ -259,7 +273,8 @@ CASES = [
     ("method-dotdot", TSTAT, {}, edit_manifest("magnitude_0.5_seed0", method="../../x"),
      f"{MANIFEST} row 3 (member_id 'magnitude_0.5_seed0'): method '../../x' is not allowed: "
      "use letters, digits and '._-', starting with a letter or digit"),
-    ("pie-method-dotdot", PIE_RECORDS, {"force": True}, edit_pie_csv(method="../../x"),
+    ("pie-method-dotdot", PIE_RECORDS, {"force": True},
+     edit_pie_csv(forget=True, method="../../x"),
      "{W}/pie/pie.csv row 1: method '../../x' is not allowed: use letters, digits and "
      "'._-', starting with a letter or digit"),
     ("model-file-absolute", PREDICT, {},
@@ -308,6 +323,19 @@ CASES = [
      predictions_of("dense_0_seed1", lambda f: f.assign(label=(f["label"] + 1) % 10)),
      "members disagree on the label of image 0: the predictions files must come from one "
      "eval set"),
+    # --- truncation: tables differ from what their writer recorded
+    ("pie-csv-cut", PIE_RECORDS, {"force": True}, cut("pie/pie.csv"),
+     r"^{W}/pie/pie.csv changed after pie_dataset_gen.aggregate_predictions wrote it "
+     r"\(40 rows, [0-9]+ bytes; now [0-9]+ bytes\): truncated or edited\? rerun "
+     r"pie_dataset_gen.aggregate_predictions$"),
+    ("pie-csv-edited", SUBGROUPS, {"groups_csv": "{W}/groups.csv"},
+     lambda w, m: (write_file("groups.csv", "image_id,colour\n" + "".join(
+         f"{k},{'red' if k % 2 else 'blue'}\n" for k in range(N_IMAGES)))(w, m),
+         edit_pie_csv(is_pie=False)(w, m)),
+     r"^{W}/pie/pie.csv changed after pie_dataset_gen.aggregate_predictions wrote it "),
+    ("predictions-cut", TSTAT, {}, cut("predictions/test/clean/magnitude_0.5_seed0.parquet"),
+     r"^{W}/predictions/test/clean/magnitude_0.5_seed0.parquet changed after its stage "
+     r"wrote it \(40 rows, [0-9]+ bytes; now [0-9]+ bytes\)"),
     # --- hand-edited side files
     ("classes-json-shape", TSTAT, {}, write_file("classes.json", '{"a": 1}'),
      "{W}/classes.json must hold a non-empty JSON list of class names (strings)"),

@@ -144,6 +144,11 @@ def test_broken_prediction_files_are_contract_errors(tmp_path):
         head = f.read(100)
     with open(path, "wb") as f:
         f.write(head)
+    with pytest.raises(records.ContractError, match=(
+            r"m.parquet changed after its stage wrote it \(50 rows, [0-9]+ bytes; now 100 "
+            r"bytes\): truncated or edited\? rerun the stage that writes it$")):
+        records.read_prediction_file(path)
+    os.remove(os.path.join(os.path.dirname(path), records.WRITTEN))  # no record: parsed
     with pytest.raises(records.ContractError, match="m.parquet is not a readable Parquet file"):
         records.read_prediction_file(path)
     with pytest.raises(records.ContractError, match="missing input file"):
@@ -173,6 +178,10 @@ def test_broken_input_files_are_contract_errors(tmp_path):
     truncated = tmp_path / "p.csv.gz"
     records.write_csv(str(truncated), pd.DataFrame({"a": range(1000)}))
     truncated.write_bytes(truncated.read_bytes()[:40])
+    with pytest.raises(records.ContractError, match=r"p.csv.gz changed after its stage wrote "
+                       r"it \(1000 rows, [0-9]+ bytes; now 40 bytes\)"):
+        records.read_csv(str(truncated))
+    os.remove(tmp_path / records.WRITTEN)
     with pytest.raises(records.ContractError, match="p.csv.gz is not a readable CSV"):
         records.read_csv(str(truncated))
     (tmp_path / "x.json").write_text("[")

@@ -13,10 +13,12 @@ import collections
 import concurrent.futures
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
 import socket
+import sys
 import tempfile
 import time
 
@@ -142,8 +144,89 @@ def read_json(path):
         raise ContractError(f"{path} is not readable JSON: {error}")
 
 
-def write_csv(path, frame, columns=None):
-    """Writes `frame` atomically; with `columns`, exactly those, in that order."""
+# ------------------------------------------------------------------ written tables
+
+# Every table a stage writes is recorded in `.written.json` beside it (rows, bytes,
+# SHA-256, writer); a reader that finds another file (truncated, cut, edited) says so.
+WRITTEN = ".written.json"
+
+
+def _written_path(path):
+    return os.path.join(os.path.dirname(os.path.abspath(path)), WRITTEN)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def current_stage():
+    """The stage running in this process (its module name), when there is one."""
+    calls = getattr(sys.modules.get("pie.io.cli"), "_CALLS", None)
+    if calls:
+        return calls[-1][1]
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", None) or ""
+    return name if name.count(".") >= 1 and not name.startswith("pytest") else None
+
+
+def _listed_writer(path):
+    """The writer FILES names for a file of that folder and name, or None."""
+    from pie.io import workdir as layout_module
+    folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    for entry in layout_module.FILES.values():
+        if entry.name == os.path.basename(path) and entry.folder == folder and (
+                "." in entry.writer and " " not in entry.writer):
+            return entry.writer
+    return None
+
+
+def _read_written(ledger):
+    try:
+        with open(ledger) as handle:
+            recorded = json.load(handle)
+        return recorded if isinstance(recorded, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def record_written(path, rows):
+    """Records a table just written (rows, bytes, digest, writer) beside it."""
+    ledger = _written_path(path)
+    with locked(ledger + ".lock"):
+        recorded = _read_written(ledger)
+        recorded[os.path.basename(path)] = {
+            "rows": int(rows), "bytes": os.path.getsize(path), "sha256": _sha256(path),
+            "writer": current_stage() or _listed_writer(path)}
+        write_json(ledger, recorded)
+
+
+def check_written(path):
+    """Fails when `path` is not the file its writer recorded (truncated, cut or edited).
+
+    A table without a record (written by hand or by an older version) is accepted.
+    """
+    entry = _read_written(_written_path(path)).get(os.path.basename(path))
+    if not isinstance(entry, dict) or not os.path.exists(path):
+        return
+    size = os.path.getsize(path)
+    if size != entry.get("bytes") or _sha256(path) != entry.get("sha256"):
+        writer = entry.get("writer")
+        raise ContractError(
+            f"{path} changed after {writer or 'its stage'} wrote it ({entry.get('rows')} "
+            f"rows, {entry.get('bytes')} bytes; now {size} bytes): truncated or edited? "
+            f"rerun {writer or 'the stage that writes it'}")
+
+
+def write_csv(path, frame, columns=None, record=True):
+    """Writes `frame` atomically; with `columns`, exactly those, in that order.
+
+    With `record`, the file's rows and digest go to `.written.json` (check_written);
+    files users may edit by hand (the manifest) are not recorded.
+    """
     if columns is not None:
         missing = [c for c in columns if c not in frame.columns]
         if missing:
@@ -154,6 +237,8 @@ def write_csv(path, frame, columns=None):
     compression = {"method": "gzip", "compresslevel": 1} if path.endswith(".gz") else None
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, compression=compression)
+    if record:
+        record_written(path, len(frame))
 
 
 def read_csv(path, required_columns=(), **kwargs):
@@ -164,6 +249,7 @@ def read_csv(path, required_columns=(), **kwargs):
     """
     if not os.path.exists(path):
         raise ContractError(f"missing input file {path}")
+    check_written(path)
     try:
         header = pd.read_csv(path, nrows=0).columns
         missing = [c for c in required_columns if c not in header]
@@ -331,7 +417,7 @@ def add_manifest_rows(workdir, rows):
         columns = MANIFEST_COLUMNS + sorted(c for c in merged.columns if c not in MANIFEST_COLUMNS)
         merged = merged.sort_values("member_id", kind="stable")
         validate_manifest(merged.reset_index(drop=True), workdir, workdir.manifest)
-        write_csv(workdir.manifest, merged, columns)
+        write_csv(workdir.manifest, merged, columns, record=False)
 
 
 # dataset.json: key -> (allowed types, what the message says).
@@ -397,6 +483,7 @@ def write_predictions(path, frame):
     table = pa.Table.from_pandas(frame[columns], preserve_index=False)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
+    record_written(path, len(table))
     legacy = path[:-len(layout.PREDICTIONS_SUFFIX)] + layout.LEGACY_PREDICTIONS_SUFFIX
     if os.path.exists(legacy):
         os.remove(legacy)
@@ -415,6 +502,7 @@ def _prediction_table(path, columns, optional=()):
         dtypes = {c: t for c, t in PREDICTION_DTYPES.items() if c in wanted}
         frame = read_csv(path, columns, usecols=lambda c: c in wanted, dtype=dtypes)
         return pa.Table.from_pandas(frame, preserve_index=False)
+    check_written(path)
     try:
         names = pq.read_schema(path).names
         missing = [c for c in columns if c not in names]

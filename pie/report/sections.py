@@ -157,9 +157,18 @@ def read_table(path, columns):
     """A CSV with text columns kept as text (a class named 'NA' stays 'NA')."""
     if not os.path.exists(path):
         raise records.ContractError(f"missing input file {path}")
-    header = pd.read_csv(path, nrows=0).columns
-    frame = pd.read_csv(path, keep_default_na=False, na_values=[""],
-                        dtype={c: str for c in TEXT_COLUMNS if c in header})
+    if os.path.islink(path):
+        raise records.ContractError(f"{path} is a link: the report reads only files the "
+                                    "stages wrote")
+    records.check_written(path)
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""],
+                            dtype={c: str for c in TEXT_COLUMNS if c in header})
+    except (OSError, EOFError, ValueError) as error:  # empty, cut, a bad number
+        raise records.ContractError(f"{path} is not a readable CSV: "
+                                    f"{str(error).strip().splitlines()[0]}: rerun the stage "
+                                    "that writes it")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise records.ContractError(
