@@ -347,6 +347,8 @@ CASES = [
      write_file("groups.csv", "picture,colour\n0,red\n"),
      "groups file {W}/groups.csv has no 'image_id' column; it needs 'image_id' and one "
      "column per attribute"),
+    ("toy-results-empty", REPORT, {}, write_file("toy/results.csv", ""),
+     "^{W}/toy/results.csv is not a readable CSV: .+: rerun the stage that writes it$"),
     # --- flags
     ("batch-size-zero", PREDICT, {"batch_size": 0}, nothing,
      "--batch_size must be at least 2, got 0"),
@@ -378,3 +380,40 @@ def test_bad_input_is_one_line_and_changes_nothing(base, tiny_models, tmp_path, 
     else:
         assert message == expected.format(W=workdir)
     assert snapshot(str(tmp_path)) == before
+
+
+# ------------------------------------------------------------------ the report
+
+
+def test_report_embeds_only_png_files_the_toy_study_could_have_written(tmp_path):
+    """A file renamed .png and a link to a PNG outside W never reach index.html."""
+    import base64
+    from test_report import make_workdir
+    from pie.report import build
+    workdir = make_workdir(str(tmp_path / "w"))
+    secret = b"password: hunter2\n" * 20
+    (tmp_path / "w" / "toy" / "notes.png").write_bytes(secret)
+    from PIL import Image
+    Image.new("RGB", (31, 17), (1, 2, 3)).save(tmp_path / "outside.png")
+    os.symlink(tmp_path / "outside.png", tmp_path / "w" / "toy" / "linked.png")
+    build.build_report(workdir, fmt="html", log=lambda message: None)
+    with open(os.path.join(workdir, "report", "index.html")) as handle:
+        page = handle.read()
+    for content in (secret, (tmp_path / "outside.png").read_bytes()):
+        assert base64.b64encode(content).decode("ascii")[:60] not in page
+    with open(os.path.join(workdir, "toy", "boundaries_moons.png"), "rb") as handle:
+        assert base64.b64encode(handle.read()).decode("ascii") in page
+    assert "toy/notes.png is not a PNG file of the toy study: left out" in page
+    assert "linked.png" not in page
+
+
+def test_names_from_data_are_drawn_as_text_not_mathtext(tmp_path):
+    """A class named like TeX (`$\\x$`) would make matplotlib's mathtext parser fail."""
+    from pie.report import plots
+    import matplotlib.pyplot as plt
+    figure, axis = plt.subplots()
+    axis.bar([0, 1], [1, 2])
+    axis.set_xticks([0, 1], ["$\\x$", "a_$b"])
+    axis.set_title("$\\notacommand{$")
+    png = plots.to_png(figure)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
