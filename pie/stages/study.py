@@ -40,6 +40,7 @@ NOISE_PREFIXES = ("WARNING: All log messages before absl", "I0000 ", "W0000 ", "
 # are given: examples/groups_mnist5k.md.
 DIGIT_GROUPS = os.path.join("examples", "make_mnist5k_groups.py")
 DIGIT_SETS = ("mnist5k", "digits")
+STAMP_FILE = ".study.stamp.json"  # Workdir(W).stamp("", "study")
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -163,6 +164,44 @@ class StageFailed(Exception):
         self.code = code
 
 
+def _fingerprint(workdir):
+    """{relative path: [size, mtime_ns]} of every file in W but the study's own stamp,
+    lock files and the stages' temporary files."""
+    prints = {}
+    for folder, subfolders, names in os.walk(workdir):
+        subfolders.sort()
+        for name in sorted(names):
+            if name == STAMP_FILE or name.endswith(".lock") or name.startswith(".tmp-"):
+                continue
+            path = os.path.join(folder, name)
+            stat = os.stat(path)
+            prints[os.path.relpath(path, workdir)] = [stat.st_size, stat.st_mtime_ns]
+    return prints
+
+
+def _stamp_content(flag_values, workdir):
+    """The study's flags (its own and train's, as given) and W's files."""
+    import pie
+    own = flags.FlagValues()
+    define_flags(own)
+    return {"version": pie.__version__,
+            "flags": [flag_values[name].serialize() for name in sorted(own)],
+            "files": _fingerprint(workdir)}
+
+
+def is_up_to_date(flag_values):
+    """Whether the last study in W ran with these flags and nothing in W changed since:
+    then no stage would do anything, and the study skips even their start-up."""
+    path = Workdir(flag_values.workdir).stamp("", "study")
+    if not os.path.exists(path):
+        return False
+    try:
+        recorded = records.read_json(path)
+    except records.ContractError:
+        return False
+    return recorded == _stamp_content(flag_values, flag_values.workdir)
+
+
 def validate(flag_values):
     unknown = [name for name in flag_values.skip if name not in STAGE_NAMES]
     if unknown:
@@ -176,6 +215,12 @@ def main(argv):
     del argv
     validate(FLAGS)
     started = time.time()
+    if os.path.isdir(FLAGS.workdir) and is_up_to_date(FLAGS):
+        print(f"== study up to date: the same flags, and nothing in {FLAGS.workdir} changed "
+              "since it finished (delete its .study.stamp.json to run every stage's check)",
+              flush=True)
+        print(f"report: {Workdir(FLAGS.workdir).file('report_html')}", flush=True)
+        return 0
     python = sys.executable
     try:
         if "train" not in FLAGS.skip:
@@ -191,6 +236,9 @@ def main(argv):
     except StageFailed as failure:
         print(f"error: {failure}", file=sys.stderr, flush=True)
         return failure.code
+    # Written last: a study that failed or was killed leaves no stamp and runs again.
+    records.write_json(Workdir(FLAGS.workdir).stamp("", "study"),
+                       _stamp_content(FLAGS, FLAGS.workdir))
     print(f"== done in {time.time() - started:.0f}s", flush=True)
     print(f"report: {Workdir(FLAGS.workdir).file('report_html')}", flush=True)
     return 0
