@@ -5,7 +5,7 @@ r"""One study, every stage: what `bash run.sh` runs.
   python -m pie.stages.study --dataset=digits --model=mlp --seeds=2 --epochs=2 --workdir=W
 
 Takes every flag of save_checkpoint.train (its defaults here are the embedded
-study's: mnist5k, small_cnn, sparsities 0,0.5,0.8,0.95, 5 seeds, 6 epochs) plus the
+study's: mnist5k, small_cnn, sparsities 0,0.5,0.8,0.95, 10 seeds, 10 epochs) plus the
 choices of the later stages below, and runs the stages one after another, each as
 its own `python -m` process, passing each what it needs: the workdir, the data
 folder, and its own options. Stages that need images (PIE TFRecords, corruptions,
@@ -28,7 +28,7 @@ FLAGS = flags.FLAGS
 TRAIN_MODULE = "save_checkpoint.train"
 # The embedded study: save_checkpoint.train's flags that differ from its own defaults.
 EMBEDDED = {"workdir": "runs/demo", "dataset": "mnist5k", "model": "small_cnn",
-            "sparsities": "0,0.5,0.8,0.95", "seeds": 5, "epochs": 6}
+            "sparsities": "0,0.5,0.8,0.95", "seeds": 10, "epochs": 10}
 IMAGE_STAGES = ("pie-tfrecords", "corruptions", "robustness", "noise-similarity",
                 "informative-features")
 STAGE_NAMES = ("train", "quantize", "predictions", "per-class", "t-test", "pie",
