@@ -301,3 +301,13 @@ def test_stale_temporaries_are_removed_live_ones_kept(tmp_path):
     assert removed == sorted([str(tmp_path / names["killed"]), str(tmp_path / names["old"])])
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
         os.path.basename(names[key]) for key in ("live", "recent", "kept"))
+
+
+def test_manifest_edited_after_a_recorded_write_is_read(tmp_path):
+    """The manifest is a file users edit: a write record beside it is not checked."""
+    workdir = str(tmp_path)
+    records.add_manifest_rows(workdir, [_row("a", seed=0), _row("b", seed=1)])
+    manifest = records.read_manifest(workdir)
+    records.write_csv(Workdir(workdir).manifest, manifest.iloc[:1], records.MANIFEST_COLUMNS)
+    records.add_manifest_rows(workdir, [_row("c", seed=2)])
+    assert list(records.read_manifest(workdir)["member_id"]) == ["a", "c"]
