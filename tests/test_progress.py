@@ -49,4 +49,11 @@ def test_quiet_libraries_drops_deprecations_and_retracing(monkeypatch):
                                "5 out of the last 5 calls triggered tf.function retracing",
                                None, None)
     assert not logging.getLogger("tensorflow").filter(record)
+    slow = logging.LogRecord("tensorflow", logging.WARNING, __file__, 1,
+                             "Callback method `on_train_batch_end` is slow compared to the "
+                             "batch time", None, None)
+    assert not logging.getLogger("tensorflow").filter(slow)
+    kept = logging.LogRecord("tensorflow", logging.WARNING, __file__, 1, "a real problem",
+                             None, None)
+    assert logging.getLogger("tensorflow").filter(kept)
     assert logging.getLogger("tensorflow_datasets").level == logging.ERROR

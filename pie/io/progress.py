@@ -73,8 +73,13 @@ def _project_info_only(record):
     return record.levelno >= logging.WARNING or "site-packages" not in record.pathname
 
 
+# Messages of TensorFlow's logger that report its own tuning, not the user's study.
+_NOISY_TENSORFLOW_MESSAGES = ("retracing", "is slow compared to the batch time")
+
+
 def _no_retracing(record):
-    return "retracing" not in record.getMessage()
+    message = record.getMessage()
+    return not any(noise in message for noise in _NOISY_TENSORFLOW_MESSAGES)
 
 
 def quiet_libraries():
@@ -86,7 +91,7 @@ def quiet_libraries():
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     for name in _NOISY_LOGGERS:
         logger = logging.getLogger(name)
-        if name == "tensorflow":  # retracing notices come as warnings of this logger
+        if name == "tensorflow":  # retracing and slow-callback notices: warnings of this logger
             logger.addFilter(_no_retracing)
         elif name != "absl":
             logger.setLevel(logging.ERROR)
