@@ -7,7 +7,6 @@ docs/contracts.md). Every later analysis derives from these files, so no stage
 runs a model twice. A rerun skips members whose file exists.
 """
 
-import sys
 
 import numpy as np
 
@@ -76,10 +75,8 @@ def main(argv):
     return 0
 
 
-def run(**flag_values):
-    """The stage in this process (the Python API): keyword arguments are its flags,
-    e.g. run(workdir="W"); bad input raises errors.InputError. See docs/api.md."""
-    return cli.call_stage(sys.modules[__name__], flag_values)
+# The Python API: run(workdir="W", ...) with the flags as keywords (docs/api.md).
+run = cli.stage_runner(__name__)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import hashlib
 import os
 import re
 import shutil
-import sys
 import time
 
 from absl import flags
@@ -237,11 +236,8 @@ def main(argv):
     return 0
 
 
-def run(**flag_values):
-    """The stage in this process (the Python API): keyword arguments are its flags,
-    e.g. run(workdir="W", models="m*.keras", method="dense"); bad input raises
-    errors.InputError. See docs/api.md."""
-    return cli.call_stage(sys.modules[__name__], flag_values)
+# The Python API: run(workdir="W", ...) with the flags as keywords (docs/api.md).
+run = cli.stage_runner(__name__)
 
 
 if __name__ == "__main__":

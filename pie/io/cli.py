@@ -75,6 +75,15 @@ def call_stage(module, values):
                                        for name, value in values.items() if value is not None])
 
 
+def stage_runner(module_name):
+    """The `run(**flags)` of a stage module (`run = cli.stage_runner(__name__)`)."""
+    def run(**flag_values):
+        return call_stage(sys.modules[module_name], flag_values)
+    run.__doc__ = (f"Runs {module_name} in this process: keyword arguments are its flags, "
+                   "e.g. run(workdir='W'); bad input raises errors.InputError (docs/api.md).")
+    return run
+
+
 def call_stage_argv(module, args):
     """call_stage with command-line arguments (`["--workdir=W", "--force"]`)."""
     flag_values = flags.FlagValues()

@@ -12,7 +12,6 @@ A rerun whose inputs and options are unchanged since the last build skips.
 """
 import datetime
 import os
-import sys
 
 from absl import flags
 
@@ -138,10 +137,8 @@ def main(argv):
                  flags_text=cli.resolved_flags())
 
 
-def run(**flag_values):
-    """The stage in this process (the Python API): keyword arguments are its flags,
-    e.g. run(workdir="W"); bad input raises errors.InputError. See docs/api.md."""
-    return cli.call_stage(sys.modules[__name__], flag_values)
+# The Python API: run(workdir="W", ...) with the flags as keywords (docs/api.md).
+run = cli.stage_runner(__name__)
 
 
 if __name__ == "__main__":

@@ -244,10 +244,8 @@ def main(argv):
     return 0
 
 
-def run(**flag_values):
-    """The study in this process's Python (each stage still its own process):
-    keyword arguments are its flags, e.g. run(dataset="digits", workdir="W")."""
-    return cli.call_stage(sys.modules[__name__], flag_values)
+# The Python API: run(workdir="W", ...) with the flags as keywords (docs/api.md).
+run = cli.stage_runner(__name__)
 
 
 if __name__ == "__main__":

@@ -526,10 +526,8 @@ def main(argv):
     print(f"done in {time.time() - started:.1f} s; results in {FLAGS.out}")
 
 
-def run(**flag_values):
-    """The stage in this process (the Python API): keyword arguments are its flags,
-    e.g. run(workdir="W"); bad input raises errors.InputError. See docs/api.md."""
-    return cli.call_stage(sys.modules[__name__], flag_values)
+# The Python API: run(workdir="W", ...) with the flags as keywords (docs/api.md).
+run = cli.stage_runner(__name__)
 
 
 if __name__ == "__main__":
