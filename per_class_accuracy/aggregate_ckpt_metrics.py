@@ -14,7 +14,7 @@ from absl import flags
 from absl import logging
 
 from pie.analysis import stage_io
-from pie.io import cli
+from pie.io import cli, journal
 from pie.analysis import per_class
 from pie.io import records
 from pie.io.workdir import Workdir
@@ -30,6 +30,7 @@ def define_flags(flag_values=flags.FLAGS):
 FLAGS = flags.FLAGS
 
 
+@journal.forced  # with force=True, outputs change only when the run succeeds
 def run(workdir, distribution=records.CLEAN, split="test", force=False):
     """Writes the per-class metrics; returns False when they were up to date."""
     stage_io.validate_stage_args(workdir, distribution, split)

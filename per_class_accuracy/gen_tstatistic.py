@@ -24,7 +24,7 @@ from absl import flags
 from absl import logging
 
 from pie.analysis import stage_io
-from pie.io import cli
+from pie.io import cli, journal
 from pie.analysis import per_class
 from pie.analysis import stats
 from pie.io import records
@@ -72,6 +72,7 @@ def _metrics(workdir, manifest, inputs, distribution, split):
     return per_class.per_class_metrics(predictions, manifest, class_names)
 
 
+@journal.forced  # with force=True, outputs change only when the run succeeds
 def run(workdir, distribution=records.CLEAN, split="test", force=False, alpha=0.05,
         correction="none", test="welch", resamples=stats.DEFAULT_RESAMPLES,
         resample_seed=0, also_distributions=()):

@@ -21,7 +21,7 @@ from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.analysis import stage_io
-from pie.io import cli, records
+from pie.io import cli, journal, records
 from pie.io.workdir import Workdir
 from pie.analysis import per_class, stats, subgroups
 
@@ -60,6 +60,7 @@ def attribute_names(text):
     return names
 
 
+@journal.forced  # with force=True, outputs change only when the run succeeds
 def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, split="test",
         force=False, data_dir=None, test="welch", resamples=stats.DEFAULT_RESAMPLES,
         resample_seed=0):

@@ -19,7 +19,7 @@ from absl import flags
 from absl import logging
 
 from pie.analysis import stage_io
-from pie.io import cli
+from pie.io import cli, journal
 from pie.analysis import pie_labels
 from pie.io import records
 from pie.io.workdir import PIE_DIR, Workdir
@@ -41,6 +41,7 @@ STAGE = "aggregate_predictions"
 STAGE_DIR = PIE_DIR
 
 
+@journal.forced  # with force=True, outputs change only when the run succeeds
 def run(workdir, distribution=records.CLEAN, split="test", force=False,
         ties=pie_labels.DEFAULT_TIES):
     """Writes the PIE tables; returns False when they were up to date."""

@@ -23,7 +23,7 @@ import pandas as pd
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.analysis import pie_labels
 from pie.data import size_cache, sources
-from pie.io import cli, records
+from pie.io import cli, journal, records
 from pie.io.workdir import Workdir
 from pie.io.progress import Progress
 
@@ -163,8 +163,8 @@ def write_variants(workdir, variants, todo, source, shard_size, fingerprints):
     for key in todo:
         rows = variants[key]
         staging[key] = workdir.pie_tfrecords(key) + ".partial"
-        shutil.rmtree(staging[key], ignore_errors=True)
-        os.makedirs(staging[key])
+        shutil.rmtree(staging[key], ignore_errors=True)  # a killed run's
+        journal.makedirs(staging[key], scratch=True)
         counts[key] = {"n_images": int(len(rows)), "pie_table": fingerprints[key],
                        "format": RECORD_FORMAT}
         for subset, flag in SUBSETS.items():
@@ -189,9 +189,8 @@ def write_variants(workdir, variants, todo, source, shard_size, fingerprints):
         for subset in SUBSETS:
             writers[key, subset].close(source, texts)
         records.write_json(os.path.join(staging[key], COUNTS_NAME), counts[key])
-        out_dir = workdir.pie_tfrecords(key)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(staging[key], out_dir)
+        # Undoable in a --force run: the old folder is kept until the stage succeeds.
+        journal.replace_folder(staging[key], workdir.pie_tfrecords(key))
     return counts
 
 

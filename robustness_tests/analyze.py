@@ -30,7 +30,7 @@ from absl import flags
 
 import pie  # noqa: F401  (the package's environment switches, before anything else)
 from pie.analysis import robustness, stage_io
-from pie.io import cli, records
+from pie.io import cli, journal, records
 from pie.io.workdir import ROBUSTNESS_DIR, Workdir
 from pie.io.progress import Progress
 
@@ -158,6 +158,7 @@ def check_inputs(workdir, delta):
                              f"got {delta}")
 
 
+@journal.forced  # with force=True, outputs change only when the run succeeds
 def run(workdir, delta=0.5, force=False):
     """Writes the robustness tables; returns False when they were up to date."""
     check_inputs(workdir, delta)

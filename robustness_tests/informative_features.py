@@ -32,7 +32,7 @@ from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.analysis import robustness, sis, stage_io
-from pie.io import cli, records
+from pie.io import cli, journal, records
 from pie.io.workdir import ROBUSTNESS_DIR, Workdir
 from pie.io.progress import Progress
 from pie.models import predict
@@ -135,6 +135,7 @@ def select_features(model, x, method, fraction, batch_size, groups, n_features):
     return robustness.top_feature_masks(scores, fraction)
 
 
+@journal.forced  # with force=True, outputs change only when the run succeeds
 def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False,
         method="gradient", patch=1):
     """Writes the informative-feature tables; returns False when they were up to date."""

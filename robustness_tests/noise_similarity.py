@@ -26,7 +26,7 @@ from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.analysis import robustness, stage_io
-from pie.io import cli, records
+from pie.io import cli, journal, records
 from pie.io.workdir import ROBUSTNESS_DIR, Workdir
 from pie.io.progress import Progress
 from pie.models import predict
@@ -178,6 +178,7 @@ def draw_accuracy(outputs, rows, labels, eps):
     return pd.concat(frames, ignore_index=True)
 
 
+@journal.forced  # with force=True, outputs change only when the run succeeds
 def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force=False,
         delta=0.5):
     """Writes the noise-similarity tables; returns False when they were up to date."""

@@ -4,7 +4,7 @@ import sys
 
 from absl import app, flags
 
-from pie.io import errors, progress
+from pie.io import errors, journal, progress
 
 # Errors a user can fix by changing the command: one line on stderr, exit 2.
 USAGE_EXIT = 2
@@ -32,19 +32,34 @@ def run(main):
             fail(f"unexpected arguments {argv[1:]}; every option is a --flag")
         try:
             tidy_workdir(flags.FLAGS)
-            return main(argv)
+            with forced(flags.FLAGS):
+                return main(argv)
         except user_errors() as error:
             fail(str(error))
     app.run(guarded, flags_parser=_parse_flags)
 
 
+def _workdir(flag_values):
+    return flag_values["workdir"].value if "workdir" in flag_values else None
+
+
 def tidy_workdir(flag_values):
-    """Removes the `.tmp-*` files killed runs left in the stage's --workdir."""
-    workdir = flag_values["workdir"].value if "workdir" in flag_values else None
+    """Rolls back the --force runs killed in the stage's --workdir (their journals),
+    and removes the `.tmp-*` files killed runs left there."""
+    workdir = _workdir(flag_values)
     if workdir and os.path.isdir(workdir):
+        for line in journal.recover(workdir):
+            print(line, file=sys.stderr)
         from pie.io import records  # pandas: only once a stage runs
         for path in records.remove_stale_temporaries(workdir):
             print(f"removed {path}, left by a killed run", file=sys.stderr)
+
+
+def forced(flag_values):
+    """The undo journal of a stage run with --force: its outputs change only when it
+    succeeds (pie.io.journal); a no-op without --force."""
+    force = "force" in flag_values and flag_values["force"].value is True
+    return journal.transaction(_workdir(flag_values), force)
 
 
 def _parse_flags(argv):
@@ -102,7 +117,8 @@ def _call(module, flag_values, args):
     module.FLAGS = flag_values
     _CALLS.append((flag_values, module.__name__))
     try:
-        return module.main([module.__name__])
+        with forced(flag_values):
+            return module.main([module.__name__])
     finally:
         _CALLS.pop()
         module.FLAGS = saved

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pie.io import errors
+from pie.io import errors, journal
 from pie.io import workdir as layout
 from pie.io.workdir import CLEAN, Workdir
 
@@ -50,12 +49,8 @@ ContractError = errors.ContractError
 # --------------------------------------------------------------------------- atomic
 
 
-TMP_PREFIX = ".tmp-"
-# `.tmp-<host>@<pid>-...`: whose temporary it is, so a later run can tell a killed
-# writer's leftover from a live shard's file in progress.
-_OWNER = re.compile(r"^\.tmp-(?P<host>[^@/]*)@(?P<pid>\d+)-")
-# A temporary of another host (or of an older naming) is stale after a day.
-STALE_AFTER_S = 24 * 3600
+TMP_PREFIX = ".tmp-"  # `.tmp-<host>@<pid>-...`: whose temporary it is (journal.owner)
+STALE_AFTER_S = journal.STALE_AFTER_S
 
 
 def _fsync(path, directory=False):
@@ -74,8 +69,8 @@ def atomic_path(path):
     crash of the machine leaves the old file or the whole new one.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    prefix = f"{TMP_PREFIX}{socket.gethostname()}@{os.getpid()}-"
+    journal.makedirs(folder)
+    prefix = f"{TMP_PREFIX}{journal.owner()}-"
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=os.path.basename(path), dir=folder)
     os.close(fd)
     try:
@@ -86,24 +81,11 @@ def atomic_path(path):
         os.chmod(tmp, 0o666 & ~umask)
         if os.path.isfile(tmp):
             _fsync(tmp)
-        os.replace(tmp, path)
+        journal.replace(tmp, path)  # undoable in a --force run
         _fsync(folder, directory=True)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def _is_stale(path, name, now):
-    owner = _OWNER.match(name)
-    if owner and owner["host"] == socket.gethostname():
-        try:
-            os.kill(int(owner["pid"]), 0)
-        except ProcessLookupError:
-            return True
-        except OSError:  # alive, another user's
-            return False
-        return False  # alive
-    return now - os.lstat(path).st_mtime > STALE_AFTER_S
 
 
 def remove_stale_temporaries(root):
@@ -116,7 +98,8 @@ def remove_stale_temporaries(root):
     for folder, subfolders, names in os.walk(root, followlinks=False):
         for name in names:
             path = os.path.join(folder, name)
-            if name.startswith(TMP_PREFIX) and _is_stale(path, name, now):
+            if name.startswith(TMP_PREFIX) and journal.owner_is_gone(
+                    name[len(TMP_PREFIX):], path, now):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(path)
                     removed.append(path)
@@ -490,7 +473,7 @@ def write_predictions(path, frame):
     record_written(path, len(table))
     legacy = path[:-len(layout.PREDICTIONS_SUFFIX)] + layout.LEGACY_PREDICTIONS_SUFFIX
     if os.path.exists(legacy):
-        os.remove(legacy)
+        journal.remove(legacy)
 
 
 def _prediction_table(path, columns, optional=()):
