@@ -189,7 +189,7 @@ def edit_pie_csv(forget=False, **values):
             frame[column] = value
         frame.to_csv(path, index=False)
         if forget:
-            os.remove(os.path.join(os.path.dirname(path), records.WRITTEN))
+            records.forget_written(path)
     return breaker
 
 

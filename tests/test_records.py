@@ -148,7 +148,7 @@ def test_broken_prediction_files_are_contract_errors(tmp_path):
             r"m.parquet changed after its stage wrote it \(50 rows, [0-9]+ bytes; now 100 "
             r"bytes\): truncated or edited\? rerun the stage that writes it$")):
         records.read_prediction_file(path)
-    os.remove(os.path.join(os.path.dirname(path), records.WRITTEN))  # no record: parsed
+    records.forget_written(path)  # no record: parsed
     with pytest.raises(records.ContractError, match="m.parquet is not a readable Parquet file"):
         records.read_prediction_file(path)
     with pytest.raises(records.ContractError, match="missing input file"):
@@ -181,7 +181,7 @@ def test_broken_input_files_are_contract_errors(tmp_path):
     with pytest.raises(records.ContractError, match=r"p.csv.gz changed after its stage wrote "
                        r"it \(1000 rows, [0-9]+ bytes; now 40 bytes\)"):
         records.read_csv(str(truncated))
-    os.remove(tmp_path / records.WRITTEN)
+    records.forget_written(str(truncated))
     with pytest.raises(records.ContractError, match="p.csv.gz is not a readable CSV"):
         records.read_csv(str(truncated))
     (tmp_path / "x.json").write_text("[")
@@ -311,3 +311,83 @@ def test_manifest_edited_after_a_recorded_write_is_read(tmp_path):
     records.write_csv(Workdir(workdir).manifest, manifest.iloc[:1], records.MANIFEST_COLUMNS)
     records.add_manifest_rows(workdir, [_row("c", seed=2)])
     assert list(records.read_manifest(workdir)["member_id"]) == ["a", "c"]
+
+
+# ------------------------------------------------------------ records in the stamps
+
+
+def test_a_table_is_recorded_in_its_writers_stamp(tmp_path):
+    """The record (rows, bytes, SHA-256) is in the stamp of the stage FILES names."""
+    import hashlib
+    import json
+    wd = Workdir(str(tmp_path))
+    path = wd.file("pie")
+    records.write_csv(path, pd.DataFrame({"a": range(7)}))
+    stamp = os.path.join(os.path.dirname(path), ".aggregate_predictions.stamp.json")
+    with open(stamp) as handle:
+        content = json.load(handle)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    assert content["stage"] == "pie_dataset_gen.aggregate_predictions"
+    record = content["outputs"]["pie.csv"]
+    assert (record["rows"], record["bytes"], record["sha256"]) == (
+        7, len(data), hashlib.sha256(data).hexdigest())
+    assert not os.path.exists(os.path.join(os.path.dirname(path), records.LEGACY_WRITTEN))
+    # Written again by another stage: the record moves to that stage's stamp.
+    with records.writing_as("pie.stages.other"):
+        records.write_csv(path, pd.DataFrame({"a": range(3)}))
+    with open(stamp) as handle:
+        assert "pie.csv" not in json.load(handle)["outputs"]
+    assert records.written_record(path)[0] == "pie.stages.other"
+    assert records.written_record(path)[1]["rows"] == 3
+
+
+def test_a_stamp_naming_another_digest_is_reported_with_the_stage_to_rerun(tmp_path):
+    import json
+    path = Workdir(str(tmp_path)).file("tstatistic_summary")
+    records.write_csv(path, pd.DataFrame({"a": range(5)}))
+    records.read_csv(path)  # as recorded: read
+    stamp = os.path.join(os.path.dirname(path), ".gen_tstatistic.stamp.json")
+    with open(stamp) as handle:
+        content = json.load(handle)
+    content["outputs"]["tstatistic_summary.csv"]["sha256"] = "0" * 64
+    with open(stamp, "w") as handle:
+        json.dump(content, handle)
+    size = os.path.getsize(path)
+    with pytest.raises(records.ContractError) as caught:
+        records.read_csv(path)
+    assert str(caught.value) == (
+        f"{path} changed after per_class_accuracy.gen_tstatistic wrote it (5 rows, {size} "
+        "bytes; now another SHA-256, same size): truncated or edited? rerun "
+        "per_class_accuracy.gen_tstatistic")
+
+
+def test_an_older_workdirs_written_json_is_still_read(tmp_path):
+    """Records of older versions (`.written.json` beside the table) still catch a cut."""
+    import json
+    path = tmp_path / "robustness" / "accuracy.csv"
+    path.parent.mkdir()
+    path.write_text("a\n1\n2\n")
+    (path.parent / records.LEGACY_WRITTEN).write_text(json.dumps({"accuracy.csv": {
+        "rows": 2, "bytes": 99, "sha256": "0" * 64, "writer": "robustness_tests.analyze"}}))
+    with pytest.raises(records.ContractError, match=(
+            r"accuracy.csv changed after robustness_tests.analyze wrote it \(2 rows, 99 bytes; "
+            r"now 6 bytes\): truncated or edited\? rerun robustness_tests.analyze$")):
+        records.read_csv(str(path))
+    records.forget_written(str(path))
+    assert records.read_csv(str(path))["a"].tolist() == [1, 2]
+
+
+def test_a_stage_killed_between_two_outputs_is_not_up_to_date(tmp_path):
+    """Recording an output drops the stamp's inputs until the stage's write_stamp."""
+    from pie.analysis import stage_io
+    workdir = str(tmp_path)
+    first, second = tmp_path / "out" / "a.csv", tmp_path / "out" / "b.csv"
+    stamp = os.path.join(str(first.parent), ".stage.stamp.json")
+    with records.writing_as("pie.stage"):
+        records.write_csv(str(first), pd.DataFrame({"a": [1]}))
+        records.write_csv(str(second), pd.DataFrame({"a": [1]}))
+        stage_io.write_stamp(workdir, stamp, [], [str(first), str(second)], {})
+        assert stage_io.is_up_to_date(workdir, stamp, [], [str(first), str(second)], {})
+        records.write_csv(str(first), pd.DataFrame({"a": [2]}))  # killed after this
+    assert not stage_io.is_up_to_date(workdir, stamp, [], [str(first), str(second)], {})

@@ -197,29 +197,41 @@ def is_up_to_date(workdir, stamp, inputs, outputs, options):
     """Whether `outputs` were written from exactly these inputs and options.
 
     The stamp written by `write_stamp` records each input's size and
-    modification time, the options, and the outputs as written; any change to
-    one of them (or a missing output) means the stage must run again.
+    modification time, the options, and each output as written (its record:
+    size, modification time, digest); any change to one of them (or a missing
+    output) means the stage must run again. Nothing is hashed here.
     """
-    if not os.path.exists(stamp):
+    recorded = records.read_stamp(stamp)
+    if not recorded or any(not os.path.exists(output) for output in outputs):
         return False
-    try:
-        recorded = records.read_json(stamp)
-    except records.ContractError:
-        return False
-    if any(not os.path.exists(output) for output in outputs):
-        return False
+    written = records.stamp_records(recorded)
+    folder = os.path.dirname(os.path.abspath(stamp))
     return (recorded.get("inputs") == _fingerprint(workdir, inputs)
-            and recorded.get("outputs") == _fingerprint(workdir, outputs)
-            and recorded.get("options") == options)
+            and recorded.get("options") == options
+            and all(records.matches_status(output, written.get(os.path.relpath(output, folder)))
+                    for output in outputs))
 
 
 def write_stamp(workdir, stamp, inputs, outputs, options):
-    """Records what `outputs` were computed from (written after the outputs)."""
-    records.write_json(stamp, {
-        "inputs": _fingerprint(workdir, inputs),
-        "outputs": _fingerprint(workdir, outputs),
-        "options": options,
-    })
+    """Records what `outputs` were computed from (written after the outputs).
+
+    Outputs the stage recorded as it wrote them (tables: rows and digest) keep
+    that record; others (a report page) are recorded here, by name relative to
+    the stamp's folder.
+    """
+    folder = os.path.dirname(os.path.abspath(stamp))
+    with records.stamp_lock(stamp):
+        content = records.read_stamp(stamp)
+        written = records.stamp_records(content)
+        for output in outputs:
+            name = os.path.relpath(output, folder)
+            if os.path.exists(output) and not records.matches_status(output, written.get(name)):
+                written[name] = records.file_record(output)
+        content.update(inputs=_fingerprint(workdir, inputs), outputs=written, options=options)
+        stage = records.current_stage()
+        if stage and "stage" not in content:
+            content["stage"] = stage
+        records.write_json(stamp, content)
 
 
 def write_stage_flags(workdir, stage_dir, stage, distribution=records.CLEAN):

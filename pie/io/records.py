@@ -127,15 +127,20 @@ def read_json(path):
         raise ContractError(f"{path} is not readable JSON: {error}")
 
 
-# ------------------------------------------------------------------ written tables
+# ------------------------------------------------------------------- written files
 
-# Every table a stage writes is recorded in `.written.json` beside it (rows, bytes,
-# SHA-256, writer); a reader that finds another file (truncated, cut, edited) says so.
-WRITTEN = ".written.json"
-
-
-def _written_path(path):
-    return os.path.join(os.path.dirname(os.path.abspath(path)), WRITTEN)
+# Every table (and figure) a stage writes is recorded in that stage's stamp beside it
+# (workdir.writer_stamp, `.<stage>.stamp.json`), under `outputs`: {file name: {rows,
+# bytes, sha256, mtime_ns}}. A reader that finds another file (truncated, cut,
+# edited) says so and names the stage to rerun. The same stamp holds the stage's
+# freshness (`inputs`, `options`: pie.analysis.stage_io), so there is one record.
+STAMPS_LOCK = ".stamps.lock"  # one per folder: shards record into shared stamps
+# Workdirs of older versions kept the records in this file beside the tables; it is
+# still read for a file no stamp lists (a rerun of the stage moves it to a stamp).
+LEGACY_WRITTEN = ".written.json"
+# The stamp of files written outside any stage (a test, a script).
+UNKNOWN_WRITER = "unknown"
+_WRITERS = []  # stages named by writing_as, innermost last
 
 
 def _sha256(path):
@@ -146,8 +151,21 @@ def _sha256(path):
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def writing_as(stage):
+    """Files written inside are recorded as written by the stage module `stage`
+    (for a stage's library entry point, called without the command line)."""
+    _WRITERS.append(stage)
+    try:
+        yield
+    finally:
+        _WRITERS.pop()
+
+
 def current_stage():
     """The stage running in this process (its module name), when there is one."""
+    if _WRITERS:
+        return _WRITERS[-1]
     calls = getattr(sys.modules.get("pie.io.cli"), "_CALLS", None)
     if calls:
         return calls[-1][1]
@@ -158,56 +176,163 @@ def current_stage():
 
 def _listed_writer(path):
     """The writer FILES names for a file of that folder and name, or None."""
-    from pie.io import workdir as layout_module
     folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
-    for entry in layout_module.FILES.values():
+    for entry in layout.FILES.values():
         if entry.name == os.path.basename(path) and entry.folder == folder and (
                 "." in entry.writer and " " not in entry.writer):
             return entry.writer
     return None
 
 
-def _read_written(ledger):
+def _is_record(value):
+    return isinstance(value, dict) and isinstance(value.get("sha256"), str)
+
+
+def read_stamp(stamp):
+    """A stamp's content as a dict; {} when it is missing or unreadable."""
     try:
-        with open(ledger) as handle:
-            recorded = json.load(handle)
-        return recorded if isinstance(recorded, dict) else {}
+        with open(stamp) as handle:
+            content = json.load(handle)
     except (OSError, ValueError):
         return {}
+    return content if isinstance(content, dict) else {}
 
 
-def record_written(path, rows):
-    """Records a table just written (rows, bytes, digest, writer) beside it."""
-    ledger = _written_path(path)
-    with locked(ledger + ".lock"):
-        recorded = _read_written(ledger)
-        recorded[os.path.basename(path)] = {
-            "rows": int(rows), "bytes": os.path.getsize(path), "sha256": _sha256(path),
-            "writer": current_stage() or _listed_writer(path)}
-        write_json(ledger, recorded)
+def stamp_records(content):
+    """{file name: record} of a stamp's content (entries of other shapes left out)."""
+    outputs = content.get("outputs")
+    if not isinstance(outputs, dict):
+        return {}
+    return {name: record for name, record in outputs.items() if _is_record(record)}
 
 
-def check_written(path):
+@contextlib.contextmanager
+def stamp_lock(stamp):
+    """The lock of the stamps of one folder: writers take turns updating them."""
+    with locked(os.path.join(os.path.dirname(os.path.abspath(stamp)), STAMPS_LOCK)):
+        yield
+
+
+def file_record(path, rows=None):
+    """The record of a file as it is now: bytes, modification time, SHA-256 (rows)."""
+    status = os.stat(path)
+    record = {"bytes": status.st_size, "mtime_ns": status.st_mtime_ns,
+              "sha256": _sha256(path)}
+    if rows is not None:
+        record["rows"] = int(rows)
+    return record
+
+
+def matches_status(path, record):
+    """Whether `path` has the size and modification time `record` gives (no hashing)."""
+    if not _is_record(record) or not os.path.isfile(path):
+        return False
+    status = os.stat(path)
+    return (status.st_size, status.st_mtime_ns) == (record.get("bytes"), record.get("mtime_ns"))
+
+
+def record_written(path, rows=None, stage=None):
+    """Records a file just written (rows, bytes, digest) in its writer's stamp.
+
+    The writer is `stage`, else the stage running (current_stage), else the one
+    FILES names. One file has one record: it leaves any other stamp of the folder.
+    The stamp's `inputs` are dropped until the stage's `write_stamp`, so a stage
+    killed between two outputs is not taken as up to date.
+    """
+    writer = stage or current_stage() or _listed_writer(path) or UNKNOWN_WRITER
+    stamp = layout.writer_stamp(path, writer)
+    name = os.path.basename(path)
+    record = file_record(path, rows)  # the one hash of this write, outside the lock
+    with stamp_lock(stamp):
+        for other in layout.stamps_in(os.path.dirname(stamp)):
+            content = read_stamp(other)
+            if other != stamp and name in stamp_records(content):
+                del content["outputs"][name]
+                write_json(other, content)
+        content = read_stamp(stamp)
+        content.pop("inputs", None)
+        content["stage"] = writer
+        content["outputs"] = dict(stamp_records(content), **{name: record})
+        write_json(stamp, content)
+
+
+def written_record(path):
+    """`(writer, record)` of the file `path`; `(None, None)` when nothing lists it.
+
+    The record is in the stamp of the writer FILES names, else in another stamp
+    of the folder, else (an older workdir) in its `.written.json`.
+    """
+    name = os.path.basename(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    listed = _listed_writer(path)
+    stamps = [layout.writer_stamp(path, listed)] if listed else []
+    for stamp in dict.fromkeys(stamps + layout.stamps_in(folder)):
+        content = read_stamp(stamp)
+        record = stamp_records(content).get(name)
+        if record is not None:
+            writer = content.get("stage")
+            return (writer if isinstance(writer, str) else UNKNOWN_WRITER), record
+    record = read_stamp(os.path.join(folder, LEGACY_WRITTEN)).get(name)
+    if _is_record(record):
+        return record.get("writer") or UNKNOWN_WRITER, record
+    return None, None
+
+
+def forget_written(path):
+    """Removes the record of `path` (a file the user now owns, e.g. edited by hand)."""
+    name = os.path.basename(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    with stamp_lock(path):
+        for stamp in layout.stamps_in(folder) + [os.path.join(folder, LEGACY_WRITTEN)]:
+            content = read_stamp(stamp)
+            if name in stamp_records(content):
+                del content["outputs"][name]
+                write_json(stamp, content)
+            elif _is_record(content.get(name)):  # an older workdir's ledger
+                del content[name]
+                write_json(stamp, content)
+
+
+def mismatch(path, record, content=None):
+    """How `path` (or its `content`, bytes already read) differs from `record`, or None."""
+    size = len(content) if content is not None else os.path.getsize(path)
+    if size != record.get("bytes"):
+        return f"now {size} bytes"
+    digest = (hashlib.sha256(content).hexdigest() if content is not None
+              else _sha256(path))
+    return None if digest == record.get("sha256") else "now another SHA-256, same size"
+
+
+def _rerun(writer):
+    return writer if writer != UNKNOWN_WRITER else "the stage that writes it"
+
+
+def check_written(path, stage=None):
     """Fails when `path` is not the file its writer recorded (truncated, cut or edited).
 
-    A table without a record (written by hand or by an older version) is accepted.
+    A file without a record (written by hand or by an older version) is accepted,
+    unless `stage` is given: then it must be listed in that stage's stamp.
     """
-    entry = _read_written(_written_path(path)).get(os.path.basename(path))
-    if not isinstance(entry, dict) or not os.path.exists(path):
-        return
-    size = os.path.getsize(path)
-    if size != entry.get("bytes") or _sha256(path) != entry.get("sha256"):
-        writer = entry.get("writer")
+    writer, record = written_record(path)
+    if stage is not None and (record is None or writer != stage):
         raise ContractError(
-            f"{path} changed after {writer or 'its stage'} wrote it ({entry.get('rows')} "
-            f"rows, {entry.get('bytes')} bytes; now {size} bytes): truncated or edited? "
-            f"rerun {writer or 'the stage that writes it'}")
+            f"{path} is not listed in {layout.writer_stamp(path, stage)}: only files "
+            f"{stage} wrote are read; rerun {stage}")
+    if record is None or not os.path.exists(path):
+        return
+    problem = mismatch(path, record)
+    if problem:
+        who = writer if writer != UNKNOWN_WRITER else "its stage"
+        rows = f"{record['rows']} rows, " if "rows" in record else ""
+        raise ContractError(
+            f"{path} changed after {who} wrote it ({rows}{record.get('bytes')} bytes; "
+            f"{problem}): truncated or edited? rerun {_rerun(writer)}")
 
 
 def write_csv(path, frame, columns=None, record=True):
     """Writes `frame` atomically; with `columns`, exactly those, in that order.
 
-    With `record`, the file's rows and digest go to `.written.json` (check_written);
+    With `record`, the file's rows and digest go to its writer's stamp (check_written);
     files users may edit by hand (the manifest) are not recorded.
     """
     if columns is not None:

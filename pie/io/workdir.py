@@ -112,9 +112,37 @@ MEMBER_FILES = {
 }
 
 
+STAMP_SUFFIX = ".stamp.json"
+
+
 def stamp_in(folder, stage):
-    """The freshness stamp of `stage` in an output folder (also one outside W: --out)."""
-    return os.path.join(folder, f".{stage}.stamp.json")
+    """The stamp of `stage` in an output folder (also one outside W: --out).
+
+    It records what the stage's outputs there were computed from (freshness) and
+    each output as written: rows, bytes, SHA-256 (records.record_written).
+    """
+    return os.path.join(folder, f".{stage}{STAMP_SUFFIX}")
+
+
+def stage_name(module):
+    """A stage module's stamp name: its last part (`per_class_accuracy.gen_tstatistic`
+    -> `gen_tstatistic`), the name the stages give their stamps."""
+    return module.rsplit(".", 1)[-1]
+
+
+def writer_stamp(path, module):
+    """The stamp of the stage `module` beside the file `path`: where its record is."""
+    return stamp_in(os.path.dirname(os.path.abspath(path)), stage_name(module))
+
+
+def stamps_in(folder):
+    """Every stage's stamp in `folder`, sorted (none when it does not exist)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [os.path.join(folder, name) for name in sorted(names)
+            if name.startswith(".") and name.endswith(STAMP_SUFFIX)]
 
 
 def distribution_dirname(distribution):
