@@ -348,7 +348,8 @@ CASES = [
      "groups file {W}/groups.csv has no 'image_id' column; it needs 'image_id' and one "
      "column per attribute"),
     ("toy-results-empty", REPORT, {}, write_file("toy/results.csv", ""),
-     "^{W}/toy/results.csv is not a readable CSV: .+: rerun the stage that writes it$"),
+     "^{W}/toy/results.csv is not listed in {W}/toy/.toy_experiment.stamp.json: only files "
+     "pie.stages.toy_experiment wrote are read; rerun pie.stages.toy_experiment$"),
     # --- flags
     ("batch-size-zero", PREDICT, {"batch_size": 0}, nothing,
      "--batch_size must be at least 2, got 0"),

@@ -228,9 +228,14 @@ def make_workdir(workdir, seed=0):
     records.write_csv(os.path.join(workdir, "quantization", "cost.csv"), _cost(manifest, rng))
     os.makedirs(os.path.join(workdir, "toy"))
     records.write_csv(os.path.join(workdir, "toy", "results.csv"), _toy(rng))
-    Image.new("RGB", (40, 30), (200, 30, 30)).save(
-        os.path.join(workdir, "toy", "boundaries_moons.png"))
+    _toy_figure(os.path.join(workdir, "toy", "boundaries_moons.png"), (200, 30, 30))
     return workdir
+
+
+def _toy_figure(path, color):
+    """A PNG written and recorded in the toy study's stamp, as toy_plots does."""
+    Image.new("RGB", (40, 30), color).save(path)
+    records.record_written(path, stage=sections.TOY_STAGE)
 
 
 @pytest.fixture(scope="module")
@@ -665,3 +670,55 @@ def test_members_without_top1_still_count_and_say_top1_is_missing(synthetic, tmp
     assert rows["dense_0"][column("members")] == "3"
     assert rows["dense_0"][column("top-1 % (mean ± std)")] == (
         f"{100 * dense.mean():.1f} ± {100 * dense.std(ddof=1):.1f}")
+
+
+def test_toy_figures_are_embedded_only_as_the_toy_study_listed_them(tmp_path):
+    """A PNG dropped in by hand, a listed PNG replaced by another one and a listed
+    PNG replaced by a link are left out, each named in the page and in the log; the
+    figure as written is embedded."""
+    import base64
+    workdir = make_workdir(str(tmp_path / "w"))
+    toy = tmp_path / "w" / "toy"
+    _toy_figure(str(toy / "accuracy_moons.png"), (1, 2, 3))
+    _toy_figure(str(toy / "boundaries_circles.png"), (4, 5, 6))
+    written = os.path.getsize(toy / "boundaries_circles.png")
+    Image.new("RGB", (40, 30), (7, 8, 9)).save(toy / "dropped.png")  # not listed
+    Image.new("RGB", (40, 30), (9, 9, 9)).save(toy / "boundaries_circles.png")  # replaced
+    now = os.path.getsize(toy / "boundaries_circles.png")
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(tmp_path / "outside.png")
+    os.remove(toy / "accuracy_moons.png")
+    os.symlink(tmp_path / "outside.png", toy / "accuracy_moons.png")
+    lines = []
+    build.build_report(workdir, fmt="html", log=lines.append)
+    with open(os.path.join(workdir, "report", "index.html")) as handle:
+        page = html.unescape(handle.read())
+    embedded = set(re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page))
+    for name in ("dropped.png", "boundaries_circles.png"):
+        assert base64.b64encode((toy / name).read_bytes()).decode("ascii") not in embedded
+    assert base64.b64encode((tmp_path / "outside.png").read_bytes()).decode(
+        "ascii") not in embedded
+    assert base64.b64encode((toy / "boundaries_moons.png").read_bytes()).decode(
+        "ascii") in embedded
+    change = f"now {now} bytes" if now != written else "now another SHA-256, same size"
+    expected = [
+        "toy/boundaries_circles.png is not a PNG file of the toy study: left out (it is not "
+        f"the file written ({written} bytes; {change}): rerun pie.stages.toy_experiment)",
+        "toy/accuracy_moons.png is not a PNG file of the toy study: left out (it is a link, "
+        "not the file written: rerun pie.stages.toy_experiment)",
+        "toy/dropped.png is not a PNG file of the toy study: left out (it is not listed in "
+        "the toy study's stamp)"]
+    for text in expected:
+        assert text in page
+        assert any(text in line for line in lines)
+
+
+def test_a_toy_table_the_toy_study_does_not_list_is_refused(tmp_path):
+    workdir = make_workdir(str(tmp_path / "w"))
+    path = os.path.join(workdir, "toy", "results.csv")
+    records.forget_written(path)
+    with pytest.raises(records.ContractError) as caught:
+        build.build_report(workdir, fmt="html", log=lambda message: None)
+    assert str(caught.value) == (
+        f"{path} is not listed in {os.path.join(workdir, 'toy', '.toy_experiment.stamp.json')}"
+        ": only files pie.stages.toy_experiment wrote are read; rerun "
+        "pie.stages.toy_experiment")

@@ -1,5 +1,7 @@
 """Tests of pie.stages.toy_experiment: masked evaluation, a tiny run, resume."""
 import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -57,7 +59,7 @@ def test_config_validation():
 
 
 def test_tiny_run_outputs_and_resume(tmp_path):
-    out = str(tmp_path / "run")
+    out = str(tmp_path / "w" / "toy")  # the study's folder of workdir w
     lines = []
     results = T.run_experiment(T.ToyConfig(**TINY), out, log=lines.append, flags_text="x\n")
     frame = pd.read_csv(os.path.join(out, "results.csv"))
@@ -78,6 +80,27 @@ def test_tiny_run_outputs_and_resume(tmp_path):
     assert sorted(ranks["k"].dropna().unique()) == [2, 8]
     for name in ("accuracy_moons.png", "boundaries_moons.png", "summary.csv", "flags.txt"):
         assert os.path.exists(os.path.join(out, name))
+    # The stage's stamp lists every table (rows, digest) and figure (digest) it wrote,
+    # and the report embeds exactly those figures.
+    with open(os.path.join(out, ".toy_experiment.stamp.json")) as handle:
+        stamp = json.load(handle)
+    assert stamp["stage"] == "pie.stages.toy_experiment"
+    for name in ("results.csv", "rank_analysis.csv", "summary.csv", "accuracy_moons.png",
+                 "boundaries_moons.png"):
+        with open(os.path.join(out, name), "rb") as handle:
+            data = handle.read()
+        record = stamp["outputs"][name]
+        assert (record["bytes"], record["sha256"]) == (len(data),
+                                                       hashlib.sha256(data).hexdigest())
+        if name.endswith(".csv"):
+            assert record["rows"] == len(pd.read_csv(os.path.join(out, name)))
+    from pie.report import sections
+    figures = sections.toy_figures(str(tmp_path / "w"))
+    assert [(os.path.basename(path), problem) for path, _, problem in figures] == [
+        ("boundaries_moons.png", None), ("accuracy_moons.png", None)]
+    for path, content, _ in figures:
+        with open(path, "rb") as handle:
+            assert content == handle.read()
 
     seed_file = os.path.join(out, "seeds", "results_seed00001.csv")
     stamp = os.path.getmtime(seed_file)

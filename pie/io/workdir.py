@@ -314,6 +314,18 @@ class Workdir:
                       if name.endswith(".png") and not os.path.islink(os.path.join(folder, name))]
         return sorted(found)
 
+    def toy_stamps(self):
+        """The toy study's stamps under W/toy (one per folder it wrote), sorted; the
+        report embeds only the figures they list. Links are never followed."""
+        stage = stage_name(FILES["toy_results"].writer)
+        found = []
+        for folder, subfolders, names in os.walk(self.toy_dir, followlinks=False):
+            subfolders.sort()
+            stamp = stamp_in(folder, stage)
+            if os.path.basename(stamp) in names and not os.path.islink(stamp):
+                found.append(stamp)
+        return sorted(found)
+
     def worker_scratch(self, task_id):
         """A non-chief worker's private scratch copy (multi-worker training)."""
         return os.path.join(self.root, ".workers", str(task_id))

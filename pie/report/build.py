@@ -48,11 +48,12 @@ class ReportError(cli.UsageError):
 
 
 def input_paths(workdir):
-    """Every file the report reads: the sections' inputs and the toy figures."""
+    """Every file the report reads: the sections' inputs, the toy study's stamps and
+    figures."""
     workdir = Workdir(workdir)
     paths = [workdir.path(relative) for relative in sections.all_inputs()]
     paths.append(workdir.classes)
-    paths += workdir.toy_figures()
+    paths += workdir.toy_stamps() + workdir.toy_figures()
     return list(dict.fromkeys(paths))
 
 
@@ -113,9 +114,12 @@ def build_report(workdir, fmt="html", out=None, strict=False, force=False, log=p
     context = sections.Context(workdir)
     rendered = []
     for spec in sections.SECTIONS.values():
+        warned = len(context.warnings)
         rendered.append(sections.render_section(spec, context))
         state = "not measured" if rendered[-1]["missing"] else "done"
         log(f"section {spec.name}: {state}")
+        for text in context.warnings[warned:]:
+            log(f"section {spec.name}: {text}")
     html = render_html(context, rendered)
     records.write_text(html_path, html)
     if fmt == "md":

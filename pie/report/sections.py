@@ -17,7 +17,7 @@ import pandas as pd
 
 from pie.analysis import robustness
 from pie.io import records
-from pie.io.workdir import Workdir
+from pie.io.workdir import FILES, Workdir
 from pie.report import plots
 
 DASH = "—"  # a value whose input is missing
@@ -106,6 +106,10 @@ COLUMNS = {
     "toy/results.csv": ["dataset", "criterion", "samples_per_class", "seed", "scenario",
                         "stage", "accuracy"],
 }
+# Inputs read only when their writer lists them in its stamp (with their digest): the
+# toy study's folder is one a user may drop files into.
+LISTED_INPUTS = {"toy/results.csv": FILES["toy_results"].writer}
+TOY_STAGE = FILES["toy_results"].writer
 TEXT_COLUMNS = ("member_id", "method", "class_name", "distribution", "dataset", "criterion",
                 "scenario", "stage", "attribute", "group", "rule", "shifted_min_distribution")
 
@@ -127,6 +131,12 @@ class Context:
         self.variants = variant_table(self.manifest)
         self.colors = plots.method_colors(self.variants["method"])
         self._tables = {}
+        self.warnings = []  # what was left out and why; the build logs them
+
+    def warn(self, text):
+        """A note for the report that the build also logs."""
+        self.warnings.append(text)
+        return note(text)
 
     def path(self, relative):
         return Workdir(self.workdir).path(relative)
@@ -138,7 +148,8 @@ class Context:
         """The CSV `relative` (cached), checked for the columns the report reads,
         with a `key` column (the variant key) when it names method and sparsity."""
         if relative not in self._tables:
-            frame = read_table(self.path(relative), COLUMNS.get(relative, ()))
+            frame = read_table(self.path(relative), COLUMNS.get(relative, ()),
+                               LISTED_INPUTS.get(relative))
             if {"method", "sparsity"} <= set(frame.columns):
                 frame["key"] = [records.variant_key(m, s) for m, s in
                                 zip(frame["method"], frame["sparsity"])]
@@ -153,14 +164,18 @@ class Context:
         return records.read_json(path) if os.path.exists(path) else None
 
 
-def read_table(path, columns):
-    """A CSV with text columns kept as text (a class named 'NA' stays 'NA')."""
+def read_table(path, columns, listed_by=None):
+    """A CSV with text columns kept as text (a class named 'NA' stays 'NA').
+
+    With `listed_by` (a stage module), only a file that stage's stamp lists, with
+    its digest, is read.
+    """
     if not os.path.exists(path):
         raise records.ContractError(f"missing input file {path}")
     if os.path.islink(path):
         raise records.ContractError(f"{path} is a link: the report reads only files the "
                                     "stages wrote")
-    records.check_written(path)
+    records.check_written(path, stage=listed_by)
     try:
         header = pd.read_csv(path, nrows=0).columns
         frame = pd.read_csv(path, keep_default_na=False, na_values=[""],
@@ -219,16 +234,50 @@ def most_compressed(keys, variants):
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def read_png(path, folder):
-    """The bytes of a PNG file inside `folder`, or None: a link, a file whose real
-    path leaves `folder`, or one that is not a PNG is never embedded."""
+def read_png(path, folder, record):
+    """`(bytes, None)` of the PNG file `path` inside `folder` that a stage recorded
+    as `record`, or `(None, why it is left out)`: a missing file, a link, a file
+    whose real path leaves `folder`, one other than the file recorded, or one that
+    is not a PNG is never embedded."""
     root = os.path.realpath(folder)
-    if os.path.islink(path) or not os.path.isfile(path) or os.path.commonpath(
-            [root, os.path.realpath(path)]) != root:
-        return None
+    if os.path.islink(path):
+        return None, "is a link, not the file written"
+    if not os.path.exists(path):
+        return None, "is missing"
+    if not os.path.isfile(path) or os.path.commonpath([root, os.path.realpath(path)]) != root:
+        return None, "is not a regular file inside its folder"
     with open(path, "rb") as handle:
         content = handle.read()
-    return content if content.startswith(PNG_MAGIC) else None
+    problem = records.mismatch(path, record, content)
+    if problem:
+        return None, f"is not the file written ({record.get('bytes')} bytes; {problem})"
+    if not content.startswith(PNG_MAGIC):
+        return None, "is not a PNG file"
+    return content, None
+
+
+def toy_figures(workdir):
+    """`(path, PNG bytes or None, why it is left out or None)` of every figure under
+    W/toy: those the toy study's stamps list, then PNG files there they do not list
+    (never embedded). Boundary figures first."""
+    wd = Workdir(workdir)
+    listed = {}
+    for stamp in wd.toy_stamps():
+        folder = os.path.dirname(stamp)
+        for name, record in records.stamp_records(records.read_stamp(stamp)).items():
+            if name.endswith(".png"):
+                listed[os.path.join(folder, name)] = record
+    found = []
+    for path in sorted(set(listed) | set(wd.toy_figures()),
+                       key=lambda path: (not os.path.basename(path).startswith("boundaries"),
+                                         path)):
+        if path in listed:
+            content, problem = read_png(path, os.path.dirname(path), listed[path])
+            problem = problem and f"{problem}: rerun {TOY_STAGE}"
+        else:
+            content, problem = None, "is not listed in the toy study's stamp"
+        found.append((path, content, problem))
+    return found
 
 
 def png_uri(png_bytes):
@@ -1088,17 +1137,16 @@ def cost_section(context):
 def toy_section(context):
     results = context.table("toy/results.csv")
     # Figures first, the decision boundaries before the other figures of the study.
-    pngs = sorted(Workdir(context.workdir).toy_figures(),
-                  key=lambda path: (not os.path.basename(path).startswith("boundaries"), path))
+    figures = toy_figures(context.workdir)
     blocks = []
-    for path in pngs:
-        content = read_png(path, Workdir(context.workdir).toy_dir)
+    for path, content, problem in figures:
+        relative = os.path.relpath(path, context.workdir)
         if content is None:
-            blocks.append(note(f"{os.path.relpath(path, context.workdir)} is not a PNG file "
-                               "of the toy study: left out"))
+            blocks.append(context.warn(
+                f"{relative} is not a PNG file of the toy study: left out (it {problem})"))
         else:
-            blocks.append(figure(content, os.path.relpath(path, context.workdir)))
-    if not pngs:
+            blocks.append(figure(content, relative))
+    if not figures:
         blocks.append(note("no figures in toy/: rerun the toy study with --plots"))
     scenarios = {"train": 0, "noisy_test": 1}  # training data first, then the shifted test
     groups = sorted(results.groupby(["dataset", "scenario"]),

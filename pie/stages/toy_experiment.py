@@ -14,8 +14,10 @@ after on the training data and on a noisy test set.
 Outputs in --out: results.csv (dataset, criterion, samples_per_class, seed,
 scenario, stage, accuracy), summary.csv (mean and std per group),
 rank_analysis.csv (agreement between the criteria's unit orderings),
-accuracy_<dataset>.png, boundaries_<dataset>.png, flags.txt. Finished seeds
-are kept in seeds/; a rerun continues with the missing ones.
+accuracy_<dataset>.png, boundaries_<dataset>.png, flags.txt, and the stamp
+.toy_experiment.stamp.json listing each table (rows, bytes, SHA-256) and figure
+(bytes, SHA-256): the report embeds only what it lists. Finished seeds are kept in
+seeds/; a rerun continues with the missing ones.
 """
 import dataclasses
 import itertools
@@ -30,6 +32,7 @@ from absl import flags
 from pie.compress import criteria as unit_criteria
 from pie.data import toy_data
 from pie.io import cli, records
+from pie.io.workdir import FILES
 
 import tensorflow as tf  # noqa: E402  (after `pie`, which selects Keras 2)
 import tf_keras  # noqa: E402
@@ -49,6 +52,9 @@ HIDDEN_LAYERS = 3
 DROPOUT_RATE = 0.5
 REFERENCE_WIDTH = 1000  # the study's width; rank_k is given for it and scaled
 BOUNDARY_GRID = 120
+# The stage's module: its files are recorded in its stamp, also when run_experiment
+# is called from Python.
+STAGE = FILES["toy_results"].writer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -413,8 +419,14 @@ def run_experiment(config, out_dir, log=print, flags_text=None):
     """Runs (or continues) the study; returns the results frame.
 
     `flags_text` (the resolved command-line flags) is saved as flags.txt once the
-    folder is known to hold a run with the same settings.
+    folder is known to hold a run with the same settings. Every table and figure
+    is recorded in the stamp of this stage in its folder.
     """
+    with records.writing_as(STAGE):
+        return _run_experiment(config, out_dir, log, flags_text)
+
+
+def _run_experiment(config, out_dir, log, flags_text):
     config = config.resolved()
     os.makedirs(out_dir, exist_ok=True)
     _check_run_config(config, out_dir)
@@ -427,7 +439,9 @@ def run_experiment(config, out_dir, log=print, flags_text=None):
                  for name in ("results.csv", "rank_analysis.csv", "summary.csv")]
     if config.plots:
         summaries.append(os.path.join(out_dir, f"accuracy_{config.dataset}.png"))
-    if not todo and all(os.path.exists(path) for path in summaries):
+    # Files of an older version, which recorded none, are written again to be listed.
+    if not todo and all(os.path.exists(path) and records.written_record(path)[0] == STAGE
+                        for path in summaries):
         existing = records.read_csv(summaries[0], ["seed"])
         if set(existing["seed"]) == set(range(config.seeds)):
             # Nothing new: leave the files (and the report that reads them) untouched.
@@ -437,9 +451,9 @@ def run_experiment(config, out_dir, log=print, flags_text=None):
         scorer = unit_criteria.UnitScorer(trainer.model, config.criteria)
         for seed in todo:
             run_seed(config, trainer, scorer, seed, out_dir, log)
-    results = pd.concat([pd.read_csv(_seed_paths(out_dir, s)[0]) for s in range(config.seeds)],
-                        ignore_index=True)
-    ranks = [pd.read_csv(_seed_paths(out_dir, s)[1]) for s in range(config.seeds)]
+    results = pd.concat([records.read_csv(_seed_paths(out_dir, s)[0])
+                         for s in range(config.seeds)], ignore_index=True)
+    ranks = [records.read_csv(_seed_paths(out_dir, s)[1]) for s in range(config.seeds)]
     ranks = pd.concat(ranks, ignore_index=True) if ranks else pd.DataFrame(columns=RANK_COLUMNS)
     records.write_csv(os.path.join(out_dir, "results.csv"), results, RESULT_COLUMNS)
     records.write_csv(os.path.join(out_dir, "rank_analysis.csv"), ranks, RANK_COLUMNS)

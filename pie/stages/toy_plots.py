@@ -13,9 +13,12 @@ SCENARIO_TITLES = {"train": "training data", "noisy_test": "noisy test data"}
 
 
 def _save(figure, path):
+    """Writes the figure atomically and records it (bytes, digest) in the writing
+    stage's stamp: the report embeds only figures listed there."""
     with records.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110)
     plt.close(figure)
+    records.record_written(path)
 
 
 def plot_accuracy_curves(results, path, title):
