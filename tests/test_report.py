@@ -688,6 +688,11 @@ def test_toy_figures_are_embedded_only_as_the_toy_study_listed_them(tmp_path):
     Image.new("RGB", (40, 30), (1, 2, 3)).save(tmp_path / "outside.png")
     os.remove(toy / "accuracy_moons.png")
     os.symlink(tmp_path / "outside.png", toy / "accuracy_moons.png")
+    # A stamp naming a file outside W/toy, with its true digest, reaches nothing.
+    stamp = toy / ".toy_experiment.stamp.json"
+    content = records.read_stamp(str(stamp))
+    content["outputs"]["../../outside.png"] = records.file_record(str(tmp_path / "outside.png"))
+    records.write_json(str(stamp), content)
     lines = []
     build.build_report(workdir, fmt="html", log=lines.append)
     with open(os.path.join(workdir, "report", "index.html")) as handle:

@@ -189,7 +189,9 @@ def _is_record(value):
 
 
 def read_stamp(stamp):
-    """A stamp's content as a dict; {} when it is missing or unreadable."""
+    """A stamp's content as a dict; {} when it is missing, unreadable or a link."""
+    if os.path.islink(stamp):  # workdir content: never read through a link
+        return {}
     try:
         with open(stamp) as handle:
             content = json.load(handle)

@@ -265,14 +265,16 @@ def toy_figures(workdir):
     for stamp in wd.toy_stamps():
         folder = os.path.dirname(stamp)
         for name, record in records.stamp_records(records.read_stamp(stamp)).items():
-            if name.endswith(".png"):
+            # The stamp is workdir content: a name that is not a plain file name of
+            # the stamp's own folder ('../x.png', '/x.png') is no figure of it.
+            if name.endswith(".png") and name == os.path.basename(name):
                 listed[os.path.join(folder, name)] = record
     found = []
     for path in sorted(set(listed) | set(wd.toy_figures()),
                        key=lambda path: (not os.path.basename(path).startswith("boundaries"),
                                          path)):
         if path in listed:
-            content, problem = read_png(path, os.path.dirname(path), listed[path])
+            content, problem = read_png(path, wd.toy_dir, listed[path])
             problem = problem and f"{problem}: rerun {TOY_STAGE}"
         else:
             content, problem = None, "is not listed in the toy study's stamp"
