@@ -91,6 +91,22 @@ class TestReadMetrics:
         with pytest.raises(records.ContractError, match="missing input file"):
             per_class.read_metrics(str(tmp_path / "absent.csv"))
 
+    def test_cut_file_names_the_stage_to_rerun(self, tmp_path):
+        manifest = manifest_of([("a", "dense", 0.0, 0)])
+        predictions = pd.DataFrame({"member": [0, 0], "label": [0, 1], "predicted": [0, 0]})
+        path = per_class.metrics_path(str(tmp_path))
+        records.write_csv(path, per_class.per_class_metrics(predictions, manifest, ["x", "y"]),
+                          per_class.METRICS_COLUMNS)
+        with open(path, "rb") as handle:
+            data = handle.read()
+        with open(path, "wb") as handle:
+            handle.write(data[:-20])
+        with pytest.raises(records.ContractError, match=(
+                rf"per_class_metrics.csv changed after per_class_accuracy.aggregate_ckpt_metrics "
+                rf"wrote it \(2 rows, {len(data)} bytes; now {len(data) - 20} bytes\): truncated "
+                r"or edited\? rerun per_class_accuracy.aggregate_ckpt_metrics$")):
+            per_class.read_metrics(path)
+
 
 class TestPerClassTStatistic:
     # Two classes; dense d1..d3 and magnitude 0.5 v1..v3, recall and top-1 chosen by hand.

@@ -53,6 +53,7 @@ def read_metrics(path):
     """Per-class metrics written by `per_class_metrics`, class names kept as text."""
     if not os.path.exists(path):
         raise records.ContractError(f"missing input file {path}")
+    records.check_written(path)  # cut or edited since aggregate_ckpt_metrics wrote it
     # Only the metric columns may be empty (NaN); a class named 'NA' stays a name.
     metrics = pd.read_csv(path, dtype={"class_name": str, "member_id": str, "method": str},
                           keep_default_na=False,
