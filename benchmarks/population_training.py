@@ -1,16 +1,18 @@
-r"""Population training: member by member versus side by side on shared graphs, one run.
+r"""Population training: member by member versus worker processes on shared graphs, one run.
 
   .venv/bin/python benchmarks/population_training.py [--seeds=4] [--epochs=6] \
-      [--parallel_members=4] [--repeats=1]
+      [--workers=0] [--repeats=1]
 
 Trains the same population (by default the demo's: mnist5k, small_cnn, dense and
 magnitude 0.5/0.8/0.95) with the real training stage twice per repeat, in fresh
 workdirs and alternating order: once as before this change, one member at a time
-each on a freshly built and traced model (`--parallel_members=1 --noshare_graphs`),
-and once with the defaults (members of one variant side by side in one traced
-step, models reused across members). Both include process start-up. Prints wall
-and CPU seconds of each, checks that every member's saved weights are identical
-both ways, and ends with the wall-clock ratio `speedup=...`.
+each on a freshly built and traced model (`--workers=1 --noshare_graphs`),
+and once the fast way (`--workers=0`: one worker process per core, each on the
+members of its seeds with one CPU thread, and within a worker the members of one
+variant on one shared, traced model). Both include process start-up. Prints wall
+and CPU seconds of each, the largest difference between the saved weights of the
+same member both ways (float rounding: one thread sums in another order than
+two), and ends with the wall-clock ratio `speedup=...`.
 """
 import os
 import resource
@@ -30,7 +32,7 @@ flags.DEFINE_string("model", "small_cnn", "Model.")
 flags.DEFINE_string("sparsities", "0,0.5,0.8,0.95", "Sparsities of the population.")
 flags.DEFINE_integer("seeds", 4, "Seeds per sparsity.")
 flags.DEFINE_integer("epochs", 6, "Epochs per member.")
-flags.DEFINE_integer("parallel_members", 4, "--parallel_members of the fast way.")
+flags.DEFINE_integer("workers", 0, "--workers of the fast way (0: one per core).")
 flags.DEFINE_integer("repeats", 1, "Runs of each way (alternating); the medians are compared.")
 FLAGS = flags.FLAGS
 
@@ -51,8 +53,9 @@ def train(workdir, extra):
     return wall, cpu
 
 
-def max_weight_difference(first, second):
-    """Largest |difference| between the saved weights of the same members."""
+def compare(first, second):
+    """(largest |difference| between the saved weights of the same members, mean
+    top-1 of each run, number of members)."""
     import numpy as np
     import pie  # noqa: F401
     from pie.io import records
@@ -66,7 +69,7 @@ def max_weight_difference(first, second):
         wb = loading.load_keras(os.path.join(second, b.loc[member_id, "model_file"]))
         for x, y in zip(wa.get_weights(), wb.get_weights()):
             worst = max(worst, float(np.abs(x - y).max()))
-    return worst, len(a)
+    return worst, a["top1"].mean(), b.loc[a.index, "top1"].mean(), len(a)
 
 
 def median(values):
@@ -77,8 +80,8 @@ def median(values):
 
 def main(argv):
     del argv
-    ways = {"member_by_member": ["--parallel_members=1", "--noshare_graphs"],
-            "side_by_side": [f"--parallel_members={FLAGS.parallel_members}"]}
+    ways = {"member_by_member": ["--workers=1", "--noshare_graphs"],
+            "workers": [f"--workers={FLAGS.workers}"]}
     times = {name: [] for name in ways}
     scratch = tempfile.mkdtemp(prefix="population_bench_")
     workdirs = {}
@@ -91,16 +94,17 @@ def main(argv):
                 times[name].append((wall, cpu))
                 workdirs[name] = workdir
                 print(f"{name} run {repeat + 1}: wall {wall:.1f}s, CPU {cpu:.1f}s", flush=True)
-        worst, members = max_weight_difference(workdirs["member_by_member"],
-                                               workdirs["side_by_side"])
+        worst, top1_slow, top1_fast, members = compare(workdirs["member_by_member"],
+                                                       workdirs["workers"])
         print(f"{members} members ({FLAGS.dataset}, {FLAGS.model}, sparsities "
-              f"{FLAGS.sparsities}, {FLAGS.seeds} seeds, {FLAGS.epochs} epochs); largest "
+              f"{FLAGS.sparsities}, {FLAGS.seeds} seeds, {FLAGS.epochs} epochs); mean top-1 "
+              f"{top1_slow:.4f} member by member, {top1_fast:.4f} with workers; largest "
               f"weight difference between the two ways: {worst:g}")
-        slow, fast = times["member_by_member"], times["side_by_side"]
+        slow, fast = times["member_by_member"], times["workers"]
         wall_ratio = median([w for w, _ in slow]) / median([w for w, _ in fast])
         cpu_ratio = median([c for _, c in slow]) / median([c for _, c in fast])
         print(f"member by member: wall {median([w for w, _ in slow]):.1f}s, CPU "
-              f"{median([c for _, c in slow]):.1f}s; side by side: wall "
+              f"{median([c for _, c in slow]):.1f}s; workers: wall "
               f"{median([w for w, _ in fast]):.1f}s, CPU {median([c for _, c in fast]):.1f}s; "
               f"CPU ratio {cpu_ratio:.2f}; load average {os.getloadavg()[0]:.1f} on "
               f"{os.cpu_count()} cores")

@@ -19,12 +19,14 @@ import contextlib
 import math
 import os
 import shutil
+import sys
 import time
 
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.compress import criteria, lineage, population, pruning, training
+from pie.compress import workers as worker_processes
 from pie.data import sources, views
 from pie.io import cli, records
 from pie.io.workdir import Workdir
@@ -140,12 +142,19 @@ def define_flags(flag_values=flags.FLAGS):
                       "network (--protocol=from_dense, --init_from), models with dropout and "
                       "strategies other than 'default' always build afresh.",
                       flag_values=flag_values)
-    flags.DEFINE_integer("parallel_members", 1,
-                         "Dense and magnitude members of one variant train this many at a time "
-                         "in one traced step (each its own model, optimizer, masks, batch "
-                         "order and checkpoint; the same weights as training it alone). 1: one "
-                         "by one. Needs --share_graphs; other members train one by one.",
+    flags.DEFINE_integer("workers", 1,
+                         "Processes training the population in parallel on this machine, "
+                         "each a slice of the members (member i to worker i mod N) with its "
+                         "share of the CPU cores (--threads); 0: automatic, one per CPU core "
+                         "on a machine without GPUs with --strategy=default, else 1. Every "
+                         "member trains as it would alone (pie.compress.workers).",
                          flag_values=flag_values)
+    flags.DEFINE_string("seed_slice", "0/1", "k/N: train only the members whose seed is k "
+                        "mod N (set by --workers for each worker; a member and its parent "
+                        "network share a seed).", flag_values=flag_values)
+    flags.DEFINE_integer("threads", 0, "TensorFlow CPU threads of this process (0: "
+                         "TensorFlow's default, every core). Set by --workers for each "
+                         "worker.", flag_values=flag_values)
 
 
 def parse_shard(text):
@@ -174,7 +183,6 @@ class Trainer:
         if share_graphs and FLAGS.strategy == "default":
             self.shared = population.SharedModels(self._build_member, self._initial,
                                                   self._plain_view)
-        self.group_step = population.GroupStep()
 
     def _schedule(self, target):
         total = self.steps_per_epoch * FLAGS.epochs
@@ -374,75 +382,6 @@ class Trainer:
             self.progress.done += int(epoch.numpy())
         return epoch, manager
 
-    def groupable(self, member):
-        """Trains side by side with others (--parallel_members): all of its training
-        is in the graph (no per-batch Python callbacks) and it shares models."""
-        return (self.shares(member) and not self.prunes_once(member)
-                and member.method in GROUP_METHODS)
-
-    def train_group(self, members, workdir, first_position, count):
-        """Trains members of one variant side by side (population.GroupStep); the rows.
-
-        Each member keeps everything of its own: model and optimizer (shared models
-        set to its seed-initial state), batch order, pruning masks and step, epoch
-        checkpoints. A member resumed at a later epoch than the others trains its
-        own next epoch in the same steps; members leave the group when done.
-        """
-        import tensorflow_model_optimization as tfmot
-        started = time.time()
-        slots = self.shared.get_many(self.variant(members[0]), members)
-        if slots is None:  # random layers: one by one on models of their own
-            return [self.train(member, workdir, first_position + i, count)
-                    for i, member in enumerate(members)]
-        runs = []
-        for offset, (member, shared) in enumerate(zip(members, slots)):
-            epoch, manager = self._checkpoint(member, shared.model, shared.optimizer, workdir,
-                                              first_position + offset, count)
-            pruning_steps = tfmot.sparsity.keras.UpdatePruningStep()
-            pruning_steps.set_model(shared.model)
-            runs.append(dict(member=member, shared=shared, epoch=epoch, manager=manager,
-                             position=first_position + offset, pruning_steps=pruning_steps))
-        rows = {}
-        while runs:
-            active = [run for run in runs
-                      if int(run["epoch"].numpy()) < self.epochs(run["member"])]
-            for run in runs:
-                if run not in active:
-                    rows[run["member"].member_id] = self._finish(
-                        run["member"], run["shared"].model, workdir, started,
-                        run["manager"].directory, shared=run["shared"])
-            runs = active
-            if not runs:
-                break
-            epoch_start = time.time()
-            for run in runs:
-                run["pruning_steps"].on_train_begin()
-            logs = self.group_step.run_epoch([run["shared"].model for run in runs],
-                                             [self._batches(run) for run in runs],
-                                             steps=FLAGS.steps_per_epoch)
-            seconds = time.time() - epoch_start
-            for run, log in zip(runs, logs):
-                run["pruning_steps"].on_epoch_end(0)
-                run["epoch"].assign_add(1)
-                run["manager"].save()
-                member = run["member"]
-                self.progress.advance(
-                    1, f"[{run['position']}/{count}] {member.member_id} epoch "
-                       f"{int(run['epoch'].numpy())}/{self.epochs(member)} "
-                       f"loss {log.get('loss', float('nan')):.4f} "
-                       f"acc {log.get('acc', float('nan')):.4f} "
-                       f"({seconds:.1f}s, {len(runs)} side by side)")
-        return [rows[member.member_id] for member in members]
-
-    def _batches(self, run):
-        """The member's training batches of its next epoch. tf.data combines the
-        shuffle seed with TensorFlow's global seed, which a member trained alone has
-        set to its own seed when it was built: set it the same way here."""
-        import tensorflow as tf
-        tf.random.set_seed(run["member"].seed)
-        return self.source.train_batches(FLAGS.batch_size, run["member"].seed,
-                                         int(run["epoch"].numpy()), augment=FLAGS.augment)
-
     def _reuse_dense(self, workdir, member, model):
         """Loads the finished dense member of the same seed, if this workdir has it; its
         member id (None when there is none)."""
@@ -592,21 +531,28 @@ def validate_flags():
     if FLAGS.reference_samples_per_class < 1:
         raise cli.UsageError("--reference_samples_per_class must be at least 1, got "
                              f"{FLAGS.reference_samples_per_class}")
-    if FLAGS.parallel_members < 1:
-        raise cli.UsageError(f"--parallel_members must be at least 1, got "
-                             f"{FLAGS.parallel_members}")
+    if FLAGS.workers < 0:
+        raise cli.UsageError(f"--workers must be at least 0 (0: automatic), got "
+                             f"{FLAGS.workers}")
+    if FLAGS.workers > 1 and FLAGS.strategy != "default":
+        raise cli.UsageError(f"--workers={FLAGS.workers} needs --strategy=default: a "
+                             f"{FLAGS.strategy} strategy spreads one member over devices")
+    if FLAGS.threads < 0:
+        raise cli.UsageError(f"--threads must be at least 0 (0: TensorFlow's default), got "
+                             f"{FLAGS.threads}")
     if FLAGS.finetune_epochs < 0:
         raise cli.UsageError(f"--finetune_epochs must be non-negative, got {FLAGS.finetune_epochs}")
     if FLAGS.method not in METHODS:
         raise cli.UsageError(f"unknown --method '{FLAGS.method}'; allowed: {', '.join(METHODS)}")
     lineage.validate(FLAGS.protocol, FLAGS.prune_schedule, sparsities, FLAGS.init_from)
     shard = parse_shard(FLAGS.shard)
+    seed_slice = worker_processes.parse_slice(FLAGS.seed_slice)
     for seed in range(FLAGS.seeds) if FLAGS.init_from else ():
         loading.check_keras(lineage.init_path(FLAGS.init_from, seed))
     sources.validate_name(FLAGS.dataset)
     builders.validate_name(FLAGS.model)
     training.check_writable(FLAGS.workdir)
-    return sparsities, shard
+    return sparsities, shard, seed_slice
 
 
 CRITERIA_METHODS = tuple(criteria.CRITERIA)
@@ -618,11 +564,6 @@ SCHEDULED_METHODS = ("magnitude", "wt")
 WEIGHT_ONE_SHOT = ("sipp",)
 ONE_SHOT_METHODS = WEIGHT_ONE_SHOT + CRITERIA_METHODS
 METHODS = SCHEDULED_METHODS + WEIGHT_ONE_SHOT + CRITERIA_METHODS
-# Methods whose training is all in the graph (no per-batch Python callbacks): their
-# members can train side by side (--parallel_members).
-GROUP_METHODS = ("dense", "magnitude")
-
-
 def model_name():
     """The manifest's `model`: the --model architecture, or `init-<file>` (--init_from)."""
     if FLAGS.init_from:
@@ -646,7 +587,18 @@ def check_init_models(source):
 
 def main(argv):
     del argv
-    sparsities, shard = validate_flags()
+    sparsities, shard, seed_slice = validate_flags()
+    members = training.plan(lineage.training_order(sparsities, FLAGS.protocol, FLAGS.init_from),
+                            FLAGS.seeds, FLAGS.method, shard, seed_slice)
+    workdir = Workdir(FLAGS.workdir)
+    manifest_ids = set(records.read_manifest(workdir, required=False)["member_id"])
+    todo = [m for m in members if not finished_row(workdir, m, manifest_ids)]
+    workers = worker_processes.resolve(FLAGS.workers, len({m.seed for m in todo}),
+                                       FLAGS.strategy)
+    if workers > 1:  # this process is worker 0: its threads are set before any op
+        training.set_threads(worker_processes.threads_each(workers), required=False)
+    else:
+        training.set_threads(FLAGS.threads)
     strategy = training.make_strategy(FLAGS.strategy, FLAGS.tpu)
     source = sources.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
                           label_attribute=FLAGS.label_attribute, toy_noise=FLAGS.toy_noise,
@@ -661,8 +613,6 @@ def main(argv):
     else:
         raise sources.DataError(f"'{FLAGS.dataset}' has no training images")
     check_init_models(source)
-    members = training.plan(lineage.training_order(sparsities, FLAGS.protocol, FLAGS.init_from),
-                            FLAGS.seeds, FLAGS.method, shard)
     parents = lineage.parents(sparsities, FLAGS.seeds, FLAGS.method, FLAGS.protocol,
                               FLAGS.prune_schedule, FLAGS.init_from)
     trainer = Trainer(source, strategy, steps_per_epoch, len(members), parents,
@@ -671,7 +621,6 @@ def main(argv):
 
     import tensorflow as tf
     tf.config.experimental.enable_op_determinism()
-    workdir = Workdir(FLAGS.workdir)
     chief = training.is_chief(strategy)
     if not chief:  # other workers of a multi-worker job write to a scratch folder
         workdir = Workdir(workdir.worker_scratch(strategy.cluster_resolver.task_id))
@@ -679,38 +628,24 @@ def main(argv):
     sources.save_config(workdir, source, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
                         label_attribute=FLAGS.label_attribute, toy_noise=FLAGS.toy_noise,
                         toy_seed=FLAGS.toy_seed, label_offset=FLAGS.label_offset)
-    manifest_ids = set(records.read_manifest(workdir, required=False)["member_id"])
-    todo = [m for m in members if not finished_row(workdir, m, manifest_ids)]
-    print(f"population: {len(members)} members in shard {FLAGS.shard}, "
+    print(f"population: {len(members)} members in shard {FLAGS.shard}"
+          f"{'' if seed_slice == (0, 1) else ', seeds ' + FLAGS.seed_slice}, "
           f"{len(members) - len(todo)} already finished, {len(todo)} to train", flush=True)
-    trainer.progress.total = sum(trainer.epochs(m) for m in todo)
-    size = FLAGS.parallel_members
-    position = 1
-    for group in population.plan_groups(todo, size, trainer.groupable, trainer.variant):
-        # Two identical runs take turns per member: the second waits for the lock,
-        # then finds the member finished and skips it.
-        with contextlib.ExitStack() as locks:
-            for member in group:
-                locks.enter_context(records.locked(
-                    workdir.member_file(member.relpath, "train_lock")))
-            manifest_ids = set(records.read_manifest(workdir, required=False)["member_id"])
-            train_now = []
-            for offset, member in enumerate(group):
-                if finished_row(workdir, member, manifest_ids):
-                    print(f"[{position + offset}/{len(todo)}] {member.member_id}: finished "
-                          "by another run, skipping", flush=True)
-                else:
-                    train_now.append(member)
-            if len(train_now) > 1:
-                rows = trainer.train_group(train_now, workdir, position, len(todo))
-            else:
-                rows = [trainer.train(member, workdir, position, len(todo))
-                        for member in train_now]
-        for offset, (member, row) in enumerate(zip(train_now, rows)):
-            print(f"[{position + offset}/{len(todo)}] {member.member_id} done: top-1 "
-                  f"{row['top1']:.4f}, measured sparsity {row['measured_sparsity']:.4f}",
-                  flush=True)
-        position += len(group)
+    with contextlib.ExitStack() as stack:
+        wait = list
+        if workers > 1:
+            print(f"population: training in {workers} worker processes (this one and "
+                  f"{workers - 1} more) of {worker_processes.threads_each(workers)} CPU "
+                  f"threads each; the members of seed k in worker k mod {workers}", flush=True)
+            (first, count), wait = stack.enter_context(worker_processes.others(
+                "save_checkpoint.train", worker_args(), workers, seed_slice))
+            todo = [m for m in todo if m.seed % count == first]
+        train_members(trainer, workdir, todo)
+        failed = [code for code in wait() if code]
+    if failed:
+        print(f"error: {len(failed)} of {workers - 1} other training workers failed (their "
+              "messages are above); rerun to continue", file=sys.stderr)
+        return failed[0]
     if not chief:
         # A non-chief worker's copies (checkpoints the job needed, a model equal to
         # the chief's) are not the population's: only the chief's files stay.
@@ -724,6 +659,35 @@ def main(argv):
         return 0
     print(f"manifest: {workdir.manifest}", flush=True)
     return 0
+
+
+def train_members(trainer, workdir, todo):
+    """Trains the members of `todo` one by one (those another run finished meanwhile
+    are skipped), printing each one's result."""
+    trainer.progress.total = sum(trainer.epochs(m) for m in todo)
+    for position, member in enumerate(todo, 1):
+        # Two identical runs take turns per member: the second waits for the lock,
+        # then finds the member finished and skips it.
+        with records.locked(workdir.member_file(member.relpath, "train_lock")):
+            manifest_ids = set(records.read_manifest(workdir, required=False)["member_id"])
+            if finished_row(workdir, member, manifest_ids):
+                print(f"[{position}/{len(todo)}] {member.member_id}: finished by another "
+                      "run, skipping", flush=True)
+                continue
+            row = trainer.train(member, workdir, position, len(todo))
+        print(f"[{position}/{len(todo)}] {member.member_id} done: top-1 {row['top1']:.4f}, "
+              f"measured sparsity {row['measured_sparsity']:.4f}", flush=True)
+
+
+# Set for each worker process by --workers, never passed on.
+WORKER_FLAGS = ("workers", "threads", "seed_slice")
+
+
+def worker_args():
+    """This run's flags, as `--name=value` arguments for a worker process."""
+    return [line for line in cli.resolved_flags().splitlines()
+            if line and line.lstrip("-").split("=")[0].removeprefix("no")
+            not in WORKER_FLAGS]
 
 
 # The Python API: run(workdir="W", ...) with the flags as keywords (docs/api.md).

@@ -48,7 +48,8 @@ def test_the_embedded_config_is_the_default_run():
         name: defaults[name].value for name in defaults}
     # What the training stage gets: the embedded study's choices, nothing else.
     assert study.train_args(defaults) == ["--epochs=10", "--seeds=10",
-                                          "--sparsities=0,0.5,0.8,0.95", "--workdir=runs/demo"]
+                                          "--sparsities=0,0.5,0.8,0.95", "--workdir=runs/demo",
+                                          "--workers=0"]
 
 
 def test_every_stage_gets_what_it_needs():
@@ -57,7 +58,7 @@ def test_every_stage_gets_what_it_needs():
     # --seeds=2 is save_checkpoint.train's own default: not repeated.
     assert study.train_args(values) == ["--data_dir=D", "--dataset=digits", "--epochs=2",
                                         "--model=mlp", "--sparsities=0,0.5,0.8,0.95",
-                                        "--workdir=W"]
+                                        "--workdir=W", "--workers=0"]
     stages = {name: args for name, _, args in study.plan(values, "small")}
     assert list(stages) == ["quantize", "predictions", "per-class", "t-test", "pie",
                             "pie-tfrecords", "subgroups", "corruptions", "robustness",

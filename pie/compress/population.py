@@ -75,7 +75,7 @@ class SharedModel:
 
 
 class SharedModels:
-    """Shared models keyed by variant: as many per variant as members train at once.
+    """Shared models keyed by variant.
 
     `build(member)` returns (compiled model, built optimizer) of a fresh member;
     `initial(member)` the plain network freshly built with the member's seed;
@@ -90,80 +90,16 @@ class SharedModels:
     def get(self, key, member):
         """The variant's shared model, set to `member`'s initial state, or None when
         the variant cannot share (the member then trains on a model of its own)."""
-        models = self.get_many(key, [member])
-        return models[0] if models else None
-
-    def get_many(self, key, members):
-        """One shared model per member (the i-th set to the i-th member's initial
-        state), or None when the variant cannot share."""
         if key in self.unshareable:
             return None
-        slots = self._variants.setdefault(key, [])
-        for position, member in enumerate(members):
-            if position < len(slots):
-                slots[position].reset(self._initial(member))
-                continue
-            model, optimizer = self._build(member)  # already this member's initial state
-            if has_random_layers(model):
-                self.unshareable.add(key)
-                del self._variants[key]
-                return None
-            shared = SharedModel(model, optimizer, self._plain_view(model))
-            shared.members = 1
-            slots.append(shared)
-        return slots[:len(members)]
-
-
-class GroupStep:
-    """Trains several compiled models side by side: one traced function runs one
-    training step of each (Keras's own `train_step`, so the same ops as `fit`), each
-    on its own batch. TensorFlow runs the models' independent ops in parallel and
-    Python dispatches one call per step for all of them. One trace per set of models,
-    kept for the next members that reuse them (SharedModels).
-    """
-
-    def __init__(self):
-        self._functions = {}
-
-    def _function(self, models):
-        import tensorflow as tf
-        key = tuple(id(model) for model in models)
-        if key not in self._functions:
-            def step(batches):
-                for model, batch in zip(models, batches):
-                    model.train_step(batch)
-            self._functions[key] = tf.function(step)
-        return self._functions[key]
-
-    def run_epoch(self, models, datasets, steps=None):
-        """One epoch of every model on its own dataset of (inputs, labels) batches;
-        each model's epoch metrics ({'loss': .., 'acc': ..}), as fit's logs."""
-        import tensorflow as tf
-        step = self._function(models)
-        batches = tf.data.Dataset.zip(tuple(datasets))
-        if steps:
-            batches = batches.take(steps)
-        for model in models:
-            model.reset_metrics()
-        for batch in batches:
-            step(batch)
-        return [{name: float(value) for name, value in model.get_metrics_result().items()}
-                for model in models]
-
-
-def plan_groups(members, size, groupable, variant):
-    """Members in training order, as groups of at most `size` members of one variant
-    (`variant(member)`) that are `groupable(member)`; every other member alone.
-    Order within a variant is kept."""
-    groups, open_groups = [], {}
-    for member in members:
-        if size < 2 or not groupable(member):
-            groups.append([member])
-            continue
-        key = variant(member)
-        group = open_groups.get(key)
-        if group is None or len(group) >= size:
-            group = open_groups[key] = []
-            groups.append(group)
-        group.append(member)
-    return groups
+        shared = self._variants.get(key)
+        if shared is not None:
+            shared.reset(self._initial(member))
+            return shared
+        model, optimizer = self._build(member)  # already this member's initial state
+        if has_random_layers(model):
+            self.unshareable.add(key)
+            return None
+        shared = self._variants[key] = SharedModel(model, optimizer, self._plain_view(model))
+        shared.members = 1
+        return shared

@@ -37,11 +37,34 @@ def check_writable(workdir):
         raise errors.UsageError(f"workdir '{workdir}' is not writable")
 
 
-def plan(sparsities, seeds, method, shard):
+def plan(sparsities, seeds, method, shard, seed_slice=(0, 1)):
+    """The members to train, in training order: the i-th of the population goes to
+    shard i mod n (`shard` = (i, n)); of those, the ones whose seed is k mod m
+    (`seed_slice` = (k, m), one worker process's: a member and its parent network,
+    which has its seed, stay in one worker)."""
     members = [Member("dense" if s == 0 else method, s, seed)
                for s in sparsities for seed in range(seeds)]
     index, count = shard
-    return [m for position, m in enumerate(members) if position % count == index]
+    worker, workers = seed_slice
+    return [m for position, m in enumerate(members)
+            if position % count == index and m.seed % workers == worker]
+
+
+def set_threads(threads, required=True):
+    """TensorFlow's CPU threads (intra- and inter-op) of this process; 0 keeps its
+    default. Only before TensorFlow runs its first op: after it, an error when
+    `required`, else the setting is left as it is (only speed depends on it)."""
+    if not threads:
+        return
+    import tensorflow as tf
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        if required and tf.config.threading.get_intra_op_parallelism_threads() != threads:
+            raise errors.UsageError(
+                f"--threads={threads} must be set before TensorFlow runs its first op: "
+                "give it to a stage started as its own process (python -m)")
 
 
 def make_strategy(name, tpu):

@@ -28,7 +28,7 @@ FLAGS = flags.FLAGS
 TRAIN_MODULE = "save_checkpoint.train"
 # The embedded study: save_checkpoint.train's flags that differ from its own defaults.
 EMBEDDED = {"workdir": "runs/demo", "dataset": "mnist5k", "model": "small_cnn",
-            "sparsities": "0,0.5,0.8,0.95", "seeds": 10, "epochs": 10}
+            "sparsities": "0,0.5,0.8,0.95", "seeds": 10, "epochs": 10, "workers": 0}
 IMAGE_STAGES = ("pie-tfrecords", "corruptions", "robustness", "noise-similarity",
                 "informative-features")
 STAGE_NAMES = ("train", "quantize", "predictions", "per-class", "t-test", "pie",
