@@ -65,12 +65,13 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False,
     logging.info("read %d predictions of %d members in %.1f s", len(predictions),
                  len(manifest), time.time() - start)
     start = time.time()
+    votes = pie_labels.Votes(predictions, manifest, len(class_names))  # counted once
     modal = pie_labels.population_modal_labels(predictions, manifest, len(class_names),
-                                               ties)
+                                               ties, votes)
     table, summary = pie_labels.pie_table(modal, ties)
     del modal
-    heldout = pie_labels.heldout_top1(predictions, manifest, len(class_names), ties)
-    del predictions
+    heldout = pie_labels.heldout_top1(predictions, manifest, len(class_names), ties, votes)
+    del predictions, votes
     summary = pie_labels.with_heldout(summary, heldout)
     records.write_csv(outputs[0], table, pie_labels.PIE_COLUMNS)
     records.write_csv(outputs[1], summary, pie_labels.SUMMARY_COLUMNS)

@@ -49,7 +49,8 @@ def validate_ties(ties):
         raise errors.UsageError(f"ties {ties!r} is not allowed: use one of {list(TIES)}")
 
 
-def modal_votes(group, predicted, weights, n_groups, n_classes, ties=DEFAULT_TIES):
+def modal_votes(group, predicted, weights, n_groups, n_classes, ties=DEFAULT_TIES,
+                counted=None):
     """The most frequent class per group; ties broken by `ties` and flagged.
 
     Args:
@@ -59,6 +60,8 @@ def modal_votes(group, predicted, weights, n_groups, n_classes, ties=DEFAULT_TIE
       n_groups: groups are 0..n_groups-1; each must have at least one vote.
       ties: 'highest' or 'exclude' (the highest class id among the tied ones) or
         'lowest'.
+      counted: (keys, counts, layout) of these votes when already counted
+        (`Votes.counts`).
 
     Returns:
       (modal_class, modal_count, modal_weight_sum, tied), arrays of length
@@ -69,8 +72,9 @@ def modal_votes(group, predicted, weights, n_groups, n_classes, ties=DEFAULT_TIE
     # No int64 / float64 copies of the 9-million-row columns: bincount sums the
     # selected weights in float64 whatever their dtype.
     predicted = np.asarray(predicted)
-    keys, counts = vote_counts(group, predicted, n_classes)
-    modal_class, modal_count, tied = choose_modal(keys, counts, n_groups, n_classes, ties)
+    keys, counts, layout = counted or (*vote_counts(group, predicted, n_classes), None)
+    modal_class, modal_count, tied = choose_modal(keys, counts, n_groups, n_classes, ties,
+                                                  layout)
     del keys, counts
     # The votes for the modal class, found without the sort's inverse permutation.
     is_modal_vote = predicted == modal_class[group]
@@ -157,7 +161,40 @@ def _image_index(image_id):
     return image_ids, np.searchsorted(image_ids, image_id)
 
 
-def population_modal_labels(predictions, manifest, n_classes, ties=DEFAULT_TIES):
+class Votes:
+    """What `population_modal_labels` and `heldout_top1` both derive from the
+    predictions, computed once when a stage calls both: the populations, each
+    member's population, the image index, each row's group (population x image)
+    and the sorted vote counts of those groups (one sort of 9 million keys).
+    """
+
+    def __init__(self, predictions, manifest, n_classes):
+        self.populations = (manifest[["method", "sparsity"]].drop_duplicates()
+                            .sort_values(["method", "sparsity"]).reset_index(drop=True))
+        self.member_population = (
+            manifest[["method", "sparsity"]]
+            .merge(self.populations.reset_index(), on=["method", "sparsity"],
+                   how="left")["index"].to_numpy())
+        self.image_ids, image, self.label_of_image = check_labels_agree(predictions)
+        self.n_images = len(self.image_ids)
+        self.n_groups = len(self.populations) * self.n_images
+        self.n_classes = n_classes
+        # group = population x image, built in place (a 9-million-row int64 array).
+        self.group = self.member_population[predictions["member"].to_numpy()].astype(np.int64)
+        self.group *= self.n_images
+        self.group += image
+        self._counts = None
+
+    def counts(self, predicted):
+        """(keys, counts, key layout) of the votes (`vote_counts`, `key_layout`)."""
+        if self._counts is None:
+            keys, counts = vote_counts(self.group, predicted, self.n_classes)
+            self._counts = keys, counts, key_layout(keys, self.n_groups, self.n_classes)
+        return self._counts
+
+
+def population_modal_labels(predictions, manifest, n_classes, ties=DEFAULT_TIES,
+                            votes=None):
     """Modal label of every population on every image, columns `MODAL_COLUMNS`.
 
     Args:
@@ -173,26 +210,16 @@ def population_modal_labels(predictions, manifest, n_classes, ties=DEFAULT_TIES)
     tied = the modal count is shared by two or more labels (broken by `ties`).
     Rows are sorted by method, sparsity, image_id.
     """
-    populations = (manifest[["method", "sparsity"]].drop_duplicates()
-                   .sort_values(["method", "sparsity"]).reset_index(drop=True))
-    member_population = (manifest[["method", "sparsity"]]
-                         .merge(populations.reset_index(), on=["method", "sparsity"],
-                                how="left")["index"].to_numpy())
-    n_members = np.bincount(member_population, minlength=len(populations))
-
-    image_ids, image, label_of_image = check_labels_agree(predictions)
+    votes = votes or Votes(predictions, manifest, n_classes)
+    populations, group, n_images = votes.populations, votes.group, votes.n_images
+    n_members = np.bincount(votes.member_population, minlength=len(populations))
+    image_ids, label_of_image = votes.image_ids, votes.label_of_image
     labels = predictions["label"].to_numpy()
-
-    n_images = len(image_ids)
-    # group = population x image, built in place (a 9-million-row int64 array).
-    group = member_population[predictions["member"].to_numpy()].astype(np.int64)
-    group *= n_images
-    group += image
-    del image
     predicted = predictions["predicted"].to_numpy()
+    keys, counts, layout = votes.counts(predicted)
     modal_label, modal_count, prob_sum, tied = modal_votes(
         group, predicted, predictions["prob_predicted"].to_numpy(),
-        len(populations) * n_images, n_classes, ties)
+        len(populations) * n_images, n_classes, ties, counted=(keys, counts, layout))
     n_correct = np.bincount(group[predicted == labels], minlength=len(populations) * n_images)
     group_members = np.repeat(n_members, n_images)
     return pd.DataFrame({
@@ -310,7 +337,7 @@ def pie_table(modal, ties=DEFAULT_TIES):
     return table, pd.DataFrame(summaries, columns=SUMMARY_COLUMNS)
 
 
-def heldout_top1(predictions, manifest, n_classes, ties=DEFAULT_TIES):
+def heldout_top1(predictions, manifest, n_classes, ties=DEFAULT_TIES, votes=None):
     """Top-1 on PIEs and non-PIEs measured on members that did not choose them.
 
     For each seed s that both the dense population and a variant have, and that
@@ -327,28 +354,18 @@ def heldout_top1(predictions, manifest, n_classes, ties=DEFAULT_TIES):
     validate_ties(ties)
     if "seed" not in manifest.columns:
         raise records.ContractError("held-out PIE accuracy needs the manifest's seed column")
-    populations = (manifest[["method", "sparsity"]].drop_duplicates()
-                   .sort_values(["method", "sparsity"]).reset_index(drop=True))
-    member_population = (manifest[["method", "sparsity"]]
-                         .merge(populations.reset_index(), on=["method", "sparsity"],
-                                how="left")["index"].to_numpy())
+    votes = votes or Votes(predictions, manifest, n_classes)
+    populations, member_population = votes.populations, votes.member_population
     seeds = manifest["seed"].to_numpy()
     n_populations = len(populations)
     dense = int(np.flatnonzero(populations["method"] == records.DENSE_METHOD)[0])
     variants = [p for p in range(n_populations) if p != dense]
 
-    image_ids, image, _ = check_labels_agree(predictions)
-    n_images = len(image_ids)
+    n_images, group = votes.n_images, votes.group
     member = predictions["member"].to_numpy()
     predicted = predictions["predicted"].to_numpy()
     labels = predictions["label"].to_numpy()
-    # Built in place, and no per-row seed / float copies: 9 million rows at ImageNet scale.
-    group = member_population[member].astype(np.int64)
-    group *= n_images
-    group += image
-    del image
-    keys, counts = vote_counts(group, predicted, n_classes)
-    layout = key_layout(keys, n_populations * n_images, n_classes)
+    keys, counts, layout = votes.counts(predicted)
     # Rows of a seed: read_predictions lays members out one after another, so a
     # member's rows are one range; otherwise they are searched for.
     if np.all(member[1:] >= member[:-1]):

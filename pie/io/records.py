@@ -297,9 +297,12 @@ def forget_written(path):
 
 def mismatch(path, record, content=None):
     """How `path` (or its `content`, bytes already read) differs from `record`, or None."""
-    size = len(content) if content is not None else os.path.getsize(path)
+    stat = os.stat(path) if content is None else None
+    size = len(content) if content is not None else stat.st_size
     if size != record.get("bytes"):
         return f"now {size} bytes"
+    if stat is not None and stat.st_mtime_ns == record.get("mtime_ns"):
+        return None  # the file as written (same size and modification time): not hashed
     digest = (hashlib.sha256(content).hexdigest() if content is not None
               else _sha256(path))
     return None if digest == record.get("sha256") else "now another SHA-256, same size"
