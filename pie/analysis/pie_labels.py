@@ -101,7 +101,7 @@ def key_layout(keys, n_groups, n_classes):
     Fails unless every one of the n_groups groups has a key.
     """
     key_group = keys // n_classes
-    key_class = keys % n_classes
+    key_class = (keys % n_classes).astype(np.int32)  # class ids fit; halves later passes
     starts = np.flatnonzero(np.r_[True, key_group[1:] != key_group[:-1]])
     if len(starts) != n_groups or key_group[-1] != n_groups - 1:
         raise ValueError(f"modal_votes: expected votes in each of {n_groups} groups, "
@@ -119,12 +119,15 @@ def choose_modal(keys, counts, n_groups, n_classes, ties=DEFAULT_TIES, layout=No
     key_class, starts, sizes = layout or key_layout(keys, n_groups, n_classes)
     # Highest count first, then the class the rule prefers: one score, maximised per group.
     lowest = ties == "lowest"
-    score = counts * n_classes + ((n_classes - 1 - key_class) if lowest else key_class)
+    # int32 when the scores fit: these passes over millions of keys are memory-bound.
+    dtype = np.int32 if (int(counts.max(initial=0)) + 1) * n_classes < 2**31 else np.int64
+    score = counts.astype(dtype) * dtype(n_classes)
+    score += (n_classes - 1 - key_class) if lowest else key_class
     best = np.maximum.reduceat(score, starts)
     modal_class = (n_classes - 1 - best % n_classes) if lowest else best % n_classes
     modal_count = best // n_classes
     at_mode = counts == np.repeat(modal_count, sizes)
-    tied = np.add.reduceat(at_mode.astype(np.int64), starts) >= 2
+    tied = np.add.reduceat(at_mode, starts, dtype=np.int32) >= 2
     return modal_class, modal_count, tied
 
 

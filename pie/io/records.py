@@ -693,7 +693,9 @@ def read_predictions(workdir, manifest, distribution=CLEAN, split="test"):
     for position, (member_id, path, table) in enumerate(zip(manifest["member_id"], paths,
                                                             tables)):
         try:
-            table = table.select(schema.names).cast(schema)
+            table = table.select(schema.names)
+            if not table.schema.equals(schema):  # files this toolkit wrote already match
+                table = table.cast(schema)
         except (ValueError, pa.ArrowException) as error:
             raise ContractError(f"{path} has a column of the wrong type: {error}")
         empty = [name for name in schema.names if table.column(name).null_count]
