@@ -208,6 +208,103 @@ def nothing(w, _models):
     pass
 
 
+def zip_not_keras(w, _models):
+    """dense_0_seed0's model.keras is a zip archive, but not of a Keras model."""
+    path = os.path.join(w, DENSE0, "model.keras")
+    os.remove(path)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+
+
+def folder_for_model(w, _models):
+    path = os.path.join(w, DENSE0, "model.keras")
+    os.remove(path)
+    os.makedirs(path)
+
+
+def tfrecord_data(damage):
+    """dataset.json points at a TFRecord folder beside W (the eval split's 40 images),
+    then `damage(path of its one shard)` breaks it; the folder is scanned first, so a
+    size cache a valid scan writes is there before the stage runs."""
+    def breaker(w, _models):
+        import io
+        import tensorflow as tf
+        from PIL import Image
+        from pie.data import tfrecords
+        folder = os.path.join(os.path.dirname(w), "data")
+        os.makedirs(folder)
+        shard = os.path.join(folder, "validation-00000-of-00001")
+        rng = np.random.default_rng(0)
+        with tf.io.TFRecordWriter(shard) as writer:
+            for k in range(N_IMAGES):
+                encoded = io.BytesIO()
+                Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(encoded, "PNG")
+                feature = {
+                    "image/encoded": tf.train.Feature(
+                        bytes_list=tf.train.BytesList(value=[encoded.getvalue()])),
+                    "image/class/label": tf.train.Feature(
+                        int64_list=tf.train.Int64List(value=[k % N_CLASSES])),
+                    "image_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[k]))}
+                writer.write(tf.train.Example(
+                    features=tf.train.Features(feature=feature)).SerializeToString())
+        records.write_json(os.path.join(folder, tfrecords.INFO_NAME), {
+            "label_offset": 0, "num_classes": N_CLASSES, "num_examples": N_IMAGES})
+        damage(shard)
+        try:
+            tfrecords.Folder(folder)
+        except errors.InputError:
+            pass  # the stage says so
+        config = records.read_json(Workdir(w).dataset_config)
+        records.write_json(Workdir(w).dataset_config, dict(config, dataset=f"tfrecord:{folder}"))
+    return breaker
+
+
+def cut_bytes(keep):
+    """`keep(size)` of a file's bytes stay."""
+    def damage(path):
+        with open(path, "rb") as handle:
+            content = handle.read()
+        with open(path, "wb") as handle:
+            handle.write(content[:keep(len(content))])
+    return damage
+
+
+def garbage(path):
+    with open(path, "wb") as handle:
+        handle.write(b"not a TFRecord file " * 20)
+
+
+def bad_image(path):
+    """The 8th record's PNG is cut to its first 20 bytes (its header still says PNG)."""
+    import tensorflow as tf
+    examples = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+    image = examples[7].features.feature["image/encoded"].bytes_list
+    image.value[0] = image.value[0][:20]
+    with tf.io.TFRecordWriter(path) as writer:
+        for example in examples:
+            writer.write(example.SerializeToString())
+
+
+def robustness_tables(then):
+    """robustness_tests.analyze's tables are written (clean only), then `then` breaks W."""
+    def breaker(w, models):
+        from robustness_tests import analyze
+        analyze.run(w)
+        then(w, models)
+    return breaker
+
+
+def toy_results_written(w, _models):
+    """toy/results.csv as the toy stage records it (rows, digest in its stamp)."""
+    records.write_csv(os.path.join(w, "toy", "results.csv"), pd.DataFrame({
+        "dataset": "moons", "criterion": "lrp", "samples_per_class": [1, 2, 5, 10],
+        "seed": 0, "scenario": "train", "stage": "after", "accuracy": 0.75}))
+
+
+def toy_run_of_other_settings(w, _models):
+    records.write_json(os.path.join(w, "toy", "run_config.json"), {"width": 999})
+
+
 # ------------------------------------------------------------------------ stages
 
 
@@ -215,8 +312,11 @@ def _stage(name):
     """The Python entry point of a stage, called with the workdir and its options."""
     import importlib
     module = importlib.import_module(name)
-    return lambda w, **options: module.run(w, **options) if name in POSITIONAL else \
-        module.run(workdir=w, **options)
+    if name in POSITIONAL:
+        return lambda w, **options: module.run(w, **options)
+    if name in NO_WORKDIR:  # W only through its options (`out`)
+        return lambda w, **options: module.run(**options)
+    return lambda w, **options: module.run(workdir=w, **options)
 
 
 POSITIONAL = {"per_class_accuracy.aggregate_ckpt_metrics", "per_class_accuracy.gen_tstatistic",
@@ -234,11 +334,25 @@ REPORT = "pie.report.build"
 COST = "pie.stages.cost"
 QUANTIZE = "pie.stages.quantize"
 TRAIN = "save_checkpoint.train"
+CORRUPTIONS = "robustness_tests.corruptions"
+NOISE = "robustness_tests.noise_similarity"
+FEATURES = "robustness_tests.informative_features"
+TOY = "pie.stages.toy_experiment"
+IMPORT = "save_checkpoint.import_members"
+STUDY = "pie.stages.study"
+NO_WORKDIR = {TOY}
+# The smallest run of the image stages: one corruption, one draw, a few images.
+CORRUPTIONS_OPTIONS = {"corruptions": "gaussian_noise", "severities": "1", "workers": 1}
+NOISE_OPTIONS = {"eps_values": [0.1], "draws": 1, "images": 10}
+FEATURES_OPTIONS = {"images": 4}
 MANIFEST = "{W}/population.csv"
 DENSE0 = "checkpoints/dense/sparsity_0/seed_0"
 M1 = "checkpoints/magnitude/sparsity_0.5/seed_1"
+NOT_ZIP = (f"model file {{W}}/{DENSE0}/model.keras is not a zip-format .keras file (HDF5 and "
+           "other formats are refused: they can run code when loaded); save it again with "
+           "model.save('model.keras')")
 
-# (id, stage, options, breaker, expected message; {W} is the workdir)
+# (id, stage, options, breaker, expected message; {W} is the workdir, {P} its folder)
 CASES = [
     # --- code execution: only zip .keras with safe_mode, checked .tflite
     ("keras-hdf5-lambda", PREDICT, {}, hdf5_lambda_model,
@@ -358,6 +472,106 @@ CASES = [
     ("sparsities-same-member", TRAIN, {"sparsities": "0,0.5,0.5000001", "dataset": "digits"},
      nothing, "--sparsities has duplicates at the precision of member names (6 significant "
      "digits): '0,0.5,0.5000001'"),
+    ("sparsities-minus-zero", TRAIN, {"sparsities": "0,-0.0", "dataset": "digits"}, nothing,
+     "--sparsities has duplicates at the precision of member names (6 significant digits): "
+     "'0,-0.0'"),
+    ("batch-size-zero", CORRUPTIONS, dict(CORRUPTIONS_OPTIONS, batch_size=0), nothing,
+     "--batch_size must be at least 1, got 0"),
+    ("batch-size-zero", NOISE, dict(NOISE_OPTIONS, batch_size=0), nothing,
+     "--batch_size must be >= 1, got 0"),
+    ("batch-size-zero", FEATURES, dict(FEATURES_OPTIONS, batch_size=0), nothing,
+     "--batch_size must be >= 1, got 0"),
+    ("batch-size-zero", QUANTIZE, {"modes": "float16", "batch_size": 0}, nothing,
+     "--batch_size must be at least 1, got 0"),
+    ("batch-size-zero", IMPORT, {"models": "{W}/x.keras", "method": "dense", "batch_size": 0},
+     nothing, "--batch_size must be at least 1, got 0"),
+    ("batch-size-zero", TOY, {"batch_size": 0, "out": "{W}/toy"}, nothing,
+     "batch_size must be a positive integer, got 0"),
+    ("delta-not-a-number", ANALYZE, {"delta": float("nan")}, nothing,
+     "--delta must be a finite number >= 0 (percentage points), got nan"),
+    ("eps-negative", NOISE, dict(NOISE_OPTIONS, eps_values=[-0.1]), nothing,
+     "--eps values must be in [0, 1], got [-0.1]"),
+    ("skip-unknown", STUDY, {"skip": "bogus"}, nothing,
+     "unknown --skip stage bogus; allowed: train, quantize, predictions, per-class, t-test, "
+     "pie, pie-tfrecords, subgroups, corruptions, robustness, noise-similarity, "
+     "informative-features, cost, toy, report"),
+    # --- more unreadable model files, and every stage that opens one
+    ("model-zip-not-keras", PREDICT, {}, zip_not_keras,
+     f"manifest member dense_0_seed0: cannot load model {{W}}/{DENSE0}/model.keras: \"There "
+     "is no item named 'config.json' in the archive\""),
+    ("model-zip-not-keras", QUANTIZE, {"modes": "float16"}, zip_not_keras,
+     f"cannot load model {{W}}/{DENSE0}/model.keras: \"There is no item named 'config.json' "
+     "in the archive\""),
+    ("model-missing", COST, {"repeats": 1, "warmup": 0}, remove(f"{DENSE0}/model.keras"),
+     f"manifest member dense_0_seed0: model file missing at {{W}}/{DENSE0}/model.keras"),
+    ("model-is-a-folder", PREDICT, {}, folder_for_model,
+     f"manifest member dense_0_seed0: model file {{W}}/{DENSE0}/model.keras is not a regular "
+     "file (links are not followed)"),
+    ("keras-hdf5-lambda", CORRUPTIONS, CORRUPTIONS_OPTIONS, hdf5_lambda_model,
+     "manifest member dense_0_seed0: " + NOT_ZIP),
+    ("keras-hdf5-lambda", NOISE, NOISE_OPTIONS, hdf5_lambda_model,
+     "manifest member dense_0_seed0: " + NOT_ZIP),
+    ("keras-hdf5-lambda", FEATURES, FEATURES_OPTIONS, hdf5_lambda_model,
+     "manifest member dense_0_seed0: " + NOT_ZIP),
+    ("keras-hdf5-lambda", IMPORT, {"models": f"{{W}}/{DENSE0}/model.keras",
+                                   "method": "imported"}, hdf5_lambda_model, NOT_ZIP),
+    # --- dataset.json of the wrong shape, in every stage that loads the data
+    ("dataset-json-shape", CORRUPTIONS, CORRUPTIONS_OPTIONS, write_file("dataset.json", "[1, 2]"),
+     "{W}/dataset.json must be a JSON object with at least a 'dataset' name"),
+    ("dataset-json-shape", NOISE, NOISE_OPTIONS, write_file("dataset.json", "[1, 2]"),
+     "{W}/dataset.json must be a JSON object with at least a 'dataset' name"),
+    ("dataset-json-shape", FEATURES, FEATURES_OPTIONS, write_file("dataset.json", "[1, 2]"),
+     "{W}/dataset.json must be a JSON object with at least a 'dataset' name"),
+    ("dataset-json-shape", QUANTIZE, {"modes": "float16"}, write_file("dataset.json", "[1, 2]"),
+     "{W}/dataset.json must be a JSON object with at least a 'dataset' name"),
+    # --- corrupt TFRecords (the eval data the workdir's dataset.json names)
+    ("tfrecord-not-a-tfrecord", PREDICT, {"force": True}, tfrecord_data(garbage),
+     "corrupt TFRecord file '{P}/data/validation-00000-of-00001': corrupted record at 0 "
+     "(Is this even a TFRecord file?)"),
+    ("tfrecord-cut-in-a-header", PREDICT, {"force": True},
+     tfrecord_data(cut_bytes(lambda size: size // 2 + 7)),
+     r"^corrupt TFRecord file '{P}/data/validation-00000-of-00001': 7 bytes after its "
+     r"20 whole records \(a truncated copy\?\)$"),
+    ("tfrecord-cut-between-records", PREDICT, {"force": True},
+     tfrecord_data(cut_bytes(lambda size: size // 2)),
+     "'{P}/data' holds 20 records, its dataset_info.json says 40: a shard is truncated "
+     "or missing"),
+    ("tfrecord-image-corrupt", PREDICT, {"force": True}, tfrecord_data(bad_image),
+     "the data holds a corrupt image or record: Invalid PNG. Failed to initialize decoder."),
+    # --- more hand-broken and truncated files
+    ("sparsity-minus-zero-same-member", METRICS, {},
+     edit_manifest("dense_0_seed1", sparsity="-0.0", seed="0"),
+     f"{MANIFEST} row 2 (member_id 'dense_0_seed1'): the same member (method dense, "
+     "sparsity 0, seed 0) as 'dense_0_seed0'"),
+    ("manifest-empty", PREDICT, {}, write_file("population.csv", ""),
+     "{W}/population.csv is not a readable CSV: No columns to parse from file"),
+    ("manifest-no-members", TSTAT, {},
+     write_file("population.csv", ",".join(records.MANIFEST_COLUMNS) + "\n"),
+     "{W}/population.csv has no members"),
+    ("accuracy-csv-cut", REPORT, {}, robustness_tables(cut("robustness/accuracy.csv")),
+     r"^{W}/robustness/accuracy.csv changed after robustness_tests.analyze wrote it \(4 "
+     r"rows, [0-9]+ bytes; now [0-9]+ bytes\): truncated or edited\? rerun "
+     r"robustness_tests.analyze$"),
+    ("toy-results-cut", REPORT, {},
+     lambda w, m: (toy_results_written(w, m), cut("toy/results.csv")(w, m)),
+     r"^{W}/toy/results.csv changed after pie.stages.toy_experiment wrote it \(4 rows, "
+     r"[0-9]+ bytes; now [0-9]+ bytes\): truncated or edited\? rerun "
+     r"pie.stages.toy_experiment$"),
+    ("toy-other-settings", TOY, {"out": "{W}/toy"}, toy_run_of_other_settings,
+     "^{W}/toy holds a run with other settings \\(.+\\); use a new --out or the same "
+     "settings$"),
+    ("groups-csv-duplicate-ids", SUBGROUPS, {"groups_csv": "{W}/groups.csv"},
+     write_file("groups.csv", "image_id,colour\n0,red\n0,blue\n"),
+     "groups file {W}/groups.csv: image_id 0 appears twice"),
+    ("groups-csv-ids-not-integers", SUBGROUPS, {"groups_csv": "{W}/groups.csv"},
+     write_file("groups.csv", "image_id,colour\nabc,red\n"),
+     "groups file {W}/groups.csv: 'image_id' must hold integers"),
+    ("corruption-source-broken", CORRUPTIONS, CORRUPTIONS_OPTIONS,
+     write_file("predictions/test/gaussian_noise-1/corruption_source.json", "{"),
+     "{W}/predictions/test/gaussian_noise-1/corruption_source.json is not readable JSON: "
+     "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+    ("models-match-nothing", IMPORT, {"models": "{W}/nothing*.keras", "method": "dense"},
+     nothing, "--models={W}/nothing*.keras matches no file"),
 ]
 
 
@@ -373,13 +587,54 @@ def test_bad_input_is_one_line_and_changes_nothing(base, tiny_models, tmp_path, 
                for key, value in options.items()}
     with pytest.raises(errors.InputError) as raised:
         _stage(stage)(workdir, **options)
-    message = str(raised.value)
+    _assert_message(str(raised.value), expected, workdir, str(tmp_path))
+    assert snapshot(str(tmp_path)) == before
+
+
+def _assert_message(message, expected, workdir, folder):
     assert "\n" not in message
     if expected.startswith("^"):
         import re
-        assert re.match(expected.replace("{W}", re.escape(workdir)), message), message
+        assert re.match(expected.replace("{W}", re.escape(workdir)).replace(
+            "{P}", re.escape(folder)), message), message
     else:
-        assert message == expected.format(W=workdir)
+        assert message == expected.format(W=workdir, P=folder)
+
+
+# Cases run as commands too: the in-process InputError is what `cli.run` turns into one
+# `error:` line and exit 2 (a crash of the process, a signal, would show only here).
+AS_COMMANDS = ["predictions:tflite-truncated", "predictions:tfrecord-image-corrupt",
+               "toy_experiment:batch-size-zero", "gen_tstatistic:duplicate-member-id"]
+
+
+def _command_line(options):
+    def argument(name, value):
+        if isinstance(value, bool):
+            return f"--{name}" if value else f"--no{name}"
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(item) for item in value)
+        return f"--{name}={value}"
+    return [argument(name, value) for name, value in options.items()]
+
+
+@pytest.mark.parametrize("name", AS_COMMANDS)
+def test_bad_input_command_exits_2_with_one_line(base, tiny_models, tmp_path, name):
+    from conftest import error_lines, run_stage
+    case, stage, options, breaker, expected = next(
+        row for row in CASES if f"{row[1].split('.')[-1]}:{row[0]}" == name)
+    workdir = str(tmp_path / "w")
+    shutil.copytree(base, workdir, symlinks=True)
+    breaker(workdir, str(tiny_models))
+    before = snapshot(str(tmp_path))
+    options = {key: value.format(W=workdir) if isinstance(value, str) else value
+               for key, value in options.items()}
+    if stage not in NO_WORKDIR:
+        options = dict(workdir=workdir, **options)
+    result = run_stage(stage, *_command_line(options), check=False, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    _assert_message(lines[0][len("error: "):], expected, workdir, str(tmp_path))
     assert snapshot(str(tmp_path)) == before
 
 
@@ -418,3 +673,24 @@ def test_names_from_data_are_drawn_as_text_not_mathtext(tmp_path):
     axis.set_title("$\\notacommand{$")
     png = plots.to_png(figure)
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_report_draws_class_and_group_names_that_look_like_tex(base, tmp_path):
+    """Names from the data (`$\\x$`) that matplotlib's mathtext cannot parse are drawn as
+    text: the analysis stages and the report finish, and the page shows them."""
+    from per_class_accuracy import gen_tstatistic, subgroups
+    from pie.report import build
+    workdir = str(tmp_path / "w")
+    shutil.copytree(base, workdir, symlinks=True)
+    names = [f"$\\x{k}$" for k in range(N_CLASSES - 1)] + ["a_$b"]
+    records.write_json(Workdir(workdir).classes, names)
+    config = records.read_json(Workdir(workdir).dataset_config)
+    records.write_json(Workdir(workdir).dataset_config, dict(config, class_names=names))
+    write_file("groups.csv", "image_id,$\\notacommand{$\n" + "".join(
+        f"{k},{'$x^$' if k % 2 else '_{b'}\n" for k in range(N_IMAGES)))(workdir, None)
+    gen_tstatistic.run(workdir)
+    subgroups.run(workdir, groups_csv=os.path.join(workdir, "groups.csv"))
+    html = build.build_report(workdir, fmt="html", log=lambda message: None)
+    with open(html) as handle:
+        page = handle.read()
+    assert "$\\x3$" in page and "$\\notacommand{$" in page

@@ -33,6 +33,7 @@ EVAL_PREFIXES = ("validation", "test")
 # Headers of the formats tf.io.decode_image reads.
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 SCAN_BATCH = 1024
+RECORD_FRAMING = 16  # bytes around each record: length, its CRC, the data's CRC
 MAX_INTERLEAVE = 16
 
 SCAN_FEATURES = {
@@ -83,20 +84,19 @@ def read_info(folder):
     return info
 
 
-def _first_line(error):
-    text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
-
-
 def scan_file(path):
     """Record count, {label: text} and the first record's format of one file."""
-    dataset = tf.data.TFRecordDataset(path).batch(SCAN_BATCH).map(
-        lambda serialized: tf.io.parse_example(serialized, SCAN_FEATURES)).map(
-        lambda parsed: {"label": parsed["image/class/label"], "text": parsed["image/class/text"],
-                        "magic": tf.strings.substr(parsed["image/encoded"], 0, 4)})
-    count, texts = 0, {}
+    def facts(serialized):
+        parsed = tf.io.parse_example(serialized, SCAN_FEATURES)
+        return {"label": parsed["image/class/label"], "text": parsed["image/class/text"],
+                "magic": tf.strings.substr(parsed["image/encoded"], 0, 4),
+                "bytes": tf.strings.length(serialized)}
+    dataset = tf.data.TFRecordDataset(path).batch(SCAN_BATCH).map(facts)
+    count, texts, framed = 0, {}, 0
     try:
         for batch in dataset.as_numpy_iterator():
+            # Each record is framed by a 12-byte header and a 4-byte checksum.
+            framed += int(batch["bytes"].sum()) + RECORD_FRAMING * len(batch["bytes"])
             for offset, magic in enumerate(batch["magic"]):
                 if not magic.startswith(IMAGE_MAGIC):
                     raise errors.DataError(
@@ -113,10 +113,15 @@ def scan_file(path):
                     texts[str(label)] = known or text
             count += len(batch["label"])
     except tf.errors.DataLossError as error:
-        raise errors.DataError(f"corrupt TFRecord file '{path}': {_first_line(error)}")
+        raise errors.DataError(f"corrupt TFRecord file '{path}': {errors.first_line(error)}")
     except tf.errors.InvalidArgumentError as error:
         raise errors.DataError(f"'{path}' is not in the ImageNet TFRecord layout "
-                               f"(image/encoded, image/class/label): {_first_line(error)}")
+                               f"(image/encoded, image/class/label): {errors.first_line(error)}")
+    size = tf.io.gfile.stat(path).length
+    if size != framed:
+        # TensorFlow reads a file cut inside a record's header as one that ends there.
+        raise errors.DataError(f"corrupt TFRecord file '{path}': {size - framed} bytes after "
+                               f"its {count} whole records (a truncated copy?)")
     return {"records": count, "texts": texts}
 
 
@@ -139,9 +144,15 @@ class Folder:
                 facts = scan_file(path)
                 cache.put(path, stamp, facts)
             self.facts[path] = dict(facts, bytes=stamp["bytes"])
-        self.cache_path = cache.save()
         self.train_size = sum(self.facts[p]["records"] for p in self.train_files)
         self.eval_size = sum(self.facts[p]["records"] for p in self.eval_files)
+        written = self.info.get("num_examples")
+        if not self.train_files and isinstance(written, int) and written != self.eval_size:
+            # A file cut between two records reads as a whole, shorter one.
+            raise errors.DataError(
+                f"'{self.folder}' holds {self.eval_size} records, its {INFO_NAME} says "
+                f"{written}: a shard is truncated or missing")
+        self.cache_path = cache.save()
         self._classes()
 
     def _classes(self):

@@ -34,8 +34,11 @@ def run(main):
             tidy_workdir(flags.FLAGS)
             with forced(flags.FLAGS):
                 return main(argv)
-        except user_errors() as error:
-            fail(str(error))
+        except Exception as error:
+            bad_input = error if isinstance(error, user_errors()) else errors.from_library(error)
+            if bad_input is None:
+                raise
+            fail(str(bad_input))
     app.run(guarded, flags_parser=_parse_flags)
 
 
@@ -119,6 +122,11 @@ def _call(module, flag_values, args):
     try:
         with forced(flag_values):
             return module.main([module.__name__])
+    except Exception as error:
+        bad_input = errors.from_library(error)
+        if bad_input is None:
+            raise
+        raise bad_input from error
     finally:
         _CALLS.pop()
         module.FLAGS = saved

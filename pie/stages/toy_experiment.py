@@ -22,7 +22,6 @@ seeds/; a rerun continues with the missing ones.
 import dataclasses
 import itertools
 import os
-import sys
 import time
 
 import numpy as np
@@ -400,7 +399,7 @@ def _check_run_config(config, out_dir):
         if saved != identity:
             changed = sorted(k for k in set(saved) | set(identity)
                              if saved.get(k) != identity.get(k))
-            raise ValueError(
+            raise records.ContractError(
                 f"{out_dir} holds a run with other settings ({', '.join(changed)}); "
                 "use a new --out or the same settings")
     else:
@@ -528,15 +527,16 @@ def config_from_flags():
 
 def main(argv):
     del argv
+    if not FLAGS.out:
+        raise cli.UsageError("--out is required: the output folder")
     try:
-        if not FLAGS.out:
-            raise ValueError("--out is required: the output folder")
         config = config_from_flags().resolved()
-        started = time.time()
-        run_experiment(config, FLAGS.out, flags_text=cli.resolved_flags())
-    except ValueError as error:  # includes pie.io.records.ContractError
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except ValueError as error:  # the settings' checks: bad flags
+        if isinstance(error, cli.user_errors()):
+            raise
+        raise cli.UsageError(str(error)) from None
+    started = time.time()
+    run_experiment(config, FLAGS.out, flags_text=cli.resolved_flags())
     print(f"done in {time.time() - started:.1f} s; results in {FLAGS.out}")
 
 
