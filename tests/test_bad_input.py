@@ -513,6 +513,8 @@ CASES = [
      "manifest member dense_0_seed0: " + NOT_ZIP),
     ("keras-hdf5-lambda", FEATURES, FEATURES_OPTIONS, hdf5_lambda_model,
      "manifest member dense_0_seed0: " + NOT_ZIP),
+    ("keras-hdf5-lambda", TRAIN, {"init_from": f"{{W}}/{DENSE0}/model.keras", "seeds": 1,
+                                  "dataset": "digits"}, hdf5_lambda_model, NOT_ZIP),
     ("keras-hdf5-lambda", IMPORT, {"models": f"{{W}}/{DENSE0}/model.keras",
                                    "method": "imported"}, hdf5_lambda_model, NOT_ZIP),
     # --- dataset.json of the wrong shape, in every stage that loads the data

@@ -138,6 +138,35 @@ def test_killed_force_run_is_rolled_back_at_the_next_start(analysed, tmp_path, c
     assert _with_times(str(tmp_path)) == before
 
 
+KILLED_STAGE = """
+import os, signal, sys
+import pie
+from pie.analysis import stage_io
+from pie.io import cli
+from per_class_accuracy import gen_tstatistic
+# Killed after the tables were rewritten, before the stage's stamp.
+stage_io.write_stamp = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+cli.call_stage(gen_tstatistic, {"workdir": sys.argv[1], "force": True, "alpha": 0.2})
+"""
+
+
+def test_stage_killed_mid_force_run_is_rolled_back_at_the_next_start(analysed, tmp_path,
+                                                                     capsys):
+    workdir = _copy(analysed, tmp_path)
+    before = _with_times(str(tmp_path))
+    killed = subprocess.run([sys.executable, "-c", KILLED_STAGE, workdir], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    assert _with_times(str(tmp_path)) != before  # new tables (alpha 0.2), and the journal
+    capsys.readouterr()
+    cli.call_stage(gen_tstatistic, {"workdir": workdir})
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rolled back the killed --force run "), lines
+    restored = lines[0].split(": restored ")[1].split("; removed ")[0].split(", ")
+    assert {"per_class/tstatistic.csv", "per_class/tstatistic_summary.csv"} <= set(restored)
+    assert _with_times(str(tmp_path)) == before  # and the rerun found it up to date
+
+
 def _journal(workdir, *entries, owner="otherhost@1"):
     folder = os.path.join(workdir, journal.PREFIX + owner)
     os.makedirs(folder)
