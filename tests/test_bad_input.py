@@ -446,10 +446,13 @@ CASES = [
      lambda w, m: (write_file("groups.csv", "image_id,colour\n" + "".join(
          f"{k},{'red' if k % 2 else 'blue'}\n" for k in range(N_IMAGES)))(w, m),
          edit_pie_csv(is_pie=False)(w, m)),
-     r"^{W}/pie/pie.csv changed after pie_dataset_gen.aggregate_predictions wrote it "),
+     r"^{W}/pie/pie.csv changed after pie_dataset_gen.aggregate_predictions wrote it "
+     r"\(40 rows, [0-9]+ bytes; now [0-9]+ bytes\): truncated or edited\? rerun "
+     r"pie_dataset_gen.aggregate_predictions$"),
     ("predictions-cut", TSTAT, {}, cut("predictions/test/clean/magnitude_0.5_seed0.parquet"),
      r"^{W}/predictions/test/clean/magnitude_0.5_seed0.parquet changed after its stage "
-     r"wrote it \(40 rows, [0-9]+ bytes; now [0-9]+ bytes\)"),
+     r"wrote it \(40 rows, [0-9]+ bytes; now [0-9]+ bytes\): truncated or edited\? rerun "
+     r"the stage that writes it$"),
     # --- hand-edited side files
     ("classes-json-shape", TSTAT, {}, write_file("classes.json", '{"a": 1}'),
      "{W}/classes.json must hold a non-empty JSON list of class names (strings)"),
