@@ -9,7 +9,6 @@ changed (names, sizes and SHA-256 digests). A new stage joins with one row.
 Only the model-loading cases touch TensorFlow; the tiny model is saved once.
 """
 import hashlib
-import json
 import os
 import shutil
 import zipfile
@@ -584,16 +583,21 @@ CASES = [
                          ids=[f"{stage.split('.')[-1]}:{case}" for case, stage, *_ in CASES])
 def test_bad_input_is_one_line_and_changes_nothing(base, tiny_models, tmp_path, case, stage,
                                                    options, breaker, expected):
-    workdir = str(tmp_path / "w")
-    shutil.copytree(base, workdir, symlinks=True)
-    breaker(workdir, str(tiny_models))
-    before = snapshot(str(tmp_path))
-    options = {key: value.format(W=workdir) if isinstance(value, str) else value
-               for key, value in options.items()}
+    workdir, options, before = _broken_copy(base, tiny_models, tmp_path, breaker, options)
     with pytest.raises(errors.InputError) as raised:
         _stage(stage)(workdir, **options)
     _assert_message(str(raised.value), expected, workdir, str(tmp_path))
     assert snapshot(str(tmp_path)) == before
+
+
+def _broken_copy(base, models, tmp_path, breaker, options):
+    """W (a copy of base, broken), the options with {W} filled in, and what tmp_path holds."""
+    workdir = str(tmp_path / "w")
+    shutil.copytree(base, workdir, symlinks=True)
+    breaker(workdir, str(models))
+    options = {key: value.format(W=workdir) if isinstance(value, str) else value
+               for key, value in options.items()}
+    return workdir, options, snapshot(str(tmp_path))
 
 
 def _assert_message(message, expected, workdir, folder):
@@ -612,14 +616,15 @@ AS_COMMANDS = ["predictions:tflite-truncated", "predictions:tfrecord-image-corru
                "toy_experiment:batch-size-zero", "gen_tstatistic:duplicate-member-id"]
 
 
-def _command_line(options):
-    def argument(name, value):
-        if isinstance(value, bool):
-            return f"--{name}" if value else f"--no{name}"
-        if isinstance(value, (list, tuple)):
-            value = ",".join(str(item) for item in value)
-        return f"--{name}={value}"
-    return [argument(name, value) for name, value in options.items()]
+def _command_line(stage, options):
+    """The command-line arguments of a stage's keyword options (as call_stage reads them)."""
+    import importlib
+    from absl import flags
+    from pie.io import cli
+    module = importlib.import_module(stage)
+    flag_values = flags.FlagValues()
+    module.define_flags(flag_values)
+    return [cli._argument(flag_values, stage, name, value) for name, value in options.items()]
 
 
 @pytest.mark.parametrize("name", AS_COMMANDS)
@@ -627,15 +632,10 @@ def test_bad_input_command_exits_2_with_one_line(base, tiny_models, tmp_path, na
     from conftest import error_lines, run_stage
     case, stage, options, breaker, expected = next(
         row for row in CASES if f"{row[1].split('.')[-1]}:{row[0]}" == name)
-    workdir = str(tmp_path / "w")
-    shutil.copytree(base, workdir, symlinks=True)
-    breaker(workdir, str(tiny_models))
-    before = snapshot(str(tmp_path))
-    options = {key: value.format(W=workdir) if isinstance(value, str) else value
-               for key, value in options.items()}
+    workdir, options, before = _broken_copy(base, tiny_models, tmp_path, breaker, options)
     if stage not in NO_WORKDIR:
         options = dict(workdir=workdir, **options)
-    result = run_stage(stage, *_command_line(options), check=False, timeout=120)
+    result = run_stage(stage, *_command_line(stage, options), check=False, timeout=120)
     assert result.returncode == 2, result.stderr
     lines = error_lines(result)
     assert len(lines) == 1 and lines[0].startswith("error: "), lines

@@ -67,7 +67,8 @@ def owner_is_gone(tag, path, now=None):
     return (now or time.time()) - os.lstat(path).st_mtime > STALE_AFTER_S
 
 
-def _fsync(path, directory=False):
+def fsync(path, directory=False):
+    """Flushes a file, or a folder's entries, to disk."""
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:
         os.fsync(fd)
@@ -89,7 +90,7 @@ class _Run:
         os.mkdir(self.folder)
         self.handle = open(os.path.join(self.folder, JOURNAL), "a")
         self._append({"journal": FORMAT})
-        _fsync(self.root, directory=True)
+        fsync(self.root, directory=True)
 
     def relative(self, path):
         """`path` relative to the workdir, or None when it lies outside it."""
@@ -123,7 +124,7 @@ class _Run:
                     self.count += 1
                     backup = os.path.join(self.folder, str(self.count))
                     _keep(path, backup)
-                    _fsync(self.folder, directory=True)
+                    fsync(self.folder, directory=True)
                     entry["backup"] = str(self.count)
             self._append(entry)
 
@@ -342,7 +343,7 @@ def rollback(root, folder):
                 os.rmdir(path)
     _discard(folder)
     with contextlib.suppress(OSError):
-        _fsync(root, directory=True)
+        fsync(root, directory=True)
     return restored[::-1], removed[::-1]
 
 

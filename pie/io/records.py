@@ -53,12 +53,7 @@ TMP_PREFIX = ".tmp-"  # `.tmp-<host>@<pid>-...`: whose temporary it is (journal.
 STALE_AFTER_S = journal.STALE_AFTER_S
 
 
-def _fsync(path, directory=False):
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_fsync = journal.fsync
 
 
 @contextlib.contextmanager
