@@ -13,6 +13,7 @@ exactly the pixels the PIE analysis predicted on. Record features: see
 docs/contracts.md. A variant's folder appears whole or not at all (written aside,
 then renamed).
 """
+import contextlib
 import os
 import shutil
 
@@ -184,6 +185,8 @@ def write_variants(workdir, variants, todo, source, shard_size, fingerprints):
                 if writer is not None and writer.writer is not None:
                     writer.writer.close()
             shutil.rmtree(staging[key], ignore_errors=True)
+        with contextlib.suppress(OSError):  # W/pie/tfrecords, when this run made it
+            os.rmdir(os.path.dirname(staging[todo[0]]))
         raise
     for key in todo:
         for subset in SUBSETS:

@@ -574,6 +574,8 @@ CASES = [
      write_file("predictions/test/gaussian_noise-1/corruption_source.json", "{"),
      "{W}/predictions/test/gaussian_noise-1/corruption_source.json is not readable JSON: "
      "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+    ("pie-csv-of-other-data", PIE_RECORDS, {}, nothing,  # found while the images stream
+     "pie.csv gives image 0 the label 0, the data 7: the table was made from other data"),
     ("models-match-nothing", IMPORT, {"models": "{W}/nothing*.keras", "method": "dense"},
      nothing, "--models={W}/nothing*.keras matches no file"),
 ]
