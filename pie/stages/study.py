@@ -5,7 +5,8 @@ r"""One study, every stage: what `bash run.sh` runs.
   python -m pie.stages.study --dataset=digits --model=mlp --seeds=2 --epochs=2 --workdir=W
 
 Takes every flag of save_checkpoint.train (its defaults here are the embedded
-study's: mnist5k, small_cnn, sparsities 0,0.5,0.8,0.95, 10 seeds, 10 epochs) plus the
+study's: mnist5k, small_cnn, sparsities 0,0.5,0.8,0.95, 10 seeds, 14 epochs, one
+training worker per core) plus the
 choices of the later stages below, and runs the stages one after another, each as
 its own `python -m` process, passing each what it needs: the workdir, the data
 folder, and its own options. Stages that need images (PIE TFRecords, corruptions,
@@ -28,7 +29,7 @@ FLAGS = flags.FLAGS
 TRAIN_MODULE = "save_checkpoint.train"
 # The embedded study: save_checkpoint.train's flags that differ from its own defaults.
 EMBEDDED = {"workdir": "runs/demo", "dataset": "mnist5k", "model": "small_cnn",
-            "sparsities": "0,0.5,0.8,0.95", "seeds": 10, "epochs": 10, "workers": 0}
+            "sparsities": "0,0.5,0.8,0.95", "seeds": 10, "epochs": 14, "workers": 0}
 IMAGE_STAGES = ("pie-tfrecords", "corruptions", "robustness", "noise-similarity",
                 "informative-features")
 STAGE_NAMES = ("train", "quantize", "predictions", "per-class", "t-test", "pie",
@@ -147,6 +148,7 @@ def run_command(name, command):
     """Runs one stage's process, its output filtered of library start-up lines."""
     shown = command[2:] if command[1] == "-m" else command[1:]  # module, or script
     print(f"== stage {name}: {' '.join(shown)}", flush=True)
+    started = time.time()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=env)
@@ -156,6 +158,7 @@ def run_command(name, command):
     code = process.wait()
     if code:
         raise StageFailed(name, code)
+    print(f"== stage {name} done in {time.time() - started:.0f} s", flush=True)
 
 
 class StageFailed(Exception):
