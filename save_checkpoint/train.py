@@ -346,20 +346,24 @@ class Trainer:
         mask = None
         if os.path.exists(mask_path) and int(epoch.numpy()) >= pretrain:
             mask = training.load_mask(mask_path)
-        for current in range(int(epoch.numpy()), self.epochs(member)):
+        current, end = int(epoch.numpy()), self.epochs(member)
+        # One `fit` per run of epochs with the same callbacks (a member pruned once
+        # changes them at `pretrain`), each epoch checkpointed at its end: Keras's
+        # per-call set-up (callbacks, TensorBoard writers, data adapter) costs about a
+        # quarter of a small member's epoch.
+        while current < end:
             if self.prunes_once(member) and current == pretrain and mask is None:
                 mask = self._prune_once(member, model)
                 training.write_mask(mask_path, mask)
+            stop = pretrain if self.prunes_once(member) and current < pretrain else end
             extra = []
             if mask is not None:
                 extra = [pruning.WeightMaskCallback(mask) if weight_mask
                          else criteria.UnitMaskCallback(mask)]
-            batches = self.source.train_batches(FLAGS.batch_size, member.seed, current,
-                                                augment=FLAGS.augment)
-            model.fit(batches, epochs=current + 1, initial_epoch=current, verbose=0,
-                      steps_per_epoch=FLAGS.steps_per_epoch, callbacks=callbacks + extra)
-            epoch.assign(current + 1)
-            manager.save()
+            model.fit(self._epochs_of_batches(member, current, stop), epochs=stop,
+                      initial_epoch=current, verbose=0, steps_per_epoch=self.steps_per_epoch,
+                      callbacks=callbacks + extra + [SaveEachEpoch(epoch, manager)])
+            current = stop
         if self.prunes_once(member) and mask is None:  # no fine-tuning epochs
             mask = self._prune_once(member, model)
         unit_mask = mask if member.method in CRITERIA_METHODS else None
@@ -381,6 +385,22 @@ class Trainer:
                   f"{int(epoch.numpy())}", flush=True)
             self.progress.done += int(epoch.numpy())
         return epoch, manager
+
+    def _epochs_of_batches(self, member, first, stop):
+        """The member's batches of epochs first .. stop-1, one after another, each
+        epoch exactly `steps_per_epoch` batches in its own (seed, epoch) order (one
+        dataset for one `fit` over these epochs: the same batches as one `fit` per
+        epoch)."""
+        natural = math.ceil(self.source.train_size / FLAGS.batch_size)
+        epochs = None
+        for current in range(first, stop):
+            batches = self.source.train_batches(FLAGS.batch_size, member.seed, current,
+                                                augment=FLAGS.augment)
+            if self.steps_per_epoch > natural:  # --steps_per_epoch beyond the data
+                batches = batches.repeat()
+            batches = batches.take(self.steps_per_epoch)
+            epochs = batches if epochs is None else epochs.concatenate(batches)
+        return epochs
 
     def _reuse_dense(self, workdir, member, model):
         """Loads the finished dense member of the same seed, if this workdir has it; its
@@ -491,6 +511,19 @@ class EpochProgress(_keras_callback_base()):
                f"loss {logs.get('loss', float('nan')):.4f} "
                f"acc {logs.get('acc', float('nan')):.4f} "
                f"({time.time() - self.epoch_start:.1f}s)")
+
+
+class SaveEachEpoch(_keras_callback_base()):
+    """Checkpoints the member at the end of each epoch (after every other callback):
+    a killed run resumes from the last finished epoch."""
+
+    def __init__(self, epoch, manager):
+        super().__init__()
+        self.epoch, self.manager = epoch, manager
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.assign(epoch + 1)
+        self.manager.save()
 
 
 def finished_row(workdir, member, manifest_ids):
