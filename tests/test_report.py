@@ -727,3 +727,21 @@ def test_a_toy_table_the_toy_study_does_not_list_is_refused(tmp_path):
         f"{path} is not listed in {os.path.join(workdir, 'toy', '.toy_experiment.stamp.json')}"
         ": only files pie.stages.toy_experiment wrote are read; rerun "
         "pie.stages.toy_experiment")
+
+
+def test_a_stage_table_dropped_into_the_workdir_by_hand_is_refused(tmp_path):
+    """Every stage table the report reads must be listed in its writer's stamp: a
+    pie_summary.csv put there by hand (no record) is not shown as a measurement."""
+    workdir = make_workdir(str(tmp_path / "w"))
+    path = os.path.join(workdir, "pie", "pie_summary.csv")
+    frame = pd.read_csv(path)
+    os.remove(path)
+    records.forget_written(path)
+    frame.to_csv(path, index=False)  # the same numbers, but not what the stage wrote
+    with pytest.raises(records.ContractError) as caught:
+        build.build_report(workdir, fmt="html", log=lambda message: None)
+    assert str(caught.value) == (
+        f"{path} is not listed in "
+        f"{os.path.join(workdir, 'pie', '.aggregate_predictions.stamp.json')}: only files "
+        "pie_dataset_gen.aggregate_predictions wrote are read; rerun "
+        "pie_dataset_gen.aggregate_predictions")

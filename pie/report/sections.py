@@ -106,9 +106,12 @@ COLUMNS = {
     "toy/results.csv": ["dataset", "criterion", "samples_per_class", "seed", "scenario",
                         "stage", "accuracy"],
 }
-# Inputs read only when their writer lists them in its stamp (with their digest): the
-# toy study's folder is one a user may drop files into.
-LISTED_INPUTS = {"toy/results.csv": FILES["toy_results"].writer}
+# The stages' tables are read only when their writer lists them in its stamp (with
+# their digest): a report embeds what the toolkit wrote, not a file dropped or edited
+# into W. Files of W itself (manifest, dataset.json, classes.json, groups.csv) are
+# the user's to edit and are validated when read instead.
+LISTED_INPUTS = {f"{entry.folder}/{entry.name}": entry.writer for entry in FILES.values()
+                 if entry.folder and entry.name.endswith(".csv")}
 TOY_STAGE = FILES["toy_results"].writer
 TEXT_COLUMNS = ("member_id", "method", "class_name", "distribution", "dataset", "criterion",
                 "scenario", "stage", "attribute", "group", "rule", "shifted_min_distribution")
