@@ -298,8 +298,20 @@ class Trainer:
                                 self.source.num_classes)
             return loss(onehot, logits)
         model.compile(optimizer=optimizer, loss=sparse_loss,
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")])
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
+                      steps_per_execution=self.steps_per_execution(member))
         return model, optimizer
+
+    def steps_per_execution(self, member):
+        """Training steps per call of the traced train function: a whole epoch for
+        members whose training is all in the graph (dense; magnitude, whose wrappers
+        count their own pruning step), so Python runs once an epoch instead of once
+        a batch; 1 for members held by per-batch callbacks (wt's global threshold,
+        the masks of members pruned once) and for other strategies."""
+        if (member.method in ("dense", "magnitude") and not self.prunes_once(member)
+                and FLAGS.strategy == "default"):
+            return self.steps_per_epoch
+        return 1
 
     def epochs(self, member):
         """Training epochs of a member: members pruned once add their fine-tuning."""

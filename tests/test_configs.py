@@ -47,7 +47,7 @@ def test_the_embedded_config_is_the_default_run():
     assert {name: embedded[name].value for name in embedded} == {
         name: defaults[name].value for name in defaults}
     # What the training stage gets: the embedded study's choices, nothing else.
-    assert study.train_args(defaults) == ["--epochs=14", "--seeds=10",
+    assert study.train_args(defaults) == ["--epochs=12", "--seeds=10",
                                           "--sparsities=0,0.5,0.8,0.95", "--workdir=runs/demo",
                                           "--workers=0"]
 

@@ -5,7 +5,7 @@ r"""One study, every stage: what `bash run.sh` runs.
   python -m pie.stages.study --dataset=digits --model=mlp --seeds=2 --epochs=2 --workdir=W
 
 Takes every flag of save_checkpoint.train (its defaults here are the embedded
-study's: mnist5k, small_cnn, sparsities 0,0.5,0.8,0.95, 10 seeds, 14 epochs, one
+study's: mnist5k, small_cnn, sparsities 0,0.5,0.8,0.95, 10 seeds, 12 epochs, one
 training worker per core) plus the
 choices of the later stages below, and runs the stages one after another, each as
 its own `python -m` process, passing each what it needs: the workdir, the data
@@ -29,7 +29,7 @@ FLAGS = flags.FLAGS
 TRAIN_MODULE = "save_checkpoint.train"
 # The embedded study: save_checkpoint.train's flags that differ from its own defaults.
 EMBEDDED = {"workdir": "runs/demo", "dataset": "mnist5k", "model": "small_cnn",
-            "sparsities": "0,0.5,0.8,0.95", "seeds": 10, "epochs": 14, "workers": 0}
+            "sparsities": "0,0.5,0.8,0.95", "seeds": 10, "epochs": 12, "workers": 0}
 IMAGE_STAGES = ("pie-tfrecords", "corruptions", "robustness", "noise-similarity",
                 "informative-features")
 STAGE_NAMES = ("train", "quantize", "predictions", "per-class", "t-test", "pie",
@@ -57,14 +57,14 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
     flags.DEFINE_string("severities", "3", "robustness_tests.corruptions --severities.",
                         flag_values=flag_values)
-    flags.DEFINE_integer("noise_draws", 5, "robustness_tests.noise_similarity --draws.",
+    flags.DEFINE_integer("noise_draws", 2, "robustness_tests.noise_similarity --draws.",
                          flag_values=flag_values)
-    flags.DEFINE_integer("noise_images", 300, "robustness_tests.noise_similarity --images.",
+    flags.DEFINE_integer("noise_images", 200, "robustness_tests.noise_similarity --images.",
                          flag_values=flag_values)
-    flags.DEFINE_integer("informative_images", 100,
+    flags.DEFINE_integer("informative_images", 50,
                          "robustness_tests.informative_features --images.",
                          flag_values=flag_values)
-    flags.DEFINE_integer("cost_repeats", 10, "pie.stages.cost --repeats.",
+    flags.DEFINE_integer("cost_repeats", 5, "pie.stages.cost --repeats.",
                          flag_values=flag_values)
     flags.DEFINE_string("groups_csv", None, "per_class_accuracy.subgroups --groups_csv "
                         "(mnist5k, digits: made by examples/make_mnist5k_groups.py when not "
@@ -75,7 +75,7 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
     flags.DEFINE_string("toy_dataset", "moons", "pie.stages.toy_experiment --dataset "
                         "('none' skips the toy criteria study).", flag_values=flag_values)
-    flags.DEFINE_integer("toy_seeds", 3, "pie.stages.toy_experiment --seeds.",
+    flags.DEFINE_integer("toy_seeds", 2, "pie.stages.toy_experiment --seeds.",
                          flag_values=flag_values)
     flags.DEFINE_string("toy_samples_per_class", "1,10,100",
                         "pie.stages.toy_experiment --samples_per_class.",
