@@ -34,7 +34,7 @@ def test_same_flags_and_files_are_up_to_date(tmp_path):
 def test_a_changed_file_or_flag_runs_the_stages_again(tmp_path):
     finished_study(tmp_path, "--seeds=3")
     assert not study.is_up_to_date(study_flags(str(tmp_path), "--seeds=4"))
-    assert not study.is_up_to_date(study_flags(str(tmp_path), "--seeds=3", "--noise_draws=2"))
+    assert not study.is_up_to_date(study_flags(str(tmp_path), "--seeds=3", "--noise_draws=4"))
     (tmp_path / "per_class" / "tstatistic.csv").write_text("a\n1\n2\n")
     assert not study.is_up_to_date(study_flags(str(tmp_path), "--seeds=3"))
 
