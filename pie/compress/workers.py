@@ -62,8 +62,10 @@ def others(module, args, workers, seed_slice=(0, 1)):
     `with others(...) as (my_slice, wait): ...; codes = wait()`. Their output goes to
     ours. Within a `seed_slice` (k, N) already given, worker j takes (k + jN, NW).
 
-    Leaving the block early (an error, Ctrl-C, SIGTERM) stops every worker: each
-    resumes its members on the next run.
+    Leaving the block early (an error in this process, Ctrl-C) stops the other
+    workers; a worker that fails leaves the others to finish their members, and
+    `wait` gives its exit code. Every member resumes from its own last epoch
+    checkpoint on the next run.
     """
     first, count = seed_slice
     threads = threads_each(workers)
