@@ -730,9 +730,9 @@ WORKER_FLAGS = ("workers", "threads", "seed_slice")
 
 def worker_args():
     """This run's flags, as `--name=value` arguments for a worker process."""
+    # None of WORKER_FLAGS is boolean: a line's name is what stands before "=".
     return [line for line in cli.resolved_flags().splitlines()
-            if line and line.lstrip("-").split("=")[0].removeprefix("no")
-            not in WORKER_FLAGS]
+            if line and line[2:].split("=", 1)[0] not in WORKER_FLAGS]
 
 
 # The Python API: run(workdir="W", ...) with the flags as keywords (docs/api.md).

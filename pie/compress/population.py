@@ -48,7 +48,6 @@ class SharedModel:
         self._built_state = model.get_weights()
         self._optimizer_state = [v.numpy() for v in optimizer.variables]
         self._export = None
-        self.members = 0
         # One traced inference function for every member's evaluation.
         self.predict = tf.function(lambda x: plain(x, training=False), reduce_retracing=True)
 
@@ -60,7 +59,6 @@ class SharedModel:
         for variable, value in zip(self.optimizer.variables, self._optimizer_state):
             variable.assign(value)
         self.model.reset_metrics()
-        self.members += 1
 
     def export(self):
         """An uncompiled plain model holding the current member's weights, to save.
@@ -101,5 +99,4 @@ class SharedModels:
             self.unshareable.add(key)
             return None
         shared = self._variants[key] = SharedModel(model, optimizer, self._plain_view(model))
-        shared.members = 1
         return shared
