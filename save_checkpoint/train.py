@@ -134,8 +134,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_integer("eval_batch_size", 256, "Batch size of the final evaluation.",
                          flag_values=flag_values)
     flags.DEFINE_bool("share_graphs", True,
-                      "Members of one variant (method, sparsity) train one after another on "
-                      "one built, compiled and traced model, set to each member's own "
+                      "Members of one method train one after another on one built, "
+                      "compiled and traced model (a pruned member's target sparsity is a "
+                      "variable of its schedule), set to each member's own "
                       "seed-initial state first: the weights of training each member alone, "
                       "without rebuilding and retracing per member (pie.compress.population). "
                       "--noshare_graphs builds every member afresh. Members with a parent "
@@ -149,9 +150,10 @@ def define_flags(flag_values=flags.FLAGS):
                          "on a machine without GPUs with --strategy=default, else 1. Every "
                          "member trains as it would alone (pie.compress.workers).",
                          flag_values=flag_values)
-    flags.DEFINE_string("seed_slice", "0/1", "k/N: train only the members whose seed is k "
-                        "mod N (set by --workers for each worker; a member and its parent "
-                        "network share a seed).", flag_values=flag_values)
+    flags.DEFINE_string("seed_slice", "0/1", "k/N: train the members whose seed is k mod N "
+                        "(a member and its parent network share a seed), then those of "
+                        "other slices that no process has started and that need no other "
+                        "member (set by --workers for each worker).", flag_values=flag_values)
     flags.DEFINE_integer("threads", 0, "TensorFlow CPU threads of this process (0: "
                          "TensorFlow's default, every core). Set by --workers for each "
                          "worker.", flag_values=flag_values)
@@ -179,12 +181,14 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch
         self.epochs_done = 0
         self.progress = Progress(members_total, "population epochs")
+        self.eval_cache = training.EvalCache(source, FLAGS.eval_batch_size)
         self.shared = None
         if share_graphs and FLAGS.strategy == "default":
-            self.shared = population.SharedModels(self._build_member, self._initial,
-                                                  self._plain_view)
+            self.shared = population.SharedModels(
+                lambda member: self._build_member(member, retargetable=True), self._initial,
+                self._plain_view)
 
-    def _schedule(self, target):
+    def _schedule(self, target, retargetable=False):
         total = self.steps_per_epoch * FLAGS.epochs
         begin, end, frequency = pruning.auto_schedule_steps(total)
         begin = begin if FLAGS.begin_step < 0 else FLAGS.begin_step
@@ -194,7 +198,8 @@ class Trainer:
             end = begin + max(1, (total * 6 // 10 - begin) // frequency) * frequency
         return pruning.make_schedule(
             FLAGS.schedule, target, begin_step=begin, end_step=end, frequency=frequency,
-            power=FLAGS.power, initial_sparsity=FLAGS.initial_sparsity, total_steps=total)
+            power=FLAGS.power, initial_sparsity=FLAGS.initial_sparsity, total_steps=total,
+            retargetable=retargetable)
 
     def check_settings(self, sparsities):
         """Builds every schedule once so bad pruning flags fail before any training."""
@@ -252,19 +257,28 @@ class Trainer:
         """The plain network on `model`'s own layers (no pruning wrappers)."""
         return pruning.strip(model) if pruning.is_wrapped(model) else model
 
-    def _build_member(self, member, workdir=None):
-        """A fresh compiled model of the member and its built optimizer."""
+    def _build_member(self, member, workdir=None, retargetable=False):
+        """A fresh compiled model of the member and its built optimizer (`retargetable`:
+        its pruning schedule's target is a variable, see pruning.make_schedule)."""
         with self.strategy.scope():
-            model, optimizer = self._build(member, workdir)
+            model, optimizer = self._build(member, workdir, retargetable)
             optimizer.build(model.trainable_variables)
         return model, optimizer
+
+    def independent(self, member):
+        """Trains from its own seed alone: no parent network, nor the dense member it
+        would reuse (so any worker may train it, in any order)."""
+        return self.parent(member) is None and member.method not in ONE_SHOT_METHODS
 
     def shares(self, member):
         """Whether the member trains on a shared model (population.SharedModels)."""
         return self.shared is not None and self.parent(member) is None
 
     def variant(self, member):
-        return (member.method, member.sparsity, self.wrapped(member))
+        """Members of one variant train on one shared model: the same method and graph.
+        The target sparsity is not part of it: a pruned member's is a variable of its
+        schedule, set for each member."""
+        return (member.method, self.wrapped(member), self.steps_per_execution(member))
 
     def _model_for(self, member, workdir):
         """(model, optimizer, shared): a shared model set to the member's initial state
@@ -272,16 +286,18 @@ class Trainer:
         if self.shares(member):
             shared = self.shared.get(self.variant(member), member)
             if shared is not None:
+                if self.wrapped(member):
+                    pruning.retarget(shared.model, member.sparsity)
                 return shared.model, shared.optimizer, shared
         model, optimizer = self._build_member(member, workdir)
         return model, optimizer, None
 
-    def _build(self, member, workdir=None):
+    def _build(self, member, workdir=None, retargetable=False):
         import tf_keras as keras
         model = self._initial(member, workdir)
         if self.wrapped(member):
-            model = pruning.wrap_for_pruning(model, self._schedule(member.sparsity),
-                                             FLAGS.prune_classifier)
+            model = pruning.wrap_for_pruning(
+                model, self._schedule(member.sparsity, retargetable), FLAGS.prune_classifier)
         if FLAGS.optimizer == "adam":
             optimizer = keras.optimizers.Adam(FLAGS.learning_rate)
         else:
@@ -318,7 +334,8 @@ class Trainer:
         return self.pretrain_epochs(member) + (FLAGS.finetune_epochs
                                                if self.prunes_once(member) else 0)
 
-    def train(self, member, workdir, position, count):
+    def train(self, member, workdir, label):
+        """Trains `member` (`label`: its place in this run's list, as printed)."""
         import tensorflow_model_optimization as tfmot
         import tf_keras as keras
         ckpt_dir = workdir.member_file(member.relpath, "checkpoint")
@@ -330,11 +347,11 @@ class Trainer:
         parent_id = parent.member_id if parent is not None else None
         started = time.time()
         model, optimizer, shared = self._model_for(member, workdir)
-        epoch, manager = self._checkpoint(member, model, optimizer, workdir, position, count)
+        epoch, manager = self._checkpoint(member, model, optimizer, workdir, label)
         if manager.latest_checkpoint:
             pass  # resumed
         elif parent is not None:
-            print(f"[{position}/{count}] {member.member_id}: starting from "
+            print(f"[{label}] {member.member_id}: starting from "
                   f"{parent_id or parent.path}", flush=True)
         elif member.method in ONE_SHOT_METHODS:
             parent_id = self._reuse_dense(workdir, member, model)
@@ -342,10 +359,10 @@ class Trainer:
                 # Same seed, same recipe: the dense member is the network this one prunes.
                 epoch.assign(FLAGS.epochs)
                 self.progress.done += FLAGS.epochs
-                print(f"[{position}/{count}] {member.member_id}: starting from the finished "
+                print(f"[{label}] {member.member_id}: starting from the finished "
                       f"dense member of seed {member.seed}", flush=True)
         log_dir = workdir.member_file(member.relpath, "logs")
-        callbacks = [EpochProgress(self, member, position, count)]
+        callbacks = [EpochProgress(self, member, label)]
         if self.wrapped(member):
             callbacks += [tfmot.sparsity.keras.UpdatePruningStep(),
                           tfmot.sparsity.keras.PruningSummaries(log_dir=log_dir)]
@@ -382,7 +399,7 @@ class Trainer:
         return self._finish(member, model, workdir, started, ckpt_dir, unit_mask,
                             parent_id, parent.path if parent is not None else None, shared)
 
-    def _checkpoint(self, member, model, optimizer, workdir, position, count):
+    def _checkpoint(self, member, model, optimizer, workdir, label):
         """(epoch variable, CheckpointManager) of the member, restored from its last
         epoch checkpoint when it has one."""
         import tensorflow as tf
@@ -393,7 +410,7 @@ class Trainer:
         manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=1)
         if manager.latest_checkpoint:
             checkpoint.restore(manager.latest_checkpoint).expect_partial()
-            print(f"[{position}/{count}] {member.member_id}: resuming after epoch "
+            print(f"[{label}] {member.member_id}: resuming after epoch "
                   f"{int(epoch.numpy())}", flush=True)
             self.progress.done += int(epoch.numpy())
         return epoch, manager
@@ -403,16 +420,9 @@ class Trainer:
         epoch exactly `steps_per_epoch` batches in its own (seed, epoch) order (one
         dataset for one `fit` over these epochs: the same batches as one `fit` per
         epoch)."""
-        natural = math.ceil(self.source.train_size / FLAGS.batch_size)
-        epochs = None
-        for current in range(first, stop):
-            batches = self.source.train_batches(FLAGS.batch_size, member.seed, current,
-                                                augment=FLAGS.augment)
-            if self.steps_per_epoch > natural:  # --steps_per_epoch beyond the data
-                batches = batches.repeat()
-            batches = batches.take(self.steps_per_epoch)
-            epochs = batches if epochs is None else epochs.concatenate(batches)
-        return epochs
+        return self.source.train_epochs(FLAGS.batch_size, member.seed, range(first, stop),
+                                        steps_per_epoch=self.steps_per_epoch,
+                                        augment=FLAGS.augment)
 
     def _reuse_dense(self, workdir, member, model):
         """Loads the finished dense member of the same seed, if this workdir has it; its
@@ -470,7 +480,8 @@ class Trainer:
             unit_sparsity = criteria.mask_summary(unit_mask)
             training.check_unit_sparsity(unit_mask, member.sparsity)
         top1 = training.evaluate_top1(stripped, self.source, FLAGS.eval_batch_size,
-                                      predict=shared.predict if shared else None)
+                                      predict=shared.predict if shared else None,
+                                      batches=self.eval_cache.batches())
         model_file = workdir.member_relfile(member.relpath, "keras_model")
         with records.atomic_path(workdir.path(model_file)) as tmp:
             (shared.export() if shared else training.uncompiled(stripped)).save(tmp)
@@ -506,10 +517,10 @@ def _keras_callback_base():
 class EpochProgress(_keras_callback_base()):
     """One line per epoch, with the population's ETA."""
 
-    def __init__(self, trainer, member, position, count):
+    def __init__(self, trainer, member, label):
         super().__init__()
         self.trainer, self.member = trainer, member
-        self.position, self.count = position, count
+        self.label = label
         self.epoch_start = time.time()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -518,7 +529,7 @@ class EpochProgress(_keras_callback_base()):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         self.trainer.progress.advance(
-            1, f"[{self.position}/{self.count}] {self.member.member_id} epoch "
+            1, f"[{self.label}] {self.member.member_id} epoch "
                f"{epoch + 1}/{self.trainer.epochs(self.member)} "
                f"loss {logs.get('loss', float('nan')):.4f} "
                f"acc {logs.get('acc', float('nan')):.4f} "
@@ -633,8 +644,8 @@ def check_init_models(source):
 def main(argv):
     del argv
     sparsities, shard, seed_slice = validate_flags()
-    members = training.plan(lineage.training_order(sparsities, FLAGS.protocol, FLAGS.init_from),
-                            FLAGS.seeds, FLAGS.method, shard, seed_slice)
+    order = lineage.training_order(sparsities, FLAGS.protocol, FLAGS.init_from)
+    members = training.plan(order, FLAGS.seeds, FLAGS.method, shard, seed_slice)
     workdir = Workdir(FLAGS.workdir)
     manifest_ids = set(records.read_manifest(workdir, required=False)["member_id"])
     todo = [m for m in members if not finished_row(workdir, m, manifest_ids)]
@@ -676,6 +687,7 @@ def main(argv):
     print(f"population: {len(members)} members in shard {FLAGS.shard}"
           f"{'' if seed_slice == (0, 1) else ', seeds ' + FLAGS.seed_slice}, "
           f"{len(members) - len(todo)} already finished, {len(todo)} to train", flush=True)
+    first, count = seed_slice
     with contextlib.ExitStack() as stack:
         wait = list
         if workers > 1:
@@ -686,6 +698,12 @@ def main(argv):
                 "save_checkpoint.train", worker_args(), workers, seed_slice))
             todo = [m for m in todo if m.seed % count == first]
         train_members(trainer, workdir, todo)
+        if count > 1:
+            # Workers start and run at different speeds: one that is done helps the
+            # others with members nobody has started.
+            others = [m for m in training.plan(order, FLAGS.seeds, FLAGS.method, shard)
+                      if m.seed % count != first and trainer.independent(m)]
+            train_members(trainer, workdir, others[::-1], spare=True)
         failed = [code for code in wait() if code]
     if failed:
         print(f"error: {len(failed)} of {workers - 1} other training workers failed (their "
@@ -706,21 +724,34 @@ def main(argv):
     return 0
 
 
-def train_members(trainer, workdir, todo):
+def train_members(trainer, workdir, todo, spare=False):
     """Trains the members of `todo` one by one (those another run finished meanwhile
-    are skipped), printing each one's result."""
-    trainer.progress.total = sum(trainer.epochs(m) for m in todo)
+    are skipped), printing each one's result. `spare`: members of other workers,
+    each taken only if no process holds its lock (is training it) and it is not
+    finished."""
+    if not spare:
+        trainer.progress.total = sum(trainer.epochs(m) for m in todo)
     for position, member in enumerate(todo, 1):
+        label = f"{position}/{len(todo)}"
         # Two identical runs take turns per member: the second waits for the lock,
         # then finds the member finished and skips it.
-        with records.locked(workdir.member_file(member.relpath, "train_lock")):
+        with records.locked(workdir.member_file(member.relpath, "train_lock"),
+                            wait=not spare) as held:
+            if not held:
+                continue
             manifest_ids = set(records.read_manifest(workdir, required=False)["member_id"])
             if finished_row(workdir, member, manifest_ids):
-                print(f"[{position}/{len(todo)}] {member.member_id}: finished by another "
-                      "run, skipping", flush=True)
+                if not spare:
+                    print(f"[{label}] {member.member_id}: finished by "
+                          "another run, skipping", flush=True)
                 continue
-            row = trainer.train(member, workdir, position, len(todo))
-        print(f"[{position}/{len(todo)}] {member.member_id} done: top-1 {row['top1']:.4f}, "
+            if spare:
+                print(f"[+] {member.member_id}: another worker's, not started yet: "
+                      "training it here", flush=True)
+                trainer.progress.total += trainer.epochs(member)
+                label = "+"
+            row = trainer.train(member, workdir, label)
+        print(f"[{label}] {member.member_id} done: top-1 {row['top1']:.4f}, "
               f"measured sparsity {row['measured_sparsity']:.4f}", flush=True)
 
 

@@ -53,16 +53,31 @@ def test_every_pipeline_runs_without_the_autotuning_thread():
         assert dataset.options().autotune.enabled is False
 
 
-def test_in_memory_batches_gathered_are_the_batches_of_train_records():
+def _record_batches(source, seed, epoch, steps=None):
+    """Batches of `train_records` as the element-by-element path makes them."""
+    batches = source.train_records(seed, epoch).map(
+        lambda example: (source.normalize(example["image"]), example["label"])).batch(64)
+    if steps is not None:
+        batches = batches.repeat().take(steps)
+    return list(batches.as_numpy_iterator())
+
+
+def _assert_same_batches(got, want):
+    assert len(got) == len(want)
+    for (images, labels), (want_images, want_labels) in zip(got, want):
+        assert np.array_equal(images, want_images) and np.array_equal(labels, want_labels)
+
+
+@pytest.mark.parametrize("steps", [None, 5, 30])  # digits: 23 batches an epoch
+def test_in_memory_batches_gathered_are_the_batches_of_train_records(steps):
     source = sources.load("digits")
-    for seed, epoch in ((0, 0), (3, 5)):
-        gathered = list(source.train_batches(64, seed, epoch).as_numpy_iterator())
-        records = source.train_records(seed, epoch).map(
-            lambda example: (example["image"], example["label"])).batch(64)
-        expected = list(records.map(lambda x, y: (source.normalize(x), y)).as_numpy_iterator())
-        assert len(gathered) == len(expected) == 23
-        for (images, labels), (want_images, want_labels) in zip(gathered, expected):
-            assert np.array_equal(images, want_images) and np.array_equal(labels, want_labels)
+    assert source.train_order is not None  # the gathered path is the one tested
+    got = list(source.train_epochs(64, 3, [4, 5], steps_per_epoch=steps).as_numpy_iterator())
+    _assert_same_batches(got, _record_batches(source, 3, 4, steps)
+                         + _record_batches(source, 3, 5, steps))
+    assert len(got) == 2 * (steps or 23)
+    _assert_same_batches(list(source.train_batches(64, 0, 0).as_numpy_iterator()),
+                         _record_batches(source, 0, 0))
 
 
 def test_train_order_depends_on_seed_and_epoch_only():

@@ -4,13 +4,15 @@ Training a member costs more than its steady epochs: building the network (and
 cloning it with tfmot's pruning wrappers), tracing Keras's train function and
 letting TensorFlow optimise its graph on the first call, tracing the evaluation,
 and rebuilding an uncompiled copy to save. For the members of one *variant* (same
-method, same sparsity: the same graph; only the seed differs) all of that is the
-same work. `SharedModels` does it once per variant and trains the variant's
+method, the same graph; only the seed and the target sparsity differ) all of that
+is the same work. `SharedModels` does it once per variant and trains the variant's
 members on that model one after another. Before each member, every variable is
 set to what a freshly built member of that seed holds: the layers' weights from
 a new build with the member's seed, the optimizer's slots and step, the pruning
-wrappers' masks, thresholds and step as built. Same initial weights, same batch
-order, same ops: the member ends with the weights it gets when trained alone.
+wrappers' masks, thresholds and step as built, and the schedule's target (a
+variable of the shared model's schedule, pruning.make_schedule(retargetable=True),
+instead of a constant of its graph). Same initial weights, same batch order, same
+ops: the member ends with the weights it gets when trained alone.
 
 Members stay independent: each writes its own checkpoint after every epoch (the
 shared model has the object graph of a freshly built one, so either path resumes

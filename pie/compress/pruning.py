@@ -38,9 +38,77 @@ def auto_schedule_steps(total_steps):
     return begin, end, frequency
 
 
+class _TargetVariable:
+    """Keeps a schedule's target sparsity in a float32 variable, so the graph traced
+    for one member serves members of every target (pie.compress.population).
+
+    tfmot's schedules read their target as a Python float, baked into the traced
+    graph as a constant. The variable is not a layer weight: it is neither saved
+    in checkpoints nor in model files, and is set again for every member.
+    """
+
+    def _hold(self, attribute):
+        import tensorflow as tf
+        self._target_attribute = attribute
+        setattr(self, attribute, tf.Variable(float(getattr(self, attribute)), trainable=False,
+                                             dtype=tf.float32, name="target_sparsity"))
+
+    @property
+    def target(self):
+        return float(getattr(self, self._target_attribute).numpy())
+
+    def retarget(self, target):
+        validate_sparsity(target)
+        getattr(self, self._target_attribute).assign(target)
+
+    def get_config(self):
+        config = super().get_config()
+        config["config"][self._target_attribute] = self.target
+        config["class_name"] = self.stock_name  # tfmot reads it back as its own
+        return config
+
+
+class RetargetablePolynomialDecay(_TargetVariable, tfmot.sparsity.keras.PolynomialDecay):
+    """tfmot's PolynomialDecay with `final_sparsity` in a variable (same formula: with
+    the default initial sparsity 0 the same float32 values step by step)."""
+    stock_name = "PolynomialDecay"
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        self._hold("final_sparsity")
+
+
+class RetargetableConstantSparsity(_TargetVariable, tfmot.sparsity.keras.ConstantSparsity):
+    """tfmot's ConstantSparsity with `target_sparsity` in a variable."""
+    stock_name = "ConstantSparsity"
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        self._hold("target_sparsity")
+
+    def __call__(self, step):
+        import tensorflow as tf
+        return (self._should_prune_in_step(step, self.begin_step, self.end_step,
+                                           self.frequency),
+                tf.identity(self.target_sparsity))
+
+
+def retarget(model, target):
+    """Sets the target of every retargetable schedule of `model`'s pruning wrappers."""
+    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+    schedules = {id(layer.pruning_schedule): layer.pruning_schedule
+                 for layer in model.submodules
+                 if isinstance(layer, pruning_wrapper.PruneLowMagnitude)}
+    for schedule in schedules.values():
+        if not isinstance(schedule, _TargetVariable):
+            raise PruningError("the model's pruning schedule has a fixed target")
+        schedule.retarget(target)
+
+
 def make_schedule(kind, target, *, begin_step, end_step, frequency, power=3,
-                  initial_sparsity=0.0, total_steps=None):
-    """A tfmot PruningSchedule; checks it can reach `target` within training."""
+                  initial_sparsity=0.0, total_steps=None, retargetable=False):
+    """A tfmot PruningSchedule; checks it can reach `target` within training.
+    `retargetable`: its target is a variable (`retarget`), not a graph constant."""
     validate_sparsity(target)
     if kind not in SCHEDULES:
         raise PruningError(f"unknown schedule '{kind}'; allowed: {', '.join(SCHEDULES)}")
@@ -49,8 +117,10 @@ def make_schedule(kind, target, *, begin_step, end_step, frequency, power=3,
     if begin_step < 0:
         raise PruningError(f"begin_step must be non-negative, got {begin_step}")
     if kind == "constant":
-        return tfmot.sparsity.keras.ConstantSparsity(
-            target, begin_step=begin_step, end_step=-1, frequency=frequency)
+        constant = (RetargetableConstantSparsity if retargetable
+                    else tfmot.sparsity.keras.ConstantSparsity)
+        return constant(target_sparsity=target, begin_step=begin_step, end_step=-1,
+                        frequency=frequency)
     if end_step <= begin_step:
         raise PruningError(f"end_step ({end_step}) must be after begin_step ({begin_step})")
     if (end_step - begin_step) % frequency:
@@ -63,9 +133,11 @@ def make_schedule(kind, target, *, begin_step, end_step, frequency, power=3,
     if not 0.0 <= initial_sparsity <= target:
         raise PruningError(
             f"initial_sparsity must be in [0, target={target:g}], got {initial_sparsity:g}")
-    return tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=initial_sparsity, final_sparsity=target, begin_step=begin_step,
-        end_step=end_step, power=power, frequency=frequency)
+    polynomial = (RetargetablePolynomialDecay if retargetable
+                  else tfmot.sparsity.keras.PolynomialDecay)
+    return polynomial(initial_sparsity=initial_sparsity, final_sparsity=target,
+                      begin_step=begin_step, end_step=end_step, power=power,
+                      frequency=frequency)
 
 
 def prunable_layer_names(model, include_classifier=False):

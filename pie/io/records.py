@@ -375,13 +375,19 @@ def read_csv(path, required_columns=(), check_record=True, **kwargs):
 
 
 @contextlib.contextmanager
-def locked(path):
-    """An exclusive advisory lock, so shards sharing a workdir take turns."""
+def locked(path, wait=True):
+    """An exclusive advisory lock, so shards sharing a workdir take turns. Yields
+    whether this process holds it: always with `wait`; without, only when nobody
+    else held it."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
