@@ -55,6 +55,83 @@ def parse_slice(text):
     return worker, workers
 
 
+# Workers started before this process loaded TensorFlow wait for a line on their
+# standard input: "go" once this process has checked the run, anything else (or
+# its end, when this process failed) to leave quietly.
+GATE_ENV = "PIE_WORKER_GATE"
+_early = []
+
+
+def _nvidia_gpu():
+    """Whether an NVIDIA driver reports a GPU (read without loading TensorFlow)."""
+    try:
+        return bool(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return False
+
+
+def early_count(argv):
+    """How many workers the command line `argv` asks for, when that is plain from it
+    alone: `--workers=N` (0: one per core, without an NVIDIA GPU) and `--seeds=S`
+    given as `--name=value`, no flag file, strategy, seed slice or help. 1 otherwise:
+    the count is then settled after start-up (see `others`)."""
+    values = {}
+    for arg in argv:
+        name, equals, value = arg.partition("=")
+        if not arg.startswith("--") or name in ("--flagfile", "--strategy", "--seed_slice",
+                                                 "--workers", "--seeds") and not equals:
+            return 1
+        if name.startswith("--help") or name in ("--flagfile", "--seed_slice") or (
+                name == "--strategy" and value != "default"):
+            return 1
+        values[name] = value
+    try:
+        workers, seeds = int(values["--workers"]), int(values["--seeds"])
+    except (KeyError, ValueError):
+        return 1
+    if workers == 0:
+        workers = 1 if _nvidia_gpu() else (os.cpu_count() or 1)
+    return max(1, min(workers, seeds))
+
+
+def start_early(module, argv):
+    """Starts workers 1 .. N-1 of `python -m module *argv` at once, before this
+    process loads TensorFlow (seconds), when `early_count(argv)` says N > 1. They
+    load it meanwhile, then wait until `others` lets them go."""
+    count = early_count(argv)
+    if count < 2 or os.environ.get(GATE_ENV):
+        return
+    kept = [arg for arg in argv
+            if arg.partition("=")[0] not in ("--workers", "--threads", "--seed_slice")]
+    for worker in range(1, count):
+        command = [sys.executable, "-m", module, *kept, f"--seed_slice={worker}/{count}",
+                   "--workers=1", f"--threads={threads_each(count)}"]
+        _early.append(subprocess.Popen(command, stdin=subprocess.PIPE, text=True,
+                                       env=dict(os.environ, **{GATE_ENV: "1"})))
+
+
+def discard_early():
+    """Lets the workers `start_early` started leave: this run trains in one process."""
+    early, _early[:] = list(_early), []
+    _release(early, go=False)
+
+
+def await_gate():
+    """In a worker started by `start_early`: waits for the go; leaves quietly on
+    anything else."""
+    if os.environ.get(GATE_ENV) and sys.stdin.readline().strip() != "go":
+        os._exit(0)
+
+
+def _release(processes, go):
+    for process in processes:
+        try:
+            process.stdin.write("go\n" if go else "stop\n")
+            process.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass  # it has ended already
+
+
 @contextlib.contextmanager
 def others(module, args, workers, seed_slice=(0, 1)):
     """Starts workers 1 .. workers-1 (`python -m module *args` on their seed slices,
@@ -70,11 +147,20 @@ def others(module, args, workers, seed_slice=(0, 1)):
     first, count = seed_slice
     threads = threads_each(workers)
     processes = []
+    early, _early[:] = list(_early), []
+    if early and (len(early) + 1 != workers or seed_slice != (0, 1)):
+        _release(early, go=False)  # the run needs another split: start afresh
+        for process in early:
+            process.wait()
+        early = []
 
     def wait():
         return [process.wait() for process in processes]
     try:
-        for worker in range(1, workers):
+        if early:
+            processes.extend(early)
+            _release(early, go=True)
+        for worker in range(1 + len(early), workers):
             command = [sys.executable, "-m", module, *args,
                        f"--seed_slice={first + worker * count}/{count * workers}",
                        "--workers=1", f"--threads={threads}"]
