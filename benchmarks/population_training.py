@@ -7,9 +7,11 @@ Trains the same population (by default the demo's: mnist5k, small_cnn, dense and
 magnitude 0.5/0.8/0.95) with the real training stage twice per repeat, in fresh
 workdirs and alternating order: once as before this change, one member at a time
 each on a freshly built and traced model (`--workers=1 --noshare_graphs`),
-and once the fast way (`--workers=0`: one worker process per core, each on the
-members of its seeds with one CPU thread, and within a worker the members of one
-variant on one shared, traced model). Both include process start-up. Prints wall
+and once the fast way (`--workers=0`: one worker process per core, started
+together, each on the members of its seeds with one CPU thread, then on members of
+the others nobody has started; within a worker the members of one method, whatever
+their sparsity, on one shared, traced model). Both include process start-up and
+exit. Prints wall
 and CPU seconds of each, the largest difference between the saved weights of the
 same member both ways (float rounding: one thread sums in another order than
 two), and ends with the wall-clock ratio `speedup=...`.

@@ -56,3 +56,39 @@ def test_check_sparsity_fails_loudly():
     with pytest.raises(pruning.PruningError, match="measured sparsity misses the target 0.9 by "
                        "more than 0.5 points: conv1=0.8000"):
         pruning.check_sparsity({"conv1": 0.8, "dense1": 0.9}, 0.9)
+
+
+@pytest.mark.parametrize("kind", ["polynomial", "constant"])
+def test_retargetable_schedule_gives_the_stock_schedules_sparsity_at_every_step(kind):
+    import tensorflow as tf
+    settings = dict(begin_step=10, end_step=50, frequency=10, power=3, total_steps=100)
+    movable = pruning.make_schedule(kind, 0.5, retargetable=True, **settings)
+    for target in (0.5, 0.8, 0.95):
+        movable.retarget(target)
+        stock = pruning.make_schedule(kind, target, **settings)
+        assert movable.target == pytest.approx(target)
+        for step in (0, 10, 17, 30, 50, 70):
+            step = tf.constant(step, tf.int64)
+            (prune_a, sparsity_a), (prune_b, sparsity_b) = movable(step), stock(step)
+            assert bool(prune_a) == bool(prune_b)
+            assert float(sparsity_a) == float(sparsity_b)  # the same float32, bit for bit
+    config = movable.get_config()
+    assert config == stock.get_config()  # read back as tfmot's own schedule
+    with pytest.raises(pruning.PruningError, match=r"sparsity must be in \[0, 1\), got 1"):
+        movable.retarget(1.0)
+
+
+def test_retarget_sets_every_wrapper_of_a_model_and_refuses_fixed_targets():
+    keras.utils.set_random_seed(0)
+    plain = builders.build("small_cnn", (8, 8, 1), 3, width=4)
+    settings = dict(begin_step=0, end_step=10, frequency=1)
+    movable = pruning.wrap_for_pruning(
+        plain, pruning.make_schedule("polynomial", 0.5, retargetable=True, **settings))
+    pruning.retarget(movable, 0.75)
+    wrappers = [layer for layer in movable.submodules if hasattr(layer, "pruning_schedule")]
+    assert len(wrappers) == 3
+    assert all(layer.pruning_schedule.target == 0.75 for layer in wrappers)
+    fixed = pruning.wrap_for_pruning(plain, pruning.make_schedule("polynomial", 0.5, **settings))
+    with pytest.raises(pruning.PruningError, match="the model's pruning schedule has a fixed "
+                                                   "target"):
+        pruning.retarget(fixed, 0.75)

@@ -248,19 +248,23 @@ def test_members_trained_by_worker_processes_match_members_trained_alone(tiny_po
                                                                        tmp_path):
     """Same seed, same data order: shared graphs and worker processes change no weight
     beyond float rounding (a worker runs one CPU thread, which sums in another order)."""
-    flags = [f for f in TINY_POPULATION_FLAGS if not f.startswith("--seeds")] + ["--seeds=3"]
+    # Two magnitude sparsities: with shared graphs their members train on one model
+    # whose schedule's target is set for each.
+    flags = [f for f in TINY_POPULATION_FLAGS if not f.startswith(("--seeds", "--sparsities"))]
+    flags += ["--seeds=3", "--sparsities=0,0.5,0.75"]
     alone = str(tmp_path / "alone")
     run_stage("save_checkpoint.train", f"--workdir={alone}", *flags, "--noshare_graphs")
     together = str(tmp_path / "together")
     result = run_stage("save_checkpoint.train", f"--workdir={together}", *flags, "--workers=2")
     assert "training in 2 worker processes (this one and 1 more)" in result.stdout
-    # The other worker takes seed 1's members; this process seeds 0 and 2.
-    assert "2 members in shard 0/1, seeds 1/2, 0 already finished" in result.stdout
-    assert "[1/2] dense_0_seed1 done" in result.stdout
-    assert "[4/4] magnitude_0.5_seed2 done" in result.stdout
+    # The other worker takes seed 1's members, this process seeds 0 and 2; a worker
+    # that is done may take the other's members nobody has started ("[+]").
+    assert "3 members in shard 0/1, seeds 1/2, 0 already finished" in result.stdout
     ids = list(records.read_manifest(alone)["member_id"])
     assert sorted(ids) == sorted(records.read_manifest(together)["member_id"])
-    assert len(ids) == 6
+    assert len(ids) == 9
+    for member_id in ids:  # each trained once, by one worker
+        assert len(re.findall(rf"\] {member_id} done", result.stdout)) == 1, member_id
     for member_id in ids:
         for a, b in zip(_weights(alone, member_id), _weights(together, member_id)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -268,6 +272,18 @@ def test_members_trained_by_worker_processes_match_members_trained_alone(tiny_po
     for member_id in records.read_manifest(tiny_population)["member_id"]:
         for a, b in zip(_weights(alone, member_id), _weights(tiny_population, member_id)):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_worker_done_with_its_seeds_trains_members_nobody_started(tmp_path):
+    flags = [f for f in RESUME_FLAGS if not f.startswith(("--seeds", "--epochs"))]
+    result = run_stage("save_checkpoint.train", f"--workdir={tmp_path}", *flags,
+                       "--seeds=3", "--epochs=1", "--seed_slice=1/2")
+    assert "[1/1] magnitude_0.5_seed1 done" in result.stdout
+    # Alone in the workdir, this worker also trains the other slice's, last first.
+    assert result.stdout.index("[+] magnitude_0.5_seed2 done") < result.stdout.index(
+        "[+] magnitude_0.5_seed0 done")
+    assert sorted(records.read_manifest(tmp_path)["member_id"]) == [
+        "magnitude_0.5_seed0", "magnitude_0.5_seed1", "magnitude_0.5_seed2"]
 
 
 def test_worker_processes_resume_after_kill_each_member_on_its_own(tmp_path):

@@ -50,16 +50,18 @@ class _TargetVariable:
     def _hold(self, attribute):
         import tensorflow as tf
         self._target_attribute = attribute
-        setattr(self, attribute, tf.Variable(float(getattr(self, attribute)), trainable=False,
+        self._target = float(getattr(self, attribute))  # as given (the variable: float32)
+        setattr(self, attribute, tf.Variable(self._target, trainable=False,
                                              dtype=tf.float32, name="target_sparsity"))
 
     @property
     def target(self):
-        return float(getattr(self, self._target_attribute).numpy())
+        return self._target
 
     def retarget(self, target):
         validate_sparsity(target)
-        getattr(self, self._target_attribute).assign(target)
+        self._target = float(target)
+        getattr(self, self._target_attribute).assign(self._target)
 
     def get_config(self):
         config = super().get_config()
