@@ -35,7 +35,11 @@ class PruningError(InputError):
 
 # TensorFlow's decoration of op errors: `{{function_node ...}}`, `[[{{node ...}}]]`,
 # ` [Op:IteratorGetNext] name: `.
-_TF_DECORATION = re.compile(r"\{\{[^}]*\}\}\s*|\s*\[\[.*?\]\]|\s*\[Op:[^\]]*\].*$")
+# ... and tf.data's wrapper of an error raised in a map function (how it names the
+# transformation and the iterator is its business, not the user's).
+_TF_DECORATION = re.compile(r"\{\{[^}]*\}\}\s*|\s*\[\[.*?\]\]|\s*\[Op:[^\]]*\].*$"
+                            r"|Error in user-defined function passed to \S+ transformation "
+                            r"with iterator: \S+: ")
 # What only broken data (never a bug of the toolkit) makes TensorFlow report while a
 # dataset is read: an image that does not decode, a record that fails its checksum.
 _BAD_DATA_MARKERS = ("DecodeImage", "DecodePng", "DecodeJpeg", "DecodeGif", "DecodeBmp",
