@@ -272,8 +272,12 @@ class Trainer:
         return model, optimizer
 
     def independent(self, member):
-        """Trains from its own seed alone: no parent network, nor the dense member it
-        would reuse (so any worker may train it, in any order)."""
+        """Trains from its own seed alone, and no other member starts from it: no
+        parent network, not pruned once from its seed's dense member, and not the
+        dense member such a member would reuse (so any worker may train it, in any
+        order, and the population's lineage does not depend on which)."""
+        if member.method == "dense" and FLAGS.method in ONE_SHOT_METHODS:
+            return False
         return self.parent(member) is None and member.method not in ONE_SHOT_METHODS
 
     def shares(self, member):
@@ -284,7 +288,11 @@ class Trainer:
         """Members of one variant train on one shared model: the same method and graph.
         The target sparsity is not part of it: a pruned member's is a variable of its
         schedule, set for each member."""
-        return (member.method, self.wrapped(member), self.steps_per_execution(member))
+        # With an initial sparsity, tfmot's schedule rounds (initial - target) once
+        # from float64, the variable's float32 subtraction may differ by one ulp:
+        # such members keep a graph per target sparsity.
+        target = member.sparsity if self.wrapped(member) and FLAGS.initial_sparsity else None
+        return (member.method, self.wrapped(member), self.steps_per_execution(member), target)
 
     def _model_for(self, member, workdir):
         """(model, optimizer, shared): a shared model set to the member's initial state
@@ -749,8 +757,8 @@ def train_members(trainer, workdir, todo, spare=False):
             manifest_ids = set(records.read_manifest(workdir, required=False)["member_id"])
             if finished_row(workdir, member, manifest_ids):
                 if not spare:
-                    print(f"[{label}] {member.member_id}: finished by "
-                          "another run, skipping", flush=True)
+                    print(f"[{label}] {member.member_id}: finished by another run or "
+                          "worker, skipping", flush=True)
                 continue
             if spare:
                 print(f"[+] {member.member_id}: another worker's, not started yet: "

@@ -56,3 +56,13 @@ def test_lock_without_waiting_says_whether_it_is_held(tmp_path):
             assert second is False
     with records.locked(path, wait=False) as held:
         assert held is True
+
+
+@pytest.mark.parametrize("code, status, stderr", [
+    ("None", 0, ""), ("3", 3, ""), ("'a message'", 1, "a message\n")])
+def test_a_finished_stage_exits_with_its_code_and_flushed_output(code, status, stderr):
+    script = (f"import sys; sys.path.insert(0, {ROOT!r}); from pie.io import cli; "
+              f"print('written', end=''); cli.finished({code})")
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             timeout=60)
+    assert (process.returncode, process.stdout, process.stderr) == (status, "written", stderr)

@@ -131,7 +131,8 @@ class EvalCache:
         import numpy as np
         self.source, self.batch_size = source, batch_size
         size = (source.eval_size or 0) * int(np.prod(source.raw_shape)) * 4
-        self.keep = source.eval_size is not None and size <= max_bytes
+        # Images of varied sizes (a dimension 0): their size is not known here.
+        self.keep = source.eval_size is not None and 0 < size <= max_bytes
         self._batches = None
 
     def batches(self):

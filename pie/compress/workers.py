@@ -78,11 +78,10 @@ def early_count(argv):
     values = {}
     for arg in argv:
         name, equals, value = arg.partition("=")
-        if not arg.startswith("--") or name in ("--flagfile", "--strategy", "--seed_slice",
-                                                 "--workers", "--seeds") and not equals:
-            return 1
-        if name.startswith("--help") or name in ("--flagfile", "--seed_slice") or (
-                name == "--strategy" and value != "default"):
+        if (not name.startswith("--") or name.startswith("--help")
+                or name in ("--flagfile", "--seed_slice")
+                or (name in ("--workers", "--seeds", "--strategy") and not equals)
+                or (name == "--strategy" and value != "default")):
             return 1
         values[name] = value
     try:
@@ -110,10 +109,18 @@ def start_early(module, argv):
                                        env=dict(os.environ, **{GATE_ENV: "1"})))
 
 
+def discard(early):
+    """Ends workers started early that this run does not use: they have done
+    nothing but load TensorFlow, so they are killed, not waited for."""
+    for process in early:
+        process.kill()
+        process.wait()
+
+
 def discard_early():
-    """Lets the workers `start_early` started leave: this run trains in one process."""
+    """Ends the workers `start_early` started: this run trains in one process."""
     early, _early[:] = list(_early), []
-    _release(early, go=False)
+    discard(early)
 
 
 def await_gate():
@@ -149,9 +156,7 @@ def others(module, args, workers, seed_slice=(0, 1)):
     processes = []
     early, _early[:] = list(_early), []
     if early and (len(early) + 1 != workers or seed_slice != (0, 1)):
-        _release(early, go=False)  # the run needs another split: start afresh
-        for process in early:
-            process.wait()
+        discard(early)  # the run needs another split: start afresh
         early = []
 
     def wait():

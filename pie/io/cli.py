@@ -49,10 +49,16 @@ def finished(code):
     interpreter's own shutdown with TensorFlow loaded takes about a second more,
     which every worker process and every stage of a study would pay."""
     import logging
+    import numbers
+    if code is None:
+        code = 0
+    elif not isinstance(code, numbers.Integral) or isinstance(code, bool):
+        print(code, file=sys.stderr)  # what sys.exit does with a non-integer
+        code = 1
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()
-    os._exit(code if isinstance(code, int) else 0)
+    os._exit(int(code))
 
 
 def _workdir(flag_values):
