@@ -100,13 +100,19 @@ def start_early(module, argv):
     count = early_count(argv)
     if count < 2 or os.environ.get(GATE_ENV):
         return
-    kept = [arg for arg in argv
-            if arg.partition("=")[0] not in ("--workers", "--threads", "--seed_slice")]
+    kept = [arg for arg in argv if arg.partition("=")[0] not in
+            ("--workers", "--threads", "--seed_slice")]
     for worker in range(1, count):
-        command = [sys.executable, "-m", module, *kept, f"--seed_slice={worker}/{count}",
-                   "--workers=1", f"--threads={threads_each(count)}"]
-        _early.append(subprocess.Popen(command, stdin=subprocess.PIPE, text=True,
-                                       env=dict(os.environ, **{GATE_ENV: "1"})))
+        _early.append(subprocess.Popen(
+            _command(module, kept, (worker, count), threads_each(count)),
+            stdin=subprocess.PIPE, text=True, env=dict(os.environ, **{GATE_ENV: "1"})))
+
+
+def _command(module, args, seed_slice, threads):
+    """The command line of the worker on `seed_slice` (k, N)."""
+    worker, count = seed_slice
+    return [sys.executable, "-m", module, *args, f"--seed_slice={worker}/{count}",
+            "--workers=1", f"--threads={threads}"]
 
 
 def discard(early):
@@ -166,10 +172,8 @@ def others(module, args, workers, seed_slice=(0, 1)):
             processes.extend(early)
             _release(early, go=True)
         for worker in range(1 + len(early), workers):
-            command = [sys.executable, "-m", module, *args,
-                       f"--seed_slice={first + worker * count}/{count * workers}",
-                       "--workers=1", f"--threads={threads}"]
-            processes.append(subprocess.Popen(command))
+            processes.append(subprocess.Popen(_command(
+                module, args, (first + worker * count, count * workers), threads)))
         yield (first, count * workers), wait
     finally:
         for process in processes:
