@@ -132,8 +132,14 @@ def discard_early():
 def await_gate():
     """In a worker started by `start_early`: waits for the go; leaves quietly on
     anything else."""
-    if os.environ.get(GATE_ENV) and sys.stdin.readline().strip() != "go":
+    if not os.environ.get(GATE_ENV):
+        return
+    # Ctrl-C while waiting is worker 0's to report; this one then reads the end of
+    # its input and leaves quietly.
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.stdin.readline().strip() != "go":
         os._exit(0)
+    signal.signal(signal.SIGINT, handler)
 
 
 def _release(processes, go):
