@@ -759,6 +759,7 @@ def train_members(trainer, workdir, todo, spare=False):
                 if not spare:
                     print(f"[{label}] {member.member_id}: finished by another run or "
                           "worker, skipping", flush=True)
+                    trainer.progress.total -= trainer.epochs(member)  # not ours to count
                 continue
             if spare:
                 print(f"[+] {member.member_id}: another worker's, not started yet: "
