@@ -13,6 +13,7 @@ import collections
 import concurrent.futures
 import contextlib
 import fcntl
+import gzip
 import hashlib
 import json
 import os
@@ -26,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pie.io import errors, journal
+from pie.io import csv_text, errors, journal
 from pie.io import workdir as layout
 from pie.io.workdir import CLEAN, Workdir
 
@@ -340,11 +341,12 @@ def write_csv(path, frame, columns=None, record=True):
         if missing:
             raise ContractError(f"cannot write {path}: missing columns {missing}")
         frame = frame[list(columns)]
-    # Level 1: prediction files are written once per member and read a few times;
-    # higher levels cost several times the model's own inference time.
-    compression = {"method": "gzip", "compresslevel": 1} if path.endswith(".gz") else None
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, compression=compression)
+        # Level 1: old-style prediction files were written once per member and read a
+        # few times; higher levels cost several times the model's own inference time.
+        with (gzip.open(tmp, "wb", compresslevel=1) if path.endswith(".gz")
+              else open(tmp, "wb")) as handle:
+            csv_text.write(frame, handle)
     if record:
         record_written(path, len(frame))
 
@@ -599,6 +601,14 @@ def write_predictions(path, frame):
     if missing:
         raise ContractError(f"cannot write {path}: missing columns {missing}")
     table = pa.Table.from_pandas(frame[columns], preserve_index=False)
+    # Stored in the types readers use (int32 class ids, float32 probabilities), so a
+    # read needs no cast; a class id too large for int32 fails here (a safe cast).
+    try:
+        table = table.cast(pa.schema([
+            pa.field(field.name, pa.from_numpy_dtype(np.dtype(PREDICTION_DTYPES[field.name])))
+            if field.name in PREDICTION_DTYPES else field for field in table.schema]))
+    except (ValueError, pa.ArrowException) as error:
+        raise ContractError(f"cannot write {path}: a column has the wrong type: {error}")
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
     record_written(path, len(table))
@@ -622,11 +632,16 @@ def _prediction_table(path, columns, optional=()):
         return pa.Table.from_pandas(frame, preserve_index=False)
     check_written(path)
     try:
-        names = pq.read_schema(path).names
-        missing = [c for c in columns if c not in names]
-        if missing:
-            raise ContractError(f"{path} lacks columns {missing}")
-        return pq.read_table(path, columns=list(columns) + [c for c in optional if c in names])
+        # One open for the schema and the columns. Not read_table: its dataset set-up
+        # costs more than reading a member's 50,000 rows. No threads of its own: files
+        # are read several at once (`_read_ahead`).
+        with pq.ParquetFile(path) as parquet:
+            names = parquet.schema_arrow.names
+            missing = [c for c in columns if c not in names]
+            if missing:
+                raise ContractError(f"{path} lacks columns {missing}")
+            return parquet.read(columns=list(columns) + [c for c in optional if c in names],
+                                use_threads=False)
     except (OSError, ValueError, pa.ArrowException) as error:
         if isinstance(error, ContractError):
             raise
@@ -665,6 +680,21 @@ def _read_ahead(function, items):
             yield pending.popleft().result()
 
 
+def _typed_prediction_table(path, schema):
+    """The columns of `schema` of one predictions file, in its types, none empty."""
+    table = _prediction_table(path, schema.names)
+    try:
+        table = table.select(schema.names)
+        if not table.schema.equals(schema):  # files this toolkit wrote already match
+            table = table.cast(schema)
+    except (ValueError, pa.ArrowException) as error:
+        raise ContractError(f"{path} has a column of the wrong type: {error}")
+    empty = [name for name in schema.names if table.column(name).null_count]
+    if empty:
+        raise ContractError(f"{path} has empty values in {empty}")
+    return table
+
+
 def read_predictions(workdir, manifest, distribution=CLEAN, split="test"):
     """Every manifest member's predictions, in compact dtypes.
 
@@ -690,18 +720,9 @@ def read_predictions(workdir, manifest, distribution=CLEAN, split="test"):
                 "run pie_dataset_gen.predictions first")
         paths.append(path)
     columns, reference = None, None
-    tables = _read_ahead(lambda path: _prediction_table(path, list(PREDICTION_DTYPES)), paths)
+    tables = _read_ahead(lambda path: _typed_prediction_table(path, schema), paths)
     for position, (member_id, path, table) in enumerate(zip(manifest["member_id"], paths,
                                                             tables)):
-        try:
-            table = table.select(schema.names)
-            if not table.schema.equals(schema):  # files this toolkit wrote already match
-                table = table.cast(schema)
-        except (ValueError, pa.ArrowException) as error:
-            raise ContractError(f"{path} has a column of the wrong type: {error}")
-        empty = [name for name in schema.names if table.column(name).null_count]
-        if empty:
-            raise ContractError(f"{path} has empty values in {empty}")
         ids = table.column("image_id").to_numpy()
         if reference is None:
             reference = (member_id, ids, np.sort(ids))
