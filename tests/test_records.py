@@ -68,6 +68,22 @@ def test_read_predictions_joins_manifest(tmp_path):
     assert frame["label"].dtype == "int32" and frame["prob_label"].dtype == "float32"
 
 
+def test_predictions_are_stored_in_the_readers_types(tmp_path):
+    import pyarrow.parquet as pq
+    path = Workdir(str(tmp_path)).predictions_path("a")
+    _write_predictions(str(tmp_path), "a", [0, 1, 2])  # int64 and float64 columns
+    schema = pq.read_schema(path)
+    assert {name: str(schema.field(name).type) for name in records.PREDICTION_DTYPES} == {
+        "image_id": "int64", "label": "int32", "predicted": "int32",
+        "prob_predicted": "float", "prob_label": "float"}
+    frame = pd.DataFrame({"member_id": "a", "image_id": [0], "label": [2**31],
+                          "predicted": [0], "prob_predicted": [1.0], "prob_label": [1.0]})
+    with pytest.raises(records.ContractError,
+                       match=r"cannot write .*a\.parquet: a column has the wrong type: "
+                             r"Integer value 2147483648 not in range"):
+        records.write_predictions(path, frame)
+
+
 def test_read_predictions_rejects_different_image_sets(tmp_path):
     workdir = str(tmp_path)
     records.add_manifest_rows(workdir, [_row("a"), _row("b", seed=1)])
