@@ -176,6 +176,17 @@ class TestPermutationTest:
         assert np.isnan(p_value[0]) and np.isfinite(p_value[1])
 
 
+class TestPercentiles:
+
+    @pytest.mark.parametrize("shape", [(40, 9999), (7, 2), (3, 1), (5, 101)])
+    def test_equal_to_numpy_percentile(self, shape):
+        rng = np.random.default_rng(shape[1])
+        for rows in (rng.normal(size=shape), rng.integers(0, 4, shape) / 30.0):
+            percents = [0, 2.5, 25, 50, 97.5, 100, 100 / 3]
+            np.testing.assert_array_equal(stats.percentiles(rows, percents),
+                                          np.percentile(rows, percents, axis=1))
+
+
 class TestBootstrapInterval:
 
     def test_agrees_with_scipy_percentile_bootstrap(self):

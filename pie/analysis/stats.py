@@ -203,6 +203,28 @@ def n_splits(n_variant, n_baseline):
     return math.comb(int(n_variant) + int(n_baseline), int(n_variant))
 
 
+def percentiles(rows, percents):
+    """`numpy.percentile(rows, percents, axis=1)` (its default, linear method).
+
+    The same order statistics and interpolation, found by one partial sort of each
+    row around the few positions needed, not a full quantile pass: 3x faster on
+    1,000 rows of 9,999 resamples. Rows must hold no NaN.
+    """
+    rows = np.asarray(rows, np.float64)
+    n = rows.shape[1]
+    position = (n - 1) * (np.asarray(percents, np.float64) / 100)
+    below = np.floor(position).astype(np.intp)
+    above = np.minimum(below + 1, n - 1)
+    ordered = np.partition(rows, np.unique(np.r_[below, above]), axis=1)
+    low, high = ordered[:, below], ordered[:, above]
+    weight = position - below
+    step = high - low
+    # numpy's interpolation, from the nearer end for the same rounding.
+    result = low + step * weight
+    np.subtract(high, step * (1 - weight), out=result, where=weight >= 0.5)
+    return result.T
+
+
 def bootstrap_interval(variant_values, baseline_values, paired=False,
                        n_resamples=DEFAULT_RESAMPLES, seed=0, confidence=0.95):
     """Percentile bootstrap interval of mean(variant) - mean(baseline) per column.
@@ -233,18 +255,14 @@ def bootstrap_interval(variant_values, baseline_values, paired=False,
             # members x classes array).
             weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples) / n
         with np.errstate(invalid="ignore"):
-            return weights @ values, weights
+            # (columns x resamples): each column's resamples in contiguous memory.
+            return values.T @ weights.T, weights
 
     variant_means, weights = resampled_means(variant_values)
     baseline_means, _ = resampled_means(baseline_values, weights if paired else None)
-    differences = variant_means - baseline_means
     tail = 100 * (1 - confidence) / 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        # One row per column: the order statistics are found in contiguous memory
-        # (twice as fast as along axis 0 at 9,999 x 1,000).
-        low, high = np.percentile(np.ascontiguousarray(differences.T), [tail, 100 - tail],
-                                  axis=1)
+    with np.errstate(invalid="ignore"):  # columns with inf or NaN: made NaN below
+        low, high = percentiles(variant_means - baseline_means, [tail, 100 - tail])
     finite = np.isfinite(variant_values).all(axis=0) & np.isfinite(baseline_values).all(axis=0)
     low[~finite] = high[~finite] = np.nan
     return low, high
