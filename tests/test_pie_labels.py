@@ -258,3 +258,18 @@ class TestHeldOut:
         heldout = pie_labels.heldout_top1(self.predictions(), manifest, 3)
         assert heldout["n_heldout_seeds"].iloc[0] == 0
         assert heldout[pie_labels.HELDOUT_COLUMNS[:4]].isna().all(axis=None)
+
+
+@pytest.mark.parametrize("ids", [
+    np.tile(np.arange(5, 25), 3),                       # a range: positions by subtraction
+    np.tile(np.array([0, 2, 3, 7, 8, 40]), 4),          # gaps in a narrow span: counted
+    np.tile(np.array([10**12, 3, 10**15, 77]), 2),      # a wide span: hashed
+    np.repeat(np.array([-4, 9, 2]), 3),                 # shuffled, negative
+    np.array([5]),
+    np.zeros(0, np.int64),
+])
+def test_image_index_equals_numpy_unique(ids):
+    image_ids, position = pie_labels._image_index(ids)
+    expected_ids, expected_position = np.unique(ids, return_inverse=True)
+    np.testing.assert_array_equal(image_ids, expected_ids)
+    np.testing.assert_array_equal(position, expected_position.reshape(-1))

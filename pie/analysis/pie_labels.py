@@ -155,12 +155,21 @@ def _image_index(image_id):
     """(sorted distinct image ids, position of each row's image among them).
 
     Every member covers the same images, so the distinct ids are few (50,000)
-    and each row's position is a binary search, or a subtraction when the ids
-    form a range, instead of a sort of all rows.
+    against millions of rows. Ids within a span not much wider than the rows (eval
+    positions, as the stages write them) are counted with one bincount; others are
+    hashed, and each row's position found by binary search.
     """
+    image_id = np.asarray(image_id)
+    if image_id.size == 0:
+        return image_id.copy(), np.zeros(0, np.intp)
+    lowest, highest = int(image_id.min()), int(image_id.max())
+    if highest - lowest < 4 * len(image_id) + 1024:
+        present = np.bincount(image_id - lowest, minlength=highest - lowest + 1) > 0
+        image_ids = np.flatnonzero(present) + lowest
+        if len(image_ids) == highest - lowest + 1:  # every id of the span: a range
+            return image_ids, image_id - lowest
+        return image_ids, (np.cumsum(present) - 1)[image_id - lowest]
     image_ids = np.sort(pd.unique(image_id))  # hashing: no sort of all rows
-    if image_ids[-1] - image_ids[0] == len(image_ids) - 1:
-        return image_ids, image_id - image_ids[0]
     return image_ids, np.searchsorted(image_ids, image_id)
 
 

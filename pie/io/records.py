@@ -254,6 +254,33 @@ def record_written(path, rows=None, stage=None):
         write_json(stamp, content)
 
 
+# {folder: [(stamp, content)]} while `stamps_read_once` is in force, else None.
+_STAMPS_READ = None
+
+
+@contextlib.contextmanager
+def stamps_read_once():
+    """Inside, `written_record` reads each folder's stamps once: for checking the
+    many files of one folder against stamps that do not change meanwhile."""
+    global _STAMPS_READ
+    outer, _STAMPS_READ = _STAMPS_READ, _STAMPS_READ if _STAMPS_READ is not None else {}
+    try:
+        yield
+    finally:
+        _STAMPS_READ = outer
+
+
+def _folder_stamps(folder):
+    """{stamp path: content} of every stage's stamp in `folder`."""
+    cache = _STAMPS_READ
+    if cache is not None and folder in cache:
+        return cache[folder]
+    stamps = {stamp: read_stamp(stamp) for stamp in layout.stamps_in(folder)}
+    if cache is not None:
+        cache[folder] = stamps
+    return stamps
+
+
 def written_record(path):
     """`(writer, record)` of the file `path`; `(None, None)` when nothing lists it.
 
@@ -263,9 +290,11 @@ def written_record(path):
     name = os.path.basename(path)
     folder = os.path.dirname(os.path.abspath(path))
     listed = _listed_writer(path)
-    stamps = [layout.writer_stamp(path, listed)] if listed else []
-    for stamp in dict.fromkeys(stamps + layout.stamps_in(folder)):
-        content = read_stamp(stamp)
+    stamps = _folder_stamps(folder)
+    if listed:  # its stamp first, read even when the listing lacks it
+        listed_stamp = layout.writer_stamp(path, listed)
+        stamps = {listed_stamp: stamps.get(listed_stamp) or read_stamp(listed_stamp), **stamps}
+    for stamp, content in stamps.items():
         record = stamp_records(content).get(name)
         if record is not None:
             writer = content.get("stage")
@@ -719,6 +748,12 @@ def read_predictions(workdir, manifest, distribution=CLEAN, split="test"):
                 f"no predictions for member {member_id} on {distribution} ({path}): "
                 "run pie_dataset_gen.predictions first")
         paths.append(path)
+    with stamps_read_once():
+        return _gather_predictions(manifest, paths, schema)
+
+
+def _gather_predictions(manifest, paths, schema):
+    """The frame of `read_predictions`, its files read `READ_AHEAD` at a time."""
     columns, reference = None, None
     tables = _read_ahead(lambda path: _typed_prediction_table(path, schema), paths)
     for position, (member_id, path, table) in enumerate(zip(manifest["member_id"], paths,
