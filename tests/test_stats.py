@@ -65,6 +65,18 @@ class TestWelchTTest:
             assert t_statistic[column] == pytest.approx(expected.statistic)
             assert p_value[column] == pytest.approx(expected.pvalue)
 
+    def test_equals_scipy_on_many_columns(self):
+        rng = np.random.default_rng(3)
+        variant = rng.integers(0, 20, size=(30, 300)) / 20.0  # recalls: ties, constants
+        baseline = rng.integers(0, 20, size=(25, 300)) / 20.0
+        variant[:, :5] = 0.5  # one set constant: still a test
+        variant[0, 5] = np.nan
+        t_statistic, p_value = stats.welch_t_test(variant, baseline)
+        expected = scipy_stats.ttest_ind(variant, baseline, axis=0, equal_var=False)
+        np.testing.assert_allclose(t_statistic, expected.statistic, rtol=1e-12)
+        np.testing.assert_allclose(p_value, expected.pvalue, rtol=1e-12)
+        assert np.isnan(p_value[5]) and np.isfinite(p_value[:5]).all()
+
     def test_positive_when_the_variant_is_higher(self):
         t_statistic, _ = stats.welch_t_test([[2.0], [2.2], [2.1]], [[1.0], [1.1], [0.9]])
         assert t_statistic[0] > 0
@@ -183,8 +195,12 @@ class TestPercentiles:
         rng = np.random.default_rng(shape[1])
         for rows in (rng.normal(size=shape), rng.integers(0, 4, shape) / 30.0):
             percents = [0, 2.5, 25, 50, 97.5, 100, 100 / 3]
-            np.testing.assert_array_equal(stats.percentiles(rows, percents),
-                                          np.percentile(rows, percents, axis=1))
+            expected = np.percentile(rows, percents, axis=1)
+            kept = rows.copy()
+            np.testing.assert_array_equal(stats.percentiles(rows, percents), expected)
+            np.testing.assert_array_equal(rows, kept)
+            np.testing.assert_array_equal(stats.percentiles(rows, percents, overwrite=True),
+                                          expected)
 
 
 class TestBootstrapInterval:
