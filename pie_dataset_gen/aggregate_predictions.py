@@ -60,12 +60,12 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False,
         return False
 
     start = time.time()
-    predictions, class_names = stage_io.read_compact_predictions(
-        workdir, manifest, distribution, split)
+    predictions, class_names, image_index = stage_io.read_compact_predictions(
+        workdir, manifest, distribution, split, with_image_index=True)
     logging.info("read %d predictions of %d members in %.1f s", len(predictions),
                  len(manifest), time.time() - start)
     start = time.time()
-    votes = pie_labels.Votes(predictions, manifest, len(class_names))  # counted once
+    votes = pie_labels.Votes(predictions, manifest, len(class_names), image_index)  # counted once
     modal = pie_labels.population_modal_labels(predictions, manifest, len(class_names),
                                                ties, votes)
     table, summary = pie_labels.pie_table(modal, ties)

@@ -234,7 +234,9 @@ class TestHeldOut:
                           accuracy([dense_out], rest), accuracy([variant_out], rest)])
         return np.nanmean(np.array(folds, float), axis=0)
 
-    def test_equals_a_direct_computation(self):
+    @pytest.mark.parametrize("threads", [1, 2])
+    def test_equals_a_direct_computation(self, threads, monkeypatch):
+        monkeypatch.setattr(pie_labels, "FOLD_THREADS", threads)
         heldout = pie_labels.heldout_top1(self.predictions(), self.MANIFEST, 3)
         assert list(heldout.columns) == ["method", "sparsity"] + pie_labels.HELDOUT_COLUMNS
         row = heldout.iloc[0]
@@ -242,6 +244,15 @@ class TestHeldOut:
         np.testing.assert_allclose(row[pie_labels.HELDOUT_COLUMNS[:4]].to_numpy(float),
                                    expected)
         assert row["n_heldout_seeds"] == 3
+
+    def test_votes_given_the_checked_image_index(self):
+        predictions = self.predictions()
+        index = pie_labels.check_labels_agree(predictions)
+        votes = pie_labels.Votes(predictions, self.MANIFEST, 3, index)
+        assert votes.image_ids is index[0]  # taken, not computed again
+        heldout = pie_labels.heldout_top1(predictions, self.MANIFEST, 3, votes=votes)
+        np.testing.assert_allclose(
+            heldout[pie_labels.HELDOUT_COLUMNS[:4]].to_numpy(float)[0], self.expected())
 
     def test_differs_from_in_sample(self):
         # In-sample the same members choose and score the PIEs.

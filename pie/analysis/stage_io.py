@@ -147,13 +147,16 @@ def require_dense(manifest, workdir):
             "train dense members first")
 
 
-def read_compact_predictions(workdir, manifest, distribution=records.CLEAN, split="test"):
+def read_compact_predictions(workdir, manifest, distribution=records.CLEAN, split="test",
+                             with_image_index=False):
     """Every member's predictions in compact dtypes, with class names.
 
     Returns `(predictions, class_names)`. `predictions` has `member` (the
     member's row in `manifest`, in place of `member_id`), `image_id`, int32
     `label` and `predicted`, float32 `prob_predicted` and `prob_label`: 9 million
-    rows take about 250 MB.
+    rows take about 250 MB. `with_image_index` adds a third item, the image index
+    that checking the labels built (`pie_labels.check_labels_agree`), for
+    `pie_labels.Votes`.
     """
     predictions = records.read_predictions(workdir, manifest, distribution, split)
     if predictions.empty:
@@ -164,8 +167,9 @@ def read_compact_predictions(workdir, manifest, distribution=records.CLEAN, spli
     largest = max(int(predictions["label"].max()), int(predictions["predicted"].max()))
     class_names = load_class_names(workdir, largest)
     check_class_range(predictions, len(class_names), manifest, workdir)
-    pie_labels.check_labels_agree(predictions)
-    return predictions, class_names
+    image_index = pie_labels.check_labels_agree(predictions)
+    return (predictions, class_names, image_index) if with_image_index else (
+        predictions, class_names)
 
 
 # ----------------------------------------------------------------------- freshness
