@@ -66,8 +66,22 @@ def test_written_in_slices_gives_the_same_text(monkeypatch):
     assert written(frame) == whole
 
 
+@pytest.mark.parametrize("column", [
+    [0.5, np.nan, 0.25], ["a", None, ""], pd.array([1, None], dtype="Int64"),
+    pd.array([True, None], dtype="boolean")])
+def test_a_single_column_keeps_its_rows_without_a_value(column):
+    frame = pd.DataFrame({"only": column})
+    text = written(frame)
+    assert text == frame.to_csv(index=False).encode()
+    assert len(pd.read_csv(io.BytesIO(text))) == len(frame)
+
+
 @pytest.mark.parametrize("frame", [
     pd.DataFrame({"mixed": [1, "a", 2.5], "n": [1, 2, 3]}),  # mixed Python objects
+    pd.DataFrame({"huge": pd.Series([2**70, 1], dtype=object), "n": [1, 2]}),
+    pd.DataFrame({"half": np.array([0.1, 2.5], np.float16)}),
+    pd.DataFrame([[1, 2]], columns=pd.MultiIndex.from_tuples([("a", "b"), ("a", "c")])),
+    pd.DataFrame({None: [1.5], "n": [1]}),
     pd.DataFrame({"when": pd.to_datetime(["2026-01-01", "2026-06-30"])}),
     pd.DataFrame(),
     pd.DataFrame({"a": [], "b": []}),

@@ -410,3 +410,13 @@ def test_a_stage_killed_between_two_outputs_is_not_up_to_date(tmp_path):
         assert stage_io.is_up_to_date(workdir, stamp, [], [str(first), str(second)], {})
         records.write_csv(str(first), pd.DataFrame({"a": [2]}))  # killed after this
     assert not stage_io.is_up_to_date(workdir, stamp, [], [str(first), str(second)], {})
+
+
+def test_stamp_cache_ends_with_the_last_of_overlapping_blocks():
+    first, second = records.stamps_read_once(), records.stamps_read_once()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert records._STAMPS_READ is not None  # the second block still reads
+    second.__exit__(None, None, None)
+    assert records._STAMPS_READ is None

@@ -248,3 +248,7 @@ class TestMinDetectableDelta:
 
     def test_undefined_spread_is_nan(self):
         assert np.isnan(stats.min_detectable_delta(np.nan, 4.0))
+
+    def test_power_not_above_alpha_needs_no_difference(self):
+        # With no difference the test already rejects with probability alpha.
+        assert stats.min_detectable_delta(0.02, 3.7, alpha=0.05, power=0.05) == 0.0

@@ -317,7 +317,7 @@ def min_detectable_delta(standard_error_value, df, alpha=0.05, power=0.8):
     if not (np.isfinite(standard_error_value) and np.isfinite(df) and df > 0
             and standard_error_value >= 0):
         return np.nan
-    if standard_error_value == 0:
+    if standard_error_value == 0 or power <= alpha:  # no difference already has it
         return 0.0
     special = _scipy_special()  # the functions scipy.stats.t and .nct use
     critical = special.stdtrit(df, 1 - alpha / 2)

@@ -39,7 +39,9 @@ def _quoted(text):
 def _handled(kind):
     if pa.types.is_dictionary(kind):
         kind = kind.value_type
-    return (pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+    # float16: pyarrow would write its exact binary value (0.0999755859375 for 0.1).
+    return ((pa.types.is_floating(kind) and not pa.types.is_float16(kind))
+            or pa.types.is_boolean(kind)
             or pa.types.is_integer(kind) or pa.types.is_string(kind)
             or pa.types.is_large_string(kind) or pa.types.is_null(kind))
 
@@ -74,7 +76,10 @@ def _rows(table):
     """The rows of `table` as bytes, each ending in a newline."""
     pieces = []
     for column in table.columns:
-        pieces += [_column_text(column.combine_chunks()), _text(",")]
+        text = _column_text(column.combine_chunks())
+        if table.num_columns == 1:  # an empty line would be skipped when read: quote it
+            text = pc.if_else(pc.equal(text, _text("")), _text('""'), text)
+        pieces += [text, _text(",")]
     pieces[-1] = _text("\n")
     rows = pc.binary_join_element_wise(*pieces, _text(""))
     # The rows' characters lie one after another in the data buffer.
@@ -84,12 +89,13 @@ def _rows(table):
 
 def _table(frame):
     """`frame` as a pyarrow Table, or None when a column is of a kind not handled."""
-    if len(frame.columns) == 0 or not frame.columns.is_unique:
-        return None
+    if (len(frame.columns) == 0 or not frame.columns.is_unique
+            or not all(isinstance(name, (str, int)) for name in frame.columns)):
+        return None  # (names of several levels, or missing, as pandas writes them)
     try:
         table = pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowException, TypeError, ValueError):  # e.g. mixed Python objects
-        return None
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):  # mixed objects,
+        return None                                                    # huge Python ints
     return table if all(_handled(column.type) for column in table.columns) else None
 
 

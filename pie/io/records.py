@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -254,20 +255,30 @@ def record_written(path, rows=None, stage=None):
         write_json(stamp, content)
 
 
-# {folder: [(stamp, content)]} while `stamps_read_once` is in force, else None.
+# {folder: {stamp: content}} while a `stamps_read_once` block runs, else None; the
+# blocks running (several threads may each be in one).
 _STAMPS_READ = None
+_STAMP_BLOCKS = [0]
+_STAMP_BLOCKS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def stamps_read_once():
     """Inside, `written_record` reads each folder's stamps once: for checking the
-    many files of one folder against stamps that do not change meanwhile."""
+    many files of one folder against stamps that do not change meanwhile. The
+    cache lives until the last block running ends."""
     global _STAMPS_READ
-    outer, _STAMPS_READ = _STAMPS_READ, _STAMPS_READ if _STAMPS_READ is not None else {}
+    with _STAMP_BLOCKS_LOCK:
+        if _STAMP_BLOCKS[0] == 0:
+            _STAMPS_READ = {}
+        _STAMP_BLOCKS[0] += 1
     try:
         yield
     finally:
-        _STAMPS_READ = outer
+        with _STAMP_BLOCKS_LOCK:
+            _STAMP_BLOCKS[0] -= 1
+            if _STAMP_BLOCKS[0] == 0:
+                _STAMPS_READ = None
 
 
 def _folder_stamps(folder):
@@ -293,7 +304,8 @@ def written_record(path):
     stamps = _folder_stamps(folder)
     if listed:  # its stamp first, read even when the listing lacks it
         listed_stamp = layout.writer_stamp(path, listed)
-        stamps = {listed_stamp: stamps.get(listed_stamp) or read_stamp(listed_stamp), **stamps}
+        first = {listed_stamp: stamps.get(listed_stamp) or read_stamp(listed_stamp)}
+        stamps = dict(first, **{k: v for k, v in stamps.items() if k != listed_stamp})
     for stamp, content in stamps.items():
         record = stamp_records(content).get(name)
         if record is not None:
