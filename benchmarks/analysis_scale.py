@@ -21,7 +21,6 @@ The synthetic data: labels cycle through the classes; each image has a difficult
 classes than others; wrong answers go mostly to one confusing class per image, so
 populations agree on their mistakes as real ones do.
 """
-import compileall
 import os
 import shutil
 import subprocess
