@@ -92,3 +92,21 @@ def test_retarget_sets_every_wrapper_of_a_model_and_refuses_fixed_targets():
     with pytest.raises(pruning.PruningError, match="the model's pruning schedule has a fixed "
                                                    "target"):
         pruning.retarget(fixed, 0.75)
+
+
+def test_loading_tfmot_does_not_import_keras_3():
+    # tfmot probes a Keras 2.13 module layout before its fallback; pie marks those
+    # modules absent so the probe fails without importing Keras 3 (1.5 s a stage).
+    import subprocess
+    import sys
+    code = ("import sys, pie\n"
+            "from tensorflow_model_optimization.python.core.sparsity.keras import "
+            "prune_registry\n"
+            "assert prune_registry.base_layer is None\n"  # tfmot's fallback, as before
+            "print(sorted(m for m in ('keras', 'matplotlib', 'sklearn') if m in sys.modules))\n"
+            "import keras\n"  # still importable when a user wants it
+            "print(keras.__version__.split('.')[0])\n")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.split("\n")
+    assert output[0] == "[]"
+    assert int(output[1]) >= 3
