@@ -11,19 +11,21 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 def _skip_tfmot_keras_probe():
     """tfmot's prune_registry looks for `keras.src.engine` / `keras.engine` (the Keras
-    2.13 layout) before its own fallback. Under Keras 3 neither module exists, so
-    the probe always fails, but only after importing all of Keras 3, with
-    matplotlib and scikit-learn: 1.5 s in every stage that loads tfmot. Marking the
-    two names absent makes the probe fail at once, with the same result (its
-    fallback; `prune_registry.base_layer` is None either way)."""
-    import importlib.metadata
+    2.13 layout) before its own fallback. The Keras 3 that TensorFlow installs has
+    neither, so the probe fails, but only after importing all of Keras 3, with
+    matplotlib and scikit-learn: 2 s in every stage that loads tfmot. Those of the
+    two modules the installed Keras lacks are marked absent, so the probe fails at
+    once with the same result (tfmot's fallback). Nothing is imported to decide."""
+    import importlib.util
     import sys
-    try:
-        major = int(importlib.metadata.version("keras").split(".")[0])
-    except (importlib.metadata.PackageNotFoundError, ValueError):
+    spec = importlib.util.find_spec("keras")
+    if spec is None or not spec.submodule_search_locations:
         return
-    if major >= 3:
-        for name in ("keras.src.engine", "keras.engine"):
+    root = spec.submodule_search_locations[0]
+    for name, folder in (("keras.src.engine", ("src", "engine")),
+                         ("keras.engine", ("engine",))):
+        if not os.path.exists(os.path.join(root, *folder)) and not os.path.exists(
+                os.path.join(root, *folder[:-1], folder[-1] + ".py")):
             sys.modules.setdefault(name, None)
 
 

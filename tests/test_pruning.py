@@ -96,7 +96,7 @@ def test_retarget_sets_every_wrapper_of_a_model_and_refuses_fixed_targets():
 
 def test_loading_tfmot_does_not_import_keras_3():
     # tfmot probes a Keras 2.13 module layout before its fallback; pie marks those
-    # modules absent so the probe fails without importing Keras 3 (1.5 s a stage).
+    # modules absent so the probe fails without importing Keras 3 (2 s a stage).
     import subprocess
     import sys
     code = ("import sys, pie\n"
