@@ -16,17 +16,21 @@ def _skip_tfmot_keras_probe():
     matplotlib and scikit-learn: 2 s in every stage that loads tfmot. Those of the
     two modules the installed Keras lacks are marked absent, so the probe fails at
     once with the same result (tfmot's fallback). Nothing is imported to decide."""
+    import importlib.machinery
     import importlib.util
     import sys
     spec = importlib.util.find_spec("keras")
     if spec is None or not spec.submodule_search_locations:
         return
-    root = spec.submodule_search_locations[0]
-    for name, folder in (("keras.src.engine", ("src", "engine")),
-                         ("keras.engine", ("engine",))):
-        if not os.path.exists(os.path.join(root, *folder)) and not os.path.exists(
-                os.path.join(root, *folder[:-1], folder[-1] + ".py")):
-            sys.modules.setdefault(name, None)
+    # Python's own finders over Keras's folders (zipped, namespace or compiled
+    # installs included); they import nothing.
+    finder, where = importlib.machinery.PathFinder, list(spec.submodule_search_locations)
+    src = finder.find_spec("keras.src", where)
+    if src is None or finder.find_spec(
+            "keras.src.engine", list(src.submodule_search_locations or ())) is None:
+        sys.modules.setdefault("keras.src.engine", None)
+    if finder.find_spec("keras.engine", where) is None:
+        sys.modules.setdefault("keras.engine", None)
 
 
 _skip_tfmot_keras_probe()

@@ -77,11 +77,15 @@ def test_stratified_split_is_scikit_learns(labels, fraction, seed):
     ([0, 0, 1], 0.5, r"classes \[1\] have fewer than 2 examples"),
     ([0, 0, 1, 1, 2, 2], 0.2, "cannot hold each of the 3 classes on both sides"),
     ([0, 0, 1, 1], 1.0, "eval_fraction must lie strictly between 0 and 1, got 1.0"),
+    ([[0, 1], [0, 1], [1, 0], [1, 0]], 0.5, r"one label per example \(1-d\), got shape \(4, 2\)"),
+    ([0.0, 0.0, np.nan, np.nan], 0.5, "labels hold NaN or infinite values"),
 ])
 def test_stratified_split_refuses_what_it_cannot_split(labels, fraction, message):
     from pie.data import stratified
     with pytest.raises(ValueError, match=message):
         stratified.split_indices(labels, fraction, 0)
+    with pytest.raises(ValueError, match="seed must be an integer, got 0.5"):
+        stratified.split_indices([0, 0, 1, 1], 0.5, 0.5)
 
 
 def test_every_pipeline_runs_without_the_autotuning_thread():

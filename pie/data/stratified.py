@@ -35,10 +35,17 @@ def split_indices(labels, eval_fraction, seed):
     """(train indices, eval indices) of a stratified split of `labels`: ceil(fraction
     x n) eval examples, each class in proportion, both lists in a seeded random order.
 
-    Raises ValueError when a class has fewer than 2 examples or a side would have
-    fewer examples than there are classes.
+    Raises ValueError for labels that are not one finite label per example, a seed
+    that is not an integer, a class with fewer than 2 examples, or a side that would
+    have fewer examples than there are classes.
     """
     labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be one label per example (1-d), got shape {labels.shape}")
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise ValueError("labels hold NaN or infinite values")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
     if not 0 < eval_fraction < 1:
         raise ValueError(f"eval_fraction must lie strictly between 0 and 1, got {eval_fraction}")
     n_eval = math.ceil(eval_fraction * len(labels))
