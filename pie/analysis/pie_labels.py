@@ -22,8 +22,8 @@ import pandas as pd
 from pie.io import errors, records
 
 TIES = ("highest", "lowest", "exclude")
-FOLD_THREADS = min(2, os.cpu_count() or 1)  # held-out folds computed at once
 DEFAULT_TIES = "highest"
+FOLD_THREADS = min(2, os.cpu_count() or 1)  # held-out folds computed at once
 MODAL_COLUMNS = [
     "method", "sparsity", "image_id", "label", "modal_label", "n_members",
     "agreement", "mean_prob", "n_correct", "tied",

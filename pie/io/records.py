@@ -623,6 +623,9 @@ def variant_key(method, sparsity):
 # Compact dtypes: 9 million rows (ImageNet x 180 members) fit in about 250 MB.
 PREDICTION_DTYPES = {"image_id": "int64", "label": "int32", "predicted": "int32",
                      "prob_predicted": "float32", "prob_label": "float32"}
+# The same columns and types in Parquet: what files are written in and read as.
+PREDICTION_SCHEMA = pa.schema([(name, pa.from_numpy_dtype(np.dtype(dtype)))
+                               for name, dtype in PREDICTION_DTYPES.items()])
 # zstd: the smallest files of pyarrow's codecs here, and as fast to read as snappy.
 PARQUET_COMPRESSION = "zstd"
 
@@ -646,8 +649,8 @@ def write_predictions(path, frame):
     # read needs no cast; a class id too large for int32 fails here (a safe cast).
     try:
         table = table.cast(pa.schema([
-            pa.field(field.name, pa.from_numpy_dtype(np.dtype(PREDICTION_DTYPES[field.name])))
-            if field.name in PREDICTION_DTYPES else field for field in table.schema]))
+            PREDICTION_SCHEMA.field(field.name) if field.name in PREDICTION_DTYPES else field
+            for field in table.schema]))
     except (ValueError, pa.ArrowException) as error:
         raise ContractError(f"cannot write {path}: a column has the wrong type: {error}")
     with atomic_path(path) as tmp:
@@ -750,8 +753,6 @@ def read_predictions(workdir, manifest, distribution=CLEAN, split="test"):
     if manifest.empty:
         raise ContractError("the manifest has no members")
     workdir = Workdir(workdir)
-    schema = pa.schema([(name, pa.from_numpy_dtype(np.dtype(dtype)))
-                        for name, dtype in PREDICTION_DTYPES.items()])
     paths = []
     for member_id in manifest["member_id"]:
         path = workdir.existing_predictions_path(member_id, distribution, split)
@@ -761,7 +762,7 @@ def read_predictions(workdir, manifest, distribution=CLEAN, split="test"):
                 "run pie_dataset_gen.predictions first")
         paths.append(path)
     with stamps_read_once():
-        return _gather_predictions(manifest, paths, schema)
+        return _gather_predictions(manifest, paths, PREDICTION_SCHEMA)
 
 
 def _gather_predictions(manifest, paths, schema):
