@@ -125,6 +125,15 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_integer("steps_per_epoch", None, "Optional: steps per epoch (default: the "
                          "training split's size, counted once and cached, / --batch_size).",
                          flag_values=flag_values)
+    flags.DEFINE_integer("steps_per_execution", 0,
+                         "Training steps per call of the traced train function. 0: a whole "
+                         "epoch for dense and magnitude members (their training is all in "
+                         "the graph, so Python runs once an epoch), 1 for members held by "
+                         "per-batch callbacks (wt, members pruned once) and strategies other "
+                         "than 'default'. N >= 1: N steps a call (at most an epoch) for the "
+                         "members that allow more than one; 1 is Keras's own default. The "
+                         "weights are the same either way; only speed differs.",
+                         flag_values=flag_values)
     flags.DEFINE_integer("batch_size", 64, "Global batch size.", flag_values=flag_values)
     flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "adam, or sgd with Nesterov momentum 0.9.",
                       flag_values=flag_values)
@@ -333,14 +342,15 @@ class Trainer:
         return model, optimizer
 
     def steps_per_execution(self, member):
-        """Training steps per call of the traced train function: a whole epoch for
-        members whose training is all in the graph (dense; magnitude, whose wrappers
-        count their own pruning step), so Python runs once an epoch instead of once
-        a batch; 1 for members held by per-batch callbacks (wt's global threshold,
-        the masks of members pruned once) and for other strategies."""
+        """Training steps per call of the traced train function: a whole epoch (or
+        --steps_per_execution) for members whose training is all in the graph (dense;
+        magnitude, whose wrappers count their own pruning step), so Python runs once
+        an epoch instead of once a batch; 1 for members held by per-batch callbacks
+        (wt's global threshold, the masks of members pruned once) and for other
+        strategies."""
         if (member.method in ("dense", "magnitude") and not self.prunes_once(member)
                 and FLAGS.strategy == "default"):
-            return self.steps_per_epoch
+            return min(FLAGS.steps_per_execution or self.steps_per_epoch, self.steps_per_epoch)
         return 1
 
     def epochs(self, member):
@@ -510,6 +520,7 @@ class Trainer:
                     measured_sparsity_per_layer=per_layer,
                     measured_unit_sparsity_per_layer=unit_sparsity,
                     steps=self.steps_per_epoch * self.epochs(member), epochs=self.epochs(member),
+                    steps_per_call=self.steps_per_execution(member),
                     augment=FLAGS.augment,
                     wall_time_s=round(time.time() - started, 2),
                     protocol=FLAGS.protocol, prune_schedule=FLAGS.prune_schedule,
@@ -601,6 +612,9 @@ def validate_flags():
     if FLAGS.reference_samples_per_class < 1:
         raise cli.UsageError("--reference_samples_per_class must be at least 1, got "
                              f"{FLAGS.reference_samples_per_class}")
+    if FLAGS.steps_per_execution < 0:
+        raise cli.UsageError(f"--steps_per_execution must be at least 0 (0: automatic), got "
+                             f"{FLAGS.steps_per_execution}")
     if FLAGS.workers < 0:
         raise cli.UsageError(f"--workers must be at least 0 (0: automatic), got "
                              f"{FLAGS.workers}")

@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import signal
@@ -16,6 +17,12 @@ import tf_keras as keras
 
 RESUME_FLAGS = ["--dataset=digits", "--model=small_cnn", "--width=4", "--sparsities=0.5",
                 "--seeds=1", "--epochs=4"]
+
+
+def _meta(workdir, member_id):
+    manifest = records.read_manifest(workdir).set_index("member_id")
+    with open(Workdir(workdir).member_file(manifest.loc[member_id, "path"], "meta")) as f:
+        return json.load(f)
 
 
 def _weights(workdir, member_id):
@@ -88,6 +95,8 @@ def test_lost_manifest_row_is_recovered(tiny_population, tmp_path):
      "error: --workers=2 needs --strategy=default: a mirrored strategy spreads one member "
      "over devices"),
     (["--threads=-2"], "error: --threads must be at least 0 (0: TensorFlow's default), got -2"),
+    (["--steps_per_execution=-1"],
+     "error: --steps_per_execution must be at least 0 (0: automatic), got -1"),
     (["--dataset=imagenet2012", "--model=resnet50"],
      "error: dataset 'imagenet2012' is not prepared in data_dir '"),
     (["--dataset=cifar10", "--data_dir=/nonexistent/tfds"],
@@ -272,6 +281,28 @@ def test_members_trained_by_worker_processes_match_members_trained_alone(tiny_po
     for member_id in records.read_manifest(tiny_population)["member_id"]:
         for a, b in zip(_weights(alone, member_id), _weights(tiny_population, member_id)):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("steps", [1, 5])
+def test_steps_per_call_change_no_weight(tiny_population, tmp_path, steps):
+    """Dense and magnitude members run a whole epoch per call of the train function
+    by default; one step a call (Keras's default, and the loop before the change) or
+    5 (which leaves a shorter last call of each epoch) give the same weights bit for
+    bit, on models built afresh per member."""
+    workdir = str(tmp_path / "steps")
+    run_stage("save_checkpoint.train", f"--workdir={workdir}", *TINY_POPULATION_FLAGS,
+              "--noshare_graphs", f"--steps_per_execution={steps}")
+    ids = list(records.read_manifest(tiny_population)["member_id"])
+    assert sorted(ids) == sorted(records.read_manifest(workdir)["member_id"])
+    assert {i.split("_")[0] for i in ids} == {"dense", "magnitude"}
+    for member_id in ids:
+        calls = [_meta(w, member_id) for w in (workdir, tiny_population)]
+        assert calls[0]["steps_per_call"] == steps, member_id
+        # By default a whole epoch a call; 5 does not divide it.
+        assert calls[1]["steps_per_call"] == calls[1]["steps"] > 5, member_id
+        assert calls[1]["steps"] % 5
+        for a, b in zip(_weights(workdir, member_id), _weights(tiny_population, member_id)):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_a_worker_done_with_its_seeds_trains_members_nobody_started(tmp_path):
