@@ -6,7 +6,8 @@
 #                                 any study: save_checkpoint.train's flags and the later
 #                                 stages' (python -m pie.stages.study --help lists them)
 #   bash run.sh test [ARGS]        the test suite (ARGS go to pytest)
-# Both create or reuse .venv and install the package into it first.
+# Both create or reuse .venv and install the package into it first, at the versions
+# pinned in constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,19 +16,20 @@ PY="$VENV/bin/python"
 if [ ! -x "$PY" ]; then
   python3 -m venv "$VENV"
 fi
-# Reinstall only when setup.py changed since the last install.
-stamp="$VENV/.installed-$(sha1sum setup.py | cut -c1-12)"
+# Install the pinned versions (constraints.txt: what CI ran); reinstall only when
+# setup.py or constraints.txt changed since the last install.
+stamp="$VENV/.installed-$(cat setup.py constraints.txt | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   echo "== installing into $VENV (first run takes a few minutes)"
-  "$PY" -m pip install -q --upgrade pip setuptools wheel
-  "$PY" -m pip install -q -e ".[test]"
+  "$PY" -m pip install -q -c constraints.txt --upgrade pip setuptools wheel
+  "$PY" -m pip install -q -c constraints.txt -e ".[test]"
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
 
 if [ "${1:-}" = "test" ]; then
   shift
-  exec "$PY" -m pytest -q -p no:cacheprovider "$@" tests
+  exec "$PY" -m pytest -q -p no:cacheprovider --durations=20 "$@" tests
 fi
 
 # The study: pie.stages.study runs every stage, each as its own process, passing each
