@@ -1,4 +1,9 @@
+import subprocess
+import sys
+
 import pytest
+
+from conftest import ROOT, error_lines
 
 from pie.io import cli, errors
 
@@ -26,7 +31,24 @@ def test_require_workdir(tmp_path):
         cli.require_workdir("/no/such")
 
 
-def test_every_bad_input_error_is_reported_by_cli_run():
-    for error in (errors.UsageError, errors.ContractError, errors.DataError,
-                  errors.ModelError, errors.PruningError):
-        assert issubclass(error, cli.user_errors())
+STAGE = ("import sys; sys.path.insert(0, {root!r}); from pie.io import cli, errors\n"
+         "def main(argv):\n    raise {error}('the input is bad in this way')\n"
+         "cli.run(main)\n")
+
+
+@pytest.mark.parametrize("error", ["errors.UsageError", "errors.ContractError",
+                                   "errors.DataError", "errors.ModelError",
+                                   "errors.PruningError"])
+def test_every_bad_input_error_is_reported_by_cli_run(error):
+    """A stage whose main raises any bad-input error exits 2 with one error: line."""
+    result = subprocess.run([sys.executable, "-c", STAGE.format(root=ROOT, error=error)],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert error_lines(result) == ["error: the input is bad in this way"]
+
+
+def test_a_bug_is_not_reported_as_bad_input():
+    result = subprocess.run([sys.executable, "-c", STAGE.format(root=ROOT, error="KeyError")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" in result.stderr
+    assert "error: " not in result.stderr
