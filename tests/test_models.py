@@ -31,6 +31,87 @@ def test_builds_functional_keras2_model_that_tfmot_prunes(name, shape, width):
     assert logits.shape == (2, 5)
 
 
+def _conv(kernel, channels_in, channels_out):
+    return kernel * kernel * channels_in * channels_out  # no bias: batch norm follows
+
+
+def _bn(channels):
+    return 2 * channels  # gamma and beta; the moving statistics are not trained
+
+
+def _cifar_resnet_option_a(blocks, classes=10):
+    """Trainable weights of He et al.'s CIFAR ResNet-(6n+2) with identity (zero-padded,
+    option A) shortcuts, counted layer by layer."""
+    count, channels = _conv(3, 3, 16) + _bn(16), 16
+    for filters in (16, 32, 64):
+        for _ in range(blocks):
+            count += _conv(3, channels, filters) + _conv(3, filters, filters) + 2 * _bn(filters)
+            channels = filters
+    return count + 64 * classes + classes
+
+
+# The builders use 1x1 projection shortcuts (option B) where the shape changes:
+# 16->32 and 32->64 channels, each with its batch norm.
+PROJECTIONS = _conv(1, 16, 32) + _bn(32) + _conv(1, 32, 64) + _bn(64)
+
+
+def _resnet18(stem_kernel, classes):
+    """ResNet-18 (He et al. 2016, basic blocks, 1x1 projections) with a given stem."""
+    count, channels = _conv(stem_kernel, 3, 64) + _bn(64), 64
+    for filters in (64, 128, 256, 512):
+        for block in range(2):
+            count += _conv(3, channels, filters) + _conv(3, filters, filters) + 2 * _bn(filters)
+            if channels != filters:
+                count += _conv(1, channels, filters) + _bn(filters)
+            channels = filters
+    return count + 512 * classes + classes
+
+
+def _wide_resnet_28(k, classes=10):
+    """WRN-28-k (Zagoruyko & Komodakis 2016): pre-activation blocks, 4 a stage, a 1x1
+    projection where the width changes, a final batch norm."""
+    count, channels = _conv(3, 3, 16), 16
+    for filters in (16 * k, 32 * k, 64 * k):
+        for _ in range(4):
+            count += _bn(channels) + _conv(3, channels, filters) + _bn(filters)
+            count += _conv(3, filters, filters)
+            if channels != filters:
+                count += _conv(1, channels, filters)
+            channels = filters
+    return count + _bn(channels) + channels * classes + classes
+
+
+def test_the_counts_are_the_published_sizes():
+    """The layer-by-layer counts below, at the precision each source prints: He et al.
+    2016 Table 6 (ResNet-20/32/56 on CIFAR-10, option A: 0.27M, 0.46M, 0.85M);
+    torchvision's ResNet-18 (ImageNet, 1,000 classes: 11.69M) and the CIFAR ResNet-18
+    of the pruning literature (3x3 stem: 11.17M); Zagoruyko & Komodakis 2016 Table 1
+    (WRN-28-10: 36.5M)."""
+    assert [round(_cifar_resnet_option_a(n) / 1e6, 2) for n in (3, 5, 9)] == [0.27, 0.46, 0.85]
+    assert round(_resnet18(7, 1000) / 1e6, 2) == 11.69
+    assert round(_resnet18(3, 10) / 1e6, 2) == 11.17
+    assert round(_wide_resnet_28(10) / 1e6, 1) == 36.5
+
+
+@pytest.mark.parametrize("name, shape, classes, width, expected", [
+    ("resnet20", (32, 32, 3), 10, None, _cifar_resnet_option_a(3) + PROJECTIONS),
+    ("resnet32", (32, 32, 3), 10, None, _cifar_resnet_option_a(5) + PROJECTIONS),
+    ("resnet56", (32, 32, 3), 10, None, _cifar_resnet_option_a(9) + PROJECTIONS),
+    ("resnet18", (32, 32, 3), 10, None, _resnet18(3, 10)),
+    ("resnet18", (64, 64, 3), 1000, None, _resnet18(7, 1000)),
+    ("wrn28_k", (32, 32, 3), 10, 10, _wide_resnet_28(10)),
+    # No published size: counted by hand (28x28 input, two 2x2 pools leave 7x7x32).
+    ("small_cnn", (28, 28, 1), 10, None,
+     (9 * 16 + 16) + (9 * 16 * 32 + 32) + (7 * 7 * 32 * 64 + 64) + (64 * 10 + 10)),
+    ("mlp", (2,), 10, None, (2 * 1000 + 1000) + 2 * (1000 * 1000 + 1000) + 1000 * 10 + 10),
+])
+def test_trainable_weights_match_the_published_architecture(name, shape, classes, width,
+                                                            expected):
+    model = builders.build(name, shape, num_classes=classes, width=width)
+    trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+    assert trainable == expected
+
+
 def test_same_seed_same_initial_weights():
     keras.utils.set_random_seed(3)
     first = builders.build("small_cnn", (8, 8, 1), 10).get_weights()
