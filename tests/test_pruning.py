@@ -8,9 +8,30 @@ import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 
-def test_auto_schedule_lands_on_end_step():
-    begin, end, frequency = pruning.auto_schedule_steps(504)
-    assert begin == 50 and (end - begin) % frequency == 0 and end < 504
+@pytest.mark.parametrize("total_steps", [20, 100, 504])
+def test_auto_schedule_ramps_from_10_to_60_percent_in_10_mask_updates(total_steps):
+    """docs/training.md: the default schedule ramps from 10% to 60% of the training
+    steps in 10 mask updates; the rest fine-tunes at the final sparsity. Checked on
+    the schedule tfmot runs, step by step."""
+    import tensorflow as tf
+    begin, end, frequency = pruning.auto_schedule_steps(total_steps)
+    schedule = pruning.make_schedule("polynomial", 0.9, begin_step=begin, end_step=end,
+                                     frequency=frequency, total_steps=total_steps)
+    updates, sparsities = [], []
+    for step in range(total_steps):
+        prune, sparsity = schedule(tf.constant(step, tf.int64))
+        if bool(prune):
+            updates.append(step)
+            sparsities.append(float(sparsity))
+    assert updates[0] == begin == total_steps // 10
+    # The last update is the last step at or before 60% of training that the
+    # frequency reaches; it sets the final sparsity, and nothing is pruned after it.
+    assert updates[-1] == end and 0.6 * total_steps - frequency < end <= 0.6 * total_steps
+    assert updates == list(range(begin, end + 1, frequency))
+    # The update at begin_step applies the initial sparsity (0); 10 more raise it.
+    assert sparsities[0] == 0.0 and len(sparsities) == 11
+    assert all(later > earlier for earlier, later in zip(sparsities, sparsities[1:]))
+    assert sparsities[-1] == pytest.approx(0.9)
 
 
 @pytest.mark.parametrize("kwargs, message", [
