@@ -127,6 +127,66 @@ def test_float16_input_keeps_dtype():
     assert out.dtype == np.float16 and out.shape == RGB32.shape
 
 
+def _table(scale):
+    return IMAGENET_TABLE if scale == "imagenet" else CIFAR_TABLE
+
+
+def _reference_hsv(name, x, severity, scale):
+    """brightness / saturate: skimage's HSV round trip with the table's change."""
+    c = _table(scale)[name][severity - 1]
+    channel, (a, b) = (2, (1.0, c)) if name == "brightness" else (1, c)
+    hsv = color.rgb2hsv(x)
+    hsv[..., channel] = np.clip(hsv[..., channel] * a + b, 0, 1)
+    return np.clip(color.hsv2rgb(hsv), 0, 1)
+
+
+def _reference_contrast(x, severity, scale):
+    means = x.mean(axis=(0, 1))
+    return np.clip((x - means) * _table(scale)["contrast"][severity - 1] + means, 0, 1)
+
+
+def _reference_gaussian_blur(x, severity, scale):
+    sigma = _table(scale)["gaussian_blur"][severity - 1]
+    return filters.gaussian(x, sigma=sigma, channel_axis=-1 if x.ndim == 3 else None)
+
+
+def _reference_defocus_blur(x, severity, scale):
+    kernel = ops.disk_kernel(*_table(scale)["defocus_blur"][severity - 1])
+    return np.clip(cv2.filter2D(x.astype(np.float32), -1, kernel), 0, 1)  # reflect-101
+
+
+def _reference_pixelate(x, severity, scale):
+    """PIL's box resize down by the table's factor and back, per axis."""
+    factor = _table(scale)["pixelate"][severity - 1]
+    height, width = x.shape[:2]
+    image = Image.fromarray(np.rint(x * 255).astype(np.uint8))
+    small = image.resize((int(width * factor), int(height * factor)), Image.BOX)
+    return np.asarray(small.resize((width, height), Image.BOX)) / 255.0
+
+
+def _reference_jpeg(x, severity, scale):
+    buffer = io.BytesIO()
+    Image.fromarray(np.rint(x * 255).astype(np.uint8)).save(
+        buffer, format="JPEG", quality=int(_table(scale)["jpeg_compression"][severity - 1]))
+    return np.asarray(Image.open(buffer)) / 255.0
+
+
+# The deterministic corruptions and an independent computation of each (skimage,
+# OpenCV, PIL or by hand), with how far a uint8 result may be from it (in 0..1 units).
+REFERENCES = {
+    "brightness": (lambda x, s, scale: _reference_hsv("brightness", x, s, scale), 1e-5),
+    "saturate": (lambda x, s, scale: _reference_hsv("saturate", x, s, scale), 1e-5),
+    # The image mean is a float32 sum over 224 x 224 pixels: within half a uint8 level.
+    "contrast": (_reference_contrast, 0.5 / 255),
+    "gaussian_blur": (_reference_gaussian_blur, 1e-5),
+    "defocus_blur": (_reference_defocus_blur, 1e-5),
+    "pixelate": (_reference_pixelate, 1.01 / 255),
+    "jpeg_compression": (_reference_jpeg, 0.0),
+}
+OTHER_SIZES = [("56x40", scene(56, 3, height=40)), ("40x56", scene(40, 5, height=56)),
+               ("224", scene(224, 4))]
+
+
 @pytest.mark.parametrize("name", C.ALL_CORRUPTIONS)
 def test_other_sizes(name):
     # Non-square, and a full-size ImageNet crop at the strongest severity.
@@ -136,6 +196,26 @@ def test_other_sizes(name):
     big = scene(224, 4)
     out = C.corrupt(big, name, 5)
     assert out.shape == big.shape and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+@pytest.mark.parametrize("label,image", OTHER_SIZES, ids=[size for size, _ in OTHER_SIZES])
+def test_other_sizes_match_their_reference_values(name, label, image):
+    """Non-square images either way round and a 224 px crop (the ImageNet table),
+    every severity, against the independent computation of REFERENCES."""
+    reference, atol = REFERENCES[name]
+    x = image / 255.0
+    scale = C.resolve_scale("auto", *image.shape[:2])
+    assert scale == ("imagenet" if label == "224" else "cifar")
+    for severity in C.SEVERITIES:
+        expected = reference(x, severity, scale)
+        if name in ("pixelate", "jpeg_compression"):  # defined on 8-bit pixels
+            out = C.corrupt(image, name, severity) / 255.0
+        else:
+            out = C.corrupt(x, name, severity)
+        assert out.shape == image.shape
+        np.testing.assert_allclose(out, expected, atol=atol, rtol=0,
+                                   err_msg=f"{name} {label} severity {severity}")
 
 
 def test_empty_batch():
