@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import re
@@ -203,15 +204,23 @@ def test_two_identical_training_runs_take_turns(tmp_path):
     assert stdout.count("dense_0_seed0 done") == 1
 
 
-def _free_ports(count):
+@contextlib.contextmanager
+def _reserved_ports(count):
+    """Ports the OS assigns, held for the length of the block: each is bound here with
+    SO_REUSEPORT and never listened on, so no other program can take it, while the
+    workers' gRPC servers (TF_GRPC_REUSE_PORT=1: SO_REUSEPORT too) listen on it."""
     import socket
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    sockets = []
+    try:
+        for _ in range(count):
+            reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            reserved.bind(("127.0.0.1", 0))
+            sockets.append(reserved)
+        yield [reserved.getsockname()[1] for reserved in sockets]
+    finally:
+        for reserved in sockets:
+            reserved.close()
 
 
 MULTI_WORKER_FLAGS = ["--dataset=digits", "--model=small_cnn", "--width=4", "--sparsities=0",
@@ -222,17 +231,18 @@ def test_two_worker_job_writes_one_member_like_a_single_process(tmp_path):
     """MultiWorkerMirroredStrategy with two local processes: the chief alone writes."""
     import json
     workdir = str(tmp_path / "multi")
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    workers = []
-    for index in range(2):
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "save_checkpoint.train", f"--workdir={workdir}",
-             "--strategy=multi_worker", *MULTI_WORKER_FLAGS], cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = [worker.communicate(timeout=300) for worker in workers]
+    with _reserved_ports(2) as ports:
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+        workers = []
+        for index in range(2):
+            env = dict(os.environ, PYTHONUNBUFFERED="1", TF_GRPC_REUSE_PORT="1",
+                       TF_CONFIG=json.dumps({"cluster": cluster,
+                                             "task": {"type": "worker", "index": index}}))
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "save_checkpoint.train", f"--workdir={workdir}",
+                 "--strategy=multi_worker", *MULTI_WORKER_FLAGS], cwd=ROOT, env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        outputs = [worker.communicate(timeout=300) for worker in workers]
     for worker, (out, err) in zip(workers, outputs):
         assert worker.returncode == 0, out + err
     assert "worker 1: done; the chief wrote the population" in outputs[1][0]
@@ -248,8 +258,8 @@ def test_two_worker_job_writes_one_member_like_a_single_process(tmp_path):
     run_stage("save_checkpoint.train", f"--workdir={single}", *MULTI_WORKER_FLAGS)
     alone = records.read_manifest(single)["top1"].iloc[0]
     # Two workers split each global batch of 64 and sum their gradients: the same
-    # recipe, other float sums, so the same accuracy up to seed noise.
-    assert alone > 0.6 and abs(manifest["top1"].iloc[0] - alone) < 0.08, (
+    # recipe and data order, other float sums, so the same accuracy within 0.01.
+    assert alone > 0.6 and abs(manifest["top1"].iloc[0] - alone) <= 0.01, (
         manifest["top1"].iloc[0], alone)
 
 
