@@ -265,3 +265,16 @@ def test_every_column_the_docs_document_is_written():
     assert len({file for _, file, _ in documented}) >= 10  # the check reads the tables
     written = written_columns()
     assert sorted({entry for entry in documented if entry[2] not in written}) == []
+
+
+def test_the_readme_is_a_front_door():
+    """At most about 1,200 words, the two commands verbatim, and no table cell of the
+    front-door pages longer than a few hundred characters (figures are one line each
+    in docs/benchmarks.md and docs/results.md)."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert len(readme.split()) <= 1200
+    assert "bash run.sh          # " in readme and "bash run.sh test     # " in readme
+    for doc in ("README.md", "docs/benchmarks.md", "docs/results.md", "docs/install.md"):
+        for line in open(os.path.join(ROOT, doc)).read().splitlines():
+            if line.startswith("|"):
+                assert max(len(cell) for cell in line.split("|")) <= 300, (doc, line[:80])
