@@ -44,14 +44,7 @@ def test_agrees_with_the_reference(table, name):
 PIXEL_TOLERANCE = {name: 2e-4 for name in C.ALL_CORRUPTIONS if name not in C.RANDOM_CORRUPTIONS}
 PIXEL_TOLERANCE["pixelate"] = 1 / 255 + 1e-6
 PIXEL_TOLERANCE["jpeg_compression"] = 1e-7  # the same 8-bit pixels, as float32
-# The published disk kernel for radius 8 and 10 is blurred on a grid its disk touches,
-# with cv2's reflected border and 3x3 / 5x5 window; ours softens the disk alone: up
-# to 3 levels of 255 apart at severities 4 and 5 (reported, not yet fixed).
-KNOWN_DEVIATIONS = {("defocus_blur", 4), ("defocus_blur", 5)}
-PIXEL_CASES = [pytest.param(name, severity, marks=pytest.mark.xfail(
-                   (name, severity) in KNOWN_DEVIATIONS, strict=True,
-                   reason="published disk kernel blurred with a reflected border"))
-               for name in sorted(PIXEL_TOLERANCE) for severity in C.SEVERITIES]
+PIXEL_CASES = [(name, severity) for name in sorted(PIXEL_TOLERANCE) for severity in C.SEVERITIES]
 
 
 @pytest.fixture(scope="module")
