@@ -71,6 +71,88 @@ def test_noise_prune_potential_needs_dense_and_a_valid_delta():
         robustness.noise_prune_potential(accuracy, -1.0)
 
 
+def _lineage_accuracy():
+    """Hand-made noisy accuracies of a lineage population: dense seeds 0 and 1, wt at
+    0.5 and 0.9 for both seeds, a quantized export; 2 eps x 3 draws; multiples of 1/200
+    with a small spread, so excesses of exactly delta = 0.5 points (one image) occur."""
+    rng = np.random.default_rng(11)
+    rows = []
+    members = [("dense", 0.0), ("wt", 0.5), ("wt", 0.9), ("quant_int8", 0.0)]
+    for method, sparsity in members:
+        for seed in (0, 1):
+            member_id = f"{method}_{sparsity:g}_seed{seed}"
+            for eps in (0.1, 0.3):
+                for draw in range(3):
+                    top1 = (180 - int(20 * sparsity * eps) - rng.integers(0, 3)) / 200
+                    rows.append((member_id, method, sparsity, seed, eps, draw, top1, 200))
+    return pd.DataFrame(rows, columns=["member_id", "method", "sparsity", "seed", "eps",
+                                       "draw", "top1", "images"])
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.5, 1.0])
+def test_noise_prune_potential_each_member_against_its_own_parent(delta):
+    from pie.analysis import noise_potential
+    accuracy = _lineage_accuracy()
+    parents = {f"{m}_{s:g}_seed{seed}": f"dense_0_seed{seed}"
+               for m, s in (("wt", 0.5), ("wt", 0.9), ("quant_int8", 0.0)) for seed in (0, 1)}
+    per_draw = noise_potential.per_parent(accuracy, parents, delta)
+    per_seed, table = noise_potential.summary(per_draw, delta)
+    assert list(per_seed.columns) == noise_potential.PER_SEED_COLUMNS
+    assert list(table.columns) == noise_potential.COLUMNS
+    assert table["method"].unique().tolist() == ["wt"]  # dense, quantized: no potential
+    error = {(r.member_id, r.eps, r.draw): 100 * (1 - r.top1) for r in accuracy.itertuples()}
+    direct = {}  # (eps, seed) -> potentials over draws
+    ties = 0
+    for eps in (0.1, 0.3):
+        for seed in (0, 1):
+            for draw in range(3):
+                parent = error[(f"dense_0_seed{seed}", eps, draw)]
+                best = 0.0
+                for sparsity in (0.5, 0.9):
+                    excess = error[(f"wt_{sparsity:g}_seed{seed}", eps, draw)] - parent
+                    ties += abs(excess - delta) < 1e-9
+                    if not excess > delta + 1e-9:  # fails only when the excess is > delta
+                        best = max(best, sparsity)
+                direct.setdefault((eps, seed), []).append(best)
+    assert delta != 0.5 or ties > 0  # the hand-made data reaches the boundary
+    for row in per_seed.itertuples():
+        values = np.array(direct[(row.eps, row.seed)])
+        assert row.noise_prune_potential_mean == pytest.approx(values.mean())
+        assert row.noise_prune_potential_mad == pytest.approx(
+            np.median(np.abs(values - np.median(values))))
+        assert row.parent_id == f"dense_0_seed{row.seed}" and row.draws == 3
+    for row in table.itertuples():
+        values = np.array(direct[(row.eps, 0)] + direct[(row.eps, 1)])
+        assert row.noise_prune_potential_mean == pytest.approx(values.mean())
+        assert row.noise_prune_potential_std == pytest.approx(values.std(ddof=1))
+        seed_means = [np.mean(direct[(row.eps, seed)]) for seed in (0, 1)]
+        assert row.noise_prune_potential_seed_std == pytest.approx(np.std(seed_means, ddof=1))
+        assert (row.n_seeds, row.draws, row.rule, row.delta) == (2, 3, "per_parent", delta)
+    # The earlier rule stays one option away: population means, as before.
+    _, population = noise_potential.tables(accuracy, parents, delta, "population_mean")
+    expected = robustness.noise_prune_potential(accuracy, delta)
+    np.testing.assert_allclose(population["noise_prune_potential_mean"],
+                               expected["noise_prune_potential_mean"])
+    assert (population["rule"] == "population_mean").all()
+    with pytest.raises(ValueError, match="unknown noise prune potential rule 'median'; "
+                                         "allowed: per_parent, population_mean"):
+        noise_potential.tables(accuracy, parents, delta, "median")
+
+
+def test_dense_parents_follow_the_lineage_to_the_dense_member():
+    from pie.analysis import noise_potential
+    manifest = pd.DataFrame([
+        ("dense_0_seed0", "dense", 0, ""), ("dense_0_seed1", "dense", 1, ""),
+        ("wt_0.5_seed0", "wt", 0, "dense_0_seed0"),
+        ("wt_0.9_seed0", "wt", 0, "wt_0.5_seed0"),  # iterative: via the 0.5 member
+        ("magnitude_0.5_seed1", "magnitude", 1, ""),  # scratch: its seed's dense member
+        ("wt_0.5_seed2", "wt", 2, ""),  # no dense member of seed 2: left out
+    ], columns=["member_id", "method", "seed", "parent_id"])
+    assert noise_potential.dense_parents(manifest) == {
+        "wt_0.5_seed0": "dense_0_seed0", "wt_0.9_seed0": "dense_0_seed0",
+        "magnitude_0.5_seed1": "dense_0_seed1"}
+
+
 # ------------------------------------------------------------------ excess error fit
 
 
@@ -140,23 +222,32 @@ def test_analyze_writes_the_excess_error_fit(shifted):
 
 
 def test_noise_stage_writes_the_noise_prune_potential(shifted):
+    from pie.analysis import noise_potential
     from pie.models import predict
     assert noise_similarity.run(shifted, [0.0, 0.3], draws=3, images=10000, seed=0,
                                 batch_size=128, force=True, delta=0.5)
     table = pd.read_csv(Workdir(shifted).file("noise_prune_potential"))
-    assert list(table.columns) == robustness.NOISE_PRUNE_POTENTIAL_COLUMNS
+    per_seed = pd.read_csv(Workdir(shifted).file("noise_prune_potential_per_seed"))
+    assert list(table.columns) == noise_potential.COLUMNS
+    assert list(per_seed.columns) == noise_potential.PER_SEED_COLUMNS
     assert table["eps"].tolist() == [0.0, 0.3] and table["draws"].tolist() == [1, 3]
-    # eps 0 is the clean prune potential of the same images, computed directly.
+    assert (table["rule"] == "per_parent").all()
+    # eps 0 is the clean prune potential of the same images, each pruned member against
+    # the dense member of its seed, computed directly.
     x, labels, _ = noise_similarity.eval_subset(shifted, 10000, 0)
     manifest = records.read_manifest(shifted)
     errors = {}
     for row in manifest.to_dict("records"):
         logits = predict.load_member(shifted, row).logits(x, 128)
-        errors.setdefault(row["method"], []).append(100 * (1 - (logits.argmax(1) == labels)
-                                                             .mean()))
-    passes = np.mean(errors["magnitude"]) <= np.mean(errors["dense"]) + 0.5 + 1e-9
-    assert table.loc[0, "noise_prune_potential_mean"] == (0.5 if passes else 0.0)
-    assert table.loc[0, "dense_error_mean"] == pytest.approx(np.mean(errors["dense"]))
+        errors[(row["method"], row["seed"])] = 100 * (1 - (logits.argmax(1) == labels).mean())
+    seeds = sorted(manifest["seed"].unique())
+    direct = [0.5 if errors[("magnitude", s)] - errors[("dense", s)] <= 0.5 + 1e-9 else 0.0
+              for s in seeds]
+    at_zero = per_seed[per_seed["eps"] == 0.0].sort_values("seed")
+    assert at_zero["noise_prune_potential_mean"].tolist() == direct
+    assert table.loc[0, "noise_prune_potential_mean"] == pytest.approx(np.mean(direct))
+    assert table.loc[0, "dense_error_mean"] == pytest.approx(
+        np.mean([errors[("dense", s)] for s in seeds]))
     assert 0 <= table.loc[1, "noise_prune_potential_mean"] <= 0.5
 
 
@@ -170,6 +261,8 @@ def test_default_eps_grid_is_the_papers():
     (["--eps=0,1.5"], "error: --eps values must be in [0, 1], got [1.5]"),
     (["--eps=-0.1"], "error: --eps values must be in [0, 1], got [-0.1]"),
     (["--delta=-1"], "error: --delta must be a finite number >= 0 (percentage points), got -1.0"),
+    (["--noise_prune_potential=median"],
+     "error: unknown --noise_prune_potential 'median'; allowed: per_parent, population_mean"),
 ])
 def test_noise_stage_bad_input_is_one_line(tiny_population, flags, message):
     result = run_stage("robustness_tests.noise_similarity", f"--workdir={tiny_population}",
@@ -182,7 +275,8 @@ def test_noise_stage_bad_input_is_one_line(tiny_population, flags, message):
 def test_new_columns_are_documented():
     text = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              "docs", "robustness.md")).read()
-    for column in (robustness.NOISE_PRUNE_POTENTIAL_COLUMNS
+    from pie.analysis import noise_potential
+    for column in (noise_potential.COLUMNS + noise_potential.PER_SEED_COLUMNS
                    + robustness.EXCESS_ERROR_FIT_COLUMNS):
         assert f"`{column}`" in text, column
 
