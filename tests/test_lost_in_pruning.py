@@ -344,23 +344,89 @@ def test_sis_removal_order_matches_the_definition(patch, chunk):
         assert (masks[i] == expected).all()
 
 
+def _confidence_with(model, image, groups, features, target):
+    """The model's probability of `target` when only `features` are kept (others at 0)."""
+    kept = np.where(np.isin(groups, list(features)), image.reshape(-1), 0.0)
+    return model(kept.reshape((1,) + image.shape).astype(np.float32))[0, target]
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8])
+def test_sis_is_sufficient_and_removing_any_element_breaks_it(threshold):
+    from pie.analysis import sis
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12, 4, 4, 1)).astype(np.float32)
+    model = _toy_model(0.4 * rng.normal(size=(16, 3)))
+    groups, count = sis.feature_groups(x.shape[1:], 1)
+    selection = sis.backward_selection(model, x, groups, count, baseline=0.0)
+    chosen, has_sis = sis.sufficient_subsets(selection, threshold)
+    full = model(x)
+    predicted = full.argmax(axis=1)
+    np.testing.assert_array_equal(selection.predicted, predicted)
+    # Images whose whole input is below tau have no SIS (and no features).
+    np.testing.assert_array_equal(has_sis, full.max(axis=1) >= threshold)
+    assert 0 < has_sis.sum() < len(x)
+    assert not chosen[~has_sis].any()
+    sizes = []
+    for i in np.nonzero(has_sis)[0]:
+        subset = set(np.nonzero(chosen[i])[0])
+        sizes.append(len(subset))
+        # sufficient: the subset alone keeps the predicted class's confidence >= tau
+        assert _confidence_with(model, x[i], groups, subset, predicted[i]) >= threshold
+        # minimal: without any one of its elements the confidence falls below tau
+        for feature in subset:
+            assert _confidence_with(model, x[i], groups, subset - {feature},
+                                    predicted[i]) < threshold
+        # and it is the last-removed part of the backward selection's order
+        assert subset == set(selection.order[i, count - len(subset):])
+    assert max(sizes) > 0 and min(sizes) < count
+
+
+def test_sis_threshold_must_be_a_probability():
+    from pie.analysis import sis
+    for bad in (-0.1, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match=r"^threshold must be a number in \[0, 1\], got "):
+            sis.check_threshold(bad)
+    assert sis.check_threshold(0) == 0.0 and sis.check_threshold(1) == 1.0
+
+
 def test_sis_stage_on_digits_and_its_bad_input(shifted, tiny_population):
     from robustness_tests import informative_features
+    # ranking: Lost in Pruning's last-removed share at threshold 0
     assert informative_features.run(shifted, images=6, fraction=0.25, seed=0,
-                                    batch_size=512, force=True, method="sis", patch=2)
+                                    batch_size=512, force=True, method="ranking", patch=2)
     summary = pd.read_csv(Workdir(shifted).file("informative_features"))
     assert list(summary.columns) == informative_features.SUMMARY_COLUMNS
-    assert (summary["selection"] == "sis").all() and (summary["patch"] == 2).all()
+    assert (summary["selection"] == "ranking").all() and (summary["patch"] == 2).all()
     assert (summary["features"] == 16).all() and summary["iou_mean"].between(0, 1).all()
+    assert (summary["no_sis"] == 0).all() and summary["sis_threshold"].isna().all()
     per_image = pd.read_csv(Workdir(shifted).file("informative_features_per_image"))
     # 4 of 16 patches each: IoU of two 4-patch sets is k / (8 - k)
     assert set(np.round(per_image["iou"], 6)) <= {round(k / (8 - k), 6) for k in range(5)}
+    assert (per_image["features_kept"] == 4).all()
+    # sis: every member's subset keeps its own predicted class at >= tau
+    assert informative_features.run(shifted, images=6, fraction=0.25, seed=0,
+                                    batch_size=512, force=True, method="sis", patch=2,
+                                    sis_threshold=0.3)
+    summary = pd.read_csv(Workdir(shifted).file("informative_features"))
+    per_image = pd.read_csv(Workdir(shifted).file("informative_features_per_image"))
+    assert list(per_image.columns) == informative_features.PER_IMAGE_COLUMNS
+    assert (summary["selection"] == "sis").all() and (summary["sis_threshold"] == 0.3).all()
+    with_sis = per_image[per_image["has_sis"]]
+    assert (with_sis["conf_own_mask"] >= 0.3 - 1e-6).all()
+    assert with_sis["features_kept"].between(0, 16).all()
+    assert per_image.loc[~per_image["has_sis"], ["conf_own_mask", "iou"]].isna().all().all()
+    counted = per_image.assign(no=~per_image["has_sis"]).groupby("method")["no"].sum()
+    assert summary.set_index("method")["no_sis"].to_dict() == counted.to_dict()
     for flags, message in (
-            (["--method=lime"], "error: unknown --method 'lime'; allowed: gradient, sis"),
+            (["--method=lime"], "error: unknown --method 'lime'; allowed: gradient, sis, ranking"),
+            (["--method=sis", "--sis_threshold=1.5"],
+             "error: --sis_threshold must be in [0, 1], got 1.5"),
+            (["--method=sis", "--sis_threshold=-0.1"],
+             "error: --sis_threshold must be in [0, 1], got -0.1"),
             (["--method=sis", "--patch=3"],
              "error: --patch=3 does not divide the 8x8 image; allowed: 1, 2, 4, 8"),
-            (["--patch=2"], "error: --patch applies to --method=sis only: the gradient proxy "
-                            "ranks single input elements")):
+            (["--patch=2"], "error: --patch applies to --method=sis and ranking only: the "
+                            "gradient proxy ranks single input elements")):
         result = run_stage("robustness_tests.informative_features",
                            f"--workdir={tiny_population}", *flags, check=False)
         assert result.returncode == 2
