@@ -53,8 +53,10 @@ def dense_parents(manifest):
     robustness._require_columns(manifest, ["member_id", "method", "seed"], "manifest")
     methods = dict(zip(manifest["member_id"], manifest["method"]))
     has_parent = "parent_id" in manifest.columns
-    parent_of = dict(zip(manifest["member_id"], manifest["parent_id"].fillna("").astype(str))
-                     ) if has_parent else {}
+    # an empty parent_id reads back as NaN (a float column when every one is empty)
+    parent_of = {member_id: parent for member_id, parent in zip(
+        manifest["member_id"], manifest["parent_id"]) if isinstance(parent, str) and parent
+    } if has_parent else {}
     dense = manifest[manifest["method"] == records.DENSE_METHOD]
     dense_of_seed = dict(zip(dense["seed"], dense["member_id"]))
     parents = {}
