@@ -458,12 +458,30 @@ def test_report_shows_the_fit_the_noise_potential_and_which_selection(tmp_path):
     assert "Fit on mean_corruption" in text
     noise = html.unescape(found["noise_similarity"][1])
     assert noise.count("<img") == 2 and "Noise prune potential: for each noise draw" in noise
-    assert "not SIS backward selection" in html.unescape(found["informative_features"][1])
+    section = html.unescape(found["informative_features"][1])
+    assert "not backward selection" in section
+    assert "softmax probability of the class the model predicts" in section
     path = os.path.join(workdir, "robustness", "informative_features.csv")
-    features = pd.read_csv(path).assign(selection="sis", patch=2, features=196)
+    features = pd.read_csv(path).assign(selection="ranking", patch=2, features=196)
     records.write_csv(path, features)
+    assert "(population means)" in noise  # a table without `rule`: the earlier rule
+    noise_path = os.path.join(workdir, "robustness", "noise_prune_potential.csv")
+    records.write_csv(noise_path, pd.read_csv(noise_path).assign(rule="per_parent"))
     found = page()
-    assert ("Features chosen by SIS backward selection (Carter et al.) over 2x2 patches: the "
-            "last-removed 10% of 196 features") in html.unescape(found["informative_features"][1])
+    assert ("Features ranked by backward selection at threshold 0 (Lost in Pruning's use of "
+            "SIS) over 2x2 patches: the last-removed 10% of 196 features") in html.unescape(
+        found["informative_features"][1])
+    assert "exceeds its own dense parent's error on the same noisy images" in html.unescape(
+        found["noise_similarity"][1])
+    from pie.report import sections
+    sis_table = features.assign(selection="sis", sis_threshold=0.9,
+                                no_sis=[3] + [0] * (len(features) - 1))
+    assert ("sufficient input subset (Carter et al.) over 2x2 patches, the smallest set of "
+            "last-removed features of 196 that alone keeps its confidence in its predicted "
+            "class at or above 0.9; 3 image x pair rows had no such subset"
+            ) in sections._selection_note(sis_table)
+    # a file written before --method=ranking existed: "sis" then meant the ranking
+    assert sections._selection_note(features.assign(selection="sis")).startswith(
+        "Features ranked by backward selection at threshold 0")
     os.remove(os.path.join(workdir, "robustness", "noise_prune_potential.csv"))
     assert "Noise prune potential not measured" in html.unescape(page()["noise_similarity"][1])
