@@ -518,7 +518,7 @@ def _numpy_sippnet(kernel, inputs):
     return best
 
 
-def test_sipp_mask_is_the_sippnet_rule_computed_directly():
+def test_sipp_mask_is_the_sippnet_rule_computed_directly(monkeypatch):
     from pie.compress import pruning, training
     model = _sipp_network()
     x = _sipp_inputs()
@@ -531,6 +531,11 @@ def test_sipp_mask_is_the_sippnet_rule_computed_directly():
         # float32 activations inside the model: agreement to float32 precision
         np.testing.assert_allclose(scores[name].reshape(expected[name].shape), expected[name],
                                    rtol=1e-6, atol=1e-9)
+    # One sample at a time (what a wide layer gets) gives the same maxima.
+    monkeypatch.setattr(C, "SIPP_CHUNK_ELEMENTS", 1)
+    one_by_one = C.sipp_sensitivity(model, names, x, batch_size=3)
+    for name in names:
+        np.testing.assert_array_equal(one_by_one[name], scores[name])
     # The split matters: the earlier mean score (sign of w x a) ranks differently.
     mean_scores = C.weight_sensitivity(model, names, x)
     assert not np.allclose(mean_scores["conv"], scores["conv"])

@@ -720,6 +720,8 @@ def prune_units(model, criterion, fraction, x=None, y=None, *, seed=0, batch_siz
 # A unit's same-sign total at or below this (float32 machine epsilon) counts as 0:
 # its weights get sensitivity 0 on that sample, as in torchprune.
 SIPP_TOTAL_EPSILON = float(np.finfo(np.float32).eps)
+# Per-sample sensitivities held at once (float64: 128 MB), whatever the layer's width.
+SIPP_CHUNK_ELEMENTS = 1 << 24
 
 
 def _check_weight_layers(model, layer_names, x):
@@ -787,16 +789,22 @@ def sipp_sensitivity(model, layer_names, x, batch_size=32):
     for rows in _kernel_inputs(model, layers, x, batch_size):
         for position, value in enumerate(rows):
             positions = float(value.shape[1])
+            # per-sample shares are (samples, rows, units): a few at a time for wide layers
+            step = max(1, SIPP_CHUNK_ELEMENTS // int(np.prod(best[position].shape)))
             for p in (tf.nn.relu(value), tf.nn.relu(-value)):  # a+ and a- as own samples
+                if not bool(tf.reduce_any(p > 0)):
+                    continue  # an all-zero half (a- after a ReLU) scores 0 everywhere
                 for part in signed[position]:
                     total = tf.einsum("spk,ku->spu", p, part)
                     inverse = tf.where(total > SIPP_TOTAL_EPSILON,
                                        1.0 / tf.maximum(total, SIPP_TOTAL_EPSILON),
                                        tf.zeros_like(total))
-                    # mean over positions of p_j / total_i, per sample: (s, k, u)
-                    share = tf.einsum("spk,spu->sku", p, inverse) / positions
-                    score = (part[None] * share).numpy().max(axis=0)
-                    best[position] = np.maximum(best[position], score)
+                    for first in range(0, int(p.shape[0]), step):
+                        # mean over positions of p_j / total_i, per sample: (s, k, u)
+                        share = tf.einsum("spk,spu->sku", p[first:first + step],
+                                          inverse[first:first + step]) / positions
+                        score = tf.reduce_max(part[None] * share, axis=0).numpy()
+                        best[position] = np.maximum(best[position], score)
     return {layer.name: score.reshape(layer.kernel.shape)
             for layer, score in zip(layers, best)}
 
