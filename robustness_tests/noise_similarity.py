@@ -1,7 +1,8 @@
 r"""Functional similarity of compressed and dense members under input noise.
 
   python -m robustness_tests.noise_similarity --workdir=W \
-      [--eps=0,0.05,...,0.7] [--draws=20] [--images=500] [--seed=0] [--delta=0.5]
+      [--eps=0,0.05,...,0.7] [--draws=20] [--images=500] [--seed=0] [--delta=0.5] \
+      [--noise_prune_potential=per_parent|population_mean]
 
 Adds uniform noise U[-eps, eps] to every feature of the normalised model inputs
 (no clipping) and, per eps, compares each compressed member with the dense member
@@ -13,10 +14,14 @@ of a pair see the same noise: draw d is eps x U_d with U_d ~ U[-1, 1] seeded by
 (seed, d), the same for every eps. Writes `W/robustness/noise_similarity.csv` and
 `noise_similarity_per_pair.csv`; columns in docs/robustness.md.
 
-The same noisy predictions give the noise prune potential
-(`noise_prune_potential.csv`): per method, eps and draw, the largest sparsity
-whose error on the noisy images stays within --delta points of the dense
-population's error on the same noisy images; mean and MAD over draws.
+The same noisy predictions give the noise prune potential (Lost in Pruning;
+pie.analysis.noise_potential): per method, seed, eps and draw, the largest sparsity
+whose member's error on the noisy images exceeds its own dense parent's error on the
+same noisy images by no more than --delta points (it fails when the excess is >
+delta). `noise_prune_potential_per_seed.csv` gives it per seed (over draws),
+`noise_prune_potential.csv` over seeds and draws; with
+--noise_prune_potential=population_mean the latter compares population-mean errors
+instead (the earlier rule).
 """
 import time
 
@@ -25,7 +30,7 @@ import pandas as pd
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.analysis import robustness, stage_io
+from pie.analysis import noise_potential, robustness, stage_io
 from pie.io import cli, journal, records
 from pie.io.workdir import ROBUSTNESS_DIR, Workdir
 from pie.io.progress import Progress
@@ -62,12 +67,20 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_float("delta", 0.5, "Noise prune potential tolerance: percentage points of "
                        "error above the dense population's on the same noisy images, >= 0.",
                        flag_values=flag_values)
+    flags.DEFINE_string("noise_prune_potential", "per_parent", "Noise prune potential rule: "
+                        "per_parent (each pruned member against its own dense parent, Lost in "
+                        "Pruning) or population_mean (population-mean errors).",
+                        flag_values=flag_values)
     flags.DEFINE_bool("force", False, "Recompute even when the outputs are up to date.",
                       flag_values=flag_values)
 
 
-def check_arguments(workdir, eps_values, draws, images, seed, batch_size, delta=0.5):
+def check_arguments(workdir, eps_values, draws, images, seed, batch_size, delta=0.5,
+                    rule="per_parent"):
     cli.require_workdir(workdir)
+    if rule not in noise_potential.RULES:
+        raise cli.UsageError(f"unknown --noise_prune_potential '{rule}'; allowed: "
+                             f"{', '.join(noise_potential.RULES)}")
     low, high = EPS_RANGE
     bad = [eps for eps in eps_values if not (np.isfinite(eps) and low <= eps <= high)]
     if bad:
@@ -180,9 +193,9 @@ def draw_accuracy(outputs, rows, labels, eps):
 
 @journal.forced  # with force=True, outputs change only when the run succeeds
 def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force=False,
-        delta=0.5):
+        delta=0.5, rule="per_parent"):
     """Writes the noise-similarity tables; returns False when they were up to date."""
-    check_arguments(workdir, eps_values, draws, images, seed, batch_size, delta)
+    check_arguments(workdir, eps_values, draws, images, seed, batch_size, delta, rule)
     manifest = records.read_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
     predict.check_model_files(workdir, manifest)
@@ -190,9 +203,9 @@ def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force
     wd = Workdir(workdir)
     stamp = wd.stamp(OUT_DIR, STAGE)
     outputs = [wd.file("noise_similarity"), wd.file("noise_similarity_per_pair"),
-               wd.file("noise_prune_potential")]
+               wd.file("noise_prune_potential"), wd.file("noise_prune_potential_per_seed")]
     options = {"eps": [float(e) for e in eps_values], "draws": draws, "images": images,
-               "seed": seed, "delta": float(delta)}
+               "seed": seed, "delta": float(delta), "noise_prune_potential": rule}
     if not force and stage_io.is_up_to_date(workdir, stamp, inputs, outputs, options):
         print(f"noise_similarity: {outputs[0]} up to date, skipping (--force to redo)",
               flush=True)
@@ -217,8 +230,11 @@ def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force
         ["method", "sparsity", "seed", "eps"], kind="stable")
     records.write_csv(outputs[0], summarise(per_pair), SUMMARY_COLUMNS)
     records.write_csv(outputs[1], per_pair, PER_PAIR_COLUMNS)
-    potential = robustness.noise_prune_potential(pd.concat(accuracy, ignore_index=True), delta)
-    records.write_csv(outputs[2], potential, robustness.NOISE_PRUNE_POTENTIAL_COLUMNS)
+    per_seed, potential = noise_potential.tables(
+        pd.concat(accuracy, ignore_index=True), noise_potential.dense_parents(manifest), delta,
+        rule)
+    records.write_csv(outputs[2], potential, noise_potential.COLUMNS)
+    records.write_csv(outputs[3], per_seed, noise_potential.PER_SEED_COLUMNS)
     stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
     print(f"noise_similarity: wrote {outputs[0]}", flush=True)
     return True
@@ -228,7 +244,7 @@ def main(argv):
     del argv
     eps_values = cli.parse_floats(FLAGS.eps, "eps")
     if run(FLAGS.workdir, eps_values, FLAGS.draws, FLAGS.images, FLAGS.seed,
-           FLAGS.batch_size, FLAGS.force, FLAGS.delta):
+           FLAGS.batch_size, FLAGS.force, FLAGS.delta, FLAGS.noise_prune_potential):
         stage_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
     return 0
 

@@ -2,12 +2,14 @@
 
 The deterministic corruptions at every severity of the ImageNet table, on natural
 photographs cut to 224 px, give the pixels of the maintained `imagecorruptions`
-package (the `test` extra), pixel by pixel. Every corruption at every severity
-changes the image by the same mean absolute amount as the package: within 3% for
-the deterministic corruptions, within 10% for the random ones (averaged over enough
-draws that the reference agrees with itself within 3%). elastic_transform is
-checked against a re-implementation of the published generator instead, and the
-CIFAR-table zoom_blur and glass_blur against re-implementations of
+package (the `test` extra), pixel by pixel. Every corruption at every severity of the
+ImageNet table but elastic_transform changes the image by the same mean absolute
+amount as the maintained `imagecorruptions` package (the `test` extra): within 3%
+for the deterministic corruptions, within 10% for the random ones (averaged over
+enough draws that the reference agrees with itself within 3%; frost stratified by
+photograph). elastic_transform is checked against a re-implementation of the
+published generator instead (the package's is another, weaker one: pinned below),
+and the CIFAR-table zoom_blur and glass_blur against re-implementations of
 make_cifar_c.py at 32 px. benchmarks/corruption_agreement.py holds the
 comparison and prints the full table (docs/corruptions.md).
 """
@@ -60,6 +62,20 @@ def test_deterministic_corruptions_match_the_reference_pixel_by_pixel(name, seve
     ours = C.corrupt(image.astype(np.float32) / 255, name, severity, scale="imagenet")
     assert ours.shape == reference.shape == image.shape
     np.testing.assert_allclose(ours, reference, rtol=0, atol=PIXEL_TOLERANCE[name])
+
+
+def test_the_packages_elastic_transform_is_several_times_weaker_than_the_published():
+    """Why elastic_transform is compared with the published definition: the package
+    draws no affine warp, so at severities 1-2 (where the published affine jitter
+    dominates) it changes photographs about 4.5x less (docs/corruptions.md)."""
+    from benchmarks import corruption_package_gaps as G
+    images = A.images_for("imagenet", 4)
+    for severity in (1, 2):
+        published = A.reference_change("elastic_transform", severity, images, 4, 0)
+        package = G.package_change("elastic_transform", severity, images, 4)
+        ours = A.our_change("elastic_transform", severity, images, 4, 0)
+        assert published / package > 3, (severity, published, package)
+        assert ours / package > 3, (severity, ours, package)
 
 
 def test_frost_reads_the_published_photographs_from_the_package():

@@ -450,3 +450,114 @@ def test_prune_units_end_to_end():
     assert np.all(kernel[:, ~mask["h1"]] == 0.0)
     mask = C.prune_units(_mlp(seed=23), "filter_l1", 0.5)
     assert [(~m).sum() for m in mask.values()] == [2, 2]
+
+
+# ------------------------------------------------------------- SiPP (torchprune's SiPPNet)
+
+
+def _sipp_network():
+    """Input 3x3x2 -> Conv2D 2x2 (2 filters, linear: signed outputs) -> Dense 3 (relu)
+    -> Dense 2 classifier, with hand-made weights (zeros and both signs)."""
+    inputs = tf_keras.Input((3, 3, 2))
+    h = layers.Conv2D(2, 2, padding="valid", name="conv")(inputs)
+    h = layers.Flatten()(h)
+    h = layers.Dense(3, activation="relu", name="hidden")(h)
+    model = tf_keras.Model(inputs, layers.Dense(2, name="classifier")(h))
+    conv = np.array([0.5, -1.0, 0.0, 2.0, -0.5, 1.5, 1.0, -2.0,
+                     0.25, 0.75, -1.25, 0.5, 1.0, 0.0, -0.75, 1.25]).reshape(2, 2, 2, 2)
+    hidden = np.array([[1.0, -0.5, 0.25], [-1.5, 0.75, 0.5], [0.5, 1.0, -1.0],
+                       [0.0, -0.25, 1.5], [2.0, 0.5, -0.5], [-1.0, 1.25, 0.0],
+                       [0.75, -1.0, 1.0], [0.25, 0.0, -2.0]])
+    classifier = np.array([[1.0, -1.0], [-0.5, 2.0], [1.5, 0.25]])
+    model.set_weights([w.astype(np.float32) for w in (
+        conv, np.array([0.1, -0.2]), hidden, np.array([0.3, -0.1, 0.2]), classifier,
+        np.array([0.0, 0.5]))])
+    return model
+
+
+def _sipp_inputs():
+    """Four hand-made samples with negative values (so the a+ / a- split matters)."""
+    values = np.array([1.0, -2.0, 0.5, 0.0, -1.0, 3.0, 2.0, -0.5, 1.5,
+                       -1.5, 0.25, 1.0, -3.0, 2.5, 0.0, 1.0, -0.75, 0.5])
+    x = np.stack([values, -values, np.roll(values, 5), np.abs(values)])
+    return x.reshape(4, 3, 3, 2).astype(np.float32)
+
+
+def _numpy_kernel_inputs(model, x):
+    """Each layer's kernel input per sample and position, from a numpy forward pass."""
+    conv, conv_bias, hidden, hidden_bias, _, _ = [w.astype(np.float64)
+                                                  for w in model.get_weights()]
+    x = x.astype(np.float64)
+    patches = np.array([[x[s, i:i + 2, j:j + 2, :].reshape(-1) for i in range(2)
+                         for j in range(2)] for s in range(len(x))])  # (s, 4 positions, 8)
+    conv_out = patches @ conv.reshape(8, 2) + conv_bias  # linear activation
+    flat = conv_out.reshape(len(x), 1, 8)  # Flatten of (2, 2, 2), row-major
+    hidden_out = np.maximum(flat @ hidden + hidden_bias, 0.0)
+    return {"conv": patches, "hidden": flat, "classifier": hidden_out}
+
+
+def _numpy_sippnet(kernel, inputs):
+    """The SiPPNet rule, one weight at a time: a+ and a- as separate samples, the share
+    of the same-sign total, mean over positions, max over samples."""
+    kernel = kernel.reshape(-1, kernel.shape[-1])
+    best = np.zeros(kernel.shape)
+    for sample in inputs:
+        for p in (np.maximum(sample, 0.0), np.maximum(-sample, 0.0)):
+            score = np.zeros(kernel.shape)
+            for row in p:  # one output position
+                for i in range(kernel.shape[1]):
+                    for j in range(kernel.shape[0]):
+                        w = kernel[j, i]
+                        if w == 0:
+                            continue
+                        same = kernel[:, i] * np.sign(w) > 0
+                        total = np.sum(np.abs(kernel[same, i]) * row[same])
+                        if total > 0:
+                            score[j, i] += abs(w) * row[j] / total
+            best = np.maximum(best, score / len(p))
+    return best
+
+
+def test_sipp_mask_is_the_sippnet_rule_computed_directly(monkeypatch):
+    from pie.compress import pruning, training
+    model = _sipp_network()
+    x = _sipp_inputs()
+    names = ["conv", "hidden", "classifier"]
+    inputs = _numpy_kernel_inputs(model, x)
+    expected = {name: _numpy_sippnet(model.get_layer(name).kernel.numpy().astype(np.float64),
+                                     inputs[name]) for name in names}
+    scores = C.sipp_sensitivity(model, names, x, batch_size=3)  # two batches: running max
+    for name in names:
+        # float32 activations inside the model: agreement to float32 precision
+        np.testing.assert_allclose(scores[name].reshape(expected[name].shape), expected[name],
+                                   rtol=1e-6, atol=1e-9)
+    # One sample at a time (what a wide layer gets) gives the same maxima.
+    monkeypatch.setattr(C, "SIPP_CHUNK_ELEMENTS", 1)
+    one_by_one = C.sipp_sensitivity(model, names, x, batch_size=3)
+    for name in names:
+        np.testing.assert_array_equal(one_by_one[name], scores[name])
+    # The split matters: the earlier mean score (sign of w x a) ranks differently.
+    mean_scores = C.weight_sensitivity(model, names, x)
+    assert not np.allclose(mean_scores["conv"], scores["conv"])
+    # One global top-k over every layer, classifier included; the prune ratio counts
+    # biases: 0.55 x (16 + 2 + 24 + 3 + 6 + 2 parameters) = 29.15 -> 29 of 46 weights
+    # (every score below 1; the 17 weights alone in their sign group score exactly 1).
+    removed = int(round(0.55 * (16 + 2 + 24 + 3 + 6 + 2)))
+    assert np.sum(np.concatenate([e.ravel() for e in expected.values()]) < 1 - 1e-9) == removed
+    values = np.concatenate([expected[name].ravel() for name in names])
+    keep = np.ones(values.size, bool)
+    keep[np.argsort(values, kind="stable")[:removed]] = False  # ties: lower layer, index
+    masks = training.prune_weights(model, "sipp", 0.55, names, x, count_biases=True)
+    got = np.concatenate([masks[name].ravel() for name in names])
+    np.testing.assert_array_equal(got, keep)
+    assert int((~got).sum()) == removed == 29
+    for name in names:
+        assert (model.get_layer(name).kernel.numpy()[~masks[name]] == 0).all()
+    assert pruning.kernel_sparsity(model, names)[1] == pytest.approx(29 / 46)
+
+
+def test_sipp_removed_weights_counts_biases_and_keeps_one_weight():
+    model = _sipp_network()
+    assert C.sipp_removed_weights(model, ["conv", "hidden"], 0.5) == round(0.5 * (16 + 2 + 24 + 3))
+    assert C.sipp_removed_weights(model, ["classifier"], 0.99) == 5  # never all 6 weights
+    assert set(C.WEIGHT_SENSITIVITIES) == {"sipp", "sipp_mean"}

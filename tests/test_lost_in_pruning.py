@@ -71,6 +71,88 @@ def test_noise_prune_potential_needs_dense_and_a_valid_delta():
         robustness.noise_prune_potential(accuracy, -1.0)
 
 
+def _lineage_accuracy():
+    """Hand-made noisy accuracies of a lineage population: dense seeds 0 and 1, wt at
+    0.5 and 0.9 for both seeds, a quantized export; 2 eps x 3 draws; multiples of 1/200
+    with a small spread, so excesses of exactly delta = 0.5 points (one image) occur."""
+    rng = np.random.default_rng(11)
+    rows = []
+    members = [("dense", 0.0), ("wt", 0.5), ("wt", 0.9), ("quant_int8", 0.0)]
+    for method, sparsity in members:
+        for seed in (0, 1):
+            member_id = f"{method}_{sparsity:g}_seed{seed}"
+            for eps in (0.1, 0.3):
+                for draw in range(3):
+                    top1 = (180 - int(20 * sparsity * eps) - rng.integers(0, 3)) / 200
+                    rows.append((member_id, method, sparsity, seed, eps, draw, top1, 200))
+    return pd.DataFrame(rows, columns=["member_id", "method", "sparsity", "seed", "eps",
+                                       "draw", "top1", "images"])
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.5, 1.0])
+def test_noise_prune_potential_each_member_against_its_own_parent(delta):
+    from pie.analysis import noise_potential
+    accuracy = _lineage_accuracy()
+    parents = {f"{m}_{s:g}_seed{seed}": f"dense_0_seed{seed}"
+               for m, s in (("wt", 0.5), ("wt", 0.9), ("quant_int8", 0.0)) for seed in (0, 1)}
+    per_draw = noise_potential.per_parent(accuracy, parents, delta)
+    per_seed, table = noise_potential.summary(per_draw, delta)
+    assert list(per_seed.columns) == noise_potential.PER_SEED_COLUMNS
+    assert list(table.columns) == noise_potential.COLUMNS
+    assert table["method"].unique().tolist() == ["wt"]  # dense, quantized: no potential
+    error = {(r.member_id, r.eps, r.draw): 100 * (1 - r.top1) for r in accuracy.itertuples()}
+    direct = {}  # (eps, seed) -> potentials over draws
+    ties = 0
+    for eps in (0.1, 0.3):
+        for seed in (0, 1):
+            for draw in range(3):
+                parent = error[(f"dense_0_seed{seed}", eps, draw)]
+                best = 0.0
+                for sparsity in (0.5, 0.9):
+                    excess = error[(f"wt_{sparsity:g}_seed{seed}", eps, draw)] - parent
+                    ties += abs(excess - delta) < 1e-9
+                    if not excess > delta + 1e-9:  # fails only when the excess is > delta
+                        best = max(best, sparsity)
+                direct.setdefault((eps, seed), []).append(best)
+    assert delta != 0.5 or ties > 0  # the hand-made data reaches the boundary
+    for row in per_seed.itertuples():
+        values = np.array(direct[(row.eps, row.seed)])
+        assert row.noise_prune_potential_mean == pytest.approx(values.mean())
+        assert row.noise_prune_potential_mad == pytest.approx(
+            np.median(np.abs(values - np.median(values))))
+        assert row.parent_id == f"dense_0_seed{row.seed}" and row.draws == 3
+    for row in table.itertuples():
+        values = np.array(direct[(row.eps, 0)] + direct[(row.eps, 1)])
+        assert row.noise_prune_potential_mean == pytest.approx(values.mean())
+        assert row.noise_prune_potential_std == pytest.approx(values.std(ddof=1))
+        seed_means = [np.mean(direct[(row.eps, seed)]) for seed in (0, 1)]
+        assert row.noise_prune_potential_seed_std == pytest.approx(np.std(seed_means, ddof=1))
+        assert (row.n_seeds, row.draws, row.rule, row.delta) == (2, 3, "per_parent", delta)
+    # The earlier rule stays one option away: population means, as before.
+    _, population = noise_potential.tables(accuracy, parents, delta, "population_mean")
+    expected = robustness.noise_prune_potential(accuracy, delta)
+    np.testing.assert_allclose(population["noise_prune_potential_mean"],
+                               expected["noise_prune_potential_mean"])
+    assert (population["rule"] == "population_mean").all()
+    with pytest.raises(ValueError, match="unknown noise prune potential rule 'median'; "
+                                         "allowed: per_parent, population_mean"):
+        noise_potential.tables(accuracy, parents, delta, "median")
+
+
+def test_dense_parents_follow_the_lineage_to_the_dense_member():
+    from pie.analysis import noise_potential
+    manifest = pd.DataFrame([
+        ("dense_0_seed0", "dense", 0, ""), ("dense_0_seed1", "dense", 1, ""),
+        ("wt_0.5_seed0", "wt", 0, "dense_0_seed0"),
+        ("wt_0.9_seed0", "wt", 0, "wt_0.5_seed0"),  # iterative: via the 0.5 member
+        ("magnitude_0.5_seed1", "magnitude", 1, ""),  # scratch: its seed's dense member
+        ("wt_0.5_seed2", "wt", 2, ""),  # no dense member of seed 2: left out
+    ], columns=["member_id", "method", "seed", "parent_id"])
+    assert noise_potential.dense_parents(manifest) == {
+        "wt_0.5_seed0": "dense_0_seed0", "wt_0.9_seed0": "dense_0_seed0",
+        "magnitude_0.5_seed1": "dense_0_seed1"}
+
+
 # ------------------------------------------------------------------ excess error fit
 
 
@@ -140,23 +222,32 @@ def test_analyze_writes_the_excess_error_fit(shifted):
 
 
 def test_noise_stage_writes_the_noise_prune_potential(shifted):
+    from pie.analysis import noise_potential
     from pie.models import predict
     assert noise_similarity.run(shifted, [0.0, 0.3], draws=3, images=10000, seed=0,
                                 batch_size=128, force=True, delta=0.5)
     table = pd.read_csv(Workdir(shifted).file("noise_prune_potential"))
-    assert list(table.columns) == robustness.NOISE_PRUNE_POTENTIAL_COLUMNS
+    per_seed = pd.read_csv(Workdir(shifted).file("noise_prune_potential_per_seed"))
+    assert list(table.columns) == noise_potential.COLUMNS
+    assert list(per_seed.columns) == noise_potential.PER_SEED_COLUMNS
     assert table["eps"].tolist() == [0.0, 0.3] and table["draws"].tolist() == [1, 3]
-    # eps 0 is the clean prune potential of the same images, computed directly.
+    assert (table["rule"] == "per_parent").all()
+    # eps 0 is the clean prune potential of the same images, each pruned member against
+    # the dense member of its seed, computed directly.
     x, labels, _ = noise_similarity.eval_subset(shifted, 10000, 0)
     manifest = records.read_manifest(shifted)
     errors = {}
     for row in manifest.to_dict("records"):
         logits = predict.load_member(shifted, row).logits(x, 128)
-        errors.setdefault(row["method"], []).append(100 * (1 - (logits.argmax(1) == labels)
-                                                             .mean()))
-    passes = np.mean(errors["magnitude"]) <= np.mean(errors["dense"]) + 0.5 + 1e-9
-    assert table.loc[0, "noise_prune_potential_mean"] == (0.5 if passes else 0.0)
-    assert table.loc[0, "dense_error_mean"] == pytest.approx(np.mean(errors["dense"]))
+        errors[(row["method"], row["seed"])] = 100 * (1 - (logits.argmax(1) == labels).mean())
+    seeds = sorted(manifest["seed"].unique())
+    direct = [0.5 if errors[("magnitude", s)] - errors[("dense", s)] <= 0.5 + 1e-9 else 0.0
+              for s in seeds]
+    at_zero = per_seed[per_seed["eps"] == 0.0].sort_values("seed")
+    assert at_zero["noise_prune_potential_mean"].tolist() == direct
+    assert table.loc[0, "noise_prune_potential_mean"] == pytest.approx(np.mean(direct))
+    assert table.loc[0, "dense_error_mean"] == pytest.approx(
+        np.mean([errors[("dense", s)] for s in seeds]))
     assert 0 <= table.loc[1, "noise_prune_potential_mean"] <= 0.5
 
 
@@ -170,6 +261,8 @@ def test_default_eps_grid_is_the_papers():
     (["--eps=0,1.5"], "error: --eps values must be in [0, 1], got [1.5]"),
     (["--eps=-0.1"], "error: --eps values must be in [0, 1], got [-0.1]"),
     (["--delta=-1"], "error: --delta must be a finite number >= 0 (percentage points), got -1.0"),
+    (["--noise_prune_potential=median"],
+     "error: unknown --noise_prune_potential 'median'; allowed: per_parent, population_mean"),
 ])
 def test_noise_stage_bad_input_is_one_line(tiny_population, flags, message):
     result = run_stage("robustness_tests.noise_similarity", f"--workdir={tiny_population}",
@@ -182,7 +275,8 @@ def test_noise_stage_bad_input_is_one_line(tiny_population, flags, message):
 def test_new_columns_are_documented():
     text = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              "docs", "robustness.md")).read()
-    for column in (robustness.NOISE_PRUNE_POTENTIAL_COLUMNS
+    from pie.analysis import noise_potential
+    for column in (noise_potential.COLUMNS + noise_potential.PER_SEED_COLUMNS
                    + robustness.EXCESS_ERROR_FIT_COLUMNS):
         assert f"`{column}`" in text, column
 
@@ -250,23 +344,89 @@ def test_sis_removal_order_matches_the_definition(patch, chunk):
         assert (masks[i] == expected).all()
 
 
+def _confidence_with(model, image, groups, features, target):
+    """The model's probability of `target` when only `features` are kept (others at 0)."""
+    kept = np.where(np.isin(groups, list(features)), image.reshape(-1), 0.0)
+    return model(kept.reshape((1,) + image.shape).astype(np.float32))[0, target]
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8])
+def test_sis_is_sufficient_and_removing_any_element_breaks_it(threshold):
+    from pie.analysis import sis
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12, 4, 4, 1)).astype(np.float32)
+    model = _toy_model(0.4 * rng.normal(size=(16, 3)))
+    groups, count = sis.feature_groups(x.shape[1:], 1)
+    selection = sis.backward_selection(model, x, groups, count, baseline=0.0)
+    chosen, has_sis = sis.sufficient_subsets(selection, threshold)
+    full = model(x)
+    predicted = full.argmax(axis=1)
+    np.testing.assert_array_equal(selection.predicted, predicted)
+    # Images whose whole input is below tau have no SIS (and no features).
+    np.testing.assert_array_equal(has_sis, full.max(axis=1) >= threshold)
+    assert 0 < has_sis.sum() < len(x)
+    assert not chosen[~has_sis].any()
+    sizes = []
+    for i in np.nonzero(has_sis)[0]:
+        subset = set(np.nonzero(chosen[i])[0])
+        sizes.append(len(subset))
+        # sufficient: the subset alone keeps the predicted class's confidence >= tau
+        assert _confidence_with(model, x[i], groups, subset, predicted[i]) >= threshold
+        # minimal: without any one of its elements the confidence falls below tau
+        for feature in subset:
+            assert _confidence_with(model, x[i], groups, subset - {feature},
+                                    predicted[i]) < threshold
+        # and it is the last-removed part of the backward selection's order
+        assert subset == set(selection.order[i, count - len(subset):])
+    assert max(sizes) > 0 and min(sizes) < count
+
+
+def test_sis_threshold_must_be_a_probability():
+    from pie.analysis import sis
+    for bad in (-0.1, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match=r"^threshold must be a number in \[0, 1\], got "):
+            sis.check_threshold(bad)
+    assert sis.check_threshold(0) == 0.0 and sis.check_threshold(1) == 1.0
+
+
 def test_sis_stage_on_digits_and_its_bad_input(shifted, tiny_population):
     from robustness_tests import informative_features
+    # ranking: Lost in Pruning's last-removed share at threshold 0
     assert informative_features.run(shifted, images=6, fraction=0.25, seed=0,
-                                    batch_size=512, force=True, method="sis", patch=2)
+                                    batch_size=512, force=True, method="ranking", patch=2)
     summary = pd.read_csv(Workdir(shifted).file("informative_features"))
     assert list(summary.columns) == informative_features.SUMMARY_COLUMNS
-    assert (summary["selection"] == "sis").all() and (summary["patch"] == 2).all()
+    assert (summary["selection"] == "ranking").all() and (summary["patch"] == 2).all()
     assert (summary["features"] == 16).all() and summary["iou_mean"].between(0, 1).all()
+    assert (summary["no_sis"] == 0).all() and summary["sis_threshold"].isna().all()
     per_image = pd.read_csv(Workdir(shifted).file("informative_features_per_image"))
     # 4 of 16 patches each: IoU of two 4-patch sets is k / (8 - k)
     assert set(np.round(per_image["iou"], 6)) <= {round(k / (8 - k), 6) for k in range(5)}
+    assert (per_image["features_kept"] == 4).all()
+    # sis: every member's subset keeps its own predicted class at >= tau
+    assert informative_features.run(shifted, images=6, fraction=0.25, seed=0,
+                                    batch_size=512, force=True, method="sis", patch=2,
+                                    sis_threshold=0.3)
+    summary = pd.read_csv(Workdir(shifted).file("informative_features"))
+    per_image = pd.read_csv(Workdir(shifted).file("informative_features_per_image"))
+    assert list(per_image.columns) == informative_features.PER_IMAGE_COLUMNS
+    assert (summary["selection"] == "sis").all() and (summary["sis_threshold"] == 0.3).all()
+    with_sis = per_image[per_image["has_sis"]]
+    assert (with_sis["conf_own_mask"] >= 0.3 - 1e-6).all()
+    assert with_sis["features_kept"].between(0, 16).all()
+    assert per_image.loc[~per_image["has_sis"], ["conf_own_mask", "iou"]].isna().all().all()
+    counted = per_image.assign(no=~per_image["has_sis"]).groupby("method")["no"].sum()
+    assert summary.set_index("method")["no_sis"].to_dict() == counted.to_dict()
     for flags, message in (
-            (["--method=lime"], "error: unknown --method 'lime'; allowed: gradient, sis"),
+            (["--method=lime"], "error: unknown --method 'lime'; allowed: gradient, sis, ranking"),
+            (["--method=sis", "--sis_threshold=1.5"],
+             "error: --sis_threshold must be in [0, 1], got 1.5"),
+            (["--method=sis", "--sis_threshold=-0.1"],
+             "error: --sis_threshold must be in [0, 1], got -0.1"),
             (["--method=sis", "--patch=3"],
              "error: --patch=3 does not divide the 8x8 image; allowed: 1, 2, 4, 8"),
-            (["--patch=2"], "error: --patch applies to --method=sis only: the gradient proxy "
-                            "ranks single input elements")):
+            (["--patch=2"], "error: --patch applies to --method=sis and ranking only: the "
+                            "gradient proxy ranks single input elements")):
         result = run_stage("robustness_tests.informative_features",
                            f"--workdir={tiny_population}", *flags, check=False)
         assert result.returncode == 2
@@ -298,12 +458,30 @@ def test_report_shows_the_fit_the_noise_potential_and_which_selection(tmp_path):
     assert "Fit on mean_corruption" in text
     noise = html.unescape(found["noise_similarity"][1])
     assert noise.count("<img") == 2 and "Noise prune potential: for each noise draw" in noise
-    assert "not SIS backward selection" in html.unescape(found["informative_features"][1])
+    section = html.unescape(found["informative_features"][1])
+    assert "not backward selection" in section
+    assert "softmax probability of the class the model predicts" in section
     path = os.path.join(workdir, "robustness", "informative_features.csv")
-    features = pd.read_csv(path).assign(selection="sis", patch=2, features=196)
+    features = pd.read_csv(path).assign(selection="ranking", patch=2, features=196)
     records.write_csv(path, features)
+    assert "(population means)" in noise  # a table without `rule`: the earlier rule
+    noise_path = os.path.join(workdir, "robustness", "noise_prune_potential.csv")
+    records.write_csv(noise_path, pd.read_csv(noise_path).assign(rule="per_parent"))
     found = page()
-    assert ("Features chosen by SIS backward selection (Carter et al.) over 2x2 patches: the "
-            "last-removed 10% of 196 features") in html.unescape(found["informative_features"][1])
+    assert ("Features ranked by backward selection at threshold 0 (Lost in Pruning's use of "
+            "SIS) over 2x2 patches: the last-removed 10% of 196 features") in html.unescape(
+        found["informative_features"][1])
+    assert "exceeds its own dense parent's error on the same noisy images" in html.unescape(
+        found["noise_similarity"][1])
+    from pie.report import sections
+    sis_table = features.assign(selection="sis", sis_threshold=0.9,
+                                no_sis=[3] + [0] * (len(features) - 1))
+    assert ("sufficient input subset (Carter et al.) over 2x2 patches, the smallest set of "
+            "last-removed features of 196 that alone keeps its confidence in its predicted "
+            "class at or above 0.9; 3 image x pair rows had no such subset"
+            ) in sections._selection_note(sis_table)
+    # a file written before --method=ranking existed: "sis" then meant the ranking
+    assert sections._selection_note(features.assign(selection="sis")).startswith(
+        "Features ranked by backward selection at threshold 0")
     os.remove(os.path.join(workdir, "robustness", "noise_prune_potential.csv"))
     assert "Noise prune potential not measured" in html.unescape(page()["noise_similarity"][1])

@@ -142,6 +142,17 @@ def test_informative_features_tables(workdir):
     assert set(summary["method"]) == {"magnitude", robustness.DENSE_REFERENCE}
     assert summary["iou_mean"].between(0, 1).all() and (summary["images"] == 40).all()
     assert per_image.groupby("member_id")["image_id"].nunique().eq(40).all()
+    # confidences are of each model's own predicted class (not the true label)
+    from pie.models import predict
+    x, _, ids = noise_similarity.eval_subset(workdir, 40, 0)
+    manifest = records.read_manifest(workdir).set_index("member_id")
+    for member_id, rows in per_image.groupby("member_id"):
+        logits = predict.load_member(workdir, manifest.loc[member_id].to_dict() | {
+            "member_id": member_id}).logits(x, 128)
+        assert rows["image_id"].tolist() == list(ids)
+        assert rows["predicted"].tolist() == logits.argmax(axis=1).tolist()
+    assert per_image["has_sis"].all() and (summary["no_sis"] == 0).all()
+    assert (per_image["features_kept"] == 7).all()  # ceil(0.1 x 64) input elements
 
 
 @pytest.mark.parametrize("flags,message", [

@@ -95,7 +95,7 @@ def _relative_sensitivity(rows, kernel):
     return (scores / len(rows)).reshape(kernel.shape)
 
 
-def test_sipp_sensitivity_is_the_relative_contribution_averaged_over_samples():
+def test_sipp_mean_sensitivity_is_the_relative_contribution_averaged_over_samples():
     model = _sensitivity_model()
     x = np.random.RandomState(3).randn(3, 6, 6, 2).astype("float32")  # signed inputs
     scores = criteria.weight_sensitivity(model, ["c1", "c2", "d1", "classifier"], x,
@@ -127,7 +127,7 @@ def test_sipp_prunes_the_global_budget_and_the_mask_callback_holds_it():
     per_layer, overall = pruning.kernel_sparsity(model, names)
     assert overall == pytest.approx(0.5, abs=1 / total)
     with pytest.raises(pruning.PruningError, match="unknown weight-pruning method 'snip'; "
-                       "allowed: wt, sipp"):
+                       "allowed: wt, sipp, sipp_mean"):
         training.prune_weights(model, "snip", 0.5, names, x)
 
 

@@ -3,11 +3,22 @@
 For one image and model, backward selection starts from the whole input and
 removes one *feature* at a time: at every step, the feature whose removal leaves
 the model's confidence in its original prediction (the class predicted on the
-whole image) highest, i.e. lowers it least. A removed feature takes `baseline`
-in every element it covers (0 in normalised input units: the dataset mean). With
-threshold 0 the run goes on until every feature is removed, and the removal
-order ranks the features: the last removed are the most informative (Lost in
-Pruning keeps the last 10%).
+whole image) highest, i.e. lowers it least, until every feature is removed. A
+removed feature takes `baseline` in every element it covers (0 in normalised
+input units: the dataset mean).
+
+Two uses of the removal order:
+
+  sufficient subset (Carter et al.'s FindSIS, `sufficient_subsets`): for a
+      threshold tau, the SIS is the smallest set of last-removed features that
+      alone (everything else at the baseline) keeps the confidence in the
+      predicted class >= tau: order[t+1:] for the last step t whose confidence
+      after removal is still >= tau (every feature when none is). Removing any one
+      more of its features drops the confidence below tau: backward selection
+      removed the best one next and that already fell below. An image whose whole
+      input is below tau has no SIS.
+  ranking (Lost in Pruning's script, `selected_masks`): tau = 0 keeps nothing, so
+      the last-removed `fraction` of the features (10% there) is taken instead.
 
 A feature is a pixel across all its channels, or a k x k patch of pixels
 (`patch=k`, k dividing the height and width); a 1-D input has one feature per
@@ -16,9 +27,12 @@ call (chunked), so an image of F features costs F (F + 1) / 2 forward passes,
 batched.
 
     groups, count = sis.feature_groups((28, 28, 1), patch=2)   # 196 patches
-    order = sis.removal_order(predict_proba, x, groups, count)  # (N, 196)
-    masks = sis.selected_masks(order, groups, fraction=0.1)     # (N, 784) bool
+    run = sis.backward_selection(predict_proba, x, groups, count)
+    chosen, has_sis = sis.sufficient_subsets(run, threshold=0.9)  # (N, 196), (N,)
+    masks = chosen[:, groups]                                  # (N, 784) bool
+    ranked = sis.selected_masks(run.order, groups, fraction=0.1)  # the ranking use
 """
+import collections
 import math
 
 import numpy as np
@@ -60,9 +74,32 @@ def feature_groups(sample_shape, patch=1):
     return groups, (height // patch) * (width // patch)
 
 
+# One backward selection per image: `order` (N, F) feature ids in the order removed;
+# `values` (N, F) the confidence in the predicted class after each removal;
+# `predicted` (N,) the class predicted on the whole input, `confidence` (N,) its
+# probability there.
+BackwardSelection = collections.namedtuple(
+    "BackwardSelection", ["order", "values", "predicted", "confidence"])
+
+
+def check_threshold(threshold):
+    """tau is a number in [0, 1] (a probability)."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) \
+            or not (math.isfinite(threshold) and 0 <= threshold <= 1):
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    return float(threshold)
+
+
 def removal_order(predict_proba, x, groups, n_features, baseline=0.0,
                   chunk_elements=CHUNK_ELEMENTS):
-    """Backward selection of every image: (N, F) feature ids in the order removed.
+    """Backward selection of every image: (N, F) feature ids in the order removed."""
+    return backward_selection(predict_proba, x, groups, n_features, baseline,
+                              chunk_elements).order
+
+
+def backward_selection(predict_proba, x, groups, n_features, baseline=0.0,
+                       chunk_elements=CHUNK_ELEMENTS):
+    """Backward selection of every image: a `BackwardSelection`.
 
     `predict_proba` maps a float32 batch (n,) + sample shape to class
     probabilities (n, classes). Ties go to the lower feature id.
@@ -74,8 +111,10 @@ def removal_order(predict_proba, x, groups, n_features, baseline=0.0,
     if groups.shape != (d,):
         raise ValueError(f"groups must give one feature per input element ({d}), got "
                          f"{groups.shape}")
-    predicted = np.argmax(predict_proba(x), axis=1)
+    full = predict_proba(x)
+    predicted = np.argmax(full, axis=1)
     order = np.empty((n, n_features), np.int64)
+    values = np.empty((n, n_features), np.float64)
     present = np.ones((n, n_features), bool)
     baseline = np.float32(baseline)
     # members[f]: the element positions of feature f
@@ -97,10 +136,37 @@ def removal_order(predict_proba, x, groups, n_features, baseline=0.0,
             confidence = probs.reshape(cand.shape + (-1,))[
                 np.arange(len(cand))[:, None], np.arange(remaining)[None, :],
                 predicted[rows][:, None]]
-            best[rows] = cand[np.arange(len(cand)), np.argmax(confidence, axis=1)]
+            winner = np.argmax(confidence, axis=1)
+            best[rows] = cand[np.arange(len(cand)), winner]
+            values[rows, step] = confidence[np.arange(len(cand)), winner]
         order[:, step] = best
         present[np.arange(n), best] = False
-    return order
+    return BackwardSelection(order, values, predicted,
+                             np.asarray(full, np.float64)[np.arange(n), predicted])
+
+
+def sufficient_subsets(selection, threshold):
+    """Carter et al.'s SIS of every image from its backward selection.
+
+    Returns (chosen (N, F) bool: the SIS's features; has_sis (N,) bool). For an
+    image whose whole-input confidence is >= `threshold`, the SIS is order[t+1:]
+    with t the last removal step whose confidence after removal is >= threshold
+    (all features when there is none; empty when even the fully masked input is).
+    Images below the threshold have no SIS: has_sis False, no feature chosen.
+    """
+    threshold = check_threshold(threshold)
+    order, values = np.asarray(selection.order), np.asarray(selection.values)
+    n, n_features = order.shape
+    has_sis = np.asarray(selection.confidence) >= threshold
+    reaches = values >= threshold
+    # last step still at or above the threshold; -1 when none is
+    last = np.where(reaches.any(axis=1),
+                    n_features - 1 - np.argmax(reaches[:, ::-1], axis=1), -1)
+    chosen = np.zeros((n, n_features), bool)
+    position = np.arange(n_features)[None, :]
+    np.put_along_axis(chosen, order, position > last[:, None], axis=1)
+    chosen[~has_sis] = False
+    return chosen, has_sis
 
 
 def selected_masks(order, groups, fraction):

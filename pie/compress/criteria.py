@@ -24,10 +24,13 @@ Typical use (what a training stage does):
     mask = prune_units(model, "lrp", fraction=0.3, x=x_ref, y=y_ref, seed=0)
     model.fit(..., callbacks=[UnitMaskCallback(mask)])  # pruned units stay at zero
 
-`weight_sensitivity` scores single kernel weights instead of units (SiPP, the
-data-informed weight pruning of Lost in Pruning): each weight's share |w_ij a_j(x)|
-of its unit's positive (or negative) total input, averaged over reference
-samples, ranked globally by `pie.compress.pruning.global_keep_masks`.
+`sipp_sensitivity` scores single kernel weights instead of units (SiPP, the
+data-informed weight pruning of Lost in Pruning, as torchprune's `SiPPNet`): each
+weight's share |w_ij| p_j of its unit's input through the weights of its own sign,
+with signed inputs split into a+ and a- samples, averaged over a convolution's
+positions and maximised over reference samples; ranked globally by
+`pie.compress.pruning.global_keep_masks`. `weight_sensitivity` is the earlier
+mean-over-samples score, registered as `sipp_mean` (`WEIGHT_SENSITIVITIES`).
 
 `UnitScorer` computes several criteria in one forward and backward pass and can
 be reused after `model.set_weights`, which the toy study relies on for speed.
@@ -714,29 +717,15 @@ def prune_units(model, criterion, fraction, x=None, y=None, *, seed=0, batch_siz
 
 # ------------------------------------------------------- weight sensitivity (SiPP)
 
+# A unit's same-sign total at or below this (float32 machine epsilon) counts as 0:
+# its weights get sensitivity 0 on that sample, as in torchprune.
+SIPP_TOTAL_EPSILON = float(np.finfo(np.float32).eps)
+# Per-sample sensitivities held at once (float64: 128 MB), whatever the layer's width.
+SIPP_CHUNK_ELEMENTS = 1 << 24
 
-def weight_sensitivity(model, layer_names, x, batch_size=32):
-    """SiPP scores: each weight's relative contribution to its unit, averaged over samples.
 
-    For kernel weight w_ij (input j, output unit i) and a reference sample x, the
-    contribution is c_ij(x) = w_ij a_j(x), a_j(x) the value the weight multiplies:
-    for a Dense kernel (in, out) the layer's input feature j; for a Conv2D kernel
-    (kh, kw, c_in, c_out) the input under kernel offset (kh, kw) and channel c_in,
-    at one output position (zero padding included, as the convolution sees it).
-    Contributions are split into positive and negative parts (Baykal et al.):
-
-        s_ij(x) = |c_ij(x)| / sum_k |c_ik(x)| over the k with c_ik(x) of the sign of c_ij(x)
-
-    (0 when c_ij(x) = 0), so a unit's positive, and its negative, sensitivities sum
-    to 1 on every sample: scores of layers of any scale and fan-in are comparable,
-    which a global budget needs. The score is the mean of s_ij over the samples `x`
-    (and, in a convolution, over output positions). Returns {layer name: float64
-    array of the kernel's shape}, ranked globally by `pruning.global_keep_masks`.
-
-    With p+ / p- and w+ / w- the positive and (absolute) negative parts of inputs
-    and weights, a unit's positive total is p+ . w+ + p- . w- and its negative
-    total p+ . w- + p- . w+, so every mean is a few matrix products per batch.
-    """
+def _check_weight_layers(model, layer_names, x):
+    """The named Dense / Conv2D layers and the samples as the model's dtype."""
     _check_model(model)
     x = np.asarray(x)
     if x.ndim < 2 or len(x) == 0:
@@ -749,23 +738,118 @@ def weight_sensitivity(model, layer_names, x, batch_size=32):
         if isinstance(layer, tf_keras.layers.Conv2D) and (
                 layer.groups != 1 or layer.data_format != "channels_last"):
             raise ValueError(f"{layer.name!r}: only ungrouped channels_last convolutions")
+    return layers, x.astype(model.inputs[0].dtype.as_numpy_dtype)
+
+
+def _kernel_inputs(model, layers, x, batch_size):
+    """Yields, per batch of samples, every layer's kernel inputs as float64 tensors of
+    shape (samples, positions, kernel rows): the values each kernel weight multiplies
+    at each output position (a convolution's patches, zero padding included; one
+    position for a Dense layer on a vector)."""
     feeds = tf_keras.Model(model.inputs, [layer.input for layer in layers])
-    kernels = [tf.reshape(layer.kernel, [-1, layer.kernel.shape[-1]]) for layer in layers]
-    # Per layer: sums over rows (samples x positions) of p+ / S+, p- / S-, p+ / S-, p- / S+.
-    sums = [None] * len(layers)
-    rows = [0] * len(layers)
-    dtype = model.inputs[0].dtype.as_numpy_dtype
     for start in range(0, len(x), batch_size):
-        inputs = feeds(tf.constant(x[start:start + batch_size].astype(dtype)), training=False)
+        batch = tf.constant(x[start:start + batch_size])
+        inputs = feeds(batch, training=False)
         if not isinstance(inputs, (list, tuple)):
             inputs = [inputs]
-        for position, (layer, value) in enumerate(zip(layers, inputs)):
+        rows = []
+        for layer, value in zip(layers, inputs):
             if isinstance(layer, tf_keras.layers.Conv2D):
                 kh, kw = layer.kernel_size
                 value = tf.image.extract_patches(
                     value, sizes=[1, kh, kw, 1], strides=[1, *layer.strides, 1],
                     rates=[1, *layer.dilation_rate, 1], padding=layer.padding.upper())
-            value = tf.cast(tf.reshape(value, [-1, value.shape[-1]]), tf.float64)
+            rows.append(tf.cast(tf.reshape(value, [int(batch.shape[0]), -1, value.shape[-1]]),
+                                tf.float64))
+        yield rows
+
+
+def sipp_sensitivity(model, layer_names, x, batch_size=32):
+    """SiPP as torchprune's deterministic `SiPPNet` computes it (Lost in Pruning's SiPP).
+
+    For kernel weight w_ij (input row j, output unit i) and one sample whose kernel
+    input p is non-negative, the sensitivity is
+
+        g_ij(p) = |w_ij| p_j / sum_k |w_ik| p_k   over the k with w_ik of the sign of w_ij
+
+    (0 for w_ij = 0 and when that same-sign total is 0): the weight's share of its
+    unit's input through the weights of its own sign, W+ or W-. A signed kernel input
+    a is split into two samples, p = a+ = max(a, 0) and p = a- = max(-a, 0), each
+    scored on its own. In a convolution g is averaged over the output positions
+    (patches, zero padding included); over the samples (both halves of every
+    reference sample) the score is the **maximum**. Returns {layer name: float64
+    array of the kernel's shape}; `pruning.global_keep_masks` ranks every layer's
+    scores together (one global top-k), and `sipp_removed_weights` gives the budget.
+    """
+    layers, x = _check_weight_layers(model, layer_names, x)
+    kernels = [tf.cast(tf.reshape(layer.kernel, [-1, layer.kernel.shape[-1]]), tf.float64)
+               for layer in layers]
+    signed = [(tf.nn.relu(k), tf.nn.relu(-k)) for k in kernels]  # |W+|, |W-|
+    best = [np.zeros(k.shape, np.float64) for k in kernels]
+    for rows in _kernel_inputs(model, layers, x, batch_size):
+        for position, value in enumerate(rows):
+            positions = float(value.shape[1])
+            # per-sample shares are (samples, rows, units): a few at a time for wide layers
+            step = max(1, SIPP_CHUNK_ELEMENTS // int(np.prod(best[position].shape)))
+            for p in (tf.nn.relu(value), tf.nn.relu(-value)):  # a+ and a- as own samples
+                if not bool(tf.reduce_any(p > 0)):
+                    continue  # an all-zero half (a- after a ReLU) scores 0 everywhere
+                for part in signed[position]:
+                    total = tf.einsum("spk,ku->spu", p, part)
+                    inverse = tf.where(total > SIPP_TOTAL_EPSILON,
+                                       1.0 / tf.maximum(total, SIPP_TOTAL_EPSILON),
+                                       tf.zeros_like(total))
+                    for first in range(0, int(p.shape[0]), step):
+                        # mean over positions of p_j / total_i, per sample: (s, k, u)
+                        share = tf.einsum("spk,spu->sku", p[first:first + step],
+                                          inverse[first:first + step]) / positions
+                        score = tf.reduce_max(part[None] * share, axis=0).numpy()
+                        best[position] = np.maximum(best[position], score)
+    return {layer.name: score.reshape(layer.kernel.shape)
+            for layer, score in zip(layers, best)}
+
+
+def sipp_removed_weights(model, layer_names, sparsity):
+    """How many kernel weights SiPP removes for the prune ratio `sparsity`.
+
+    As in torchprune, the ratio counts every parameter of the pruned layers, biases
+    included, while only kernel weights are removed: round(sparsity x (kernel +
+    bias parameters)), at most every kernel weight but one.
+    """
+    layers = [model.get_layer(name) for name in layer_names]
+    kernels = sum(int(layer.kernel.shape.num_elements()) for layer in layers)
+    biases = sum(int(layer.bias.shape.num_elements()) for layer in layers if layer.use_bias)
+    return min(int(round(sparsity * (kernels + biases))), kernels - 1)
+
+
+def weight_sensitivity(model, layer_names, x, batch_size=32):
+    """`sipp_mean`: each weight's relative contribution to its unit, averaged over samples.
+
+    Not torchprune's SiPP (`sipp_sensitivity` is): this toolkit's earlier score,
+    kept under its own name. For kernel weight w_ij and a reference sample x the
+    contribution is c_ij(x) = w_ij a_j(x), a_j(x) the (signed) value the weight
+    multiplies (a Dense layer's input feature j; a convolution's input under kernel
+    offset and channel j at one output position, zero padding included).
+    Contributions are split by the sign of c (not of w and a separately):
+
+        s_ij(x) = |c_ij(x)| / sum_k |c_ik(x)| over the k with c_ik(x) of the sign of c_ij(x)
+
+    (0 when c_ij(x) = 0). The score is the **mean** of s_ij over the samples `x`
+    and, in a convolution, over output positions. Returns {layer name: float64
+    array of the kernel's shape}, ranked globally by `pruning.global_keep_masks`.
+
+    With p+ / p- and w+ / w- the positive and (absolute) negative parts of inputs
+    and weights, a unit's positive total is p+ . w+ + p- . w- and its negative
+    total p+ . w- + p- . w+, so every mean is a few matrix products per batch.
+    """
+    layers, x = _check_weight_layers(model, layer_names, x)
+    kernels = [tf.reshape(layer.kernel, [-1, layer.kernel.shape[-1]]) for layer in layers]
+    # Per layer: sums over rows (samples x positions) of p+ / S+, p- / S-, p+ / S-, p- / S+.
+    sums = [None] * len(layers)
+    rows = [0] * len(layers)
+    for batch_rows in _kernel_inputs(model, layers, x, batch_size):
+        for position, value in enumerate(batch_rows):
+            value = tf.reshape(value, [-1, value.shape[-1]])
             kernel = tf.cast(kernels[position], tf.float64)
             p_pos, p_neg = tf.nn.relu(value), tf.nn.relu(-value)
             w_pos, w_neg = tf.nn.relu(kernel), tf.nn.relu(-kernel)
@@ -786,3 +870,8 @@ def weight_sensitivity(model, layer_names, x, batch_size=32):
         relative = np.where(w > 0, pos_pos + neg_neg, pos_neg + neg_pos) / count
         scores[layer.name] = (np.abs(w) * relative).reshape(layer.kernel.shape)
     return scores
+
+
+# Data-informed global weight scores: {method name: score function(model, layer
+# names, x)}. `sipp` is torchprune's SiPPNet; `sipp_mean` the earlier mean-based score.
+WEIGHT_SENSITIVITIES = {"sipp": sipp_sensitivity, "sipp_mean": weight_sensitivity}

@@ -201,22 +201,29 @@ def _magnitude_scores(model, layer_names, x):
     return {name: model.get_layer(name).kernel.numpy() for name in layer_names}
 
 
-# Global weight scores, one ranking over every prunable kernel: wt (|w|) and
-# sipp (|w| x mean |input|, criteria.weight_sensitivity).
-WEIGHT_SCORES = {
-    "wt": _magnitude_scores,
-    "sipp": lambda model, layer_names, x: criteria.weight_sensitivity(model, layer_names, x),
-}
+# Global weight scores, one ranking over every prunable kernel: wt (|w|), sipp
+# (torchprune's SiPPNet sensitivity) and sipp_mean (the earlier mean-over-samples
+# score): criteria.WEIGHT_SENSITIVITIES.
+WEIGHT_SCORES = {"wt": _magnitude_scores, **criteria.WEIGHT_SENSITIVITIES}
 
 
-def prune_weights(model, method, sparsity, layer_names, x=None):
+def prune_weights(model, method, sparsity, layer_names, x=None, count_biases=False):
     """Zeroes the globally lowest-scored `sparsity` of the kernels' weights; the masks.
 
-    `method` is a key of WEIGHT_SCORES; `x` are the reference samples (sipp).
+    `method` is a key of WEIGHT_SCORES; `x` are the reference samples (sipp,
+    sipp_mean). `count_biases`: the prune ratio counts the layers' biases too, as
+    torchprune's does (criteria.sipp_removed_weights), so a little more than
+    `sparsity` of the kernel weights goes; the training stage measures and checks
+    sparsity over kernel weights, so it leaves this off.
     """
     if method not in WEIGHT_SCORES:
         raise pruning.PruningError(f"unknown weight-pruning method '{method}'; allowed: "
                                    f"{', '.join(WEIGHT_SCORES)}")
-    masks = pruning.global_keep_masks(WEIGHT_SCORES[method](model, layer_names, x), sparsity)
+    scores = WEIGHT_SCORES[method](model, layer_names, x)
+    if count_biases:
+        total = sum(int(model.get_layer(name).kernel.shape.num_elements())
+                    for name in layer_names)
+        sparsity = criteria.sipp_removed_weights(model, layer_names, sparsity) / total
+    masks = pruning.global_keep_masks(scores, sparsity)
     pruning.apply_weight_masks(model, masks)
     return masks

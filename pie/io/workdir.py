@@ -79,6 +79,10 @@ FILES = {
     "noise_prune_potential": Entry(ROBUSTNESS_DIR, "noise_prune_potential.csv",
                                    "robustness_tests.noise_similarity",
                                    "per method x eps: prune potential under noise"),
+    "noise_prune_potential_per_seed": Entry(ROBUSTNESS_DIR, "noise_prune_potential_per_seed.csv",
+                                            "robustness_tests.noise_similarity",
+                                            "per method x eps x seed: prune potential under "
+                                            "noise, each member against its parent"),
     "informative_features": Entry(ROBUSTNESS_DIR, "informative_features.csv",
                                   "robustness_tests.informative_features",
                                   "per variant pair: confidence on others' features"),

@@ -1012,12 +1012,20 @@ def noise_similarity_section(context):
         potential = context.table("robustness/noise_prune_potential.csv")
         if len(potential):
             delta = potential["delta"].iloc[0]
+            # files without `rule` were written with the population-mean rule
+            per_parent = "rule" in potential.columns and (
+                potential["rule"].iloc[0] == "per_parent")
+            reference, line = (
+                ("its own dense parent's error on the same noisy images (each pruned model "
+                 "against the network it was pruned from, Lost in Pruning's rule)",
+                 "the line is the mean over seeds and draws") if per_parent else
+                ("the dense population's mean error on the same noisy images (population "
+                 "means)", "the line is the mean over draws"))
             blocks.append(note(
                 "Noise prune potential: for each noise draw, the largest prune ratio whose "
-                f"error on the noisy images stays within {delta:g} points of the dense "
-                "error on the same noisy images; the line is the mean over draws, the band "
-                "± the median absolute deviation. Falling with eps = pruned models lose "
-                "their headroom under noise."))
+                f"error on the noisy images exceeds {reference} by no more than {delta:g} "
+                f"points; {line}, the band ± the median absolute deviation. Falling with "
+                "eps = pruned models lose their headroom under noise."))
             blocks.append(figure(plots.noise_prune_potential(potential, context.colors),
                                  "noise prune potential against noise level"))
     else:
@@ -1028,21 +1036,32 @@ def noise_similarity_section(context):
 
 def _selection_note(table):
     """Which method chose the features (files from before --method: the gradient proxy)."""
-    selection = table["selection"].iloc[0] if "selection" in table.columns and len(
-        table) else "gradient"
-    fraction = table["fraction"].iloc[0] if "fraction" in table.columns and len(table) else None
+    def first(column, default=None):
+        return table[column].iloc[0] if column in table.columns and len(table) else default
+    selection = first("selection", "gradient")
+    fraction = first("fraction")
     share = f"the last-removed {fraction:.0%}" if fraction is not None else "the last removed"
+    patch = int(first("patch", 1))
+    unit = "pixels" if patch == 1 else f"{patch}x{patch} patches"
+    features = f" of {int(first('features'))}" if "features" in table.columns else ""
+    if selection == "sis" and "sis_threshold" not in table.columns:
+        selection = "ranking"  # written before --method=ranking: the threshold-0 ranking
     if selection == "sis":
-        patch = int(table["patch"].iloc[0]) if "patch" in table.columns else 1
-        unit = "pixels" if patch == 1 else f"{patch}x{patch} patches"
-        features = (f" of {int(table['features'].iloc[0])}" if "features" in table.columns
-                    else "")
-        return (f"Features chosen by SIS backward selection (Carter et al.) over {unit}: "
-                f"{share}{features} features, removing at each step the one whose removal "
-                "lowers the model's confidence least.")
+        no_sis = int(table["no_sis"].sum()) if "no_sis" in table.columns else 0
+        return (f"Features: each model's sufficient input subset (Carter et al.) over {unit}, "
+                f"the smallest set of last-removed features{features} that alone keeps its "
+                f"confidence in its predicted class at or above {first('sis_threshold'):g}; "
+                f"{no_sis} image x pair rows had no such subset (whole input below the "
+                "threshold) and are left out.")
+    if selection == "ranking":
+        return (f"Features ranked by backward selection at threshold 0 (Lost in Pruning's "
+                f"use of SIS) over {unit}: {share}{features} features, removing at each "
+                "step the one whose removal lowers the model's confidence least (a "
+                "ranking, not a sufficient subset).")
     return ("Features chosen by the input x gradient proxy (|x · d logit / d x|, the top "
-            "share of input elements), not SIS backward selection: rerun with "
-            "`--method=sis` for the published selection.")
+            "share of input elements), not backward selection: rerun with "
+            "`--method=sis` (sufficient subsets) or `--method=ranking` (Lost in Pruning's "
+            "selection).")
 
 
 @section("informative_features", "Informative features", "features",
@@ -1079,9 +1098,10 @@ def informative_features_section(context):
         ["variant", "IoU with dense (mean ± std over pairs)", "its confidence, own features %",
          "its confidence, dense model's features %", "dense confidence, own features %",
          "dense confidence, its features %"], rows,
-        caption="Confidence = softmax probability of the true label when only the named "
-                "features are kept (the others set to 0); a model that stays confident on "
-                "the other's features relies on similar evidence"))
+        caption="Confidence = softmax probability of the class the model predicts on the "
+                "whole image, when only the named features are kept (the others set to 0); "
+                "a model that stays confident on the other's features relies on similar "
+                "evidence"))
     return blocks
 
 
