@@ -6,7 +6,8 @@ ImageNet-C table. Two corruptions are compared with re-implementations of the
 published generators instead, written below from their definitions:
 
 - elastic_transform: the package's version is not the published one (a
-  different displacement field, several times stronger at severities 1-2), so it is
+  different displacement field without the published affine warp, about 4.5x
+  weaker at severities 1-2), so it is
   compared with `make_imagenet_c.py`'s definition (random affine warp, then a
   Gaussian-smoothed displacement, both resampled bilinearly);
 - the CIFAR table at 32 px (the package only has the ImageNet parameters):
