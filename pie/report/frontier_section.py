@@ -9,7 +9,7 @@ itself is `pie.analysis.frontier.frontier_table`, and the report stage writes it
 the command; the other forgetting measures are NaN with their reason when their
 stage has not run.
 """
-import matplotlib
+import matplotlib.ticker
 import numpy as np
 
 from pie.analysis import frontier
@@ -43,14 +43,18 @@ def write_frontier_csv(path, table):
     records.write_csv(path, table, frontier.FRONTIER_COLUMNS, record=False)
 
 
-def _scatter(table, measures, colors):
+def _scatter(table, measures, colors, labels):
     """One panel per measure: mean gzip size (log x) against forgetting, the front as a
     staircase, its variants ringed and named."""
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(measures), figsize=(4.6 * len(measures), 3.8),
+    columns = min(2, len(measures))
+    rows = -(-len(measures) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(6.2 * columns, 3.9 * rows),
                                 squeeze=False)
-    for axis, measure in zip(axes[0], measures):
+    for axis in axes.flat[len(measures):]:
+        axis.set_visible(False)
+    for axis, measure in zip(axes.flat, measures):
         placed = table[np.isfinite(table[frontier.GZIP]) & np.isfinite(table[measure])]
         x = placed[frontier.GZIP].to_numpy(float) / 1024.0
         y = placed[measure].to_numpy(float) * SCALE[measure]
@@ -64,15 +68,16 @@ def _scatter(table, measures, colors):
                   linewidth=1, zorder=2)
         axis.scatter(x[on_front], y[on_front], s=110, facecolors="none",
                      edgecolors="#222222", linewidths=1.2, zorder=4)
-        for x_value, y_value, name in zip(x[on_front], y[on_front],
-                                          placed["variant"][on_front]):
-            axis.annotate(name, (x_value, y_value), textcoords="offset points",
+        for x_value, y_value, key in zip(x[on_front], y[on_front],
+                                         placed["variant"][on_front]):
+            axis.annotate(labels.get(key, key), (x_value, y_value), textcoords="offset points",
                           xytext=(4, 4), fontsize=7)
         axis.set_xscale("log")
+        axis.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        axis.set_title(frontier.MEASURE_LABELS[measure], fontsize=10)
-        plots._finish(axis, "gzip KiB (log scale)", frontier.MEASURE_LABELS[measure],
-                      legend=axis is axes[0][0])
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        plots._finish(axis, "gzip KiB (mean, log scale)", frontier.MEASURE_LABELS[measure],
+                      legend=axis is axes.flat[0])
     figure.tight_layout()
     return plots.to_png(figure)
 
@@ -93,11 +98,12 @@ def _cell(value, measure):
               frontier.INPUTS["excess"]))
 def frontier_section(context):
     table, reasons = frontier_from_context(context)
+    labels = dict(zip(context.variants["key"], context.variants["label"]))
     measures = [m for m in frontier.MEASURES if np.isfinite(table[m]).any()
                 and np.isfinite(table[frontier.GZIP]).any()]
     blocks = []
     if measures:
-        blocks.append(sections.figure(_scatter(table, measures, context.colors),
+        blocks.append(sections.figure(_scatter(table, measures, context.colors, labels),
                                       "gzip size against forgetting per variant"))
     else:
         blocks.append(context.warn("no variant has both a size and a forgetting measure: "
@@ -107,7 +113,6 @@ def frontier_section(context):
             blocks.append(sections.note(f"{frontier.MEASURE_LABELS.get(column, column)} not "
                                         f"measured for some variants: {why}."))
     ordered = table.sort_values([frontier.GZIP, "variant"], kind="stable", na_position="last")
-    labels = dict(zip(context.variants["key"], context.variants["label"]))
     rows = []
     for row in ordered.to_dict("records"):
         fronts = [frontier.MEASURE_LABELS[m] for m in frontier.MEASURES
@@ -129,8 +134,8 @@ def frontier_section(context):
         best = {m: dict(zip(frame["budget_bytes"], frame["variant"]))
                 for m, frame in budgets.items()}
         blocks.append(sections.table_block(
-            ["size budget (gzip KiB)"] + [frontier.MEASURE_LABELS[m] for m in measures],
-            [[f"{size / 1024.0:.1f}"] + [labels.get(best[m].get(size), best[m].get(size))
+            ["size budget (gzip bytes)"] + [frontier.MEASURE_LABELS[m] for m in measures],
+            [[f"{size:,.0f}"] + [labels.get(best[m].get(size), best[m].get(size))
                                          or sections.DASH for m in measures]
              for size in sizes],
             caption="At each budget (a variant's mean size), the variant no larger that "
