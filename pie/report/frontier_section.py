@@ -11,6 +11,7 @@ stage has not run.
 """
 import matplotlib.ticker
 import numpy as np
+import pandas as pd
 
 from pie.analysis import frontier
 from pie.io import records
@@ -82,6 +83,11 @@ def _scatter(table, measures, colors, labels):
     return plots.to_png(figure)
 
 
+def _flag(value):
+    """A front flag: True, False or missing (NA: the variant is not placed)."""
+    return not pd.isna(value) and bool(value)
+
+
 def _cell(value, measure):
     return sections.number(value * SCALE[measure], FORMAT[measure])
 
@@ -116,7 +122,7 @@ def frontier_section(context):
     rows = []
     for row in ordered.to_dict("records"):
         fronts = [frontier.MEASURE_LABELS[m] for m in frontier.MEASURES
-                  if row[frontier.front_column(m)] is True]
+                  if _flag(row[frontier.front_column(m)])]
         rows.append([labels.get(row["variant"], row["variant"]),
                      sections.number(row[frontier.GZIP] / 1024.0, "{:.1f}"),
                      sections.number(row[frontier.LATENCY], "{:.3f}")]
