@@ -63,14 +63,21 @@ def _tied(rows, prefix, votes):
     with more than half the votes is not tied, otherwise unknown (None)."""
     column = f"{prefix}_tied"
     if column in rows.columns:
-        values = rows[column].astype(str).str.lower().isin(["true", "1", "1.0"])
-        return values.astype(int).tolist()
+        return _truthy(rows[column]).astype(int).tolist()
     members = pd.to_numeric(rows[f"{prefix}_n"], errors="coerce").to_numpy(float)
     return [0 if v * 2 > n else None for v, n in zip(votes, members)]
 
 
 def _ints(values):
     return [None if not np.isfinite(v) else int(v) for v in np.asarray(values, float)]
+
+
+def _truthy(values):
+    """A flag column as booleans (a Series with the same index): bools as they are, text
+    `True` / `1` as written to CSV."""
+    if values.dtype == bool:
+        return values
+    return values.astype(str).str.lower().isin(["true", "1", "1.0"])
 
 
 def _filename_column(table):
@@ -81,24 +88,21 @@ def explorer_data(pie_table, class_names, variants):
     """The page's data: classes, and per variant its PIEs (columnar) and most confused
     class pairs. `variants`: the report's variant table (key, label), for order and
     names; a variant of pie.csv missing from it is shown under its key."""
-    table = pie_table.copy()
-    if "key" not in table.columns:
-        table["key"] = [records.variant_key(m, s)
-                        for m, s in zip(table["method"], table["sparsity"])]
-    table = table[table["is_pie"].astype(str).str.lower().isin(["true", "1", "1.0"])]
+    # One group per variant (no per-row key: pie.csv has a row per variant x image).
+    is_pie = _truthy(pie_table["is_pie"]).to_numpy(bool)
+    groups = {records.variant_key(method, sparsity): positions for (method, sparsity),
+              positions in pie_table.groupby(["method", "sparsity"], sort=False).indices.items()}
     labels = dict(zip(variants["key"], variants["label"]))
     order = {key: i for i, key in enumerate(variants["key"])}
-    n_images = (pie_table.groupby(["method", "sparsity"]).size()
-                if len(pie_table) else pd.Series(dtype=int))
-    n_images = {records.variant_key(m, s): int(n) for (m, s), n in n_images.items()}
-    keys = sorted(set(table["key"]) | set(n_images),
-                  key=lambda k: (order.get(k, len(order)), k))
-    total = len(table)
+    keys = sorted(groups, key=lambda k: (order.get(k, len(order)), k))
+    total = int(is_pie.sum())
     cap = None if total <= MAX_EMBEDDED_PIES else max(1, MAX_EMBEDDED_PIES // max(1, len(keys)))
-    filename = _filename_column(table)
+    filename = _filename_column(pie_table)
     out = []
     for key in keys:
-        rows = table[table["key"] == key].sort_values(["label", "image_id"], kind="stable")
+        in_variant = groups[key]
+        rows = pie_table.iloc[in_variant[is_pie[in_variant]]].sort_values(
+            ["label", "image_id"], kind="stable")
         n_pie = len(rows)
         if cap is not None:
             rows = rows.head(cap)
@@ -123,7 +127,7 @@ def explorer_data(pie_table, class_names, variants):
         if filename:
             pies["filename"] = ["" if pd.isna(v) else str(v) for v in rows[filename]]
         out.append({
-            "key": key, "label": labels.get(key, key), "n_images": n_images.get(key, 0),
+            "key": key, "label": labels.get(key, key), "n_images": len(in_variant),
             "n_pie": n_pie, "shown": len(rows),
             "confused": [[true, wrong, count] for (true, wrong), count in sorted(
                 pairs.items(), key=lambda item: (-item[1], item[0]))[:TOP_CONFUSED]],
@@ -155,13 +159,22 @@ def explorer_html(context):
     if not context.exists(PIE_TABLE):
         return render({"classes": [], "variants": [], "cap": None, "total_pies": 0}, title,
                       missing={"file": PIE_TABLE, "command": context.command(PIE_TABLE)})
-    table = context.table(PIE_TABLE)
-    names = context.class_names()
-    if names is not None and not (isinstance(names, list)
-                                  and all(isinstance(n, str) for n in names)):
-        raise records.ContractError(f"{context.path('classes.json')} must hold a JSON list "
-                                    "of class names (strings)")
-    return render(explorer_data(table, names, context.variants), title)
+    return render(context_data(context), title)
+
+
+def context_data(context):
+    """`explorer_data` of the report's pie.csv and classes.json, computed once per build
+    (the page and the report's section both use it)."""
+    cached = getattr(context, "_pie_explorer_data", None)
+    if cached is None:
+        names = context.class_names()
+        if names is not None and not (isinstance(names, list)
+                                      and all(isinstance(n, str) for n in names)):
+            raise records.ContractError(f"{context.path('classes.json')} must hold a JSON "
+                                        "list of class names (strings)")
+        cached = explorer_data(context.table(PIE_TABLE), names, context.variants)
+        context._pie_explorer_data = cached
+    return cached
 
 
 # ----------------------------------------------------------------- report section
@@ -173,8 +186,7 @@ def variant_rows(context):
     from pie.report import sections  # at call time: sections imports the modules that
     # register sections, and frontier_section imports this one
 
-    table = context.table(PIE_TABLE)
-    data = explorer_data(table, context.class_names() or [], context.variants)
+    data = context_data(context)
     rows = []
     for variant in data["variants"]:
         top = variant["confused"][0] if variant["confused"] else None
