@@ -5,8 +5,9 @@ r"""Build the report: one self-contained HTML page of what compression forgot.
 Reads the outputs of the other stages under W (see docs/report.md for which
 section reads what) and writes `<out>/index.html`: CSS inline, every figure a
 base64 PNG data URI, no scripts, so the file opens anywhere without a server or a
-network. `--format=md` also writes `<out>/summary.md`, the summary table as
-Markdown. A section whose inputs are missing says so and names the command that
+network. Beside it: `frontier.csv` (the cost-versus-forgetting table,
+pie.analysis.frontier) and `pies.html` (the PIE explorer, pie.report.explorer).
+`--format=md` also writes `<out>/summary.md`, the summary table as Markdown. A section whose inputs are missing says so and names the command that
 produces them; `--strict` instead fails (exit 2) when any input is missing.
 A rerun whose inputs and options are unchanged since the last build skips.
 """
@@ -18,13 +19,15 @@ from absl import flags
 from pie.analysis import stage_io
 from pie.io import cli, records
 from pie.io.workdir import FILES, Workdir, stamp_in
-from pie.report import sections
+from pie.report import explorer, frontier_section, sections
 
 FLAGS = flags.FLAGS
 FORMATS = ("html", "md")
 STAMP_NAME = "report"
 HTML_NAME = FILES["report_html"].name
 MARKDOWN_NAME = FILES["report_markdown"].name
+FRONTIER_NAME = FILES["report_frontier"].name
+EXPLORER_NAME = FILES["report_pies"].name
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -104,7 +107,10 @@ def build_report(workdir, fmt="html", out=None, strict=False, force=False, log=p
             f"{relative} (run `{sections.PRODUCERS.get(relative, '?').format(W=workdir)}`)"
             for relative in required))
     html_path = os.path.join(out, HTML_NAME)
-    outputs = [html_path] + ([os.path.join(out, MARKDOWN_NAME)] if fmt == "md" else [])
+    frontier_path = os.path.join(out, FRONTIER_NAME)
+    explorer_path = os.path.join(out, EXPLORER_NAME)
+    outputs = [html_path, frontier_path, explorer_path] + (
+        [os.path.join(out, MARKDOWN_NAME)] if fmt == "md" else [])
     inputs = input_paths(workdir)
     options = {"format": fmt}
     stamp = stamp_in(out, STAMP_NAME)
@@ -121,11 +127,17 @@ def build_report(workdir, fmt="html", out=None, strict=False, force=False, log=p
         for text in context.warnings[warned:]:
             log(f"section {spec.name}: {text}")
     html = render_html(context, rendered)
+    # Every page and table is made before the first is written: a bad input writes none.
+    frontier_table, _ = frontier_section.frontier_from_context(context)
+    explorer_page = explorer.explorer_html(context)
     records.write_text(html_path, html)
+    frontier_section.write_frontier_csv(frontier_path, frontier_table)
+    records.write_text(explorer_path, explorer_page)
+    log(f"frontier table written: {frontier_path}; PIE explorer written: {explorer_path}")
     if fmt == "md":
         summary = sections.summary_table(context)
-        records.write_text(outputs[1], sections.markdown_table(summary))
-        log(f"summary table written: {outputs[1]}")
+        records.write_text(outputs[-1], sections.markdown_table(summary))
+        log(f"summary table written: {outputs[-1]}")
     if flags_text is not None:
         records.write_text(os.path.join(out, "flags.txt"), flags_text)
     stage_io.write_stamp(workdir, stamp, inputs, outputs, options)

@@ -1188,3 +1188,7 @@ def toy_section(context):
             caption=f"{dataset}, {scenario.replace('_', ' ')}: top-1 % after pruning, mean "
                     f"over {seeds} seeds, n = reference samples per class"))
     return blocks
+
+
+# Sections kept in their own modules register themselves (frontier, pie_explorer).
+from pie.report import frontier_section  # noqa: E402,F401
