@@ -450,3 +450,28 @@ class TestCommandLine:
                                    "outside the class range")
         assert not os.path.exists(os.path.join(workdir, "pie", "pie.csv"))
 
+
+
+def test_small_populations_and_the_default_correction_are_said(tmp_path, caplog):
+    """3 and 2 members a population: the logs say the tests have little power; the
+    summary is decided by BH with the uncorrected counts beside it."""
+    import logging
+    workdir = str(tmp_path / "w")
+    build_workdir(workdir)
+    with caplog.at_level(logging.INFO):
+        assert run_main(gen_tstatistic, workdir) == 0
+        assert run_main(aggregate_predictions, workdir) == 0
+    assert ("variant magnitude_0.9 has 2 members (< 5): its tests have little power"
+            in caplog.text)
+    assert "dense_0 has 3 members (< 5): its modal labels are often tied" in caplog.text
+    summary = pd.read_csv(os.path.join(workdir, "per_class", "tstatistic_summary.csv"))
+    assert set(summary["correction"]) == {"bh"} and summary["small_population"].all()
+    table = pd.read_csv(os.path.join(workdir, "per_class", "tstatistic.csv"))
+    for row in summary.itertuples():
+        rows = table[table["sparsity"] == row.sparsity]
+        assert row.n_classes_hurt_uncorrected == (
+            rows["significant_uncorrected"] & (rows["direction"] == "hurt")).sum()
+        assert row.n_classes_ceiling == (rows["direction"] == "ceiling").sum()
+        assert (rows.loc[rows["direction"] == "ceiling", "n_errors"] < row.min_errors).all()
+    pies = pd.read_csv(os.path.join(workdir, "pie", "pie_summary.csv"))
+    assert (pies["n_pie_tied"] <= pies["n_pie"]).all()
