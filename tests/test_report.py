@@ -402,9 +402,9 @@ def test_prune_potential_is_one_row_per_method_from_the_seed_values(synthetic):
                      f"{headline['shifted_mean']:.2f} ± {headline['shifted_std']:.2f}",
                      f"{headline['shifted_min']:.2f} ({headline['shifted_min_distribution']})",
                      headline["differences_per_seed"],
-                     f"clean − shifted {headline['difference_mean']:+.2f} (95% interval "
-                     f"{headline['difference_ci_low']:+.2f} to "
-                     f"{headline['difference_ci_high']:+.2f}, approximate: few seeds), paired "
+                     f"clean − shifted {headline['difference_mean']:+.3f} (95% interval "
+                     f"{headline['difference_ci_low']:+.3f} to "
+                     f"{headline['difference_ci_high']:+.3f}, approximate: few seeds), paired "
                      f"t-test p = {headline['difference_p_value']:.3g}, lower under shift for "
                      f"{headline['n_seeds_lower_shifted']} of 3 seeds", "3", "2"]]
     # The card of the most compressed variant's method says the same.

@@ -471,7 +471,7 @@ def floor_value(measure, value):
         return f"{percent(value, missing=NOT_APPLICABLE)}%"
     if measure == "excess_error":
         return number(value, "{:+.2f}", NOT_APPLICABLE)
-    return number(value, "{:.1f}", NOT_APPLICABLE)
+    return number(value, "{:.2f}", NOT_APPLICABLE)  # classes: means over splits
 
 
 def floor_table(context):
@@ -731,9 +731,9 @@ def difference_text(row):
     if not row["n_paired_seeds"] or not np.isfinite(row["difference_mean"]):
         return "clean − shifted: n/a"
     approximate = ", approximate: few seeds" if row["ci_approximate"] else ""
-    return (f"clean − shifted {row['difference_mean']:+.2f} (95% interval "
-            f"{number(row['difference_ci_low'], '{:+.2f}', NOT_APPLICABLE)} to "
-            f"{number(row['difference_ci_high'], '{:+.2f}', NOT_APPLICABLE)}{approximate}), "
+    return (f"clean − shifted {row['difference_mean']:+.3f} (95% interval "
+            f"{number(row['difference_ci_low'], '{:+.3f}', NOT_APPLICABLE)} to "
+            f"{number(row['difference_ci_high'], '{:+.3f}', NOT_APPLICABLE)}{approximate}), "
             f"paired t-test p = {number(row['difference_p_value'], '{:.3g}', NOT_APPLICABLE)}, "
             f"lower under shift for {int(row['n_seeds_lower_shifted'])} of "
             f"{int(row['n_paired_seeds'])} seeds")
