@@ -1,16 +1,17 @@
 """Per-class test of every compressed variant against the dense population.
 
     python -m per_class_accuracy.gen_tstatistic --workdir=W [--alpha=0.05] \
-        [--test=welch|paired|permutation] [--correction=none|bh|bh_all] \
+        [--test=welch|paired|permutation] [--correction=bh|none|bh_all] [--min_errors=N] \
         [--distribution=clean|<corruption>/<severity>] [--also_distributions=a,b] \
         [--resamples=9999] [--resample_seed=0] [--split=test] [--force]
 
 For each variant `(method, sparsity)` and class: each member's class recall minus
 its own population's mean top-1, then a test between the variant's members and the
 dense members: Welch's two-sided t-test (default, Hooker et al.), a paired t-test
-by seed, or a permutation test; a bootstrap interval of the effect; the chosen
-multiple-testing rule (with `bh_all` over every variant x class of every
-distribution analysed in the run). Writes `W/per_class/tstatistic.csv`
+by seed, or a permutation test; the interval of the effect that inverts the test;
+the multiple-testing rule (Benjamini-Hochberg per variant by default, `none` the
+paper's rule, `bh_all` over every variant x class of every distribution analysed in
+the run); classes with fewer than --min_errors errors are `ceiling`, not tested. Writes `W/per_class/tstatistic.csv`
 (one row per variant x class) and `W/per_class/tstatistic_summary.csv` (one row
 per variant); columns and definitions in docs/analysis.md. Reads
 `per_class_metrics.csv` when `aggregate_ckpt_metrics` wrote it from the current
@@ -41,11 +42,7 @@ def define_flags(flag_values=flags.FLAGS):
         "alpha", 0.05, "Significance level, in (0, 1): a class is significantly "
         "impacted when its (adjusted, see --correction) p-value is <= alpha.",
         flag_values=flag_values)
-    flags.DEFINE_string(
-        "correction", "none", "Multiple-testing rule for `significant`: 'none' "
-        "(p_value <= alpha, the paper's rule), 'bh' (Benjamini-Hochberg adjusted "
-        "p_value_bh <= alpha, over the classes of one variant) or 'bh_all' (over every "
-        "variant x class of every distribution analysed in this run).", flag_values=flag_values)
+    per_class.define_decision_flags(flag_values)  # --correction, --min_errors
     flags.DEFINE_list(
         "also_distributions", [], "More distributions analysed in the same run (each "
         "written to its own folder), so that --correction=bh_all spans all of them.",
@@ -74,13 +71,13 @@ def _metrics(workdir, manifest, inputs, distribution, split):
 
 @journal.forced  # with force=True, outputs change only when the run succeeds
 def run(workdir, distribution=records.CLEAN, split="test", force=False, alpha=0.05,
-        correction="none", test="welch", resamples=stats.DEFAULT_RESAMPLES,
-        resample_seed=0, also_distributions=()):
+        correction=stats.DEFAULT_CORRECTION, test="welch", resamples=stats.DEFAULT_RESAMPLES,
+        resample_seed=0, also_distributions=(), min_errors=None):
     """Writes the per-class test tables; returns False when they were up to date."""
     distributions = list(dict.fromkeys([distribution] + list(also_distributions)))
     for name in distributions:
         stage_io.validate_stage_args(workdir, name, split)
-    per_class.validate_test_options(alpha, correction, test, resamples)
+    per_class.validate_test_options(alpha, correction, test, resamples, min_errors)
     manifest = stage_io.population_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
     wd = Workdir(workdir)
@@ -92,7 +89,7 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False, alpha=0.
     every_input = [path for name in distributions for path in inputs[name]]
     options = {"distributions": distributions, "split": split, "alpha": alpha,
                "correction": correction, "test": test, "resamples": resamples,
-               "resample_seed": resample_seed}
+               "resample_seed": resample_seed, "min_errors": min_errors}
     if not force and all(stage_io.is_up_to_date(workdir, stamps[name], every_input,
                                                 outputs[name], options)
                          for name in distributions):
@@ -105,7 +102,7 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False, alpha=0.
     for name in distributions:  # every input is read and checked before anything is written
         metrics = _metrics(workdir, manifest, inputs[name], name, split)
         table, summary = per_class.compare_variants(metrics, test, alpha, resamples,
-                                                    resample_seed)
+                                                    resample_seed, min_errors)
         tables.append(table.assign(_distribution=name))
         summaries.append(summary.assign(_distribution=name))
     table = pd.concat(tables, ignore_index=True)
@@ -120,9 +117,13 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False, alpha=0.
                           per_class.SUMMARY_COLUMNS)
     for name in distributions:
         stage_io.write_stamp(workdir, stamps[name], every_input, outputs[name], options)
-    logging.info("wrote %s (%d variants x classes, %d significant) in %.1f s",
+    logging.info("wrote %s (%d variants x classes, %d significant, %d uncorrected, %d "
+                 "ceiling) in %.1f s",
                  ", ".join(outputs[name][0] for name in distributions), len(table),
-                 int(table["significant"].sum()) if len(table) else 0, time.time() - start)
+                 int(table["significant"].sum()) if len(table) else 0,
+                 int(table["significant_uncorrected"].sum()) if len(table) else 0,
+                 int((table["direction"] == per_class.CEILING).sum()) if len(table) else 0,
+                 time.time() - start)
     return True
 
 
@@ -130,7 +131,7 @@ def main(argv):
     del argv
     if run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force, FLAGS.alpha,
            FLAGS.correction, FLAGS.test, FLAGS.resamples, FLAGS.resample_seed,
-           FLAGS.also_distributions):
+           FLAGS.also_distributions, FLAGS.min_errors):
         for name in dict.fromkeys([FLAGS.distribution] + FLAGS.also_distributions):
             stage_io.write_stage_flags(FLAGS.workdir, per_class.STAGE_DIR, STAGE, name)
 

@@ -2,7 +2,8 @@ r"""Subgroup analysis: which groups of images a compressed variant hurts most.
 
     python -m per_class_accuracy.subgroups --workdir=W --groups_csv=F [--group_attributes=a,b]
     python -m per_class_accuracy.subgroups --workdir=W --group_attributes=Male,Young  # celeb_a
-        [--test=welch|paired|permutation] [--resamples=9999] [--resample_seed=0]
+        [--test=welch|paired|permutation] [--correction=bh|none|bh_all] [--min_errors=N]
+        [--resamples=9999] [--resample_seed=0]
         [--distribution=clean|<corruption>/<severity>] [--split=test] [--force]
 
 Groups come from a CSV (`image_id` plus one column per attribute; all columns
@@ -11,8 +12,10 @@ attributes (tfds celeb_a). Writes `W/per_class/subgroups.csv`: one row per varia
 x attribute x group with the dense and variant error, false positive and false
 negative rates (binary tasks), their change relative to the overall change, the
 PIE rate (from `W/pie/pie.csv`; NaN with a warning when it is absent), the test
-across members (--test, Welch's by default) and the effect with a bootstrap
-interval. Definitions in docs/subgroups.md.
+across members (--test, Welch's by default), the effect with the interval that
+inverts the test, the multiple-testing rule (--correction, Benjamini-Hochberg per
+variant by default) and `ceiling` groups (fewer errors than --min_errors, not
+tested). Definitions in docs/subgroups.md.
 """
 import os
 import time
@@ -34,6 +37,7 @@ def define_flags(flag_values=flags.FLAGS):
     """Flags of the command line only (python -m / pie), never defined on import."""
     stage_io.define_stage_flags(flag_values)
     stage_io.define_test_flags(flag_values)  # --test, --resamples, --resample_seed
+    per_class.define_decision_flags(flag_values)  # --correction, --min_errors
     # The shared flags show in --help.
     flags.adopt_module_key_flags(stage_io, flag_values=flag_values)
     flags.DEFINE_string("groups_csv", None,
@@ -63,10 +67,10 @@ def attribute_names(text):
 @journal.forced  # with force=True, outputs change only when the run succeeds
 def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, split="test",
         force=False, data_dir=None, test="welch", resamples=stats.DEFAULT_RESAMPLES,
-        resample_seed=0):
+        resample_seed=0, correction=stats.DEFAULT_CORRECTION, min_errors=None):
     """Writes the subgroups table; returns False when it was up to date."""
     stage_io.validate_stage_args(workdir, distribution, split)
-    per_class.validate_test_options(0.05, "none", test, resamples)
+    per_class.validate_test_options(subgroups.ALPHA, correction, test, resamples, min_errors)
     manifest = stage_io.population_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
     wd = Workdir(workdir)
@@ -77,7 +81,8 @@ def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, spl
         os.path.abspath(groups_csv) if groups_csv else wd.dataset_config]
     options = {"distribution": distribution, "split": split, "attributes": list(attributes),
                "groups_csv": os.path.abspath(groups_csv) if groups_csv else None,
-               "test": test, "resamples": resamples, "resample_seed": resample_seed}
+               "test": test, "resamples": resamples, "resample_seed": resample_seed,
+               "correction": correction, "min_errors": min_errors}
     if not force and stage_io.is_up_to_date(workdir, stamp, inputs, [output],
                                                options):
         print(f"{output} up to date, skipping (--force to redo)", flush=True)
@@ -91,13 +96,19 @@ def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, spl
     pie_frame = subgroups.read_pie(workdir, distribution)
     table = subgroups.subgroup_table(predictions, manifest, groups,
                                      binary=len(class_names) == 2, pie=pie_frame,
-                                     test=test, resamples=resamples, seed=resample_seed)
+                                     test=test, resamples=resamples, seed=resample_seed,
+                                     correction=correction, min_errors=min_errors)
     if pie_frame is not None:
         missing = subgroups.missing_pie_variants(table)
         if missing:
             print(f"warning: {subgroups.pie_path(workdir, distribution)} has no rows for "
                   f"{', '.join(missing)}: their PIE columns are NaN; rerun "
                   "pie_dataset_gen.aggregate_predictions", flush=True)
+    counts = manifest.groupby(["method", "sparsity"]).size()
+    for (method, sparsity), n_members in counts.items():
+        if n_members < stats.SMALL_POPULATION:
+            print(f"warning: {records.variant_key(method, sparsity)} has {n_members} members "
+                  f"(< {stats.SMALL_POPULATION}): its tests have little power", flush=True)
     records.write_csv(output, table, subgroups.SUBGROUP_COLUMNS)
     stage_io.write_stamp(workdir, stamp, inputs, [output], options)
     stage_io.write_stage_flags(workdir, subgroups.STAGE_DIR, STAGE, distribution)
@@ -111,7 +122,8 @@ def main(argv):
     del argv
     attributes = attribute_names(FLAGS.group_attributes)
     run(FLAGS.workdir, FLAGS.groups_csv, attributes, FLAGS.distribution, FLAGS.split,
-        FLAGS.force, FLAGS.data_dir, FLAGS.test, FLAGS.resamples, FLAGS.resample_seed)
+        FLAGS.force, FLAGS.data_dir, FLAGS.test, FLAGS.resamples, FLAGS.resample_seed,
+        FLAGS.correction, FLAGS.min_errors)
     return 0
 
 

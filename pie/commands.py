@@ -24,6 +24,7 @@ STAGES = {
     "subgroups": "per_class_accuracy.subgroups",
     "corruptions": "robustness_tests.corruptions",
     "robustness": "robustness_tests.analyze",
+    "noise-floor": "per_class_accuracy.noise_floor",  # after robustness: its excess error
     "noise-similarity": "robustness_tests.noise_similarity",
     "informative-features": "robustness_tests.informative_features",
     "cost": "pie.stages.cost",

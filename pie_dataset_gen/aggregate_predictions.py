@@ -20,7 +20,7 @@ from absl import logging
 
 from pie.analysis import stage_io
 from pie.io import cli, journal
-from pie.analysis import pie_labels
+from pie.analysis import pie_labels, stats
 from pie.io import records
 from pie.io.workdir import PIE_DIR, Workdir
 
@@ -78,6 +78,18 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False,
     stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
     logging.info("wrote %s (%d PIEs over %d variants x images) in %.1f s", outputs[0],
                  int(table["is_pie"].sum()), len(table), time.time() - start)
+    sizes = manifest.groupby(["method", "sparsity"]).size()
+    for (method, sparsity), n_members in sizes.items():
+        if n_members < stats.SMALL_POPULATION:
+            logging.warning("%s has %d members (< %d): its modal labels are often tied, "
+                            "and its tests have little power",
+                            records.variant_key(method, sparsity), n_members,
+                            stats.SMALL_POPULATION)
+    for row in summary.itertuples():
+        if row.n_pie:
+            logging.info("%s: %d PIEs, %.0f%% of them decided by a tie",
+                         records.variant_key(row.method, row.sparsity), row.n_pie,
+                         100 * row.pie_tied_share)
     return True
 
 

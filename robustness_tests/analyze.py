@@ -1,6 +1,6 @@
 r"""Accuracy, excess error and prune potential under distribution shift.
 
-  python -m robustness_tests.analyze --workdir=W [--delta=0.5] [--force]
+  python -m robustness_tests.analyze --workdir=W [--delta=0.5] [--monotone] [--force]
 
 Reads every manifest member's predictions file under `W/predictions/test/*/`
 (clean ones from pie_dataset_gen.predictions, shifted ones from
@@ -14,9 +14,11 @@ lies. Writes, under `W/robustness/`:
   excess_error_per_seed.csv
   prune_potential.csv   per pruning method and distribution
   excess_error_fit.csv  per pruning method and distribution: excess error against
-                        prune ratio, a line through the origin, 95% bootstrap interval
+                        prune ratio, a line through the origin, 95% interval with each
+                        seed's points as one cluster
   prune_potential_summary.csv  per pruning method: mean +- std over seeds, clean
-                        and over the shifted distributions (mean, minimum)
+                        and over the shifted distributions (mean, minimum), and the
+                        per-seed clean - shifted differences with a paired t-test
 
 Definitions in docs/robustness.md (Liebenwein et al., Lost in Pruning). Runs no
 model. A rerun with the same inputs and --delta skips.
@@ -50,6 +52,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_float("delta", 0.5, "Prune potential tolerance: percentage points of error "
                        "above the dense population's, >= 0 (the paper: 0.5).",
                        flag_values=flag_values)
+    flags.DEFINE_bool("monotone", False, "Prune potential: a sparsity passes only when every "
+                      "lower sparsity of the method passes too (default: the largest "
+                      "passing sparsity, whatever the lower ones do).", flag_values=flag_values)
     flags.DEFINE_bool("force", False, "Recompute even when the outputs are up to date.",
                       flag_values=flag_values)
 
@@ -159,7 +164,7 @@ def check_inputs(workdir, delta):
 
 
 @journal.forced  # with force=True, outputs change only when the run succeeds
-def run(workdir, delta=0.5, force=False):
+def run(workdir, delta=0.5, force=False, monotone=False):
     """Writes the robustness tables; returns False when they were up to date."""
     check_inputs(workdir, delta)
     manifest = records.read_manifest(workdir)
@@ -171,7 +176,7 @@ def run(workdir, delta=0.5, force=False):
     stamp = wd.stamp(OUT_DIR, STAGE)
     outputs = [wd.file(key) for key in OUTPUT_FILES]
     inputs = [wd.manifest] + [path for _, path in files]
-    options = {"delta": float(delta), "split": SPLIT}
+    options = {"delta": float(delta), "split": SPLIT, "monotone": bool(monotone)}
     if not force and stage_io.is_up_to_date(workdir, stamp, inputs, outputs, options):
         print(f"analyze: {out_dir} up to date with {len(files)} predictions files, "
               "skipping (--force to redo)", flush=True)
@@ -189,8 +194,8 @@ def run(workdir, delta=0.5, force=False):
             "the dense population has no clean predictions: run pie_dataset_gen.predictions")
     accuracy = robustness.with_mean_corruption(accuracy)
     per_seed, excess = robustness.excess_error(accuracy)
-    potential = robustness.prune_potential(accuracy, delta)
-    headline = robustness.prune_potential_summary(accuracy, delta)
+    potential = robustness.prune_potential(accuracy, delta, monotone)
+    headline = robustness.prune_potential_summary(accuracy, delta, monotone)
     records.write_csv(outputs[0], rounded(accuracy), robustness.ACCURACY_COLUMNS)
     records.write_csv(outputs[1], rounded(excess), robustness.EXCESS_ERROR_COLUMNS)
     records.write_csv(outputs[2], rounded(per_seed), robustness.EXCESS_ERROR_SEED_COLUMNS)
@@ -209,12 +214,19 @@ def run(workdir, delta=0.5, force=False):
               f"{row.clean_mean:.3g} +- {row.clean_std:.3g}, shifted mean "
               f"{row.shifted_mean:.3g} +- {row.shifted_std:.3g}, min {row.shifted_min:.3g}"
               + (f" ({row.shifted_min_distribution})" if row.n_shifted else ""), flush=True)
+        if row.n_paired_seeds:
+            print(f"    clean - shifted per seed {row.differences_per_seed}: mean "
+                  f"{row.difference_mean:+.3g}, 95% interval {row.difference_ci_low:+.3g} to "
+                  f"{row.difference_ci_high:+.3g}, paired t-test p = "
+                  f"{row.difference_p_value:.3g}, shifted lower for "
+                  f"{row.n_seeds_lower_shifted} of {row.n_paired_seeds} seeds"
+                  + (" (approximate: few seeds)" if row.ci_approximate else ""), flush=True)
     return True
 
 
 def main(argv):
     del argv
-    if run(FLAGS.workdir, FLAGS.delta, FLAGS.force):
+    if run(FLAGS.workdir, FLAGS.delta, FLAGS.force, FLAGS.monotone):
         stage_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
     return 0
 

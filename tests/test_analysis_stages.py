@@ -104,14 +104,17 @@ class TestEndToEnd:
                 "method", "sparsity", "class_id", "class_name", "baseline_mean_recall",
                 "variant_mean_recall", "recall_change", "baseline_mean_top1",
                 "variant_mean_top1", "normalized_delta", "effect_points",
-                "effect_ci_low_points", "effect_ci_high_points", "test", "t_statistic",
-                "p_value", "p_value_bh", "significant", "direction"],
+                "effect_ci_low_points", "effect_ci_high_points", "effect_ci_method",
+                "n_errors", "test", "t_statistic", "p_value", "p_value_bh", "significant",
+                "significant_uncorrected", "direction"],
             os.path.join(per_class_dir, "tstatistic_summary.csv"): [
                 "method", "sparsity", "n_baseline", "n_variant", "n_pairs",
                 "baseline_mean_top1", "variant_mean_top1", "test", "correction", "alpha",
                 "rule", "n_classes_tested", "n_classes_hurt", "n_classes_helped",
                 "recall_change_hurt", "recall_change_helped", "n_helped_lost_recall",
-                "min_detectable_delta_points"],
+                "min_detectable_delta_points", "n_classes_hurt_uncorrected",
+                "n_classes_helped_uncorrected", "min_errors", "n_classes_ceiling",
+                "ceiling_classes", "small_population"],
             os.path.join(pie_dir, "pie.csv"): [
                 "method", "sparsity", "image_id", "label", "baseline_modal_label",
                 "variant_modal_label", "baseline_n", "variant_n", "baseline_agreement",
@@ -121,8 +124,8 @@ class TestEndToEnd:
                 "method", "sparsity", "n_images", "n_pie", "pie_fraction",
                 "baseline_top1_all", "variant_top1_all", "baseline_top1_pie",
                 "variant_top1_pie", "baseline_top1_non_pie", "variant_top1_non_pie",
-                "ties", "n_baseline_tied", "n_variant_tied", "n_tied",
-                "top1_on_pie_heldout_dense", "top1_on_pie_heldout_variant",
+                "ties", "n_baseline_tied", "n_variant_tied", "n_tied", "n_pie_tied",
+                "pie_tied_share", "top1_on_pie_heldout_dense", "top1_on_pie_heldout_variant",
                 "top1_on_non_pie_heldout_dense", "top1_on_non_pie_heldout_variant",
                 "n_heldout_seeds"],
         }
@@ -183,7 +186,7 @@ class TestEndToEnd:
         np.testing.assert_allclose(got_top1.loc[top1.index], top1)
 
     def test_tstatistic_matches_scipy_per_class(self, workdir):
-        assert run_main(gen_tstatistic, workdir) == 0
+        assert run_main(gen_tstatistic, workdir, "--min_errors=0") == 0
         table = pd.read_csv(os.path.join(workdir, "per_class", "tstatistic.csv"))
         raw = raw_predictions(workdir)
         raw["right"] = raw["label"] == raw["predicted"]
@@ -227,7 +230,7 @@ class TestEndToEnd:
     def test_changed_option_reruns(self, workdir):
         assert run_main(gen_tstatistic, workdir) == 0
         assert not gen_tstatistic.run(workdir)
-        assert gen_tstatistic.run(workdir, correction="bh")
+        assert gen_tstatistic.run(workdir, correction="none")
 
     def test_force_rewrites(self, workdir):
         assert run_main(aggregate_predictions, workdir) == 0
@@ -294,7 +297,7 @@ class TestTestsAndCorrections:
                 assert row["p_value"] == pytest.approx(expected.pvalue)
 
     def test_permutation_matches_scipy(self, workdir):
-        assert run_main(gen_tstatistic, workdir, "--test=permutation") == 0
+        assert run_main(gen_tstatistic, workdir, "--test=permutation", "--min_errors=0") == 0
         table = self.read(workdir)
         for class_id in range(N_CLASSES):
             variant = self.normalised(workdir, "magnitude", 0.5, class_id).to_numpy()
@@ -447,3 +450,28 @@ class TestCommandLine:
                                    "outside the class range")
         assert not os.path.exists(os.path.join(workdir, "pie", "pie.csv"))
 
+
+
+def test_small_populations_and_the_default_correction_are_said(tmp_path, caplog):
+    """3 and 2 members a population: the logs say the tests have little power; the
+    summary is decided by BH with the uncorrected counts beside it."""
+    import logging
+    workdir = str(tmp_path / "w")
+    build_workdir(workdir)
+    with caplog.at_level(logging.INFO):
+        assert run_main(gen_tstatistic, workdir) == 0
+        assert run_main(aggregate_predictions, workdir) == 0
+    assert ("variant magnitude_0.9 has 2 members (< 5): its tests have little power"
+            in caplog.text)
+    assert "dense_0 has 3 members (< 5): its modal labels are often tied" in caplog.text
+    summary = pd.read_csv(os.path.join(workdir, "per_class", "tstatistic_summary.csv"))
+    assert set(summary["correction"]) == {"bh"} and summary["small_population"].all()
+    table = pd.read_csv(os.path.join(workdir, "per_class", "tstatistic.csv"))
+    for row in summary.itertuples():
+        rows = table[table["sparsity"] == row.sparsity]
+        assert row.n_classes_hurt_uncorrected == (
+            rows["significant_uncorrected"] & (rows["direction"] == "hurt")).sum()
+        assert row.n_classes_ceiling == (rows["direction"] == "ceiling").sum()
+        assert (rows.loc[rows["direction"] == "ceiling", "n_errors"] < row.min_errors).all()
+    pies = pd.read_csv(os.path.join(workdir, "pie", "pie_summary.csv"))
+    assert (pies["n_pie_tied"] <= pies["n_pie"]).all()

@@ -340,6 +340,10 @@ TOY = "pie.stages.toy_experiment"
 IMPORT = "save_checkpoint.import_members"
 STUDY = "pie.stages.study"
 NO_WORKDIR = {TOY}
+NOISE_FLOOR = "per_class_accuracy.noise_floor"
+MIN_ERRORS = ("min_errors must be an integer >= 0 (default: the members of the smaller "
+              "population), got {}")
+CORRECTION = "correction 'holm' is not allowed: use one of ['none', 'bh', 'bh_all']"
 # The smallest run of the image stages: one corruption, one draw, a few images.
 CORRUPTIONS_OPTIONS = {"corruptions": "gaussian_noise", "severities": "1", "workers": 1}
 NOISE_OPTIONS = {"eps_values": [0.1], "draws": 1, "images": 10}
@@ -578,6 +582,19 @@ CASES = [
      "pie.csv gives image 0 the label 0, the data 7: the table was made from other data"),
     ("models-match-nothing", IMPORT, {"models": "{W}/nothing*.keras", "method": "dense"},
      nothing, "--models={W}/nothing*.keras matches no file"),
+    # --- issue 26: the significance options of the tests and the noise floor
+    ("min-errors-negative", TSTAT, {"min_errors": -1}, nothing, MIN_ERRORS.format(-1)),
+    ("correction-unknown", TSTAT, {"correction": "holm"}, nothing, CORRECTION),
+    ("min-errors-negative", SUBGROUPS, {"groups_csv": "{W}/groups.csv", "min_errors": -3},
+     write_file("groups.csv", "image_id,colour\n0,red\n"), MIN_ERRORS.format(-3)),
+    ("correction-unknown", SUBGROUPS, {"groups_csv": "{W}/groups.csv", "correction": "holm"},
+     write_file("groups.csv", "image_id,colour\n0,red\n"), CORRECTION),
+    ("min-errors-negative", NOISE_FLOOR, {"min_errors": -1}, nothing, MIN_ERRORS.format(-1)),
+    ("correction-unknown", NOISE_FLOOR, {"correction": "holm"}, nothing, CORRECTION),
+    ("paired-halves", NOISE_FLOOR, {"test": "paired"}, nothing,
+     "test 'paired' is not allowed for the noise floor: use one of ['welch', "
+     "'permutation'] (two halves of the dense population hold different seeds, so they "
+     "cannot be paired)"),
 ]
 
 
@@ -615,7 +632,8 @@ def _assert_message(message, expected, workdir, folder):
 # Cases run as commands too: the in-process InputError is what `cli.run` turns into one
 # `error:` line and exit 2 (a crash of the process, a signal, would show only here).
 AS_COMMANDS = ["predictions:tflite-truncated", "predictions:tfrecord-image-corrupt",
-               "toy_experiment:batch-size-zero", "gen_tstatistic:duplicate-member-id"]
+               "toy_experiment:batch-size-zero", "gen_tstatistic:duplicate-member-id",
+               "gen_tstatistic:min-errors-negative", "noise_floor:correction-unknown"]
 
 
 def _command_line(stage, options):

@@ -119,7 +119,8 @@ class TestPerClassTStatistic:
     TOP1 = {"d1": 0.70, "d2": 0.68, "d3": 0.72, "v1": 0.60, "v2": 0.58, "v3": 0.62}
 
     def test_matches_scipy_on_normalised_sets(self):
-        table, summary = per_class.per_class_tstatistic(metrics_of(self.RECALLS, self.TOP1))
+        table, summary = per_class.per_class_tstatistic(metrics_of(self.RECALLS, self.TOP1),
+                                                        correction="none")
         assert list(table.columns) == per_class.TSTATISTIC_COLUMNS
         dense_top1 = np.mean([0.70, 0.68, 0.72])
         variant_top1 = np.mean([0.60, 0.58, 0.62])
@@ -163,8 +164,14 @@ class TestPerClassTStatistic:
         expected_bh = scipy_stats.false_discovery_control(p_value, method="bh")
         np.testing.assert_allclose(table["p_value_bh"], expected_bh)
         np.testing.assert_array_equal(table["significant"], expected_bh <= 0.05)
-        table_none, _ = per_class.per_class_tstatistic(metrics, alpha=0.05)
+        table_none, _ = per_class.per_class_tstatistic(metrics, alpha=0.05, correction="none")
         np.testing.assert_array_equal(table_none["significant"], p_value <= 0.05)
+        # The default is bh; the uncorrected decision is kept beside it.
+        default, summary = per_class.per_class_tstatistic(metrics, alpha=0.05)
+        pd.testing.assert_frame_equal(default, table)
+        np.testing.assert_array_equal(default["significant_uncorrected"], p_value <= 0.05)
+        assert summary["n_classes_hurt_uncorrected"].iloc[0] == int(
+            ((p_value <= 0.05) & (default["direction"] == "hurt")).sum())
 
     def test_one_member_variant_is_nan_and_warned(self, caplog):
         recalls = dict(self.RECALLS, q1=("quant_int8", 0.0, [0.7, 0.7]))
@@ -340,20 +347,24 @@ class TestDesigns:
             scipy_stats.false_discovery_control(p_value[defined], method="bh"))
         assert len(summary) == 4 and "all 8 tests" in summary["rule"].iloc[0]
 
-    def test_effect_interval_is_seeded_and_brackets_the_effect(self):
-        table, _ = per_class.per_class_tstatistic(self.metrics(), resamples=2000, seed=3)
-        again, _ = per_class.per_class_tstatistic(self.metrics(), resamples=2000, seed=3)
-        other, _ = per_class.per_class_tstatistic(self.metrics(), resamples=2000, seed=4)
-        pd.testing.assert_frame_equal(table, again)
-        assert not np.allclose(table["effect_ci_low_points"].iloc[[0, 2]],
-                               other["effect_ci_low_points"].iloc[[0, 2]])
-        defined = table["class_id"] != 1
-        rows = table[defined]
-        assert (rows["effect_ci_low_points"] <= rows["effect_points"]).all()
-        assert (rows["effect_points"] <= rows["effect_ci_high_points"]).all()
-        # The constant class: every resample gives the same delta.
-        flat = table[~defined]
-        np.testing.assert_allclose(flat["effect_ci_low_points"], flat["effect_points"])
+    @pytest.mark.parametrize("test", ["welch", "paired"])
+    def test_effect_interval_is_the_tests_own(self, test):
+        table, _ = per_class.per_class_tstatistic(self.metrics(), test=test)
+        dense, variant = ["d1", "d2", "d3", "d4"], ["v1", "v2", "v3", "v4"]
+        for class_id in (0, 2):
+            v, d = self.normalised(variant, class_id), self.normalised(dense, class_id)
+            if test == "welch":
+                expected = scipy_stats.ttest_ind(v, d, equal_var=False).confidence_interval()
+            else:
+                expected = scipy_stats.ttest_rel(v, d).confidence_interval()
+            row = table[(table["method"] == "magnitude") & (table["class_id"] == class_id)]
+            assert row["effect_ci_low_points"].item() == pytest.approx(100 * expected.low)
+            assert row["effect_ci_high_points"].item() == pytest.approx(100 * expected.high)
+        assert set(table["effect_ci_method"]) == {f"{test}_t"}
+        # The constant class has no test and so no interval (not a zero-width one).
+        flat = table[table["class_id"] == 1]
+        assert flat["effect_ci_low_points"].isna().all()
+        assert flat["effect_ci_high_points"].isna().all()
 
     def test_power_is_stated_per_variant(self):
         _, summary = per_class.per_class_tstatistic(self.metrics())
@@ -377,3 +388,80 @@ class TestDesigns:
         with pytest.raises(per_class.errors.UsageError, match=re.escape(
                 "test 'ttest' is not allowed: use one of ['welch', 'paired', 'permutation']")):
             per_class.per_class_tstatistic(self.metrics(), test="ttest")
+
+
+def counted_metrics(correct, n, populations, seeds=None):
+    """Metrics rows from correct counts (members x classes) with `n` images per class,
+    the members' populations [(method, sparsity)] and top-1 from the counts."""
+    correct = np.asarray(correct)
+    rows = []
+    for m, (method, sparsity) in enumerate(populations):
+        top1 = correct[m].sum() / (n * correct.shape[1])
+        for class_id, right in enumerate(correct[m]):
+            rows.append({"member_id": f"m{m}", "method": method, "sparsity": sparsity,
+                         "seed": (seeds or list(range(len(populations))))[m],
+                         "class_id": class_id, "class_name": f"c{class_id}", "n": n,
+                         "correct": int(right), "recall": right / n, "precision": 0.0,
+                         "member_top1": top1})
+    return pd.DataFrame(rows)
+
+
+class TestCeilingIntervalsPower:
+    POPULATIONS = [("dense", 0.0)] * 4 + [("magnitude", 0.5)] * 4
+
+    @pytest.mark.parametrize("test", ["welch", "paired", "permutation"])
+    @pytest.mark.parametrize("correction", ["none", "bh"])
+    def test_one_error_among_all_members_is_ceiling(self, test, correction):
+        # Class 1: every member right but one image of one member; class 0 varies.
+        correct = [[15, 20], [12, 20], [16, 20], [14, 20],
+                   [8, 20], [9, 20], [7, 19], [10, 20]]
+        table, summary = per_class.per_class_tstatistic(
+            counted_metrics(correct, 20, self.POPULATIONS, [0, 1, 2, 3] * 2), test=test,
+            correction=correction, resamples=999)
+        ceiling = table[table["class_id"] == 1].iloc[0]
+        assert ceiling["direction"] == per_class.CEILING and ceiling["n_errors"] == 1
+        assert np.isnan(ceiling["p_value"]) and np.isnan(ceiling["t_statistic"])
+        assert not ceiling["significant"] and not ceiling["significant_uncorrected"]
+        assert np.isnan(ceiling["effect_ci_low_points"])
+        row = summary.iloc[0]
+        assert row["n_classes_ceiling"] == 1 and row["ceiling_classes"] == "c1"
+        assert row["min_errors"] == 4 and row["n_classes_tested"] == 1
+        # min_errors=0 tests it again (the knife edge the rule removes).
+        again, _ = per_class.per_class_tstatistic(
+            counted_metrics(correct, 20, self.POPULATIONS, [0, 1, 2, 3] * 2), test=test,
+            correction=correction, resamples=999, min_errors=0)
+        assert again[again["class_id"] == 1]["direction"].item() != per_class.CEILING
+
+    @pytest.mark.parametrize("test", ["welch", "paired"])
+    def test_interval_excludes_zero_exactly_when_p_at_most_005(self, test):
+        rng = np.random.default_rng(5)
+        n_classes = 200
+        correct = rng.binomial(40, rng.uniform(0.5, 0.95, n_classes), size=(8, n_classes))
+        correct[4:, :40] -= rng.integers(4, 12, size=(4, 40))  # some classes hurt
+        correct = np.clip(correct, 0, 40)
+        table, _ = per_class.per_class_tstatistic(
+            counted_metrics(correct, 40, self.POPULATIONS, [0, 1, 2, 3] * 2), test=test,
+            correction="none", min_errors=0)
+        rows = table[table["p_value"].notna()]
+        assert len(rows) > 150 and 3 < rows["significant"].sum() < len(rows)
+        excludes = (rows["effect_ci_low_points"] > 0) | (rows["effect_ci_high_points"] < 0)
+        np.testing.assert_array_equal(excludes.to_numpy(), (rows["p_value"] <= 0.05).to_numpy())
+
+    def test_two_members_never_detect_beyond_what_the_measure_reaches(self):
+        rng = np.random.default_rng(1)
+        for _ in range(20):
+            correct = rng.integers(0, 11, size=(4, 5))
+            _, summary = per_class.per_class_tstatistic(
+                counted_metrics(correct, 10, [("dense", 0.0)] * 2 + [("magnitude", 0.9)] * 2),
+                min_errors=0)
+            detectable = summary["min_detectable_delta_points"].iloc[0]
+            assert np.isnan(detectable) or detectable <= 200
+            assert summary["small_population"].iloc[0]
+
+    def test_negative_min_errors_is_refused(self):
+        with pytest.raises(per_class.errors.UsageError, match=re.escape(
+                "min_errors must be an integer >= 0 (default: the members of the smaller "
+                "population), got -1")):
+            per_class.per_class_tstatistic(
+                counted_metrics([[1, 2]] * 4, 2, [("dense", 0.0)] * 2 + [("m", 0.5)] * 2),
+                min_errors=-1)

@@ -104,6 +104,7 @@ class TestPieTable:
         assert list(table.columns) == pie_labels.PIE_COLUMNS
         assert list(table["image_id"]) == [10, 20, 30]
         assert list(table["is_pie"]) == [True, False, False]
+        assert (summary["n_pie_tied"].iloc[0], summary["pie_tied_share"].iloc[0]) == (1, 1.0)
         assert list(table["baseline_modal_label"]) == [0, 1, 0]
         assert list(table["variant_modal_label"]) == [1, 1, 0]
         assert list(table["baseline_n"]) == [3] * 3 and list(table["variant_n"]) == [2] * 3
@@ -178,6 +179,9 @@ class TestTieRules:
         # PIEs 10 and 30: dense right 2 + 1 of 6 votes, variant 0 + 1 of 4.
         assert summary["baseline_top1_pie"].iloc[0] == pytest.approx(3 / 6)
         assert summary["variant_top1_pie"].iloc[0] == pytest.approx(1 / 4)
+        # Both PIEs were decided by the variant's tie: share 1; under 'lowest' the
+        # one PIE left (image 10) is still a tie's.
+        assert (summary["n_pie_tied"].iloc[0], summary["pie_tied_share"].iloc[0]) == (2, 1.0)
 
     def test_lowest(self):
         table, _ = self.tables("lowest")
@@ -189,6 +193,7 @@ class TestTieRules:
         assert list(table["is_pie"]) == [False, False, False]
         row = summary.iloc[0]
         assert row["n_pie"] == 0 and row["n_tied"] == 2
+        assert row["n_pie_tied"] == 0 and np.isnan(row["pie_tied_share"])
         # Only image 20 is left for the non-PIE subset; all images for 'all'.
         assert row["baseline_top1_non_pie"] == 1.0 and row["variant_top1_non_pie"] == 1.0
         assert row["baseline_top1_all"] == pytest.approx(6 / 9)

@@ -3,6 +3,7 @@ import math
 import statistics
 
 import pandas as pd
+from scipy import stats as scipy_stats
 import pytest
 
 from pie.analysis import robustness
@@ -72,3 +73,37 @@ def test_without_shifts_the_shifted_summary_is_empty():
     assert row["n_shifted"] == 0
     assert math.isnan(row["shifted_mean"]) and math.isnan(row["shifted_min"])
     assert row["clean_mean"] == pytest.approx(0.45)
+
+
+def test_clean_minus_shifted_per_seed_with_a_paired_test():
+    # Four seeds: seeds 2 and 3 are copies of seeds 0 and 1, so P(seed, D) is known.
+    rows = ROWS + [(m, s, seed + 2, d, t) for m, s, seed, d, t in ROWS]
+    row = robustness.prune_potential_summary(member_table(rows), 0.5).iloc[0]
+    clean = [0.9, 0.0, 0.9, 0.0]
+    shifted = [0.5, 0.45, 0.5, 0.45]
+    d = [c - s for c, s in zip(clean, shifted)]
+    expected = scipy_stats.ttest_rel(clean, shifted)
+    assert row["n_paired_seeds"] == 4
+    assert row["difference_mean"] == pytest.approx(statistics.mean(d))
+    assert row["difference_std"] == pytest.approx(statistics.stdev(d))
+    assert row["difference_p_value"] == pytest.approx(expected.pvalue)
+    interval = expected.confidence_interval()
+    assert (row["difference_ci_low"], row["difference_ci_high"]) == (
+        pytest.approx(interval.low), pytest.approx(interval.high))
+    assert row["n_seeds_lower_shifted"] == 2 and row["ci_approximate"]
+    assert row["differences_per_seed"] == "0:+0.4 1:-0.45 2:+0.4 3:-0.45"
+
+
+def test_monotone_needs_every_lower_sparsity_to_pass():
+    # contrast/2, seed 0: 0.5 passes and 0.9 fails; seed 1 both pass. Make 0.5 fail and
+    # 0.9 pass for seed 1 on clean: the largest passing is 0.9, the monotone one 0.
+    rows = [r for r in ROWS if not (r[3] == "clean" and r[2] == 1 and r[0] == "magnitude")]
+    rows += [("magnitude", 0.5, 1, "clean", 0.900), ("magnitude", 0.9, 1, "clean", 0.918)]
+    plain = robustness.prune_potential_per_seed(member_table(rows), 0.5)
+    monotone = robustness.prune_potential_per_seed(member_table(rows), 0.5, monotone=True)
+    key = lambda t: t.set_index(["distribution", "seed"])["prune_potential"].to_dict()
+    assert key(plain)[("clean", 1)] == 0.9 and key(monotone)[("clean", 1)] == 0.0
+    # Where the lower sparsity passes, both rules agree.
+    assert key(plain)[("contrast/2", 1)] == key(monotone)[("contrast/2", 1)] == 0.9
+    summary = robustness.prune_potential_summary(member_table(rows), 0.5, monotone=True)
+    assert bool(summary["monotone"].iloc[0])

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import error_lines, run_stage
-from pie.analysis import per_class, pie_labels, robustness, subgroups
+from pie.analysis import noise_floor, per_class, pie_labels, robustness, subgroups
 from pie.io import cli, records
 from pie.report import build, sections
 from pie.io.workdir import Workdir
@@ -154,8 +154,24 @@ def _subgroups(rng):
                              dense_fnr=np.nan, variant_fnr=np.nan, dense_fnr_all=np.nan,
                              variant_fnr_all=np.nan, fnr_change_vs_overall=np.nan,
                              pie_rate=0.2, pie_rate_all=0.2, pie_share=rng.uniform(0.3, 0.7),
-                             t_statistic=2.0, p_value=rng.choice([0.01, 0.4])))
+                             t_statistic=2.0, p_value=rng.choice([0.01, 0.4]),
+                             correction="none", direction="hurt" if change > 0 else "helped"))
+            rows[-1]["significant"] = rows[-1]["p_value"] <= 0.05
     return pd.DataFrame(rows, columns=subgroups.SUBGROUP_COLUMNS)
+
+
+def _noise_floor(rng):
+    """A noise floor table: the magnitude 0.9 PIE share above its floor, nothing else."""
+    rows = []
+    for method, sparsity in VARIANTS[1:]:
+        for measure in noise_floor.MEASURES:
+            floor = rng.uniform(0.01, 0.03) if measure == "pie_share" else rng.uniform(0, 1)
+            value = floor * (3 if (sparsity == 0.9 and measure == "pie_share") else 0.9)
+            rows.append(dict(measure=measure, method=method, sparsity=sparsity,
+                             distribution="clean", members_per_half=1, splits=3,
+                             variant_value=value, floor_mean=floor, floor_q95=1.5 * floor,
+                             exceeds_floor=value > 1.5 * floor, note=""))
+    return pd.DataFrame(rows, columns=noise_floor.NOISE_FLOOR_COLUMNS)
 
 
 def _cost(manifest, rng):
@@ -203,6 +219,7 @@ def make_workdir(workdir, seed=0):
     table, summary = _pie(rng)
     records.write_csv(os.path.join(workdir, "pie", "pie.csv"), table)
     records.write_csv(os.path.join(workdir, "pie", "pie_summary.csv"), summary)
+    records.write_csv(Workdir(workdir).file("noise_floor"), _noise_floor(rng))
     accuracy = robustness.with_mean_corruption(_accuracy(manifest, rng))
     per_seed, excess = robustness.excess_error(accuracy)
     robust = os.path.join(workdir, "robustness")
@@ -271,7 +288,9 @@ def summary_rows(page):
 
 
 def column(name):
-    return [c.header for c in sections.SUMMARY_COLUMNS].index(name)
+    headers = [c.header for c in sections.SUMMARY_COLUMNS]
+    return headers.index(name) if name in headers else next(
+        i for i, header in enumerate(headers) if header.startswith(name))
 
 
 # ------------------------------------------------------------------------------ tests
@@ -305,8 +324,12 @@ def test_summary_has_one_row_per_variant_with_values_from_the_inputs(synthetic):
         f"{100 * top1.mean():.1f} ± {100 * top1.std(ddof=1):.1f}")
     summary = pd.read_csv(os.path.join(workdir, "per_class", "tstatistic_summary.csv"))
     expected = summary[summary["sparsity"] == 0.9].iloc[0]
-    assert row[column("classes hurt")] == str(expected["n_classes_hurt"])
-    helped = str(expected["n_classes_helped"])
+    # The default correction (bh) beside the uncorrected count.
+    assert expected["correction"] == "bh"
+    assert row[column("classes hurt")] == (
+        f"{expected['n_classes_hurt']} ({expected['n_classes_hurt_uncorrected']} uncorrected)")
+    helped = (f"{expected['n_classes_helped']} ({expected['n_classes_helped_uncorrected']} "
+              "uncorrected)")
     if expected["n_helped_lost_recall"]:
         helped += f" ({expected['n_helped_lost_recall']} lost recall)"
     assert row[column("classes helped (lost less than average)")] == helped
@@ -322,7 +345,14 @@ def test_summary_has_one_row_per_variant_with_values_from_the_inputs(synthetic):
         f"{100 * pies['baseline_top1_pie']:.1f} → {100 * pies['variant_top1_pie']:.1f}")
     pie = pd.read_csv(os.path.join(workdir, "pie", "pie.csv"))
     pie = pie[pie["sparsity"] == 0.9]
-    assert row[column("PIEs %")] == f"{100 * pie['is_pie'].mean():.1f}"
+    assert row[column("PIEs %")] == (f"{100 * pie['is_pie'].mean():.1f} "
+                                     f"({100 * pies['pie_tied_share']:.0f}% by a tie)")
+    floor = pd.read_csv(Workdir(workdir).file("noise_floor"))
+    floor = floor[(floor["sparsity"] == 0.9) & (floor["measure"] == "pie_share")].iloc[0]
+    cell = row[column("against the noise floor")]
+    assert cell.startswith("1 v 1: PIEs ") and (
+        f"PIEs {100 * floor['variant_value']:.1f}% · {100 * floor['floor_mean']:.1f}% above"
+        in cell)
     # Corrupted top-1: each member's mean over the corruptions, then over members.
     accuracy = pd.read_csv(os.path.join(workdir, "robustness", "accuracy.csv"))
     shifted = accuracy[accuracy["distribution"].isin(["gaussian_noise/3", "fog/3"])
@@ -371,7 +401,12 @@ def test_prune_potential_is_one_row_per_method_from_the_seed_values(synthetic):
                      f"{headline['clean_mean']:.2f} ± {headline['clean_std']:.2f}",
                      f"{headline['shifted_mean']:.2f} ± {headline['shifted_std']:.2f}",
                      f"{headline['shifted_min']:.2f} ({headline['shifted_min_distribution']})",
-                     "3", "2"]]
+                     headline["differences_per_seed"],
+                     f"clean − shifted {headline['difference_mean']:+.3f} (95% interval "
+                     f"{headline['difference_ci_low']:+.3f} to "
+                     f"{headline['difference_ci_high']:+.3f}, approximate: few seeds), paired "
+                     f"t-test p = {headline['difference_p_value']:.3g}, lower under shift for "
+                     f"{headline['n_seeds_lower_shifted']} of 3 seeds", "3", "2"]]
     # The card of the most compressed variant's method says the same.
     assert f"{headline['clean_mean']:.2f} ± {headline['clean_std']:.2f}" in body
 
@@ -381,8 +416,12 @@ def test_cards_explain_helped_and_give_the_raw_recall_change(synthetic):
     summary = pd.read_csv(os.path.join(workdir, "per_class", "tstatistic_summary.csv"))
     row = summary[summary["sparsity"] == 0.9].iloc[0]
     body = html.unescape(page_sections(page)["summary"][1])
-    assert (f"classes significantly hurt / helped; helped = lost less than the average "
-            f"({row['n_helped_lost_recall']} of {row['n_classes_helped']} still lost "
+    assert (f"{row['n_classes_hurt']} / {row['n_classes_helped']} "
+            f"({row['n_classes_hurt_uncorrected']} / {row['n_classes_helped_uncorrected']} "
+            "uncorrected)") in body
+    assert (f"classes significantly hurt / helped ({row['rule']}; "
+            f"{row['n_classes_ceiling']} ceiling classes not tested); helped = lost less than "
+            f"the average ({row['n_helped_lost_recall']} of {row['n_classes_helped']} still lost "
             f"recall). Raw recall change, mean points: hurt "
             f"{100 * row['recall_change_hurt']:+.1f}, helped "
             f"{100 * row['recall_change_helped']:+.1f}") in body
@@ -745,3 +784,19 @@ def test_a_stage_table_dropped_into_the_workdir_by_hand_is_refused(tmp_path):
         f"{os.path.join(workdir, 'pie', '.aggregate_predictions.stamp.json')}: only files "
         "pie_dataset_gen.aggregate_predictions wrote are read; rerun "
         "pie_dataset_gen.aggregate_predictions")
+
+
+def test_findings_beside_their_noise_floor_in_cards_and_words(synthetic):
+    workdir, page = synthetic
+    body = html.unescape(page_sections(page)["summary"][1])
+    floor = pd.read_csv(Workdir(workdir).file("noise_floor"))
+    pies = floor[(floor["sparsity"] == 0.9) & (floor["measure"] == "pie_share")].iloc[0]
+    # The card of the most compressed variant: 'PIEs 4.0% · noise floor 1.6%'.
+    assert (f"PIEs {100 * pies['variant_value']:.1f}% · noise floor "
+            f"{100 * pies['floor_mean']:.1f}%") in body
+    assert "above the noise floor (95th percentile" in body
+    # In words: only magnitude 0.9's PIE share is above its floor.
+    assert ("above the floor's 95th percentile: magnitude 0.9: PIEs. Within what seed noise "
+            "alone shows: magnitude 0.5: PIEs, hurt, helped") in body
+    # 3 members a population: little power, said plainly.
+    assert "Populations of fewer than 5 members (dense: 3, magnitude 0.5: 3" in body

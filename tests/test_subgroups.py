@@ -335,3 +335,52 @@ def test_celeb_a_attributes_through_tfds_mock(tmp_path):
                                       for s in (0, 1)])
                 np.testing.assert_allclose(getattr(row, f"dense_{rate}"), dense)
                 np.testing.assert_allclose(getattr(row, f"variant_{rate}"), variant)
+
+
+def test_group_with_one_error_is_ceiling_and_intervals_invert_the_test(tmp_path):
+    # Group a: one error among all members (dense seed 1, image 1); group b varies.
+    predicted = {"dense_0_seed0": [1, 1, 0, 0, 1, 1], "dense_0_seed1": [1, 0, 0, 1, 1, 0],
+                 "magnitude_0.5_seed0": [1, 1, 0, 1, 0, 0],
+                 "magnitude_0.5_seed1": [1, 1, 0, 0, 0, 1]}
+    workdir = str(tmp_path / "w")
+    _write_population(workdir, predicted, LABELS, ["negative", "positive"])
+    groups = pd.DataFrame({"image_id": np.arange(6), "g": GROUP_G})
+    frame = pd.concat([pd.DataFrame({"member": m, "image_id": np.arange(6), "label": LABELS,
+                                     "predicted": p})
+                       for m, p in enumerate(predicted.values())])
+    for test in ("welch", "paired", "permutation"):
+        for correction in ("none", "bh"):
+            table = subgroups.subgroup_table(frame, records.read_manifest(workdir), groups,
+                                             binary=True, test=test, resamples=99,
+                                             correction=correction)
+            a, b = table.iloc[0], table.iloc[1]
+            assert a["direction"] == "ceiling" and a["n_errors"] == 1, test
+            assert np.isnan(a["p_value"]) and not a["significant"]
+            assert not a["significant_uncorrected"]
+            assert b["direction"] != "ceiling" and b["n_errors"] == 6
+    # Group b's interval is Welch's (scipy), in points, and agrees with its p-value.
+    table = subgroups.subgroup_table(frame, records.read_manifest(workdir), groups,
+                                     binary=True, correction="none")
+    # Member error on b minus overall error: dense 1/3 - 1/6, 1/3 - 1/3; variant
+    # 2/3 - 1/3 twice: the variant values are equal, the dense ones are not.
+    expected = scipy_stats.ttest_ind([2 / 3 - 1 / 3, 2 / 3 - 1 / 3], [1 / 3 - 1 / 6, 0.0],
+                                     equal_var=False)
+    interval = expected.confidence_interval()
+    b = table.iloc[1]
+    assert b["p_value"] == pytest.approx(expected.pvalue)
+    assert b["effect_ci_low_points"] == pytest.approx(100 * interval.low)
+    assert b["effect_ci_high_points"] == pytest.approx(100 * interval.high)
+    assert b["effect_ci_method"] == "welch_t" and b["correction"] == "none"
+
+
+def test_bad_correction_and_min_errors_are_one_line(handmade):
+    workdir, groups_csv = handmade
+    for flag, message in (
+            ("--correction=holm", "error: correction 'holm' is not allowed: use one of "
+                                  "['none', 'bh', 'bh_all']"),
+            ("--min_errors=-2", "error: min_errors must be an integer >= 0 (default: the "
+                                "members of the smaller population), got -2")):
+        result = run_stage("per_class_accuracy.subgroups", f"--workdir={workdir}",
+                           f"--groups_csv={groups_csv}", flag, check=False)
+        assert result.returncode == 2 and error_lines(result) == [message]
+        assert not os.path.exists(subgroups.subgroups_path(workdir))

@@ -5,8 +5,12 @@ precision, the member's top-1); it is the one implementation of per-class recall
 `per_class_tstatistic` compares every compressed variant with the dense population
 class by class: each member's class recall minus its own population's mean top-1,
 then a test between the two sets of members (Welch's two-sided t-test by default,
-the paper's rule; a paired t-test by seed, or a permutation test), with a bootstrap
-interval of the effect, a multiple-testing rule and the power of the design.
+the paper's rule; a paired t-test by seed, or a permutation test), with the
+interval of the effect that inverts that test, a multiple-testing rule
+(Benjamini-Hochberg per variant by default) and the power of the design. A class on
+which the two populations together make fewer than `min_errors` errors is a
+`ceiling` class: not tested, since its normalised values differ only by the two
+populations' mean top-1.
 `compare_variants` and `decide` are its two halves, so that one correction can
 span the tables of several distributions (`--correction=bh_all`).
 """
@@ -31,15 +35,22 @@ TSTATISTIC_COLUMNS = [
     "method", "sparsity", "class_id", "class_name", "baseline_mean_recall",
     "variant_mean_recall", "recall_change", "baseline_mean_top1", "variant_mean_top1",
     "normalized_delta", "effect_points", "effect_ci_low_points", "effect_ci_high_points",
-    "test", "t_statistic", "p_value", "p_value_bh", "significant", "direction",
+    "effect_ci_method", "n_errors", "test", "t_statistic", "p_value", "p_value_bh",
+    "significant", "significant_uncorrected", "direction",
 ]
 SUMMARY_COLUMNS = [
     "method", "sparsity", "n_baseline", "n_variant", "n_pairs", "baseline_mean_top1",
     "variant_mean_top1", "test", "correction", "alpha", "rule", "n_classes_tested",
     "n_classes_hurt", "n_classes_helped", "recall_change_hurt", "recall_change_helped",
-    "n_helped_lost_recall", "min_detectable_delta_points",
+    "n_helped_lost_recall", "min_detectable_delta_points", "n_classes_hurt_uncorrected",
+    "n_classes_helped_uncorrected", "min_errors", "n_classes_ceiling", "ceiling_classes",
+    "small_population",
 ]
 NO_SPREAD = "no_variance"  # direction of a class whose test is undefined: no member varies
+CEILING = "ceiling"  # direction of a class with fewer errors than min_errors: not tested
+# The normalised delta lies in [-2, 2] (200 points): a larger "detectable" change is
+# beyond what the measure can reach, so it is reported as undefined.
+MAX_DELTA = 2.0
 POWER = 0.8
 CONFIDENCE = 0.95
 
@@ -64,7 +75,8 @@ def read_metrics(path):
     return metrics
 
 
-def validate_test_options(alpha, correction, test="welch", resamples=stats.DEFAULT_RESAMPLES):
+def validate_test_options(alpha, correction, test="welch", resamples=stats.DEFAULT_RESAMPLES,
+                          min_errors=None):
     """Raises UsageError naming a bad significance level, correction, test or count."""
     if not 0 < alpha < 1:
         raise errors.UsageError(f"alpha must lie strictly between 0 and 1, got {alpha}")
@@ -77,6 +89,48 @@ def validate_test_options(alpha, correction, test="welch", resamples=stats.DEFAU
     if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or \
             resamples < 1:
         raise errors.UsageError(f"resamples must be a positive integer, got {resamples!r}")
+    if min_errors is not None and (
+            isinstance(min_errors, bool) or not isinstance(min_errors, (int, np.integer))
+            or min_errors < 0):
+        raise errors.UsageError(
+            f"min_errors must be an integer >= 0 (default: the members of the smaller "
+            f"population), got {min_errors!r}")
+
+
+def define_decision_flags(flag_values):
+    """--correction and --min_errors, shared by gen_tstatistic, subgroups and the noise
+    floor (defined by each stage's define_flags, never on import)."""
+    from absl import flags
+    flags.DEFINE_string(
+        "correction", stats.DEFAULT_CORRECTION, "Multiple-testing rule for `significant`: "
+        "'bh' (the default: Benjamini-Hochberg adjusted p_value_bh <= alpha, over the "
+        "tests of one variant), 'none' (p_value <= alpha, the published rule) or 'bh_all' "
+        "(over every test of the run).", flag_values=flag_values)
+    flags.DEFINE_integer(
+        "min_errors", None, "A class (group) on which the two populations together make "
+        "fewer errors is 'ceiling': not tested, never significant; an integer >= 0. "
+        "Default: the number of members of the smaller population.",
+        flag_values=flag_values)
+
+
+def ceiling_threshold(min_errors, n_variant, n_baseline):
+    """The errors a class needs to be tested: `min_errors`, by default the members of
+    the smaller population (one error per member of it)."""
+    return int(min(n_variant, n_baseline)) if min_errors is None else int(min_errors)
+
+
+def detectable_points(standard_error_value, df, alpha):
+    """`min_detectable_delta` in points, NaN beyond what the measure can reach."""
+    detectable = stats.min_detectable_delta(standard_error_value, df, alpha, POWER)
+    return 100 * detectable if detectable <= MAX_DELTA else np.nan
+
+
+def warn_small(name, n_members):
+    """Logs that a population below stats.SMALL_POPULATION members has little power."""
+    if n_members < stats.SMALL_POPULATION:
+        logging.warning("%s has %d members (< %d): its tests have little power, and "
+                        "'no significant class' means little", name, n_members,
+                        stats.SMALL_POPULATION)
 
 
 def class_counts(member, label, predicted, n_members, n_classes):
@@ -160,7 +214,12 @@ def _recall_matrix(metrics):
             "per-class metrics must have one row per member and class, for the same "
             "classes in every member")
     recall = ordered["recall"].to_numpy(np.float64).reshape(n_members, n_classes)
-    return members, classes, recall
+    if {"n", "correct"} <= set(ordered.columns):
+        wrong = (ordered["n"].to_numpy(np.int64) - ordered["correct"].to_numpy(np.int64))
+        wrong = wrong.reshape(n_members, n_classes)
+    else:  # an older table: errors unknown, no class is a ceiling class
+        wrong = np.full((n_members, n_classes), np.iinfo(np.int32).max, np.int64)
+    return members, classes, recall, wrong
 
 
 def pair_by_seed(members, in_variant, is_dense, key):
@@ -203,16 +262,47 @@ def _median(values):
     return float(np.median(finite)) if finite.size else np.nan
 
 
+def compare_classes(recall, wrong, top1, variant_rows, dense_rows, test="welch",
+                    alpha=0.05, resamples=stats.DEFAULT_RESAMPLES, seed=0, min_errors=None):
+    """The class test of one set of members against another (rows of the matrices).
+
+    Returns a dict of per-class arrays (delta, t, p, interval, errors, no_spread,
+    ceiling, mean recalls) and the two mean top-1 values and the detectable change:
+    the one computation behind the variant tables and the noise floor's placebo.
+    """
+    variant_mean_top1 = top1[variant_rows].mean()
+    baseline_mean_top1 = top1[dense_rows].mean()
+    variant = recall[variant_rows] - variant_mean_top1
+    baseline = recall[dense_rows] - baseline_mean_top1
+    paired = test == "paired"
+    t_statistic, p_value, flat = stats.compare(variant, baseline, test, resamples, seed)
+    low, high = stats.interval_of_test(variant, baseline, test, CONFIDENCE)
+    n_errors = wrong[variant_rows].sum(axis=0) + wrong[np.unique(dense_rows)].sum(axis=0)
+    ceiling = n_errors < ceiling_threshold(min_errors, len(variant_rows),
+                                           len(np.unique(dense_rows)))
+    for values in (t_statistic, p_value, low, high):
+        values[ceiling] = np.nan  # never tested: the gap is the populations' top-1
+    delta = variant.mean(axis=0) - baseline.mean(axis=0)
+    error, df = stats.standard_error(variant, baseline, paired)
+    error[flat | ceiling] = np.nan  # untestable classes say nothing about the power
+    return {"delta": delta, "t": t_statistic, "p": p_value, "low": low, "high": high,
+            "n_errors": n_errors, "flat": flat, "ceiling": ceiling,
+            "variant_mean_top1": variant_mean_top1, "baseline_mean_top1": baseline_mean_top1,
+            "variant_mean_recall": recall[variant_rows].mean(axis=0),
+            "baseline_mean_recall": recall[dense_rows].mean(axis=0),
+            "detectable_points": detectable_points(_median(error), _median(df), alpha)}
+
+
 def compare_variants(metrics, test="welch", alpha=0.05, resamples=stats.DEFAULT_RESAMPLES,
-                     seed=0):
+                     seed=0, min_errors=None):
     """Every variant against the dense population, class by class, before a decision.
 
     Returns (table, summary): the `TSTATISTIC_COLUMNS` rows without `p_value_bh`,
-    `significant` and `direction` (they come from `decide`), plus a private
-    `_no_spread` column; and per variant the sizes, top-1 and the smallest
-    detectable normalised delta. `alpha` is the level the power refers to.
+    `significant` and `direction` (they come from `decide`), plus private
+    `_no_spread` and `_ceiling` columns; and per variant the sizes, top-1 and the
+    smallest detectable normalised delta. `alpha` is the level the power refers to.
     """
-    members, classes, recall = _recall_matrix(metrics)
+    members, classes, recall, wrong = _recall_matrix(metrics)
     is_dense = (members["method"] == records.DENSE_METHOD).to_numpy()
     if not is_dense.any():
         raise records.ContractError(
@@ -222,6 +312,7 @@ def compare_variants(metrics, test="welch", alpha=0.05, resamples=stats.DEFAULT_
         logging.warning("the dense population has %d member: the test needs at least "
                         "2 per set, so every t-statistic and p-value is NaN",
                         is_dense.sum())
+    warn_small("the dense population", int(is_dense.sum()))
 
     variants = (members.loc[~is_dense, ["method", "sparsity"]].drop_duplicates()
                 .sort_values(["method", "sparsity"]).reset_index(drop=True))
@@ -237,21 +328,18 @@ def compare_variants(metrics, test="welch", alpha=0.05, resamples=stats.DEFAULT_
         if len(variant_rows) < 2:
             logging.warning("variant %s has %d member: its test is undefined (NaN, "
                             "not significant)", key, len(variant_rows))
+        else:
+            warn_small(f"variant {key}", len(variant_rows))
         # Each member's class recall minus its own population's mean top-1.
-        variant_mean_top1 = top1[variant_rows].mean()
-        baseline_mean_top1 = top1[dense_rows].mean()
-        variant = recall[variant_rows] - variant_mean_top1
-        baseline = recall[dense_rows] - baseline_mean_top1
         paired = test == "paired"
-        t_statistic, p_value, flat = stats.compare(variant, baseline, test, resamples, seed)
-        low, high = stats.bootstrap_interval(variant, baseline, paired, resamples, seed,
-                                             CONFIDENCE)
-        delta = variant.mean(axis=0) - baseline.mean(axis=0)
-        error, df = stats.standard_error(variant, baseline, paired)
-        error[flat] = np.nan  # untestable classes say nothing about the power
-        detectable = stats.min_detectable_delta(_median(error), _median(df), alpha, POWER)
-        baseline_mean_recall = recall[dense_rows].mean(axis=0)
-        variant_mean_recall = recall[variant_rows].mean(axis=0)
+        result = compare_classes(recall, wrong, top1, variant_rows, dense_rows, test, alpha,
+                                 resamples, seed, min_errors)
+        delta, low, high = result["delta"], result["low"], result["high"]
+        baseline_mean_top1 = result["baseline_mean_top1"]
+        variant_mean_top1 = result["variant_mean_top1"]
+        baseline_mean_recall = result["baseline_mean_recall"]
+        variant_mean_recall = result["variant_mean_recall"]
+        n_baseline = len(set(dense_rows))
         rows.append(pd.DataFrame({
             "method": method,
             "sparsity": sparsity,
@@ -266,21 +354,26 @@ def compare_variants(metrics, test="welch", alpha=0.05, resamples=stats.DEFAULT_
             "effect_points": 100 * delta,
             "effect_ci_low_points": 100 * low,
             "effect_ci_high_points": 100 * high,
+            "effect_ci_method": stats.INTERVAL_METHODS[test],
+            "n_errors": result["n_errors"],
             "test": test,
-            "t_statistic": t_statistic,
-            "p_value": p_value,
-            "_no_spread": flat,
+            "t_statistic": result["t"],
+            "p_value": result["p"],
+            "_no_spread": result["flat"],
+            "_ceiling": result["ceiling"],
         }))
         summaries.append({
-            "method": method, "sparsity": sparsity, "n_baseline": len(set(dense_rows)),
+            "method": method, "sparsity": sparsity, "n_baseline": n_baseline,
             "n_variant": len(variant_rows), "n_pairs": len(variant_rows) if paired else 0,
             "baseline_mean_top1": baseline_mean_top1,
             "variant_mean_top1": variant_mean_top1, "test": test,
-            "min_detectable_delta_points": 100 * detectable,
+            "min_detectable_delta_points": result["detectable_points"],
+            "min_errors": ceiling_threshold(min_errors, len(variant_rows), n_baseline),
+            "small_population": min(len(variant_rows), n_baseline) < stats.SMALL_POPULATION,
         })
     if not rows:
         logging.warning("the manifest has no compressed variant: nothing to compare")
-        return (pd.DataFrame(columns=TSTATISTIC_COLUMNS + ["_no_spread"]),
+        return (pd.DataFrame(columns=TSTATISTIC_COLUMNS + ["_no_spread", "_ceiling"]),
                 pd.DataFrame(columns=SUMMARY_COLUMNS))
     return pd.concat(rows, ignore_index=True), pd.DataFrame(summaries)
 
@@ -298,7 +391,8 @@ def significance_rule(test, correction, alpha, n_tests=None, family="variant x c
     return (f"{TEST_NAMES[test]}: p_value_bh <= {alpha:g}, Benjamini-Hochberg over {scope}")
 
 
-def decide(table, summary, alpha=0.05, correction="none", keys=("method", "sparsity"),
+def decide(table, summary, alpha=0.05, correction=stats.DEFAULT_CORRECTION,
+           keys=("method", "sparsity"),
            family="variant x class"):
     """Adds p_value_bh, significant and direction to `compare_variants` output, and
     the counts to its summary. `keys` name a variant (and, when several tables are
@@ -318,10 +412,14 @@ def decide(table, summary, alpha=0.05, correction="none", keys=("method", "spars
             lambda p: stats.benjamini_hochberg(p.to_numpy()))
     tested = table["p_value_bh" if correction != "none" else "p_value"]
     table["significant"] = (tested <= alpha).to_numpy()  # NaN compares False
-    delta = table["normalized_delta"].to_numpy()
+    table["significant_uncorrected"] = (table["p_value"] <= alpha).to_numpy()
+    delta = table["normalized_delta"].to_numpy(np.float64)
+    ceiling = (table["_ceiling"].to_numpy(bool) if "_ceiling" in table.columns
+               else np.zeros(len(table), bool))
     table["direction"] = np.select(
-        [np.isnan(delta), table["_no_spread"].to_numpy(bool), delta < 0, delta > 0,
-         delta == 0], ["undefined", NO_SPREAD, "hurt", "helped", "unchanged"], "undefined")
+        [np.isnan(delta), ceiling, table["_no_spread"].to_numpy(bool), delta < 0,
+         delta > 0, delta == 0],
+        ["undefined", CEILING, NO_SPREAD, "hurt", "helped", "unchanged"], "undefined")
 
     tests = set(table["test"])
     n_tests = int(table["p_value"].notna().sum())
@@ -331,6 +429,20 @@ def decide(table, summary, alpha=0.05, correction="none", keys=("method", "spars
                                         correction, alpha, n_tests, family)
     tested_counts = table.groupby(keys)["p_value"].count().rename("n_classes_tested")
     summary = summary.merge(tested_counts.reset_index(), on=keys, how="left")
+    for direction in ("hurt", "helped"):
+        raw = table[table["significant_uncorrected"] & (table["direction"] == direction)]
+        summary = summary.merge(raw.groupby(keys).size().rename(
+            f"n_classes_{direction}_uncorrected").reset_index(), on=keys, how="left")
+        summary[f"n_classes_{direction}_uncorrected"] = (
+            summary[f"n_classes_{direction}_uncorrected"].fillna(0).astype(np.int64))
+    ceilings = table[table["direction"] == CEILING].groupby(keys)
+    summary = summary.merge(ceilings.size().rename("n_classes_ceiling").reset_index(),
+                            on=keys, how="left")
+    summary["n_classes_ceiling"] = summary["n_classes_ceiling"].fillna(0).astype(np.int64)
+    summary = summary.merge(ceilings["class_name"].agg(
+        lambda names: "; ".join(str(name) for name in names)).rename(
+        "ceiling_classes").reset_index(), on=keys, how="left")
+    summary["ceiling_classes"] = summary["ceiling_classes"].fillna("")
     counted = table[table["significant"]]
     for direction in ("hurt", "helped"):
         rows = counted[counted["direction"] == direction].groupby(keys)
@@ -350,26 +462,29 @@ def decide(table, summary, alpha=0.05, correction="none", keys=("method", "spars
     return table, summary
 
 
-def per_class_tstatistic(metrics, alpha=0.05, correction="none", test="welch",
-                         resamples=stats.DEFAULT_RESAMPLES, seed=0):
+def per_class_tstatistic(metrics, alpha=0.05, correction=stats.DEFAULT_CORRECTION,
+                         test="welch", resamples=stats.DEFAULT_RESAMPLES, seed=0,
+                         min_errors=None):
     """The per-class test of every variant against the dense population.
 
     Args:
       metrics: per-member per-class rows as written by `per_class_metrics`.
       alpha: significance level, in (0, 1).
-      correction: 'none' (significant when p_value <= alpha, the paper's rule),
-        'bh' (when the Benjamini-Hochberg adjusted p_value_bh <= alpha, one family
-        per variant) or 'bh_all' (one family: every variant x class).
+      correction: 'bh' (the default: significant when the Benjamini-Hochberg
+        adjusted p_value_bh <= alpha, one family per variant), 'none' (p_value <=
+        alpha, the paper's rule) or 'bh_all' (one family: every variant x class).
       test: 'welch' (default), 'paired' (by seed) or 'permutation'.
       resamples: permutation splits (Monte-Carlo) and bootstrap resamples.
-      seed: seeds the permutation and bootstrap draws.
+      seed: seeds the permutation draws.
+      min_errors: a class with fewer errors (both populations together) is
+        `ceiling` and not tested; None: the members of the smaller population.
 
     Returns:
       (table, summary): `TSTATISTIC_COLUMNS` rows per variant x class and
       `SUMMARY_COLUMNS` rows per variant, sorted by method, sparsity (, class).
     """
-    validate_test_options(alpha, correction, test, resamples)
-    table, summary = compare_variants(metrics, test, alpha, resamples, seed)
+    validate_test_options(alpha, correction, test, resamples, min_errors)
+    table, summary = compare_variants(metrics, test, alpha, resamples, seed, min_errors)
     if table.empty:
         return table[TSTATISTIC_COLUMNS], summary[SUMMARY_COLUMNS]
     table, summary = decide(table, summary, alpha, correction)

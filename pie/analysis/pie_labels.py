@@ -42,7 +42,7 @@ SUMMARY_COLUMNS = [
     "method", "sparsity", "n_images", "n_pie", "pie_fraction", "baseline_top1_all",
     "variant_top1_all", "baseline_top1_pie", "variant_top1_pie",
     "baseline_top1_non_pie", "variant_top1_non_pie", "ties", "n_baseline_tied",
-    "n_variant_tied", "n_tied",
+    "n_variant_tied", "n_tied", "n_pie_tied", "pie_tied_share",
 ] + HELDOUT_COLUMNS
 
 
@@ -346,6 +346,9 @@ def pie_table(modal, ties=DEFAULT_TIES):
                "n_baseline_tied": int(baseline_tied.sum()),
                "n_variant_tied": int(variant_tied[v].sum()),
                "n_tied": int((baseline_tied | variant_tied[v]).sum())}
+        # PIEs whose flag the tie rule decided: a tie in either population.
+        row["n_pie_tied"] = int((is_pie[v] & (baseline_tied | variant_tied[v])).sum())
+        row["pie_tied_share"] = row["n_pie_tied"] / row["n_pie"] if row["n_pie"] else np.nan
         for subset, mask in (("all", np.ones(n_images, bool)), ("pie", is_pie[v]),
                              ("non_pie", ~is_pie[v] & counted[v])):
             row[f"baseline_top1_{subset}"] = _subset_top1(baseline_correct, baseline_n, mask)

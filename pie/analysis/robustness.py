@@ -23,6 +23,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from pie.analysis import stats
 from pie.io import records
 from pie.io.workdir import Workdir
 
@@ -55,7 +56,9 @@ PRUNE_POTENTIAL_COLUMNS = [
 PRUNE_POTENTIAL_SEED_COLUMNS = ["method", "distribution", "seed", "prune_potential"]
 PRUNE_POTENTIAL_SUMMARY_COLUMNS = [
     "method", "delta", "n_seeds", "clean_mean", "clean_std", "n_shifted", "shifted_mean",
-    "shifted_std", "shifted_min", "shifted_min_distribution",
+    "shifted_std", "shifted_min", "shifted_min_distribution", "monotone", "n_paired_seeds",
+    "difference_mean", "difference_std", "difference_ci_low", "difference_ci_high",
+    "difference_p_value", "n_seeds_lower_shifted", "ci_approximate", "differences_per_seed",
 ]
 _MEMBER_KEYS = ["member_id", "method", "sparsity", "seed"]
 
@@ -229,7 +232,7 @@ def _sort_variant_rows(frame, extra_keys):
 # -------------------------------------------------------------------- prune potential
 
 
-def prune_potential(accuracy, delta=0.5):
+def prune_potential(accuracy, delta=0.5, monotone=False):
     """Prune potential of every pruning method on every distribution.
 
     P_delta(D) = the largest sparsity among the method's variants (sparsity > 0)
@@ -238,7 +241,9 @@ def prune_potential(accuracy, delta=0.5):
     per seed k the seed-k members are compared with the dense seed-k member (or the
     dense population mean when there is none), giving `prune_potential_seed_mean`
     and `_std` (ddof 1) over seeds. Methods without a pruned variant (dense,
-    quantized) have no prune potential and no rows.
+    quantized) have no prune potential and no rows. With `monotone`, a sparsity
+    passes only when every lower sparsity of the method passes too (on the same
+    distribution, and per seed for the per-seed values).
     """
     # Quantized exports of pruned members (quant_sparse, quant_pruned_int8) keep their
     # source's sparsity but are not a pruning method: no prune potential of their own.
@@ -246,12 +251,13 @@ def prune_potential(accuracy, delta=0.5):
 
     population = pruned.groupby(["method", "sparsity", "distribution"], as_index=False)[
         "error"].mean().merge(dense_mean.reset_index(), on="distribution", how="inner")
-    population["passing"] = _passing_sparsity(population, delta)
+    population["passing"] = _passing_sparsity(population, delta, monotone,
+                                              ["method", "distribution"])
     population = population.groupby(["method", "distribution"], as_index=False).agg(
         prune_potential=("passing", "max"), dense_error=("dense_error", "first"),
         n_sparsities=("sparsity", "nunique"))
 
-    by_seed = _per_seed_potential(pruned, dense, dense_mean, delta)
+    by_seed = _per_seed_potential(pruned, dense, dense_mean, delta, monotone)
     seeds = by_seed.groupby(["method", "distribution"], as_index=False).agg(
         prune_potential_seed_mean=("prune_potential", "mean"),
         prune_potential_seed_std=("prune_potential", "std"),
@@ -277,7 +283,7 @@ def _pruned_errors(accuracy, delta):
     return pruned, dense, dense.groupby("distribution")["error"].mean().rename("dense_error")
 
 
-def _per_seed_potential(pruned, dense, dense_mean, delta):
+def _per_seed_potential(pruned, dense, dense_mean, delta, monotone=False):
     """P per (method, distribution, seed): the seed-k members against the dense seed-k
     member (or the dense population mean when there is none)."""
     per_seed = pruned.merge(
@@ -286,18 +292,45 @@ def _per_seed_potential(pruned, dense, dense_mean, delta):
     per_seed["dense_error"] = per_seed["dense_error"].fillna(
         per_seed["distribution"].map(dense_mean))
     per_seed = per_seed[per_seed["dense_error"].notna()].copy()
-    per_seed["prune_potential"] = _passing_sparsity(per_seed, delta)
+    per_seed["prune_potential"] = _passing_sparsity(per_seed, delta, monotone,
+                                                    ["method", "distribution", "seed"])
     return per_seed.groupby(["method", "distribution", "seed"], as_index=False)[
         "prune_potential"].max()[PRUNE_POTENTIAL_SEED_COLUMNS]
 
 
-def prune_potential_per_seed(accuracy, delta=0.5):
+def prune_potential_per_seed(accuracy, delta=0.5, monotone=False):
     """P_delta of every pruning method, distribution and seed (`PRUNE_POTENTIAL_SEED_COLUMNS`)."""
     pruned, dense, dense_mean = _pruned_errors(accuracy, delta)
-    return _per_seed_potential(pruned, dense, dense_mean, delta)
+    return _per_seed_potential(pruned, dense, dense_mean, delta, monotone)
 
 
-def prune_potential_summary(accuracy, delta=0.5):
+def seed_differences(clean, shifted):
+    """The paired comparison of per-seed prune potentials, clean against shifted.
+
+    `clean`, `shifted`: Series indexed by seed (P(seed, clean) and the seed's mean
+    of P(seed, D) over the shifts). Per seed present in both, d = clean - shifted;
+    returns their mean, sample std, the paired t interval of the mean (95%) and the
+    paired t-test's two-sided p-value (NaN with fewer than 2 seeds or constant d),
+    the seeds where the shifted value is lower, and the differences as text.
+    """
+    seeds = sorted(set(clean.index) & set(shifted.index))
+    a = clean.loc[seeds].to_numpy(np.float64)[:, None]
+    b = shifted.loc[seeds].to_numpy(np.float64)[:, None]
+    d = (a - b)[:, 0]
+    _, p_value = stats.paired_t_test(a, b)
+    low, high = stats.interval_of_test(a, b, "paired")
+    return {"n_paired_seeds": len(seeds),
+            "difference_mean": float(d.mean()) if len(d) else np.nan,
+            "difference_std": float(d.std(ddof=1)) if len(d) > 1 else np.nan,
+            "difference_ci_low": float(low[0]), "difference_ci_high": float(high[0]),
+            "difference_p_value": float(p_value[0]),
+            "n_seeds_lower_shifted": int((d > TOLERANCE).sum()),
+            "ci_approximate": len(seeds) < stats.APPROXIMATE_BELOW,
+            "differences_per_seed": " ".join(f"{seed}:{value:+.3g}"
+                                             for seed, value in zip(seeds, d))}
+
+
+def prune_potential_summary(accuracy, delta=0.5, monotone=False):
     """The headline prune potential: one row per pruning method.
 
     From the per-seed values P(seed, D) (`prune_potential_per_seed`):
@@ -308,9 +341,10 @@ def prune_potential_summary(accuracy, delta=0.5):
                               and the distribution that attains it
     Shifted distributions are every distribution but clean and the derived means
     (`mean_corruption`, `mean_severity_<k>`). NaN where there is no seed (std: fewer
-    than 2) or no shift.
+    than 2) or no shift. The paired comparison of clean and shifted per seed:
+    `seed_differences`. `monotone`: see `prune_potential`.
     """
-    per_seed = prune_potential_per_seed(accuracy, delta)
+    per_seed = prune_potential_per_seed(accuracy, delta, monotone)
     per_seed = per_seed[~is_mean(per_seed["distribution"])]
     clean = per_seed[per_seed["distribution"] == records.CLEAN]
     shifted = per_seed[per_seed["distribution"] != records.CLEAN]
@@ -320,7 +354,9 @@ def prune_potential_summary(accuracy, delta=0.5):
         own_shifted = shifted[shifted["method"] == method]
         seed_means = own_shifted.groupby("seed")["prune_potential"].mean()
         by_distribution = own_shifted.groupby("distribution")["prune_potential"].mean()
-        rows.append({
+        clean_by_seed = clean[clean["method"] == method].groupby("seed")[
+            "prune_potential"].mean()
+        rows.append({**seed_differences(clean_by_seed, seed_means), "monotone": bool(monotone),
             "method": method, "delta": float(delta),
             "n_seeds": int(per_seed.loc[per_seed["method"] == method, "seed"].nunique()),
             "clean_mean": own_clean.mean(), "clean_std": own_clean.std(),
@@ -333,9 +369,18 @@ def prune_potential_summary(accuracy, delta=0.5):
     return pd.DataFrame(rows, columns=PRUNE_POTENTIAL_SUMMARY_COLUMNS)
 
 
-def _passing_sparsity(frame, delta):
-    """The row's sparsity when its error is within delta of the dense error, else 0."""
+def _passing_sparsity(frame, delta, monotone=False, keys=()):
+    """The row's sparsity when its error is within delta of the dense error, else 0.
+
+    With `monotone`, a row passes only when every row of its `keys` group at a lower
+    sparsity passes too (the grid read from the lowest sparsity up).
+    """
     passes = frame["error"] <= frame["dense_error"] + delta + TOLERANCE
+    if monotone:
+        order = frame.assign(_passes=passes.astype(np.int64)).sort_values(
+            list(keys) + ["sparsity"], kind="stable")
+        passes = (order.groupby(list(keys), sort=False)["_passes"].cummin()
+                  .reindex(frame.index).astype(bool))
     return frame["sparsity"].where(passes, 0.0).astype(np.float64)
 
 
@@ -530,8 +575,9 @@ def noise_prune_potential(accuracy, delta=0.5):
 
 EXCESS_ERROR_FIT_COLUMNS = [
     "method", "distribution", "slope", "slope_ci_low", "slope_ci_high", "confidence",
-    "n_points", "n_sparsities", "n_resamples",
+    "n_points", "n_sparsities", "n_seeds", "ci_method", "ci_approximate",
 ]
+FIT_INTERVAL = "seed_clustered_t"
 
 
 def _origin_slope(x, y, axis=-1):
@@ -539,18 +585,20 @@ def _origin_slope(x, y, axis=-1):
     return np.sum(x * y, axis=axis) / np.sum(x * x, axis=axis)
 
 
-def excess_error_fit(per_seed, confidence=0.95, n_resamples=2000, seed=0):
+def excess_error_fit(per_seed, confidence=0.95):
     """Excess error against prune ratio: a line through the origin per method.
 
     For each pruning method and distribution, the per-seed excess errors
     (`excess_error` rows: x = sparsity, y = excess error in points) are fitted by
-    least squares with y = slope x, and the slope gets a percentile bootstrap
-    interval (scipy.stats.bootstrap, the (x, y) points resampled in pairs,
-    seeded), so the band at prune ratio x is [x slope_ci_low, x slope_ci_high].
-    Dense and quantized methods, and rows at sparsity 0, are left out; with a
-    single point the interval is NaN.
+    least squares with y = slope x. The members of one seed share their dense
+    reference, so the slope's interval treats each seed's points as one cluster
+    (`stats.clustered_origin_slope`: the cluster-robust t interval, k - 1 degrees
+    of freedom over k seeds; with one point per seed the points are the clusters);
+    the band at prune ratio x is [x slope_ci_low, x slope_ci_high]. Below
+    `stats.APPROXIMATE_BELOW` seeds the interval is flagged approximate. Dense and
+    quantized methods, and rows at sparsity 0, are left out; with fewer than 2
+    clusters the interval is NaN.
     """
-    from scipy import stats
     _require_columns(per_seed, ["method", "sparsity", "distribution", "excess_error"],
                      "per_seed")
     if not 0 < confidence < 1:
@@ -563,15 +611,15 @@ def excess_error_fit(per_seed, confidence=0.95, n_resamples=2000, seed=0):
                                                         sort=False):
         x = group["sparsity"].to_numpy(np.float64)
         y = group["excess_error"].to_numpy(np.float64)
-        low = high = np.nan
-        if len(x) > 1:
-            interval = stats.bootstrap(
-                (x, y), _origin_slope, paired=True, vectorized=True,
-                confidence_level=confidence, n_resamples=n_resamples, method="percentile",
-                rng=np.random.default_rng(seed)).confidence_interval
-            low, high = float(interval.low), float(interval.high)
-        rows.append((method, distribution, float(_origin_slope(x, y)), low, high,
-                     float(confidence), len(x), int(np.unique(x).size), int(n_resamples)))
+        cluster = (group["seed"].to_numpy() if "seed" in group.columns
+                   else np.arange(len(group)))
+        _, index = np.unique(cluster, return_inverse=True)
+        xy_sums = np.bincount(index, weights=x * y)
+        xx_sums = np.bincount(index, weights=x * x)
+        _, low, high = stats.clustered_origin_slope(xy_sums, xx_sums, confidence)
+        rows.append((method, distribution, float(_origin_slope(x, y)), float(low),
+                     float(high), float(confidence), len(x), int(np.unique(x).size),
+                     len(xy_sums), FIT_INTERVAL, len(xy_sums) < stats.APPROXIMATE_BELOW))
     table = pd.DataFrame(rows, columns=EXCESS_ERROR_FIT_COLUMNS)
     table = table.assign(_order=distribution_order(table["distribution"]).to_numpy())
     table = table.sort_values(["method", "_order"], kind="stable").drop(columns="_order")

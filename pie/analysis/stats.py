@@ -51,7 +51,14 @@ def _scipy_optimize():
 
 TESTS = ("welch", "paired", "permutation")
 CORRECTIONS = ("none", "bh", "bh_all")
+# Benjamini-Hochberg over the classes of each variant unless asked otherwise: dozens of
+# uncorrected tests at 0.05 find "significant" classes in seed noise alone.
+DEFAULT_CORRECTION = "bh"
 DEFAULT_RESAMPLES = 9999
+# Below this many members a population's tests have little power (said in the logs
+# and the report); intervals built from fewer seeds are labelled approximate.
+SMALL_POPULATION = 5
+APPROXIMATE_BELOW = 10
 PERMUTATION_BATCH_VALUES = 50_000_000
 # Values closer than this (relative to their size) count as equal: normalised recalls
 # are differences of fractions, and a constant column may differ in the last bits.
@@ -306,6 +313,87 @@ def standard_error(variant_values, baseline_values, paired=False):
     with np.errstate(divide="ignore", invalid="ignore"):
         df = variance ** 2 / (share_v ** 2 / (n_v - 1) + share_b ** 2 / (n_b - 1))
     return np.sqrt(variance), df
+
+
+def t_interval(difference, standard_error_value, df, confidence=0.95):
+    """(low, high) = difference -+ t_(1-(1-confidence)/2, df) x standard error, per column.
+
+    With Welch's standard error and Welch-Satterthwaite df (`standard_error`) this is
+    the interval that inverts Welch's test, with the paired ones the paired t-test's:
+    at confidence 1 - alpha it excludes 0 exactly when the test's p <= alpha. NaN
+    where the standard error or df is not finite and positive.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    difference = np.asarray(difference, np.float64)
+    error = np.asarray(standard_error_value, np.float64)
+    df = np.asarray(df, np.float64)
+    usable = np.isfinite(error) & (error > 0) & np.isfinite(df) & (df > 0)
+    with np.errstate(invalid="ignore"):
+        critical = _scipy_special().stdtrit(np.where(usable, df, 1.0), 0.5 + confidence / 2)
+    half = np.where(usable, critical * np.where(usable, error, 0.0), np.nan)
+    return difference - half, difference + half
+
+
+def interval_of_test(variant_values, baseline_values, test="welch", confidence=0.95):
+    """The interval of mean(variant) - mean(baseline) that inverts `test`, per column.
+
+    welch: Welch-Satterthwaite t interval; paired: paired t interval; permutation:
+    none (NaN: a permutation test of the difference tests exchangeability, and its
+    p-value belongs to no fixed interval). NaN where the test is undefined (fewer
+    than 2 members, no spread), so an interval never contradicts its p-value.
+    """
+    if test not in TESTS:
+        raise ValueError(f"test {test!r} is not allowed: use one of {list(TESTS)}")
+    paired = test == "paired"
+    if paired:
+        variant_values, baseline_values = _paired_sets(variant_values, baseline_values,
+                                                       "interval_of_test")
+    else:
+        variant_values, baseline_values = _two_sets(variant_values, baseline_values,
+                                                    "interval_of_test")
+    n_columns = variant_values.shape[1]
+    if test == "permutation" or min(len(variant_values), len(baseline_values)) < 2:
+        return _undefined(n_columns)
+    difference = (np.mean(variant_values - baseline_values, axis=0) if paired else
+                  _mean_difference(variant_values, baseline_values, 0))
+    error, df = standard_error(variant_values, baseline_values, paired)
+    low, high = t_interval(difference, error, df, confidence)
+    flat = no_spread(variant_values, baseline_values, test)
+    low[flat] = high[flat] = np.nan
+    return low, high
+
+
+INTERVAL_METHODS = {"welch": "welch_t", "paired": "paired_t", "permutation": "none"}
+
+
+def clustered_origin_slope(xy_sums, xx_sums, confidence=0.95):
+    """Slope of y = b x through the origin and its interval, clusters resampled whole.
+
+    `xy_sums`, `xx_sums`: arrays (..., clusters) of each cluster's sum of x y and of
+    x^2 (a cluster: the points of one seed). slope = sum(xy) / sum(xx), the least-
+    squares slope of all points. Its standard error is the cluster-robust one,
+    sqrt(k / (k - 1) sum_s (xy_s - slope xx_s)^2) / sum(xx) over the k clusters, with
+    k - 1 degrees of freedom: when every cluster has the same x values this is
+    exactly the t interval of the per-cluster slopes' mean. Returns (slope, low,
+    high) over the leading axes; NaN intervals with fewer than 2 clusters.
+    """
+    xy_sums = np.asarray(xy_sums, np.float64)
+    xx_sums = np.asarray(xx_sums, np.float64)
+    k = xy_sums.shape[-1]
+    total = xx_sums.sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = xy_sums.sum(axis=-1) / total
+        if k < 2:
+            nan = np.full(slope.shape, np.nan)
+            return slope, nan, nan.copy()
+        residual = xy_sums - slope[..., None] * xx_sums
+        error = np.sqrt(k / (k - 1) * np.sum(residual ** 2, axis=-1)) / total
+    low, high = t_interval(slope, error, np.full(slope.shape, k - 1.0), confidence)
+    exact = np.isfinite(error) & (error == 0)  # points exactly on a line
+    low = np.where(exact, slope, low)
+    high = np.where(exact, slope, high)
+    return slope, low, high
 
 
 def min_detectable_delta(standard_error_value, df, alpha=0.05, power=0.8):

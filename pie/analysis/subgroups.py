@@ -17,7 +17,13 @@ variant (Hooker et al.'s CelebA study):
                       paired t-test by seed, or a permutation test) between the variant's
                       and the dense members of (member's group error - member's overall
                       error); NaN when those values do not vary
-  effect_*            the same difference in points, with a 95% bootstrap interval
+  effect_*            the same difference in points, with the 95% interval that
+                      inverts the test (Welch / paired t interval; none for permutation)
+  p_value_bh, significant, direction
+                      the multiple-testing rule (`--correction`, Benjamini-Hochberg over
+                      the groups of each variant by default) and the decision; a group
+                      on which both populations together make fewer than `min_errors`
+                      errors is `ceiling`: not tested, never significant
 
 Attributes are joined to predictions by `image_id` with one vectorised merge.
 """
@@ -41,8 +47,10 @@ SUBGROUP_COLUMNS = [
     "dense_fpr", "variant_fpr", "dense_fpr_all", "variant_fpr_all", "fpr_change_vs_overall",
     "dense_fnr", "variant_fnr", "dense_fnr_all", "variant_fnr_all", "fnr_change_vs_overall",
     "pie_rate", "pie_rate_all", "pie_share", "test", "effect_points", "effect_ci_low_points",
-    "effect_ci_high_points", "t_statistic", "p_value",
+    "effect_ci_high_points", "effect_ci_method", "n_errors", "t_statistic", "p_value",
+    "correction", "p_value_bh", "significant", "significant_uncorrected", "direction",
 ]
+ALPHA = 0.05
 
 
 class SubgroupError(cli.UsageError):
@@ -187,7 +195,8 @@ def pie_rates(pie, groups_long):
 
 
 def subgroup_table(predictions, manifest, groups, binary, pie=None, test="welch",
-                   resamples=stats.DEFAULT_RESAMPLES, seed=0):
+                   resamples=stats.DEFAULT_RESAMPLES, seed=0,
+                   correction=stats.DEFAULT_CORRECTION, min_errors=None):
     """The subgroups table: one row per variant x attribute x group.
 
     Args:
@@ -198,10 +207,14 @@ def subgroup_table(predictions, manifest, groups, binary, pie=None, test="welch"
       pie: `W/pie/pie.csv` as a frame, or None (PIE columns NaN).
       test: 'welch', 'paired' (each variant member with the dense member of its seed;
         UsageError when one has none) or 'permutation'.
-      resamples, seed: permutation (Monte-Carlo) and bootstrap draws.
+      resamples, seed: permutation (Monte-Carlo) draws.
+      correction: 'bh' (per variant, the default), 'none' or 'bh_all' (the table).
+      min_errors: groups with fewer errors (both populations) are `ceiling`; None:
+        the members of the smaller population.
     """
     if test not in stats.TESTS:
         raise SubgroupError(f"test {test!r} is not allowed: use one of {list(stats.TESTS)}")
+    per_class.validate_test_options(ALPHA, correction, test, resamples, min_errors)
     groups_long = long_groups(groups)
     group_rates, overall = member_rates(predictions, groups_long, binary)
     sizes = group_sizes(groups_long, predictions[IMAGE_ID].to_numpy())
@@ -245,19 +258,29 @@ def subgroup_table(predictions, manifest, groups, binary, pie=None, test="welch"
                 methods == records.DENSE_METHOD, records.variant_key(method, sparsity))
         variant, baseline = normalized[variant_rows], normalized[dense_rows]
         frame["test"] = test
-        frame["t_statistic"], frame["p_value"], _ = stats.compare(
-            variant, baseline, test, resamples, seed)
+        t_statistic, p_value, flat = stats.compare(variant, baseline, test, resamples, seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a group without images
             frame["effect_points"] = 100 * (np.nanmean(variant, axis=0)
                                             - np.nanmean(baseline, axis=0))
-        low, high = stats.bootstrap_interval(variant, baseline, test == "paired", resamples,
-                                             seed)
+        low, high = stats.interval_of_test(variant, baseline, test)
+        # Every member sees every image, so errors = error rate x the group's images.
+        wrong = np.rint(np.nan_to_num(matrices["error"]) * sizes["n_images"].to_numpy())
+        n_errors = (wrong[variant_rows].sum(axis=0)
+                    + wrong[np.unique(dense_rows)].sum(axis=0)).astype(np.int64)
+        ceiling = n_errors < per_class.ceiling_threshold(
+            min_errors, len(variant_rows), len(np.unique(dense_rows)))
+        for values in (t_statistic, p_value, low, high):
+            values[ceiling] = np.nan
+        frame["t_statistic"], frame["p_value"] = t_statistic, p_value
         frame["effect_ci_low_points"], frame["effect_ci_high_points"] = 100 * low, 100 * high
+        frame["effect_ci_method"] = stats.INTERVAL_METHODS[test]
+        frame["n_errors"] = n_errors
+        frame["_flat"], frame["_ceiling"] = flat, ceiling
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=SUBGROUP_COLUMNS)
-    table = pd.concat(frames, ignore_index=True)
+    table = decide(pd.concat(frames, ignore_index=True), correction)
     if pie is not None:
         rates = pie_rates(pie, groups_long)
         rates["sparsity"] = rates["sparsity"].astype(float)
@@ -265,6 +288,29 @@ def subgroup_table(predictions, manifest, groups, binary, pie=None, test="welch"
     else:
         table = table.assign(pie_rate=np.nan, pie_rate_all=np.nan, pie_share=np.nan)
     return table[SUBGROUP_COLUMNS]
+
+
+def decide(table, correction=stats.DEFAULT_CORRECTION, alpha=ALPHA):
+    """p_value_bh, significant (under `correction`), significant_uncorrected and
+    direction: `ceiling`, `no_variance`, then the sign of effect_points (`hurt` =
+    the group's error grew more than the overall error)."""
+    keys = ["method", "sparsity"]
+    if correction == "bh_all":
+        table["p_value_bh"] = stats.benjamini_hochberg(table["p_value"].to_numpy())
+    else:
+        table["p_value_bh"] = table.groupby(keys, sort=False)["p_value"].transform(
+            lambda p: stats.benjamini_hochberg(p.to_numpy()))
+    table["correction"] = correction
+    tested = table["p_value_bh" if correction != "none" else "p_value"]
+    table["significant"] = (tested <= alpha).to_numpy()
+    table["significant_uncorrected"] = (table["p_value"] <= alpha).to_numpy()
+    effect = table["effect_points"].to_numpy(np.float64)
+    table["direction"] = np.select(
+        [np.isnan(effect), table["_ceiling"].to_numpy(bool), table["_flat"].to_numpy(bool),
+         effect > 0, effect < 0, effect == 0],
+        ["undefined", per_class.CEILING, per_class.NO_SPREAD, "hurt", "helped", "unchanged"],
+        "undefined")
+    return table.drop(columns=["_flat", "_ceiling"])
 
 
 # ------------------------------------------------------------------------ the stage

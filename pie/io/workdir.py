@@ -20,6 +20,7 @@ Entry = collections.namedtuple("Entry", "folder name writer description")
 # Folders of the stages' outputs (relative to W).
 PER_CLASS_DIR = "per_class"
 PIE_DIR = "pie"
+NOISE_FLOOR_DIR = "noise_floor"
 ROBUSTNESS_DIR = "robustness"
 QUANTIZATION_DIR = "quantization"
 REPORT_DIR = "report"
@@ -56,6 +57,8 @@ FILES = {
                  "per variant x image: modal labels, agreement, is_pie"),
     "pie_summary": Entry(PIE_DIR, "pie_summary.csv", "pie_dataset_gen.aggregate_predictions",
                          "per variant: PIE share, top-1 on PIEs and non-PIEs"),
+    "noise_floor": Entry(NOISE_FLOOR_DIR, "noise_floor.csv", "per_class_accuracy.noise_floor",
+                         "per measure x variant: the finding beside seed noise's floor"),
     "robustness_accuracy": Entry(ROBUSTNESS_DIR, "accuracy.csv", "robustness_tests.analyze",
                                  "per member x distribution: top-1"),
     "excess_error": Entry(ROBUSTNESS_DIR, "excess_error.csv", "robustness_tests.analyze",

@@ -307,7 +307,7 @@ def noise_prune_potential(table, colors):
 
 def excess_error_fit(points, fits, colors):
     """Per-seed excess error against sparsity, with each method's line through the
-    origin and its bootstrap band.
+    origin and its 95% band (seeds as clusters).
 
     `points`: `method`, `sparsity`, `excess_error`; `fits`: `method`, `slope`,
     `slope_ci_low`, `slope_ci_high` (one row per method).

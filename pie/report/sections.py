@@ -15,7 +15,7 @@ from typing import Callable, Tuple
 import numpy as np
 import pandas as pd
 
-from pie.analysis import robustness
+from pie.analysis import noise_floor, per_class, pie_labels, robustness, stats, subgroups
 from pie.io import records
 from pie.io.workdir import FILES, Workdir
 from pie.report import plots
@@ -54,42 +54,29 @@ PRODUCERS = {
     "per_class/subgroups.csv":
         "python -m per_class_accuracy.subgroups --workdir={W} --groups_csv=<file>",
     "toy/results.csv": "python -m pie.stages.toy_experiment --out={W}/toy",
+    "noise_floor/noise_floor.csv": "python -m per_class_accuracy.noise_floor --workdir={W}",
 }
 
 # The columns each input must have (the subset the report reads).
 COLUMNS = {
-    "per_class/tstatistic.csv": ["method", "sparsity", "class_id", "class_name",
-                                 "normalized_delta", "recall_change",
-                                 "effect_ci_low_points", "effect_ci_high_points",
-                                 "significant", "direction"],
-    "per_class/tstatistic_summary.csv": ["method", "sparsity", "n_baseline", "n_variant",
-                                         "n_pairs", "rule", "n_classes_tested",
-                                         "n_classes_hurt", "n_classes_helped",
-                                         "recall_change_hurt", "recall_change_helped",
-                                         "n_helped_lost_recall",
-                                         "min_detectable_delta_points"],
+    # The analysis modules define each table's columns once.
+    "per_class/tstatistic.csv": per_class.TSTATISTIC_COLUMNS,
+    "per_class/tstatistic_summary.csv": per_class.SUMMARY_COLUMNS,
     "pie/pie.csv": ["method", "sparsity", "image_id", "label", "baseline_modal_label",
                     "variant_modal_label", "baseline_agreement", "variant_agreement",
                     "is_pie"],
-    "pie/pie_summary.csv": ["method", "sparsity", "n_images", "n_pie", "pie_fraction",
-                            "baseline_top1_pie", "variant_top1_pie",
-                            "baseline_top1_non_pie", "variant_top1_non_pie",
-                            "top1_on_pie_heldout_dense", "top1_on_pie_heldout_variant",
-                            "top1_on_non_pie_heldout_dense",
-                            "top1_on_non_pie_heldout_variant", "n_heldout_seeds"],
+    "pie/pie_summary.csv": pie_labels.SUMMARY_COLUMNS,
+    "noise_floor/noise_floor.csv": noise_floor.NOISE_FLOOR_COLUMNS,
     "robustness/accuracy.csv": ["member_id", "method", "sparsity", "distribution", "top1"],
     "robustness/excess_error.csv": ["method", "sparsity", "distribution",
                                     "excess_error_mean"],
     "robustness/prune_potential.csv": ["method", "distribution", "prune_potential",
                                        "prune_potential_seed_mean",
                                        "prune_potential_seed_std"],
-    "robustness/prune_potential_summary.csv": [
-        "method", "delta", "n_seeds", "clean_mean", "clean_std", "n_shifted", "shifted_mean",
-        "shifted_std", "shifted_min", "shifted_min_distribution"],
+    "robustness/prune_potential_summary.csv": robustness.PRUNE_POTENTIAL_SUMMARY_COLUMNS,
     "robustness/noise_prune_potential.csv": ["method", "eps", "noise_prune_potential_mean",
                                              "noise_prune_potential_mad", "delta"],
-    "robustness/excess_error_fit.csv": ["method", "distribution", "slope", "slope_ci_low",
-                                        "slope_ci_high", "confidence", "n_points"],
+    "robustness/excess_error_fit.csv": robustness.EXCESS_ERROR_FIT_COLUMNS,
     "robustness/excess_error_per_seed.csv": ["method", "sparsity", "distribution",
                                              "excess_error"],
     "robustness/noise_similarity.csv": ["method", "sparsity", "eps", "agreement_mean",
@@ -99,10 +86,7 @@ COLUMNS = {
                                             "reference_conf_own_mask",
                                             "reference_conf_other_mask"],
     "quantization/cost.csv": ["member_id", "gzip_bytes", "latency_ms_batch1", "top1"],
-    "per_class/subgroups.csv": ["method", "sparsity", "attribute", "group", "share",
-                                "dense_error", "variant_error", "error_change_vs_overall",
-                                "fpr_change_vs_overall", "fnr_change_vs_overall",
-                                "pie_share", "p_value"],
+    "per_class/subgroups.csv": subgroups.SUBGROUP_COLUMNS,
     "toy/results.csv": ["dataset", "criterion", "samples_per_class", "seed", "scenario",
                         "stage", "accuracy"],
 }
@@ -114,7 +98,9 @@ LISTED_INPUTS = {f"{entry.folder}/{entry.name}": entry.writer for entry in FILES
                  if entry.folder and entry.name.endswith(".csv")}
 TOY_STAGE = FILES["toy_results"].writer
 TEXT_COLUMNS = ("member_id", "method", "class_name", "distribution", "dataset", "criterion",
-                "scenario", "stage", "attribute", "group", "rule", "shifted_min_distribution")
+                "scenario", "stage", "attribute", "group", "rule", "shifted_min_distribution",
+                "ceiling_classes", "differences_per_seed", "note", "measure",
+                "effect_ci_method", "ci_method", "correction")
 
 
 # --------------------------------------------------------------------------- context
@@ -385,6 +371,9 @@ SUMMARY_COLUMNS = [
                   "pie/pie_summary.csv"),
     SummaryColumn("corrupted", "corrupted top-1 % (mean)", "robustness/accuracy.csv"),
     SummaryColumn("excess", "excess error (points, mean)", "robustness/excess_error.csv"),
+    SummaryColumn("floor", "against the noise floor (h v h members: finding · floor; "
+                           "above = over the floor's 95th percentile)",
+                  "noise_floor/noise_floor.csv"),
     SummaryColumn("gzip", "gzip KiB (mean)", "quantization/cost.csv"),
     SummaryColumn("latency", "latency ms, batch 1 (mean)", "quantization/cost.csv"),
 ]
@@ -413,13 +402,15 @@ def _summary_sources(context):
     dense_keys = set(variants.loc[variants["method"] == records.DENSE_METHOD, "key"])
     for key in dense_keys:
         for column in ("hurt", "helped", "detectable", "pie_fraction", "top1_pie",
-                       "top1_pie_heldout", "top1_non_pie_heldout", "excess"):
+                       "top1_pie_heldout", "top1_non_pie_heldout", "excess", "floor"):
             cells[column][key] = NOT_APPLICABLE
     if context.exists("per_class/tstatistic_summary.csv"):
         summary = context.table("per_class/tstatistic_summary.csv")
         for row in summary.itertuples():
-            cells["hurt"][row.key] = f"{row.n_classes_hurt:.0f}"
-            helped = f"{row.n_classes_helped:.0f}"
+            cells["hurt"][row.key] = with_uncorrected(
+                row.n_classes_hurt, row.n_classes_hurt_uncorrected, row.correction)
+            helped = with_uncorrected(row.n_classes_helped, row.n_classes_helped_uncorrected,
+                                      row.correction)
             if row.n_helped_lost_recall > 0:  # helped only relative to the average
                 helped += f" ({row.n_helped_lost_recall:.0f} lost recall)"
             cells["helped"][row.key] = helped
@@ -428,7 +419,8 @@ def _summary_sources(context):
     if context.exists("pie/pie_summary.csv"):
         pies = context.table("pie/pie_summary.csv")
         for row in pies.itertuples():
-            cells["pie_fraction"][row.key] = percent(row.pie_fraction)
+            cells["pie_fraction"][row.key] = percent(row.pie_fraction) + (
+                f" ({percent(row.pie_tied_share, 0)}% by a tie)" if row.n_pie > 0 else "")
             cells["top1_pie"][row.key] = (f"{percent(row.baseline_top1_pie)} → "
                                           f"{percent(row.variant_top1_pie)}"
                                           if row.n_pie > 0 else NOT_APPLICABLE)
@@ -447,6 +439,9 @@ def _summary_sources(context):
                                        "excess_error_mean")
         for key, value in zip(excess["key"], excess["excess_error_mean"]):
             cells["excess"][key] = number(value, "{:+.2f}")
+    if context.exists("noise_floor/noise_floor.csv"):
+        for key, rows in floor_table(context).groupby("key", sort=False):
+            cells["floor"][key] = floor_cell(rows)
     if context.exists("quantization/cost.csv"):
         cost = context.table("quantization/cost.csv").drop(columns=["key"], errors="ignore")
         cost = cost.merge(context.manifest[["member_id", "key"]], on="member_id", how="inner")
@@ -455,6 +450,85 @@ def _summary_sources(context):
             cells["gzip"][key] = number(row["gzip_bytes"] / 1024.0, "{:.1f}")
             cells["latency"][key] = number(row["latency_ms_batch1"], "{:.3f}")
     return cells
+
+
+def with_uncorrected(count, uncorrected, correction):
+    """`0 (2 uncorrected)`: the count under the rule, and without a correction."""
+    text = f"{count:.0f}"
+    if correction != "none" and np.isfinite(uncorrected):
+        text += f" ({uncorrected:.0f} uncorrected)"
+    return text
+
+
+FLOOR_LABELS = {"pie_share": "PIEs", "hurt_classes": "hurt", "helped_classes": "helped",
+                "dense_top1_on_disagreement": "dense top-1 on PIEs",
+                "excess_error": "excess error"}
+
+
+def floor_value(measure, value):
+    """A noise-floor value in the units the report uses (percent, classes, points)."""
+    if measure in ("pie_share", "dense_top1_on_disagreement"):
+        return f"{percent(value, missing=NOT_APPLICABLE)}%"
+    if measure == "excess_error":
+        return number(value, "{:+.2f}", NOT_APPLICABLE)
+    return number(value, "{:.2f}", NOT_APPLICABLE)  # classes: means over splits
+
+
+def floor_table(context):
+    """The clean noise-floor rows (a `key` per variant)."""
+    table = context.table("noise_floor/noise_floor.csv")
+    return table[table["distribution"].astype(str) == records.CLEAN]
+
+
+def floor_cell(rows):
+    """`5 v 5: PIEs 1.7% · 1.6% above; hurt 0.1 · 0.2; ...`, or the n/a reason."""
+    defined = rows[rows["floor_mean"].notna() & rows["variant_value"].notna()]
+    if defined.empty:
+        notes = [n for n in rows["note"].dropna().astype(str) if n]
+        return notes[0] if notes else NOT_APPLICABLE
+    half = int(defined["members_per_half"].iloc[0])
+    parts = [f"{FLOOR_LABELS[r.measure]} {floor_value(r.measure, r.variant_value)} · "
+             f"{floor_value(r.measure, r.floor_mean)}" + (" above" if r.exceeds_floor else "")
+             for r in defined.itertuples()]
+    return f"{half} v {half}: " + "; ".join(parts)
+
+
+def floor_statement(context):
+    """The findings above their noise floor and those within it, in words."""
+    if not context.exists("noise_floor/noise_floor.csv"):
+        return None
+    table = floor_table(context)
+    labels = dict(zip(context.variants["key"], context.variants["label"]))
+    defined = table[table["floor_mean"].notna() & table["variant_value"].notna()]
+    if defined.empty:
+        notes = [n for n in table["note"].dropna().astype(str) if n]
+        return ("Noise floor " + (notes[0] if notes else "n/a") + ": no finding can be "
+                "compared with what seed noise alone shows.")
+    first = defined.iloc[0]
+    def listed(rows):
+        by_variant = collections.OrderedDict()
+        for row in rows.itertuples():
+            by_variant.setdefault(labels.get(row.key, row.key), []).append(
+                FLOOR_LABELS[row.measure])
+        return "; ".join(f"{variant}: {', '.join(names)}"
+                         for variant, names in by_variant.items()) or "none"
+    return (f"Against the noise floor (two halves of the dense population compared with "
+            f"each other, {int(first['members_per_half'])} members each, "
+            f"{int(first['splits'])} splits; each variant measured at the same size): "
+            f"above the floor's 95th percentile: {listed(defined[defined['exceeds_floor']])}. "
+            f"Within what seed noise alone shows: "
+            f"{listed(defined[~defined['exceeds_floor'].astype(bool)])}.")
+
+
+def small_population_statement(context):
+    """Which populations have fewer than stats.SMALL_POPULATION members, in words."""
+    small = context.variants[context.variants["members"] < stats.SMALL_POPULATION]
+    if small.empty:
+        return None
+    return (f"Populations of fewer than {stats.SMALL_POPULATION} members ("
+            + ", ".join(f"{row.label}: {row.members}" for row in small.itertuples())
+            + "): their tests have little power, so 'no significant class' says little, "
+              "and their PIEs are often decided by a tie.")
 
 
 def _pair(dense, variant):
@@ -480,18 +554,28 @@ def prune_potential_block(context):
              mean_std(row.shifted_mean, row.shifted_std) if row.n_shifted else NOT_APPLICABLE,
              (f"{number(row.shifted_min)} ({row.shifted_min_distribution})"
               if row.n_shifted else NOT_APPLICABLE),
+             row.differences_per_seed if isinstance(row.differences_per_seed, str)
+             and row.differences_per_seed else NOT_APPLICABLE,
+             difference_text(row._asdict()),
              f"{row.n_seeds:.0f}", f"{row.n_shifted:.0f}"]
             for row in table.itertuples()]
     delta = f"{table['delta'].iloc[0]:g}" if len(table) else "?"
     return table_block(
         ["pruning method", "prune potential clean (mean ± std over seeds)",
          "shifted: mean over distributions (± std over seeds)",
-         "shifted: minimum (distribution)", "seeds", "shifted distributions"], rows,
+         "shifted: minimum (distribution)", "clean − shifted per seed (seed:difference)",
+         "clean − shifted: mean, 95% t interval, paired t-test", "seeds",
+         "shifted distributions"], rows,
         caption=f"Prune potential: the largest sparsity whose error stays within delta = "
                 f"{delta} points of the dense error, per seed (seed-k members against "
                 "dense seed k), then mean ± std over seeds; one value per pruning method. "
                 "Shifted: each seed's mean over the corrupted and shifted sets, and the "
-                "worst set's seed mean (Liebenwein et al.)")
+                "worst set's seed mean (Liebenwein et al.). Clean − shifted: per seed, its "
+                "clean value minus its mean over the shifts, then their mean with the paired "
+                "t interval and p-value (approximate below 10 seeds: the values are a few "
+                "grid levels)" + ("; monotone: a sparsity passes only when every lower one "
+                                  "does" if len(table) and bool(table["monotone"].iloc[0])
+                                  else ""))
 
 
 def mean_over_corruptions(frame, keys, value):
@@ -543,14 +627,22 @@ def summary_table(context):
             "Classes hurt / helped: significant classes whose recall changed by more (hurt) "
             "or less (helped) than the variant's overall top-1, so a 'helped' class may "
             "still have lost recall (counted in brackets); significance rule: "
-            + "; ".join(rules) + ". The smallest detectable class change is the "
-            "normalised delta the test finds with 80% probability given the members and "
-            "their spread: smaller effects mostly go unseen.", None))
+            + "; ".join(rules) + " (in brackets: the count without the correction, "
+            "p_value <= alpha; classes on which the two populations make fewer errors than "
+            "min_errors are 'ceiling' classes, never tested). The smallest detectable class "
+            "change is the normalised delta the test finds with 80% probability given the "
+            "members and their spread: smaller effects mostly go unseen; n/a where it "
+            "would exceed the 200 points the measure can reach.", None))
     if context.exists("pie/pie_summary.csv"):
         footnotes.append((
             "Top-1 on PIEs in-sample: the members that chose the PIEs are scored on them "
             "(inflates the gap); held-out seed: PIEs chosen without one seed's members, "
-            "scored on that seed's members, averaged over seeds.", None))
+            "scored on that seed's members, averaged over seeds. PIEs % in brackets: the "
+            "share of the PIEs whose flag a tied modal label decided (the tie rule, not "
+            "the members).", None))
+    for statement in (floor_statement(context), small_population_statement(context)):
+        if statement:
+            footnotes.append((statement, None))
     footnotes.append((f"{NOT_APPLICABLE}: does not apply (the dense population is the "
                       "baseline), or is undefined (a std over one member, top-1 on PIEs "
                       "without PIEs, power without spread).", None))
@@ -590,13 +682,15 @@ def _headline_cards(context):
         cards.append({"value": f"{percent(dense['top1_mean'].iloc[0])} → "
                                f"{percent(target['top1_mean'])} %",
                       "label": f"top-1, dense → {target['label']}"})
+    floors = (floor_table(context) if context.exists("noise_floor/noise_floor.csv")
+              else None)
     if context.exists("per_class/tstatistic_summary.csv"):
         summary = context.table("per_class/tstatistic_summary.csv")
         row = summary[summary["key"] == target["key"]]
         if len(row):
             cards.append(classes_card(row.iloc[0]))
             cards.append({
-                "value": f"{number(row['min_detectable_delta_points'].iloc[0], '{:.1f}')} "
+                "value": f"{number(row['min_detectable_delta_points'].iloc[0], '{:.1f}', NOT_APPLICABLE)} "
                          "points",
                 "label": f"smallest class change the test detects at 80% power with "
                          f"{int(row['n_baseline'].iloc[0])} dense and "
@@ -607,12 +701,16 @@ def _headline_cards(context):
         if len(row):
             row = row.iloc[0]
             cards.append({"value": f"{percent(row['pie_fraction'])} %",
-                          "label": f"of eval images are PIEs ({int(row['n_pie'])})"})
+                          "label": f"of eval images are PIEs ({int(row['n_pie'])}; "
+                                   f"{percent(row['pie_tied_share'], 0, NOT_APPLICABLE)}% "
+                                   "of them decided by a tie)"})
             cards.append({"value": f"{percent(row['top1_on_pie_heldout_variant'])} %",
                           "label": f"its top-1 on PIEs, held-out seed (dense: "
                                    f"{percent(row['top1_on_pie_heldout_dense'])} %; "
                                    f"in-sample {percent(row['baseline_top1_pie'])} → "
                                    f"{percent(row['variant_top1_pie'])} %)"})
+    if floors is not None:
+        cards += floor_cards(floors[floors["key"] == target["key"]])
     if context.exists("robustness/prune_potential_summary.csv"):
         potential = context.table("robustness/prune_potential_summary.csv")
         row = potential[potential["method"] == target["method"]]
@@ -622,9 +720,43 @@ def _headline_cards(context):
                           "label": f"prune potential of {target['method']} (clean, mean ± "
                                    f"std over {int(row['n_seeds'])} seeds; shifted mean "
                                    f"{number(row['shifted_mean'], missing=NOT_APPLICABLE)}, "
-                                   f"min {number(row['shifted_min'], missing=NOT_APPLICABLE)})"})
+                                   f"min {number(row['shifted_min'], missing=NOT_APPLICABLE)}; "
+                                   f"{difference_text(row)})"})
     return [{"kind": "cards", "title": f"Most compressed variant: {target['label']}",
              "cards": cards}] if cards else []
+
+
+def difference_text(row):
+    """The paired clean - shifted comparison of a prune potential summary row."""
+    if not row["n_paired_seeds"] or not np.isfinite(row["difference_mean"]):
+        return "clean − shifted: n/a"
+    approximate = ", approximate: few seeds" if row["ci_approximate"] else ""
+    return (f"clean − shifted {row['difference_mean']:+.3f} (95% interval "
+            f"{number(row['difference_ci_low'], '{:+.3f}', NOT_APPLICABLE)} to "
+            f"{number(row['difference_ci_high'], '{:+.3f}', NOT_APPLICABLE)}{approximate}), "
+            f"paired t-test p = {number(row['difference_p_value'], '{:.3g}', NOT_APPLICABLE)}, "
+            f"lower under shift for {int(row['n_seeds_lower_shifted'])} of "
+            f"{int(row['n_paired_seeds'])} seeds")
+
+
+def floor_cards(rows):
+    """'PIEs 4.0% · noise floor 1.6%' and the other findings beside their floor."""
+    defined = rows[rows["floor_mean"].notna() & rows["variant_value"].notna()]
+    if defined.empty:
+        notes = [n for n in rows["note"].dropna().astype(str) if n]
+        return [{"value": "noise floor n/a", "label": notes[0] if notes else ""}] if len(
+            rows) else []
+    half, splits = int(defined["members_per_half"].iloc[0]), int(defined["splits"].iloc[0])
+    cards = []
+    for row in defined.itertuples():
+        cards.append({
+            "value": f"{FLOOR_LABELS[row.measure]} {floor_value(row.measure, row.variant_value)}"
+                     f" · noise floor {floor_value(row.measure, row.floor_mean)}",
+            "label": (f"{'above' if row.exceeds_floor else 'within'} the noise floor (95th "
+                      f"percentile {floor_value(row.measure, row.floor_q95)}): a {half}-member "
+                      f"half against a dense half, mean of {splits} splits; floor: two dense "
+                      "halves")})
+    return cards
 
 
 def classes_card(row):
@@ -634,8 +766,13 @@ def classes_card(row):
             NOT_APPLICABLE
     helped = int(row["n_classes_helped"])
     lost = int(row["n_helped_lost_recall"])
-    return {"value": f"{int(row['n_classes_hurt'])} / {helped}",
-            "label": f"classes significantly hurt / helped; helped = lost less than the "
+    uncorrected = (f" ({int(row['n_classes_hurt_uncorrected'])} / "
+                   f"{int(row['n_classes_helped_uncorrected'])} uncorrected)"
+                   if row["correction"] != "none" else "")
+    return {"value": f"{int(row['n_classes_hurt'])} / {helped}{uncorrected}",
+            "label": f"classes significantly hurt / helped ({row['rule']}; "
+                     f"{int(row['n_classes_ceiling'])} ceiling classes not tested); "
+                     f"helped = lost less than the "
                      f"average ({lost} of {helped} still lost recall). Raw recall change, "
                      f"mean points: hurt {change(row['recall_change_hurt'])}, helped "
                      f"{change(row['recall_change_helped'])}"}
@@ -685,21 +822,31 @@ def significant_classes_section(context):
     return [figure(plots.significant_classes(summary, context.colors),
                    "significant classes against sparsity"),
             table_block(
-                ["variant", "members dense / variant", "classes tested", "hurt",
-                 "helped (of which lost recall)",
+                ["variant", "members dense / variant", "classes tested", "hurt (uncorrected)",
+                 "helped (uncorrected; of which lost recall)",
+                 "ceiling classes (too few errors, not tested)",
                  "smallest detectable class change (points, 80% power)", "rule"],
                 [[labels.get(r.key, r.key),
                   f"{r.n_baseline:.0f} / {r.n_variant:.0f}"
-                  + (f" ({r.n_pairs:.0f} pairs by seed)" if r.n_pairs > 0 else ""),
-                  f"{r.n_classes_tested:.0f}", f"{r.n_classes_hurt:.0f}",
-                  f"{r.n_classes_helped:.0f} ({r.n_helped_lost_recall:.0f})",
+                  + (f" ({r.n_pairs:.0f} pairs by seed)" if r.n_pairs > 0 else "")
+                  + (" (little power)" if r.small_population else ""),
+                  f"{r.n_classes_tested:.0f}",
+                  f"{r.n_classes_hurt:.0f} ({r.n_classes_hurt_uncorrected:.0f})",
+                  f"{r.n_classes_helped:.0f} ({r.n_classes_helped_uncorrected:.0f}; "
+                  f"{r.n_helped_lost_recall:.0f})",
+                  f"{r.n_classes_ceiling:.0f}" + (f": {r.ceiling_classes}"
+                                                  if isinstance(r.ceiling_classes, str)
+                                                  and r.ceiling_classes else ""),
                   number(r.min_detectable_delta_points, "{:.1f}", NOT_APPLICABLE), r.rule]
                  for r in rows],
                 caption="Power: a class whose normalised change is smaller than the "
                         "detectable one is likely to be missed, so few significant "
                         "classes with few members means little. Helped = lost less "
-                        "than the average; classes whose members never vary (e.g. always "
-                        "right) are not tested")]
+                        "than the average; classes whose members never vary, and ceiling "
+                        "classes (the two populations together make fewer errors than "
+                        "min_errors, by default one per member of the smaller population), "
+                        f"are not tested. Fewer than {stats.SMALL_POPULATION} members in a "
+                        "population: little power")]
 
 
 @section("class_delta", "Per-class change in the most compressed variant", "per class",
@@ -723,17 +870,21 @@ def class_delta_section(context):
     worst = worst[worst["normalized_delta"] < 0].head(10)
     if len(worst):
         blocks.append(table_block(
-            ["class", "normalised delta (points)", "95% interval", "raw recall change (points)",
-             "significant"],
+            ["class", "normalised delta (points)", "95% interval of its test",
+             "raw recall change (points)", "p-value", "significant"],
             [[row.class_name, f"{100 * row.normalized_delta:+.2f}",
               f"{number(row.effect_ci_low_points, '{:+.2f}')} to "
               f"{number(row.effect_ci_high_points, '{:+.2f}')}",
               number(100 * row.recall_change, "{:+.2f}"),
-              "yes" if row.significant else "no"]
+              number(row.p_value, "{:.3g}", NOT_APPLICABLE),
+              "yes" if row.significant else ("ceiling" if row.direction == per_class.CEILING
+                                             else "no")]
              for row in worst.itertuples()],
             caption=f"The classes {target['label']} hurts most: normalised delta = recall "
-                    "change minus the overall top-1 change; interval: bootstrap over "
-                    "members"))
+                    "change minus the overall top-1 change; interval: the one that inverts the "
+                    "test (Welch or paired t; none for the permutation test), so it excludes "
+                    "0 exactly when the uncorrected p <= 0.05; significant: under the "
+                    "stage's correction"))
     return blocks
 
 
@@ -821,7 +972,7 @@ def pie_grid_section(context):
          "Each bar is one group of eval images (an attribute value): how much more of the "
          "group's images the compressed population gets wrong than the dense one does, "
          "beyond the change over all images (points); red = the group pays more than "
-         "average, pale = not significant (Welch's t-test across members).",
+         "average, pale = not significant (the stage's test across members and its correction).",
          inputs=("per_class/subgroups.csv",), strict=False)
 def subgroups_section(context):
     table = context.table("per_class/subgroups.csv")
@@ -830,7 +981,7 @@ def subgroups_section(context):
         return [note("no compressed variant in per_class/subgroups.csv")]
     rows = table[table["key"] == target["key"]].copy()
     rows["label"] = rows["attribute"].astype(str) + " = " + rows["group"].astype(str)
-    rows["significant"] = rows["p_value"] <= 0.05
+    rows["significant"] = rows["significant"].astype(str).str.lower().isin(("true", "1"))
     # The table's sign: positive = more error than the overall change (the group pays).
     rows["change"] = rows["error_change_vs_overall"]
     blocks = [figure(plots.group_changes(rows, f"{target['label']} vs dense"),
@@ -838,19 +989,23 @@ def subgroups_section(context):
     blocks.append(table_block(
         ["attribute", "group", "share of images %", "share of PIEs %",
          "error % (dense → variant)", "error change vs overall (points)",
-         "FPR change (points)", "FNR change (points)", "p-value"],
+         "FPR change (points)", "FNR change (points)", "p-value", "significant"],
         [[row.attribute, row.group, percent(row.share),
           percent(row.pie_share, missing=NOT_APPLICABLE),
           f"{percent(row.dense_error)} → {percent(row.variant_error)}",
           number(100 * row.error_change_vs_overall, "{:+.2f}", NOT_APPLICABLE),
           number(100 * row.fpr_change_vs_overall, "{:+.2f}", NOT_APPLICABLE),
           number(100 * row.fnr_change_vs_overall, "{:+.2f}", NOT_APPLICABLE),
-          number(row.p_value, "{:.3f}", NOT_APPLICABLE)]
+          number(row.p_value, "{:.3f}", NOT_APPLICABLE),
+          "yes" if row.significant else ("ceiling" if row.direction == per_class.CEILING
+                                         else "no")]
          for row in rows.itertuples()],
         caption=f"{target['label']}: a group whose share of PIEs exceeds its share of "
                 f"images is over-represented among the images compression forgot; "
                 f"{NOT_APPLICABLE} = undefined (FPR and FNR need a binary task, a PIE share "
-                "needs PIEs, a p-value two members per population)"))
+                "needs PIEs, a p-value two members per population); significant under "
+                f"the stage's correction ({rows['correction'].iloc[0]}); ceiling = too few "
+                "errors in the group to test"))
     return blocks
 
 
@@ -960,7 +1115,8 @@ def _fit_distribution(fits):
 @section("excess_error_fit", "Excess error against prune ratio", "excess fit",
          "Each dot is one pruned member's excess error (its extra error under shift minus "
          "the dense model's, in points) at its prune ratio; the line is the least-squares "
-         "fit through the origin per method and the band its 95% bootstrap interval: a "
+         "fit through the origin per method and the band its 95% interval (each seed's "
+         "points one cluster): a "
          "steeper line means the method loses more robustness per unit of pruning.",
          inputs=("robustness/excess_error_fit.csv", "robustness/excess_error_per_seed.csv"))
 def excess_error_fit_section(context):
@@ -975,14 +1131,17 @@ def excess_error_fit_section(context):
                     & (points["sparsity"] > 0)]
     shown = fits[fits["distribution"] == distribution]
     rows = [[row.method, f"{row.slope:+.2f}",
-             f"[{number(row.slope_ci_low, '{:+.2f}')}, {number(row.slope_ci_high, '{:+.2f}')}]",
-             str(int(row.n_points))] for row in shown.itertuples()]
+             f"[{number(row.slope_ci_low, '{:+.2f}')}, {number(row.slope_ci_high, '{:+.2f}')}]"
+             + (" approximate" if row.ci_approximate else ""),
+             str(int(row.n_points)), str(int(row.n_seeds))] for row in shown.itertuples()]
     level = f"{100 * shown['confidence'].iloc[0]:g}%" if len(shown) else "95%"
     return [figure(plots.excess_error_fit(points, shown, context.colors),
                    f"excess error against prune ratio on {distribution}"),
             table_block(["method", "slope (points per unit sparsity)",
-                         f"{level} bootstrap interval", "points"], rows,
+                         f"{level} interval (seeds as clusters)", "points", "seeds"], rows,
                         caption=f"Fit on {distribution}: excess error = slope x prune ratio; "
+                                "the interval is the cluster-robust t interval over seeds "
+                                "(approximate below 10 seeds); "
                                 "robustness/excess_error_fit.csv has every distribution")]
 
 

@@ -33,8 +33,8 @@ EMBEDDED = {"workdir": "runs/demo", "dataset": "mnist5k", "model": "small_cnn",
 IMAGE_STAGES = ("pie-tfrecords", "corruptions", "robustness", "noise-similarity",
                 "informative-features")
 STAGE_NAMES = ("train", "quantize", "predictions", "per-class", "t-test", "pie",
-               "pie-tfrecords", "subgroups", "corruptions", "robustness", "noise-similarity",
-               "informative-features", "cost", "toy", "report")
+               "pie-tfrecords", "subgroups", "corruptions", "robustness", "noise-floor",
+               "noise-similarity", "informative-features", "cost", "toy", "report")
 # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are dropped from the output.
 NOISE_PREFIXES = ("WARNING: All log messages before absl", "I0000 ", "W0000 ", "E0000 ")
 # Digit images get the example's image-property groups (stroke, width) when no groups
@@ -127,6 +127,8 @@ def plan(flag_values, family):
                 [w, f"--corruptions={flag_values.corruptions}",
                  f"--severities={flag_values.severities}"]),
                ("robustness", "robustness_tests.analyze", [w]),
+               # The noise floor (issue 26): after robustness, whose accuracy it reads.
+               ("noise-floor", "per_class_accuracy.noise_floor", [w]),
                ("noise-similarity", "robustness_tests.noise_similarity",
                 [w, f"--draws={flag_values.noise_draws}",
                  f"--images={flag_values.noise_images}"]),
