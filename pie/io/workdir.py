@@ -12,6 +12,8 @@ ones in a sub-folder named after the distribution (`fog/3` -> `fog-3`).
 import collections
 import os
 
+from pie.io import journal, safe_paths
+
 CLEAN = "clean"
 DEFAULT_SPLIT = "test"
 
@@ -159,6 +161,9 @@ class Workdir:
         if not root:
             raise ValueError("a workdir path is required")
         self.root = os.fspath(root)
+        # Every path under it that the readers and writers of pie.io touch is checked
+        # from here on: no link on the way, no FIFO read (docs/contracts.md).
+        safe_paths.guard(self.root)
 
     def __fspath__(self):
         return self.root
@@ -181,6 +186,18 @@ class Workdir:
 
     def relative(self, path):
         return os.path.relpath(path, self.root)
+
+    def checked(self, path, kind=None):
+        """`path`, refused (ContractError) when a part of it below W is a link, or
+        (with `kind` "file" / "folder") when it exists as something else."""
+        return safe_paths.check_inside(self.root, path, kind)
+
+    def output_folder(self, path):
+        """Creates the folder `path` of W (and those on the way) for a stage's outputs,
+        after refusing a linked one: nothing is written or deleted through it."""
+        self.checked(path, "folder")
+        journal.makedirs(path)
+        return path
 
     # ----------------------------------------------------------------- stage files
 
