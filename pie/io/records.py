@@ -462,7 +462,8 @@ def read_csv(path, required_columns=(), check_record=True, **kwargs):
         missing = [c for c in required_columns if c not in header]
         if missing:
             raise ContractError(f"{path} lacks columns {missing}")
-        return pd.read_csv(path, **kwargs)
+        # Text values written with a spreadsheet guard (csv_text) read back as written.
+        return csv_text.unguard(pd.read_csv(path, **kwargs))
     except (OSError, EOFError, ValueError, pd.errors.ParserError) as error:
         if isinstance(error, ContractError):
             raise
