@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from pie.io import bounded_json, csv_text, errors, journal, safe_paths
+from pie.io import bounded_json, checkpoint_state, csv_text, errors, journal, safe_paths
 from pie.io import workdir as layout
 from pie.io.workdir import CLEAN, Workdir
 
@@ -47,6 +47,8 @@ QUANTIZED_PREFIX = "quant_"  # methods of post-training quantized members
 
 
 ContractError = errors.ContractError
+# A member's ckpt/checkpoint, checked before tf.train.CheckpointManager opens it.
+check_checkpoint_state = checkpoint_state.check
 
 
 # --------------------------------------------------------------------------- atomic
