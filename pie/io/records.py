@@ -523,6 +523,10 @@ def _inside(workdir, relative):
     target = os.path.realpath(os.path.join(root, relative))
     if os.path.commonpath([root, target]) != root:
         return "leads outside the workdir through a symbolic link"
+    try:
+        safe_paths.check_inside(workdir, os.path.join(root, relative))
+    except ContractError:
+        return "passes through a symbolic link: nothing in a workdir is read through a link"
     return None
 
 
