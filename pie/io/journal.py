@@ -31,7 +31,7 @@ import stat
 import threading
 import time
 
-from pie.io import errors, safe_paths
+from pie.io import bounded_json, errors, safe_paths
 
 PREFIX = ".force-"
 JOURNAL = "journal"
@@ -43,6 +43,8 @@ OWNER = re.compile(r"^(?P<host>[^@/]*)@(?P<pid>\d+)")
 STALE_AFTER_S = 24 * 3600
 _BACKUP_NAME = re.compile(r"^[0-9]+$")
 _OPS = ("created", "folder", "scratch", "replaced")
+# A journal lists each path a run touched once (a line of about 100 bytes each).
+MAX_JOURNAL_BYTES = 64 * 1024 * 1024
 
 
 def owner():
@@ -265,18 +267,20 @@ def _read_entries(root, folder):
     if os.path.islink(path) or not os.path.isfile(path):
         raise _broken(folder, "no journal file")
     try:
-        with open(path) as handle:
-            text = handle.read()
+        with safe_paths.open_regular(path, encoding="utf-8") as handle:
+            text = handle.read(MAX_JOURNAL_BYTES + 1)
     except (OSError, UnicodeDecodeError) as error:
         raise _broken(folder, str(error))
+    if len(text) > MAX_JOURNAL_BYTES:
+        raise _broken(folder, f"larger than {MAX_JOURNAL_BYTES} bytes")
     lines = text.split("\n")
     # A kill during an append cuts only the last line: its change had not started.
     complete = lines[:-1]
     entries = []
     for number, line in enumerate(complete, 1):
-        try:
-            entry = json.loads(line)
-        except ValueError:
+        try:  # (bounded: a deeply nested line is not JSON here, never a RecursionError)
+            entry = bounded_json.loads(line, path)
+        except errors.ContractError:
             raise _broken(folder, f"line {number} is not JSON")
         if number == 1:
             if entry != {"journal": FORMAT}:
