@@ -138,7 +138,9 @@ def writer_stamp(path, module):
 
 
 def stamps_in(folder):
-    """Every stage's stamp in `folder`, sorted (none when it does not exist)."""
+    """Every stage's stamp in `folder`, sorted (none when it does not exist); a linked
+    folder of a workdir is refused, not listed."""
+    safe_paths.checked(folder, "folder")
     try:
         names = os.listdir(folder)
     except OSError:
@@ -297,7 +299,7 @@ class Workdir:
 
     def prediction_folders(self, split=DEFAULT_SPLIT):
         """The distribution folders that exist under predictions/<split>/, sorted."""
-        root = self.predictions_root(split)
+        root = self.checked(self.predictions_root(split), "folder")
         if not os.path.isdir(root):
             return []
         return sorted(os.path.join(root, name) for name in os.listdir(root)
@@ -325,6 +327,7 @@ class Workdir:
     def toy_figures(self):
         """The toy study's PNG figures under W/toy, sorted; links are never followed."""
         found = []
+        self.checked(self.toy_dir, "folder")  # (os.walk would follow a linked W/toy)
         for folder, subfolders, names in os.walk(self.toy_dir, followlinks=False):
             subfolders.sort()
             found += [os.path.join(folder, name) for name in names
@@ -336,6 +339,7 @@ class Workdir:
         report embeds only the figures they list. Links are never followed."""
         stage = stage_name(FILES["toy_results"].writer)
         found = []
+        self.checked(self.toy_dir, "folder")
         for folder, subfolders, names in os.walk(self.toy_dir, followlinks=False):
             subfolders.sort()
             stamp = stamp_in(folder, stage)
