@@ -50,17 +50,18 @@ def _below(path, prefix):
 
 def workdir_of(path):
     """`(real root, named root, parts below it)` of the guarded workdir holding `path`,
-    or None. The innermost workdir wins (a study inside another's folder is its own).
-    """
+    or None. The innermost workdir wins (a study inside another's folder is its own);
+    found by walking up from `path`, however many workdirs the process has seen."""
     path = os.path.abspath(os.fspath(path))
-    best = None
-    with _ROOTS_LOCK:
-        roots = list(_ROOTS.items())
-    for named, real in roots:
-        parts = _below(path, named)
-        if parts is not None and (best is None or len(parts) < len(best[2])):
-            best = (real, named, parts)
-    return best
+    candidate = path
+    while True:
+        real = _ROOTS.get(candidate)
+        if real is not None:
+            return real, candidate, _below(path, candidate)
+        parent = os.path.dirname(candidate)
+        if parent == candidate:
+            return None
+        candidate = parent
 
 
 def _kind_of(mode):
