@@ -11,7 +11,7 @@ reads back as `--dataset=tfrecord:<folder>`, the folder's size cache, and
 pixels), so reading a subset back applies the family's eval geometry once and gives
 exactly the pixels the PIE analysis predicted on. Record features: see
 docs/contracts.md. A variant's folder appears whole or not at all (written aside,
-then renamed). Runs on one workdir take turns (`W/pie/.tfrecords.lock`): the
+then renamed). Runs on one workdir take turns (a lock on the folder `W/pie`): the
 `.partial` staging folders are never shared, and those of killed runs are removed
 under the lock. Records are serialised with their features in a fixed order, so
 the same inputs give the same bytes.
@@ -39,7 +39,6 @@ RECORD_FORMAT = 2
 IMAGE_FORMATS = ((b"\xff\xd8\xff", b"jpeg"), (b"\x89PNG", b"png"), (b"GIF8", b"gif"),
                  (b"BM", b"bmp"))
 READ_BATCH = 256
-LOCK_NAME = ".tfrecords.lock"  # in W/pie: one pie-tfrecords run at a time
 STAGING_SUFFIX = ".partial"
 
 
@@ -255,7 +254,8 @@ def main(argv):
     for key in variants:
         workdir.checked(workdir.pie_tfrecords(key), "folder")
     pie_dir = os.path.dirname(workdir.pie_tfrecords())
-    with records.locked(os.path.join(pie_dir, LOCK_NAME)):
+    # One run at a time: a lock on W/pie itself (a lock file would be left behind).
+    with records.locked(pie_dir, folder=True):
         for path in remove_stale_staging(workdir):
             print(f"removed {path}, left by a killed run", flush=True)
         todo = [key for key in variants

@@ -474,15 +474,19 @@ def read_csv(path, required_columns=(), check_record=True, **kwargs):
 
 
 @contextlib.contextmanager
-def locked(path, wait=True):
+def locked(path, wait=True, folder=False):
     """An exclusive advisory lock, so shards sharing a workdir take turns. Yields
     whether this process holds it: always with `wait`; without, only when nobody
     else held it. The lock file is a regular file opened without following a link
-    or blocking on a FIFO (safe_paths.open_lock); anything else is a ContractError."""
-    folder = os.path.dirname(os.path.abspath(path))
-    safe_paths.checked(folder, "folder")
-    os.makedirs(folder, exist_ok=True)
-    fd = safe_paths.open_lock(path)
+    or blocking on a FIFO (safe_paths.open_lock); anything else is a ContractError.
+    With `folder`, `path` is an existing folder, locked itself (no file is made)."""
+    if folder:
+        fd = safe_paths.open_folder_lock(path)
+    else:
+        parent = os.path.dirname(os.path.abspath(path))
+        safe_paths.checked(parent, "folder")
+        os.makedirs(parent, exist_ok=True)
+        fd = safe_paths.open_lock(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)

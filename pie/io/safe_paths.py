@@ -147,6 +147,16 @@ def _require_regular(fd, path):
         raise errors.ContractError(f"{path} is {_kind_of(mode)}: only regular files are used")
 
 
+def open_folder_lock(path):
+    """The file descriptor of the folder `path`, to lock the folder itself (no lock
+    file is left behind): never through a link, and only a folder."""
+    checked(path, "folder")
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        raise errors.ContractError(f"cannot lock the folder {path}: {error.strerror}")
+
+
 def open_lock(path):
     """The file descriptor of the lock file `path`, created when missing.
 
