@@ -505,3 +505,28 @@ def test_a_linked_tfrecords_folder_is_refused_before_anything_is_deleted(setup):
         generate_pie_dataset.run(workdir=workdir, force=True)
     assert one_line(raised) == f"{workdir}/pie/tfrecords is a symbolic link: {RULE}"
     assert snapshot(outside) == before
+
+
+# --------------------------------------------------------- spreadsheet-safe tables
+
+
+def test_class_names_like_formulas_are_guarded_in_tables_and_read_back(setup):
+    """Names that a spreadsheet would evaluate are written behind a quote by the
+    per-class stages, and every reader (metrics -> t-test -> records.read_csv) gets
+    the names as they are in classes.json."""
+    from per_class_accuracy import aggregate_ckpt_metrics
+    workdir, _ = setup
+    names = ['=HYPERLINK("http://x","y")', "-neg", "@x", "+1"] + [f"c{k}" for k in range(6)]
+    records.write_json(Workdir(workdir).classes, names)
+    aggregate_ckpt_metrics.run(workdir, force=True)
+    gen_tstatistic.run(workdir, force=True)
+    for key in ("per_class_metrics", "tstatistic"):
+        path = Workdir(workdir).file(key)
+        with open(path) as handle:
+            text = handle.read()
+        assert '"\'=HYPERLINK(""http://x"",""y"")"' in text and ",'-neg," in text
+        assert ",'@x," in text and ",'+1," in text and ",-neg," not in text
+        table = records.read_csv(path, ["class_name"])
+        assert sorted(set(table["class_name"])) == sorted(names)
+    tstatistic = records.read_csv(Workdir(workdir).file("tstatistic"), ["class_id"])
+    assert pd.api.types.is_numeric_dtype(tstatistic["class_id"])
