@@ -73,6 +73,8 @@ def _kind_of(mode):
         return "a device"
     if stat.S_ISDIR(mode):
         return "a folder"
+    if stat.S_ISREG(mode):
+        return "a file"
     return "not a regular file"
 
 
