@@ -45,11 +45,16 @@ def write(folder):
 def main(argv):
     del argv
     with tempfile.TemporaryDirectory() as folder:
+        # The size cache goes to the user's cache folder (never into a data folder).
+        os.environ["PIE_CACHE_DIR"] = os.path.join(folder, "cache")
+        folder = os.path.join(folder, "data")
+        os.makedirs(folder)
         write(folder)
         start = time.perf_counter()
         source = sources.load("tfrecord:" + folder)
         first = time.perf_counter() - start
-        assert os.path.exists(os.path.join(folder, size_cache.CACHE_NAME))
+        assert os.path.exists(os.path.join(os.environ["PIE_CACHE_DIR"],
+                                           size_cache.WORKDIR_CACHE_NAME))
         start = time.perf_counter()
         source = sources.load("tfrecord:" + folder)
         cached = time.perf_counter() - start

@@ -11,7 +11,10 @@ reads back as `--dataset=tfrecord:<folder>`, the folder's size cache, and
 pixels), so reading a subset back applies the family's eval geometry once and gives
 exactly the pixels the PIE analysis predicted on. Record features: see
 docs/contracts.md. A variant's folder appears whole or not at all (written aside,
-then renamed).
+then renamed). Runs on one workdir take turns (a lock on the folder `W/pie`): the
+`.partial` staging folders are never shared, and those of killed runs are removed
+under the lock. Records are serialised with their features in a fixed order, so
+the same inputs give the same bytes.
 """
 import contextlib
 import os
@@ -36,6 +39,7 @@ RECORD_FORMAT = 2
 IMAGE_FORMATS = ((b"\xff\xd8\xff", b"jpeg"), (b"\x89PNG", b"png"), (b"GIF8", b"gif"),
                  (b"BM", b"bmp"))
 READ_BATCH = 256
+STAGING_SUFFIX = ".partial"
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -89,14 +93,17 @@ def example(encoded, row, class_name):
             feature[column] = _int_feature([value])
         else:
             feature[column] = _float_feature([value])
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: the feature map serialised in key order, so the same inputs give
+    # the same bytes (a map's order is otherwise the runtime's choice).
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+        deterministic=True)
 
 
 class SubsetWriter:
     """The shards of one subset, filled in eval order; empty subsets get one empty shard."""
 
     def __init__(self, folder, name, count, shard_size):
-        os.makedirs(folder)
+        journal.makedirs(folder)
         self.folder, self.name, self.count, self.shard_size = folder, name, count, shard_size
         self.shards = max(1, -(-count // shard_size))
         self.written = 0
@@ -163,8 +170,7 @@ def write_variants(workdir, variants, todo, source, shard_size, fingerprints):
     writers, staging, counts = {}, {}, {}
     for key in todo:
         rows = variants[key]
-        staging[key] = workdir.pie_tfrecords(key) + ".partial"
-        shutil.rmtree(staging[key], ignore_errors=True)  # a killed run's
+        staging[key] = workdir.pie_tfrecords(key) + STAGING_SUFFIX
         journal.makedirs(staging[key], scratch=True)
         counts[key] = {"n_images": int(len(rows)), "pie_table": fingerprints[key],
                        "format": RECORD_FORMAT}
@@ -197,6 +203,25 @@ def write_variants(workdir, variants, todo, source, shard_size, fingerprints):
     return counts
 
 
+def remove_stale_staging(workdir):
+    """Removes the `.partial` folders killed runs left in W/pie/tfrecords (called
+    under the lock: no other run is writing one). Links are removed, not followed."""
+    root = workdir.pie_tfrecords()
+    workdir.checked(root, "folder")
+    if not os.path.isdir(root):
+        return []
+    removed = []
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if name.endswith(STAGING_SUFFIX):
+            if os.path.islink(path) or not os.path.isdir(path):
+                os.remove(path)
+            else:
+                shutil.rmtree(path)
+            removed.append(path)
+    return removed
+
+
 def variant_fingerprint(rows):
     """A digest of a variant's rows of pie.csv: a changed table rewrites its records."""
     digest = pd.util.hash_pandas_object(rows[pie_labels.PIE_COLUMNS], index=False)
@@ -224,19 +249,28 @@ def main(argv):
     variants = {records.variant_key(method, sparsity): rows
                 for (method, sparsity), rows in table.groupby(["method", "sparsity"])}
     fingerprints = {key: variant_fingerprint(rows) for key, rows in variants.items()}
-    todo = [key for key in variants
-            if FLAGS.force or not is_written(workdir.pie_tfrecords(key), fingerprints[key])]
-    print(f"PIE TFRecords: {len(variants)} variants, {len(variants) - len(todo)} done, "
-          f"{len(todo)} to write", flush=True)
-    if not todo:
-        return 0
-    source = sources.load_for_workdir(FLAGS.workdir, data_dir=FLAGS.data_dir)
-    if source.family == "toy":
-        raise cli.UsageError(f"'{source.name}' holds 2-D points, not images: "
-                             "PIE TFRecords need an image dataset")
-    if (table["image_id"] < 0).any():
-        raise records.ContractError("pie.csv names image ids that are not in the eval split")
-    counts = write_variants(workdir, variants, todo, source, FLAGS.shard_size, fingerprints)
+    # The output folders are checked before anything is read, written or deleted.
+    workdir.checked(workdir.pie_tfrecords(), "folder")
+    for key in variants:
+        workdir.checked(workdir.pie_tfrecords(key), "folder")
+    pie_dir = os.path.dirname(workdir.pie_tfrecords())
+    # One run at a time: a lock on W/pie itself (a lock file would be left behind).
+    with records.locked(pie_dir, folder=True):
+        for path in remove_stale_staging(workdir):
+            print(f"removed {path}, left by a killed run", flush=True)
+        todo = [key for key in variants
+                if FLAGS.force or not is_written(workdir.pie_tfrecords(key), fingerprints[key])]
+        print(f"PIE TFRecords: {len(variants)} variants, {len(variants) - len(todo)} done, "
+              f"{len(todo)} to write", flush=True)
+        if not todo:
+            return 0
+        source = sources.load_for_workdir(FLAGS.workdir, data_dir=FLAGS.data_dir)
+        if source.family == "toy":
+            raise cli.UsageError(f"'{source.name}' holds 2-D points, not images: "
+                                 "PIE TFRecords need an image dataset")
+        if (table["image_id"] < 0).any():
+            raise records.ContractError("pie.csv names image ids that are not in the eval split")
+        counts = write_variants(workdir, variants, todo, source, FLAGS.shard_size, fingerprints)
     progress = Progress(len(todo), "variants")
     for key in todo:
         progress.advance(1, f"{key}: {counts[key]['n_pie']} PIEs, "

@@ -183,7 +183,7 @@ def write_member(workdir, candidate, source, dataset):
                             labels, source)
     top1 = pq.eval_top1(candidate.member, source, FLAGS.batch_size)
     target = workdir.path(candidate.model_file)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    workdir.output_folder(os.path.dirname(target))  # a linked folder is refused
     with records.atomic_path(target) as tmp:
         shutil.copyfile(candidate.path, tmp)
     row = {"member_id": candidate.member_id, "method": FLAGS.method,

@@ -431,6 +431,7 @@ class Trainer:
         with self.strategy.scope():
             epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
+        records.check_checkpoint_state(ckpt_dir)  # no path out, no link (23.2)
         manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=1)
         if manager.latest_checkpoint:
             checkpoint.restore(manager.latest_checkpoint).expect_partial()

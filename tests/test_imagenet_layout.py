@@ -69,11 +69,15 @@ def test_eval_images_are_the_resized_centre_crop_of_each_jpeg(imagenet_dir):
         assert np.array_equal(image, expected)
 
 
-def test_sizes_are_counted_once_and_cached_next_to_the_data(imagenet_dir, tmp_path, monkeypatch):
+def test_sizes_are_counted_once_and_cached_in_the_users_cache(imagenet_dir, tmp_path,
+                                                              monkeypatch):
+    """Never into the data folder (docs/contracts.md, No path through a link)."""
+    monkeypatch.setenv("PIE_CACHE_DIR", str(tmp_path / "cache"))
     folder = _fresh_copy(imagenet_dir, tmp_path)
     sources.load("tfrecord:" + folder)
-    cache = json.load(open(os.path.join(folder, size_cache.CACHE_NAME)))
-    assert {name: entry["records"] for name, entry in cache["files"].items()} == {
+    assert not os.path.exists(os.path.join(folder, size_cache.CACHE_NAME))
+    cache = json.load(open(tmp_path / "cache" / size_cache.WORKDIR_CACHE_NAME))
+    assert {name: entry["records"] for name, entry in cache["folders"][folder].items()} == {
         "train-00000-of-00002": 6, "train-00001-of-00002": 6, "validation-00000-of-00001": 9}
 
     def no_scan(path):
@@ -103,7 +107,8 @@ def test_size_cache_goes_to_the_workdir_when_the_data_is_read_only(imagenet_dir,
     assert sources.load("tfrecord:" + folder, cache_dir=workdir).eval_size == source.eval_size
 
 
-def test_remote_folders_are_read_through_tf_io_gfile():
+def test_remote_folders_are_read_through_tf_io_gfile(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIE_CACHE_DIR", str(tmp_path / "cache"))
     # ram:// exists only inside TensorFlow: os.path and glob cannot see it.
     folder = "ram://imagenet_layout_test"
     validation = layout.write_imagenet_layout(folder, num_classes=K, train_per_shard=2,
@@ -114,7 +119,9 @@ def test_remote_folders_are_read_through_tf_io_gfile():
     assert source.eval_arrays()[1].tolist() == [label - 1 for _, label in validation]
     inputs, labels = next(iter(source.train_batches(4, seed=0, epoch=0)))
     assert inputs.shape == (4, 224, 224, 3) and sorted(labels.numpy()) == [0, 0, 1, 1]
-    assert size_cache.CACHE_NAME in tf.io.gfile.listdir(folder)
+    assert size_cache.CACHE_NAME not in tf.io.gfile.listdir(folder)
+    assert folder in json.load(open(tmp_path / "cache" / size_cache.WORKDIR_CACHE_NAME))[
+        "folders"]
 
 
 def test_shuffle_buffer_is_bounded_in_bytes():

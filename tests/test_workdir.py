@@ -113,3 +113,22 @@ def test_toy_figures_skip_links(tmp_path):
     os.symlink(outside, tmp_path / "toy" / "link.png")
     assert [wd.relative(p) for p in wd.toy_figures()] == [
         os.path.join("toy", "a.png"), os.path.join("toy", "b", "z.png")]
+
+
+def test_a_workdir_reached_through_a_link_is_used_but_no_link_inside_it(tmp_path):
+    """W itself may be a link (the user named it); below it, no part may be one."""
+    from pie.io import errors, records
+    real = tmp_path / "real"
+    (real / "per_class").mkdir(parents=True)
+    os.symlink(real, tmp_path / "named")
+    wd = Workdir(str(tmp_path / "named"))
+    records.write_json(os.path.join(wd.root, "per_class", "x.json"), {"a": 1})
+    assert records.read_json(str(real / "per_class" / "x.json")) == {"a": 1}
+    assert wd.checked(os.path.join(wd.root, "not", "yet", "made.csv"))  # to be created
+    os.symlink(real / "per_class", real / "linked")
+    with pytest.raises(errors.ContractError) as raised:
+        records.read_json(os.path.join(wd.root, "linked", "x.json"))
+    assert str(raised.value) == (f"{wd.root}/linked is a symbolic link: nothing in a "
+                                 "workdir is read or written through a link")
+    with pytest.raises(errors.ContractError, match="x.json is a file, not a folder"):
+        wd.checked(os.path.join(wd.root, "per_class", "x.json", "below"), "folder")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from absl import logging
 
-from pie.io import errors
+from pie.io import csv_text, errors
 from pie.io import records
 from pie.io.workdir import PER_CLASS_DIR, Workdir
 from pie.analysis import stats
@@ -66,9 +66,10 @@ def read_metrics(path):
         raise records.ContractError(f"missing input file {path}")
     records.check_written(path)  # cut or edited since aggregate_ckpt_metrics wrote it
     # Only the metric columns may be empty (NaN); a class named 'NA' stays a name.
-    metrics = pd.read_csv(path, dtype={"class_name": str, "member_id": str, "method": str},
-                          keep_default_na=False,
-                          na_values={"recall": [""], "precision": [""], "member_top1": [""]})
+    metrics = csv_text.unguard(pd.read_csv(  # (text written spreadsheet-safe: csv_text)
+        path, dtype={"class_name": str, "member_id": str, "method": str},
+        keep_default_na=False,
+        na_values={"recall": [""], "precision": [""], "member_top1": [""]}))
     missing = [c for c in METRICS_COLUMNS if c not in metrics.columns]
     if missing:
         raise records.ContractError(f"{path} lacks columns {missing}")

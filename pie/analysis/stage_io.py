@@ -86,12 +86,7 @@ def load_class_names(workdir, largest_class_id):
     path = Workdir(workdir).classes
     if not os.path.exists(path):
         return [str(c) for c in range(int(largest_class_id) + 1)]
-    names = records.read_json(path)
-    if not isinstance(names, list) or not names or not all(
-            isinstance(name, str) for name in names):
-        raise records.ContractError(
-            f"{path} must hold a non-empty JSON list of class names (strings)")
-    return names
+    return records.read_class_names(path, largest_class_id)
 
 
 def check_class_range(predictions, n_classes, manifest, workdir):

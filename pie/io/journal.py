@@ -27,10 +27,11 @@ import os
 import re
 import shutil
 import socket
+import stat
 import threading
 import time
 
-from pie.io import errors
+from pie.io import bounded_json, errors, safe_paths
 
 PREFIX = ".force-"
 JOURNAL = "journal"
@@ -42,6 +43,8 @@ OWNER = re.compile(r"^(?P<host>[^@/]*)@(?P<pid>\d+)")
 STALE_AFTER_S = 24 * 3600
 _BACKUP_NAME = re.compile(r"^[0-9]+$")
 _OPS = ("created", "folder", "scratch", "replaced")
+# A journal lists each path a run touched once (a line of about 100 bytes each).
+MAX_JOURNAL_BYTES = 64 * 1024 * 1024
 
 
 def owner():
@@ -204,7 +207,9 @@ def forced(function):
 
 
 def replace(source, path):
-    """os.replace(source, path), undoable inside a transaction."""
+    """os.replace(source, path), undoable inside a transaction. Like every operation
+    here, refused when `path` lies in a workdir through a link (safe_paths)."""
+    safe_paths.checked(path, "file")
     if _ACTIVE is not None:
         _ACTIVE.note(path, "replaced")
     os.replace(source, path)
@@ -212,6 +217,7 @@ def replace(source, path):
 
 def remove(path):
     """Removes a file, undoably inside a transaction (the original is kept)."""
+    safe_paths.checked(path, "file")
     if _ACTIVE is not None:
         _ACTIVE.note(path, "replaced")
     if os.path.lexists(path):
@@ -221,6 +227,8 @@ def remove(path):
 def replace_folder(source, path):
     """Puts folder `source` in the place of folder `path` (removed when there);
     undoable inside a transaction (the old folder is kept whole)."""
+    safe_paths.checked(source, "folder")
+    safe_paths.checked(path, "folder")
     if _ACTIVE is not None:
         _ACTIVE.note(path, "replaced")  # moves the old folder into the journal
     if os.path.lexists(path):
@@ -230,7 +238,9 @@ def replace_folder(source, path):
 
 def makedirs(path, scratch=False):
     """os.makedirs(path, exist_ok=True); inside a transaction, folders it creates are
-    listed: removed at rollback when empty, or whole when `scratch` (a staging folder)."""
+    listed: removed at rollback when empty, or whole when `scratch` (a staging folder).
+    A linked folder on the way in a workdir is refused before anything is made."""
+    safe_paths.checked(path, "folder")
     if _ACTIVE is not None:
         missing, folder = [], os.path.abspath(path)
         while not os.path.lexists(folder):
@@ -257,18 +267,20 @@ def _read_entries(root, folder):
     if os.path.islink(path) or not os.path.isfile(path):
         raise _broken(folder, "no journal file")
     try:
-        with open(path) as handle:
-            text = handle.read()
+        with safe_paths.open_regular(path, encoding="utf-8") as handle:
+            text = handle.read(MAX_JOURNAL_BYTES + 1)
     except (OSError, UnicodeDecodeError) as error:
         raise _broken(folder, str(error))
+    if len(text) > MAX_JOURNAL_BYTES:
+        raise _broken(folder, f"larger than {MAX_JOURNAL_BYTES} bytes")
     lines = text.split("\n")
     # A kill during an append cuts only the last line: its change had not started.
     complete = lines[:-1]
     entries = []
     for number, line in enumerate(complete, 1):
-        try:
-            entry = json.loads(line)
-        except ValueError:
+        try:  # (bounded: a deeply nested line is not JSON here, never a RecursionError)
+            entry = bounded_json.loads(line, path)
+        except errors.ContractError:
             raise _broken(folder, f"line {number} is not JSON")
         if number == 1:
             if entry != {"journal": FORMAT}:
@@ -283,10 +295,32 @@ def _read_entries(root, folder):
                 backup is not None and not (isinstance(backup, str)
                                             and _BACKUP_NAME.match(backup))):
             raise _broken(folder, f"line {number} has a wrong backup")
+        if backup is not None and not _plain(os.path.join(folder, backup)):
+            raise _broken(folder, f"line {number}'s backup is a link or not a regular file: "
+                                  "a journal never puts a link back")
         entries.append(entry)
     if not complete:
         raise _broken(folder, "no journal header")
     return entries
+
+
+def _plain(path):
+    """Whether `path` (a backup) is missing, a regular file, or a folder holding only
+    regular files and folders: what a run backs up, never a link."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return True  # restored by an interrupted rollback already
+    if stat.S_ISREG(mode):
+        return True
+    if not stat.S_ISDIR(mode):
+        return False
+    for parent, folders, names in os.walk(path, followlinks=False):
+        for name in folders + names:
+            mode = os.lstat(os.path.join(parent, name)).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                return False
+    return True
 
 
 def _outside(root, relative):

@@ -26,9 +26,10 @@ import time
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from pie.io import csv_text, errors, journal
+from pie.io import bounded_json, checkpoint_state, csv_text, errors, journal, safe_paths
 from pie.io import workdir as layout
 from pie.io.workdir import CLEAN, Workdir
 
@@ -46,6 +47,8 @@ QUANTIZED_PREFIX = "quant_"  # methods of post-training quantized members
 
 
 ContractError = errors.ContractError
+# A member's ckpt/checkpoint, checked before tf.train.CheckpointManager opens it.
+check_checkpoint_state = checkpoint_state.check
 
 
 # --------------------------------------------------------------------------- atomic
@@ -65,6 +68,8 @@ def atomic_path(path):
     The file is flushed to disk before the rename and the folder after it, so a
     crash of the machine leaves the old file or the whole new one.
     """
+    # A linked file or folder of a workdir is refused before anything is written.
+    safe_paths.checked(path, "file")
     folder = os.path.dirname(os.path.abspath(path))
     journal.makedirs(folder)
     prefix = f"{TMP_PREFIX}{journal.owner()}-"
@@ -114,14 +119,52 @@ def write_json(path, obj):
 
 
 def read_json(path):
-    """A JSON input file; a missing or broken one is a ContractError naming it."""
+    """A JSON input file; a missing, broken, linked, too large or too deeply nested
+    one is a ContractError naming it (bounded_json, safe_paths)."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        with safe_paths.open_regular(path, encoding="utf-8") as f:
+            return bounded_json.read(f, path)
     except FileNotFoundError:
         raise ContractError(f"missing input file {path}")
-    except (OSError, ValueError) as error:  # json.JSONDecodeError is a ValueError
+    except OSError as error:
+        if os.path.islink(path):  # (outside a workdir: O_NOFOLLOW refused it)
+            raise ContractError(f"{path} is a symbolic link: links are not read")
         raise ContractError(f"{path} is not readable JSON: {error}")
+    except UnicodeDecodeError as error:
+        raise ContractError(f"{path} is not readable JSON: {error}")
+
+
+# Class names (classes.json, dataset.json's class_names): at most this many, whatever
+# the data says (ImageNet-21k, the largest label set in common use, has 21,843); the
+# analysis stages allow fewer, derived from the predictions (read_class_names).
+MAX_CLASSES = 22_000
+# A classes.json may name classes no label or prediction names (an eval split
+# without some classes), up to twice the classes named, or this many.
+MIN_CLASS_ALLOWANCE = 1_000
+
+
+def class_limit(largest_class_id=None):
+    """How many class names are read when labels and predictions name classes up to
+    `largest_class_id` (None: not known, the documented maximum)."""
+    if largest_class_id is None:
+        return MAX_CLASSES
+    return min(MAX_CLASSES, max(MIN_CLASS_ALLOWANCE, 2 * (int(largest_class_id) + 1)))
+
+
+def read_class_names(path, largest_class_id=None):
+    """`W/classes.json`: a non-empty list of strings, no longer than class_limit(),
+    checked before anything is allocated per class."""
+    names = read_json(path)
+    if not isinstance(names, list) or not names or not all(
+            isinstance(name, str) for name in names):
+        raise ContractError(f"{path} must hold a non-empty JSON list of class names (strings)")
+    limit = class_limit(largest_class_id)
+    if len(names) > limit:
+        seen = ("" if largest_class_id is None else
+                f" (labels and predictions name classes 0..{int(largest_class_id)})")
+        raise ContractError(f"{path} lists {len(names)} class names: at most {limit} are "
+                            f"read{seen}")
+    return names
 
 
 # ------------------------------------------------------------------- written files
@@ -186,13 +229,22 @@ def _is_record(value):
 
 
 def read_stamp(stamp):
-    """A stamp's content as a dict; {} when it is missing, unreadable or a link."""
-    if os.path.islink(stamp):  # workdir content: never read through a link
-        return {}
+    """A stamp's content as a dict; {} when it is missing or unreadable. A stamp that
+    is a link (or lies behind one), a FIFO, too large or too deep is a ContractError:
+    workdir content is never read through a link."""
     try:
-        with open(stamp) as handle:
-            content = json.load(handle)
-    except (OSError, ValueError):
+        with safe_paths.open_regular(stamp, encoding="utf-8") as handle:
+            content = bounded_json.read(handle, stamp)
+    except ContractError as error:
+        if "is not readable JSON" in str(error):
+            return {}
+        raise
+    except UnicodeDecodeError:
+        return {}
+    except OSError:
+        if os.path.islink(stamp):
+            raise ContractError(f"{stamp} is a symbolic link: stamps are not read through "
+                                "a link")
         return {}
     return content if isinstance(content, dict) else {}
 
@@ -355,6 +407,7 @@ def check_written(path, stage=None):
     A file without a record (written by hand or by an older version) is accepted,
     unless `stage` is given: then it must be listed in that stage's stamp.
     """
+    safe_paths.checked(path, "file")
     writer, record = written_record(path)
     if stage is not None and (record is None or writer != stage):
         raise ContractError(
@@ -398,8 +451,10 @@ def read_csv(path, required_columns=(), check_record=True, **kwargs):
     `usecols` and `dtype` keyword arguments go to pandas; the required columns are
     checked on the header first, so a missing one is named, not a pandas error.
     `check_record=False` for files users may edit by hand (the manifest, validated
-    row by row instead): an edit there is not damage.
+    row by row instead): an edit there is not damage. A linked file or folder of a
+    workdir, or a FIFO, is refused (safe_paths) before pandas opens it.
     """
+    safe_paths.checked(path, "file")
     if not os.path.exists(path):
         raise ContractError(f"missing input file {path}")
     if check_record:
@@ -409,7 +464,8 @@ def read_csv(path, required_columns=(), check_record=True, **kwargs):
         missing = [c for c in required_columns if c not in header]
         if missing:
             raise ContractError(f"{path} lacks columns {missing}")
-        return pd.read_csv(path, **kwargs)
+        # Text values written with a spreadsheet guard (csv_text) read back as written.
+        return csv_text.unguard(pd.read_csv(path, **kwargs))
     except (OSError, EOFError, ValueError, pd.errors.ParserError) as error:
         if isinstance(error, ContractError):
             raise
@@ -418,21 +474,31 @@ def read_csv(path, required_columns=(), check_record=True, **kwargs):
 
 
 @contextlib.contextmanager
-def locked(path, wait=True):
+def locked(path, wait=True, folder=False):
     """An exclusive advisory lock, so shards sharing a workdir take turns. Yields
     whether this process holds it: always with `wait`; without, only when nobody
-    else held it."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a") as handle:
+    else held it. The lock file is a regular file opened without following a link
+    or blocking on a FIFO (safe_paths.open_lock); anything else is a ContractError.
+    With `folder`, `path` is an existing folder, locked itself (no file is made)."""
+    if folder:
+        fd = safe_paths.open_folder_lock(path)
+    else:
+        parent = os.path.dirname(os.path.abspath(path))
+        safe_paths.checked(parent, "folder")
+        os.makedirs(parent, exist_ok=True)
+        fd = safe_paths.open_lock(path)
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
         try:
             yield True
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------------- manifest
@@ -461,6 +527,10 @@ def _inside(workdir, relative):
     target = os.path.realpath(os.path.join(root, relative))
     if os.path.commonpath([root, target]) != root:
         return "leads outside the workdir through a symbolic link"
+    try:
+        safe_paths.check_inside(workdir, os.path.join(root, relative))
+    except ContractError:
+        return "passes through a symbolic link: nothing in a workdir is read through a link"
     return None
 
 
@@ -553,7 +623,7 @@ def validate_manifest(frame, workdir, path):
 
 def read_manifest(workdir, required=True):
     """The population manifest, validated, sorted by member_id; empty frame when absent."""
-    path = Workdir(workdir).manifest
+    path = safe_paths.checked(Workdir(workdir).manifest, "file")
     if not os.path.exists(path):
         if required:
             raise ContractError(
@@ -598,7 +668,7 @@ DATASET_CONFIG_TYPES = {
 def read_dataset_config(workdir):
     """`W/dataset.json`: how the population's data was loaded (save_checkpoint.train),
     checked: a JSON object whose known keys have the types of DATASET_CONFIG_TYPES."""
-    path = Workdir(workdir).dataset_config
+    path = safe_paths.checked(Workdir(workdir).dataset_config, "file")
     if not os.path.exists(path):
         raise ContractError(
             f"no {os.path.basename(path)} in '{workdir}': run save_checkpoint.train first")
@@ -609,6 +679,12 @@ def read_dataset_config(workdir):
         value = config.get(key)
         if key in config and (not isinstance(value, types) or isinstance(value, bool)):
             raise ContractError(f"{path}: '{key}' must be {meaning}, got {json.dumps(value)}")
+    if not 0 < config.get("num_classes", 1) <= MAX_CLASSES:
+        raise ContractError(f"{path}: 'num_classes' must be a positive integer up to "
+                            f"{MAX_CLASSES}, got {config['num_classes']}")
+    if len(config.get("class_names", ())) > MAX_CLASSES:
+        raise ContractError(f"{path}: 'class_names' lists {len(config['class_names'])} "
+                            f"names: at most {MAX_CLASSES} are read")
     return config
 
 
@@ -661,6 +737,64 @@ def write_predictions(path, frame):
         journal.remove(legacy)
 
 
+# The most rows a predictions file may hold: one per image of the split predicted
+# (ImageNet's 1,281,167 training images fit), checked in the file's metadata before
+# anything is read, as is the size its columns unpack to: a small file that unpacks
+# to gigabytes (a long run of equal values compresses to nearly nothing) is refused.
+MAX_PREDICTION_ROWS = 2_000_000
+# Bytes a row may unpack to, per column read: fixed-width columns their width, text
+# columns (member_id, top5, distribution) this many; plus one page of slack.
+MAX_TEXT_BYTES_PER_ROW = 256
+UNPACKED_SLACK_BYTES = 1 << 20
+
+
+def check_parquet_size(path, metadata, columns):
+    """Refuses a Parquet predictions file whose metadata promises more rows than
+    MAX_PREDICTION_ROWS, or more unpacked bytes in `columns` than their types allow."""
+    rows = metadata.num_rows
+    if rows > MAX_PREDICTION_ROWS:
+        raise ContractError(f"{path} holds {rows} rows: a predictions file holds one per "
+                            f"image, at most {MAX_PREDICTION_ROWS}")
+    unpacked = {}
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for position in range(row_group.num_columns):
+            chunk = row_group.column(position)
+            name = chunk.path_in_schema
+            unpacked[name] = unpacked.get(name, 0) + max(chunk.total_uncompressed_size, 0)
+    for name in columns:
+        dtype = PREDICTION_DTYPES.get(name)
+        width = np.dtype(dtype).itemsize if dtype else MAX_TEXT_BYTES_PER_ROW
+        allowed = rows * (width + 8) + UNPACKED_SLACK_BYTES
+        if unpacked.get(name, 0) > allowed:
+            raise ContractError(
+                f"{path}: column {name} unpacks to {unpacked[name]} bytes for {rows} rows "
+                f"(at most {allowed}): not a predictions file this toolkit reads")
+
+
+def _decoded_text(path, table):
+    """`table` with its dictionary columns decoded, once no value is longer than
+    MAX_TEXT_BYTES_PER_ROW (so decoding cannot grow past rows x that)."""
+    for position, field in enumerate(table.schema):
+        if not pa.types.is_dictionary(field.type):
+            continue
+        column = table.column(position)
+        for chunk in column.chunks:
+            values = chunk.dictionary
+            kind = values.type
+            if len(values) and (pa.types.is_string(kind) or pa.types.is_binary(kind)
+                                or pa.types.is_large_string(kind)):
+                longest = pa.compute.max(pa.compute.binary_length(values)).as_py() or 0
+                if longest > MAX_TEXT_BYTES_PER_ROW:
+                    raise ContractError(
+                        f"{path}: column {field.name} holds a value of {longest} bytes (at "
+                        f"most {MAX_TEXT_BYTES_PER_ROW}): not a predictions file this "
+                        "toolkit reads")
+        table = table.set_column(position, field.name,
+                                 column.cast(field.type.value_type))
+    return table
+
+
 def _prediction_table(path, columns, optional=()):
     """The `columns` (all required) and `optional` ones present, as a pyarrow Table.
 
@@ -679,13 +813,20 @@ def _prediction_table(path, columns, optional=()):
         # One open for the schema and the columns. Not read_table: its dataset set-up
         # costs more than reading a member's 50,000 rows. No threads of its own: files
         # are read several at once (`_read_ahead`).
-        with pq.ParquetFile(path) as parquet:
-            names = parquet.schema_arrow.names
-            missing = [c for c in columns if c not in names]
-            if missing:
-                raise ContractError(f"{path} lacks columns {missing}")
-            return parquet.read(columns=list(columns) + [c for c in optional if c in names],
-                                use_threads=False)
+        # Text columns come as dictionaries: a value repeated on every row is held
+        # once until its length is checked (_decoded_text).
+        # The footer first: columns, rows and unpacked sizes are checked before a
+        # page is read.
+        metadata = pq.read_metadata(path)
+        names = metadata.schema.to_arrow_schema().names
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise ContractError(f"{path} lacks columns {missing}")
+        chosen = list(columns) + [c for c in optional if c in names]
+        check_parquet_size(path, metadata, chosen)
+        text = [c for c in chosen if c not in PREDICTION_DTYPES]
+        with pq.ParquetFile(path, read_dictionary=text or None) as parquet:
+            return _decoded_text(path, parquet.read(columns=chosen, use_threads=False))
     except (OSError, ValueError, pa.ArrowException) as error:
         if isinstance(error, ContractError):
             raise

@@ -12,6 +12,8 @@ ones in a sub-folder named after the distribution (`fog/3` -> `fog-3`).
 import collections
 import os
 
+from pie.io import journal, safe_paths
+
 CLEAN = "clean"
 DEFAULT_SPLIT = "test"
 
@@ -147,7 +149,9 @@ def writer_stamp(path, module):
 
 
 def stamps_in(folder):
-    """Every stage's stamp in `folder`, sorted (none when it does not exist)."""
+    """Every stage's stamp in `folder`, sorted (none when it does not exist); a linked
+    folder of a workdir is refused, not listed."""
+    safe_paths.checked(folder, "folder")
     try:
         names = os.listdir(folder)
     except OSError:
@@ -170,6 +174,9 @@ class Workdir:
         if not root:
             raise ValueError("a workdir path is required")
         self.root = os.fspath(root)
+        # Every path under it that the readers and writers of pie.io touch is checked
+        # from here on: no link on the way, no FIFO read (docs/contracts.md).
+        safe_paths.guard(self.root)
 
     def __fspath__(self):
         return self.root
@@ -192,6 +199,18 @@ class Workdir:
 
     def relative(self, path):
         return os.path.relpath(path, self.root)
+
+    def checked(self, path, kind=None):
+        """`path`, refused (ContractError) when a part of it below W is a link, or
+        (with `kind` "file" / "folder") when it exists as something else."""
+        return safe_paths.check_inside(self.root, path, kind)
+
+    def output_folder(self, path):
+        """Creates the folder `path` of W (and those on the way) for a stage's outputs,
+        after refusing a linked one: nothing is written or deleted through it."""
+        self.checked(path, "folder")
+        journal.makedirs(path)
+        return path
 
     # ----------------------------------------------------------------- stage files
 
@@ -291,7 +310,7 @@ class Workdir:
 
     def prediction_folders(self, split=DEFAULT_SPLIT):
         """The distribution folders that exist under predictions/<split>/, sorted."""
-        root = self.predictions_root(split)
+        root = self.checked(self.predictions_root(split), "folder")
         if not os.path.isdir(root):
             return []
         return sorted(os.path.join(root, name) for name in os.listdir(root)
@@ -319,6 +338,7 @@ class Workdir:
     def toy_figures(self):
         """The toy study's PNG figures under W/toy, sorted; links are never followed."""
         found = []
+        self.checked(self.toy_dir, "folder")  # (os.walk would follow a linked W/toy)
         for folder, subfolders, names in os.walk(self.toy_dir, followlinks=False):
             subfolders.sort()
             found += [os.path.join(folder, name) for name in names
@@ -330,6 +350,7 @@ class Workdir:
         report embeds only the figures they list. Links are never followed."""
         stage = stage_name(FILES["toy_results"].writer)
         found = []
+        self.checked(self.toy_dir, "folder")
         for folder, subfolders, names in os.walk(self.toy_dir, followlinks=False):
             subfolders.sort()
             stamp = stamp_in(folder, stage)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pie.analysis import noise_floor, per_class, pie_labels, robustness, stats, subgroups
-from pie.io import records
+from pie.io import csv_text, records
 from pie.io.workdir import FILES, Workdir
 from pie.report import plots
 
@@ -150,7 +150,7 @@ class Context:
 
     def class_names(self):
         path = self.path("classes.json")
-        return records.read_json(path) if os.path.exists(path) else None
+        return records.read_class_names(path) if os.path.exists(path) else None
 
 
 def read_table(path, columns, listed_by=None):
@@ -167,8 +167,8 @@ def read_table(path, columns, listed_by=None):
     records.check_written(path, stage=listed_by)
     try:
         header = pd.read_csv(path, nrows=0).columns
-        frame = pd.read_csv(path, keep_default_na=False, na_values=[""],
-                            dtype={c: str for c in TEXT_COLUMNS if c in header})
+        frame = csv_text.unguard(pd.read_csv(path, keep_default_na=False, na_values=[""],
+                                             dtype={c: str for c in TEXT_COLUMNS if c in header}))
     except (OSError, EOFError, ValueError) as error:  # empty, cut, a bad number
         raise records.ContractError(f"{path} is not a readable CSV: "
                                     f"{str(error).strip().splitlines()[0]}: rerun the stage "

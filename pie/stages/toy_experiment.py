@@ -30,7 +30,7 @@ from absl import flags
 
 from pie.compress import criteria as unit_criteria
 from pie.data import toy_data
-from pie.io import cli, records
+from pie.io import cli, journal, records
 from pie.io.workdir import FILES
 
 import tensorflow as tf  # noqa: E402  (after `pie`, which selects Keras 2)
@@ -427,7 +427,7 @@ def run_experiment(config, out_dir, log=print, flags_text=None):
 
 def _run_experiment(config, out_dir, log, flags_text):
     config = config.resolved()
-    os.makedirs(out_dir, exist_ok=True)
+    journal.makedirs(out_dir)  # (a linked folder of a workdir is refused)
     _check_run_config(config, out_dir)
     if flags_text is not None:
         records.write_text(os.path.join(out_dir, "flags.txt"), flags_text)
