@@ -2,10 +2,14 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Split-size caches of data folders outside a workdir go to the user's cache folder:
+# tests keep theirs in a temporary one, never in ~/.cache.
+os.environ.setdefault("PIE_CACHE_DIR", tempfile.mkdtemp(prefix="pie-test-cache-"))
 
 # The tiny population every stage test can start from: digits, 2 levels x 2 seeds,
 # one epoch each (about 20 s on 2 cores).
