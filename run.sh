@@ -38,5 +38,5 @@ fi
 export PYTHONUNBUFFERED=1
 # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are dropped from the output;
 # the exit code is the study's (pipefail: quiet itself always succeeds).
-quiet() { grep -v -E '^(WARNING: All log messages before absl|I0000 |W0000 |E0000 )' || true; }
+quiet() { grep --line-buffered -v -E '^(WARNING: All log messages before absl|I0000 |W0000 |E0000 )' || true; }
 "$PY" -m pie.stages.study "$@" 2>&1 | quiet
