@@ -2,7 +2,7 @@
 
 Members and their folders, the population plan and its shards, tf.distribute
 strategies, evaluation, the unit masks of criterion-pruned members and the
-global weight masks of wt and sipp members.
+global weight masks (pie.compress.methods).
 """
 import os
 import platform
@@ -15,6 +15,10 @@ from pie.io.workdir import Workdir
 # Reference samples of unit criteria are drawn in an order of their own (a
 # far-off epoch), so the draw does not depend on --epochs.
 REFERENCE_EPOCH = 10 ** 6
+
+
+class TrainingError(errors.InputError):
+    """A member that cannot be recorded (its loss or weights are not finite)."""
 
 
 class Member:
@@ -196,27 +200,16 @@ def check_unit_sparsity(mask, target):
             f"removed {removed:.4f} of the units, not the target {target:g}")
 
 
-def _magnitude_scores(model, layer_names, x):
-    del x  # data-free
-    return {name: model.get_layer(name).kernel.numpy() for name in layer_names}
-
-
-# Global weight scores, one ranking over every prunable kernel: wt (|w|) and
-# sipp (|w| x mean |input|, criteria.weight_sensitivity).
-WEIGHT_SCORES = {
-    "wt": _magnitude_scores,
-    "sipp": lambda model, layer_names, x: criteria.weight_sensitivity(model, layer_names, x),
-}
-
-
 def prune_weights(model, method, sparsity, layer_names, x=None):
     """Zeroes the globally lowest-scored `sparsity` of the kernels' weights; the masks.
 
-    `method` is a key of WEIGHT_SCORES; `x` are the reference samples (sipp).
+    `method` is a registered method with one global weight ranking (wt, sipp:
+    pie.compress.methods); `x` are the reference samples (sipp).
     """
-    if method not in WEIGHT_SCORES:
+    from pie.compress import builtin_methods, methods
+    global_weights = [name for name in methods.names()
+                      if isinstance(methods.get(name), builtin_methods.GlobalWeights)]
+    if method not in global_weights:
         raise pruning.PruningError(f"unknown weight-pruning method '{method}'; allowed: "
-                                   f"{', '.join(WEIGHT_SCORES)}")
-    masks = pruning.global_keep_masks(WEIGHT_SCORES[method](model, layer_names, x), sparsity)
-    pruning.apply_weight_masks(model, masks)
-    return masks
+                                   f"{', '.join(global_weights)}")
+    return methods.get(method).one_shot_mask(model, sparsity, (x, None), 0, layer_names)

@@ -1,6 +1,9 @@
-"""What every stage script shares: flag parsing helpers, exit codes, saved flags."""
+"""What every stage script shares: flag parsing helpers, exit codes, saved flags,
+and stage settings as frozen dataclasses (`option`, `define_flags_of`)."""
+import dataclasses
 import os
 import sys
+import typing
 
 from absl import app, flags
 
@@ -68,7 +71,10 @@ def _workdir(flag_values):
 def tidy_workdir(flag_values):
     """Rolls back the --force runs killed in the stage's --workdir (their journals),
     and removes the `.tmp-*` files killed runs left there."""
-    workdir = _workdir(flag_values)
+    _tidy(_workdir(flag_values))
+
+
+def _tidy(workdir):
     if workdir and os.path.isdir(workdir):
         for line in journal.recover(workdir):
             print(line, file=sys.stderr)
@@ -222,3 +228,144 @@ def resolved_flags():
               for flag in module_flags}
     lines = [chosen[name].serialize() for name in sorted(chosen)]
     return "\n".join(line for line in lines if line) + "\n"
+
+
+# ------------------------------------------------------- settings as dataclasses
+#
+# A stage's settings are one frozen dataclass whose fields are made with `option`
+# (default, help, choices). Its command line defines one flag per field
+# (`define_flags_of`) and builds the config once (`config_from_flags`); its Python
+# API builds the config from keywords (`make_config`). Nothing reads absl's FLAGS
+# after that.
+
+
+def option(default, help, choices=None):
+    """A config field with its flag's help text (and allowed values)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+def _field_kind(field):
+    """(base type, optional) of a field annotated T or Optional[T]."""
+    kind = field.type
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) is typing.Union and type(None) in args:
+        (base,) = [arg for arg in args if arg is not type(None)]
+        return base, True
+    return kind, False
+
+
+def define_flags_of(config_class, flag_values):
+    """One absl flag per field of `config_class`, in `flag_values`."""
+    from absl import flags as absl_flags
+    for field in dataclasses.fields(config_class):
+        kind, _ = _field_kind(field)
+        meta = field.metadata
+        if meta.get("choices"):
+            absl_flags.DEFINE_enum(field.name, field.default, meta["choices"], meta["help"],
+                                   flag_values=flag_values)
+            continue
+        define = {bool: absl_flags.DEFINE_bool, int: absl_flags.DEFINE_integer,
+                  float: absl_flags.DEFINE_float}.get(kind, absl_flags.DEFINE_string)
+        define(field.name, field.default, meta["help"], flag_values=flag_values)
+
+
+def config_from_flags(config_class, flag_values):
+    """The config of parsed flags (checked by the config itself)."""
+    return config_class(**{field.name: flag_values[field.name].value
+                           for field in dataclasses.fields(config_class)})
+
+
+def make_config(config_class, stage, values):
+    """The config of keyword values (the Python API); an unknown name is a UsageError."""
+    names = [field.name for field in dataclasses.fields(config_class)]
+    unknown = [name for name in values if name not in names]
+    if unknown:
+        raise UsageError(f"{stage} has no flag '{unknown[0]}'; allowed: "
+                         f"{', '.join(sorted(names))}")
+    return config_class(**values)
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", bool: "True or False", str: "text"}
+
+
+def coerce_fields(config):
+    """Checks each field's type, in __post_init__ of a frozen config: numbers given as
+    text (as on a command line) are parsed, ints are accepted for floats, lists for
+    comma-separated text; anything else is a UsageError naming the field."""
+    for field in dataclasses.fields(config):
+        kind, optional = _field_kind(field)
+        value = getattr(config, field.name)
+        if value is None and optional:
+            continue
+        converted = _coerce(kind, value)
+        if converted is None:
+            raise UsageError(f"--{field.name} must be {_KIND_NAMES.get(kind, kind)}, got "
+                             f"{value!r}")
+        choices = field.metadata.get("choices")
+        if choices and converted not in choices:
+            raise UsageError(f"--{field.name} must be one of {', '.join(choices)}; got "
+                             f"{converted!r}")
+        object.__setattr__(config, field.name, converted)
+
+
+def _coerce(kind, value):
+    """`value` as `kind`, or None when it is not one."""
+    if kind is bool:
+        return value if isinstance(value, bool) else None
+    if isinstance(value, bool):
+        return None
+    if kind is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                return None
+        return None
+    if kind is float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return None
+        return None
+    if kind is str:
+        if isinstance(value, (list, tuple)):
+            return ",".join(str(item) for item in value)
+        return value if isinstance(value, str) else None
+    return value
+
+
+def flags_text(config):
+    """A config's fields as sorted `--name=value` lines (`--name`/`--noname` for
+    booleans, None left out): a --flagfile giving the same config."""
+    lines = []
+    for field in sorted(dataclasses.fields(config), key=lambda field: field.name):
+        value = getattr(config, field.name)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            lines.append(f"--{field.name}" if value else f"--no{field.name}")
+        else:
+            lines.append(f"--{field.name}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def run_config(execute, config, force=False):
+    """Runs `execute(config)` in this process as the command line would: killed --force
+    runs of the workdir rolled back, the stage's own --force journal, library errors
+    turned into InputError (bad input raises instead of exiting)."""
+    progress.quiet_libraries()
+    workdir = getattr(config, "workdir", None)
+    _tidy(workdir)
+    try:
+        with journal.transaction(workdir, force):
+            return execute(config)
+    except Exception as error:
+        bad_input = errors.from_library(error)
+        if bad_input is None:
+            raise
+        raise bad_input from error
