@@ -51,7 +51,8 @@ def run(**settings):
     """Trains a population in this process: keyword arguments are TrainConfig's fields
     (the flags), e.g. run(workdir="W", seeds=2); bad input raises errors.InputError."""
     config = cli.make_config(TrainConfig, MODULE, settings)
-    return cli.run_config(lambda checked: trainer.train_population(checked, MODULE), config)
+    return cli.run_config(lambda checked: trainer.train_population(checked, MODULE), config,
+                          MODULE)
 
 
 run.__signature__ = inspect.signature(TrainConfig)

@@ -93,10 +93,10 @@ def train_args(flag_values):
     train.define_flags(defaults)
     args = []
     for name in sorted(defaults):
-        if name == "epochs" and flag_values.init_from and not flag_values[name].present:
+        if name == "epochs" and flag_values.init_from and not flag_values.present(name):
             continue  # --init_from: the given model is the dense member, not retrained
-        if flag_values[name].value != defaults[name].default:
-            args.append(flag_values[name].serialize())
+        if getattr(flag_values, name) != defaults[name].default:
+            args.append(flag_values.serialized(name))
     return args
 
 
@@ -188,7 +188,7 @@ def _stamp_content(flag_values, workdir):
     own = flags.FlagValues()
     define_flags(own)
     return {"version": pie.__version__,
-            "flags": [flag_values[name].serialize() for name in sorted(own)],
+            "flags": [flag_values.serialized(name) for name in sorted(own)],
             "files": _fingerprint(workdir)}
 
 
@@ -216,34 +216,39 @@ def validate(flag_values):
 
 def main(argv):
     del argv
-    validate(FLAGS)
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    validate(settings)
     started = time.time()
-    if os.path.isdir(FLAGS.workdir) and is_up_to_date(FLAGS):
-        print(f"== study up to date: the same flags, and nothing in {FLAGS.workdir} changed "
+    if os.path.isdir(settings.workdir) and is_up_to_date(settings):
+        print(f"== study up to date: the same flags, and nothing in {settings.workdir} changed "
               "since it finished (delete its .study.stamp.json to run every stage's check)",
               flush=True)
-        print(f"report: {Workdir(FLAGS.workdir).file('report_html')}", flush=True)
+        print(f"report: {Workdir(settings.workdir).file('report_html')}", flush=True)
         return 0
     python = sys.executable
     try:
-        if "train" not in FLAGS.skip:
-            run_command("train", [python, "-m", TRAIN_MODULE] + train_args(FLAGS))
-        family = records.read_dataset_config(FLAGS.workdir).get("family")
-        groups = Workdir(FLAGS.workdir).file("groups")
-        for name, module, args in plan(FLAGS, family):
+        if "train" not in settings.skip:
+            run_command("train", [python, "-m", TRAIN_MODULE] + train_args(settings))
+        family = records.read_dataset_config(settings.workdir).get("family")
+        groups = Workdir(settings.workdir).file("groups")
+        for name, module, args in plan(settings, family):
             if name == "subgroups" and args[1] == f"--groups_csv={groups}" \
-                    and not FLAGS.groups_csv and not os.path.exists(groups):
-                run_command("groups", [python, DIGIT_GROUPS, f"--workdir={FLAGS.workdir}",
+                    and not settings.groups_csv and not os.path.exists(groups):
+                run_command("groups", [python, DIGIT_GROUPS, f"--workdir={settings.workdir}",
                                        f"--output={groups}"])
             run_command(name, [python, "-m", module] + args)
     except StageFailed as failure:
         print(f"error: {failure}", file=sys.stderr, flush=True)
         return failure.code
     # Written last: a study that failed or was killed leaves no stamp and runs again.
-    records.write_json(Workdir(FLAGS.workdir).stamp("", "study"),
-                       _stamp_content(FLAGS, FLAGS.workdir))
+    records.write_json(Workdir(settings.workdir).stamp("", "study"),
+                       _stamp_content(settings, settings.workdir))
     print(f"== done in {time.time() - started:.0f}s", flush=True)
-    print(f"report: {Workdir(FLAGS.workdir).file('report_html')}", flush=True)
+    print(f"report: {Workdir(settings.workdir).file('report_html')}", flush=True)
     return 0
 
 
