@@ -176,16 +176,22 @@ def existing(workdir, candidate, manifest):
 
 def write_member(workdir, candidate, source, dataset, settings):
     from pie.compress import quantize as pq
-    from pie.models import imported
+    from pie.models import imported, predict
     started = time.time()
     inputs, labels = imported.few_eval_images(source)
     imported.warn_if_chance(candidate.path, candidate.member.logits(inputs, settings.batch_size),
                             labels, source)
-    top1 = pq.eval_top1(candidate.member, source, settings.batch_size)
+    logits, labels, ids = predict.member_logits(candidate.member, source, None,
+                                                settings.batch_size)
+    if len(labels) == 0:
+        raise pq.QuantizeError("the eval split is empty")
     target = workdir.path(candidate.model_file)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with records.atomic_path(target) as tmp:
         shutil.copyfile(candidate.path, tmp)
+    # Its clean predictions, after its model file, from the pass that gives its top-1.
+    top1 = predict.write_member(workdir, candidate.member_id, logits, labels, ids, "test",
+                                stage=predict.PREDICTIONS_STAGE)
     row = {"member_id": candidate.member_id, "method": settings.method,
            "sparsity": settings.sparsity, "measured_sparsity": round(candidate.sparsity, 6),
            "seed": candidate.seed, "dataset": dataset,

@@ -21,7 +21,7 @@ from pie.data import sources
 from pie.io import records
 from pie.io.progress import Progress
 from pie.io.workdir import Workdir
-from pie.models import builders, imported, loading
+from pie.models import builders, imported, loading, predict
 
 
 class Trainer:
@@ -356,14 +356,14 @@ class Trainer:
         if member.sparsity > 0:
             measured = method.check(per_layer, overall, member.sparsity, mask)
         unit_sparsity = measured.get("measured_unit_sparsity", {})
-        top1 = training.evaluate_top1(stripped, self.source, config.eval_batch_size,
-                                      predict=shared.predict if shared else None,
-                                      batches=self.eval_cache.batches())
+        logits, labels, ids = training.eval_logits(
+            stripped, self.source, config.eval_batch_size,
+            predict=shared.predict if shared else None, batches=self.eval_cache.batches())
         model_file = workdir.member_relfile(member.relpath, "keras_model")
         row = {"member_id": member.member_id, "method": member.method,
                "sparsity": member.sparsity, "measured_sparsity": round(overall, 6),
                "seed": member.seed, "dataset": config.dataset, "model": config.model_name(),
-               "top1": round(top1, 6), "path": member.relpath, "model_file": model_file,
+               "top1": None, "path": member.relpath, "model_file": model_file,
                "parent_id": parent_id or ""}
         if unit_sparsity:
             row["measured_unit_sparsity"] = round(unit_sparsity["overall"], 6)
@@ -380,6 +380,12 @@ class Trainer:
                     manifest_row=row)
         with records.atomic_path(workdir.path(model_file)) as tmp:
             (shared.export() if shared else training.uncompiled(stripped)).save(tmp)
+        # The member's clean predictions, written after its model file (so the
+        # predictions stage finds them current) from the pass that gives its top-1.
+        row["top1"] = round(predict.write_member(
+            workdir, member.member_id, logits, labels, ids, "test",
+            stage=predict.PREDICTIONS_STAGE), 6)
+        meta["top1"] = row["top1"]
         records.write_text(workdir.member_file(member.relpath, "flags"), config.flags_text())
         # The checkpoints go before the member is finished (meta.json, its row): a
         # finished member never keeps ckpt/; a kill just before meta.json costs a

@@ -126,6 +126,25 @@ def evaluate_top1(model, source, batch_size, predict=None, batches=None):
     return correct / total
 
 
+def eval_logits(model, source, batch_size, predict=None, batches=None):
+    """(logits, labels, image ids) of the eval split: one pass, the member's clean
+    predictions and top-1 both come from it. `predict` (inputs -> logits, e.g. a
+    traced function of `model`) replaces calling the model eagerly; `batches` (dicts of
+    `inputs`, `label` and `image_id`, e.g. EvalCache's) replaces reading the split."""
+    import numpy as np
+    predict = predict or (lambda inputs: model(inputs, training=False))
+    if batches is None:
+        batches = source.eval_batches(batch_size).as_numpy_iterator()
+    logits, labels, ids = [], [], []
+    for batch in batches:
+        logits.append(np.asarray(predict(batch["inputs"])))
+        labels.append(batch["label"])
+        ids.append(batch["image_id"])
+    if not labels:
+        raise errors.DataError("the eval split is empty")
+    return np.concatenate(logits), np.concatenate(labels), np.concatenate(ids)
+
+
 class EvalCache:
     """The eval split's batches, read once and kept for every member's evaluation
     when they fit in `max_bytes` as float32 inputs (an embedded set: about 3 MB for
@@ -143,7 +162,8 @@ class EvalCache:
         if not self.keep:
             return None
         if self._batches is None:
-            self._batches = [{"inputs": batch["inputs"], "label": batch["label"]} for batch
+            self._batches = [{"inputs": batch["inputs"], "label": batch["label"],
+                              "image_id": batch["image_id"]} for batch
                              in self.source.eval_batches(self.batch_size).as_numpy_iterator()]
         return self._batches
 

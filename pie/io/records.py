@@ -623,13 +623,13 @@ PREDICTION_SCHEMA = pa.schema([(name, pa.from_numpy_dtype(np.dtype(dtype)))
 PARQUET_COMPRESSION = "zstd"
 
 
-def write_predictions(path, frame):
+def write_predictions(path, frame, stage=None):
     """Writes one member's predictions on one distribution as Parquet, atomically.
 
     Writes the contract columns (docs/contracts.md) and those optional ones the
     frame has, in that order. An old gzip CSV file of the same member and
     distribution is removed once the Parquet file is in place, so a workdir never
-    holds both.
+    holds both. `stage`: the stage module whose stamp records it (record_written).
     """
     if not path.endswith(layout.PREDICTIONS_SUFFIX):
         raise ValueError(f"a predictions file ends in {layout.PREDICTIONS_SUFFIX}: {path}")
@@ -648,7 +648,7 @@ def write_predictions(path, frame):
         raise ContractError(f"cannot write {path}: a column has the wrong type: {error}")
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
-    record_written(path, len(table))
+    record_written(path, len(table), stage=stage)
     legacy = path[:-len(layout.PREDICTIONS_SUFFIX)] + layout.LEGACY_PREDICTIONS_SUFFIX
     if os.path.exists(legacy):
         journal.remove(legacy)

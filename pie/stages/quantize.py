@@ -132,7 +132,10 @@ class Converter:
             with open(tmp, "wb") as handle:
                 handle.write(content)
         from pie.models import predict
-        top1 = pq.eval_top1(predict.TFLiteMember(model_path), self.source, self.batch_size)
+        # Its clean predictions, from the pass that gives its top-1 (one evaluation).
+        top1 = predict.record_clean_predictions(self.workdir, job.member_id,
+                                                predict.TFLiteMember(model_path), self.source,
+                                                self.batch_size)
         row = {"member_id": job.member_id, "method": job.method, "sparsity": job.sparsity,
                "measured_sparsity": job.source["measured_sparsity"], "seed": job.seed,
                "dataset": job.source["dataset"], "model": job.source["model"],
