@@ -479,6 +479,8 @@ CASES = [
     ("sparsities-minus-zero", TRAIN, {"sparsities": "0,-0.0", "dataset": "digits"}, nothing,
      "--sparsities has duplicates at the precision of member names (6 significant digits): "
      "'0,-0.0'"),
+    ("study-train-flag", STUDY, {"learning_rate": 0}, nothing,
+     "--learning_rate must be a finite number > 0, got 0.0"),
     # train: every flag checked though every member of the population exists
     ("learning-rate-negative", TRAIN, dict(TRAIN_ALL_DONE, learning_rate=-1), nothing,
      "--learning_rate must be a finite number > 0, got -1.0"),
@@ -534,7 +536,7 @@ CASES = [
      "--eps values must be in [0, 1], got [-0.1]"),
     ("skip-unknown", STUDY, {"skip": "bogus"}, nothing,
      "unknown --skip stage bogus; allowed: train, quantize, predictions, per-class, t-test, "
-     "pie, pie-tfrecords, subgroups, corruptions, robustness, noise-similarity, "
+     "pies, pie-tfrecords, subgroups, corruptions, robustness, noise-similarity, "
      "informative-features, cost, toy, report"),
     # --- more unreadable model files, and every stage that opens one
     ("model-zip-not-keras", PREDICT, {}, zip_not_keras,
