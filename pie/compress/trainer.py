@@ -217,7 +217,7 @@ class Trainer:
     # ------------------------------------------------------------ training
     def train(self, member, workdir, label):
         """Trains `member` (`label`: its place in this run's list, as printed); its row."""
-        import tensorflow_model_optimization as tfmot
+        tfmot = pruning.tfmot
         import tf_keras as keras
         config, method = self.config, self.method(member)
         ckpt_dir = workdir.member_file(member.relpath, "checkpoint")

@@ -103,7 +103,8 @@ def is_chief(strategy):
 def package_versions():
     import numpy
     import tensorflow as tf
-    import tensorflow_model_optimization as tfmot
+    from pie.compress import tfmot_loader
+    tfmot = tfmot_loader.load()
     import tf_keras
     return {"python": platform.python_version(), "tensorflow": tf.__version__,
             "tf_keras": tf_keras.__version__, "tfmot": tfmot.__version__,
