@@ -104,8 +104,9 @@ def finished(workdir, job, manifest_ids):
 class Converter:
     """Loads each source model and representative set once, converts, measures, records."""
 
-    def __init__(self, workdir, source, n_representative, batch_size):
+    def __init__(self, workdir, source, n_representative, batch_size, flags_text):
         self.workdir = Workdir(workdir)
+        self.flags_text = flags_text  # the stage's flags, saved beside each member
         self.source = source
         self.n_representative = n_representative
         self.batch_size = batch_size
@@ -145,7 +146,7 @@ class Converter:
                     representative_images=self.n_representative if job.mode.full_int8 else 0,
                     file_bytes=len(content), wall_time_s=round(time.time() - started, 2),
                     manifest_row=row)
-        records.write_text(self.workdir.member_file(job.relpath, "flags"), settings.flags_text)
+        records.write_text(self.workdir.member_file(job.relpath, "flags"), self.flags_text)
         records.write_json(self.workdir.member_file(job.relpath, "meta"), meta)
         records.add_manifest_rows(self.workdir, [row])
         return row
@@ -193,7 +194,8 @@ def execute(settings):
     if not todo:
         return 0
     source = sources.load_for_workdir(workdir, data_dir=settings.data_dir)
-    converter = Converter(workdir, source, settings.representative_images, settings.batch_size)
+    converter = Converter(workdir, source, settings.representative_images, settings.batch_size,
+                          settings.flags_text)
     progress = Progress(len(todo), "conversions")
     for job in todo:
         started = time.time()
