@@ -132,6 +132,10 @@ class Settings:
     def present(self, name):
         return name in self._present
 
+    def as_dict(self):
+        """{flag name: value}."""
+        return dict(self._values)
+
     def serialized(self, name):
         """The flag as the command line gives it (`--name=value`; '' for None)."""
         return self._serialized[name]
