@@ -360,13 +360,26 @@ def test_a_member_whose_loss_diverges_is_refused_and_leaves_no_folder(tmp_path):
     result = run_stage("save_checkpoint.train", f"--workdir={workdir}", *flags, "--seeds=1",
                        "--sparsities=0", "--epochs=1", "--learning_rate=1e30", check=False)
     assert result.returncode == 2, result.stderr
-    lines = error_lines(result)
-    assert len(lines) == 1 and lines[0].startswith(
-        "error: member dense_0_seed0: the loss is "), lines
-    assert lines[0].endswith("at epoch 1 (training diverged): nothing recorded; lower "
-                             "--learning_rate")
+    # The loss stays finite (1e30-sized) while the weights overflow; progress lines
+    # (stderr) aside, one error line.
+    assert [line for line in error_lines(result) if " epoch 1/1 " not in line] == [
+        "error: member dense_0_seed0: its weights are not finite (the loss diverged): "
+        "nothing recorded; lower --learning_rate"]
     assert not (workdir / "checkpoints").exists()
     assert not (workdir / "population.csv").exists()
+
+
+def test_a_nan_loss_stops_the_member_before_its_epoch_is_checkpointed():
+    from pie.compress import trainer, training
+    member = training.Member("wt", 0.5, 3)
+    check = trainer.NonFiniteLoss(member)
+    check.on_epoch_end(0, {"loss": 2.5})  # finite: nothing happens
+    for loss in (float("nan"), float("inf")):
+        with pytest.raises(training.TrainingError) as raised:
+            check.on_epoch_end(1, {"loss": loss})
+        assert str(raised.value) == (
+            f"member wt_0.5_seed3: the loss is {loss} at epoch 2 (training diverged): "
+            "nothing recorded; lower --learning_rate")
 
 
 def test_a_member_trained_alone_saves_the_model_of_the_population_run(tiny_population,
