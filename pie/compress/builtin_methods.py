@@ -21,10 +21,6 @@ class Dense(Method):
     in_graph = True
 
 
-def _removed_share(mask):
-    return 1.0 - sum(int(m.sum()) for m in mask.values()) / sum(m.size for m in mask.values())
-
-
 class GlobalWeights(Method):
     """Weight pruning with one global budget over every prunable kernel."""
     mask_kind = WEIGHT_MASK

@@ -269,10 +269,4 @@ def _at_least(name, value, least, note=""):
 
 def parse_shard(text):
     """`i/n` of --shard: (i, n) with 0 <= i < n."""
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        index, count = -1, 0
-    if count < 1 or not 0 <= index < count:
-        raise errors.UsageError(f"--shard must be i/n with integers 0 <= i < n, got '{text}'")
-    return index, count
+    return cli.parse_slice(text, "shard")

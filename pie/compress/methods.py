@@ -78,6 +78,7 @@ _REGISTRY = {}
 
 def register(method):
     """Adds `method` (a Method instance) under its name; a name is registered once."""
+    _register_built_in()
     if not isinstance(method, Method):
         raise TypeError(f"register() takes a Method instance, got {method!r}")
     if not method.name or not isinstance(method.name, str):
@@ -96,6 +97,7 @@ def register(method):
 
 def unregister(name):
     """Removes a method added by `register` (tests; the built-in ones stay)."""
+    _register_built_in()
     if name in BUILT_IN:
         raise ValueError(f"'{name}' is a built-in method")
     _REGISTRY.pop(name, None)
@@ -103,11 +105,13 @@ def unregister(name):
 
 def names(pruning_only=True):
     """Registered method names, built-in first (`dense` left out when pruning_only)."""
+    _register_built_in()
     return [name for name in _REGISTRY if not (pruning_only and name == DENSE)]
 
 
 def get(name):
     """The registered method `name`; a UsageError naming the allowed ones otherwise."""
+    _register_built_in()
     if name not in _REGISTRY:
         raise errors.UsageError(f"unknown --method '{name}'; allowed: {', '.join(names())}")
     return _REGISTRY[name]
@@ -118,10 +122,11 @@ BUILT_IN = set()
 
 
 def _register_built_in():
+    """The toolkit's own methods, registered first, on the registry's first use (not on
+    import: pie.compress.builtin_methods imports this module)."""
+    if BUILT_IN:
+        return
     from pie.compress import builtin_methods
+    BUILT_IN.update(method.name for method in builtin_methods.ALL)
     for method in builtin_methods.ALL:
-        register(method)
-        BUILT_IN.add(method.name)
-
-
-_register_built_in()
+        _REGISTRY[method.name] = method

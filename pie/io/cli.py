@@ -238,6 +238,18 @@ def require_workdir(workdir):
         raise UsageError(f"--workdir={workdir} is not a folder")
 
 
+def parse_slice(text, name, index="i", count="n"):
+    """`i/n` of a slice flag (--shard, --seed_slice): (i, n) with 0 <= i < n."""
+    try:
+        first, total = (int(part) for part in text.split("/"))
+    except ValueError:
+        first, total = -1, 0
+    if total < 1 or not 0 <= first < total:
+        raise UsageError(f"--{name} must be {index}/{count} with integers 0 <= {index} < "
+                         f"{count}, got '{text}'")
+    return first, total
+
+
 def parse_floats(text, name):
     try:
         values = [float(item) for item in text.split(",") if item.strip()]
@@ -354,21 +366,11 @@ def _coerce(kind, value):
         return value if isinstance(value, bool) else None
     if isinstance(value, bool):
         return None
-    if kind is int:
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
+    if kind in (int, float):
+        accepted = (int,) if kind is int else (int, float)
+        if isinstance(value, accepted + (str,)):
             try:
-                return int(value)
-            except ValueError:
-                return None
-        return None
-    if kind is float:
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
+                return kind(value)
             except ValueError:
                 return None
         return None
