@@ -39,7 +39,7 @@ MODULE = "save_checkpoint.train"
 
 def define_flags(flag_values=flags.FLAGS):
     """Flags of the command line only (python -m / pie), never defined on import."""
-    cli.define_flags_of(TrainConfig, flag_values)
+    cli.define_flags_of(TrainConfig, flag_values, __name__)
 
 
 def main(argv):

@@ -306,9 +306,13 @@ def _field_kind(field):
     return kind, False
 
 
-def define_flags_of(config_class, flag_values):
-    """One absl flag per field of `config_class`, in `flag_values`."""
+def define_flags_of(config_class, flag_values, module_name=None):
+    """One absl flag per field of `config_class`, in `flag_values`; with `module_name`
+    (the stage module's `__name__`), they are that module's key flags, which its
+    `--help` lists."""
     from absl import flags as absl_flags
+    if module_name == "__main__":  # absl names the main module by its file
+        module_name = sys.argv[0]
     for field in dataclasses.fields(config_class):
         kind, _ = _field_kind(field)
         meta = field.metadata
@@ -319,6 +323,8 @@ def define_flags_of(config_class, flag_values):
         define = {bool: absl_flags.DEFINE_bool, int: absl_flags.DEFINE_integer,
                   float: absl_flags.DEFINE_float}.get(kind, absl_flags.DEFINE_string)
         define(field.name, field.default, meta["help"], flag_values=flag_values)
+    for field in dataclasses.fields(config_class) if module_name else ():
+        flag_values.register_key_flag_for_module(module_name, flag_values[field.name])
 
 
 def config_from_flags(config_class, flag_values):
