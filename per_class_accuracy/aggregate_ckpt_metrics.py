@@ -60,9 +60,15 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False):
 
 def main(argv):
     del argv
-    if run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force):
-        stage_io.write_stage_flags(FLAGS.workdir, per_class.STAGE_DIR,
-                                      per_class.METRICS_STAGE, FLAGS.distribution)
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    if run(settings.workdir, settings.distribution, settings.split, settings.force):
+        stage_io.write_stage_flags(settings.workdir, per_class.STAGE_DIR,
+                                      per_class.METRICS_STAGE, settings.distribution,
+                                   settings.flags_text)
 
 
 if __name__ == "__main__":

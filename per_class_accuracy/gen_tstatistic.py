@@ -129,11 +129,17 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False, alpha=0.
 
 def main(argv):
     del argv
-    if run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force, FLAGS.alpha,
-           FLAGS.correction, FLAGS.test, FLAGS.resamples, FLAGS.resample_seed,
-           FLAGS.also_distributions, FLAGS.min_errors):
-        for name in dict.fromkeys([FLAGS.distribution] + FLAGS.also_distributions):
-            stage_io.write_stage_flags(FLAGS.workdir, per_class.STAGE_DIR, STAGE, name)
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    if run(settings.workdir, settings.distribution, settings.split, settings.force, settings.alpha,
+           settings.correction, settings.test, settings.resamples, settings.resample_seed,
+           settings.also_distributions, settings.min_errors):
+        for name in dict.fromkeys([settings.distribution] + settings.also_distributions):
+            stage_io.write_stage_flags(settings.workdir, per_class.STAGE_DIR, STAGE, name,
+                                           settings.flags_text)
 
 
 if __name__ == "__main__":

@@ -140,10 +140,18 @@ def summary_lines(table):
 
 def main(argv):
     del argv
-    if run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force, FLAGS.test,
-           FLAGS.alpha, FLAGS.correction, FLAGS.min_errors, FLAGS.ties, FLAGS.splits,
-           FLAGS.split_seed, FLAGS.resamples, FLAGS.resample_seed):
-        stage_io.write_stage_flags(FLAGS.workdir, NOISE_FLOOR_DIR, STAGE, FLAGS.distribution)
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    if run(settings.workdir, settings.distribution, settings.split, settings.force,
+           settings.test, settings.alpha, settings.correction, settings.min_errors,
+           settings.ties, settings.splits, settings.split_seed, settings.resamples,
+           settings.resample_seed):
+        stage_io.write_stage_flags(settings.workdir, NOISE_FLOOR_DIR, STAGE,
+                                   settings.distribution, settings.flags_text)
+    return 0
 
 
 if __name__ == "__main__":

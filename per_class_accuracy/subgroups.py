@@ -67,8 +67,9 @@ def attribute_names(text):
 @journal.forced  # with force=True, outputs change only when the run succeeds
 def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, split="test",
         force=False, data_dir=None, test="welch", resamples=stats.DEFAULT_RESAMPLES,
-        resample_seed=0, correction=stats.DEFAULT_CORRECTION, min_errors=None):
-    """Writes the subgroups table; returns False when it was up to date."""
+        resample_seed=0, correction=stats.DEFAULT_CORRECTION, min_errors=None, flags_text=""):
+    """Writes the subgroups table; returns False when it was up to date. `flags_text`:
+    the command line's flags, saved beside the table."""
     stage_io.validate_stage_args(workdir, distribution, split)
     per_class.validate_test_options(subgroups.ALPHA, correction, test, resamples, min_errors)
     manifest = stage_io.population_manifest(workdir)
@@ -111,7 +112,7 @@ def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, spl
                   f"(< {stats.SMALL_POPULATION}): its tests have little power", flush=True)
     records.write_csv(output, table, subgroups.SUBGROUP_COLUMNS)
     stage_io.write_stamp(workdir, stamp, inputs, [output], options)
-    stage_io.write_stage_flags(workdir, subgroups.STAGE_DIR, STAGE, distribution)
+    stage_io.write_stage_flags(workdir, subgroups.STAGE_DIR, STAGE, distribution, flags_text)
     n_groups = table[["attribute", "group"]].drop_duplicates().shape[0] if len(table) else 0
     print(f"wrote {output}: {table[['method', 'sparsity']].drop_duplicates().shape[0]} "
           f"variants x {n_groups} groups ({time.time() - started:.1f}s)", flush=True)
@@ -120,10 +121,16 @@ def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, spl
 
 def main(argv):
     del argv
-    attributes = attribute_names(FLAGS.group_attributes)
-    run(FLAGS.workdir, FLAGS.groups_csv, attributes, FLAGS.distribution, FLAGS.split,
-        FLAGS.force, FLAGS.data_dir, FLAGS.test, FLAGS.resamples, FLAGS.resample_seed,
-        FLAGS.correction, FLAGS.min_errors)
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    attributes = attribute_names(settings.group_attributes)
+    run(settings.workdir, settings.groups_csv, attributes, settings.distribution, settings.split,
+        settings.force, settings.data_dir, settings.test, settings.resamples, settings.resample_seed,
+        correction=settings.correction, min_errors=settings.min_errors,
+        flags_text=settings.flags_text)
     return 0
 
 

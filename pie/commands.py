@@ -8,30 +8,44 @@ same module as `__main__` (runpy), so a stage behaves identically in both forms:
 its flags (defined by the module's `define_flags()` in its `__main__` block, never on
 import), `--help`, exit codes and saved flags files.
 """
+import collections
 import runpy
 import sys
 
-# Stage name -> module, in the order a study runs them.
-STAGES = {
-    "train": "save_checkpoint.train",
-    "import-members": "save_checkpoint.import_members",
-    "quantize": "pie.stages.quantize",
-    "predictions": "pie_dataset_gen.predictions",
-    "per-class": "per_class_accuracy.aggregate_ckpt_metrics",
-    "t-test": "per_class_accuracy.gen_tstatistic",
-    "pies": "pie_dataset_gen.aggregate_predictions",
-    "pie-tfrecords": "pie_dataset_gen.generate_pie_dataset",
-    "subgroups": "per_class_accuracy.subgroups",
-    "corruptions": "robustness_tests.corruptions",
-    "robustness": "robustness_tests.analyze",
-    "noise-floor": "per_class_accuracy.noise_floor",  # after robustness: its excess error
-    "noise-similarity": "robustness_tests.noise_similarity",
-    "informative-features": "robustness_tests.informative_features",
-    "cost": "pie.stages.cost",
-    "toy": "pie.stages.toy_experiment",
-    "report": "pie.report.build",
-    "study": "pie.stages.study",  # every stage above, in order (what run.sh runs)
-}
+# The stage table: every stage once, in the order a study runs them. `pie --help`
+# (STAGES), the study's plan and its --skip names (STUDY_STAGES), and the checks of
+# the report's producers and the workdir's writers (tests/test_commands.py) derive
+# from it.
+Stage = collections.namedtuple("Stage", "name module in_study")
+TABLE = (
+    Stage("train", "save_checkpoint.train", True),
+    Stage("import-members", "save_checkpoint.import_members", False),
+    Stage("quantize", "pie.stages.quantize", True),
+    Stage("predictions", "pie_dataset_gen.predictions", True),
+    Stage("per-class", "per_class_accuracy.aggregate_ckpt_metrics", True),
+    Stage("t-test", "per_class_accuracy.gen_tstatistic", True),
+    Stage("pies", "pie_dataset_gen.aggregate_predictions", True),
+    Stage("pie-tfrecords", "pie_dataset_gen.generate_pie_dataset", True),
+    Stage("subgroups", "per_class_accuracy.subgroups", True),
+    Stage("corruptions", "robustness_tests.corruptions", True),
+    Stage("robustness", "robustness_tests.analyze", True),
+    Stage("noise-floor", "per_class_accuracy.noise_floor", True),  # needs robustness' excess error
+    Stage("noise-similarity", "robustness_tests.noise_similarity", True),
+    Stage("informative-features", "robustness_tests.informative_features", True),
+    Stage("cost", "pie.stages.cost", True),
+    Stage("toy", "pie.stages.toy_experiment", True),
+    Stage("report", "pie.report.build", True),
+    Stage("study", "pie.stages.study", False),  # every stage above, in order (run.sh)
+)
+# Stage name -> module.
+STAGES = {stage.name: stage.module for stage in TABLE}
+# The stages a study runs, in order: its plan and its --skip names.
+STUDY_STAGES = tuple(stage.name for stage in TABLE if stage.in_study)
+
+
+def stage_of_module(module):
+    """The stage name of a stage module (None when it is not a stage)."""
+    return next((stage.name for stage in TABLE if stage.module == module), None)
 
 
 def available_stages():

@@ -95,8 +95,14 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False,
 
 def main(argv):
     del argv
-    if run(FLAGS.workdir, FLAGS.distribution, FLAGS.split, FLAGS.force, FLAGS.ties):
-        stage_io.write_stage_flags(FLAGS.workdir, STAGE_DIR, STAGE, FLAGS.distribution)
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    if run(settings.workdir, settings.distribution, settings.split, settings.force, settings.ties):
+        stage_io.write_stage_flags(settings.workdir, STAGE_DIR, STAGE, settings.distribution,
+                                   settings.flags_text)
 
 
 if __name__ == "__main__":

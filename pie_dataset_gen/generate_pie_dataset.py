@@ -238,11 +238,16 @@ def is_written(folder, fingerprint):
 
 def main(argv):
     del argv
-    cli.require_workdir(FLAGS.workdir)
-    if FLAGS.shard_size < 1:
-        raise cli.UsageError(f"--shard_size must be at least 1, got {FLAGS.shard_size}")
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    cli.require_workdir(settings.workdir)
+    if settings.shard_size < 1:
+        raise cli.UsageError(f"--shard_size must be at least 1, got {settings.shard_size}")
     # The clean PIE table: the records hold the clean eval images.
-    workdir = Workdir(FLAGS.workdir)
+    workdir = Workdir(settings.workdir)
     table = records.read_csv(workdir.file("pie"), pie_labels.PIE_COLUMNS)
     # Methods name folders under W/pie/tfrecords, replaced with --force.
     records.check_names(table, ["method"], workdir.file("pie"))
@@ -259,18 +264,18 @@ def main(argv):
         for path in remove_stale_staging(workdir):
             print(f"removed {path}, left by a killed run", flush=True)
         todo = [key for key in variants
-                if FLAGS.force or not is_written(workdir.pie_tfrecords(key), fingerprints[key])]
+                if settings.force or not is_written(workdir.pie_tfrecords(key), fingerprints[key])]
         print(f"PIE TFRecords: {len(variants)} variants, {len(variants) - len(todo)} done, "
               f"{len(todo)} to write", flush=True)
         if not todo:
             return 0
-        source = sources.load_for_workdir(FLAGS.workdir, data_dir=FLAGS.data_dir)
+        source = sources.load_for_workdir(settings.workdir, data_dir=settings.data_dir)
         if source.family == "toy":
             raise cli.UsageError(f"'{source.name}' holds 2-D points, not images: "
                                  "PIE TFRecords need an image dataset")
         if (table["image_id"] < 0).any():
             raise records.ContractError("pie.csv names image ids that are not in the eval split")
-        counts = write_variants(workdir, variants, todo, source, FLAGS.shard_size, fingerprints)
+        counts = write_variants(workdir, variants, todo, source, settings.shard_size, fingerprints)
     progress = Progress(len(todo), "variants")
     for key in todo:
         progress.advance(1, f"{key}: {counts[key]['n_pie']} PIEs, "

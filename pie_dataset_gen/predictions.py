@@ -56,21 +56,26 @@ def eval_inputs(source, batch_size):
 
 def main(argv):
     del argv
-    cli.require_workdir(FLAGS.workdir)
-    if FLAGS.batch_size < 2:
-        raise cli.UsageError(f"--batch_size must be at least 2, got {FLAGS.batch_size}")
-    manifest = records.read_manifest(FLAGS.workdir)
-    predict.check_model_files(FLAGS.workdir, manifest)
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    cli.require_workdir(settings.workdir)
+    if settings.batch_size < 2:
+        raise cli.UsageError(f"--batch_size must be at least 2, got {settings.batch_size}")
+    manifest = records.read_manifest(settings.workdir)
+    predict.check_model_files(settings.workdir, manifest)
     todo = [row for row in manifest.to_dict("records")
-            if FLAGS.force or predict.needs_predictions(FLAGS.workdir, row, split=FLAGS.split)]
+            if settings.force or predict.needs_predictions(settings.workdir, row, split=settings.split)]
     print(f"predictions: {len(manifest)} members, {len(manifest) - len(todo)} done, "
           f"{len(todo)} to run", flush=True)
     if not todo:
         return 0
-    source = sources.load_for_workdir(FLAGS.workdir, data_dir=FLAGS.data_dir)
-    arrays = eval_inputs(source, FLAGS.batch_size)
-    members = ((row["member_id"], predict.load_member(FLAGS.workdir, row)) for row in todo)
-    predict.predict_members(FLAGS.workdir, members, source, arrays, FLAGS.batch_size, FLAGS.split,
+    source = sources.load_for_workdir(settings.workdir, data_dir=settings.data_dir)
+    arrays = eval_inputs(source, settings.batch_size)
+    members = ((row["member_id"], predict.load_member(settings.workdir, row)) for row in todo)
+    predict.predict_members(settings.workdir, members, source, arrays, settings.batch_size, settings.split,
                     Progress(len(todo), "members"))
     return 0
 

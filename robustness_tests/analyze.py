@@ -226,8 +226,14 @@ def run(workdir, delta=0.5, force=False, monotone=False):
 
 def main(argv):
     del argv
-    if run(FLAGS.workdir, FLAGS.delta, FLAGS.force, FLAGS.monotone):
-        stage_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    if run(settings.workdir, settings.delta, settings.force, settings.monotone):
+        stage_io.write_stage_flags(settings.workdir, OUT_DIR, STAGE, records.CLEAN,
+                                   settings.flags_text)
     return 0
 
 

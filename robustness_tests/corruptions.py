@@ -504,20 +504,25 @@ def run_tfds(workdir, set_name, names, severities, batch_size=256, data_dir=None
 
 def main(argv):
     del argv
-    check_arguments(FLAGS.workdir, FLAGS.seed, FLAGS.batch_size)
-    check_workers(FLAGS.workers)
-    names = parse_corruptions(FLAGS.corruptions)
-    severities = parse_severities(FLAGS.severities)
-    if FLAGS.tfds_corrupted:
-        ran = run_tfds(FLAGS.workdir, FLAGS.tfds_corrupted, names, severities,
-                       FLAGS.batch_size, FLAGS.data_dir, FLAGS.force)
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    check_arguments(settings.workdir, settings.seed, settings.batch_size)
+    check_workers(settings.workers)
+    names = parse_corruptions(settings.corruptions)
+    severities = parse_severities(settings.severities)
+    if settings.tfds_corrupted:
+        ran = run_tfds(settings.workdir, settings.tfds_corrupted, names, severities,
+                       settings.batch_size, settings.data_dir, settings.force)
     else:
-        ran = run_synthetic(FLAGS.workdir, names, severities, FLAGS.seed,
-                            FLAGS.corruption_scale, FLAGS.batch_size, FLAGS.force,
-                            FLAGS.workers)
+        ran = run_synthetic(settings.workdir, names, severities, settings.seed,
+                            settings.corruption_scale, settings.batch_size, settings.force,
+                            settings.workers)
     if ran:
-        records.write_text(Workdir(FLAGS.workdir).flags_file(ROBUSTNESS_DIR, STAGE),
-                           cli.resolved_flags())
+        records.write_text(Workdir(settings.workdir).flags_file(ROBUSTNESS_DIR, STAGE),
+                           settings.flags_text)
     return 0
 
 

@@ -287,9 +287,15 @@ def summarise(per_image, fraction):
 
 def main(argv):
     del argv
-    if run(FLAGS.workdir, FLAGS.images, FLAGS.fraction, FLAGS.seed, FLAGS.batch_size,
-           FLAGS.force, FLAGS.method, FLAGS.patch, FLAGS.sis_threshold):
-        stage_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    if run(settings.workdir, settings.images, settings.fraction, settings.seed, settings.batch_size,
+           settings.force, settings.method, settings.patch, settings.sis_threshold):
+        stage_io.write_stage_flags(settings.workdir, OUT_DIR, STAGE, records.CLEAN,
+                                   settings.flags_text)
     return 0
 
 

@@ -242,10 +242,17 @@ def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force
 
 def main(argv):
     del argv
-    eps_values = cli.parse_floats(FLAGS.eps, "eps")
-    if run(FLAGS.workdir, eps_values, FLAGS.draws, FLAGS.images, FLAGS.seed,
-           FLAGS.batch_size, FLAGS.force, FLAGS.delta, FLAGS.noise_prune_potential):
-        stage_io.write_stage_flags(FLAGS.workdir, OUT_DIR, STAGE)
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    eps_values = cli.parse_floats(settings.eps, "eps")
+    if run(settings.workdir, eps_values, settings.draws, settings.images, settings.seed,
+           settings.batch_size, settings.force, settings.delta,
+           settings.noise_prune_potential):
+        stage_io.write_stage_flags(settings.workdir, OUT_DIR, STAGE, records.CLEAN,
+                                   settings.flags_text)
     return 0
 
 

@@ -93,54 +93,54 @@ def seeds_of(paths, seed_from):
     return seeds
 
 
-def validate_flags():
-    if not FLAGS.workdir:
+def validate_flags(settings):
+    if not settings.workdir:
         raise cli.UsageError("--workdir is required")
-    if not FLAGS.models:
+    if not settings.models:
         raise cli.UsageError("--models is required: a glob of .keras or .tflite files")
-    if not FLAGS.method or not METHOD_PATTERN.match(FLAGS.method):
+    if not settings.method or not METHOD_PATTERN.match(settings.method):
         raise cli.UsageError(f"--method must be lower-case letters, digits and _, starting "
                              f"with a letter (e.g. dense, ext_magnitude), got "
-                             f"'{FLAGS.method or ''}'")
-    if not 0 <= FLAGS.sparsity < 1:
-        raise cli.UsageError(f"--sparsity must be in [0, 1), got {FLAGS.sparsity:g}")
-    if FLAGS.method == records.DENSE_METHOD and FLAGS.sparsity != 0:
-        raise cli.UsageError(f"dense members have sparsity 0, got --sparsity={FLAGS.sparsity:g}")
-    if FLAGS.batch_size < 1:
-        raise cli.UsageError(f"--batch_size must be at least 1, got {FLAGS.batch_size}")
-    paths = sorted(path for path in glob.glob(FLAGS.models) if not os.path.isdir(path))
+                             f"'{settings.method or ''}'")
+    if not 0 <= settings.sparsity < 1:
+        raise cli.UsageError(f"--sparsity must be in [0, 1), got {settings.sparsity:g}")
+    if settings.method == records.DENSE_METHOD and settings.sparsity != 0:
+        raise cli.UsageError(f"dense members have sparsity 0, got --sparsity={settings.sparsity:g}")
+    if settings.batch_size < 1:
+        raise cli.UsageError(f"--batch_size must be at least 1, got {settings.batch_size}")
+    paths = sorted(path for path in glob.glob(settings.models) if not os.path.isdir(path))
     if not paths:
-        raise cli.UsageError(f"--models={FLAGS.models} matches no file")
-    return paths, seeds_of(paths, FLAGS.seed_from)
+        raise cli.UsageError(f"--models={settings.models} matches no file")
+    return paths, seeds_of(paths, settings.seed_from)
 
 
-def load_source(workdir):
+def load_source(workdir, settings):
     """The dataset: the workdir's when it has one (a different --dataset is refused),
     else --dataset. Returns (source, dataset name, whether dataset.json is new)."""
     from pie.data import sources
     if os.path.exists(workdir.dataset_config):
         config = records.read_dataset_config(workdir)
-        if FLAGS.dataset and FLAGS.dataset != config.get("dataset"):
+        if settings.dataset and settings.dataset != config.get("dataset"):
             raise cli.UsageError(f"workdir holds a population of '{config.get('dataset')}', "
-                                 f"not '{FLAGS.dataset}': use another --workdir")
-        return sources.load_for_workdir(workdir, data_dir=FLAGS.data_dir), config["dataset"], False
-    if not FLAGS.dataset:
+                                 f"not '{settings.dataset}': use another --workdir")
+        return sources.load_for_workdir(workdir, data_dir=settings.data_dir), config["dataset"], False
+    if not settings.dataset:
         raise cli.UsageError(f"{workdir.dataset_config} does not exist: pass --dataset")
-    sources.validate_name(FLAGS.dataset)
-    source = sources.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
-                          label_attribute=FLAGS.label_attribute)
-    return source, FLAGS.dataset, True
+    sources.validate_name(settings.dataset)
+    source = sources.load(settings.dataset, data_dir=settings.data_dir,
+                          label_attribute=settings.label_attribute)
+    return source, settings.dataset, True
 
 
 class Candidate:
     """One file to import: its member, its runnable model, what was measured."""
 
-    def __init__(self, path, seed):
+    def __init__(self, path, seed, settings):
         from pie.models import loading
         self.path, self.seed = path, seed
         self.kind = loading.kind(path)
-        self.member_id = f"{records.variant_key(FLAGS.method, FLAGS.sparsity)}_seed{seed}"
-        self.relpath = Workdir.member_relpath(FLAGS.method, FLAGS.sparsity, seed)
+        self.member_id = f"{records.variant_key(settings.method, settings.sparsity)}_seed{seed}"
+        self.relpath = Workdir.member_relpath(settings.method, settings.sparsity, seed)
         self.model_file = Workdir.member_relfile(
             self.relpath, "tflite_model" if self.kind == "tflite" else "keras_model")
         with open(path, "rb") as handle:
@@ -174,27 +174,33 @@ def existing(workdir, candidate, manifest):
     return "other"
 
 
-def write_member(workdir, candidate, source, dataset):
+def write_member(workdir, candidate, source, dataset, settings):
     from pie.compress import quantize as pq
-    from pie.models import imported
+    from pie.models import imported, predict
     started = time.time()
     inputs, labels = imported.few_eval_images(source)
-    imported.warn_if_chance(candidate.path, candidate.member.logits(inputs, FLAGS.batch_size),
+    imported.warn_if_chance(candidate.path, candidate.member.logits(inputs, settings.batch_size),
                             labels, source)
-    top1 = pq.eval_top1(candidate.member, source, FLAGS.batch_size)
+    logits, labels, ids = predict.member_logits(candidate.member, source, None,
+                                                settings.batch_size)
+    if len(labels) == 0:
+        raise pq.QuantizeError("the eval split is empty")
     target = workdir.path(candidate.model_file)
     workdir.output_folder(os.path.dirname(target))  # a linked folder is refused
     with records.atomic_path(target) as tmp:
         shutil.copyfile(candidate.path, tmp)
-    row = {"member_id": candidate.member_id, "method": FLAGS.method,
-           "sparsity": FLAGS.sparsity, "measured_sparsity": round(candidate.sparsity, 6),
+    # Its clean predictions, after its model file, from the pass that gives its top-1.
+    top1 = predict.write_member(workdir, candidate.member_id, logits, labels, ids, "test",
+                                stage=predict.PREDICTIONS_STAGE)
+    row = {"member_id": candidate.member_id, "method": settings.method,
+           "sparsity": settings.sparsity, "measured_sparsity": round(candidate.sparsity, 6),
            "seed": candidate.seed, "dataset": dataset,
            "model": imported.model_label("import", candidate.path), "top1": round(top1, 6),
            "path": candidate.relpath, "model_file": candidate.model_file, "parent_id": ""}
-    meta = dict(row, target_sparsity=FLAGS.sparsity, source_file=os.path.abspath(candidate.path),
+    meta = dict(row, target_sparsity=settings.sparsity, source_file=os.path.abspath(candidate.path),
                 source_sha256=candidate.sha256, imported=True,
                 wall_time_s=round(time.time() - started, 2), manifest_row=row)
-    records.write_text(workdir.member_file(candidate.relpath, "flags"), cli.resolved_flags())
+    records.write_text(workdir.member_file(candidate.relpath, "flags"), settings.flags_text)
     records.write_json(workdir.member_file(candidate.relpath, "meta"), meta)
     records.add_manifest_rows(workdir, [row])
     return row
@@ -202,14 +208,19 @@ def write_member(workdir, candidate, source, dataset):
 
 def main(argv):
     del argv
-    paths, seeds = validate_flags()
-    workdir = Workdir(FLAGS.workdir)
-    source, dataset, new_config = load_source(workdir)
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    paths, seeds = validate_flags(settings)
+    workdir = Workdir(settings.workdir)
+    source, dataset, new_config = load_source(workdir, settings)
     manifest = records.read_manifest(workdir, required=False)
-    candidates = [Candidate(path, seeds[path]) for path in paths]
+    candidates = [Candidate(path, seeds[path], settings) for path in paths]
     states = {c.member_id: existing(workdir, c, manifest) for c in candidates}
     clash = [c for c in candidates if states[c.member_id] == "other"]
-    if clash and not FLAGS.force:
+    if clash and not settings.force:
         raise records.ContractError(
             f"member {clash[0].member_id} exists in {workdir.manifest} from another file "
             f"than {clash[0].path}: --force replaces it")
@@ -217,18 +228,18 @@ def main(argv):
     for candidate in todo:  # every file is checked before anything is written
         candidate.open(source)
     print(f"import: {len(candidates)} files, {len(candidates) - len(todo)} already "
-          f"imported, {len(todo)} to add as {records.variant_key(FLAGS.method, FLAGS.sparsity)}",
+          f"imported, {len(todo)} to add as {records.variant_key(settings.method, settings.sparsity)}",
           flush=True)
     if not todo:
         return 0
     os.makedirs(workdir, exist_ok=True)
     if new_config:
         from pie.data import sources
-        sources.save_config(workdir, source, dataset=dataset, data_dir=FLAGS.data_dir,
-                            label_attribute=FLAGS.label_attribute)
+        sources.save_config(workdir, source, dataset=dataset, data_dir=settings.data_dir,
+                            label_attribute=settings.label_attribute)
     progress = Progress(len(todo), "members")
     for candidate in todo:
-        row = write_member(workdir, candidate, source, dataset)
+        row = write_member(workdir, candidate, source, dataset, settings)
         progress.advance(1, f"{row['member_id']} from {candidate.path}: top-1 "
                             f"{row['top1']:.4f}, measured sparsity "
                             f"{row['measured_sparsity']:.4f}")

@@ -37,8 +37,11 @@ def test_a_flag_the_stage_does_not_have_is_one_usage_error_and_nothing_is_writte
         train.run(workdir=workdir, sedes=2)
     assert str(caught.value).startswith("save_checkpoint.train has no flag 'sedes'; allowed: ")
     assert "seeds" in str(caught.value).split("allowed: ")[1].split(", ")
-    with pytest.raises(errors.UsageError, match="^flag --seeds=two: invalid literal"):
+    with pytest.raises(errors.UsageError, match="^--seeds must be an integer, got 'two'$"):
         train.run(workdir=workdir, seeds="two")
+    with pytest.raises(errors.UsageError, match="^--learning_rate must be a finite number > 0, "
+                       "got nan$"):
+        train.run(workdir=workdir, learning_rate=float("nan"))
     assert not os.path.exists(workdir)
 
 

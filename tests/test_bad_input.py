@@ -349,6 +349,8 @@ CORRUPTIONS_OPTIONS = {"corruptions": "gaussian_noise", "severities": "1", "work
 NOISE_OPTIONS = {"eps_values": [0.1], "draws": 1, "images": 10}
 FEATURES_OPTIONS = {"images": 4}
 MANIFEST = "{W}/population.csv"
+# The base workdir's whole population: train has nothing to do, and checks every flag.
+TRAIN_ALL_DONE = {"dataset": "digits", "sparsities": "0,0.5", "seeds": 2}
 DENSE0 = "checkpoints/dense/sparsity_0/seed_0"
 M1 = "checkpoints/magnitude/sparsity_0.5/seed_1"
 NOT_ZIP = (f"model file {{W}}/{DENSE0}/model.keras is not a zip-format .keras file (HDF5 and "
@@ -481,6 +483,45 @@ CASES = [
     ("sparsities-minus-zero", TRAIN, {"sparsities": "0,-0.0", "dataset": "digits"}, nothing,
      "--sparsities has duplicates at the precision of member names (6 significant digits): "
      "'0,-0.0'"),
+    ("study-train-flag", STUDY, {"learning_rate": 0}, nothing,
+     "--learning_rate must be a finite number > 0, got 0.0"),
+    # train: every flag checked though every member of the population exists
+    ("learning-rate-negative", TRAIN, dict(TRAIN_ALL_DONE, learning_rate=-1), nothing,
+     "--learning_rate must be a finite number > 0, got -1.0"),
+    ("learning-rate-nan", TRAIN, dict(TRAIN_ALL_DONE, learning_rate="nan"), nothing,
+     "--learning_rate must be a finite number > 0, got nan"),
+    ("label-smoothing-two", TRAIN, dict(TRAIN_ALL_DONE, label_smoothing=2), nothing,
+     "--label_smoothing must be in [0, 1), got 2.0"),
+    ("width-zero", TRAIN, dict(TRAIN_ALL_DONE, width=0), nothing,
+     "--width must be at least 1, got 0"),
+    ("power-nan", TRAIN, dict(TRAIN_ALL_DONE, power="nan"), nothing,
+     "--power must be a finite number > 0, got nan"),
+    ("initial-sparsity-one", TRAIN, dict(TRAIN_ALL_DONE, initial_sparsity=1), nothing,
+     "--initial_sparsity must be in [0, 1), got 1.0"),
+    ("frequency-zero", TRAIN, dict(TRAIN_ALL_DONE, frequency=0), nothing,
+     "--frequency must be at least 1 (-1: automatic), got 0"),
+    ("begin-step-negative", TRAIN, dict(TRAIN_ALL_DONE, begin_step=-5), nothing,
+     "--begin_step must be at least -1 (-1: automatic), got -5"),
+    ("steps-per-epoch-zero", TRAIN, dict(TRAIN_ALL_DONE, steps_per_epoch=0), nothing,
+     "--steps_per_epoch must be at least 1, got 0"),
+    ("toy-noise-negative", TRAIN, dict(TRAIN_ALL_DONE, toy_noise=-1), nothing,
+     "--toy_noise must be a finite number >= 0, got -1.0"),
+    ("toy-seed-negative", TRAIN, dict(TRAIN_ALL_DONE, toy_seed=-1), nothing,
+     "--toy_seed must be at least 0, got -1"),
+    ("label-offset-negative", TRAIN, dict(TRAIN_ALL_DONE, label_offset=-1), nothing,
+     "--label_offset must be at least 0, got -1"),
+    ("finetune-epochs-negative", TRAIN, dict(TRAIN_ALL_DONE, finetune_epochs=-1), nothing,
+     "--finetune_epochs must be at least 0, got -1"),
+    ("seeds-huge", TRAIN, dict(TRAIN_ALL_DONE, seeds=10000000000), nothing,
+     "--seeds must be in [1, 10000], got 10000000000"),
+    ("population-huge", TRAIN, dict(TRAIN_ALL_DONE, seeds=5000, sparsities="0,0.5,0.9"),
+     nothing, "the population has 3 sparsity levels x 5000 seeds = 15000 members; at most "
+     "10000 a run"),
+    ("method-dense", TRAIN, dict(TRAIN_ALL_DONE, method="dense"), nothing,
+     "--method names how members with sparsity > 0 are pruned; allowed: magnitude, wt, "
+     "sipp, weight, grad, taylor, lrp, filter_l1"),
+    ("seeds-not-a-number", TRAIN, dict(TRAIN_ALL_DONE, seeds="two"), nothing,
+     "--seeds must be an integer, got 'two'"),
     ("batch-size-zero", CORRUPTIONS, dict(CORRUPTIONS_OPTIONS, batch_size=0), nothing,
      "--batch_size must be at least 1, got 0"),
     ("batch-size-zero", NOISE, dict(NOISE_OPTIONS, batch_size=0), nothing,
@@ -499,7 +540,7 @@ CASES = [
      "--eps values must be in [0, 1], got [-0.1]"),
     ("skip-unknown", STUDY, {"skip": "bogus"}, nothing,
      "unknown --skip stage bogus; allowed: train, quantize, predictions, per-class, t-test, "
-     "pie, pie-tfrecords, subgroups, corruptions, robustness, noise-similarity, "
+     "pies, pie-tfrecords, subgroups, corruptions, robustness, noise-similarity, "
      "informative-features, cost, toy, report"),
     # --- more unreadable model files, and every stage that opens one
     ("model-zip-not-keras", PREDICT, {}, zip_not_keras,

@@ -72,3 +72,38 @@ def test_distribution_installs_the_pie_command(wheel):
     (entry_points,) = [name for name in wheel.namelist() if name.endswith("entry_points.txt")]
     text = wheel.read(entry_points).decode()
     assert "[console_scripts]" in text and "pie = pie.commands:main" in text
+
+
+def test_help_the_study_the_report_and_the_workdir_derive_from_one_stage_table():
+    """pie --help, the study's plan and --skip names, the report's producers and the
+    workdir's writers name the stages of pie.commands.TABLE, and agree with it."""
+    import re
+    from absl import flags
+    from pie.io import workdir
+    from pie.report import sections
+    from pie.stages import study
+    table = {stage.name: stage.module for stage in commands.TABLE}
+    assert commands.STAGES == table
+    # The study runs the table's study stages, in its order, under the table's names.
+    assert study.STAGE_NAMES == tuple(s.name for s in commands.TABLE if s.in_study)
+    assert "pies" in study.STAGE_NAMES and "pie" not in study.STAGE_NAMES
+    values = flags.FlagValues()
+    study.define_flags(values)
+    values(["study", "--workdir=W", "--groups_csv=g.csv", "--group_attributes=a"])
+    from pie.io import cli
+    settings = cli.settings_of(values, "pie.stages.study")
+    planned = study.plan(settings, "digits")
+    assert [s.name for s in planned] == [n for n in study.STAGE_NAMES if n != "train"]
+    assert all(s.module == table[s.name] for s in planned)
+    skipped = study.plan(settings.replace(skip=["pies", "cost"]), "digits")
+    assert {"pies", "cost"}.isdisjoint(s.name for s in skipped)
+    # Every module the report names as a producer, and every writer of the workdir's
+    # files, is a stage of the table.
+    modules = set(table.values())
+    for command in sections.PRODUCERS.values():
+        named = set(re.findall(r"python -m ([\w.]+)", command))
+        assert named and named <= modules, command
+    writers = {name for entry in workdir.FILES.values()
+               for name in re.findall(r"\b[a-z_]+\.[a-z_.]+\b", entry.writer)
+               if not name.endswith(".py")}
+    assert writers and writers <= modules, writers - modules

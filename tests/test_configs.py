@@ -7,6 +7,7 @@ import pytest
 from absl import flags
 
 from conftest import ROOT, error_lines, run_stage
+from pie.io import cli
 from pie.io.workdir import Workdir
 from pie.stages import study
 
@@ -18,7 +19,7 @@ def study_flags(*args):
     values = flags.FlagValues()
     study.define_flags(values)
     values(["study", *args])
-    return values
+    return cli.settings_of(values, "pie.stages.study")
 
 
 def test_the_published_setups_are_there():
@@ -44,8 +45,7 @@ def test_config_parses_with_known_flags_and_has_its_header(path):
 def test_the_embedded_config_is_the_default_run():
     defaults = study_flags()
     embedded = study_flags(f"--flagfile={os.path.join(ROOT, 'configs', 'embedded_mnist5k.cfg')}")
-    assert {name: embedded[name].value for name in embedded} == {
-        name: defaults[name].value for name in defaults}
+    assert embedded.as_dict() == defaults.as_dict()
     # What the training stage gets: the embedded study's choices, nothing else.
     assert study.train_args(defaults) == ["--epochs=12", "--seeds=10",
                                           "--sparsities=0,0.5,0.8,0.95", "--workdir=runs/demo",
@@ -60,7 +60,7 @@ def test_every_stage_gets_what_it_needs():
                                         "--model=mlp", "--sparsities=0,0.5,0.8,0.95",
                                         "--workdir=W", "--workers=0"]
     stages = {name: args for name, _, args in study.plan(values, "small")}
-    assert list(stages) == ["quantize", "predictions", "per-class", "t-test", "pie",
+    assert list(stages) == ["quantize", "predictions", "per-class", "t-test", "pies",
                             "pie-tfrecords", "subgroups", "corruptions", "robustness",
                             "noise-similarity", "informative-features", "cost", "toy",
                             "report"]

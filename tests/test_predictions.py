@@ -38,12 +38,19 @@ def test_missing_model_file_exits_2_before_writing(tiny_population, tmp_path):
     shutil.copytree(tiny_population, workdir)
     manifest = records.read_manifest(workdir)
     os.remove(os.path.join(workdir, manifest.loc[1, "model_file"]))
+    # Training wrote each member's clean predictions; the failed run changes none.
+    folder = os.path.join(workdir, "predictions")
+    before = {os.path.join(root, name): os.stat(os.path.join(root, name)).st_mtime_ns
+              for root, _, names in os.walk(folder) for name in names}
+    os.remove(Workdir(workdir).predictions_path(manifest.loc[1, "member_id"]))
+    del before[Workdir(workdir).predictions_path(manifest.loc[1, "member_id"])]
     result = run_stage("pie_dataset_gen.predictions", f"--workdir={workdir}", check=False)
     assert result.returncode == 2
     assert error_lines(result) == [
         f"error: manifest member dense_0_seed1: model file missing at "
         f"{os.path.join(workdir, manifest.loc[1, 'model_file'])}"]
-    assert not os.path.exists(os.path.join(workdir, "predictions"))
+    assert {os.path.join(root, name): os.stat(os.path.join(root, name)).st_mtime_ns
+            for root, _, names in os.walk(folder) for name in names} == before
 
 
 def test_predictions_frame_by_hand():

@@ -120,7 +120,13 @@ def test_loading_tfmot_does_not_import_keras_3():
     # modules absent so the probe fails without importing Keras 3 (2 s a stage).
     import subprocess
     import sys
-    code = ("import sys, pie\n"
+    code = ("import sys, warnings\n"
+            "filters = list(warnings.filters)\n"
+            "import pie\n"  # changes no warning filter and no module table entry
+            "assert list(warnings.filters) == filters\n"
+            "assert not any(name.startswith('keras') for name in sys.modules)\n"
+            "from pie.compress import tfmot_loader\n"
+            "tfmot_loader.load()\n"
             "from tensorflow_model_optimization.python.core.sparsity.keras import "
             "prune_registry\n"
             "assert prune_registry.base_layer is None\n"  # tfmot's fallback, as before

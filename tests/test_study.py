@@ -3,7 +3,7 @@ import os
 
 from absl import flags
 
-from pie.io import records
+from pie.io import cli, records
 from pie.io.workdir import Workdir
 from pie.stages import study
 
@@ -12,7 +12,7 @@ def study_flags(workdir, *args):
     values = flags.FlagValues()
     study.define_flags(values)
     values(["study", f"--workdir={workdir}", *args])
-    return values
+    return cli.settings_of(values, "pie.stages.study")
 
 
 def finished_study(tmp_path, *args):

@@ -98,6 +98,9 @@ def test_lost_manifest_row_is_recovered(tiny_population, tmp_path):
     (["--threads=-2"], "error: --threads must be at least 0 (0: TensorFlow's default), got -2"),
     (["--steps_per_execution=-1"],
      "error: --steps_per_execution must be at least 0 (0: automatic), got -1"),
+    (["--seeds=10000000000"], "error: --seeds must be in [1, 10000], got 10000000000"),
+    (["--learning_rate=nan"], "error: --learning_rate must be a finite number > 0, got nan"),
+    (["--width=0"], "error: --width must be at least 1, got 0"),
     (["--dataset=imagenet2012", "--model=resnet50"],
      "error: dataset 'imagenet2012' is not prepared in data_dir '"),
     (["--dataset=cifar10", "--data_dir=/nonexistent/tfds"],
@@ -362,3 +365,66 @@ def test_worker_processes_resume_after_kill_each_member_on_its_own(tmp_path):
         for a, b in zip(_weights(reference, member_id), _weights(killed, member_id)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert not os.path.exists(os.path.dirname(ckpt_state))  # a finished member's is removed
+
+
+def test_a_member_whose_loss_diverges_is_refused_and_leaves_no_folder(tmp_path):
+    workdir = tmp_path / "w"
+    flags = [f for f in RESUME_FLAGS if not f.startswith(("--seeds", "--sparsities",
+                                                          "--learning_rate", "--epochs"))]
+    result = run_stage("save_checkpoint.train", f"--workdir={workdir}", *flags, "--seeds=1",
+                       "--sparsities=0", "--epochs=1", "--learning_rate=1e30", check=False)
+    assert result.returncode == 2, result.stderr
+    # The loss stays finite (1e30-sized) while the weights overflow; progress lines
+    # (stderr) aside, one error line.
+    assert [line for line in error_lines(result) if " epoch 1/1 " not in line] == [
+        "error: member dense_0_seed0: its weights are not finite (the loss diverged): "
+        "nothing recorded; lower --learning_rate"]
+    assert not (workdir / "checkpoints").exists()
+    assert not (workdir / "population.csv").exists()
+
+
+def test_a_nan_loss_stops_the_member_before_its_epoch_is_checkpointed():
+    from pie.compress import trainer, training
+    member = training.Member("wt", 0.5, 3)
+    check = trainer.NonFiniteLoss(member)
+    check.on_epoch_end(0, {"loss": 2.5})  # finite: nothing happens
+    for loss in (float("nan"), float("inf")):
+        with pytest.raises(training.TrainingError) as raised:
+            check.on_epoch_end(1, {"loss": loss})
+        assert str(raised.value) == (
+            f"member wt_0.5_seed3: the loss is {loss} at epoch 2 (training diverged): "
+            "nothing recorded; lower --learning_rate")
+
+
+def test_a_member_trained_alone_saves_the_model_of_the_population_run(tiny_population,
+                                                                      tmp_path):
+    """Layer names do not depend on how many models the process built before (a resumed
+    or sharded member saves the same model.keras config), and the weights are the same."""
+    import json
+    import zipfile
+    from pie.models import loading
+    workdir = tmp_path / "alone"
+    # Position 3 of the tiny population: magnitude_0.5_seed1, built last in its run.
+    run_stage("save_checkpoint.train", f"--workdir={workdir}", *TINY_POPULATION_FLAGS,
+              "--shard=3/4")
+    relative = "checkpoints/magnitude/sparsity_0.5/seed_1/model.keras"
+    alone, together = str(workdir / relative), os.path.join(tiny_population, relative)
+    with zipfile.ZipFile(alone) as a, zipfile.ZipFile(together) as b:
+        assert json.loads(a.read("config.json")) == json.loads(b.read("config.json"))
+    for x, y in zip(loading.load_keras(alone).get_weights(),
+                    loading.load_keras(together).get_weights()):
+        assert np.array_equal(x, y)
+
+
+def test_a_finished_member_never_keeps_its_checkpoints(tiny_population, tmp_path):
+    """A kill between saving a member and removing ckpt/ (made here by hand): the next
+    run removes it, and trains nothing."""
+    import shutil
+    workdir = tmp_path / "w"
+    shutil.copytree(tiny_population, workdir)
+    left = workdir / "checkpoints/dense/sparsity_0/seed_1/ckpt"
+    left.mkdir()
+    (left / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
+    result = run_stage("save_checkpoint.train", f"--workdir={workdir}", *TINY_POPULATION_FLAGS)
+    assert "4 already finished, 0 to train" in result.stdout
+    assert not left.exists()

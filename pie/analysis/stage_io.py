@@ -233,7 +233,8 @@ def write_stamp(workdir, stamp, inputs, outputs, options):
         records.write_json(stamp, content)
 
 
-def write_stage_flags(workdir, stage_dir, stage, distribution=records.CLEAN):
-    """`<stage>.flags.txt` beside a stage's outputs: the flags that produced them."""
+def write_stage_flags(workdir, stage_dir, stage, distribution, flags_text):
+    """`<stage>.flags.txt` beside a stage's outputs: the flags that produced them
+    (`flags_text`: the stage's Settings.flags_text)."""
     records.write_text(Workdir(workdir).flags_file(stage_dir, stage, distribution),
-                       cli.resolved_flags())
+                       flags_text)

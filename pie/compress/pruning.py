@@ -4,11 +4,14 @@ globally ranked weight scores for SiPP)."""
 import numpy as np
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-import tensorflow_model_optimization as tfmot
 import tf_keras as keras
+
+from pie.compress import tfmot_loader
 
 from pie.io import errors
 from pie.models import builders
+
+tfmot = tfmot_loader.load()
 
 SCHEDULES = ("polynomial", "constant")
 # tfmot rounds the number of pruned weights per layer; the study's tolerance.

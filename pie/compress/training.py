@@ -2,7 +2,7 @@
 
 Members and their folders, the population plan and its shards, tf.distribute
 strategies, evaluation, the unit masks of criterion-pruned members and the
-global weight masks of wt and sipp members.
+global weight masks (pie.compress.methods).
 """
 import os
 import platform
@@ -15,6 +15,10 @@ from pie.io.workdir import Workdir
 # Reference samples of unit criteria are drawn in an order of their own (a
 # far-off epoch), so the draw does not depend on --epochs.
 REFERENCE_EPOCH = 10 ** 6
+
+
+class TrainingError(errors.InputError):
+    """A member that cannot be recorded (its loss or weights are not finite)."""
 
 
 class Member:
@@ -99,7 +103,8 @@ def is_chief(strategy):
 def package_versions():
     import numpy
     import tensorflow as tf
-    import tensorflow_model_optimization as tfmot
+    from pie.compress import tfmot_loader
+    tfmot = tfmot_loader.load()
     import tf_keras
     return {"python": platform.python_version(), "tensorflow": tf.__version__,
             "tf_keras": tf_keras.__version__, "tfmot": tfmot.__version__,
@@ -122,6 +127,25 @@ def evaluate_top1(model, source, batch_size, predict=None, batches=None):
     return correct / total
 
 
+def eval_logits(model, source, batch_size, predict=None, batches=None):
+    """(logits, labels, image ids) of the eval split: one pass, the member's clean
+    predictions and top-1 both come from it. `predict` (inputs -> logits, e.g. a
+    traced function of `model`) replaces calling the model eagerly; `batches` (dicts of
+    `inputs`, `label` and `image_id`, e.g. EvalCache's) replaces reading the split."""
+    import numpy as np
+    predict = predict or (lambda inputs: model(inputs, training=False))
+    if batches is None:
+        batches = source.eval_batches(batch_size).as_numpy_iterator()
+    logits, labels, ids = [], [], []
+    for batch in batches:
+        logits.append(np.asarray(predict(batch["inputs"])))
+        labels.append(batch["label"])
+        ids.append(batch["image_id"])
+    if not labels:
+        raise errors.DataError("the eval split is empty")
+    return np.concatenate(logits), np.concatenate(labels), np.concatenate(ids)
+
+
 class EvalCache:
     """The eval split's batches, read once and kept for every member's evaluation
     when they fit in `max_bytes` as float32 inputs (an embedded set: about 3 MB for
@@ -139,7 +163,8 @@ class EvalCache:
         if not self.keep:
             return None
         if self._batches is None:
-            self._batches = [{"inputs": batch["inputs"], "label": batch["label"]} for batch
+            self._batches = [{"inputs": batch["inputs"], "label": batch["label"],
+                              "image_id": batch["image_id"]} for batch
                              in self.source.eval_batches(self.batch_size).as_numpy_iterator()]
         return self._batches
 
@@ -196,34 +221,24 @@ def check_unit_sparsity(mask, target):
             f"removed {removed:.4f} of the units, not the target {target:g}")
 
 
-def _magnitude_scores(model, layer_names, x):
-    del x  # data-free
-    return {name: model.get_layer(name).kernel.numpy() for name in layer_names}
-
-
-# Global weight scores, one ranking over every prunable kernel: wt (|w|), sipp
-# (torchprune's SiPPNet sensitivity) and sipp_mean (the earlier mean-over-samples
-# score): criteria.WEIGHT_SENSITIVITIES.
-WEIGHT_SCORES = {"wt": _magnitude_scores, **criteria.WEIGHT_SENSITIVITIES}
-
-
 def prune_weights(model, method, sparsity, layer_names, x=None, count_biases=False):
     """Zeroes the globally lowest-scored `sparsity` of the kernels' weights; the masks.
 
-    `method` is a key of WEIGHT_SCORES; `x` are the reference samples (sipp,
+    `method` is a registered method with one global weight ranking (wt, sipp,
+    sipp_mean: pie.compress.methods); `x` are the reference samples (sipp,
     sipp_mean). `count_biases`: the prune ratio counts the layers' biases too, as
     torchprune's does (criteria.sipp_removed_weights), so a little more than
     `sparsity` of the kernel weights goes; the training stage measures and checks
     sparsity over kernel weights, so it leaves this off.
     """
-    if method not in WEIGHT_SCORES:
+    from pie.compress import builtin_methods, methods
+    global_weights = [name for name in methods.names()
+                      if isinstance(methods.get(name), builtin_methods.GlobalWeights)]
+    if method not in global_weights:
         raise pruning.PruningError(f"unknown weight-pruning method '{method}'; allowed: "
-                                   f"{', '.join(WEIGHT_SCORES)}")
-    scores = WEIGHT_SCORES[method](model, layer_names, x)
+                                   f"{', '.join(global_weights)}")
     if count_biases:
         total = sum(int(model.get_layer(name).kernel.shape.num_elements())
                     for name in layer_names)
         sparsity = criteria.sipp_removed_weights(model, layer_names, sparsity) / total
-    masks = pruning.global_keep_masks(scores, sparsity)
-    pruning.apply_weight_masks(model, masks)
-    return masks
+    return methods.get(method).one_shot_mask(model, sparsity, (x, None), 0, layer_names)

@@ -45,14 +45,8 @@ def threads_each(workers):
 
 def parse_slice(text):
     """`k/N` of --seed_slice: (k, N) with 0 <= k < N."""
-    try:
-        worker, workers = (int(part) for part in text.split("/"))
-    except ValueError:
-        worker, workers = -1, 0
-    if workers < 1 or not 0 <= worker < workers:
-        raise errors.UsageError(f"--seed_slice must be k/N with integers 0 <= k < N, got "
-                                f"'{text}'")
-    return worker, workers
+    from pie.io import cli
+    return cli.parse_slice(text, "seed_slice", "k", "N")
 
 
 # Workers started before this process loaded TensorFlow wait for a line on their

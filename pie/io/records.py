@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import tempfile
 import threading
 import time
@@ -203,15 +202,9 @@ def writing_as(stage):
 
 
 def current_stage():
-    """The stage running in this process (its module name), when there is one."""
-    if _WRITERS:
-        return _WRITERS[-1]
-    calls = getattr(sys.modules.get("pie.io.cli"), "_CALLS", None)
-    if calls:
-        return calls[-1][1]
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    name = getattr(spec, "name", None) or ""
-    return name if name.count(".") >= 1 and not name.startswith("pytest") else None
+    """The stage whose files are being written: the innermost `writing_as` (the command
+    line and the Python API of every stage set it), else None. Nothing is inferred."""
+    return _WRITERS[-1] if _WRITERS else None
 
 
 def _listed_writer(path):
@@ -706,13 +699,13 @@ PREDICTION_SCHEMA = pa.schema([(name, pa.from_numpy_dtype(np.dtype(dtype)))
 PARQUET_COMPRESSION = "zstd"
 
 
-def write_predictions(path, frame):
+def write_predictions(path, frame, stage=None):
     """Writes one member's predictions on one distribution as Parquet, atomically.
 
     Writes the contract columns (docs/contracts.md) and those optional ones the
     frame has, in that order. An old gzip CSV file of the same member and
     distribution is removed once the Parquet file is in place, so a workdir never
-    holds both.
+    holds both. `stage`: the stage module whose stamp records it (record_written).
     """
     if not path.endswith(layout.PREDICTIONS_SUFFIX):
         raise ValueError(f"a predictions file ends in {layout.PREDICTIONS_SUFFIX}: {path}")
@@ -731,7 +724,7 @@ def write_predictions(path, frame):
         raise ContractError(f"cannot write {path}: a column has the wrong type: {error}")
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
-    record_written(path, len(table))
+    record_written(path, len(table), stage=stage)
     legacy = path[:-len(layout.PREDICTIONS_SUFFIX)] + layout.LEGACY_PREDICTIONS_SUFFIX
     if os.path.exists(legacy):
         journal.remove(legacy)

@@ -164,11 +164,31 @@ def member_logits(member, source, arrays, batch_size, call_bytes=CALL_BYTES):
     return np.concatenate(logits), np.concatenate(labels), np.concatenate(ids)
 
 
-def write_member(workdir, member_id, logits, labels, ids, split):
-    """Builds and writes one member's predictions file; returns its top-1."""
+# The stage whose stamp records clean predictions, whoever computes them: training,
+# quantize and import write each new member's clean predictions from the pass that
+# gives its manifest top-1 (one evaluation per member), and the predictions stage
+# then finds them current.
+PREDICTIONS_STAGE = "pie_dataset_gen.predictions"
+
+
+def write_member(workdir, member_id, logits, labels, ids, split, stage=None):
+    """Builds and writes one member's predictions file; returns its top-1. `stage`:
+    the stage recorded as its writer (default: the one running)."""
     frame = predictions_frame(member_id, logits, labels, ids)
-    records.write_predictions(Workdir(workdir).predictions_path(member_id, split=split), frame)
+    records.write_predictions(Workdir(workdir).predictions_path(member_id, split=split), frame,
+                              stage=stage)
     return float((frame["predicted"] == frame["label"]).mean())
+
+
+def record_clean_predictions(workdir, member_id, member, source, batch_size):
+    """The clean predictions of a new member (`member`: a runnable KerasMember or
+    TFLiteMember, or anything with `logits(inputs, batch_size)`), written as the
+    predictions stage writes them, after its model file; its top-1 on the eval split."""
+    logits, labels, ids = member_logits(member, source, None, batch_size)
+    if len(labels) == 0:
+        raise records.ContractError("the eval split is empty")
+    return write_member(workdir, member_id, logits, labels, ids, "test",
+                        stage=PREDICTIONS_STAGE)
 
 
 def predict_members(workdir, members, source, arrays, batch_size, split, progress=None):

@@ -149,8 +149,13 @@ def build_report(workdir, fmt="html", out=None, strict=False, force=False, log=p
 
 def main(argv):
     del argv
-    build_report(FLAGS.workdir, FLAGS.format, FLAGS.out, FLAGS.strict, FLAGS.force,
-                 flags_text=cli.resolved_flags())
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    build_report(settings.workdir, settings.format, settings.out, settings.strict, settings.force,
+                 flags_text=settings.flags_text)
 
 
 # The Python API: run(workdir="W", ...) with the flags as keywords (docs/api.md).

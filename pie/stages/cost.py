@@ -130,27 +130,32 @@ def reusable_rows(workdir, manifest, repeats, num_threads):
                                  COST_COLUMNS)
 
 
-def validate_flags():
-    cli.require_workdir(FLAGS.workdir)
-    if FLAGS.repeats < 1:
-        raise cli.UsageError(f"--repeats must be at least 1, got {FLAGS.repeats}")
-    if FLAGS.warmup < 0:
-        raise cli.UsageError(f"--warmup must be at least 0, got {FLAGS.warmup}")
-    if FLAGS.num_threads < 1:
-        raise cli.UsageError(f"--num_threads must be at least 1, got {FLAGS.num_threads}")
+def validate_flags(settings):
+    cli.require_workdir(settings.workdir)
+    if settings.repeats < 1:
+        raise cli.UsageError(f"--repeats must be at least 1, got {settings.repeats}")
+    if settings.warmup < 0:
+        raise cli.UsageError(f"--warmup must be at least 0, got {settings.warmup}")
+    if settings.num_threads < 1:
+        raise cli.UsageError(f"--num_threads must be at least 1, got {settings.num_threads}")
 
 
 def main(argv):
     del argv
-    validate_flags()
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    validate_flags(settings)
     from pie.models import predict
-    workdir = Workdir(FLAGS.workdir)
+    workdir = Workdir(settings.workdir)
     manifest = records.read_manifest(workdir)
     if manifest.empty:
         raise records.ContractError(f"{workdir.manifest} has no members")
     predict.check_model_files(workdir, manifest)
-    kept = {} if FLAGS.force else reusable_rows(workdir, manifest, FLAGS.repeats,
-                                                FLAGS.num_threads)
+    kept = {} if settings.force else reusable_rows(workdir, manifest, settings.repeats,
+                                                settings.num_threads)
     todo = [row for row in manifest.to_dict("records") if row["member_id"] not in kept]
     print(f"cost: {len(manifest)} members, {len(kept)} up to date, {len(todo)} to measure",
           flush=True)
@@ -161,7 +166,7 @@ def main(argv):
     rows = list(kept.values())
     for row in todo:
         started = time.time()
-        cost = measure(workdir, row, weights, FLAGS.repeats, FLAGS.warmup, FLAGS.num_threads)
+        cost = measure(workdir, row, weights, settings.repeats, settings.warmup, settings.num_threads)
         rows.append(cost)
         progress.advance(1, f"{row['member_id']}: {cost['file_bytes']} bytes, gzip "
                             f"{cost['gzip_bytes']}, {cost['latency_ms_batch1']:.3f} ms "
@@ -171,7 +176,7 @@ def main(argv):
     path = cost_path(workdir)
     records.write_csv(path, table, COST_COLUMNS)
     records.write_text(workdir.flags_file(QUANTIZATION_DIR, STAGE),
-                       cli.resolved_flags())
+                       settings.flags_text)
     print(f"wrote {path} ({len(table)} members)", flush=True)
     return 0
 

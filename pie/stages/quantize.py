@@ -104,8 +104,9 @@ def finished(workdir, job, manifest_ids):
 class Converter:
     """Loads each source model and representative set once, converts, measures, records."""
 
-    def __init__(self, workdir, source, n_representative, batch_size):
+    def __init__(self, workdir, source, n_representative, batch_size, flags_text):
         self.workdir = Workdir(workdir)
+        self.flags_text = flags_text  # the stage's flags, saved beside each member
         self.source = source
         self.n_representative = n_representative
         self.batch_size = batch_size
@@ -132,7 +133,10 @@ class Converter:
             with open(tmp, "wb") as handle:
                 handle.write(content)
         from pie.models import predict
-        top1 = pq.eval_top1(predict.TFLiteMember(model_path), self.source, self.batch_size)
+        # Its clean predictions, from the pass that gives its top-1 (one evaluation).
+        top1 = predict.record_clean_predictions(self.workdir, job.member_id,
+                                                predict.TFLiteMember(model_path), self.source,
+                                                self.batch_size)
         row = {"member_id": job.member_id, "method": job.method, "sparsity": job.sparsity,
                "measured_sparsity": job.source["measured_sparsity"], "seed": job.seed,
                "dataset": job.source["dataset"], "model": job.source["model"],
@@ -142,38 +146,43 @@ class Converter:
                     representative_images=self.n_representative if job.mode.full_int8 else 0,
                     file_bytes=len(content), wall_time_s=round(time.time() - started, 2),
                     manifest_row=row)
-        records.write_text(self.workdir.member_file(job.relpath, "flags"), cli.resolved_flags())
+        records.write_text(self.workdir.member_file(job.relpath, "flags"), self.flags_text)
         records.write_json(self.workdir.member_file(job.relpath, "meta"), meta)
         records.add_manifest_rows(self.workdir, [row])
         return row
 
 
-def validate_flags():
-    cli.require_workdir(FLAGS.workdir)
-    modes = cli.parse_names(FLAGS.modes, "modes", list(pq.MODES))
-    if FLAGS.representative_images < 1:
+def validate_flags(settings):
+    cli.require_workdir(settings.workdir)
+    modes = cli.parse_names(settings.modes, "modes", list(pq.MODES))
+    if settings.representative_images < 1:
         raise cli.UsageError(
-            f"--representative_images must be at least 1, got {FLAGS.representative_images}")
-    if FLAGS.batch_size < 1:
-        raise cli.UsageError(f"--batch_size must be at least 1, got {FLAGS.batch_size}")
-    if (FLAGS.pruned_method in (records.DENSE_METHOD, "")
-            or pq.is_quantized_method(FLAGS.pruned_method)):
+            f"--representative_images must be at least 1, got {settings.representative_images}")
+    if settings.batch_size < 1:
+        raise cli.UsageError(f"--batch_size must be at least 1, got {settings.batch_size}")
+    if (settings.pruned_method in (records.DENSE_METHOD, "")
+            or pq.is_quantized_method(settings.pruned_method)):
         raise cli.UsageError(f"--pruned_method must name a pruning method (e.g. magnitude), "
-                             f"got '{FLAGS.pruned_method}'")
+                             f"got '{settings.pruned_method}'")
     return modes
 
 
 def main(argv):
     del argv
-    modes = validate_flags()
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    modes = validate_flags(settings)
     from pie.data import sources
     from pie.models import predict  # TensorFlow loads only once the flags are valid
-    workdir = FLAGS.workdir
+    workdir = settings.workdir
     manifest = records.read_manifest(workdir)
-    jobs, empty = plan(manifest, modes, FLAGS.pruned_method)
+    jobs, empty = plan(manifest, modes, settings.pruned_method)
     for name in empty:
         wanted = ("dense members" if pq.MODES[name].source == pq.DENSE_SOURCE
-                  else f"pruned members of method '{FLAGS.pruned_method}'")
+                  else f"pruned members of method '{settings.pruned_method}'")
         print(f"warning: mode {name}: the manifest has no {wanted}; nothing to convert",
               file=sys.stderr, flush=True)
     predict.check_model_files(workdir, manifest[manifest["member_id"].isin(
@@ -184,8 +193,9 @@ def main(argv):
           f"{len(todo)} to run", flush=True)
     if not todo:
         return 0
-    source = sources.load_for_workdir(workdir, data_dir=FLAGS.data_dir)
-    converter = Converter(workdir, source, FLAGS.representative_images, FLAGS.batch_size)
+    source = sources.load_for_workdir(workdir, data_dir=settings.data_dir)
+    converter = Converter(workdir, source, settings.representative_images, settings.batch_size,
+                          settings.flags_text)
     progress = Progress(len(todo), "conversions")
     for job in todo:
         started = time.time()

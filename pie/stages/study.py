@@ -15,6 +15,7 @@ subgroup stage runs with --groups_csv or --group_attributes (and on mnist5k and
 digits with the example's image-property groups, examples/groups_mnist5k.md). Every stage skips what is already done, so a
 rerun continues. A stage that fails stops the study with its exit code.
 """
+import collections
 import os
 import subprocess
 import sys
@@ -22,19 +23,19 @@ import time
 
 from absl import flags
 
+from pie import commands
 from pie.io import cli, records
 from pie.io.workdir import Workdir
 
 FLAGS = flags.FLAGS
-TRAIN_MODULE = "save_checkpoint.train"
+TRAIN_MODULE = commands.STAGES["train"]
 # The embedded study: save_checkpoint.train's flags that differ from its own defaults.
 EMBEDDED = {"workdir": "runs/demo", "dataset": "mnist5k", "model": "small_cnn",
             "sparsities": "0,0.5,0.8,0.95", "seeds": 10, "epochs": 12, "workers": 0}
 IMAGE_STAGES = ("pie-tfrecords", "corruptions", "robustness", "noise-similarity",
                 "informative-features")
-STAGE_NAMES = ("train", "quantize", "predictions", "per-class", "t-test", "pie",
-               "pie-tfrecords", "subgroups", "corruptions", "robustness", "noise-floor",
-               "noise-similarity", "informative-features", "cost", "toy", "report")
+# The stages it runs, in order, and its --skip names: pie.commands' stage table.
+STAGE_NAMES = commands.STUDY_STAGES
 # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are dropped from the output.
 NOISE_PREFIXES = ("WARNING: All log messages before absl", "I0000 ", "W0000 ", "E0000 ")
 # Digit images get the example's image-property groups (stroke, width) when no groups
@@ -93,27 +94,27 @@ def train_args(flag_values):
     train.define_flags(defaults)
     args = []
     for name in sorted(defaults):
-        if name == "epochs" and flag_values.init_from and not flag_values[name].present:
+        if name == "epochs" and flag_values.init_from and not flag_values.present(name):
             continue  # --init_from: the given model is the dense member, not retrained
-        if flag_values[name].value != defaults[name].default:
-            args.append(flag_values[name].serialize())
+        if getattr(flag_values, name) != defaults[name].default:
+            args.append(flag_values.serialized(name))
     return args
 
 
-def plan(flag_values, family):
-    """[(stage name, module, args)] of the study after training, for a data family."""
+PlannedStage = collections.namedtuple("PlannedStage", "name module args")
+
+
+def stage_args(flag_values):
+    """{stage name: its command-line arguments} of the stages after training that
+    these settings run (a stage left out is not run)."""
     workdir = flag_values.workdir
     w = f"--workdir={workdir}"
     data = [f"--data_dir={flag_values.data_dir}"] if flag_values.data_dir else []
-    stages = []
+    args = {}
     if flag_values.quantize_modes != "none":
-        stages.append(("quantize", "pie.stages.quantize",
-                       [w, f"--modes={flag_values.quantize_modes}"] + data))
-    stages += [("predictions", "pie_dataset_gen.predictions", [w] + data),
-               ("per-class", "per_class_accuracy.aggregate_ckpt_metrics", [w]),
-               ("t-test", "per_class_accuracy.gen_tstatistic", [w]),
-               ("pie", "pie_dataset_gen.aggregate_predictions", [w]),
-               ("pie-tfrecords", "pie_dataset_gen.generate_pie_dataset", [w] + data)]
+        args["quantize"] = [w, f"--modes={flag_values.quantize_modes}"] + data
+    args.update({"predictions": [w] + data, "per-class": [w], "t-test": [w], "pies": [w],
+                 "pie-tfrecords": [w] + data})
     groups = []
     if flag_values.groups_csv:
         groups = [f"--groups_csv={flag_values.groups_csv}"]
@@ -122,28 +123,32 @@ def plan(flag_values, family):
     if flag_values.group_attributes:
         groups.append(f"--group_attributes={flag_values.group_attributes}")
     if groups:
-        stages.append(("subgroups", "per_class_accuracy.subgroups", [w] + groups + data))
-    stages += [("corruptions", "robustness_tests.corruptions",
-                [w, f"--corruptions={flag_values.corruptions}",
-                 f"--severities={flag_values.severities}"]),
-               ("robustness", "robustness_tests.analyze", [w]),
-               # The noise floor (issue 26): after robustness, whose accuracy it reads.
-               ("noise-floor", "per_class_accuracy.noise_floor", [w]),
-               ("noise-similarity", "robustness_tests.noise_similarity",
-                [w, f"--draws={flag_values.noise_draws}",
-                 f"--images={flag_values.noise_images}"]),
-               ("informative-features", "robustness_tests.informative_features",
-                [w, f"--images={flag_values.informative_images}"]),
-               ("cost", "pie.stages.cost", [w, f"--repeats={flag_values.cost_repeats}"])]
+        args["subgroups"] = [w] + groups + data
+    args.update({
+        "corruptions": [w, f"--corruptions={flag_values.corruptions}",
+                        f"--severities={flag_values.severities}"],
+        "robustness": [w],
+        "noise-floor": [w],
+        "noise-similarity": [w, f"--draws={flag_values.noise_draws}",
+                             f"--images={flag_values.noise_images}"],
+        "informative-features": [w, f"--images={flag_values.informative_images}"],
+        "cost": [w, f"--repeats={flag_values.cost_repeats}"]})
     if flag_values.toy_dataset != "none":
-        stages.append(("toy", "pie.stages.toy_experiment",
-                       [f"--dataset={flag_values.toy_dataset}",
-                        f"--seeds={flag_values.toy_seeds}",
-                        f"--samples_per_class={flag_values.toy_samples_per_class}",
-                        f"--out={Workdir(workdir).toy_dir}"]))
-    stages.append(("report", "pie.report.build", [w, f"--format={flag_values.report_format}"]))
-    return [stage for stage in stages if stage[0] not in flag_values.skip
-            and not (family == "toy" and stage[0] in IMAGE_STAGES)]
+        args["toy"] = [f"--dataset={flag_values.toy_dataset}",
+                       f"--seeds={flag_values.toy_seeds}",
+                       f"--samples_per_class={flag_values.toy_samples_per_class}",
+                       f"--out={Workdir(workdir).toy_dir}"]
+    args["report"] = [w, f"--format={flag_values.report_format}"]
+    return args
+
+
+def plan(flag_values, family):
+    """[PlannedStage(name, module, args)] of the study after training, for a data
+    family, in the stage table's order (pie.commands)."""
+    args = stage_args(flag_values)
+    return [PlannedStage(name, commands.STAGES[name], args[name]) for name in STAGE_NAMES
+            if name in args and name not in flag_values.skip
+            and not (family == "toy" and name in IMAGE_STAGES)]
 
 
 def run_command(name, command):
@@ -190,7 +195,7 @@ def _stamp_content(flag_values, workdir):
     own = flags.FlagValues()
     define_flags(own)
     return {"version": pie.__version__,
-            "flags": [flag_values[name].serialize() for name in sorted(own)],
+            "flags": [flag_values.serialized(name) for name in sorted(own)],
             "files": _fingerprint(workdir)}
 
 
@@ -214,38 +219,56 @@ def validate(flag_values):
                              f"{', '.join(STAGE_NAMES)}")
     if not flag_values.workdir:
         raise cli.UsageError("--workdir is required")
+    check_train_flags(flag_values)
+
+
+def check_train_flags(flag_values):
+    """The training stage's flags checked as that stage checks them, before any stage
+    runs (pie.compress.config.TrainConfig)."""
+    import dataclasses
+    from pie.compress.config import TrainConfig
+    values = {field.name: getattr(flag_values, field.name)
+              for field in dataclasses.fields(TrainConfig)}
+    if flag_values.init_from and not flag_values.present("epochs"):
+        values["epochs"] = None  # the given model is the dense member, not retrained
+    TrainConfig(**values)
 
 
 def main(argv):
     del argv
-    validate(FLAGS)
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    validate(settings)
     started = time.time()
-    if os.path.isdir(FLAGS.workdir) and is_up_to_date(FLAGS):
-        print(f"== study up to date: the same flags, and nothing in {FLAGS.workdir} changed "
+    if os.path.isdir(settings.workdir) and is_up_to_date(settings):
+        print(f"== study up to date: the same flags, and nothing in {settings.workdir} changed "
               "since it finished (delete its .study.stamp.json to run every stage's check)",
               flush=True)
-        print(f"report: {Workdir(FLAGS.workdir).file('report_html')}", flush=True)
+        print(f"report: {Workdir(settings.workdir).file('report_html')}", flush=True)
         return 0
     python = sys.executable
     try:
-        if "train" not in FLAGS.skip:
-            run_command("train", [python, "-m", TRAIN_MODULE] + train_args(FLAGS))
-        family = records.read_dataset_config(FLAGS.workdir).get("family")
-        groups = Workdir(FLAGS.workdir).file("groups")
-        for name, module, args in plan(FLAGS, family):
-            if name == "subgroups" and args[1] == f"--groups_csv={groups}" \
-                    and not FLAGS.groups_csv and not os.path.exists(groups):
-                run_command("groups", [python, DIGIT_GROUPS, f"--workdir={FLAGS.workdir}",
+        if "train" not in settings.skip:
+            run_command("train", [python, "-m", TRAIN_MODULE] + train_args(settings))
+        family = records.read_dataset_config(settings.workdir).get("family")
+        groups = Workdir(settings.workdir).file("groups")
+        for stage in plan(settings, family):
+            if stage.name == "subgroups" and f"--groups_csv={groups}" in stage.args \
+                    and not settings.groups_csv and not os.path.exists(groups):
+                run_command("groups", [python, DIGIT_GROUPS, f"--workdir={settings.workdir}",
                                        f"--output={groups}"])
-            run_command(name, [python, "-m", module] + args)
+            run_command(stage.name, [python, "-m", stage.module] + stage.args)
     except StageFailed as failure:
         print(f"error: {failure}", file=sys.stderr, flush=True)
         return failure.code
     # Written last: a study that failed or was killed leaves no stamp and runs again.
-    records.write_json(Workdir(FLAGS.workdir).stamp("", "study"),
-                       _stamp_content(FLAGS, FLAGS.workdir))
+    records.write_json(Workdir(settings.workdir).stamp("", "study"),
+                       _stamp_content(settings, settings.workdir))
     print(f"== done in {time.time() - started:.0f}s", flush=True)
-    print(f"report: {Workdir(FLAGS.workdir).file('report_html')}", flush=True)
+    print(f"report: {Workdir(settings.workdir).file('report_html')}", flush=True)
     return 0
 
 

@@ -512,32 +512,37 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_bool("plots", True, "Draw the figures.", flag_values=flag_values)
 
 
-def config_from_flags():
+def config_from_flags(settings):
     return ToyConfig(
-        dataset=FLAGS.dataset, criteria=tuple(FLAGS.criteria),
-        samples_per_class=tuple(cli.parse_ints(",".join(FLAGS.samples_per_class),
+        dataset=settings.dataset, criteria=tuple(settings.criteria),
+        samples_per_class=tuple(cli.parse_ints(",".join(settings.samples_per_class),
                                                 "samples_per_class")),
-        seeds=FLAGS.seeds, noisy_test=FLAGS.noisy_test, width=FLAGS.width,
-        epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-        learning_rate=FLAGS.learning_rate, train_size=FLAGS.train_size,
-        test_size=FLAGS.test_size,
-        rank_k=tuple(cli.parse_ints(",".join(FLAGS.rank_k), "rank_k")),
-        boundary_samples_per_class=FLAGS.boundary_samples_per_class, plots=FLAGS.plots)
+        seeds=settings.seeds, noisy_test=settings.noisy_test, width=settings.width,
+        epochs=settings.epochs, batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate, train_size=settings.train_size,
+        test_size=settings.test_size,
+        rank_k=tuple(cli.parse_ints(",".join(settings.rank_k), "rank_k")),
+        boundary_samples_per_class=settings.boundary_samples_per_class, plots=settings.plots)
 
 
 def main(argv):
     del argv
-    if not FLAGS.out:
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    if not settings.out:
         raise cli.UsageError("--out is required: the output folder")
     try:
-        config = config_from_flags().resolved()
+        config = config_from_flags(settings).resolved()
     except ValueError as error:  # the settings' checks: bad flags
         if isinstance(error, cli.user_errors()):
             raise
         raise cli.UsageError(str(error)) from None
     started = time.time()
-    run_experiment(config, FLAGS.out, flags_text=cli.resolved_flags())
-    print(f"done in {time.time() - started:.1f} s; results in {FLAGS.out}")
+    run_experiment(config, settings.out, flags_text=settings.flags_text)
+    print(f"done in {time.time() - started:.1f} s; results in {settings.out}")
 
 
 # The Python API: run(workdir="W", ...) with the flags as keywords (docs/api.md).
