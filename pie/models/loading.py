@@ -24,6 +24,7 @@ import sys
 import zipfile
 
 from pie.io import errors
+from pie.models import keras_gate
 
 KERAS_SUFFIX = ".keras"
 TFLITE_SUFFIX = ".tflite"
@@ -60,20 +61,36 @@ def _check_file(path):
 # --------------------------------------------------------------------------- keras
 
 
+def _keras3_message(path, version):
+    """One line of at most 300 characters (a long path is shown by its name)."""
+    for shown in (path, os.path.basename(path)):
+        line = (f"model file {shown} was saved by Keras 3 ({version}); this toolkit reads "
+                "tf_keras 2 files: build the model with tf_keras (import tf_keras as keras) "
+                "and save it with model.save('model.keras')")
+        if len(line) <= 300:
+            return line
+    return line[:300]
+
+
 def check_keras(path):
-    """Raises ModelError unless `path` is a zip-format `.keras` file."""
+    """Raises ModelError unless `path` is a `.keras` file that passes the gate
+    (pie.models.keras_gate: the zip, its bounds, its config's allowlist)."""
     _check_file(path)
     if not path.endswith(KERAS_SUFFIX):
         raise ModelError(f"model file {path} is neither {KERAS_SUFFIX} nor {TFLITE_SUFFIX}")
-    if not zipfile.is_zipfile(path):
-        raise ModelError(
-            f"model file {path} is not a zip-format {KERAS_SUFFIX} file (HDF5 and other "
-            "formats are refused: they can run code when loaded); save it again with "
-            "model.save('model.keras')")
+    try:
+        keras_gate.check(path)
+    except keras_gate.Keras3Error as error:
+        raise ModelError(_keras3_message(path, str(error)))
+    except keras_gate.GateError as error:
+        raise ModelError(f"model file {path} is refused: {error}; {keras_gate.ALLOWED_TEXT}")
+    except OSError as error:
+        raise ModelError(f"model file {path} cannot be read ({error.strerror or error})")
 
 
 def load_keras(path):
-    """The tf_keras model of a zip `.keras` file, loaded uncompiled with safe_mode on."""
+    """The tf_keras model of a `.keras` file that passed the gate, loaded uncompiled
+    with safe_mode on (tf_keras extracts nothing: the gate allows no assets)."""
     check_keras(path)
     import pie  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
     import tf_keras as keras
