@@ -48,8 +48,8 @@ MAX_CONFIG_BYTES = 16 << 20  # ResNet-50's config.json is 122 KB
 MAX_METADATA_BYTES = 64 << 10
 MAX_DEPTH = 100  # a layer is ~6 levels deep; nested models add ~10 each
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-ALLOWED_TEXT = ("allowed: a tf_keras .keras file of built-in layers (no Lambda), "
-                "docs/contracts.md 'Model files are data'")
+ALLOWED_TEXT = ("allowed: the zip tf_keras 2 writes, of built-in layers without Lambda "
+                "(docs/contracts.md, 'Model files are data')")
 
 LAYERS = frozenset("""
 InputLayer Dense EinsumDense Conv1D Conv2D Conv3D Conv1DTranspose Conv2DTranspose
@@ -207,8 +207,8 @@ def check_zip(path):
     size = os.path.getsize(path)
     with open(path, "rb") as handle:
         if handle.read(4) != b"PK\x03\x04":
-            raise GateError("it does not begin with a zip entry (HDF5 and other formats "
-                            "are refused: they can run code when loaded)")
+            raise GateError("it does not begin with a zip entry (an HDF5 or other file: "
+                            "those can run code when loaded)")
         try:
             archive = zipfile.ZipFile(handle)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
