@@ -335,12 +335,12 @@ def _named_problem(key, value):
 
 def check_config(config):
     """Raises GateError unless every object the config names is allowed."""
+    problem = _object_problem(config) if isinstance(config, dict) else None
+    if problem:
+        raise GateError(f"its config names {problem}")
     if not isinstance(config, dict) or config.get("class_name") not in MODELS:
         raise GateError("its config.json does not describe a model (Functional or "
                         "Sequential)")
-    problem = _object_problem(config)
-    if problem:
-        raise GateError(f"its config names {problem}")
     # The top compile_config is discarded unread (models load uncompiled).
     stack = [(key, value) for key, value in config.items() if key != "compile_config"]
     while stack:

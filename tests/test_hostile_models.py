@@ -1,0 +1,254 @@
+"""Hostile model files: refused with one line, their payload never run, on every path.
+
+Each payload is a `.keras` file an attacker could share. The code payloads write a
+canary file when they run (a Lambda of type "function" naming `builtins.eval`,
+`builtins.exec` or `os.system`, called by Keras on a constant-string input node; a
+`load_model` chain to an HDF5 model whose Lambda bytecode writes it; a config
+naming a module whose import writes it). `test_the_code_payloads_are_live` shows
+that tf_keras's own `load_model(safe_mode=True)` runs them, so the canary checks of
+the other tests mean something. The container payloads are an HDF5+zip polyglot,
+zip-slip entries (`../`, absolute) and a zip bomb (1 GiB of zeros in 1 MB).
+
+Every payload goes through `pie.models.loading` directly, then through every stage
+that loads a model (predictions, quantize, cost, informative-features,
+`--init_from` of train, import-members) in this process (the refusal is the
+stage's one error line), and one stage per payload family runs as a command.
+"""
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import pytest
+
+import pie  # noqa: F401
+from pie.io import errors
+from pie.models import loading
+
+from conftest import ROOT, error_lines
+from test_bad_input import (COST, DENSE0, FEATURES, FEATURES_OPTIONS, IMPORT, PREDICT,
+                            QUANTIZE, TRAIN, _broken_copy, _command_line, _stage, base,
+                            snapshot, tiny_models)
+
+assert base and tiny_models  # fixtures of test_bad_input, used here by name
+
+ALLOWED = ("allowed: the zip tf_keras 2 writes, of built-in layers without Lambda "
+           "(docs/contracts.md, 'Model files are data')")
+BOMB_BYTES = 1 << 30
+
+
+# ------------------------------------------------------------------ zip writing
+
+
+def zip_bytes(entries):
+    """A zip of (name, content) entries, written by hand so that duplicate, `../` and
+    absolute names stay as given; `content` is stored bytes or (deflated data, crc,
+    size)."""
+    local, central, offset = [], [], 0
+    for name, content in entries:
+        raw = name.encode()
+        if isinstance(content, tuple):
+            data, crc, size, kind = (*content, 8)
+        else:
+            data, crc, size, kind = content, zlib.crc32(content), len(content), 0
+        header = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, kind, 0, 0, crc, len(data),
+                             size, len(raw), 0) + raw
+        central.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, kind, 0, 0, crc,
+                                   len(data), size, len(raw), 0, 0, 0, 0, 0, offset) + raw)
+        local.append(header + data)
+        offset += len(header) + len(data)
+    directory = b"".join(central)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(entries), len(entries),
+                      len(directory), offset, 0)
+    return b"".join(local) + directory + end
+
+
+def deflated_zeros(size, chunk=1 << 20):
+    """(raw deflate stream, CRC-32, size) of `size` zero bytes, built from one
+    compressed chunk repeated: a full flush makes every chunk's bytes the same."""
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -15)
+    zeros = bytes(chunk)
+    block = squeeze.compress(zeros) + squeeze.flush(zlib.Z_FULL_FLUSH)
+    again = squeeze.compress(zeros) + squeeze.flush(zlib.Z_FULL_FLUSH)
+    assert again == block
+    crc = 0
+    for _ in range(size // chunk):
+        crc = zlib.crc32(zeros, crc)
+    return block * (size // chunk) + squeeze.flush(), crc, size
+
+
+# ---------------------------------------------------------------------- payloads
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    """{entry: bytes} of a plain functional tf_keras model (digits: 8x8x1, 10 classes)
+    and an HDF5 model whose Lambda bytecode writes the canary given at build time."""
+    import tf_keras as keras
+    folder = tmp_path_factory.mktemp("plain")
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+    model.save(str(folder / "model.keras"))
+    import zipfile
+    with zipfile.ZipFile(folder / "model.keras") as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def _lambda(function, module, constant, arguments=None):
+    """A Lambda layer of type "function" called on a constant input node."""
+    return {"module": "keras.layers", "class_name": "Lambda", "registered_name": None,
+            "name": "payload", "config": {
+                "name": "payload", "trainable": True, "dtype": "float32",
+                "function": {"module": module, "class_name": "function", "config": function,
+                             "registered_name": "function"},
+                "function_type": "function", "module": module, "output_shape": None,
+                "output_shape_type": "raw", "output_shape_module": None,
+                "arguments": arguments or {}},
+            "inbound_nodes": [[["_CONSTANT_VALUE", -1, constant, {}]]]}
+
+
+def _writes(canary):
+    return f"__import__('pathlib').Path({str(canary)!r}).write_text('ran')"
+
+
+def _config(plain, edit):
+    config = json.loads(plain["config.json"])
+    edit(config)
+    return json.dumps(config).encode()
+
+
+def _with_config(plain, edit):
+    return zip_bytes([("metadata.json", plain["metadata.json"]),
+                      ("config.json", _config(plain, edit)),
+                      ("model.weights.h5", plain["model.weights.h5"])])
+
+
+def _add_layer(layer):
+    return lambda config: config["config"]["layers"].append(layer)
+
+
+def _hdf5_lambda_model(path, canary):
+    """An HDF5 model whose Lambda bytecode writes `canary` when the model is built."""
+    import tf_keras as keras
+    action = eval(f"lambda x: ({_writes(canary)}, x)[1]")
+    keras.Sequential([keras.layers.Input((3,)), keras.layers.Lambda(action),
+                      keras.layers.Dense(2)]).save(str(path))
+    os.remove(canary)  # building it ran the lambda once
+    return path
+
+
+def _dense_activation(function_ref):
+    def edit(config):
+        config["config"]["layers"][-1]["config"]["activation"] = function_ref
+    return edit
+
+
+def _module(folder, name):
+    """A module `name` in `folder` whose import writes the canary."""
+    (folder / f"{name}.py").write_text(
+        f"{_writes(folder.parent / 'canary' / 'ran')}\nclass Evil:\n    pass\n")
+    return name
+
+
+# name: (family, builder(plain, folder) -> bytes, the problem in the error line)
+# `folder` holds `canary/` (which must stay empty) and the payloads' helper files.
+PAYLOADS = {
+    "lambda-eval": ("code", lambda p, f: _with_config(p, _add_layer(_lambda(
+        "eval", "builtins", _writes(f / "canary" / "ran")))),
+        "its config names a Lambda layer (Lambda layers hold code)"),
+    "lambda-exec": ("code", lambda p, f: _with_config(p, _add_layer(_lambda(
+        "exec", "builtins", _writes(f / "canary" / "ran")))),
+        "its config names a Lambda layer (Lambda layers hold code)"),
+    "lambda-os-system": ("code", lambda p, f: _with_config(p, _add_layer(_lambda(
+        "system", "os", f"touch {f / 'canary' / 'ran'}"))),
+        "its config names a Lambda layer (Lambda layers hold code)"),
+    "activation-os-system": ("code", lambda p, f: _with_config(p, _dense_activation(
+        {"module": "os", "class_name": "function", "config": "system",
+         "registered_name": "function"})), "its config names function os.system"),
+    "load-model-chain": ("code", lambda p, f: _with_config(p, _add_layer(_lambda(
+        "load_model", "keras.models",
+        str(_hdf5_lambda_model(f / "inner.h5", f / "canary" / "ran")),
+        arguments={"safe_mode": False}))),
+        "its config names a Lambda layer (Lambda layers hold code)"),
+    "load-model-activation": ("code", lambda p, f: _with_config(p, _dense_activation(
+        {"module": "keras.models", "class_name": "function", "config": "load_model",
+         "registered_name": "function"})), "its config names function keras.models.load_model"),
+    "module-import": ("code", lambda p, f: _with_config(p, lambda config: config.update(
+        module=_module(f / "modules", "hostile_canary_module"), class_name="Evil")),
+        "its config names class Evil of module hostile_canary_module"),
+    "initializer-module": ("code", lambda p, f: _with_config(p, lambda config: config[
+        "config"]["layers"][-1]["config"].update(kernel_initializer={
+            "module": _module(f / "modules", "hostile_canary_init"), "class_name": "Evil",
+            "config": {}, "registered_name": None})),
+        "its config names class Evil of module hostile_canary_init"),
+    "constant-node": ("code", lambda p, f: _with_config(p, lambda config: config["config"][
+        "layers"][-1].update(inbound_nodes=[[["_CONSTANT_VALUE", -1, "x", {}]]])),
+        "its config names a constant input node (_CONSTANT_VALUE): inputs come from "
+        "layers only"),
+    "hdf5-then-zip": ("polyglot", lambda p, f: (_hdf5_lambda_model(
+        f / "inner.h5", f / "canary" / "ran").read_bytes() + _with_config(p, lambda c: None)),
+        "it does not begin with a zip entry (an HDF5 or other file: those can run code "
+        "when loaded)"),
+    "zip-then-hdf5": ("polyglot", lambda p, f: _with_config(p, lambda c: None) + (
+        _hdf5_lambda_model(f / "inner.h5", f / "canary" / "ran").read_bytes()),
+        "bytes follow its zip end record (a zip comment or appended data)"),
+    "zip-slip-dotdot": ("zip-slip", lambda p, f: zip_bytes(
+        [*p.items(), ("../canary/ran", b"escaped")]),
+        "it holds an entry outside the archive ('../canary/ran')"),
+    "zip-slip-absolute": ("zip-slip", lambda p, f: zip_bytes(
+        [*p.items(), (str(f / "canary" / "ran"), b"escaped")]),
+        "it holds an entry outside the archive ('{F}/canary/ran')"),
+    # zipfile (and so tf_keras) reads the last of two entries of one name.
+    "duplicate-config": ("zip-slip", lambda p, f: zip_bytes([*p.items(), (
+        "config.json", _config(p, _add_layer(_lambda(
+            "eval", "builtins", _writes(f / "canary" / "ran")))))]),
+        "it holds entry 'config.json' twice"),
+    "zip-bomb": ("bomb", lambda p, f: zip_bytes(
+        [("metadata.json", p["metadata.json"]), ("config.json", p["config.json"]),
+         ("model.weights.h5", BOMB)]),
+        f"entry 'model.weights.h5' unpacks {BOMB_BYTES} bytes from {{size}} (over 100 "
+        "times: a zip bomb)"),
+}
+BOMB = None  # built once, by the `payload` fixture
+
+
+@pytest.fixture
+def payload(request, plain, tmp_path):
+    """(file bytes, the expected problem, folder of canary/ and helper files)."""
+    global BOMB
+    name = request.param
+    family, build, problem = PAYLOADS[name]
+    folder = tmp_path / "outside"
+    (folder / "canary").mkdir(parents=True)
+    (folder / "modules").mkdir()
+    if family == "bomb" and BOMB is None:
+        BOMB = deflated_zeros(BOMB_BYTES)
+    content = build(plain, folder)
+    size = len(BOMB[0]) if family == "bomb" else 0
+    problem = problem.replace("{F}", str(folder)).replace("{size}", str(size))
+    return content, problem, folder
+
+
+def _expected(path, problem):
+    return f"model file {path} is refused: {problem}; {ALLOWED}"
+
+
+def _canary_untouched(folder):
+    assert os.listdir(folder / "canary") == [], "a payload ran"
+
+
+@pytest.mark.parametrize("payload", list(PAYLOADS), indirect=True)
+def test_loading_refuses_each_payload_in_one_line(payload, monkeypatch):
+    content, problem, folder = payload
+    monkeypatch.syspath_prepend(str(folder / "modules"))
+    path = str(folder / "model.keras")
+    with open(path, "wb") as handle:
+        handle.write(content)
+    for load in (loading.check, loading.check_keras, loading.load_keras):
+        with pytest.raises(loading.ModelError) as error:
+            load(path)
+        assert str(error.value) == _expected(path, problem)
+    _canary_untouched(folder)
+    assert not [name for name in sys.modules if name.startswith("hostile_canary")]
