@@ -252,3 +252,161 @@ def test_loading_refuses_each_payload_in_one_line(payload, monkeypatch):
         assert str(error.value) == _expected(path, problem)
     _canary_untouched(folder)
     assert not [name for name in sys.modules if name.startswith("hostile_canary")]
+
+
+LIVE = ["lambda-eval", "lambda-exec", "lambda-os-system", "module-import"]
+
+
+def test_the_code_payloads_are_live(plain, tmp_path, monkeypatch):
+    """tf_keras's own load_model (safe_mode on, no gate) runs each code payload: the
+    canary checks of the other tests mean something."""
+    import tf_keras as keras
+    ran = {}
+    for name in LIVE:
+        folder = tmp_path / name
+        (folder / "canary").mkdir(parents=True)
+        (folder / "modules").mkdir()
+        (folder / "model.keras").write_bytes(PAYLOADS[name][1](plain, folder))
+        monkeypatch.syspath_prepend(str(folder / "modules"))
+        try:
+            keras.models.load_model(str(folder / "model.keras"), compile=False,
+                                    safe_mode=True)
+        except Exception:  # noqa: BLE001  (the payload ran before the load failed)
+            pass
+        ran[name] = os.listdir(folder / "canary")
+    monkeypatch.delitem(sys.modules, "hostile_canary_module")
+    assert ran == {name: ["ran"] for name in LIVE}
+
+
+# ------------------------------------------------------------------------ stages
+
+STAGE_OPTIONS = {
+    PREDICT: {}, QUANTIZE: {"modes": "float16"}, COST: {"repeats": 1, "warmup": 0},
+    FEATURES: FEATURES_OPTIONS,
+    TRAIN: {"init_from": f"{{W}}/{DENSE0}/model.keras", "seeds": 1, "dataset": "digits"},
+    IMPORT: {"models": f"{{W}}/{DENSE0}/model.keras", "method": "imported"},
+}
+
+
+def _hostile_workdir(base, tiny_models, tmp_path, content, stage):
+    """A copy of the base workdir whose dense_0_seed0 model file is `content`."""
+    def breaker(workdir, _models):
+        with open(os.path.join(workdir, DENSE0, "model.keras"), "wb") as handle:
+            handle.write(content)
+    return _broken_copy(base, tiny_models, tmp_path, breaker, STAGE_OPTIONS[stage])
+
+
+def _assert_refusal(message, workdir, problem):
+    expected = _expected(f"{workdir}/{DENSE0}/model.keras", problem)
+    assert message in (expected, "manifest member dense_0_seed0: " + expected), message
+
+
+@pytest.mark.parametrize("stage", list(STAGE_OPTIONS), ids=lambda s: s.split(".")[-1])
+@pytest.mark.parametrize("payload", list(PAYLOADS), indirect=True)
+def test_every_stage_refuses_each_payload(base, tiny_models, tmp_path, payload, stage,
+                                          monkeypatch):
+    content, problem, folder = payload
+    monkeypatch.syspath_prepend(str(folder / "modules"))
+    workdir, options, before = _hostile_workdir(base, tiny_models, tmp_path, content, stage)
+    with pytest.raises(errors.InputError) as raised:
+        _stage(stage)(workdir, **options)
+    _assert_refusal(str(raised.value), workdir, problem)
+    _canary_untouched(folder)
+    assert snapshot(str(tmp_path)) == before
+
+
+# One stage command per payload family: the refusal is the command's one error line.
+# (cost and informative-features refuse before TensorFlow loads: a second each.)
+COMMANDS = [("lambda-os-system", COST), ("module-import", FEATURES),
+            ("hdf5-then-zip", COST), ("zip-slip-dotdot", FEATURES), ("zip-bomb", COST)]
+
+
+def _run_command(stage, options, pythonpath):
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join([ROOT, pythonpath]))
+    return subprocess.run([sys.executable, "-m", stage, *_command_line(stage, options)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("payload, stage", [(name, stage) for name, stage in COMMANDS],
+                         indirect=["payload"], ids=[name for name, _ in COMMANDS])
+def test_a_stage_command_refuses_each_family(base, tiny_models, tmp_path, payload, stage):
+    content, problem, folder = payload
+    workdir, options, before = _hostile_workdir(base, tiny_models, tmp_path, content, stage)
+    result = _run_command(stage, dict(workdir=workdir, **options), str(folder / "modules"))
+    lines = error_lines(result)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("error: ")
+    _assert_refusal(lines[0][len("error: "):], workdir, problem)
+    _canary_untouched(folder)
+    assert snapshot(str(tmp_path)) == before
+
+
+# ------------------------------------------------------------------------ Keras 3
+
+_SAVE_KERAS3 = r"""
+import sys
+import keras
+inputs = keras.Input((8, 8, 1))
+model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+model.save(sys.argv[1])
+print(keras.__version__)
+"""
+
+
+@pytest.fixture(scope="module")
+def keras3_file(tmp_path_factory):
+    """(bytes, version) of a model saved by Keras 3, as `keras` saves by default with
+    TensorFlow 2.21 (a child: `import pie` selects tf_keras for this process)."""
+    path = tmp_path_factory.mktemp("keras3") / "model.keras"
+    env = {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
+    done = subprocess.run([sys.executable, "-c", _SAVE_KERAS3, str(path)], env=dict(
+        env, KERAS_BACKEND="tensorflow"), cwd=str(path.parent), capture_output=True,
+        text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    version = done.stdout.strip().splitlines()[-1]
+    assert version.startswith("3.")
+    return path.read_bytes(), version
+
+
+def _keras3_line(path, version):
+    return (f"model file {path} was saved by Keras 3 ({version}); this toolkit reads "
+            "tf_keras 2 files: build the model with tf_keras (import tf_keras as keras) "
+            "and save it with model.save('model.keras')")
+
+
+def test_a_keras3_file_is_one_short_line(keras3_file, tmp_path):
+    content, version = keras3_file
+    path = tmp_path / "model.keras"
+    path.write_bytes(content)
+    with pytest.raises(loading.ModelError) as error:
+        loading.load_keras(str(path))
+    assert str(error.value) == _keras3_line(path, version)
+    assert len(str(error.value)) <= 300
+    deep = tmp_path.joinpath(*["a-long-folder-name-" + "x" * 40] * 4)
+    deep.mkdir(parents=True)
+    (deep / "model.keras").write_bytes(content)
+    with pytest.raises(loading.ModelError) as error:
+        loading.check(str(deep / "model.keras"))
+    assert str(error.value) == _keras3_line("model.keras", version)  # too long with the path
+
+
+@pytest.mark.parametrize("stage", [PREDICT, TRAIN, IMPORT], ids=lambda s: s.split(".")[-1])
+def test_stages_name_a_keras3_file(base, tiny_models, tmp_path, keras3_file, stage):
+    content, version = keras3_file
+    workdir, options, before = _hostile_workdir(base, tiny_models, tmp_path, content, stage)
+    with pytest.raises(errors.InputError) as raised:
+        _stage(stage)(workdir, **options)
+    expected = _keras3_line(f"{workdir}/{DENSE0}/model.keras", version)
+    assert str(raised.value) in (expected, "manifest member dense_0_seed0: " + expected)
+    assert snapshot(str(tmp_path)) == before
+
+
+def test_the_cost_command_names_a_keras3_file(base, tiny_models, tmp_path, keras3_file):
+    content, version = keras3_file
+    workdir, options, before = _hostile_workdir(base, tiny_models, tmp_path, content, COST)
+    result = _run_command(COST, dict(workdir=workdir, **options), str(tmp_path))
+    assert result.returncode == 2 and error_lines(result) == [
+        "error: manifest member dense_0_seed0: "
+        + _keras3_line(f"{workdir}/{DENSE0}/model.keras", version)], result.stderr[-2000:]
+    assert snapshot(str(tmp_path)) == before
