@@ -145,6 +145,17 @@ def _dense_activation(function_ref):
     return edit
 
 
+def _rewire(inbound):
+    """The output layer renamed 'rewired', its input the `inbound(name)` nodes."""
+    def edit(config):
+        layers = config["config"]["layers"]
+        layers[-2]["name"] = layers[-2]["config"]["name"] = "flatten_in"
+        layers[-1]["name"] = layers[-1]["config"]["name"] = "rewired"
+        layers[-1]["inbound_nodes"] = inbound("rewired")
+        config["config"]["output_layers"] = [["rewired", 0, 0]]
+    return edit
+
+
 def _module(folder, name):
     """A module `name` in `folder` whose import writes the canary."""
     (folder / f"{name}.py").write_text(
@@ -187,6 +198,12 @@ PAYLOADS = {
         "layers"][-1].update(inbound_nodes=[[["_CONSTANT_VALUE", -1, "x", {}]]])),
         "its config names a constant input node (_CONSTANT_VALUE): inputs come from "
         "layers only"),
+    # tf_keras processes nodes until none is left: these would never end.
+    "graph-cycle": ("graph", lambda p, f: _with_config(p, _rewire(lambda name: [[[
+        name, 0, 0, {}]]])), "layer 'rewired' feeds itself (a cycle in the graph)"),
+    "graph-missing-node": ("graph", lambda p, f: _with_config(p, _rewire(lambda name: [[[
+        "flatten_in", 5, 0, {}]]])),
+        "layer 'rewired' names a layer, node or tensor that does not exist"),
     "hdf5-then-zip": ("polyglot", lambda p, f: (_hdf5_lambda_model(
         f / "inner.h5", f / "canary" / "ran").read_bytes() + _with_config(p, lambda c: None)),
         "it does not begin with a zip entry (an HDF5 or other file: those can run code "

@@ -333,6 +333,78 @@ def _named_problem(key, value):
     return None
 
 
+MAX_TENSOR_INDEX = 1024
+
+
+def _is_index(value, bound=None):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0 and (
+        bound is None or value < bound)
+
+
+def _check_graph(model):
+    """A functional model's nodes name its own layers, by indices that exist, with
+    plain-valued arguments, and form no cycle: tf_keras rebuilds the graph by
+    processing nodes until none is left, so a node that can never be processed
+    (a missing layer, index or a cycle) would loop forever."""
+    layers = model.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
+        raise GateError("its config has a model without a list of layers")
+    names = [layer.get("name") for layer in layers]
+    if not all(isinstance(name, str) for name in names) or len(set(names)) != len(names):
+        raise GateError("its config has a model whose layer names are missing or repeated")
+    nodes = {}
+    for layer in layers:
+        inbound = layer.get("inbound_nodes", [])
+        if not isinstance(inbound, list):
+            raise GateError(f"layer {layer['name']!r} has inbound_nodes that are not a list")
+        nodes[layer["name"]] = inbound
+    count = {name: max(1, len(inbound)) for name, inbound in nodes.items()}
+
+    def reference(entry, where):
+        if not (isinstance(entry, list) and len(entry) in (3, 4) and entry[0] in count
+                and _is_index(entry[1], count.get(entry[0]))
+                and _is_index(entry[2], MAX_TENSOR_INDEX)):
+            raise GateError(f"{where} names a layer, node or tensor that does not exist")
+        if len(entry) == 4 and not (isinstance(entry[3], dict) and all(
+                value is None or isinstance(value, (bool, int, float, str))
+                for value in entry[3].values())):
+            raise GateError(f"{where} passes arguments that are not plain values")
+        return entry[0]
+
+    edges = {}
+    for name, inbound in nodes.items():
+        for node in inbound:
+            if not isinstance(node, list) or not node:
+                raise GateError(f"layer {name!r} has an inbound node that is not a list")
+            edges.setdefault(name, set()).update(
+                reference(entry, f"layer {name!r}") for entry in node)
+    for key in ("input_layers", "output_layers"):
+        entries = model.get(key)
+        if not isinstance(entries, list) or not entries:
+            raise GateError(f"its config has a model without {key}")
+        if len(entries) == 3 and isinstance(entries[0], str):
+            entries = [entries]  # a single tensor is saved unwrapped
+        for entry in entries:
+            reference(entry, key)
+    state = {}  # layers on the current path: 1; done: 2
+    for start in nodes:
+        stack = [(start, iter(edges.get(start, ())))]
+        state[start] = state.get(start) or 1
+        if state[start] == 2:
+            continue
+        while stack:
+            name, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                state[name] = 2
+                stack.pop()
+            elif state.get(child) == 1:
+                raise GateError(f"layer {child!r} feeds itself (a cycle in the graph)")
+            elif child not in state:
+                state[child] = 1
+                stack.append((child, iter(edges.get(child, ()))))
+
+
 def check_config(config):
     """Raises GateError unless every object the config names is allowed."""
     problem = _object_problem(config) if isinstance(config, dict) else None
@@ -341,6 +413,10 @@ def check_config(config):
     if not isinstance(config, dict) or config.get("class_name") not in MODELS:
         raise GateError("its config.json does not describe a model (Functional or "
                         "Sequential)")
+    graphs = []  # functional models' configs, checked once every object is known
+    if config.get("class_name") in ("Functional", "Model") and isinstance(
+            config.get("config"), dict) and "layers" in config["config"]:
+        graphs.append(config["config"])
     # The top compile_config is discarded unread (models load uncompiled).
     stack = [(key, value) for key, value in config.items() if key != "compile_config"]
     while stack:
@@ -359,6 +435,10 @@ def check_config(config):
             problem = _object_problem(node)
             if problem:
                 raise GateError(f"its config names {problem}")
+            inner = node.get("config")
+            if node["class_name"] in ("Functional", "Model") and isinstance(inner, dict) \
+                    and "layers" in inner:
+                graphs.append(inner)
         for child_key, child in node.items():
             if child_key in CODE_KEYS:
                 raise GateError(f"its config holds code ({child_key!r})")
@@ -371,6 +451,8 @@ def check_config(config):
             if problem:
                 raise GateError(f"its config names {problem}")
             stack.append((child_key, child))
+    for graph in graphs:
+        _check_graph(graph)
 
 
 def check(path):

@@ -325,6 +325,16 @@ def _run_probe(path, num_threads):
                 interpreter.get_tensor(output["index"])
 
 
+def _reason(error, path):
+    """The first line of an error, without the path a loading.ModelError starts with
+    (the parent names the file itself)."""
+    line = _first_line(error)
+    for start in (f"cannot run TFLite model {path}: ", f"cannot open TFLite model {path}: "):
+        while line.startswith(start):
+            line = line[len(start):]
+    return line
+
+
 def _send(proto, status, text=""):
     proto.write(f"{status} {text}".rstrip().replace("\n", " ").encode() + b"\n")
     proto.flush()
@@ -339,7 +349,7 @@ def main(argv):
         try:
             _run_probe(path, threads)
         except Exception as error:  # noqa: BLE001  (every refusal is an answer)
-            _send(proto, "error", _first_line(error))
+            _send(proto, "error", _reason(error, path))
             return 0
         _send(proto, "ok")
         return 0
@@ -348,7 +358,7 @@ def main(argv):
         details = {"inputs": _details_to_json(member.interpreter.get_input_details()),
                    "outputs": _details_to_json(member.interpreter.get_output_details())}
     except Exception as error:  # noqa: BLE001
-        _send(proto, "error", _first_line(error))
+        _send(proto, "error", _reason(error, path))
         return 0
     _send(proto, "ok", json.dumps(details))
     stdin = sys.stdin.buffer
@@ -364,7 +374,7 @@ def main(argv):
                                  f"{len(details['outputs'])} outputs; a member has one of each")
             out = member.logits(inputs, int(request["batch_size"]))
         except Exception as error:  # noqa: BLE001
-            _send(proto, "error", _first_line(error))
+            _send(proto, "error", _reason(error, path))
             continue
         _send(proto, "ok", "array")
         write_array(proto, out)
