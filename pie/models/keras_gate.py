@@ -341,6 +341,14 @@ def _is_index(value, bound=None):
         bound is None or value < bound)
 
 
+def _starts_with_input(layer):
+    inner = layer.get("config")
+    return (layer.get("class_name") in MODELS and isinstance(inner, dict)
+            and isinstance(inner.get("layers"), list) and bool(inner["layers"])
+            and isinstance(inner["layers"][0], dict)
+            and inner["layers"][0].get("class_name") == "InputLayer")
+
+
 def _check_graph(model):
     """A functional model's nodes name its own layers, by indices that exist, with
     plain-valued arguments, and form no cycle: tf_keras rebuilds the graph by
@@ -358,12 +366,17 @@ def _check_graph(model):
         if not isinstance(inbound, list):
             raise GateError(f"layer {layer['name']!r} has inbound_nodes that are not a list")
         nodes[layer["name"]] = inbound
+    # Node indices a config may name: a nested model built on an Input layer has
+    # an inner node of its own, which the config does not list, so its listed nodes
+    # are 1..n (tf_keras's `_should_skip_first_node`); an Input layer has node 0.
+    first = {layer["name"]: int(_starts_with_input(layer)) for layer in layers}
     count = {name: max(1, len(inbound)) for name, inbound in nodes.items()}
 
     def reference(entry, where):
-        if not (isinstance(entry, list) and len(entry) in (3, 4) and entry[0] in count
-                and _is_index(entry[1], count.get(entry[0]))
-                and _is_index(entry[2], MAX_TENSOR_INDEX)):
+        name = entry[0] if isinstance(entry, list) and entry else None
+        if not (isinstance(entry, list) and len(entry) in (3, 4) and name in count
+                and _is_index(entry[1], first[name] + count[name])
+                and entry[1] >= first[name] and _is_index(entry[2], MAX_TENSOR_INDEX)):
             raise GateError(f"{where} names a layer, node or tensor that does not exist")
         if len(entry) == 4 and not (isinstance(entry[3], dict) and all(
                 value is None or isinstance(value, (bool, int, float, str))
