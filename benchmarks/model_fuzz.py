@@ -34,6 +34,7 @@ Last line: `native_crashes=<n> uncaught=<n>`.
 """
 import argparse
 import collections
+import concurrent.futures
 import io
 import json
 import os
@@ -42,6 +43,7 @@ import selectors
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 
@@ -444,26 +446,33 @@ def run_batch(paths, timeout_s, report):
         os.unlink(handle.name)
 
 
-def fuzz(tflite_count, keras_count, seed, timeout_s, folder, log=print):
+def fuzz(tflite_count, keras_count, seed, timeout_s, folder, workers=2, log=print):
     """Builds and runs the mutants; returns a Counter of outcomes (and `contained`)."""
     rng = random.Random(seed)
     seeds = seed_models(folder)
     files = tflite_mutants(seeds[".tflite"], tflite_count, folder, rng) \
         + keras_mutants(seeds[".keras"], keras_count, folder, rng)
-    counts = collections.Counter()
+    counts, lock = collections.Counter(), threading.Lock()
 
     def report(path, outcome, text):
-        counts[outcome] += 1
-        counts[f"{os.path.splitext(path)[1][1:]}_{outcome}"] += 1
-        if "crashed on it" in text:
-            counts["contained"] += 1
-        if outcome in ("uncaught", "native_crash", "hung"):
-            log(f"{outcome}: {os.path.basename(path)}: {text}")
+        with lock:
+            counts[outcome] += 1
+            counts[f"{os.path.splitext(path)[1][1:]}_{outcome}"] += 1
+            if "crashed on it" in text:
+                counts["contained"] += 1
+            if outcome in ("uncaught", "native_crash", "hung"):
+                log(f"{outcome}: {os.path.basename(path)}: {text}")
 
-    for start in range(0, len(files), BATCH):
+    def batch(start):
         run_batch(files[start:start + BATCH], timeout_s, report)
-        log(f"{min(start + BATCH, len(files))}/{len(files)} files: "
-            + ", ".join(f"{key}={value}" for key, value in sorted(counts.items())))
+        with lock:
+            log(f"batch of files {start}..{min(start + BATCH, len(files)) - 1} done: "
+                + ", ".join(f"{key}={value}" for key, value in sorted(counts.items())))
+
+    # Batches run side by side; each file is still alone in its batch child, so a
+    # crash is always the file's.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(batch, range(0, len(files), BATCH)))
     return counts
 
 
@@ -474,14 +483,18 @@ def main():
     parser.add_argument("--seed", type=int, default=0, help="mutation seed")
     parser.add_argument("--timeout_s", type=float, default=60,
                         help="seconds one file may take before it counts as hung")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="batch child processes run side by side")
     parser.add_argument("--keep", default="", help="folder to keep the files in")
     args = parser.parse_args()
     if args.tflite < 0 or args.keras < 0 or args.tflite + args.keras == 0:
         parser.error("--tflite and --keras must be non-negative, not both 0")
+    if args.workers < 1 or args.timeout_s <= 0:
+        parser.error("--workers must be at least 1 and --timeout_s positive")
     started = time.time()
     folder = args.keep or tempfile.mkdtemp(prefix="model_fuzz_")
     os.makedirs(folder, exist_ok=True)
-    counts = fuzz(args.tflite, args.keras, args.seed, args.timeout_s, folder)
+    counts = fuzz(args.tflite, args.keras, args.seed, args.timeout_s, folder, args.workers)
     total = args.tflite + args.keras
     print(f"{total} files ({args.tflite} .tflite, {args.keras} .keras) in "
           f"{time.time() - started:.0f} s: ran={counts['ran']} refused={counts['refused']} "
