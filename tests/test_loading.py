@@ -284,3 +284,22 @@ def test_pruned_quantized_and_nested_models_pass_the_gate_and_load(tmp_path):
         np.testing.assert_allclose(
             loading.load_keras(str(tmp_path / f"{name}.keras")).predict(inputs, verbose=0),
             models[name].predict(inputs, verbose=0), rtol=1e-6, atol=1e-6)
+
+
+def test_model_fuzz_smoke(tflite_file, tmp_path):
+    """A few mutants of benchmarks/model_fuzz.py through its batch child (TFLite
+    member in a child, then the cost stage's timing in the batch child): every file
+    ran or was refused in one line; none crashed the batch child, none was uncaught."""
+    import random
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import model_fuzz
+    finally:
+        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+    files = model_fuzz.tflite_mutants([tflite_file], 6, str(tmp_path), random.Random(3))
+    outcomes = {}
+    model_fuzz.run_batch(files + [tflite_file], 120,
+                         lambda path, outcome, text: outcomes.setdefault(path, outcome))
+    assert outcomes[tflite_file] == "ran"
+    assert set(outcomes) == set(files + [tflite_file])
+    assert set(outcomes.values()) <= {"ran", "refused"}, outcomes
