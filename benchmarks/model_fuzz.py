@@ -460,7 +460,7 @@ def fuzz(tflite_count, keras_count, seed, timeout_s, folder, workers=2, log=prin
             counts[f"{os.path.splitext(path)[1][1:]}_{outcome}"] += 1
             if "crashed on it" in text:
                 counts["contained"] += 1
-            if outcome in ("uncaught", "native_crash", "hung"):
+            if outcome in ("uncaught", "native_crash", "hung") or "crashed on it" in text:
                 log(f"{outcome}: {os.path.basename(path)}: {text}")
 
     def batch(start):

@@ -312,7 +312,7 @@ def _object_problem(node):
         return f"a {class_name} object (constants and code are not read from configs)"
     if class_name == "function":
         name = node.get("config")
-        if module in FUNCTION_MODULES and name in ACTIVATIONS:
+        if module in FUNCTION_MODULES and isinstance(name, str) and name in ACTIVATIONS:
             return None
         return f"function {module}.{name}" if module else f"function {name!r}"
     if class_name in ("Lambda", "TFOpLambda", "SlicingOpLambda"):
@@ -374,7 +374,8 @@ def _check_graph(model):
 
     def reference(entry, where):
         name = entry[0] if isinstance(entry, list) and entry else None
-        if not (isinstance(entry, list) and len(entry) in (3, 4) and name in count
+        if not (isinstance(entry, list) and len(entry) in (3, 4) and isinstance(name, str)
+                and name in count
                 and _is_index(entry[1], first[name] + count[name])
                 and entry[1] >= first[name] and _is_index(entry[2], MAX_TENSOR_INDEX)):
             raise GateError(f"{where} names a layer, node or tensor that does not exist")
@@ -476,4 +477,8 @@ def check(path):
     version = _keras3_version(metadata, config)
     if version:
         raise Keras3Error(version)
-    check_config(config)
+    try:
+        check_config(config)
+    except (TypeError, KeyError, AttributeError, IndexError) as error:
+        # Fails closed: a shape of config the checks did not foresee is refused.
+        raise GateError(f"its config.json has an unexpected shape ({type(error).__name__})")
