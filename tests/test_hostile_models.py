@@ -198,6 +198,22 @@ PAYLOADS = {
         "layers"][-1].update(inbound_nodes=[[["_CONSTANT_VALUE", -1, "x", {}]]])),
         "its config names a constant input node (_CONSTANT_VALUE): inputs come from "
         "layers only"),
+    "tfoplambda": ("code", lambda p, f: _with_config(p, _add_layer({
+        "module": "keras.layers", "class_name": "TFOpLambda", "registered_name": None,
+        "name": "tf.io.write_file", "config": {"name": "tf.io.write_file",
+                                               "function": "io.write_file"},
+        "inbound_nodes": []})),
+        "its config names a TFOpLambda layer (Lambda layers hold code)"),
+    "numpy-object": ("code", lambda p, f: _with_config(p, lambda config: config["config"][
+        "layers"][-1]["config"].update(kernel_initializer={
+            "class_name": "__numpy__", "config": {"value": [1.0], "dtype": "float32"}})),
+        "its config names a __numpy__ object (constants and code are not read from "
+        "configs)"),
+    "activation-by-name": ("code", lambda p, f: _with_config(p, _dense_activation(
+        "deserialize")), "its config names activation 'deserialize'"),
+    "deep-json": ("code", lambda p, f: _with_config(p, lambda config: config["config"][
+        "layers"][-1]["config"].update(deep=json.loads("[" * 150 + "]" * 150))),
+        "its config.json is nested over 100 levels"),
     # tf_keras processes nodes until none is left: these would never end.
     "graph-cycle": ("graph", lambda p, f: _with_config(p, _rewire(lambda name: [[[
         name, 0, 0, {}]]])), "layer 'rewired' feeds itself (a cycle in the graph)"),
