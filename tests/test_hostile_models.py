@@ -443,3 +443,79 @@ def test_the_cost_command_names_a_keras3_file(base, tiny_models, tmp_path, keras
         "error: manifest member dense_0_seed0: "
         + _keras3_line(f"{workdir}/{DENSE0}/model.keras", version)], result.stderr[-2000:]
     assert snapshot(str(tmp_path)) == before
+
+
+# ------------------------------------------------------- a .tflite that crashes
+
+
+@pytest.fixture(scope="module")
+def crashing_tflite(tmp_path_factory):
+    """A well-formed .tflite (it passes the loader's checks) whose input is a constant
+    tensor: writing the input writes into the read-only model, a SIGSEGV in LiteRT
+    (found by benchmarks/model_fuzz.py)."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+    import flatbuffers
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    schema = loading.tflite_schema()
+    parsed = schema.ModelT.InitFromPackedBuf(
+        tf.lite.TFLiteConverter.from_keras_model(model).convert(), 0)
+    graph = parsed.subgraphs[0]
+    # The Flatten's target shape: an int32 constant, made one element long.
+    constant = next(index for index, tensor in enumerate(graph.tensors) if tensor.type == 2
+                    and parsed.buffers[tensor.buffer].data is not None)
+    graph.inputs = np.array([constant], np.int32)
+    graph.tensors[constant].shape = np.array([1], np.int32)
+    graph.tensors[constant].shapeSignature = None
+    buffer = parsed.buffers[graph.tensors[constant].buffer]
+    buffer.data = np.array(buffer.data[:4], np.uint8)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(parsed.Pack(builder), file_identifier=b"TFL3")
+    path = tmp_path_factory.mktemp("crash") / "model.tflite"
+    path.write_bytes(bytes(builder.Output()))
+    return path
+
+
+def test_a_crashing_tflite_costs_one_line_not_the_process(crashing_tflite):
+    import numpy as np
+    from pie.models import predict
+    path = str(crashing_tflite)
+    loading.check(path)  # well-formed: the flatbuffer checks pass
+    raw = subprocess.run([sys.executable, "-c",  # the runtime alone, in a child
+                          "import sys, numpy as np\n"
+                          "from ai_edge_litert.interpreter import Interpreter\n"
+                          "i = Interpreter(model_path=sys.argv[1]); i.allocate_tensors()\n"
+                          "d = i.get_input_details()[0]\n"
+                          "i.set_tensor(d['index'], np.zeros(d['shape'], d['dtype']))\n",
+                          path], capture_output=True, timeout=120)
+    assert raw.returncode == -11  # SIGSEGV
+    crashed = f"cannot run TFLite model {path}: the TFLite interpreter crashed on it (SIGSEGV)"
+    member = predict.TFLiteMember(path, label="manifest member m")
+    with pytest.raises(loading.ModelError) as error:
+        member.logits(np.zeros((1,), np.float32), 1)
+    assert str(error.value) == "manifest member m: " + crashed
+    with pytest.raises(loading.ModelError) as error:  # the probe before in-process use
+        loading.load_tflite(path)
+    assert str(error.value) == crashed
+
+
+def test_the_cost_command_names_a_crashing_tflite_member(base, tiny_models, tmp_path,
+                                                         crashing_tflite):
+    """cost times members in its own process, after a child survived the same run."""
+    from test_bad_input import edit_manifest
+
+    def breaker(workdir, models):  # the first member measured: before TensorFlow loads
+        with open(os.path.join(workdir, DENSE0, "model.tflite"), "wb") as handle:
+            handle.write(crashing_tflite.read_bytes())
+        edit_manifest("dense_0_seed0", model_file=f"{DENSE0}/model.tflite")(workdir, models)
+
+    workdir, options, before = _broken_copy(base, tiny_models, tmp_path, breaker,
+                                            STAGE_OPTIONS[COST])
+    result = _run_command(COST, dict(workdir=workdir, **options), str(tmp_path))
+    assert result.returncode == 2 and error_lines(result) == [
+        f"error: manifest member dense_0_seed0: cannot run TFLite model {workdir}/{DENSE0}/"
+        "model.tflite: the TFLite interpreter crashed on it (SIGSEGV)"], result.stderr[-2000:]
+    assert snapshot(str(tmp_path)) == before
