@@ -2,6 +2,7 @@ r"""Fuzzes the model loader and the paths that run a model with hostile model fi
 
     python benchmarks/model_fuzz.py                           # 420 .tflite, 180 .keras
     python benchmarks/model_fuzz.py --tflite=20 --keras=10    # a smoke run
+    python benchmarks/model_fuzz.py --overhead_images=20000   # the child's cost
 
 Seed models (tf_keras, converted by the toolkit's own converter) are mutated into
 files an attacker could hand over:
@@ -476,6 +477,31 @@ def fuzz(tflite_count, keras_count, seed, timeout_s, folder, workers=2, log=prin
     return counts
 
 
+def overhead(images, folder, repeats=3):
+    """Seconds to run `images` digits-sized images through the float seed model in
+    this process and through TFLiteMember's child (start included, and a second
+    call on the started child); best of `repeats`."""
+    import numpy as np
+    from pie.models import predict, tflite_child
+    path = seed_models(folder)[".tflite"][0]
+    inputs = np.random.default_rng(0).random((images,) + INPUT_SHAPE).astype(np.float32)
+    best = collections.defaultdict(lambda: float("inf"))
+    for _ in range(repeats):
+        started = time.perf_counter()
+        here = tflite_child.InProcessMember(path).logits(inputs, 256)
+        best["in_process"] = min(best["in_process"], time.perf_counter() - started)
+        started = time.perf_counter()
+        member = predict.TFLiteMember(path)
+        child = member.logits(inputs, 256)
+        best["child_first"] = min(best["child_first"], time.perf_counter() - started)
+        started = time.perf_counter()
+        member.logits(inputs, 256)
+        best["child_again"] = min(best["child_again"], time.perf_counter() - started)
+        member.close()
+        np.testing.assert_array_equal(here, child)
+    return best
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tflite", type=int, default=420, help="mutated .tflite files")
@@ -485,6 +511,9 @@ def main():
                         help="seconds one file may take before it counts as hung")
     parser.add_argument("--workers", type=int, default=2,
                         help="batch child processes run side by side")
+    parser.add_argument("--overhead_images", type=int, default=0,
+                        help="instead of fuzzing: time this many images in process and "
+                             "through TFLiteMember's child")
     parser.add_argument("--keep", default="", help="folder to keep the files in")
     args = parser.parse_args()
     if args.tflite < 0 or args.keras < 0 or args.tflite + args.keras == 0:
@@ -494,6 +523,13 @@ def main():
     started = time.time()
     folder = args.keep or tempfile.mkdtemp(prefix="model_fuzz_")
     os.makedirs(folder, exist_ok=True)
+    if args.overhead_images > 0:
+        best = overhead(args.overhead_images, folder)
+        print(f"{args.overhead_images} images, best of 3: in process "
+              f"{best['in_process']:.3f} s; TFLiteMember's child {best['child_first']:.3f} s "
+              f"with its start, {best['child_again']:.3f} s started")
+        print(f"child_overhead_s={best['child_first'] - best['in_process']:.3f}")
+        return 0
     counts = fuzz(args.tflite, args.keras, args.seed, args.timeout_s, folder, args.workers)
     total = args.tflite + args.keras
     print(f"{total} files ({args.tflite} .tflite, {args.keras} .keras) in "

@@ -11,10 +11,12 @@ caught in Python, so interpretation runs where a crash ends only a child:
            A crash may depend on the input values, so no probe on other inputs
            could clear the member's real run; the child runs exactly what the
            stage runs and a crash costs one error line naming the member.
-           Inputs go down a pipe as .npy, logits come back the same way. Measured
-           (benchmarks/model_fuzz.py --overhead): the child's start, about 0.2 s,
-           once per member, and the copy of inputs and outputs through the pipe
-           (about 1 GB/s here), small beside interpretation.
+           Inputs go down a pipe, logits come back the same way. Measured
+           (`python benchmarks/model_fuzz.py --overhead_images=20000`, 2 cores):
+           the child's start costs about 0.3 s once per member; the pipe adds
+           nothing measurable (20,000 digits images: 0.04 s in process, 0.03 s
+           through a started child). A probe alone would cost the same start and
+           could not clear input-dependent crashes, so the whole run goes there.
   probe    for in-process interpreters (the cost stage times `invoke` itself, where
            a pipe would distort the timing): before the parent opens a model, a
            child opens it the same way and invokes it at batch 1 and 32 on zeros
