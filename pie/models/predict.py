@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.io import records
+from pie.io import errors, records
 from pie.io.workdir import Workdir
 from pie.models import loading, tflite_child
 
@@ -33,7 +33,7 @@ class KerasMember:
         except (ValueError, TypeError, tf.errors.OpError) as error:  # the model's inputs
             prefix = f"{self.label}: " if self.label else ""
             raise loading.ModelError(f"{prefix}cannot run model {self.path}: "
-                                     f"{loading._first_line(error)}")
+                                     f"{errors.first_line(error)}")
 
 
 class TFLiteMember:
