@@ -85,7 +85,7 @@ def test_wrong_shape_or_unsafe_file_is_one_error_and_nothing_is_written(tmp_path
                                  "outputs; dataset 'digits' has inputs (8, 8, 1) and 10 classes")
     fake = tmp_path / "fake.keras"
     fake.write_bytes(b"\x89HDF\r\n\x1a\n not a zip")
-    with pytest.raises(errors.InputError, match=r"is not a zip-format \.keras file"):
+    with pytest.raises(errors.InputError, match=r"is refused: it does not begin with a zip entry"):
         import_members.run(workdir=workdir, dataset="digits", models=str(fake), method="dense")
     with pytest.raises(errors.UsageError, match=r"^--models=.*nothing\*\.keras matches no "
                        r"file$"):

@@ -118,7 +118,16 @@ TENSOR_DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.i
 def tflite_sparsity(path):
     """Share of zeros over the constant kernels of a .tflite file's conv and dense
     operators (a quantized weight counts as zero when it stores its zero point);
-    NaN when a kernel is stored sparse-encoded or in another type."""
+    NaN when a kernel is stored sparse-encoded or in another type, or when the
+    file's operators are not laid out as a converter writes them (a hostile file
+    that passed pie.models.loading's index checks)."""
+    try:
+        return _tflite_sparsity(path)
+    except (TypeError, ValueError, IndexError, AttributeError, KeyError):
+        return float("nan")
+
+
+def _tflite_sparsity(path):
     from pie.models import loading
     schema = loading.tflite_schema()
     with open(path, "rb") as handle:

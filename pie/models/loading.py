@@ -1,44 +1,34 @@
 """The one way a stage opens a model file from a workdir, which is untrusted input.
 
-A model file may come from anywhere (a shared or downloaded workdir), so nothing in
-it may run code or crash the process:
+A model file may come from anywhere (a shared or downloaded workdir): it is data.
+Nothing in it may run code, reach outside its folder, exhaust memory or crash the
+process (docs/contracts.md, "Model files are data"):
 
-  .keras   only the zip format, loaded with `safe_mode=True`: a Lambda layer's
-           bytecode is refused, never run. An HDF5 file (or anything that is not a
-           zip) named `.keras` is refused: tf_keras would load it through its
-           legacy loader, which ignores `safe_mode`.
+  .keras   read first as data by pie.models.keras_gate (the zip's entries, layout
+           and bounds; every class, function and name its config.json refers to
+           on an allowlist; no Lambda, no constant input node); only then loaded
+           with `load_model(safe_mode=True, compile=False)`. A Keras 3 file gets one
+           line saying how to save it with tf_keras.
   .tflite  checked before an interpreter sees it: the TFLite magic, then the whole
            flatbuffer parsed in Python (a truncated or corrupt file fails there, as
            an exception, not a SIGSEGV) with every index and buffer range checked.
-           LiteRT's interpreter (`ai_edge_litert`) verifies the flatbuffer again; where
-           only TensorFlow's deprecated `tf.lite.Interpreter` exists (which does not
-           verify), a child process opens the model first, so a crash stays there.
+           Then it runs in a child process (pie.models.tflite_child): a member's
+           whole interpretation, or a probe before an in-process interpreter, so a
+           native crash of the runtime costs one error line, not the stage.
   other    refused.
 
 Every failure is a `ModelError`: one `error:` line and exit 2 in a stage.
 """
 import functools
 import os
-import subprocess
 import sys
-import zipfile
 
 from pie.io import errors
+from pie.models import keras_gate
 
 KERAS_SUFFIX = ".keras"
 TFLITE_SUFFIX = ".tflite"
 TFLITE_MAGIC = b"TFL3"  # the flatbuffer file identifier, bytes 4..8
-# A child process that opens a TFLite model; exit 0 only when it could run it.
-PROBE_TIMEOUT_S = 120
-_PROBE = (
-    "import sys, numpy as np\n"
-    "from pie.models import loading\n"
-    "interpreter = loading.interpreter_class()(model_path=sys.argv[1])\n"
-    "interpreter.allocate_tensors()\n"
-    "for detail in interpreter.get_input_details():\n"
-    "    interpreter.set_tensor(detail['index'], np.zeros(detail['shape'], detail['dtype']))\n"
-    "interpreter.invoke()\n"
-)
 
 
 class ModelError(errors.ModelError):
@@ -60,20 +50,36 @@ def _check_file(path):
 # --------------------------------------------------------------------------- keras
 
 
+def _keras3_message(path, version):
+    """One line of at most 300 characters (a long path is shown by its name)."""
+    for shown in (path, os.path.basename(path)):
+        line = (f"model file {shown} was saved by Keras 3 ({version}); this toolkit reads "
+                "tf_keras 2 files: build the model with tf_keras (import tf_keras as keras) "
+                "and save it with model.save('model.keras')")
+        if len(line) <= 300:
+            return line
+    return line[:300]
+
+
 def check_keras(path):
-    """Raises ModelError unless `path` is a zip-format `.keras` file."""
+    """Raises ModelError unless `path` is a `.keras` file that passes the gate
+    (pie.models.keras_gate: the zip, its bounds, its config's allowlist)."""
     _check_file(path)
     if not path.endswith(KERAS_SUFFIX):
         raise ModelError(f"model file {path} is neither {KERAS_SUFFIX} nor {TFLITE_SUFFIX}")
-    if not zipfile.is_zipfile(path):
-        raise ModelError(
-            f"model file {path} is not a zip-format {KERAS_SUFFIX} file (HDF5 and other "
-            "formats are refused: they can run code when loaded); save it again with "
-            "model.save('model.keras')")
+    try:
+        keras_gate.check(path)
+    except keras_gate.Keras3Error as error:
+        raise ModelError(_keras3_message(path, str(error)))
+    except keras_gate.GateError as error:
+        raise ModelError(f"model file {path} is refused: {error}; {keras_gate.ALLOWED_TEXT}")
+    except OSError as error:
+        raise ModelError(f"model file {path} cannot be read ({error.strerror or error})")
 
 
 def load_keras(path):
-    """The tf_keras model of a zip `.keras` file, loaded uncompiled with safe_mode on."""
+    """The tf_keras model of a `.keras` file that passed the gate, loaded uncompiled
+    with safe_mode on (tf_keras extracts nothing: the gate allows no assets)."""
     check_keras(path)
     import pie  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
     import tf_keras as keras
@@ -162,64 +168,59 @@ def check_tflite(path):
         raise ModelError(f"model file {path} is a corrupt TFLite flatbuffer: {problem}")
 
 
-@functools.lru_cache(maxsize=256)
-def _probe(path, size, mtime_ns):
-    """Opens and runs the model in a child process; the error text, or None when it ran."""
-    del size, mtime_ns  # the cache key: a changed file is probed again
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    try:
-        done = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True,
-                              text=True, timeout=PROBE_TIMEOUT_S, env=env)
-    except subprocess.TimeoutExpired:
-        return f"opening it took over {PROBE_TIMEOUT_S} s"
-    if done.returncode == 0:
-        return None
-    if done.returncode < 0:
-        return f"the TFLite interpreter crashed on it (signal {-done.returncode})"
-    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else f"exit code {done.returncode}"
-
-
-def load_tflite(path, num_threads=None, delegates=True):
-    """A TFLite interpreter of a checked `.tflite` file (LiteRT where installed).
+def open_tflite(path, num_threads=None, delegates=True):
+    """An interpreter of a checked `.tflite` file in this process, unprobed: for the
+    child processes of pie.models.tflite_child, where a crash is contained.
 
     With `delegates`, the AUTO op resolver, which applies XNNPACK on CPU; without,
     TFLite's own kernels only (see `resize_input`).
     """
     check_tflite(path)
-    if not uses_litert():
-        stat = os.stat(path)
-        problem = _probe(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-        if problem:
-            raise ModelError(f"cannot open TFLite model {path}: {problem}")
     cls = interpreter_class()
     resolvers = sys.modules[cls.__module__].OpResolverType
     resolver = resolvers.AUTO if delegates else resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         return cls(model_path=path, num_threads=num_threads,
                    experimental_op_resolver_type=resolver)
-    except (ValueError, RuntimeError) as error:
+    except Exception as error:  # noqa: BLE001  (an untrusted file: every failure is its)
         raise ModelError(f"cannot open TFLite model {path}: {_first_line(error)}")
 
 
-def resize_input(interpreter, path, shape, num_threads=None):
+def load_tflite(path, num_threads=None, delegates=True):
+    """An interpreter of a `.tflite` file in this process, opened only after a child
+    process ran the model on the probe inputs (pie.models.tflite_child.probe:
+    batch 1 and 32, zeros and the cost stage's inputs) without crashing.
+
+    Stages that run a member on images use pie.models.predict.TFLiteMember, which
+    runs the whole interpretation in a child instead.
+    """
+    check_tflite(path)
+    from pie.models import tflite_child
+    try:
+        tflite_child.probe(path, num_threads)
+    except tflite_child.ChildError as error:
+        raise ModelError(f"cannot run TFLite model {path}: {error}")
+    return open_tflite(path, num_threads, delegates)
+
+
+def resize_input(interpreter, path, shape, num_threads=None, opener=None):
     """Resizes input 0 to `shape` and allocates; returns the interpreter to use.
 
     LiteRT's XNNPACK cannot prepare some models TFLite's own kernels run (int8
     fully-connected layers with sparse weights): such a model is opened again
-    without the delegate, and that interpreter is returned.
+    without the delegate (by `opener`, load_tflite by default), and that
+    interpreter is returned.
     """
+    opener = opener or load_tflite
     for attempt in ("delegated", "plain"):
-        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], shape)
         try:
+            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], shape)
             interpreter.allocate_tensors()
             return interpreter
-        except RuntimeError as error:
+        except Exception as error:  # noqa: BLE001  (the model's failure, not ours)
             if attempt == "plain" or "delegate" not in str(error).lower():
                 raise ModelError(f"cannot run TFLite model {path}: {_first_line(error)}")
-        interpreter = load_tflite(path, num_threads, delegates=False)
+        interpreter = opener(path, num_threads, delegates=False)
 
 
 # --------------------------------------------------------------------------- any

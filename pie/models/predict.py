@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.io import records
+from pie.io import errors, records
 from pie.io.workdir import Workdir
-from pie.models import loading
+from pie.models import loading, tflite_child
 
 TOP_K = 5
 
@@ -22,57 +22,65 @@ TOP_K = 5
 class KerasMember:
     """A saved Keras model; `logits(inputs)` runs it in batches with model.predict."""
 
-    def __init__(self, path):
+    def __init__(self, path, label=None):
+        self.path, self.label = path, label
         self.model = loading.load_keras(path)
 
     def logits(self, inputs, batch_size):
-        return self.model.predict(inputs, batch_size=batch_size, verbose=0)
+        import tensorflow as tf
+        try:
+            return self.model.predict(inputs, batch_size=batch_size, verbose=0)
+        except (ValueError, TypeError, tf.errors.OpError) as error:  # the model's inputs
+            prefix = f"{self.label}: " if self.label else ""
+            raise loading.ModelError(f"{prefix}cannot run model {self.path}: "
+                                     f"{errors.first_line(error)}")
 
 
 class TFLiteMember:
-    """A .tflite model run by LiteRT; the input tensor is resized to the batch, not run
-    per image."""
+    """A .tflite model run by LiteRT in a child process (pie.models.tflite_child), so
+    a native crash of the runtime on a hostile model is one ModelError naming the
+    member; inputs go in batches, the input tensor resized to the batch.
 
-    def __init__(self, path, num_threads=None):
-        self.path, self.num_threads = path, num_threads
-        self.interpreter = loading.load_tflite(path, num_threads=num_threads)
+    `interpreter` answers get_input_details / get_output_details as the child read
+    them; `input` and `output` are the first of each.
+    """
+
+    def __init__(self, path, num_threads=None, label=None):
+        self.path, self.label = path, label
+        self.interpreter = self._guard(lambda: self._start(num_threads))
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        self._batch = None
 
-    def _run(self, batch):
-        if self._batch != len(batch):
-            shape = [len(batch)] + list(self.input["shape"][1:])
-            self.interpreter = loading.resize_input(self.interpreter, self.path, shape,
-                                                    self.num_threads)
-            self.input = self.interpreter.get_input_details()[0]
-            self.output = self.interpreter.get_output_details()[0]
-            self._batch = len(batch)
-        scale, zero_point = self.input["quantization"]
-        if self.input["dtype"] in (np.int8, np.uint8) and scale:
-            info = np.iinfo(self.input["dtype"])
-            batch = np.clip(np.round(batch / scale + zero_point), info.min, info.max)
-        self.interpreter.set_tensor(self.input["index"], batch.astype(self.input["dtype"]))
-        self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self.output["index"])
-        scale, zero_point = self.output["quantization"]
-        if self.output["dtype"] in (np.int8, np.uint8) and scale:
-            out = (out.astype(np.float32) - zero_point) * scale
-        return out.astype(np.float32)
+    def _start(self, num_threads):
+        loading.check_tflite(self.path)
+        return tflite_child.Runner(self.path, num_threads)
+
+    def _guard(self, work):
+        """Runs `work`; a refusal or crash of the child is one line naming the member."""
+        prefix = f"{self.label}: " if self.label else ""
+        try:
+            return work()
+        except tflite_child.ChildError as error:
+            raise loading.ModelError(f"{prefix}cannot run TFLite model {self.path}: {error}")
+        except loading.ModelError as error:
+            raise loading.ModelError(f"{prefix}{error}")
 
     def logits(self, inputs, batch_size):
-        inputs = np.asarray(inputs, np.float32)
-        return np.concatenate([self._run(inputs[start:start + batch_size])
-                               for start in range(0, len(inputs), batch_size)])
+        return self._guard(lambda: self.interpreter.logits(inputs, batch_size))
+
+    def close(self):
+        self.interpreter.close()
 
 
 def load_member(workdir, row):
     """The runnable model of a manifest row (a dict or Series)."""
     path = Workdir(workdir).model_path(row)
+    label = f"manifest member {row['member_id']}"
+    if path.endswith(loading.TFLITE_SUFFIX):
+        return TFLiteMember(path, label=label)
     try:
-        if loading.kind(path) == "tflite":
-            return TFLiteMember(path)
-        return KerasMember(path)
+        loading.kind(path)
+        return KerasMember(path, label=label)
     except loading.ModelError as error:
         raise loading.ModelError(f"manifest member {row['member_id']}: {error}")
 

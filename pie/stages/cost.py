@@ -27,7 +27,7 @@ import pandas as pd
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.io import cli, records
+from pie.io import cli, errors, records
 from pie.io.workdir import QUANTIZATION_DIR, Workdir
 from pie.io.progress import Progress
 from pie.compress import quantize as pq
@@ -84,9 +84,17 @@ class KerasWeights:
 
 
 def latencies(tflite_path, repeats, warmup, num_threads):
-    timer = pq.Latency(tflite_path, num_threads=num_threads)
-    batch1 = timer.median_ms(1, repeats, warmup)
-    per_image32 = timer.median_ms(BATCH_SIZES[1], repeats, warmup) / BATCH_SIZES[1]
+    """Timed in this process, after a child survived the same inputs
+    (pie.models.loading.load_tflite); the interpreter's own refusals are bad input."""
+    try:
+        timer = pq.Latency(tflite_path, num_threads=num_threads)
+        batch1 = timer.median_ms(1, repeats, warmup)
+        per_image32 = timer.median_ms(BATCH_SIZES[1], repeats, warmup) / BATCH_SIZES[1]
+    except (RuntimeError, ValueError, TypeError) as error:
+        if isinstance(error, errors.InputError):
+            raise
+        raise loading.ModelError(f"cannot time TFLite model {tflite_path}: "
+                                 f"{errors.first_line(error)}")
     return batch1, per_image32
 
 
@@ -166,7 +174,11 @@ def execute(settings):
     rows = list(kept.values())
     for row in todo:
         started = time.time()
-        cost = measure(workdir, row, weights, settings.repeats, settings.warmup, settings.num_threads)
+        try:
+            cost = measure(workdir, row, weights, settings.repeats, settings.warmup,
+                           settings.num_threads)
+        except loading.ModelError as error:
+            raise loading.ModelError(f"manifest member {row['member_id']}: {error}")
         rows.append(cost)
         progress.advance(1, f"{row['member_id']}: {cost['file_bytes']} bytes, gzip "
                             f"{cost['gzip_bytes']}, {cost['latency_ms_batch1']:.3f} ms "
