@@ -691,6 +691,7 @@ def main(argv):
                           cache_dir=FLAGS.workdir)
     # Saved resolved, so flags.txt says which views the members were trained on.
     FLAGS.augment = source.resolve_augment(FLAGS.augment)
+    print(sources.found_line(source), flush=True)  # userdata: 25.9
     if FLAGS.steps_per_epoch:
         steps_per_epoch = FLAGS.steps_per_epoch
     elif source.train_size:
@@ -709,6 +710,7 @@ def main(argv):
     chief = training.is_chief(strategy)
     if not chief:  # other workers of a multi-worker job write to a scratch folder
         workdir = Workdir(workdir.worker_scratch(strategy.cluster_resolver.task_id))
+    sources.check_first_batch(source, FLAGS.batch_size, FLAGS.augment)  # userdata: 25.3
     os.makedirs(workdir, exist_ok=True)
     sources.save_config(workdir, source, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
                         label_attribute=FLAGS.label_attribute, toy_noise=FLAGS.toy_noise,

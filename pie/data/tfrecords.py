@@ -35,6 +35,10 @@ IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 SCAN_BATCH = 1024
 RECORD_FRAMING = 16  # bytes around each record: length, its CRC, the data's CRC
 MAX_INTERLEAVE = 16
+# Images decoded to decide the family and channels of a folder without dataset_info.json.
+SAMPLE_RECORDS = 64
+# A set of one fixed image size below this height keeps its pixels (cifar, small).
+FIXED_SIZE_LIMIT = 64
 
 SCAN_FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
@@ -195,26 +199,43 @@ class Folder:
         records = sum(self.facts[p]["records"] for p in files)
         return sum(self.facts[p]["bytes"] for p in files) / max(records, 1)
 
-    def probe_channels(self):
-        """Channels of the images: dataset_info.json's, else the first image's (1 or 3)."""
-        if "channels" in self.info:
-            return int(self.info["channels"])
-        for path in self.eval_files + self.train_files:
-            if self.facts[path]["records"]:
-                first = next(iter(tf.data.TFRecordDataset(path).take(1)))
-                encoded = tf.io.parse_single_example(first, READ_FEATURES)["image/encoded"]
-                image = decode(encoded, 0)
-                return 1 if int(image.shape[-1]) == 1 else 3
-        return 3
+    def sample_shapes(self, count=SAMPLE_RECORDS):
+        """(height, width, channels as encoded) of up to `count` images read across the
+        shards: the first records of evenly spaced files, eval and train."""
+        files = [p for p in self.eval_files + self.train_files if self.facts[p]["records"]]
+        if not files:
+            return []
+        picked = [files[i] for i in
+                  sorted(set(np.linspace(0, len(files) - 1, min(len(files), count)).astype(int)))]
+        per_file = max(1, -(-count // len(picked)))
+        shapes = []
+        for path in picked:
+            for index, serialized in enumerate(tf.data.TFRecordDataset(path).take(per_file)):
+                encoded = tf.io.parse_single_example(serialized, READ_FEATURES)["image/encoded"]
+                try:
+                    shapes.append(tuple(int(d) for d in decode(encoded, 0).shape))
+                except tf.errors.OpError as error:
+                    raise errors.DataError(f"record {index} of '{path}': image/encoded does "
+                                           f"not decode: {errors.first_line(error)}")
+        return shapes
 
-    def probe_shape(self, channels):
-        """The first eval image's shape, or None without images."""
-        for path in self.eval_files + self.train_files:
-            if self.facts[path]["records"]:
-                first = next(iter(tf.data.TFRecordDataset(path).take(1)))
-                encoded = tf.io.parse_single_example(first, READ_FEATURES)["image/encoded"]
-                return tuple(int(d) for d in decode(encoded, channels).shape)
-        return None
+    def probe(self):
+        """(family or None, channels, image shape or None) of the data as a whole: what
+        dataset_info.json says, the rest decided from a sample of images across the
+        shards (sample_family, sample_channels), never from one record."""
+        info = self.info
+        need_sample = "channels" not in info or "family" not in info or (
+            "image_shape" not in info and info.get("family") != "imagenet")
+        shapes = self.sample_shapes() if need_sample else []
+        channels = int(info["channels"]) if "channels" in info else sample_channels(shapes)
+        if channels not in (1, 3):
+            raise errors.DataError(f"{INFO_NAME} in '{self.folder}' says channels "
+                                   f"{info['channels']}; allowed: 1 or 3")
+        family = info.get("family") or sample_family(shapes)
+        shape = info.get("image_shape") or common_size(shapes)
+        if shape is not None:
+            shape = tuple(int(d) for d in tuple(shape)[:2]) + (channels,)
+        return family, channels, shape
 
     # ------------------------------------------------------------------ pipelines
 
@@ -258,6 +279,46 @@ def shuffle_buffer(size, mean_bytes, budget):
     return int(max(1, min(max(size, 1), budget // max(int(mean_bytes), 1))))
 
 
+def sample_channels(shapes):
+    """3 when any sampled image has colour (RGB, RGBA, CMYK, a palette), 1 when every
+    one is grey (with or without alpha); 3 without a sample."""
+    if shapes and all(shape[-1] in (1, 2) for shape in shapes):
+        return 1
+    return 3
+
+
+def common_size(shapes):
+    """The (height, width) of most sampled images, or None without a sample."""
+    if not shapes:
+        return None
+    sizes = [shape[:2] for shape in shapes]
+    return max(sorted(set(sizes)), key=sizes.count)
+
+
+def sample_family(shapes):
+    """The family of a sample of image shapes: a set where most images have one size
+    under 64 px is `cifar` (from 32 px high) or `small`, and resizes the others to it;
+    any other set (sizes that vary, large images, no sample) is `imagenet`, whose
+    transform resizes every image to the model's input."""
+    size = common_size(shapes)
+    if size is not None and 2 * sum(shape[:2] == size for shape in shapes) > len(shapes):
+        if size[0] < FIXED_SIZE_LIMIT:
+            return "cifar" if size[0] >= 32 else "small"
+    return "imagenet"
+
+
 def decode(encoded, channels):
-    """An encoded image to uint8 HxWxC (first frame of a GIF)."""
-    return tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+    """An encoded image to uint8 HxWxC (first frame of a GIF), whatever its own encoding:
+    channels=1 turns colour (a CMYK JPEG included, which libjpeg cannot turn grey
+    itself) to grey, channels=3 repeats a grey image's channel; 0 keeps its own."""
+    if channels != 1:
+        return tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+
+    def four_components():
+        return tf.equal(tf.io.extract_jpeg_shape(encoded)[-1], 4)
+    cmyk = tf.cond(tf.io.is_jpeg(encoded), four_components, lambda: tf.constant(False))
+    return tf.cond(
+        cmyk,
+        lambda: tf.image.rgb_to_grayscale(
+            tf.io.decode_image(encoded, channels=3, expand_animations=False)),
+        lambda: tf.io.decode_image(encoded, channels=1, expand_animations=False))

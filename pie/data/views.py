@@ -69,6 +69,18 @@ def imagenet_eval_geometry(image):
     return _to_uint8(image)
 
 
+def fit_size(image, size):
+    """`image` resized (antialiased) to `size` = (height, width) unless it has it: the
+    fixed-size families' answer to an image of another size."""
+    target = tf.constant(size, tf.int32)
+
+    def resized():
+        return _to_uint8(tf.image.resize(image, target, antialias=True))
+    fitted = tf.cond(tf.reduce_all(tf.equal(tf.shape(image)[:2], target)),
+                     lambda: image, resized)
+    return tf.ensure_shape(fitted, [int(size[0]), int(size[1]), image.shape[-1]])
+
+
 def eval_geometry(image, family):
     return imagenet_eval_geometry(image) if family == "imagenet" else image
 

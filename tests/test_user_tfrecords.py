@@ -1,0 +1,147 @@
+"""TFRecords as users bring them (issue 25.3): the family and channels come from the
+data as a whole, every image decodes to them whatever its encoding, and a set that
+does not read fails before the workdir records anything."""
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import error_lines, run_stage
+import imagenet_layout as layout
+import user_images
+from pie.data import sources, tfrecords
+from save_checkpoint import train
+
+import tensorflow as tf  # after pie: Keras 2 is selected
+
+
+@pytest.fixture(scope="module")
+def mixed_dir(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("mixed"))
+    kinds = user_images.write_mixed_layout(folder)
+    return folder, kinds
+
+
+def test_a_grey_48px_first_record_trains_as_imagenet_with_3_channels(mixed_dir, tmp_path,
+                                                                    capsys):
+    folder, kinds = mixed_dir
+    assert kinds[0] == ("L", "JPEG") and ("CMYK", "JPEG") in kinds and ("RGB", "PNG") in kinds
+    first = next(iter(tf.data.TFRecordDataset(os.path.join(folder,
+                                                           "validation-00000-of-00001"))))
+    encoded = tf.io.parse_single_example(first, tfrecords.READ_FEATURES)["image/encoded"]
+    assert tuple(tfrecords.decode(encoded, 0).shape) == (48, 56, 1)
+    workdir = str(tmp_path / "w")
+    train.run(workdir=workdir, dataset=f"tfrecord:{folder}", model="mlp", width=4,
+              sparsities="0", seeds=1, epochs=1, batch_size=8)
+    found = [line for line in capsys.readouterr().out.splitlines() if line.startswith("data: ")]
+    assert found == [f"data: 'tfrecord:{folder}': 3 classes ('tench', 'goldfish', "
+                     "'great white shark'), family imagenet, input 224x224x3, images: "
+                     "16 training, 9 eval"]
+    with open(os.path.join(workdir, "dataset.json")) as handle:
+        assert json.load(handle)["family"] == "imagenet"
+    source = sources.load_for_workdir(workdir)
+    assert source.input_shape == (224, 224, 3)
+    images, labels, _ = source.eval_arrays()
+    assert images.shape == (9, 224, 224, 3) and labels.tolist() == [0, 1, 2] * 3
+
+
+def _encoded(mode, fmt, pixels):
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, fmt, quality=95)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode, fmt", [("RGB", "JPEG"), ("CMYK", "JPEG"), ("L", "JPEG"),
+                                       ("RGB", "PNG"), ("L", "PNG"), ("LA", "PNG"),
+                                       ("RGBA", "PNG"), ("P", "PNG")])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_encoding_decodes_to_the_channels_asked(mode, fmt, channels):
+    pixels = np.random.default_rng(0).integers(0, 256, size=(20, 24, 3), dtype=np.uint8)
+    encoded = _encoded(mode, fmt, pixels)
+    image = tfrecords.decode(tf.constant(encoded), channels).numpy()
+    assert image.shape == (20, 24, channels)
+    # The grey level PIL gives the same image: within JPEG's and the conversions' error.
+    grey = np.asarray(Image.open(io.BytesIO(encoded)).convert("L"), np.float64)
+    assert abs(image.astype(np.float64).mean() - grey.mean()) < 6
+
+
+def test_sample_decides_family_and_channels_never_the_first_record():
+    assert tfrecords.sample_family([(28, 28, 1)] * 5) == "small"
+    assert tfrecords.sample_family([(32, 32, 3)] * 5) == "cifar"
+    assert tfrecords.sample_family([(48, 56, 1), (300, 200, 3)]) == "imagenet"
+    assert tfrecords.sample_family([(80, 80, 3)] * 3) == "imagenet"
+    assert tfrecords.sample_family([(32, 32, 3)] * 3 + [(40, 36, 3)]) == "cifar"
+    assert tfrecords.sample_family([(32, 32, 3)] * 2 + [(40, 36, 3)] * 2) == "imagenet"
+    assert tfrecords.sample_family([]) == "imagenet"
+    assert tfrecords.sample_channels([(48, 56, 1), (60, 60, 3)]) == 3
+    assert tfrecords.sample_channels([(48, 56, 1), (60, 60, 2)]) == 1
+    assert tfrecords.common_size([(32, 32, 3), (40, 40, 3), (32, 32, 1)]) == (32, 32)
+
+
+def test_a_fixed_size_set_resizes_an_image_of_another_size(tmp_path):
+    folder = str(tmp_path / "cifarish")
+    os.makedirs(folder)
+    rng = np.random.default_rng(1)
+    pixels = [rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8) for _ in range(6)]
+    odd = rng.integers(0, 256, size=(40, 36, 3), dtype=np.uint8)
+    items = [(_encoded("RGB", "PNG", p), 1 + i % 2, None) for i, p in enumerate(pixels)]
+    layout.write_shard(os.path.join(folder, "train-00000-of-00001"), items)
+    layout.write_shard(os.path.join(folder, "validation-00000-of-00001"),
+                       items[:2] + [(_encoded("RGB", "PNG", odd), 1, None)])
+    source = sources.load("tfrecord:" + folder)
+    assert (source.family, source.input_shape) == ("cifar", (32, 32, 3))
+    images, _, _ = source.eval_arrays()
+    assert images.shape == (3, 32, 32, 3)
+    np.testing.assert_array_equal(images[:2], np.stack(pixels[:2]))  # kept as they are
+    resized = tf.image.resize(odd, (32, 32), antialias=True).numpy()
+    np.testing.assert_array_equal(images[2], np.clip(np.round(resized), 0, 255))
+
+
+def test_dataset_info_sets_family_channels_and_shape(tmp_path):
+    folder = str(tmp_path / "declared")
+    layout.write_imagenet_layout(folder, num_classes=2, train_per_shard=2, validation=2)
+    with open(os.path.join(folder, "dataset_info.json"), "w") as handle:
+        json.dump({"family": "cifar", "channels": 1, "image_shape": [40, 40]}, handle)
+    source = sources.load("tfrecord:" + folder)
+    assert (source.family, source.input_shape) == ("cifar", (40, 40, 1))
+    assert source.eval_arrays()[0].shape == (2, 40, 40, 1)
+
+
+def _bad_image_folder(tmp_path, position):
+    """Two classes; validation record `position` is a BMP header and bytes no decoder
+    reads (the scan looks at headers only)."""
+    folder = str(tmp_path / "broken")
+    layout.write_imagenet_layout(folder, num_classes=2, train_per_shard=2, validation=0)
+    rng = np.random.default_rng(2)
+    items = [(layout.jpeg(rng, 1 + i % 2), 1 + i % 2, layout.TEXTS[i % 2])
+             for i in range(position + 2)]
+    items[position] = (b"BM" + b"\x00" * 200, 1, layout.TEXTS[0])
+    layout.write_shard(os.path.join(folder, "validation-00000-of-00001"), items)
+    return folder
+
+
+def test_an_image_of_the_sample_that_does_not_decode_is_one_error(tmp_path):
+    folder = _bad_image_folder(tmp_path, 1)
+    path = os.path.join(folder, "validation-00000-of-00001")
+    with pytest.raises(sources.DataError, match=f"^record 1 of '{path}': image/encoded does "
+                                                "not decode: Number of channels"):
+        sources.load("tfrecord:" + folder)
+
+
+def test_data_that_does_not_read_fails_before_dataset_json(tmp_path):
+    # Past the sample (its first records of each of the 3 files), in the first batch.
+    position = -(-tfrecords.SAMPLE_RECORDS // 3) + 1
+    folder = _bad_image_folder(tmp_path, position)
+    workdir = str(tmp_path / "w")
+    result = run_stage("save_checkpoint.train", f"--workdir={workdir}",
+                       f"--dataset=tfrecord:{folder}", "--model=mlp", "--width=4",
+                       "--sparsities=0", "--seeds=1", "--epochs=1", check=False)
+    assert result.returncode == 2
+    lines = error_lines(result)
+    assert lines == [f"error: the first batch of 'tfrecord:{folder}' does not read (family "
+                     "imagenet, input (224, 224, 3)): Number of channels inherent in the "
+                     "image must be 1, 3 or 4, was 0"], lines
+    assert not os.path.exists(workdir)
