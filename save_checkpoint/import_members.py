@@ -12,7 +12,9 @@ Conv2D and Dense kernels; for `.tflite` files the constant weights of its CONV_2
 DEPTHWISE_CONV_2D and FULLY_CONNECTED operators), then copied to
 `W/checkpoints/<method>/sparsity_<s>/seed_<k>/model.{keras,tflite}` with meta.json
 and flags.txt, and added to `W/population.csv` (see docs/contracts.md). A file that
-scores at chance on a few eval images draws a warning (wrong preprocessing).
+scores at chance on a few eval images stops the run (another input convention?
+--allow_chance makes it a warning); a --sparsity more than 0.02 from the measured
+one draws a warning.
 
 Seeds: `order` numbers the matched files 0, 1, ... in sorted path order;
 `regex:<pattern>` takes the first group of the pattern searched in each file name
@@ -65,6 +67,9 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
     flags.DEFINE_integer("batch_size", 256, "Images per model call when measuring top-1.",
                          flag_values=flag_values)
+    flags.DEFINE_bool("allow_chance", False, "Import a model that scores at chance on a few "
+                      "eval images (else an error: another input convention?).",
+                      flag_values=flag_values)  # userdata: 25.4
     flags.DEFINE_bool("force", False, "Replace members that exist with another file.",
                       flag_values=flag_values)
 
@@ -160,6 +165,8 @@ class Candidate:
                                                                self.path)
             imported.check_shapes(self.path, input_shape, n_outputs, source)
             self.sparsity = imported.tflite_sparsity(self.path)
+        imported.check_member(self.path, self.member, source, FLAGS.sparsity, self.sparsity,
+                              FLAGS.allow_chance, FLAGS.batch_size)  # userdata: 25.4
         return self
 
 
@@ -178,9 +185,6 @@ def write_member(workdir, candidate, source, dataset):
     from pie.compress import quantize as pq
     from pie.models import imported
     started = time.time()
-    inputs, labels = imported.few_eval_images(source)
-    imported.warn_if_chance(candidate.path, candidate.member.logits(inputs, FLAGS.batch_size),
-                            labels, source)
     top1 = pq.eval_top1(candidate.member, source, FLAGS.batch_size)
     target = workdir.path(candidate.model_file)
     os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -105,6 +105,9 @@ def define_flags(flag_values=flags.FLAGS):
                         "model (trained further only for --epochs > 0), pruned members prune "
                         "it and fine-tune for --finetune_epochs. Its input shape and class "
                         "count must match the dataset.", flag_values=flag_values)
+    flags.DEFINE_bool("allow_chance", False, "Start from an --init_from model that scores "
+                      "at chance on a few eval images (else an error: another input "
+                      "convention?).", flag_values=flag_values)  # userdata: 25.4
     flags.DEFINE_enum("schedule", "polynomial", pruning.SCHEDULES, "Pruning schedule.",
                       flag_values=flag_values)
     flags.DEFINE_float("initial_sparsity", 0.0, "Polynomial schedule: sparsity at begin_step.",
@@ -470,7 +473,7 @@ class Trainer:
             names = pruning.prunable_layer_names(model, FLAGS.prune_classifier)
             if member.method == "magnitude":  # each layer to the target, by |w|
                 mask = {name: pruning.global_keep_masks(
-                    {name: model.get_layer(name).kernel.numpy()}, member.sparsity)[name]
+                    {name: pruning.kernel_of(model, name).numpy()}, member.sparsity)[name]  # userdata: 25.4
                     for name in names}
                 pruning.apply_weight_masks(model, mask)
             else:
@@ -666,7 +669,8 @@ def check_init_models(source):
         model = imported.load_keras(path)
         input_shape, n_outputs = imported.keras_signature(model, path)
         imported.check_shapes(path, input_shape, n_outputs, source)
-        imported.warn_if_chance(path, model(inputs, training=False).numpy(), labels, source)
+        imported.check_chance(path, model(inputs, training=False).numpy(), labels, source,
+                              FLAGS.allow_chance)  # userdata: 25.4
 
 
 def main(argv):

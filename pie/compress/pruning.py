@@ -142,17 +142,49 @@ def make_schedule(kind, target, *, begin_step, end_step, frequency, power=3,
                       frequency=frequency)
 
 
+# Joins the names of a nested layer's enclosing models and its own: "backbone/conv1".
+PATH_SEPARATOR = "/"
+
+
+def _sublayers(model):
+    """(path, layer) of every layer of `model`, the layers of nested models (a
+    backbone inside a wrapper, blocks inside it) after their model, depth first."""
+    for layer in getattr(model, "layers", ()):
+        yield layer.name, layer
+        if isinstance(layer, keras.Model):
+            for path, inner in _sublayers(layer):
+                yield layer.name + PATH_SEPARATOR + path, inner
+
+
 def prunable_layer_names(model, include_classifier=False):
-    """Conv and Dense layers whose kernels magnitude pruning removes weights from."""
-    names = []
-    for layer in model.layers:
+    """Conv and Dense layers whose kernels magnitude pruning removes weights from,
+    found in nested models too: a top-level layer by its name, a nested one by its
+    path ("backbone/conv1", see layer_at). Each layer is listed once (a layer shared
+    by two models is pruned once)."""
+    names, seen = [], set()
+    for path, layer in _sublayers(model):
         if isinstance(layer, keras.layers.DepthwiseConv2D):
             continue  # tfmot does not prune depthwise kernels
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and id(layer) not in seen:
             if layer.name == builders.CLASSIFIER and not include_classifier:
                 continue
-            names.append(layer.name)
+            seen.add(id(layer))
+            names.append(path)
     return names
+
+
+def layer_at(model, path):
+    """The layer a prunable_layer_names path names: a layer of `model`, or of the
+    models nested in it."""
+    layer = model
+    for name in path.split(PATH_SEPARATOR):
+        layer = layer.get_layer(name)
+    return layer
+
+
+def kernel_of(model, path):
+    """The kernel variable of the layer at `path` (layer_at)."""
+    return layer_at(model, path).kernel
 
 
 def wrap_for_pruning(model, schedule, include_classifier=False):
@@ -183,7 +215,7 @@ def kernel_sparsity(model, layer_names):
     """Fraction of exact zeros per named layer's kernel, and over all of them."""
     per_layer, zeros, total = {}, 0, 0
     for name in layer_names:
-        kernel = model.get_layer(name).kernel.numpy()
+        kernel = kernel_of(model, name).numpy()
         layer_zeros = int(np.count_nonzero(kernel == 0))
         per_layer[name] = layer_zeros / kernel.size
         zeros += layer_zeros
@@ -236,14 +268,14 @@ def global_keep_masks(scores, sparsity):
 
 def global_magnitude_masks(model, sparsity, layer_names):
     """WT: one |w| threshold over the kernels of `layer_names` giving `sparsity` overall."""
-    return global_keep_masks({name: model.get_layer(name).kernel.numpy()
+    return global_keep_masks({name: kernel_of(model, name).numpy()
                               for name in layer_names}, sparsity)
 
 
 def apply_weight_masks(model, masks):
     """Zeroes the removed kernel weights (in place)."""
     for name, keep in masks.items():
-        kernel = model.get_layer(name).kernel
+        kernel = kernel_of(model, name)
         kernel.assign(kernel.numpy() * keep.astype(kernel.dtype.as_numpy_dtype))
     return model
 
@@ -251,7 +283,7 @@ def apply_weight_masks(model, masks):
 def masks_from_zeros(model, layer_names):
     """The masks a pruned model carries: its kernels' exact zeros (how a resumed run
     recovers them from a checkpoint; a trained weight is never exactly 0 by chance)."""
-    return {name: model.get_layer(name).kernel.numpy() != 0 for name in layer_names}
+    return {name: kernel_of(model, name).numpy() != 0 for name in layer_names}
 
 
 class WeightMaskCallback(keras.callbacks.Callback):
@@ -278,7 +310,7 @@ class WeightMaskCallback(keras.callbacks.Callback):
             import tensorflow as tf
             self._targets = []
             for name, keep in self.masks.items():
-                kernel = self.model.get_layer(name).kernel
+                kernel = kernel_of(self.model, name)
                 self._targets.append((kernel, tf.constant(keep, kernel.dtype)))
         for kernel, keep in self._targets:
             kernel.assign(kernel * keep)

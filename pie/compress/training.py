@@ -198,7 +198,7 @@ def check_unit_sparsity(mask, target):
 
 def _magnitude_scores(model, layer_names, x):
     del x  # data-free
-    return {name: model.get_layer(name).kernel.numpy() for name in layer_names}
+    return {name: pruning.kernel_of(model, name).numpy() for name in layer_names}  # userdata: 25.4
 
 
 # Global weight scores, one ranking over every prunable kernel: wt (|w|) and
