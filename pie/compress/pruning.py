@@ -23,18 +23,35 @@ def validate_sparsity(value):
         raise PruningError(f"sparsity must be in [0, 1), got {value:g}")
 
 
-def auto_schedule_steps(total_steps):
+# Mask updates of the default schedule (fewer when training has fewer steps).
+AUTO_UPDATES = 10
+_short_runs_logged = set()
+
+
+def auto_schedule_steps(total_steps, log=True):
     """Default (begin, end, frequency): ramp over 10%-60% of training, 10 updates.
 
     end - begin is a multiple of the frequency so the last mask update lands on
     end_step, where the schedule reaches its final sparsity; the last 40% of
-    training fine-tunes the pruned network.
+    training fine-tunes the pruned network. A run too short for 10 updates (tiny
+    data: 2 epochs of 5 batches) ramps in one update per step, still ending before
+    the last step (logged once per length, unless `log` is False).
     """
-    if total_steps < 10:
-        raise PruningError(f"pruning needs at least 10 training steps, got {total_steps}")
+    if total_steps < 2:
+        raise PruningError(
+            f"pruning during training needs at least 2 training steps, this run has "
+            f"{total_steps} (--epochs x steps per epoch): raise --epochs or --steps_per_epoch, "
+            "or lower --batch_size")
     begin = total_steps // 10
-    frequency = max(1, (total_steps * 6 // 10 - begin) // 10)
-    end = begin + 10 * frequency
+    ramp_end = max(begin + 1, total_steps * 6 // 10)
+    updates = min(AUTO_UPDATES, ramp_end - begin)
+    frequency = max(1, (ramp_end - begin) // updates)
+    end = begin + updates * frequency
+    if log and updates < AUTO_UPDATES and total_steps not in _short_runs_logged:
+        _short_runs_logged.add(total_steps)
+        print(f"pruning schedule: {total_steps} training steps are too few for "
+              f"{AUTO_UPDATES} mask updates: begin_step {begin}, end_step {end}, frequency "
+              f"{frequency} ({updates} updates)", flush=True)
     return begin, end, frequency
 
 
@@ -131,7 +148,9 @@ def make_schedule(kind, target, *, begin_step, end_step, frequency, power=3,
             f"frequency ({frequency}), or the final sparsity is never applied")
     if total_steps is not None and end_step >= total_steps:
         raise PruningError(
-            f"end_step ({end_step}) must be before the last training step ({total_steps})")
+            f"end_step ({end_step}) must be before the last training step ({total_steps}: "
+            f"--epochs x steps per epoch): set --end_step below {total_steps} (and "
+            f"--begin_step below it), or leave both at -1 to derive them from the run")
     if not 0.0 <= initial_sparsity <= target:
         raise PruningError(
             f"initial_sparsity must be in [0, target={target:g}], got {initial_sparsity:g}")

@@ -134,6 +134,7 @@ class DataSource:
     def input_shape(self):
         return self.raw_shape
 
+    @views.no_autograph
     def normalize(self, images):
         """Raw images (uint8) to model inputs (float32), per family."""
         if self.family == "toy":

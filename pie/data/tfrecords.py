@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.data import size_cache
+from pie.data import size_cache, views
 from pie.io import errors
 import tensorflow as tf
 
@@ -239,6 +239,7 @@ class Folder:
 
     # ------------------------------------------------------------------ pipelines
 
+    @views.no_autograph
     def parse(self, serialized, channels):
         parsed = tf.io.parse_single_example(serialized, READ_FEATURES)
         return {"encoded": parsed["image/encoded"],
@@ -307,6 +308,7 @@ def sample_family(shapes):
     return "imagenet"
 
 
+@views.no_autograph
 def decode(encoded, channels):
     """An encoded image to uint8 HxWxC (first frame of a GIF), whatever its own encoding:
     channels=1 turns colour (a CMYK JPEG included, which libjpeg cannot turn grey
