@@ -480,8 +480,8 @@ class Trainer:
                 mask = training.prune_weights(model, member.method, member.sparsity, names, x)
             removed = 1.0 - (sum(int(m.sum()) for m in mask.values())
                              / sum(m.size for m in mask.values()))
-            print(f"{member.member_id}: {member.method} removed {removed:.4f} of the weights "
-                  f"(scored on {len(y)} reference images)", flush=True)
+            print(pruning.removed_line(member.member_id, member.method, removed, len(y)),
+                  flush=True)  # userdata: 25.9
             return mask
         mask = criteria.prune_units(model, member.method, member.sparsity, x, y,
                                     seed=member.seed)

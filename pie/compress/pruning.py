@@ -206,6 +206,17 @@ def kernel_of(model, path):
     return layer_at(model, path).kernel
 
 
+# Methods that rank weights by |w| alone: no reference images are scored.
+DATA_FREE_METHODS = ("magnitude", "wt")
+
+
+def removed_line(member_id, method, removed, images):
+    """The log line of a member pruned once: what was removed and, for a method that
+    scores weights on data, on how many reference images."""
+    scored = "" if method in DATA_FREE_METHODS else f" (scored on {images} reference images)"
+    return f"{member_id}: {method} removed {removed:.4f} of the weights{scored}"
+
+
 def wrap_for_pruning(model, schedule, include_classifier=False):
     """A copy of `model` whose prunable layers carry tfmot pruning wrappers."""
     names = set(prunable_layer_names(model, include_classifier))

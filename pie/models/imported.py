@@ -35,8 +35,15 @@ DECLARED_SPARSITY_TOLERANCE = 0.02
 
 def model_label(prefix, path):
     """The manifest's `model` of a model file made elsewhere: `<prefix>-<file name>`,
-    other characters than letters, digits and '._-' replaced by '_' (a manifest rule)."""
-    return f"{prefix}-" + re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(path))
+    other characters than letters, digits and '._-' replaced by '_' (a manifest rule).
+    A per-seed pattern's `{seed}` is left out (`net_seed{seed}.keras`: `net_seed.keras`),
+    so every seed's member has the same label."""
+    from pie.compress import lineage
+    name = os.path.basename(path)
+    if lineage.SEED_FIELD in name:
+        stem, dot, extension = name.replace(lineage.SEED_FIELD, "").rpartition(".")
+        name = (stem or "seeds") + dot + extension if dot else (extension or "seeds")
+    return f"{prefix}-" + re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
 def _shape_text(shape):
