@@ -154,3 +154,50 @@ def test_data_that_does_not_read_fails_before_dataset_json(tmp_path):
         f"the first batch of 'tfrecord:{folder}' does not read (family imagenet, input "
         "(224, 224, 3)): Number of channels inherent in the image must be 1, 3 or 4, was 0")
     assert not os.path.exists(workdir)
+
+
+def _full_record(encoded, label, index):
+    """A record as ImageNet's build script writes it: filename, synset, a bounding box."""
+    feature = tf.train.Feature
+    example = tf.train.Example(features=tf.train.Features(feature={
+        "image/encoded": feature(bytes_list=tf.train.BytesList(value=[encoded])),
+        "image/class/label": feature(int64_list=tf.train.Int64List(value=[label])),
+        "image/class/synset": feature(bytes_list=tf.train.BytesList(value=[b"n0144%d" % label])),
+        "image/filename": feature(bytes_list=tf.train.BytesList(
+            value=[b"ILSVRC2012_val_%08d.JPEG" % index])),
+        "image/object/bbox/xmin": feature(float_list=tf.train.FloatList(value=[0.1, 0.25])),
+    }))
+    return example.SerializeToString()
+
+
+def test_eval_records_lead_back_to_their_files_with_every_feature(tmp_path):
+    folder = str(tmp_path / "full")
+    os.makedirs(folder)
+    rng = np.random.default_rng(3)
+    written = {name: [_full_record(layout.jpeg(rng, 1 + i % 2), 1 + i % 2, 10 * shard + i)
+                      for i in range(3)] for shard, name in enumerate(
+                          ["validation-00000-of-00002", "validation-00001-of-00002"])}
+    for name, items in written.items():
+        with tf.io.TFRecordWriter(os.path.join(folder, name)) as writer:
+            for item in items:
+                writer.write(item)
+    layout.write_shard(os.path.join(folder, "train-00000-of-00001"),
+                       [(layout.jpeg(rng, 1), 1, None), (layout.jpeg(rng, 2), 2, None)])
+    source = sources.load("tfrecord:" + folder)
+    records_read = list(source.eval_serialized().as_numpy_iterator())
+    expected = [(name, index, record) for name, items in written.items()
+                for index, record in enumerate(items)]
+    assert [r["serialized"] for r in records_read] == [record for _, _, record in expected]
+    assert [r["record_key"].decode() for r in records_read] == [
+        f"{name}:{index}" for name, index, _ in expected]
+    assert [r["filename"].decode() for r in records_read] == [
+        f"ILSVRC2012_val_{10 * shard + i:08d}.JPEG" for shard in range(2) for i in range(3)]
+    ids = [int(r["image_id"]) for r in records_read]
+    assert ids == source.eval_arrays()[2].tolist() == list(range(6))
+    # A subset's copy keeps every original feature and gains the image id.
+    copy = tf.train.Example.FromString(tfrecords.with_features(records_read[4]["serialized"],
+                                                               image_id=ids[4]))
+    original = tf.train.Example.FromString(records_read[4]["serialized"])
+    for name, feature in original.features.feature.items():
+        assert copy.features.feature[name] == feature
+    assert list(copy.features.feature["image_id"].int64_list.value) == [4]

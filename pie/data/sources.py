@@ -120,6 +120,9 @@ class DataSource:
     # in its order, `train_gather(keys)` their (images, labels), a batch at a time.
     train_order: Optional[Callable[[int, int], tf.data.Dataset]] = None
     train_gather: Optional[Callable[[tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]] = None
+    # TFRecord sources: `eval_serialized()` gives each eval record as stored, with its
+    # image_id, record_key and filename (pie.data.tfrecords.Folder.eval_serialized).
+    eval_serialized: Optional[Callable[[], tf.data.Dataset]] = None
 
     def __post_init__(self):
         # Every pipeline of this source starts from one of these, so none of them
@@ -129,6 +132,8 @@ class DataSource:
         self.eval_encoded = _untuned(self.eval_encoded)
         if self.train_order is not None:
             self.train_order = _untuned(self.train_order)
+        if self.eval_serialized is not None:
+            self.eval_serialized = _untuned(self.eval_serialized)
 
     @property
     def input_shape(self):
@@ -512,7 +517,7 @@ def _tfrecord(folder, label_offset=None, cache_dir=None):
                       raw_shape=raw_shape, train_records=train_records,
                       eval_records=lambda: _decoded(eval_encoded(), channels, size),
                       eval_encoded=eval_encoded, train_size=scanned.train_size,
-                      eval_size=scanned.eval_size)
+                      eval_size=scanned.eval_size, eval_serialized=scanned.eval_serialized)
 
 
 # ------------------------------------------------------------------------- registry

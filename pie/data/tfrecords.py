@@ -51,6 +51,22 @@ READ_FEATURES = {
     "image_id": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
 }
 
+NAME_FEATURES = {
+    "image_id": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+
+
+def with_features(serialized, **int_features):
+    """A serialized tf.train.Example with every feature of `serialized` kept and the
+    given int64 features set (e.g. image_id): how a subset copies a record whole."""
+    example = tf.train.Example.FromString(bytes(serialized))
+    for name, value in int_features.items():
+        feature = example.features.feature[name]
+        feature.Clear()
+        feature.int64_list.value.append(int(value))
+    return example.SerializeToString()
+
 
 def is_data_file(name):
     return not (name.endswith((".json", ".tmp", "/")) or name.startswith(".")
@@ -251,6 +267,29 @@ class Folder:
         return tf.data.TFRecordDataset(self.eval_files).map(
             lambda s: self.parse(s, channels)).enumerate().map(
             lambda i, ex: dict(ex, image_id=tf.where(ex["image_id"] >= 0, ex["image_id"], i)))
+
+    def eval_serialized(self):
+        """Every eval record as it is stored, each feature kept (filename, synset,
+        bounding boxes, any other), in eval_encoded's order: dicts of `serialized`,
+        `image_id` (as eval_encoded gives it), `record_key` (shard file and record
+        index, "validation-00000-of-00001:17") and `filename` (the record's
+        image/filename, or "" without one): what leads a subset back to the files."""
+        def read(path):
+            name = os.path.basename(path)
+            return tf.data.TFRecordDataset(path).enumerate().map(
+                lambda index, serialized: {
+                    "serialized": serialized,
+                    "record_key": tf.strings.join([name, tf.strings.as_string(index)], ":")})
+        files = [read(path) for path in self.eval_files]
+        dataset = files[0]
+        for more in files[1:]:
+            dataset = dataset.concatenate(more)
+
+        def named(position, example):
+            parsed = tf.io.parse_single_example(example["serialized"], NAME_FEATURES)
+            image_id = tf.where(parsed["image_id"] >= 0, parsed["image_id"], position)
+            return dict(example, image_id=image_id, filename=parsed["image/filename"])
+        return dataset.enumerate().map(named)
 
     def train_encoded(self, seed, epoch, shuffle_bytes):
         """Encoded training records: files in a (seed, epoch) order, read interleaved,
