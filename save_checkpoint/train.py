@@ -472,8 +472,8 @@ class Trainer:
         if member.method not in CRITERIA_METHODS:
             names = pruning.prunable_layer_names(model, FLAGS.prune_classifier)
             if member.method == "magnitude":  # each layer to the target, by |w|
-                mask = {name: pruning.global_keep_masks(
-                    {name: pruning.kernel_of(model, name).numpy()}, member.sparsity)[name]  # userdata: 25.4
+                mask = {name: pruning.global_keep_masks(  # userdata: 25.4 (nested layers)
+                    {name: pruning.kernel_of(model, name).numpy()}, member.sparsity)[name]
                     for name in names}
                 pruning.apply_weight_masks(model, mask)
             else:
