@@ -695,7 +695,8 @@ def main(argv):
                           cache_dir=FLAGS.workdir)
     # Saved resolved, so flags.txt says which views the members were trained on.
     FLAGS.augment = source.resolve_augment(FLAGS.augment)
-    print(sources.found_line(source), flush=True)  # userdata: 25.9
+    if seed_slice == (0, 1):  # userdata: 25.9 (once: not again in each --workers worker)
+        print(sources.found_line(source), flush=True)
     if FLAGS.steps_per_epoch:
         steps_per_epoch = FLAGS.steps_per_epoch
     elif source.train_size:
