@@ -120,6 +120,23 @@ def test_dataset_info_sets_family_channels_and_shape(tmp_path):
     assert source.eval_arrays()[0].shape == (2, 40, 40, 1)
 
 
+@pytest.mark.parametrize("info, message", [
+    ({"channels": 4}, "says channels 4; allowed: 1 or 3"),
+    ({"channels": True}, "says channels True; allowed: 1 or 3"),
+    ({"image_shape": [40, "x"]}, "says image_shape [40, 'x']; allowed: [height, width] in "
+                                 "pixels"),
+    ({"family": "toy"}, "names the family 'toy'; allowed: small, cifar, imagenet"),
+])
+def test_dataset_info_values_outside_what_is_allowed(tmp_path, info, message):
+    folder = str(tmp_path / "declared")
+    layout.write_imagenet_layout(folder, num_classes=2, train_per_shard=1, validation=1)
+    with open(os.path.join(folder, "dataset_info.json"), "w") as handle:
+        json.dump(info, handle)
+    with pytest.raises(sources.DataError, match="^dataset_info.json in '" + folder + "' "
+                       + message.replace("[", r"\[").replace("]", r"\]") + "$"):
+        sources.load("tfrecord:" + folder)
+
+
 def _bad_image_folder(tmp_path, position):
     """Two classes; validation record `position` is a BMP header and bytes no decoder
     reads (the scan looks at headers only)."""

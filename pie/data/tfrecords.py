@@ -9,6 +9,11 @@ tf.train.Example with
   image/class/text   optional class name (one text per label)
   image_id           optional int64 id (the PIE subsets carry the eval image's id)
 
+The family (small, cifar, imagenet) and the channel count come from the folder's
+dataset_info.json (`family`, `channels`, `image_shape`) when it says, else from a
+sample of images read across the shards (Folder.probe), never from one record;
+every image is then decoded to that channel count whatever its encoding (decode).
+
 Labels become the toolkit's 0-based class ids by subtracting the label offset:
 `--label_offset=N` when given, else `label_offset` of the folder's
 `dataset_info.json` (0 in the subsets this toolkit writes), else 1 (ImageNet).
@@ -240,13 +245,11 @@ class Folder:
         dataset_info.json says, the rest decided from a sample of images across the
         shards (sample_family, sample_channels), never from one record."""
         info = self.info
+        check_info_shape(info, self.folder)
         need_sample = "channels" not in info or "family" not in info or (
             "image_shape" not in info and info.get("family") != "imagenet")
         shapes = self.sample_shapes() if need_sample else []
-        channels = int(info["channels"]) if "channels" in info else sample_channels(shapes)
-        if channels not in (1, 3):
-            raise errors.DataError(f"{INFO_NAME} in '{self.folder}' says channels "
-                                   f"{info['channels']}; allowed: 1 or 3")
+        channels = info["channels"] if "channels" in info else sample_channels(shapes)
         family = info.get("family") or sample_family(shapes)
         shape = info.get("image_shape") or common_size(shapes)
         if shape is not None:
@@ -317,6 +320,21 @@ class Folder:
 def shuffle_buffer(size, mean_bytes, budget):
     """Examples a shuffle buffer of `budget` bytes holds (at least 1, at most the split)."""
     return int(max(1, min(max(size, 1), budget // max(int(mean_bytes), 1))))
+
+
+def check_info_shape(info, folder):
+    """dataset_info.json's `channels` (1 or 3) and `image_shape` ([height, width],
+    positive integers) as allowed, or one DataError naming the key."""
+    channels = info.get("channels", 3)
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise errors.DataError(f"{INFO_NAME} in '{folder}' says channels {channels!r}; "
+                               "allowed: 1 or 3")
+    shape = info.get("image_shape")
+    if shape is not None and not (
+            isinstance(shape, list) and len(shape) in (2, 3)
+            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+        raise errors.DataError(f"{INFO_NAME} in '{folder}' says image_shape {shape!r}; "
+                               "allowed: [height, width] in pixels")
 
 
 def sample_channels(shapes):
