@@ -12,7 +12,9 @@ Conv2D and Dense kernels; for `.tflite` files the constant weights of its CONV_2
 DEPTHWISE_CONV_2D and FULLY_CONNECTED operators), then copied to
 `W/checkpoints/<method>/sparsity_<s>/seed_<k>/model.{keras,tflite}` with meta.json
 and flags.txt, and added to `W/population.csv` (see docs/contracts.md). A file that
-scores at chance on a few eval images draws a warning (wrong preprocessing).
+scores at chance on a few eval images stops the run (another input convention?
+--allow_chance makes it a warning); a --sparsity more than 0.02 from the measured
+one draws a warning.
 
 Seeds: `order` numbers the matched files 0, 1, ... in sorted path order;
 `regex:<pattern>` takes the first group of the pattern searched in each file name
@@ -65,6 +67,9 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
     flags.DEFINE_integer("batch_size", 256, "Images per model call when measuring top-1.",
                          flag_values=flag_values)
+    flags.DEFINE_bool("allow_chance", False, "Import a model that scores at chance on a few "
+                      "eval images (else an error: another input convention?).",
+                      flag_values=flag_values)
     flags.DEFINE_bool("force", False, "Replace members that exist with another file.",
                       flag_values=flag_values)
 
@@ -146,8 +151,9 @@ class Candidate:
         with open(path, "rb") as handle:
             self.sha256 = hashlib.sha256(handle.read()).hexdigest()
 
-    def open(self, source):
-        """Loads the model, checks its shapes against the dataset; the runnable member."""
+    def open(self, source, settings):
+        """Loads the model, checks its shapes against the dataset, that it does not score
+        at chance (unless --allow_chance) and its declared sparsity; the runnable member."""
         from pie.models import imported, predict
         if self.kind == "keras":
             self.member = imported.keras_member(self.path)
@@ -160,6 +166,8 @@ class Candidate:
                                                                self.path)
             imported.check_shapes(self.path, input_shape, n_outputs, source)
             self.sparsity = imported.tflite_sparsity(self.path)
+        imported.check_member(self.path, self.member, source, settings.sparsity,
+                              self.sparsity, settings.allow_chance, settings.batch_size)
         return self
 
 
@@ -178,9 +186,6 @@ def write_member(workdir, candidate, source, dataset, settings):
     from pie.compress import quantize as pq
     from pie.models import imported, predict
     started = time.time()
-    inputs, labels = imported.few_eval_images(source)
-    imported.warn_if_chance(candidate.path, candidate.member.logits(inputs, settings.batch_size),
-                            labels, source)
     logits, labels, ids = predict.member_logits(candidate.member, source, None,
                                                 settings.batch_size)
     if len(labels) == 0:
@@ -226,7 +231,7 @@ def execute(settings):
             f"than {clash[0].path}: --force replaces it")
     todo = [c for c in candidates if states[c.member_id] != "same"]
     for candidate in todo:  # every file is checked before anything is written
-        candidate.open(source)
+        candidate.open(source, settings)
     print(f"import: {len(candidates)} files, {len(candidates) - len(todo)} already "
           f"imported, {len(todo)} to add as {records.variant_key(settings.method, settings.sparsity)}",
           flush=True)

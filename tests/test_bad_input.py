@@ -137,6 +137,16 @@ def hdf5_lambda_model(w, _models):
     os.remove(marker)  # building the model ran it once
 
 
+def guessing_model(w, _models):
+    """dense_0_seed0's model.keras answers class 0 for every image (zero weights): a
+    model at chance whatever the data (issue 25)."""
+    import tf_keras as keras
+    path = os.path.join(w, Workdir.member_relpath("dense", 0, 0), "model.keras")
+    model = keras.models.load_model(path, compile=False)
+    model.set_weights([np.zeros_like(weight) for weight in model.get_weights()])
+    model.save(path)
+
+
 def tflite_member(cut):
     """magnitude_0.5_seed1 becomes a TFLite member whose file is cut to `cut` of its bytes."""
     def breaker(w, models):
@@ -630,6 +640,18 @@ CASES = [
      "test 'paired' is not allowed for the noise floor: use one of ['welch', "
      "'permutation'] (two halves of the dense population hold different seeds, so they "
      "cannot be paired)"),
+    # issue 25: a model at chance on the family's input convention stops the run,
+    # naming the convention
+    ("model-at-chance", TRAIN, {"init_from": f"{{W}}/{DENSE0}/model.keras", "seeds": 1,
+                                "dataset": "digits"}, guessing_model,
+     rf"^model {{W}}/{DENSE0}/model.keras scores [0-9.]+% top-1 on 256 eval images of "
+     r"'digits', chance level [0-9.]+%: the 'small' family gives HxWxC float32 in \[0, 1\] "
+     r"\(uint8 / 255\), no mean or std \(docs/contracts.md\); --allow_chance to go on$"),
+    ("model-at-chance", IMPORT, {"models": f"{{W}}/{DENSE0}/model.keras", "method": "mine"},
+     guessing_model,
+     rf"^model {{W}}/{DENSE0}/model.keras scores [0-9.]+% top-1 on 256 eval images of "
+     r"'digits', chance level [0-9.]+%: the 'small' family gives HxWxC float32 in \[0, 1\] "
+     r"\(uint8 / 255\), no mean or std \(docs/contracts.md\); --allow_chance to go on$"),
 ]
 
 

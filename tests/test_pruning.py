@@ -41,7 +41,8 @@ def test_auto_schedule_ramps_from_10_to_60_percent_in_10_mask_updates(total_step
     (dict(end_step=10), r"end_step \(10\) must be after begin_step \(10\)"),
     (dict(end_step=25), r"end_step - begin_step \(15\) must be a multiple of the frequency "
                         r"\(10\), or the final sparsity is never applied"),
-    (dict(total_steps=30), r"end_step \(30\) must be before the last training step \(30\)"),
+    (dict(total_steps=30), r"end_step \(30\) must be before the last training step \(30: "
+                           r"--epochs x steps per epoch\): set --end_step below 30"),
     (dict(initial_sparsity=0.9), r"initial_sparsity must be in \[0, target=0.5\], got 0.9"),
 ])
 def test_schedule_errors(kwargs, message):

@@ -55,7 +55,7 @@ class Magnitude(Method):
 
     def one_shot_mask(self, model, sparsity, reference, seed, layer_names):
         mask = {name: pruning.global_keep_masks(
-            {name: model.get_layer(name).kernel.numpy()}, sparsity)[name]
+            {name: pruning.kernel_of(model, name).numpy()}, sparsity)[name]
             for name in layer_names}
         pruning.apply_weight_masks(model, mask)
         return mask
@@ -72,7 +72,7 @@ class GlobalMagnitude(GlobalWeights):
 
     def scores(self, model, layer_names, x):
         del x  # data-free
-        return {name: model.get_layer(name).kernel.numpy() for name in layer_names}
+        return {name: pruning.kernel_of(model, name).numpy() for name in layer_names}
 
     def callbacks(self, model, schedule, layer_names):
         return [pruning.GlobalMagnitudePruning(schedule, layer_names)]

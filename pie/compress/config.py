@@ -80,6 +80,9 @@ class TrainConfig:
         "in the path: the dense members are that model (trained further only for --epochs "
         "> 0), pruned members prune it and fine-tune for --finetune_epochs. Its input shape "
         "and class count must match the dataset.")
+    allow_chance: bool = option(
+        False, "Start from an --init_from model that scores at chance on a few eval images "
+        "(else an error: another input convention?).")
     schedule: str = option("polynomial", "Pruning schedule.", choices=SCHEDULES)
     initial_sparsity: float = option(0.0, "Polynomial schedule: sparsity at begin_step.")
     begin_step: int = option(-1, "First pruning step (-1: 10% of training).")

@@ -26,18 +26,35 @@ def validate_sparsity(value):
         raise PruningError(f"sparsity must be in [0, 1), got {value:g}")
 
 
-def auto_schedule_steps(total_steps):
+# Mask updates of the default schedule (fewer when training has fewer steps).
+AUTO_UPDATES = 10
+_short_runs_logged = set()
+
+
+def auto_schedule_steps(total_steps, log=True):
     """Default (begin, end, frequency): ramp over 10%-60% of training, 10 updates.
 
     end - begin is a multiple of the frequency so the last mask update lands on
     end_step, where the schedule reaches its final sparsity; the last 40% of
-    training fine-tunes the pruned network.
+    training fine-tunes the pruned network. A run too short for 10 updates (tiny
+    data: 2 epochs of 5 batches) ramps in one update per step, still ending before
+    the last step (logged once per length, unless `log` is False).
     """
-    if total_steps < 10:
-        raise PruningError(f"pruning needs at least 10 training steps, got {total_steps}")
+    if total_steps < 2:
+        raise PruningError(
+            f"pruning during training needs at least 2 training steps, this run has "
+            f"{total_steps} (--epochs x steps per epoch): raise --epochs or --steps_per_epoch, "
+            "or lower --batch_size")
     begin = total_steps // 10
-    frequency = max(1, (total_steps * 6 // 10 - begin) // 10)
-    end = begin + 10 * frequency
+    ramp_end = max(begin + 1, total_steps * 6 // 10)
+    updates = min(AUTO_UPDATES, ramp_end - begin)
+    frequency = max(1, (ramp_end - begin) // updates)
+    end = begin + updates * frequency
+    if log and updates < AUTO_UPDATES and total_steps not in _short_runs_logged:
+        _short_runs_logged.add(total_steps)
+        print(f"pruning schedule: {total_steps} training steps are too few for "
+              f"{AUTO_UPDATES} mask updates: begin_step {begin}, end_step {end}, frequency "
+              f"{frequency} ({updates} updates)", flush=True)
     return begin, end, frequency
 
 
@@ -134,7 +151,9 @@ def make_schedule(kind, target, *, begin_step, end_step, frequency, power=3,
             f"frequency ({frequency}), or the final sparsity is never applied")
     if total_steps is not None and end_step >= total_steps:
         raise PruningError(
-            f"end_step ({end_step}) must be before the last training step ({total_steps})")
+            f"end_step ({end_step}) must be before the last training step ({total_steps}: "
+            f"--epochs x steps per epoch): set --end_step below {total_steps} (and "
+            f"--begin_step below it), or leave both at -1 to derive them from the run")
     if not 0.0 <= initial_sparsity <= target:
         raise PruningError(
             f"initial_sparsity must be in [0, target={target:g}], got {initial_sparsity:g}")
@@ -145,17 +164,60 @@ def make_schedule(kind, target, *, begin_step, end_step, frequency, power=3,
                       frequency=frequency)
 
 
+# Joins the names of a nested layer's enclosing models and its own: "backbone/conv1".
+PATH_SEPARATOR = "/"
+
+
+def _sublayers(model):
+    """(path, layer) of every layer of `model`, the layers of nested models (a
+    backbone inside a wrapper, blocks inside it) after their model, depth first."""
+    for layer in getattr(model, "layers", ()):
+        yield layer.name, layer
+        if isinstance(layer, keras.Model):
+            for path, inner in _sublayers(layer):
+                yield layer.name + PATH_SEPARATOR + path, inner
+
+
 def prunable_layer_names(model, include_classifier=False):
-    """Conv and Dense layers whose kernels magnitude pruning removes weights from."""
-    names = []
-    for layer in model.layers:
+    """Conv and Dense layers whose kernels magnitude pruning removes weights from,
+    found in nested models too: a top-level layer by its name, a nested one by its
+    path ("backbone/conv1", see layer_at). Each layer is listed once (a layer shared
+    by two models is pruned once)."""
+    names, seen = [], set()
+    for path, layer in _sublayers(model):
         if isinstance(layer, keras.layers.DepthwiseConv2D):
             continue  # tfmot does not prune depthwise kernels
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and id(layer) not in seen:
             if layer.name == builders.CLASSIFIER and not include_classifier:
                 continue
-            names.append(layer.name)
+            seen.add(id(layer))
+            names.append(path)
     return names
+
+
+def layer_at(model, path):
+    """The layer a prunable_layer_names path names: a layer of `model`, or of the
+    models nested in it."""
+    layer = model
+    for name in path.split(PATH_SEPARATOR):
+        layer = layer.get_layer(name)
+    return layer
+
+
+def kernel_of(model, path):
+    """The kernel variable of the layer at `path` (layer_at)."""
+    return layer_at(model, path).kernel
+
+
+# Methods that rank weights by |w| alone: no reference images are scored.
+DATA_FREE_METHODS = ("magnitude", "wt")
+
+
+def removed_line(member_id, method, removed, images):
+    """The log line of a member pruned once: what was removed and, for a method that
+    scores weights on data, on how many reference images."""
+    scored = "" if method in DATA_FREE_METHODS else f" (scored on {images} reference images)"
+    return f"{member_id}: {method} removed {removed:.4f} of the weights{scored}"
 
 
 def wrap_for_pruning(model, schedule, include_classifier=False):
@@ -186,7 +248,7 @@ def kernel_sparsity(model, layer_names):
     """Fraction of exact zeros per named layer's kernel, and over all of them."""
     per_layer, zeros, total = {}, 0, 0
     for name in layer_names:
-        kernel = model.get_layer(name).kernel.numpy()
+        kernel = kernel_of(model, name).numpy()
         layer_zeros = int(np.count_nonzero(kernel == 0))
         per_layer[name] = layer_zeros / kernel.size
         zeros += layer_zeros
@@ -239,14 +301,14 @@ def global_keep_masks(scores, sparsity):
 
 def global_magnitude_masks(model, sparsity, layer_names):
     """WT: one |w| threshold over the kernels of `layer_names` giving `sparsity` overall."""
-    return global_keep_masks({name: model.get_layer(name).kernel.numpy()
+    return global_keep_masks({name: kernel_of(model, name).numpy()
                               for name in layer_names}, sparsity)
 
 
 def apply_weight_masks(model, masks):
     """Zeroes the removed kernel weights (in place)."""
     for name, keep in masks.items():
-        kernel = model.get_layer(name).kernel
+        kernel = kernel_of(model, name)
         kernel.assign(kernel.numpy() * keep.astype(kernel.dtype.as_numpy_dtype))
     return model
 
@@ -254,7 +316,7 @@ def apply_weight_masks(model, masks):
 def masks_from_zeros(model, layer_names):
     """The masks a pruned model carries: its kernels' exact zeros (how a resumed run
     recovers them from a checkpoint; a trained weight is never exactly 0 by chance)."""
-    return {name: model.get_layer(name).kernel.numpy() != 0 for name in layer_names}
+    return {name: kernel_of(model, name).numpy() != 0 for name in layer_names}
 
 
 class WeightMaskCallback(keras.callbacks.Callback):
@@ -281,7 +343,7 @@ class WeightMaskCallback(keras.callbacks.Callback):
             import tensorflow as tf
             self._targets = []
             for name, keep in self.masks.items():
-                kernel = self.model.get_layer(name).kernel
+                kernel = kernel_of(self.model, name)
                 self._targets.append((kernel, tf.constant(keep, kernel.dtype)))
         for kernel, keep in self._targets:
             kernel.assign(kernel * keep)

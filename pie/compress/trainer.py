@@ -336,13 +336,14 @@ class Trainer:
         mask = method.one_shot_mask(model, member.sparsity, reference, member.seed, names)
         if method.mask_kind == methods.UNIT_MASK:
             from pie.compress import criteria
-            removed, what = criteria.mask_summary(mask)["overall"], "units"
+            removed = criteria.mask_summary(mask)["overall"]
+            print(f"{member.member_id}: {member.method} removed {removed:.4f} of the units "
+                  f"(scored on {len(reference[1])} reference images)", flush=True)
         else:
             removed = 1.0 - (sum(int(m.sum()) for m in mask.values())
                              / sum(m.size for m in mask.values()))
-            what = "weights"
-        print(f"{member.member_id}: {member.method} removed {removed:.4f} of the {what} "
-              f"(scored on {len(reference[1])} reference images)", flush=True)
+            print(pruning.removed_line(member.member_id, member.method, removed,
+                                       len(reference[1])), flush=True)
         return mask
 
     def _finish(self, member, model, workdir, started, ckpt_dir, mask=None,
@@ -485,8 +486,9 @@ def finished_row(workdir, member, manifest_ids):
 
 
 def check_init_models(config, source):
-    """Each seed's --init_from model fits the dataset (one error line otherwise), and a
-    warning when it scores at chance on a few eval images (wrong preprocessing)."""
+    """Each seed's --init_from model fits the dataset (one error line otherwise) and
+    does not score at chance on a few eval images (another input convention: one error
+    line; a warning with --allow_chance)."""
     if not config.init_from:
         return
     inputs, labels = imported.few_eval_images(source)
@@ -495,7 +497,8 @@ def check_init_models(config, source):
         model = imported.load_keras(path)
         input_shape, n_outputs = imported.keras_signature(model, path)
         imported.check_shapes(path, input_shape, n_outputs, source)
-        imported.warn_if_chance(path, model(inputs, training=False).numpy(), labels, source)
+        imported.check_chance(path, model(inputs, training=False).numpy(), labels, source,
+                              config.allow_chance)
 
 
 def train_population(config, worker_module):
@@ -524,6 +527,8 @@ def train_population(config, worker_module):
                           cache_dir=config.workdir)
     # Saved resolved, so flags.txt says which views the members were trained on.
     config = config.replace(augment=source.resolve_augment(config.augment))
+    if config.seed_range == (0, 1):  # once: not again in each --workers worker
+        print(sources.found_line(source), flush=True)
     if config.steps_per_epoch:
         steps_per_epoch = config.steps_per_epoch
     elif source.train_size:
@@ -541,6 +546,7 @@ def train_population(config, worker_module):
     chief = training.is_chief(strategy)
     if not chief:  # other workers of a multi-worker job write to a scratch folder
         workdir = Workdir(workdir.worker_scratch(strategy.cluster_resolver.task_id))
+    sources.check_first_batch(source, config.batch_size, config.augment)
     os.makedirs(workdir, exist_ok=True)
     sources.save_config(workdir, source, dataset=config.dataset, data_dir=config.data_dir,
                         label_attribute=config.label_attribute, toy_noise=config.toy_noise,

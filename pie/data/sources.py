@@ -120,6 +120,9 @@ class DataSource:
     # in its order, `train_gather(keys)` their (images, labels), a batch at a time.
     train_order: Optional[Callable[[int, int], tf.data.Dataset]] = None
     train_gather: Optional[Callable[[tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]] = None
+    # TFRecord sources: `eval_serialized()` gives each eval record as stored, with its
+    # image_id, record_key and filename (pie.data.tfrecords.Folder.eval_serialized).
+    eval_serialized: Optional[Callable[[], tf.data.Dataset]] = None
 
     def __post_init__(self):
         # Every pipeline of this source starts from one of these, so none of them
@@ -129,11 +132,14 @@ class DataSource:
         self.eval_encoded = _untuned(self.eval_encoded)
         if self.train_order is not None:
             self.train_order = _untuned(self.train_order)
+        if self.eval_serialized is not None:
+            self.eval_serialized = _untuned(self.eval_serialized)
 
     @property
     def input_shape(self):
         return self.raw_shape
 
+    @views.no_autograph
     def normalize(self, images):
         """Raw images (uint8) to model inputs (float32), per family."""
         if self.family == "toy":
@@ -322,7 +328,7 @@ def _toy(name, noise, toy_seed):
 
 def _family_for_shape(shape):
     height = shape[0]
-    if height is None or height >= 64:
+    if height is None or height >= tfrecords.FIXED_SIZE_LIMIT:
         return "imagenet"
     if height >= 32:
         return "cifar"
@@ -335,11 +341,14 @@ def _raw_shape(family, shape, channels):
     return tuple(shape[:2]) + (channels,)
 
 
-def _decoded(dataset, channels):
-    """Encoded examples to decoded ones (`encoded` replaced by `image`)."""
+def _decoded(dataset, channels, size=None):
+    """Encoded examples to decoded ones (`encoded` replaced by `image`, `channels`
+    deep whatever each image's encoding; `size`: (height, width) every image is
+    resized to unless it has it)."""
     def decode(example):
         example = dict(example)
-        example["image"] = tfrecords.decode(example.pop("encoded"), channels)
+        image = tfrecords.decode(example.pop("encoded"), channels)
+        example["image"] = image if size is None else views.fit_size(image, size)
         return example
     return dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -485,29 +494,30 @@ def _attribute_table(dataset, names):
 
 def _tfrecord(folder, label_offset=None, cache_dir=None):
     scanned = tfrecords.Folder(folder, label_offset=label_offset, workdir=cache_dir)
-    channels = scanned.probe_channels()
-    shape = scanned.probe_shape(channels)
-    family = scanned.info.get("family") or (
-        _family_for_shape(shape) if shape else "imagenet")
+    family, channels, shape = scanned.probe()
     if family not in FAMILIES or family == "toy":
         raise DataError(f"{TFRECORD_INFO} in '{folder}' names the family '{family}'; "
                         "allowed: small, cifar, imagenet")
     if family != "imagenet" and shape is None:
-        shape = tuple(scanned.info.get("image_shape") or (0, 0, channels))
+        raise DataError(f"'{folder}' has no images to take the image size from: give "
+                        f"image_shape in its {TFRECORD_INFO} (or family imagenet)")
+    raw_shape = _raw_shape(family, shape, channels)
+    # Fixed-size families resize an image of another size to theirs (imagenet's eval
+    # geometry resizes every image).
+    size = None if family == "imagenet" else raw_shape[:2]
 
     def train_records(seed, epoch):
-        return _decoded(scanned.train_encoded(seed, epoch, SHUFFLE_BYTES), channels)
+        return _decoded(scanned.train_encoded(seed, epoch, SHUFFLE_BYTES), channels, size)
 
     def eval_encoded():
         return scanned.eval_encoded(channels)
 
     return DataSource(name=TFRECORD_PREFIX + folder, family=family,
                       num_classes=scanned.num_classes, class_names=scanned.class_names,
-                      raw_shape=_raw_shape(family, shape, channels),
-                      train_records=train_records,
-                      eval_records=lambda: _decoded(eval_encoded(), channels),
+                      raw_shape=raw_shape, train_records=train_records,
+                      eval_records=lambda: _decoded(eval_encoded(), channels, size),
                       eval_encoded=eval_encoded, train_size=scanned.train_size,
-                      eval_size=scanned.eval_size)
+                      eval_size=scanned.eval_size, eval_serialized=scanned.eval_serialized)
 
 
 # ------------------------------------------------------------------------- registry
@@ -531,6 +541,42 @@ def validate_name(name):
     import tensorflow_datasets as tfds
     if name.split(":")[0].split("/")[0] not in tfds.list_builders():
         raise DataError(f"unknown dataset '{name}'; allowed: " + ", ".join(available()))
+
+
+# Class names the line of what a training run found lists before "...".
+NAMES_SHOWN = 5
+
+
+def found_line(source):
+    """One line of what was found in the data: classes, family, input shape, images per
+    split (printed once by a training run)."""
+    names = list(source.class_names[:NAMES_SHOWN])
+    more = ", ..." if source.num_classes > NAMES_SHOWN else ""
+    shape = "x".join(str(int(d)) for d in source.input_shape)
+    sizes = ", ".join(f"{'?' if count is None else count} {split}" for split, count in
+                      (("training", source.train_size), ("eval", source.eval_size)))
+    return (f"data: '{source.name}': {source.num_classes} classes ("
+            + ", ".join(repr(name) for name in names) + f"{more}), family {source.family}, "
+            f"input {shape}, images: {sizes}")
+
+
+def check_first_batch(source, batch_size, augment="auto"):
+    """Reads the first eval batch, and the training views of its images, as training
+    would: data that does not read (an image that does not decode, images that do not
+    batch) fails here as one DataError, before the workdir records the dataset."""
+    mode = source.resolve_augment(augment)
+    family, shape = source.family, tuple(source.input_shape)
+
+    def view(position, example):
+        seed = views.view_seed(0, 0, position)
+        return views.train_view(example["image"], mode, family, shape, seed), example["label"]
+    training = source.eval_records().take(batch_size).enumerate().map(view).batch(batch_size)
+    try:
+        for dataset in (source.eval_batches(batch_size), source._normalized(training)):
+            next(iter(dataset.take(1)), None)
+    except (tf.errors.OpError, ValueError, TypeError) as error:
+        raise DataError(f"the first batch of '{source.name}' does not read (family "
+                        f"{family}, input {shape}): {errors.first_line(error)}")
 
 
 CONFIG_KEYS = ("dataset", "data_dir", "label_attribute", "label_offset", "toy_noise",

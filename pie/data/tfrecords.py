@@ -9,6 +9,11 @@ tf.train.Example with
   image/class/text   optional class name (one text per label)
   image_id           optional int64 id (the PIE subsets carry the eval image's id)
 
+The family (small, cifar, imagenet) and the channel count come from the folder's
+dataset_info.json (`family`, `channels`, `image_shape`) when it says, else from a
+sample of images read across the shards (Folder.probe), never from one record;
+every image is then decoded to that channel count whatever its encoding (decode).
+
 Labels become the toolkit's 0-based class ids by subtracting the label offset:
 `--label_offset=N` when given, else `label_offset` of the folder's
 `dataset_info.json` (0 in the subsets this toolkit writes), else 1 (ImageNet).
@@ -22,7 +27,7 @@ import os
 import numpy as np
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.data import size_cache
+from pie.data import size_cache, views
 from pie.io import errors
 import tensorflow as tf
 
@@ -35,6 +40,10 @@ IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 SCAN_BATCH = 1024
 RECORD_FRAMING = 16  # bytes around each record: length, its CRC, the data's CRC
 MAX_INTERLEAVE = 16
+# Images decoded to decide the family and channels of a folder without dataset_info.json.
+SAMPLE_RECORDS = 64
+# A set of one fixed image size below this height keeps its pixels (cifar, small).
+FIXED_SIZE_LIMIT = 64
 
 SCAN_FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
@@ -46,6 +55,22 @@ READ_FEATURES = {
     "image/class/label": tf.io.FixedLenFeature([], tf.int64),
     "image_id": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
 }
+
+NAME_FEATURES = {
+    "image_id": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+
+
+def with_features(serialized, **int_features):
+    """A serialized tf.train.Example with every feature of `serialized` kept and the
+    given int64 features set (e.g. image_id): how a subset copies a record whole."""
+    example = tf.train.Example.FromString(bytes(serialized))
+    for name, value in int_features.items():
+        feature = example.features.feature[name]
+        feature.Clear()
+        feature.int64_list.value.append(int(value))
+    return example.SerializeToString()
 
 
 def is_data_file(name):
@@ -195,29 +220,45 @@ class Folder:
         records = sum(self.facts[p]["records"] for p in files)
         return sum(self.facts[p]["bytes"] for p in files) / max(records, 1)
 
-    def probe_channels(self):
-        """Channels of the images: dataset_info.json's, else the first image's (1 or 3)."""
-        if "channels" in self.info:
-            return int(self.info["channels"])
-        for path in self.eval_files + self.train_files:
-            if self.facts[path]["records"]:
-                first = next(iter(tf.data.TFRecordDataset(path).take(1)))
-                encoded = tf.io.parse_single_example(first, READ_FEATURES)["image/encoded"]
-                image = decode(encoded, 0)
-                return 1 if int(image.shape[-1]) == 1 else 3
-        return 3
+    def sample_shapes(self, count=SAMPLE_RECORDS):
+        """(height, width, channels as encoded) of up to `count` images read across the
+        shards: the first records of evenly spaced files, eval and train."""
+        files = [p for p in self.eval_files + self.train_files if self.facts[p]["records"]]
+        if not files:
+            return []
+        picked = [files[i] for i in
+                  sorted(set(np.linspace(0, len(files) - 1, min(len(files), count)).astype(int)))]
+        per_file = max(1, -(-count // len(picked)))
+        shapes = []
+        for path in picked:
+            for index, serialized in enumerate(tf.data.TFRecordDataset(path).take(per_file)):
+                encoded = tf.io.parse_single_example(serialized, READ_FEATURES)["image/encoded"]
+                try:
+                    shapes.append(tuple(int(d) for d in decode(encoded, 0).shape))
+                except tf.errors.OpError as error:
+                    raise errors.DataError(f"record {index} of '{path}': image/encoded does "
+                                           f"not decode: {errors.first_line(error)}")
+        return shapes
 
-    def probe_shape(self, channels):
-        """The first eval image's shape, or None without images."""
-        for path in self.eval_files + self.train_files:
-            if self.facts[path]["records"]:
-                first = next(iter(tf.data.TFRecordDataset(path).take(1)))
-                encoded = tf.io.parse_single_example(first, READ_FEATURES)["image/encoded"]
-                return tuple(int(d) for d in decode(encoded, channels).shape)
-        return None
+    def probe(self):
+        """(family or None, channels, image shape or None) of the data as a whole: what
+        dataset_info.json says, the rest decided from a sample of images across the
+        shards (sample_family, sample_channels), never from one record."""
+        info = self.info
+        check_info_shape(info, self.folder)
+        need_sample = "channels" not in info or "family" not in info or (
+            "image_shape" not in info and info.get("family") != "imagenet")
+        shapes = self.sample_shapes() if need_sample else []
+        channels = info["channels"] if "channels" in info else sample_channels(shapes)
+        family = info.get("family") or sample_family(shapes)
+        shape = info.get("image_shape") or common_size(shapes)
+        if shape is not None:
+            shape = tuple(int(d) for d in tuple(shape)[:2]) + (channels,)
+        return family, channels, shape
 
     # ------------------------------------------------------------------ pipelines
 
+    @views.no_autograph
     def parse(self, serialized, channels):
         parsed = tf.io.parse_single_example(serialized, READ_FEATURES)
         return {"encoded": parsed["image/encoded"],
@@ -229,6 +270,29 @@ class Folder:
         return tf.data.TFRecordDataset(self.eval_files).map(
             lambda s: self.parse(s, channels)).enumerate().map(
             lambda i, ex: dict(ex, image_id=tf.where(ex["image_id"] >= 0, ex["image_id"], i)))
+
+    def eval_serialized(self):
+        """Every eval record as it is stored, each feature kept (filename, synset,
+        bounding boxes, any other), in eval_encoded's order: dicts of `serialized`,
+        `image_id` (as eval_encoded gives it), `record_key` (shard file and record
+        index, "validation-00000-of-00001:17") and `filename` (the record's
+        image/filename, or "" without one): what leads a subset back to the files."""
+        def read(path):
+            name = os.path.basename(path)
+            return tf.data.TFRecordDataset(path).enumerate().map(
+                lambda index, serialized: {
+                    "serialized": serialized,
+                    "record_key": tf.strings.join([name, tf.strings.as_string(index)], ":")})
+        files = [read(path) for path in self.eval_files]
+        dataset = files[0]
+        for more in files[1:]:
+            dataset = dataset.concatenate(more)
+
+        def named(position, example):
+            parsed = tf.io.parse_single_example(example["serialized"], NAME_FEATURES)
+            image_id = tf.where(parsed["image_id"] >= 0, parsed["image_id"], position)
+            return dict(example, image_id=image_id, filename=parsed["image/filename"])
+        return dataset.enumerate().map(named)
 
     def train_encoded(self, seed, epoch, shuffle_bytes):
         """Encoded training records: files in a (seed, epoch) order, read interleaved,
@@ -258,6 +322,62 @@ def shuffle_buffer(size, mean_bytes, budget):
     return int(max(1, min(max(size, 1), budget // max(int(mean_bytes), 1))))
 
 
+def check_info_shape(info, folder):
+    """dataset_info.json's `channels` (1 or 3) and `image_shape` ([height, width],
+    positive integers) as allowed, or one DataError naming the key."""
+    channels = info.get("channels", 3)
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise errors.DataError(f"{INFO_NAME} in '{folder}' says channels {channels!r}; "
+                               "allowed: 1 or 3")
+    shape = info.get("image_shape")
+    if shape is not None and not (
+            isinstance(shape, list) and len(shape) in (2, 3)
+            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+        raise errors.DataError(f"{INFO_NAME} in '{folder}' says image_shape {shape!r}; "
+                               "allowed: [height, width] in pixels")
+
+
+def sample_channels(shapes):
+    """3 when any sampled image has colour (RGB, RGBA, CMYK, a palette), 1 when every
+    one is grey (with or without alpha); 3 without a sample."""
+    if shapes and all(shape[-1] in (1, 2) for shape in shapes):
+        return 1
+    return 3
+
+
+def common_size(shapes):
+    """The (height, width) of most sampled images, or None without a sample."""
+    if not shapes:
+        return None
+    sizes = [shape[:2] for shape in shapes]
+    return max(sorted(set(sizes)), key=sizes.count)
+
+
+def sample_family(shapes):
+    """The family of a sample of image shapes: a set where most images have one size
+    under 64 px is `cifar` (from 32 px high) or `small`, and resizes the others to it;
+    any other set (sizes that vary, large images, no sample) is `imagenet`, whose
+    transform resizes every image to the model's input."""
+    size = common_size(shapes)
+    if size is not None and 2 * sum(shape[:2] == size for shape in shapes) > len(shapes):
+        if size[0] < FIXED_SIZE_LIMIT:
+            return "cifar" if size[0] >= 32 else "small"
+    return "imagenet"
+
+
+@views.no_autograph
 def decode(encoded, channels):
-    """An encoded image to uint8 HxWxC (first frame of a GIF)."""
-    return tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+    """An encoded image to uint8 HxWxC (first frame of a GIF), whatever its own encoding:
+    channels=1 turns colour (a CMYK JPEG included, which libjpeg cannot turn grey
+    itself) to grey, channels=3 repeats a grey image's channel; 0 keeps its own."""
+    if channels != 1:
+        return tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+
+    def four_components():
+        return tf.equal(tf.io.extract_jpeg_shape(encoded)[-1], 4)
+    cmyk = tf.cond(tf.io.is_jpeg(encoded), four_components, lambda: tf.constant(False))
+    return tf.cond(
+        cmyk,
+        lambda: tf.image.rgb_to_grayscale(
+            tf.io.decode_image(encoded, channels=3, expand_animations=False)),
+        lambda: tf.io.decode_image(encoded, channels=1, expand_animations=False))

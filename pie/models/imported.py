@@ -29,12 +29,21 @@ FAMILY_INPUTS = {
 CHECK_IMAGES = 256  # eval images of the chance check
 # Top-1 within this many binomial standard errors of chance counts as chance.
 CHANCE_SIGMAS = 2.0
+# A declared --sparsity this far from the measured one draws a warning.
+DECLARED_SPARSITY_TOLERANCE = 0.02
 
 
 def model_label(prefix, path):
     """The manifest's `model` of a model file made elsewhere: `<prefix>-<file name>`,
-    other characters than letters, digits and '._-' replaced by '_' (a manifest rule)."""
-    return f"{prefix}-" + re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(path))
+    other characters than letters, digits and '._-' replaced by '_' (a manifest rule).
+    A per-seed pattern's `{seed}` is left out (`net_seed{seed}.keras`: `net_seed.keras`),
+    so every seed's member has the same label."""
+    from pie.compress import lineage
+    name = os.path.basename(path)
+    if lineage.SEED_FIELD in name:
+        stem, dot, extension = name.replace(lineage.SEED_FIELD, "").rpartition(".")
+        name = (stem or "seeds") + dot + extension if dot else (extension or "seeds")
+    return f"{prefix}-" + re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
 def _shape_text(shape):
@@ -103,7 +112,8 @@ def tflite_signature(interpreter, path):
 
 
 def keras_sparsity(model):
-    """Share of exact zeros over the prunable kernels (as save_checkpoint.train measures)."""
+    """Share of exact zeros over the prunable kernels (as save_checkpoint.train measures),
+    the kernels of nested models (a backbone inside a wrapper) included."""
     from pie.compress import pruning
     return pruning.kernel_sparsity(model, pruning.prunable_layer_names(model))[1]
 
@@ -183,3 +193,44 @@ def warn_if_chance(path, scores, labels, source, out=None):
               f"expects what the '{source.family}' family gives ({expected}; "
               "docs/contracts.md)", file=out or sys.stderr, flush=True)
     return top1
+
+
+def at_chance(scores, labels):
+    """(top-1, chance level, whether top-1 is within CHANCE_SIGMAS of chance)."""
+    top1 = float(np.mean(np.argmax(scores, axis=1) == labels))
+    chance = chance_level(labels)
+    margin = CHANCE_SIGMAS * math.sqrt(chance * (1 - chance) / len(labels))
+    return top1, chance, top1 <= chance + margin
+
+
+def check_chance(path, scores, labels, source, allow_chance=False, out=None):
+    """A model at chance on a few eval images (usually: another input convention than
+    the family's) stops the run with one ContractError naming the convention; with
+    `allow_chance` it is the warning line of warn_if_chance. Returns the top-1."""
+    top1, chance, guesses = at_chance(scores, labels)
+    if guesses and not allow_chance:
+        expected = FAMILY_INPUTS.get(source.family, "see docs/contracts.md")
+        raise errors.ContractError(
+            f"model {path} scores {100 * top1:.1f}% top-1 on {len(labels)} eval images of "
+            f"'{source.name}', chance level {100 * chance:.1f}%: the '{source.family}' family "
+            f"gives {expected} (docs/contracts.md); --allow_chance to go on")
+    return warn_if_chance(path, scores, labels, source, out=out)
+
+
+def check_declared_sparsity(path, declared, measured, out=None):
+    """One warning line when a model's measured sparsity is more than
+    DECLARED_SPARSITY_TOLERANCE from the declared --sparsity (NaN: not measurable)."""
+    if math.isnan(measured) or abs(measured - declared) <= DECLARED_SPARSITY_TOLERANCE:
+        return False
+    print(f"warning: model {path} is declared --sparsity={declared:g} but {measured:.4f} of "
+          f"its prunable kernels are zeros (more than {DECLARED_SPARSITY_TOLERANCE:g} apart)",
+          file=out or sys.stderr, flush=True)
+    return True
+
+
+def check_member(path, member, source, declared, measured, allow_chance, batch_size):
+    """import-members' checks of a loaded member (pie.models.predict) before anything
+    is written: check_chance on a few eval images, then check_declared_sparsity."""
+    inputs, labels = few_eval_images(source)
+    check_chance(path, member.logits(inputs, batch_size), labels, source, allow_chance)
+    check_declared_sparsity(path, declared, measured)

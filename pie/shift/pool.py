@@ -9,11 +9,17 @@ about TASK_BYTES of float32 pixels changes nothing, and the corruptions'
 temporaries stay a few times TASK_BYTES per worker whatever the stack size.
 Workers are spawned, not forked (the stages have TensorFlow loaded), and import
 only this package's numpy / scipy / OpenCV / PIL code; each is one core (no BLAS
-or OpenCV thread pool of its own).
+or OpenCV thread pool of its own). They never run the caller's script: multiprocessing's
+spawn re-runs the parent's `__main__` in each child (a script without an
+`if __name__ == "__main__"` guard would train again, and start workers of its own);
+these workers are started as if the parent had no main module (library_context).
 """
 import concurrent.futures
-import multiprocessing
 import os
+import sys
+import types
+from multiprocessing import context as mp_context
+from multiprocessing import popen_spawn_posix
 
 import numpy as np
 
@@ -34,6 +40,35 @@ def resolve_workers(workers):
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be an integer >= 0 (0 = every core), got {workers!r}")
     return workers or os.cpu_count() or 1
+
+
+class _LibraryPopen(popen_spawn_posix.Popen):
+    """Spawns a child whose start-up data names no main module to re-run: spawn reads
+    `sys.modules["__main__"]` while launching, so a bare module stands in for it then."""
+
+    def _launch(self, process_obj):
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            super()._launch(process_obj)
+        finally:
+            sys.modules["__main__"] = main
+
+
+class _LibraryProcess(mp_context.SpawnProcess):
+    @staticmethod
+    def _Popen(process_obj):
+        return _LibraryPopen(process_obj)
+
+
+class _LibraryContext(mp_context.SpawnContext):
+    Process = _LibraryProcess
+
+
+def library_context():
+    """A spawn context whose processes import only what their task needs (its module),
+    never the caller's script: from a plain script, a notebook or standard input."""
+    return _LibraryContext()
 
 
 def _init_worker():
@@ -60,7 +95,7 @@ class CorruptionPool:
     def _executor(self):
         if self.executor is None:
             self.executor = concurrent.futures.ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                max_workers=self.workers, mp_context=library_context(),
                 initializer=_init_worker)
         return self.executor
 

@@ -6,7 +6,9 @@ Writes `W/quantization/cost.csv`, one row per manifest member (Keras and TFLite)
 
   params, nonzero_params   weights of the Keras model (TFLite members: of the Keras
                            member they were converted from, see meta.json)
-  file_bytes, gzip_bytes   the member's model file, raw and gzip -9
+  file_bytes, gzip_bytes   the member's weights alone, raw and gzip -9: a Keras member
+                           saved again without optimizer state or pruning wrappers (an
+                           imported file may carry them), a TFLite member's file
   tflite_bytes, tflite_gzip_bytes   the .tflite that was timed (a Keras member is
                            converted to a plain float TFLite in a temporary folder)
   latency_ms_batch1        median ms of one interpreter call on 1 image
@@ -70,7 +72,8 @@ class KerasWeights:
 
     def counts(self, member_id):
         if member_id not in self._counts:
-            model = loading.load_keras(self.workdir.model_path(self.rows[member_id]))
+            model = inference_model(loading.load_keras(
+                self.workdir.model_path(self.rows[member_id])))
             self._counts[member_id] = pq.parameter_counts(model)
         return self._counts[member_id]
 
@@ -81,6 +84,23 @@ class KerasWeights:
             return None
         source = records.read_json(meta_path).get("source_member_id")
         return source if source in self.rows else None
+
+
+def inference_model(model):
+    """The model as it predicts: tfmot's pruning wrappers stripped (their masks,
+    thresholds and step counters are training state, not weights)."""
+    from pie.compress import pruning
+    return pruning.strip(model) if pruning.is_wrapped(model) else model
+
+
+def weights_only_sizes(model):
+    """(bytes, gzip -9 bytes) of `model` saved alone: its config and weights, never an
+    optimizer's slots (an imported file saved compiled holds Adam's two per weight)."""
+    from pie.compress import training
+    with tempfile.TemporaryDirectory(prefix="cost-") as folder:
+        path = os.path.join(folder, "weights.keras")
+        training.uncompiled(model).save(path)  # a copy without the optimizer
+        return pq.file_sizes(path)
 
 
 def latencies(tflite_path, repeats, warmup, num_threads):
@@ -101,19 +121,19 @@ def latencies(tflite_path, repeats, warmup, num_threads):
 def measure(workdir, row, weights, repeats, warmup, num_threads):
     """The cost row of one manifest member."""
     model_path = Workdir(workdir).model_path(row)
-    file_bytes, gzip_bytes = pq.file_sizes(model_path)
     cost = {key: row[key] for key in ("member_id", "method", "sparsity", "seed", "top1")}
-    cost.update(file_bytes=file_bytes, gzip_bytes=gzip_bytes, repeats=repeats,
-                num_threads=num_threads)
+    cost.update(repeats=repeats, num_threads=num_threads)
     if model_path.endswith(".tflite"):
+        file_bytes, gzip_bytes = pq.file_sizes(model_path)
         source = weights.source_of(row)
         params, nonzero = weights.counts(source) if source else (np.nan, np.nan)
         batch1, batch32 = latencies(model_path, repeats, warmup, num_threads)
         cost.update(tflite_bytes=file_bytes, tflite_gzip_bytes=gzip_bytes,
                     latency_model="member")
     else:
-        model = loading.load_keras(model_path)
+        model = inference_model(loading.load_keras(model_path))
         params, nonzero = pq.parameter_counts(model)
+        file_bytes, gzip_bytes = weights_only_sizes(model)
         with tempfile.TemporaryDirectory(prefix="cost-") as folder:
             tflite_path = os.path.join(folder, "float.tflite")
             with open(tflite_path, "wb") as handle:
@@ -122,7 +142,8 @@ def measure(workdir, row, weights, repeats, warmup, num_threads):
             batch1, batch32 = latencies(tflite_path, repeats, warmup, num_threads)
         cost.update(tflite_bytes=tflite_bytes, tflite_gzip_bytes=tflite_gzip,
                     latency_model="float_tflite")
-    cost.update(params=params, nonzero_params=nonzero, latency_ms_batch1=round(batch1, 4),
+    cost.update(file_bytes=file_bytes, gzip_bytes=gzip_bytes, params=params,
+                nonzero_params=nonzero, latency_ms_batch1=round(batch1, 4),
                 latency_ms_batch32=round(batch32, 4))
     return cost
 

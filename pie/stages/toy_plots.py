@@ -3,6 +3,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib import ticker  # noqa: E402
 
 matplotlib.rcParams["text.parse_math"] = False  # dataset names are text, never mathtext
 import numpy as np  # noqa: E402
@@ -10,6 +11,15 @@ import numpy as np  # noqa: E402
 from pie.io import records  # noqa: E402
 
 SCENARIO_TITLES = {"train": "training data", "noisy_test": "noisy test data"}
+
+
+def plain_log_axis(axis):
+    """A log-scaled x axis labelled with plain numbers (1, 10, 100). Matplotlib's log
+    labels are mathtext ("$\\mathdefault{10^{0}}$"), which this module turns off
+    (parse_math) and so would print raw."""
+    axis.set_xscale("log")
+    axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _save(figure, path):
@@ -43,7 +53,7 @@ def plot_accuracy_curves(results, path, title):
         # One unpruned accuracy per seed (repeated across criteria and n).
         unpruned = rows[rows["stage"] == "before"].groupby("seed")["accuracy"].first().mean()
         axis.axhline(unpruned, color="black", linestyle="--", label="unpruned")
-        axis.set_xscale("log")
+        plain_log_axis(axis)
         axis.set_xlabel("reference samples per class")
         axis.set_ylabel("accuracy after pruning")
         axis.set_title(f"{title}: {SCENARIO_TITLES[scenario]}")
