@@ -590,7 +590,8 @@ CASES = [
      "'{P}/data' holds 20 records, its dataset_info.json says 40: a shard is truncated "
      "or missing"),
     ("tfrecord-image-corrupt", PREDICT, {"force": True}, tfrecord_data(bad_image),
-     "the data holds a corrupt image or record: Invalid PNG. Failed to initialize decoder."),
+     "record 7 of '{P}/data/validation-00000-of-00001': image/encoded does not decode: "
+     "Invalid PNG. Failed to initialize decoder."),
     # --- more hand-broken and truncated files
     ("sparsity-minus-zero-same-member", METRICS, {},
      edit_manifest("dense_0_seed1", sparsity="-0.0", seed="0"),
