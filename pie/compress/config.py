@@ -60,6 +60,24 @@ class TrainConfig:
         "sensitivity, from the dense member), or a unit criterion (lrp, taylor, grad, "
         "weight, filter_l1: that fraction of neurons/filters removed, from the dense "
         "member).")
+    m_by_n: str = option(
+        "2,4", "--method=m_by_n: m,n = at least m zeros in every n consecutive weights "
+        "along each pruned kernel's input channels (tfmot's sparsity_m_by_n); its members "
+        "are recorded at sparsity m/n.")
+    clusters: int = option(16, "--method=cluster: distinct values per clustered kernel "
+                           "(tfmot cluster_weights, k-means++ initialisation).")
+    parent_method: str = option(
+        "magnitude", "--method=pqat: the pruned population whose members (same sparsity "
+        "and seed) are quantization-aware trained, their zeros kept.")
+    student_model: Optional[str] = option(
+        None, "--method=distill: the student architecture (default: --model).")
+    student_width: Optional[int] = option(
+        None, "--method=distill: the student's width knob (default: half the teacher's "
+        "--width, or half of 16 without one); the student must have fewer parameters.")
+    temperature: float = option(4.0, "--method=distill: softmax temperature T of the soft "
+                                "targets (> 0); the soft loss is scaled by T^2.")
+    alpha: float = option(0.5, "--method=distill: weight of the hard-label loss, in [0, 1]; "
+                          "1 - alpha weighs the soft (teacher) loss.")
     reference_samples_per_class: int = option(
         10, "sipp and unit criteria: training images per class the scores are computed on.")
     finetune_epochs: int = option(
@@ -139,6 +157,8 @@ class TrainConfig:
         self._check_recipe()
         self._check_schedule()
         self._check_run()
+        for method in methods.registered():
+            method.check_config(self)
 
     # ------------------------------------------------------------ the checks
     def _check_population(self):
