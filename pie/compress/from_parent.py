@@ -115,8 +115,11 @@ def quantized_kernels(model):
     kernels = {}
     for layer in model.layers:
         inner = getattr(layer, "layer", layer)
-        if hasattr(inner, "kernel"):
-            kernels[inner.name] = inner.kernel.numpy()
+        # The wrapper swaps the layer's `kernel` for its fake-quantized tensor while
+        # it is called: the variable itself is read.
+        variables = [v for v in layer.weights if v.name.split("/")[-1].startswith("kernel")]
+        if hasattr(inner, "kernel") and variables:
+            kernels[inner.name] = variables[0].numpy()
     return kernels
 
 
@@ -130,8 +133,11 @@ def finish_tflite(trainer, member, model, workdir, started, parent):
     content = quantize.convert(model, QAT_MODE)
     model_file = workdir.member_relfile(member.relpath, "tflite_model")
     keras_file = workdir.member_relfile(member.relpath, "keras_model")
-    with records.atomic_path(workdir.path(keras_file)) as tmp:
-        training.uncompiled(model).save(tmp)
+    # The QAT model's layers (quantize wrappers, quantizers) are tfmot's: its scope
+    # lets Keras rebuild them; loading the file needs the same scope.
+    with pruning.tfmot.quantization.keras.quantize_scope():
+        with records.atomic_path(workdir.path(keras_file)) as tmp:
+            training.uncompiled(model).save(tmp)
     with records.atomic_path(workdir.path(model_file)) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(content)
