@@ -80,6 +80,7 @@ class Distillation(from_parent.FromParent):
     name = "distill"
     description = "a smaller student distilled from the dense member (soft targets)"
     keeps_zero_level = True
+    in_graph = True  # the distillation step is all in the graph: an epoch a call
     parent_label = "the dense member (the teacher)"
 
     def check_config(self, config):
@@ -117,7 +118,8 @@ class Distillation(from_parent.FromParent):
                 f"smaller than its teacher {parent_row['member_id']} "
                 f"({parent_model.count_params()}); lower --student_width")
         distiller = _distiller(student, parent_model, config.temperature, config.alpha)
-        distiller.compile(optimizer=trainer._optimizer())
+        distiller.compile(optimizer=trainer._optimizer(),
+                          steps_per_execution=trainer.steps_per_execution(member))
         first = 0  # a student trains from its own fresh start, on the recipe's batches
         from pie.compress import trainer as trainer_module
         distiller.fit(trainer._epochs_of_batches(member, first, config.epochs),
