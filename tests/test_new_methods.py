@@ -183,3 +183,39 @@ def test_new_populations_go_through_predictions_ttest_and_pies(population):
         assert variant in variants
     pies = pd.read_csv(wd.file("pie_summary"))
     assert {"m_by_n", "qat", "pqat", "cluster", "distill"} <= set(pies["method"])
+
+
+def _study(*args):
+    from absl import flags
+    from pie.io import cli
+    from pie.stages import study
+    values = flags.FlagValues()
+    study.define_flags(values)
+    values(["study", "--workdir=W", *args])
+    return cli.settings_of(values, "pie.stages.study")
+
+
+def test_the_embedded_study_trains_one_population_of_m_by_n_qat_and_distill():
+    from pie.io import errors as pie_errors
+    from pie.stages import study
+    values = _study()
+    study.validate(values)
+    runs = {method: study.extra_train_args(values, method)
+            for method in study.extra_methods(values)}
+    assert list(runs) == ["m_by_n", "qat", "distill"]
+    assert runs["m_by_n"][-2:] == ["--method=m_by_n", "--sparsities=0.5"]
+    assert runs["qat"][-2:] == ["--method=qat", "--sparsities=0"]
+    # The same seeds and recipe as the main population.
+    assert all("--seeds=10" in args and "--epochs=12" in args for args in runs.values())
+    # pqat quantizes the study's own pruned levels of its --method; 3:4 gives 0.75.
+    values = _study("--extra_methods=pqat,m_by_n", "--method=wt", "--m_by_n=3,4")
+    assert study.extra_train_args(values, "pqat")[-3:] == [
+        "--method=pqat", "--sparsities=0.5,0.8,0.95", "--parent_method=wt"]
+    assert study.extra_train_args(values, "m_by_n")[-2:] == ["--method=m_by_n",
+                                                             "--sparsities=0.75"]
+    assert study.extra_methods(_study("--extra_methods=none")) == []
+    with pytest.raises(pie_errors.UsageError, match="^--extra_methods takes methods made "
+                       "from the study's members .*, got 'sipp'$"):
+        study.validate(_study("--extra_methods=sipp"))
+    with pytest.raises(pie_errors.UsageError, match="^--clusters must be at least 2, got 1$"):
+        study.validate(_study("--extra_methods=cluster", "--clusters=1"))
