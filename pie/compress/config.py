@@ -186,7 +186,10 @@ class TrainConfig:
         if self.method == methods.DENSE:
             raise errors.UsageError(f"--method names how members with sparsity > 0 are "
                                     f"pruned; allowed: {', '.join(methods.names())}")
-        lineage.validate(self.protocol, self.prune_schedule, keyed, self.init_from)
+        if not methods.get(self.method).trains_members:
+            # Methods made from a finished member find their parents themselves: the
+            # protocol's parents (and their rules) are the pruned populations'.
+            lineage.validate(self.protocol, self.prune_schedule, keyed, self.init_from)
 
     def _check_recipe(self):
         if self.width is not None and self.width < 1:
