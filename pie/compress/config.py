@@ -59,7 +59,10 @@ class TrainConfig:
         "weight-magnitude threshold, during training), sipp (global data-informed weight "
         "sensitivity, from the dense member), or a unit criterion (lrp, taylor, grad, "
         "weight, filter_l1: that fraction of neurons/filters removed, from the dense "
-        "member).")
+        "member); or a method made from a finished member (docs/training.md): m_by_n "
+        "(N:M sparsity, at sparsity m/n), qat and cluster (at --sparsities=0), pqat (QAT "
+        "keeping a pruned --parent_method member's zeros), distill (a smaller student "
+        "of the dense member, at --sparsities=0).")
     m_by_n: str = option(
         "2,4", "--method=m_by_n: m,n = at least m zeros in every n consecutive weights "
         "along each pruned kernel's input channels (tfmot's sparsity_m_by_n); its members "

@@ -93,19 +93,18 @@ class FromParent(methods.Method):
         return row
 
 
-def fine_tune(trainer, member, model, epochs, callbacks=(), label="", compile_model=True):
+def fine_tune(trainer, member, model, epochs, callbacks=()):
     """Trains `model` for `epochs` on the member's seed's batches of the epochs after
     the recipe's (--epochs onward: the batches its parent's training would have seen
     next), compiled with the recipe's optimizer and loss."""
     from pie.compress import trainer as trainer_module
     if epochs < 1:
         return model
-    if compile_model:
-        trainer._compile(model, member)
+    trainer._compile(model, member)
     first = trainer.config.epochs
     model.fit(trainer._epochs_of_batches(member, first, first + epochs), epochs=epochs,
               verbose=0, steps_per_epoch=trainer.steps_per_epoch,
-              callbacks=[trainer_module.EpochProgress(trainer, member, label or member.member_id),
+              callbacks=[trainer_module.EpochProgress(trainer, member, member.member_id),
                          trainer_module.NonFiniteLoss(member)] + list(callbacks))
     return model
 
