@@ -516,6 +516,26 @@ CASES = [
      "--toy_seed must be at least 0, got -1"),
     ("label-offset-negative", TRAIN, dict(TRAIN_ALL_DONE, label_offset=-1), nothing,
      "--label_offset must be at least 0, got -1"),
+    # issue 28
+    ("m-by-n-m-not-below-n", TRAIN, dict(TRAIN_ALL_DONE, method="m_by_n", m_by_n="5,4",
+                                          sparsities="0.5"), nothing,
+     "--m_by_n must be m,n with integers 0 < m < n (at least m zeros in every n "
+     "consecutive weights), got '5,4'"),
+    ("clusters-one", TRAIN, dict(TRAIN_ALL_DONE, method="cluster", clusters=1,
+                                 sparsities="0"), nothing, "--clusters must be at least 2, got 1"),
+    ("temperature-zero", TRAIN, dict(TRAIN_ALL_DONE, method="distill", temperature=0,
+                                     sparsities="0"), nothing,
+     "--temperature must be a finite number > 0, got 0.0"),
+    ("pqat-without-pruned-parent", TRAIN, dict(TRAIN_ALL_DONE, method="pqat",
+                                               sparsities="0.9"), nothing,
+     "--method=pqat keeps the zeros of a pruned parent: the workdir has no magnitude member "
+     "at sparsity 0.9 of seed 0; train it first (--method=magnitude) or name its method "
+     "with --parent_method"),
+    ("qat-with-pruned-levels", TRAIN, dict(TRAIN_ALL_DONE, method="qat"), nothing,
+     "--method=qat removes no weights: train it with --sparsities=0, got '0,0.5'"),
+    ("m-by-n-other-sparsity", TRAIN, dict(TRAIN_ALL_DONE, method="m_by_n", sparsities="0.9"),
+     nothing, "--method=m_by_n with --m_by_n=2,4 records its members at sparsity 0.5: "
+     "--sparsities must be 0.5 (or 0,0.5), got '0.9'"),
     ("finetune-epochs-negative", TRAIN, dict(TRAIN_ALL_DONE, finetune_epochs=-1), nothing,
      "--finetune_epochs must be at least 0, got -1"),
     ("seeds-huge", TRAIN, dict(TRAIN_ALL_DONE, seeds=10000000000), nothing,
@@ -525,7 +545,7 @@ CASES = [
      "10000 a run"),
     ("method-dense", TRAIN, dict(TRAIN_ALL_DONE, method="dense"), nothing,
      "--method names how members with sparsity > 0 are pruned; allowed: magnitude, wt, "
-     "sipp, weight, grad, taylor, lrp, filter_l1"),
+     "sipp, weight, grad, taylor, lrp, filter_l1, m_by_n, qat, pqat, cluster, distill"),
     ("seeds-not-a-number", TRAIN, dict(TRAIN_ALL_DONE, seeds="two"), nothing,
      "--seeds must be an integer, got 'two'"),
     ("batch-size-zero", CORRUPTIONS, dict(CORRUPTIONS_OPTIONS, batch_size=0), nothing,

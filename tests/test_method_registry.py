@@ -82,7 +82,8 @@ def test_the_registry_refuses_what_is_not_a_method_and_names_the_allowed_ones(ra
     with pytest.raises(TypeError, match="register\\(\\) takes a Method instance"):
         methods.register("random")
     with pytest.raises(errors.UsageError, match="^unknown --method 'nope'; allowed: "
-                       "magnitude, wt, sipp, sipp_mean, weight, grad, taylor, lrp, filter_l1, random$"):
+                       "magnitude, wt, sipp, sipp_mean, weight, grad, taylor, lrp, filter_l1, "
+                       "m_by_n, qat, pqat, cluster, distill, random$"):
         methods.get("nope")
     with pytest.raises(ValueError, match="'magnitude' is a built-in method"):
         methods.unregister("magnitude")

@@ -156,7 +156,8 @@ def test_unknown_method(tmp_path):
                        check=False)
     assert result.returncode == 2
     assert error_lines(result) == ["error: unknown --method 'random'; allowed: magnitude, "
-                                   "wt, sipp, weight, grad, taylor, lrp, filter_l1"]
+                                   "wt, sipp, weight, grad, taylor, lrp, filter_l1, m_by_n, "
+                                   "qat, pqat, cluster, distill"]
 
 
 def test_wt_and_sipp_members_meet_the_overall_target(tiny_population, tmp_path):

@@ -59,7 +59,28 @@ class TrainConfig:
         "weight-magnitude threshold, during training), sipp (global data-informed weight "
         "sensitivity, from the dense member), or a unit criterion (lrp, taylor, grad, "
         "weight, filter_l1: that fraction of neurons/filters removed, from the dense "
-        "member).")
+        "member); or a method made from a finished member (docs/training.md): m_by_n "
+        "(N:M sparsity, at sparsity m/n), qat and cluster (at --sparsities=0), pqat (QAT "
+        "keeping a pruned --parent_method member's zeros), distill (a smaller student "
+        "of the dense member, at --sparsities=0).")
+    m_by_n: str = option(
+        "2,4", "--method=m_by_n: m,n = at least m zeros in every n consecutive weights "
+        "along each pruned kernel's input channels (tfmot's sparsity_m_by_n); its members "
+        "are recorded at sparsity m/n.")
+    clusters: int = option(16, "--method=cluster: distinct values per clustered kernel "
+                           "(tfmot cluster_weights, k-means++ initialisation).")
+    parent_method: str = option(
+        "magnitude", "--method=pqat: the pruned population whose members (same sparsity "
+        "and seed) are quantization-aware trained, their zeros kept.")
+    student_model: Optional[str] = option(
+        None, "--method=distill: the student architecture (default: --model).")
+    student_width: Optional[int] = option(
+        None, "--method=distill: the student's width knob (default: half the teacher's "
+        "--width, or half of 16 without one); the student must have fewer parameters.")
+    temperature: float = option(4.0, "--method=distill: softmax temperature T of the soft "
+                                "targets (> 0); the soft loss is scaled by T^2.")
+    alpha: float = option(0.5, "--method=distill: weight of the hard-label loss, in [0, 1]; "
+                          "1 - alpha weighs the soft (teacher) loss.")
     reference_samples_per_class: int = option(
         10, "sipp and unit criteria: training images per class the scores are computed on.")
     finetune_epochs: int = option(
@@ -142,6 +163,8 @@ class TrainConfig:
         self._check_recipe()
         self._check_schedule()
         self._check_run()
+        for method in methods.registered():
+            method.check_config(self)
 
     # ------------------------------------------------------------ the checks
     def _check_population(self):
@@ -169,7 +192,10 @@ class TrainConfig:
         if self.method == methods.DENSE:
             raise errors.UsageError(f"--method names how members with sparsity > 0 are "
                                     f"pruned; allowed: {', '.join(methods.names())}")
-        lineage.validate(self.protocol, self.prune_schedule, keyed, self.init_from)
+        if not methods.get(self.method).trains_members:
+            # Methods made from a finished member find their parents themselves: the
+            # protocol's parents (and their rules) are the pruned populations'.
+            lineage.validate(self.protocol, self.prune_schedule, keyed, self.init_from)
 
     def _check_recipe(self):
         if self.width is not None and self.width < 1:

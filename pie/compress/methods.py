@@ -12,6 +12,13 @@ trainer (pie.compress.trainer) asks of a method is on `Method`:
   callbacks   training-time Keras callbacks (wt: the global threshold per step).
   one_shot_mask  the mask of pruning a finished network once (and applying it).
   check       the measured sparsity meets the target (a PruningError otherwise).
+  check_config   fails on bad values of the method's own flags (every registered
+              method checks every TrainConfig, so a bad flag fails whatever --method).
+  keeps_zero_level  members at sparsity 0 are the method's own (qat, cluster,
+              distill remove no weights), not the dense population.
+  trains_members  the method makes each member itself from a finished member of the
+              workdir (pie.compress.from_parent): `check_parents` before anything is
+              written, `member_epochs`, `train_member`.
 
 Reference samples (`per_class` training images of every class, drawn for the
 member's seed) are handed to `one_shot_mask`; a data-free method ignores them.
@@ -41,6 +48,22 @@ class Method:
     mask_kind = WEIGHT_MASK
     # Training needs no per-batch Python (all in the graph): many steps a call.
     in_graph = False
+    keeps_zero_level = False
+    trains_members = False
+
+    def check_config(self, config):
+        """Fails (UsageError) on bad values of this method's own flags in `config`."""
+
+    def check_parents(self, config, workdir, members):
+        """Fails (UsageError) when a member's parent is missing (trains_members only)."""
+
+    def member_epochs(self, config):
+        """Training epochs of one member (trains_members only)."""
+        return config.epochs
+
+    def train_member(self, trainer, member, workdir, label):
+        """Makes, records and returns the manifest row of `member` (trains_members)."""
+        raise NotImplementedError
 
     def prunes_once(self, sparsity, has_parent):
         """Pruned once from a finished network (then fine-tuned), not during training."""
@@ -109,6 +132,12 @@ def names(pruning_only=True):
     return [name for name in _REGISTRY if not (pruning_only and name == DENSE)]
 
 
+def registered():
+    """Every registered Method, built-in first."""
+    _register_built_in()
+    return list(_REGISTRY.values())
+
+
 def get(name):
     """The registered method `name`; a UsageError naming the allowed ones otherwise."""
     _register_built_in()
@@ -121,12 +150,20 @@ DENSE = "dense"
 BUILT_IN = set()
 
 
+# The methods people ship (issue 28), one module each; each registers itself.
+SHIPPED_MODULES = ("methods_m_by_n", "methods_qat", "methods_cluster", "methods_distill")
+
+
 def _register_built_in():
-    """The toolkit's own methods, registered first, on the registry's first use (not on
-    import: pie.compress.builtin_methods imports this module)."""
+    """The toolkit's own methods, registered first, then the shipped methods' modules
+    imported (each registers itself), on the registry's first use (not on import:
+    pie.compress.builtin_methods imports this module)."""
     if BUILT_IN:
         return
+    import importlib
     from pie.compress import builtin_methods
     BUILT_IN.update(method.name for method in builtin_methods.ALL)
     for method in builtin_methods.ALL:
         _REGISTRY[method.name] = method
+    for module in SHIPPED_MODULES:
+        importlib.import_module(f"pie.compress.{module}")

@@ -64,6 +64,8 @@ class Trainer:
 
     def epochs(self, member):
         """Training epochs of a member: members pruned once add their fine-tuning."""
+        if self.method(member).trains_members:
+            return self.method(member).member_epochs(self.config)
         return self.pretrain_epochs(member) + (self.config.finetune_epochs
                                                if self.prunes_once(member) else 0)
 
@@ -217,6 +219,8 @@ class Trainer:
     # ------------------------------------------------------------ training
     def train(self, member, workdir, label):
         """Trains `member` (`label`: its place in this run's list, as printed); its row."""
+        if self.method(member).trains_members:  # made from a finished member
+            return self.method(member).train_member(self, member, workdir, label)
         tfmot = pruning.tfmot
         import tf_keras as keras
         config, method = self.config, self.method(member)
@@ -513,6 +517,7 @@ def train_population(config, worker_module):
     workdir = Workdir(config.workdir)
     manifest_ids = set(records.read_manifest(workdir, required=False)["member_id"])
     todo = [m for m in members if not finished_row(workdir, m, manifest_ids)]
+    config.method_object.check_parents(config, workdir, todo)
     workers = worker_processes.resolve(config.workers, len({m.seed for m in todo}),
                                        config.strategy)
     if workers > 1:  # this process is worker 0: its threads are set before any op

@@ -46,7 +46,9 @@ def plan(sparsities, seeds, method, shard, seed_slice=(0, 1)):
     shard i mod n (`shard` = (i, n)); of those, the ones whose seed is k mod m
     (`seed_slice` = (k, m), one worker process's: a member and its parent network,
     which has its seed, stay in one worker)."""
-    members = [Member("dense" if s == 0 else method, s, seed)
+    from pie.compress import methods
+    zero = method if methods.get(method).keeps_zero_level else methods.DENSE
+    members = [Member(zero if s == 0 else method, s, seed)
                for s in sparsities for seed in range(seeds)]
     index, count = shard
     worker, workers = seed_slice

@@ -32,6 +32,8 @@ TRAIN_MODULE = commands.STAGES["train"]
 # The embedded study: save_checkpoint.train's flags that differ from its own defaults.
 EMBEDDED = {"workdir": "runs/demo", "dataset": "mnist5k", "model": "small_cnn",
             "sparsities": "0,0.5,0.8,0.95", "seeds": 10, "epochs": 12, "workers": 0}
+# The methods people ship (issue 28) the embedded study adds beside its own populations.
+EXTRA_METHODS = ("m_by_n", "qat", "distill")
 IMAGE_STAGES = ("pie-tfrecords", "corruptions", "robustness", "noise-similarity",
                 "informative-features")
 # The stages it runs, in order, and its --skip names: pie.commands' stage table.
@@ -51,6 +53,11 @@ def define_flags(flag_values=flags.FLAGS):
     train.define_flags(flag_values)
     for name, value in EMBEDDED.items():
         flag_values.set_default(name, value)
+    flags.DEFINE_list("extra_methods", list(EXTRA_METHODS),
+                      "Populations made after the main training, one training stage each, "
+                      "from the same seeds (pie.compress: m_by_n at its pattern's sparsity, "
+                      "pqat at --sparsities' pruned levels, qat, cluster and distill at 0); "
+                      "'none' trains none.", flag_values=flag_values)
     flags.DEFINE_string("quantize_modes", "float16,dynamic_int8,full_int8",
                         "pie.stages.quantize --modes; 'none' skips quantization.",
                         flag_values=flag_values)
@@ -99,6 +106,45 @@ def train_args(flag_values):
         if getattr(flag_values, name) != defaults[name].default:
             args.append(flag_values.serialized(name))
     return args
+
+
+def extra_methods(flag_values):
+    """The --extra_methods names ('none': no name)."""
+    return [name for name in flag_values.extra_methods if name != "none"]
+
+
+def extra_levels(flag_values, method):
+    """The sparsity levels of one --extra_methods population."""
+    from pie.compress import methods, methods_m_by_n
+    if method == "m_by_n":
+        pattern = methods_m_by_n.parse_m_by_n(flag_values.m_by_n)
+        return [f"{methods_m_by_n.pattern_sparsity(pattern):g}"]
+    if method == "pqat":
+        return [level for level in flag_values.sparsities.split(",") if float(level) > 0]
+    if method in methods.names() and methods.get(method).keeps_zero_level:
+        return ["0"]
+    raise cli.UsageError(f"--extra_methods takes methods made from the study's members "
+                         f"(m_by_n, qat, pqat, cluster, distill), got '{method}'")
+
+
+def extra_settings(flag_values, method):
+    """The training flags an --extra_methods run changes: its method and levels (pqat:
+    the pruned population of the study's --method, unless --parent_method is given)."""
+    settings = {"method": method, "sparsities": ",".join(extra_levels(flag_values, method))}
+    if method == "pqat":
+        settings["parent_method"] = (flag_values.parent_method
+                                     if flag_values.present("parent_method")
+                                     else flag_values.method)
+    return settings
+
+
+def extra_train_args(flag_values, method):
+    """The training stage's arguments of one --extra_methods population: the main
+    population's flags with that method and the sparsity levels it takes."""
+    settings = extra_settings(flag_values, method)
+    args = [arg for arg in train_args(flag_values)
+            if arg.split("=", 1)[0][2:] not in settings]
+    return args + [f"--{name}={value}" for name, value in settings.items()]
 
 
 PlannedStage = collections.namedtuple("PlannedStage", "name module args")
@@ -220,15 +266,18 @@ def validate(flag_values):
     if not flag_values.workdir:
         raise cli.UsageError("--workdir is required")
     check_train_flags(flag_values)
+    for method in extra_methods(flag_values):
+        check_train_flags(flag_values, **extra_settings(flag_values, method))
 
 
-def check_train_flags(flag_values):
+def check_train_flags(flag_values, **changes):
     """The training stage's flags checked as that stage checks them, before any stage
-    runs (pie.compress.config.TrainConfig)."""
+    runs (pie.compress.config.TrainConfig); `changes`: an --extra_methods run's."""
     import dataclasses
     from pie.compress.config import TrainConfig
     values = {field.name: getattr(flag_values, field.name)
               for field in dataclasses.fields(TrainConfig)}
+    values.update(changes)
     if flag_values.init_from and not flag_values.present("epochs"):
         values["epochs"] = None  # the given model is the dense member, not retrained
     TrainConfig(**values)
@@ -253,6 +302,9 @@ def execute(settings):
     try:
         if "train" not in settings.skip:
             run_command("train", [python, "-m", TRAIN_MODULE] + train_args(settings))
+            for method in extra_methods(settings):
+                run_command(f"train {method}", [python, "-m", TRAIN_MODULE]
+                            + extra_train_args(settings, method))
         family = records.read_dataset_config(settings.workdir).get("family")
         groups = Workdir(settings.workdir).file("groups")
         for stage in plan(settings, family):
