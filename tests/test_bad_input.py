@@ -545,7 +545,7 @@ CASES = [
      "10000 a run"),
     ("method-dense", TRAIN, dict(TRAIN_ALL_DONE, method="dense"), nothing,
      "--method names how members with sparsity > 0 are pruned; allowed: magnitude, wt, "
-     "sipp, weight, grad, taylor, lrp, filter_l1, m_by_n, qat, pqat, cluster, distill"),
+     "sipp, sipp_mean, weight, grad, taylor, lrp, filter_l1, m_by_n, qat, pqat, cluster, distill"),
     ("seeds-not-a-number", TRAIN, dict(TRAIN_ALL_DONE, seeds="two"), nothing,
      "--seeds must be an integer, got 'two'"),
     ("batch-size-zero", CORRUPTIONS, dict(CORRUPTIONS_OPTIONS, batch_size=0), nothing,
@@ -566,7 +566,7 @@ CASES = [
      "--eps values must be in [0, 1], got [-0.1]"),
     ("skip-unknown", STUDY, {"skip": "bogus"}, nothing,
      "unknown --skip stage bogus; allowed: train, quantize, predictions, per-class, t-test, "
-     "pies, pie-tfrecords, subgroups, corruptions, robustness, noise-similarity, "
+     "pies, pie-tfrecords, subgroups, corruptions, robustness, noise-floor, noise-similarity, "
      "informative-features, cost, toy, report"),
     # --- more unreadable model files, and every stage that opens one
     ("model-zip-not-keras", PREDICT, {}, zip_not_keras,
