@@ -62,8 +62,8 @@ def test_every_stage_gets_what_it_needs():
     stages = {name: args for name, _, args in study.plan(values, "small")}
     assert list(stages) == ["quantize", "predictions", "per-class", "t-test", "pies",
                             "pie-tfrecords", "subgroups", "corruptions", "robustness",
-                            "noise-similarity", "informative-features", "cost", "toy",
-                            "report"]
+                            "noise-floor", "noise-similarity", "informative-features", "cost",
+                            "toy", "report"]
     assert all(args[0] == "--workdir=W" for name, args in stages.items() if name != "toy")
     assert "--data_dir=D" in stages["predictions"] and "--data_dir=D" in stages["quantize"]
     assert stages["subgroups"][1:] == ["--group_attributes=Male,Young", "--data_dir=D"]
