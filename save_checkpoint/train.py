@@ -33,6 +33,7 @@ if __name__ == "__main__":
     worker_processes.start_early("save_checkpoint.train", sys.argv[1:])
 
 from pie.compress import criteria, lineage, population, pruning, training  # noqa: E402
+from pie.compress import history, precision, schedules  # noqa: E402  # recipes:
 from pie.data import sources, views  # noqa: E402
 from pie.io import cli, records  # noqa: E402
 from pie.io.workdir import Workdir  # noqa: E402
@@ -138,6 +139,7 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "adam, or sgd with Nesterov momentum 0.9.",
                       flag_values=flag_values)
     flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.", flag_values=flag_values)
+    define_recipe_flags(flag_values)  # recipes:
     flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy loss.",
                        flag_values=flag_values)
     flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy.",
@@ -172,6 +174,43 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_integer("threads", 0, "TensorFlow CPU threads of this process (0: "
                          "TensorFlow's default, every core). Set by --workers for each "
                          "worker.", flag_values=flag_values)
+
+
+def define_recipe_flags(flag_values):  # recipes: schedules, weight decay, precision
+    flags.DEFINE_enum("lr_schedule", "constant", schedules.SCHEDULES,
+                      "Learning-rate schedule, evaluated at every step: constant, step "
+                      "(x --lr_decay_factor after each of --lr_decay_epochs), cosine or "
+                      "polynomial (power 2) decay to 0 at the end of training "
+                      "(pie.compress.schedules).", flag_values=flag_values)
+    flags.DEFINE_float("warmup_epochs", 0.0, "Epochs of linear warm-up from 0 to the "
+                       "learning rate (any schedule).", flag_values=flag_values)
+    flags.DEFINE_string("lr_decay_epochs", "", "--lr_schedule=step: comma-separated, "
+                        "increasing epochs after which the rate is multiplied by "
+                        "--lr_decay_factor (30,60,80: from the 31st, 61st, 81st epoch).",
+                        flag_values=flag_values)
+    flags.DEFINE_float("lr_decay_factor", 0.1, "--lr_schedule=step: factor of each decay "
+                       "step, in (0, 1].", flag_values=flag_values)
+    flags.DEFINE_float("weight_decay", 0.0, "Weight decay of the Conv and Dense kernels "
+                       "(never batch-norm gamma/beta or biases); 0: none.",
+                       flag_values=flag_values)
+    flags.DEFINE_enum("weight_decay_mode", "l2", schedules.WEIGHT_DECAY_MODES,
+                      "l2: the gradient of the loss term weight_decay/2 x |kernel|^2 (the "
+                      "study's form, through momentum); decoupled: w -= lr x weight_decay x "
+                      "w each step (SGDW/AdamW).", flag_values=flag_values)
+    flags.DEFINE_bool("lr_per_256", False, "--learning_rate is per 256 images: the rate "
+                      "used is learning_rate x batch_size / 256.", flag_values=flag_values)
+    flags.DEFINE_enum("precision", "float32", precision.PRECISIONS,
+                      "float32, or Keras mixed precision (16-bit compute, float32 weights "
+                      "and logits; float16 with loss scaling). Members are saved in "
+                      "float32.", flag_values=flag_values)
+    flags.DEFINE_bool("jit_compile", False, "Compile the training step with XLA.",
+                      flag_values=flag_values)
+
+
+def recipe_from_flags():  # recipes:
+    return schedules.validate(FLAGS.lr_schedule, FLAGS.warmup_epochs, FLAGS.lr_decay_epochs,
+                              FLAGS.lr_decay_factor, FLAGS.weight_decay,
+                              FLAGS.weight_decay_mode, FLAGS.lr_per_256)
 
 
 def parse_shard(text):
@@ -321,10 +360,10 @@ class Trainer:
         if self.wrapped(member):
             model = pruning.wrap_for_pruning(
                 model, self._schedule(member.sparsity, retargetable), FLAGS.prune_classifier)
-        if FLAGS.optimizer == "adam":
-            optimizer = keras.optimizers.Adam(FLAGS.learning_rate)
-        else:
-            optimizer = keras.optimizers.SGD(FLAGS.learning_rate, momentum=0.9, nesterov=True)
+        optimizer = schedules.build_optimizer(  # recipes:
+            FLAGS.optimizer, FLAGS.learning_rate, recipe_from_flags(),
+            steps_per_epoch=self.steps_per_epoch, epochs=self.epochs(member),
+            batch_size=FLAGS.batch_size, loss_scale=precision.needs_loss_scale(FLAGS.precision))
         # Per-example losses: Keras reduces them over the global batch, which is
         # what tf.distribute strategies need.
         loss = keras.losses.CategoricalCrossentropy(
@@ -338,7 +377,8 @@ class Trainer:
             return loss(onehot, logits)
         model.compile(optimizer=optimizer, loss=sparse_loss,
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
-                      steps_per_execution=self.steps_per_execution(member))
+                      steps_per_execution=self.steps_per_execution(member),
+                      **precision.compile_options(FLAGS.jit_compile))  # recipes:
         return model, optimizer
 
     def steps_per_execution(self, member):
@@ -387,6 +427,8 @@ class Trainer:
                       f"dense member of seed {member.seed}", flush=True)
         log_dir = workdir.member_file(member.relpath, "logs")
         callbacks = [EpochProgress(self, member, label)]
+        callbacks.append(history.HistoryCSV(  # recipes:
+            workdir.member_file(member.relpath, "history"), FLAGS.prune_classifier))
         if self.wrapped(member):
             callbacks += [tfmot.sparsity.keras.UpdatePruningStep(),
                           tfmot.sparsity.keras.PruningSummaries(log_dir=log_dir)]
@@ -508,7 +550,8 @@ class Trainer:
                                       batches=self.eval_cache.batches())
         model_file = workdir.member_relfile(member.relpath, "keras_model")
         with records.atomic_path(workdir.path(model_file)) as tmp:
-            (shared.export() if shared else training.uncompiled(stripped)).save(tmp)
+            precision.float32_model(  # recipes: members are saved in float32
+                shared.export() if shared else training.uncompiled(stripped)).save(tmp)
         row = {"member_id": member.member_id, "method": member.method,
                "sparsity": member.sparsity, "measured_sparsity": round(overall, 6),
                "seed": member.seed, "dataset": FLAGS.dataset, "model": model_name(),
@@ -524,6 +567,8 @@ class Trainer:
                     augment=FLAGS.augment,
                     wall_time_s=round(time.time() - started, 2),
                     protocol=FLAGS.protocol, prune_schedule=FLAGS.prune_schedule,
+                    **recipe_from_flags().settings(), precision=FLAGS.precision,  # recipes:
+                    jit_compile=FLAGS.jit_compile,  # recipes:
                     parent_file=parent_file,
                     versions=training.package_versions(),
                     manifest_row=row)
@@ -635,6 +680,7 @@ def validate_flags():
         loading.check_keras(lineage.init_path(FLAGS.init_from, seed))
     sources.validate_name(FLAGS.dataset)
     builders.validate_name(FLAGS.model)
+    recipe_from_flags()  # recipes: bad schedule or weight decay flags fail here
     training.check_writable(FLAGS.workdir)
     return sparsities, shard, seed_slice
 
@@ -684,6 +730,7 @@ def main(argv):
     else:
         worker_processes.discard_early()
         training.set_threads(FLAGS.threads)
+    precision.set_policy(FLAGS.precision)  # recipes: before any model is built
     strategy = training.make_strategy(FLAGS.strategy, FLAGS.tpu)
     source = sources.load(FLAGS.dataset, data_dir=FLAGS.data_dir,
                           label_attribute=FLAGS.label_attribute, toy_noise=FLAGS.toy_noise,
