@@ -752,7 +752,8 @@ def main(argv):
     trainer.check_settings(sparsities)
 
     import tensorflow as tf
-    tf.config.experimental.enable_op_determinism()
+    if not FLAGS.jit_compile:  # recipes: XLA has no deterministic max-pool gradient
+        tf.config.experimental.enable_op_determinism()
     chief = training.is_chief(strategy)
     if not chief:  # other workers of a multi-worker job write to a scratch folder
         workdir = Workdir(workdir.worker_scratch(strategy.cluster_resolver.task_id))
