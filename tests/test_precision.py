@@ -85,3 +85,28 @@ def test_float16_scales_the_loss_and_jit_is_a_compile_option():
     assert not precision.needs_loss_scale("mixed_bfloat16")
     assert precision.compile_options(True) == {"jit_compile": True}
     assert precision.compile_options(False) == {}
+
+
+def test_accelerator_benchmark_runs_on_cpu():
+    """benchmarks/accelerator.py end to end (a small model, 8 px: the code path of the
+    ResNet-50 run, in seconds); its rates are positive, its last line the headline."""
+    import re
+    import subprocess
+    import sys
+    from conftest import ROOT
+    result = subprocess.run(
+        [sys.executable, os.path.join("benchmarks", "accelerator.py"), "--model=small_cnn",
+         "--width=2", "--image_size=8", "--num_classes=10", "--batch_size=4", "--steps=3",
+         "--precision=mixed_bfloat16"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    rates = {name: float(value) for name, value in re.findall(
+        r"^(plain_keras|pie_dense|pie_pruned)_images_per_s=([0-9.]+)$", result.stdout, re.M)}
+    assert set(rates) == {"plain_keras", "pie_dense", "pie_pruned"}
+    assert all(value > 0 for value in rates.values())
+    assert lines[0].startswith("device: CPU")
+    assert "precision mixed_bfloat16" in lines[1]
+    name, value = lines[-1].split("=")
+    assert name == "pruned_over_plain"
+    assert float(value) == pytest.approx(rates["pie_pruned"] / rates["plain_keras"], abs=1e-3)
