@@ -42,7 +42,7 @@ from pie.models import builders, imported, loading  # noqa: E402
 
 FLAGS = flags.FLAGS
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = schedules.OPTIMIZERS  # recipes: adam, sgd (Nesterov), momentum
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -136,7 +136,8 @@ def define_flags(flag_values=flags.FLAGS):
                          "weights are the same either way; only speed differs.",
                          flag_values=flag_values)
     flags.DEFINE_integer("batch_size", 64, "Global batch size.", flag_values=flag_values)
-    flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "adam, or sgd with Nesterov momentum 0.9.",
+    flags.DEFINE_enum("optimizer", "adam", OPTIMIZERS, "adam, sgd with Nesterov momentum 0.9, "
+                      "or momentum: SGD with (heavy-ball) momentum 0.9.",  # recipes:
                       flag_values=flag_values)
     flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.", flag_values=flag_values)
     define_recipe_flags(flag_values)  # recipes:

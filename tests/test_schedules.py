@@ -82,17 +82,17 @@ def test_weight_decay_shrinks_kernels_only(name, mode):
         before = {v.name: v.numpy() for v in model.trainable_variables}
         recipe = schedules.validate(weight_decay=decay, weight_decay_mode=mode)
         # Adam moves each weight by about lr whatever its gradient: a small lr.
-        optimizer = schedules.build_optimizer(name, 0.5 if name == "sgd" else 0.01, recipe)
+        optimizer = schedules.build_optimizer(name, 0.01 if name == "adam" else 0.5, recipe)
         optimizer.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
         after[decay] = {v.name: v.numpy() for v in model.trainable_variables}
     for variable, value in before.items():
         if variable.endswith("kernel:0"):
             np.testing.assert_array_equal(after[0.0][variable], value)
             assert np.abs(after[0.1][variable]).sum() < np.abs(value).sum()
-            if name == "sgd":
-                # l2: g = wd w through Nesterov momentum 0.9 (w - lr g (1 + 0.9));
-                # decoupled: w - lr wd w.
-                factor = 1 - 0.5 * 0.1 * (1.9 if mode == "l2" else 1.0)
+            if name != "adam":
+                # l2: g = wd w, with Nesterov momentum 0.9 w - lr g (1 + 0.9), with
+                # heavy-ball momentum w - lr g; decoupled: w - lr wd w.
+                factor = 1 - 0.5 * 0.1 * (1.9 if mode == "l2" and name == "sgd" else 1.0)
                 np.testing.assert_allclose(after[0.1][variable], value * factor, rtol=1e-6)
         else:
             np.testing.assert_array_equal(after[0.1][variable], value)

@@ -41,7 +41,7 @@ from pie.io import errors
 
 SCHEDULES = ("constant", "step", "cosine", "polynomial")
 WEIGHT_DECAY_MODES = ("l2", "decoupled")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "momentum")
 POLYNOMIAL_POWER = 2.0
 LR_REFERENCE_BATCH = 256
 SGD_MOMENTUM = 0.9
@@ -234,12 +234,14 @@ def _optimizer_classes():
         """Adam with L2 weight decay on kernels (the gradient of the loss term)."""
 
     return {"sgd": (keras.optimizers.SGD, KernelL2SGD),
+            "momentum": (keras.optimizers.SGD, KernelL2SGD),
             "adam": (keras.optimizers.Adam, KernelL2Adam)}
 
 
 def build_optimizer(name, learning_rate, recipe=Recipe(), *, steps_per_epoch=1, epochs=1,
                     batch_size=LR_REFERENCE_BATCH, loss_scale=False):
-    """The optimizer of a recipe: `adam`, or `sgd` with Nesterov momentum 0.9.
+    """The optimizer of a recipe: `adam`, `sgd` with Nesterov momentum 0.9, or
+    `momentum`: SGD with heavy-ball momentum 0.9 (PyTorch's SGD with momentum).
 
     `learning_rate` follows the recipe's schedule over `epochs` epochs of
     `steps_per_epoch` steps; weight decay acts on kernels only; `loss_scale` wraps
@@ -252,7 +254,8 @@ def build_optimizer(name, learning_rate, recipe=Recipe(), *, steps_per_epoch=1, 
     rate = schedule_for(recipe, learning_rate, batch_size, steps_per_epoch, epochs)
     plain_class, l2_class = _optimizer_classes()[name]
     decay = recipe.weight_decay
-    options = {"momentum": SGD_MOMENTUM, "nesterov": True} if name == "sgd" else {}
+    options = ({"momentum": SGD_MOMENTUM, "nesterov": name == "sgd"}
+               if name in ("sgd", "momentum") else {})
     if decay and recipe.weight_decay_mode == "l2":
         optimizer = l2_class(rate, **options)
         optimizer.l2_rate = decay
