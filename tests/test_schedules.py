@@ -147,3 +147,15 @@ def test_decay_epochs_need_the_step_schedule():
                                                 r"--lr_schedule=step, got --lr_schedule=cosine$"):
         schedules.validate("cosine", decay_epochs="30")
     assert math.isclose(schedules.base_rate(0.1, 4096, True), 1.6)
+
+
+def test_history_and_recipe_are_documented():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    contracts = open(os.path.join(root, "docs", "contracts.md")).read()
+    line = next(text for text in contracts.splitlines() if text.startswith("- `history.csv`"))
+    assert all(f"`{column}`" in line for column in history.COLUMNS)
+    training = open(os.path.join(root, "docs", "training.md")).read()
+    for flag in ("lr_schedule", "warmup_epochs", "lr_decay_epochs", "lr_decay_factor",
+                 "weight_decay", "weight_decay_mode", "lr_per_256", "precision",
+                 "jit_compile"):
+        assert f"`--{flag}`" in training and f"`{flag}`" in line, flag
