@@ -159,3 +159,30 @@ def test_history_and_recipe_are_documented():
                  "weight_decay", "weight_decay_mode", "lr_per_256", "precision",
                  "jit_compile"):
         assert f"`--{flag}`" in training and f"`{flag}`" in line, flag
+
+
+def test_history_rows_survive_a_resume(tmp_path):
+    """A member resumed after epoch 2 keeps rows 1-2 as written, replaces the row of the
+    epoch it trains again (killed before its checkpoint) and appends the rest."""
+    import tf_keras as keras
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="classifier")])
+    recipe = schedules.validate("step", decay_epochs="2", decay_factor=0.5)
+    model.compile(optimizer=schedules.build_optimizer("sgd", 0.1, recipe, steps_per_epoch=4,
+                                                      epochs=4),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["acc"])
+    x = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    path = str(tmp_path / "history.csv")
+    model.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=[history.HistoryCSV(path)])
+    first = pd.read_csv(path)
+    assert first["epoch"].tolist() == [1, 2, 3] and first["step"].tolist() == [4, 8, 12]
+    np.testing.assert_allclose(first["learning_rate"], [0.1, 0.1, 0.05], rtol=1e-6)
+    model.fit(x, y, batch_size=4, epochs=4, initial_epoch=2, verbose=0,
+              callbacks=[history.HistoryCSV(path)])
+    resumed = pd.read_csv(path)
+    assert resumed["epoch"].tolist() == [1, 2, 3, 4]
+    pd.testing.assert_frame_equal(resumed.iloc[:2], first.iloc[:2])
+    assert resumed["step"].tolist()[2:] == [16, 20]  # this optimizer went on counting
+    assert np.isfinite(resumed[["loss", "accuracy", "wall_time_s"]].to_numpy()).all()
