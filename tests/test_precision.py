@@ -14,7 +14,7 @@ from pie.io.workdir import Workdir
 from pie.models import builders, loading
 
 FLAGS = ["--dataset=digits", "--model=small_cnn", "--width=8", "--sparsities=0,0.5",
-         "--seeds=1", "--epochs=6", "--learning_rate=0.01"]
+         "--seeds=1", "--epochs=4", "--learning_rate=0.01"]
 
 
 def _train(tmp_path, name):
