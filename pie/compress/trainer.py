@@ -5,7 +5,8 @@ only parses its flags into a config and calls it). `Trainer` trains one member a
 time: its start (a fresh build for its seed, a parent network, or the finished dense
 member it prunes), the compression method's wrappers, callbacks and one-shot mask
 (pie.compress.methods), epoch checkpoints and resume, evaluation, and its files and
-manifest row. The optimizer and the loss are built in `_compile`, one place.
+manifest row. The optimizer (the recipe's, pie.compress.schedules) and the loss are built
+in `_compile`, one place.
 """
 import contextlib
 import math
