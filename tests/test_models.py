@@ -129,3 +129,37 @@ def test_errors():
         builders.build("mlp", (2,), 2, width=0)
     with pytest.raises(builders.ModelError, match="resnet50 has no --width"):
         builders.build("resnet50", (32, 32, 3), 2, width=2)
+
+
+# --- the study's ResNet-50 v1 (issue 27) ---------------------------------------------
+
+def test_resnet50_is_the_studys_v1():
+    """25,557,032 trainable parameters at 1,000 classes (the TF official model's count;
+    the count does not depend on the input size, so it is built small), bias-free
+    convolutions, BN momentum 0.9 / epsilon 1e-5, the stride on each stage's first
+    1x1, and every block's last BN gamma zero at initialisation."""
+    import numpy as np
+    import tf_keras as keras
+    model = builders.build("resnet50", (32, 32, 3), 1000)
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    assert trainable == 25_557_032
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 53 and not any(layer.use_bias for layer in convs)
+    norms = [layer for layer in model.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert {(layer.momentum, layer.epsilon) for layer in norms} == {(0.9, 1e-5)}
+    last = [layer for layer in norms if layer.name.endswith("_c_bn")]
+    assert len(last) == 3 + 4 + 6 + 3
+    assert all(not layer.gamma.numpy().any() for layer in last)
+    assert all(layer.gamma.numpy().all() for layer in norms if layer not in last)
+    firsts = [model.get_layer(f"s{stage}b1_a_conv") for stage in (2, 3, 4)]
+    assert all(layer.strides == (2, 2) and layer.kernel_size == (1, 1) for layer in firsts)
+    assert model.get_layer("s2b1_b_conv").strides == (1, 1)
+    # At initialisation every block is its shortcut: the zero gamma silences the branch.
+    block = keras.Model(model.input, [model.get_layer("s1b2_c_bn").output])
+    assert not block(np.ones((1, 32, 32, 3), np.float32)).numpy().any()
+
+
+def test_resnet50_keras_graph_is_kept_under_its_own_name():
+    assert builders.MODELS["resnet50_keras"] is builders.resnet50_keras
+    assert builders.resnet50_keras.__doc__.startswith("ResNet-50 v1 as Keras applications")

@@ -42,7 +42,7 @@ def test_population_members_and_files(tiny_population):
         folder = os.path.join(tiny_population, row["path"])
         # besides logs/ and the per-member lock (.train.lock, kept: removing flock files races)
         assert sorted(f for f in os.listdir(folder) if f not in ("logs", ".train.lock")) == [
-            "flags.txt", "meta.json", "model.keras"]
+            "flags.txt", "history.csv", "meta.json", "model.keras"]
         meta = records.read_json(os.path.join(folder, "meta.json"))
         assert meta["top1"] == row["top1"] and 0 < row["top1"] <= 1
         assert set(meta["measured_sparsity_per_layer"]) == {"conv1", "conv2", "dense1"}

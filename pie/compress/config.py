@@ -10,13 +10,14 @@ import dataclasses
 import math
 from typing import Optional
 
-from pie.compress import lineage, methods
+from pie.compress import lineage, methods, precision, schedules
 from pie.data import views
 from pie.io import cli, errors, records
 from pie.models import builders
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = schedules.OPTIMIZERS  # adam, sgd (Nesterov), momentum
+PRECISIONS = precision.PRECISIONS
 SCHEDULES = ("polynomial", "constant")
 # The largest population one run trains (sparsity levels x seeds): the plan, the
 # parents and the progress are built for every member before any trains.
@@ -125,9 +126,36 @@ class TrainConfig:
         "epoch) for the members that allow more than one; 1 is Keras's own default. The "
         "weights are the same either way; only speed differs.")
     batch_size: int = option(64, "Global batch size.")
-    optimizer: str = option("adam", "adam, or sgd with Nesterov momentum 0.9.",
-                            choices=OPTIMIZERS)
+    optimizer: str = option("adam", "adam, sgd with Nesterov momentum 0.9, or momentum: SGD "
+                            "with (heavy-ball) momentum 0.9.", choices=OPTIMIZERS)
     learning_rate: float = option(1e-3, "Learning rate (finite, > 0).")
+    # The recipe (pie.compress.schedules, pie.compress.precision): with these defaults
+    # a member trains exactly as before they existed.
+    lr_schedule: str = option(
+        "constant", "Learning-rate schedule, evaluated at every step: constant, step (x "
+        "--lr_decay_factor after each of --lr_decay_epochs), cosine or polynomial (power 2) "
+        "decay to 0 at the end of training (pie.compress.schedules).",
+        choices=schedules.SCHEDULES)
+    warmup_epochs: float = option(0.0, "Epochs of linear warm-up from 0 to the learning rate "
+                                  "(any schedule).")
+    lr_decay_epochs: str = option(
+        "", "--lr_schedule=step: comma-separated, increasing epochs after which the rate is "
+        "multiplied by --lr_decay_factor (30,60,80: from the 31st, 61st, 81st epoch).")
+    lr_decay_factor: float = option(0.1, "--lr_schedule=step: factor of each decay step, in "
+                                    "(0, 1].")
+    weight_decay: float = option(0.0, "Weight decay of the Conv and Dense kernels (never "
+                                 "batch-norm gamma/beta or biases); 0: none.")
+    weight_decay_mode: str = option(
+        "l2", "l2: the gradient of the loss term weight_decay/2 x |kernel|^2 (the study's "
+        "form, through momentum); decoupled: w -= lr x weight_decay x w each step "
+        "(SGDW/AdamW).", choices=schedules.WEIGHT_DECAY_MODES)
+    lr_per_256: bool = option(False, "--learning_rate is per 256 images: the rate used is "
+                              "learning_rate x batch_size / 256.")
+    precision: str = option(
+        "float32", "float32, or Keras mixed precision (16-bit compute, float32 weights and "
+        "logits; float16 with loss scaling). Members are saved in float32.",
+        choices=PRECISIONS)
+    jit_compile: bool = option(False, "Compile the training step with XLA.")
     label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss, in "
                                     "[0, 1).")
     strategy: str = option("default", "tf.distribute strategy.", choices=STRATEGIES)
@@ -226,6 +254,10 @@ class TrainConfig:
         _at_least("toy_seed", self.toy_seed, 0)
         if self.label_offset is not None:
             _at_least("label_offset", self.label_offset, 0)
+        # The learning-rate schedule and weight decay, validated into one Recipe.
+        object.__setattr__(self, "recipe", schedules.validate(
+            self.lr_schedule, self.warmup_epochs, self.lr_decay_epochs, self.lr_decay_factor,
+            self.weight_decay, self.weight_decay_mode, self.lr_per_256))
 
     def _check_schedule(self):
         if not 0 <= self.initial_sparsity < 1:

@@ -5,7 +5,8 @@ only parses its flags into a config and calls it). `Trainer` trains one member a
 time: its start (a fresh build for its seed, a parent network, or the finished dense
 member it prunes), the compression method's wrappers, callbacks and one-shot mask
 (pie.compress.methods), epoch checkpoints and resume, evaluation, and its files and
-manifest row. The optimizer and the loss are built in `_compile`, one place.
+manifest row. The optimizer (the recipe's, pie.compress.schedules) and the loss are built
+in `_compile`, one place.
 """
 import contextlib
 import math
@@ -15,7 +16,8 @@ import sys
 import time
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.compress import lineage, methods, population, pruning, training
+from pie.compress import history, lineage, methods, population, precision, pruning, schedules
+from pie.compress import training
 from pie.compress import workers as worker_processes
 from pie.data import sources
 from pie.io import records
@@ -162,17 +164,20 @@ class Trainer:
             optimizer.build(model.trainable_variables)
         return model, optimizer
 
-    def _optimizer(self):
-        """The optimizer of every member (one place: schedules and weight decay go here)."""
-        import tf_keras as keras
-        if self.config.optimizer == "adam":
-            return keras.optimizers.Adam(self.config.learning_rate)
-        return keras.optimizers.SGD(self.config.learning_rate, momentum=0.9, nesterov=True)
+    def _optimizer(self, member):
+        """The optimizer of a member: the recipe's learning-rate schedule over the
+        member's own epochs, its weight decay, and float16's loss scaling
+        (pie.compress.schedules; the defaults give a plain Adam or SGD)."""
+        config = self.config
+        return schedules.build_optimizer(
+            config.optimizer, config.learning_rate, config.recipe,
+            steps_per_epoch=self.steps_per_epoch, epochs=self.epochs(member),
+            batch_size=config.batch_size, loss_scale=precision.needs_loss_scale(config.precision))
 
     def _compile(self, model, member):
         """Compiles `model` with the recipe's optimizer and loss; returns the optimizer."""
         import tf_keras as keras
-        optimizer = self._optimizer()
+        optimizer = self._optimizer(member)
         # Per-example losses: Keras reduces them over the global batch, which is
         # what tf.distribute strategies need.
         loss = keras.losses.CategoricalCrossentropy(
@@ -186,7 +191,8 @@ class Trainer:
             return loss(onehot, logits)
         model.compile(optimizer=optimizer, loss=sparse_loss,
                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
-                      steps_per_execution=self.steps_per_execution(member))
+                      steps_per_execution=self.steps_per_execution(member),
+                      **precision.compile_options(self.config.jit_compile))
         return optimizer
 
     def shares(self, member):
@@ -248,7 +254,9 @@ class Trainer:
                 print(f"[{label}] {member.member_id}: starting from the finished "
                       f"dense member of seed {member.seed}", flush=True)
         log_dir = workdir.member_file(member.relpath, "logs")
-        callbacks = [EpochProgress(self, member, label), NonFiniteLoss(member)]
+        callbacks = [EpochProgress(self, member, label), NonFiniteLoss(member),
+                     history.HistoryCSV(workdir.member_file(member.relpath, "history"),
+                                        config.prune_classifier)]
         if self.wrapped(member):
             callbacks += [tfmot.sparsity.keras.UpdatePruningStep(),
                           tfmot.sparsity.keras.PruningSummaries(log_dir=log_dir)]
@@ -383,11 +391,16 @@ class Trainer:
                     augment=config.augment,
                     wall_time_s=round(time.time() - started, 2),
                     protocol=config.protocol, prune_schedule=config.prune_schedule,
+                    **config.recipe.settings(), precision=config.precision,
+                    jit_compile=config.jit_compile,
                     parent_file=parent_file,
                     versions=training.package_versions(),
                     manifest_row=row)
         with records.atomic_path(workdir.path(model_file)) as tmp:
-            (shared.export() if shared else training.uncompiled(stripped)).save(tmp)
+            # Saved in float32 whatever --precision it trained in: every later stage
+            # loads and predicts it in float32.
+            precision.float32_model(
+                shared.export() if shared else training.uncompiled(stripped)).save(tmp)
         # The member's clean predictions, written after its model file (so the
         # predictions stage finds them current) from the pass that gives its top-1.
         row["top1"] = round(predict.write_member(
@@ -525,6 +538,15 @@ def train_population(config, worker_module):
     else:
         worker_processes.discard_early()
         training.set_threads(config.threads)
+    # The dtype policy of every model built (set before any is), restored after the
+    # run: a Python API call leaves the process's policy as it found it.
+    with precision.policy(config.precision):
+        return _train_planned(config, worker_module, sparsities, order, members, todo,
+                              workers, workdir)
+
+
+def _train_planned(config, worker_module, sparsities, order, members, todo, workers, workdir):
+    """train_population once the plan is made and the threads are set: the exit code."""
     strategy = training.make_strategy(config.strategy, config.tpu)
     source = sources.load(config.dataset, data_dir=config.data_dir,
                           label_attribute=config.label_attribute, toy_noise=config.toy_noise,
@@ -547,7 +569,8 @@ def train_population(config, worker_module):
     trainer.check_settings(sparsities)
 
     import tensorflow as tf
-    tf.config.experimental.enable_op_determinism()
+    if not config.jit_compile:  # XLA has no deterministic max-pool gradient
+        tf.config.experimental.enable_op_determinism()
     chief = training.is_chief(strategy)
     if not chief:  # other workers of a multi-worker job write to a scratch folder
         workdir = Workdir(workdir.worker_scratch(strategy.cluster_resolver.task_id))

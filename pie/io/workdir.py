@@ -116,6 +116,7 @@ MEMBER_FILES = {
     "keras_model": "model.keras",
     "tflite_model": "model.tflite",
     "meta": "meta.json",
+    "history": "history.csv",  # recipes: a row per training epoch (pie.compress.history)
     "flags": "flags.txt",
     "checkpoint": "ckpt",
     "logs": "logs",

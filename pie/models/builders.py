@@ -21,7 +21,12 @@ ModelError = errors.ModelError
 
 
 def _classifier(x, num_classes):
-    return layers.Dense(num_classes, name=CLASSIFIER)(x)
+    # Under a mixed-precision policy (--precision) the logits stay float32: softmax
+    # and the loss of 16-bit logits lose precision. Under float32 the layer is as it
+    # always was (no explicit dtype in its config).
+    mixed = keras.mixed_precision.global_policy().compute_dtype != "float32"
+    options = {"dtype": "float32"} if mixed else {}
+    return layers.Dense(num_classes, name=CLASSIFIER, **options)(x)
 
 
 def small_cnn(input_shape, num_classes, width=None):
@@ -125,14 +130,68 @@ def wrn28_k(input_shape, num_classes, width=None):
     return keras.Model(inputs, _classifier(x, num_classes), name=f"wrn28_{k}")
 
 
+# The study's ResNet-50 v1 (Hooker et al., the TF official model of the time).
+RESNET50_STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))  # (bottleneck width, blocks)
+RESNET50_BN_MOMENTUM = 0.9
+RESNET50_BN_EPSILON = 1e-5
+BOTTLENECK_EXPANSION = 4
+
+
+def _v1_conv_bn(x, filters, kernel, stride, name, relu=True, zero_gamma=False):
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+                      kernel_initializer="he_normal", name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=RESNET50_BN_MOMENTUM, epsilon=RESNET50_BN_EPSILON,
+                                  gamma_initializer="zeros" if zero_gamma else "ones",
+                                  name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def _bottleneck_v1(x, width, stride, name):
+    """1x1 (strided, v1) -> 3x3 -> 1x1 x4, the last BN's gamma zero: each residual
+    block starts as the identity (the shortcut alone)."""
+    out = width * BOTTLENECK_EXPANSION
+    shortcut = x
+    if stride != 1 or x.shape[-1] != out:
+        shortcut = _v1_conv_bn(x, out, 1, stride, f"{name}_proj", relu=False)
+    y = _v1_conv_bn(x, width, 1, stride, f"{name}_a")
+    y = _v1_conv_bn(y, width, 3, 1, f"{name}_b")
+    y = _v1_conv_bn(y, out, 1, 1, f"{name}_c", relu=False, zero_gamma=True)
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
+
+
 def resnet50(input_shape, num_classes, width=None):
-    """ResNet-50 v1 (Keras applications graph, random init) with our classifier."""
+    """The study's ResNet-50 v1: bottleneck blocks [3, 4, 6, 3] with the stride on
+    each stage's first 1x1 convolution, bias-free convolutions, BN momentum 0.9 and
+    epsilon 1e-5, the last BN gamma of every block initialised to zero; a 7x7/2
+    stem (explicit 3-pixel padding) and 3x3/2 max pooling. 25,557,032 parameters
+    at 1,000 classes."""
     if width:
         raise ModelError("resnet50 has no --width")
+    inputs = keras.Input(input_shape)
+    x = layers.ZeroPadding2D(3, name="stem_pad")(inputs)
+    x = layers.Conv2D(64, 7, strides=2, padding="valid", use_bias=False,
+                      kernel_initializer="he_normal", name="stem_conv")(x)
+    x = layers.BatchNormalization(momentum=RESNET50_BN_MOMENTUM, epsilon=RESNET50_BN_EPSILON,
+                                  name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    for stage, (width_, blocks) in enumerate(RESNET50_STAGES):
+        for block in range(blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            x = _bottleneck_v1(x, width_, stride, f"s{stage + 1}b{block + 1}")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, _classifier(x, num_classes), name="resnet50")
+
+
+def resnet50_keras(input_shape, num_classes, width=None):
+    """ResNet-50 v1 as Keras applications builds it (conv biases, BN epsilon
+    1.001e-5, no zero-initialised gamma; random init) with our classifier."""
+    if width:
+        raise ModelError("resnet50_keras has no --width")
     backbone = keras.applications.ResNet50(include_top=False, weights=None,
                                            input_shape=input_shape, pooling="avg")
     return keras.Model(backbone.input, _classifier(backbone.output, num_classes),
-                       name="resnet50")
+                       name="resnet50_keras")
 
 
 MODELS = {
@@ -144,6 +203,7 @@ MODELS = {
     "resnet18": resnet18,
     "wrn28_k": wrn28_k,
     "resnet50": resnet50,
+    "resnet50_keras": resnet50_keras,
 }
 
 

@@ -1349,5 +1349,29 @@ def toy_section(context):
     return blocks
 
 
+@section("training_curves", "Training curves", "curves",
+         "Each population's training loss, accuracy, learning rate and sparsity per "
+         "epoch, from its members' history.csv: the line is the mean over seeds, the band "
+         "spans the lowest and highest member. A recipe that diverges shows here.",
+         inputs=("population.csv",), strict=False)
+def training_curves_section(context):  # recipes: pie.report.curves
+    from pie.report import curves
+    rows, missing = curves.read_histories(context.workdir, context.manifest)
+    blocks = [] if rows.empty else [figure(curves.training_curves(rows, context.colors),
+                                           "training curves per population")]
+    blocks.append(table_block(
+        ["variant", "members with a history", "epochs", "final loss", "final accuracy",
+         "final learning rate"],
+        [[r["label"], f"{r['with_history']} of {r['members']}", number(r["epochs"], "{:d}"),
+          number(r["loss"], "{:.4f}"), percent(r["accuracy"]),
+          number(r["learning_rate"], "{:.3g}")]
+         for r in curves.final_epochs(rows, context.variants)],
+        caption="the last epoch of each population's training, mean over its members"))
+    if missing:
+        blocks.append(note(f"{missing} of {len(context.manifest)} members have no readable "
+                           "history.csv (trained before it existed, or imported): left out"))
+    return blocks
+
+
 # Sections kept in their own modules register themselves (frontier, pie_explorer).
 from pie.report import frontier_section  # noqa: E402,F401
