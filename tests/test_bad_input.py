@@ -353,6 +353,7 @@ NO_WORKDIR = {TOY}
 NOISE_FLOOR = "per_class_accuracy.noise_floor"
 MIN_ERRORS = ("min_errors must be an integer >= 0 (default: the members of the smaller "
               "population), got {}")
+RESAMPLE_SEED = "resample_seed must be an integer >= 0, got -1"
 CORRECTION = "correction 'holm' is not allowed: use one of ['none', 'bh', 'bh_all']"
 # The smallest run of the image stages: one corruption, one draw, a few images.
 CORRUPTIONS_OPTIONS = {"corruptions": "gaussian_noise", "severities": "1", "workers": 1}
@@ -673,6 +674,14 @@ CASES = [
      rf"^model {{W}}/{DENSE0}/model.keras scores [0-9.]+% top-1 on 256 eval images of "
      r"'digits', chance level [0-9.]+%: the 'small' family gives HxWxC float32 in \[0, 1\] "
      r"\(uint8 / 255\), no mean or std \(docs/contracts.md\); --allow_chance to go on$"),
+    # issue 23: remaining bad inputs
+    ("resample-seed-negative", TSTAT, {"resample_seed": -1}, nothing, RESAMPLE_SEED),
+    ("resample-seed-negative", SUBGROUPS, {"groups_csv": "{W}/groups.csv", "resample_seed": -1},
+     write_file("groups.csv", "image_id,colour\n0,red\n"), RESAMPLE_SEED),
+    ("resample-seed-negative", NOISE_FLOOR, {"resample_seed": -1}, nothing, RESAMPLE_SEED),
+    ("manifest-seed-huge", METRICS, {}, edit_manifest("dense_0_seed1", seed="1e30"),
+     f"{MANIFEST} row 2 (member_id 'dense_0_seed1'): seed 1e+30 is not an integer in "
+     "[0, 2147483647]"),
 ]
 
 

@@ -42,6 +42,7 @@ PREDICTION_COLUMNS = [
 # Written when present: top5 (more than 5 classes), distribution (shifted sets).
 OPTIONAL_PREDICTION_COLUMNS = ["top5", "distribution"]
 DENSE_METHOD = "dense"
+MAX_SEED = 2**31 - 1  # a manifest seed: the int32 range every seeding API (numpy, TF) takes
 QUANTIZED_PREFIX = "quant_"  # methods of post-training quantized members
 
 
@@ -594,10 +595,12 @@ def validate_manifest(frame, workdir, path):
         frame[column] = values
     frame["sparsity"] = [key_sparsity(value) for value in frame["sparsity"]]
     seeds = pd.to_numeric(frame["seed"], errors="coerce").to_numpy(np.float64)
-    wrong = ~((seeds >= 0) & (np.mod(seeds, 1) == 0))
+    # bounded before the cast: 1e30 would otherwise wrap to -9223372036854775808
+    wrong = ~((seeds >= 0) & (seeds <= MAX_SEED) & (np.mod(seeds, 1) == 0))
     if wrong.any():
         position = int(np.flatnonzero(wrong)[0])
-        bad(position, f"seed {_shown(frame['seed'].iloc[position])} is not a non-negative integer")
+        bad(position, f"seed {_shown(frame['seed'].iloc[position])} is not an integer in "
+                      f"[0, {MAX_SEED}]")
     frame["seed"] = seeds.astype(np.int64)
     twice = frame["member_id"].duplicated()
     if twice.any():
