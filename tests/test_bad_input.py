@@ -53,7 +53,7 @@ def _make_workdir(workdir, models):
     names = [f"digit {k}" for k in range(N_CLASSES)]
     records.write_json(wd.dataset_config, {
         "dataset": "digits", "data_dir": None, "label_attribute": None, "toy_noise": None,
-        "toy_seed": None, "num_classes": N_CLASSES, "class_names": names, "family": "image"})
+        "toy_seed": None, "num_classes": N_CLASSES, "class_names": names, "family": "small"})
     records.write_json(wd.classes, names)
     rng = np.random.default_rng(0)
     labels = np.arange(N_IMAGES) % N_CLASSES
@@ -112,6 +112,13 @@ def edit_manifest(member, **values):
         for column, value in values.items():
             frame.loc[frame["member_id"] == member, column] = value
         frame.to_csv(path, index=False)
+    return breaker
+
+
+def edit_dataset_json(**values):
+    def breaker(w, _models):
+        config = records.read_json(Workdir(w).dataset_config)
+        records.write_json(Workdir(w).dataset_config, dict(config, **values))
     return breaker
 
 
@@ -682,6 +689,24 @@ CASES = [
     ("manifest-seed-huge", METRICS, {}, edit_manifest("dense_0_seed1", seed="1e30"),
      f"{MANIFEST} row 2 (member_id 'dense_0_seed1'): seed 1e+30 is not an integer in "
      "[0, 2147483647]"),
+    ("dataset-json-num-classes", PREDICT, {"force": True}, edit_dataset_json(num_classes=12),
+     "{W}/dataset.json: 'num_classes' is 12 but 'class_names' lists 10 names"),
+    ("dataset-json-num-classes", PREDICT, {"force": True},
+     edit_dataset_json(num_classes=12, class_names=[f"c{k}" for k in range(12)]),
+     "{W}/dataset.json: 'num_classes' is 12 but {W}/classes.json lists 10 classes"),
+    ("dataset-json-num-classes-vs-data", PREDICT, {"force": True},
+     lambda w, m: (edit_dataset_json(num_classes=12, class_names=[
+         f"c{k}" for k in range(12)])(w, m),
+         write_file("classes.json", str([f"c{k}" for k in range(12)]).replace("'", '"'))(w, m)),
+     "{W}/dataset.json: 'num_classes' is 12 but the data 'digits' has 10"),
+    ("dataset-json-family", PREDICT, {"force": True}, edit_dataset_json(family="imagenet"),
+     "{W}/dataset.json: 'family' is 'imagenet' but the data 'digits' has 'small'"),
+    ("dataset-json-duplicate-names", PREDICT, {"force": True},
+     edit_dataset_json(class_names=["a"] * N_CLASSES),
+     "{W}/dataset.json lists the class name 'a' twice: class names must be unique"),
+    ("classes-json-duplicate-names", TSTAT, {},
+     write_file("classes.json", '["a", "b", "a", "c", "d", "e", "f", "g", "h", "i"]'),
+     "{W}/classes.json lists the class name 'a' twice: class names must be unique"),
 ]
 
 
