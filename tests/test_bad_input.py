@@ -166,6 +166,22 @@ def tflite_member(cut):
     return breaker
 
 
+def other_input_model(two_inputs):
+    """dense_0_seed0's model.keras takes 4x4x1 images, or two 8x8x1 inputs (an imported
+    model of other data)."""
+    def breaker(w, _models):
+        import tf_keras as keras
+        if two_inputs:
+            first, second = keras.layers.Input((8, 8, 1)), keras.layers.Input((8, 8, 1))
+            flat = keras.layers.Flatten()(keras.layers.Add()([first, second]))
+            model = keras.Model([first, second], keras.layers.Dense(N_CLASSES)(flat))
+        else:
+            model = keras.Sequential([keras.layers.Input((4, 4, 1)), keras.layers.Flatten(),
+                                      keras.layers.Dense(N_CLASSES)])
+        model.save(os.path.join(w, DENSE0, "model.keras"))
+    return breaker
+
+
 def link_member_folder_out(w, _models):
     """checkpoints/dense is a link to a folder beside the workdir holding the models."""
     outside = os.path.join(os.path.dirname(w), "outside")
@@ -707,6 +723,18 @@ CASES = [
     ("classes-json-duplicate-names", TSTAT, {},
      write_file("classes.json", '["a", "b", "a", "c", "d", "e", "f", "g", "h", "i"]'),
      "{W}/classes.json lists the class name 'a' twice: class names must be unique"),
+    ("member-input-shape", PREDICT, {}, other_input_model(two_inputs=False),
+     f"manifest member dense_0_seed0: model {{W}}/{DENSE0}/model.keras takes inputs of "
+     "shape 4x4x1, the data's images are 8x8x1"),
+    ("member-input-shape", FEATURES, FEATURES_OPTIONS, other_input_model(two_inputs=False),
+     f"manifest member dense_0_seed0: model {{W}}/{DENSE0}/model.keras takes inputs of "
+     "shape 4x4x1, the data's images are 8x8x1"),
+    ("member-two-inputs", PREDICT, {}, other_input_model(two_inputs=True),
+     f"manifest member dense_0_seed0: model {{W}}/{DENSE0}/model.keras has 2 inputs: a "
+     "member takes one input, the image"),
+    ("member-two-inputs", FEATURES, FEATURES_OPTIONS, other_input_model(two_inputs=True),
+     f"manifest member dense_0_seed0: model {{W}}/{DENSE0}/model.keras has 2 inputs: a "
+     "member takes one input, the image"),
 ]
 
 
