@@ -376,6 +376,7 @@ NO_WORKDIR = {TOY}
 NOISE_FLOOR = "per_class_accuracy.noise_floor"
 MIN_ERRORS = ("min_errors must be an integer >= 0 (default: the members of the smaller "
               "population), got {}")
+SEVERITY_NINE = "--severities: severity must be an integer in 1..5, got 9"
 RESAMPLE_SEED = "resample_seed must be an integer >= 0, got -1"
 CORRECTION = "correction 'holm' is not allowed: use one of ['none', 'bh', 'bh_all']"
 # The smallest run of the image stages: one corruption, one draw, a few images.
@@ -735,6 +736,12 @@ CASES = [
     ("member-two-inputs", FEATURES, FEATURES_OPTIONS, other_input_model(two_inputs=True),
      f"manifest member dense_0_seed0: model {{W}}/{DENSE0}/model.keras has 2 inputs: a "
      "member takes one input, the image"),
+    # pie study checks every later stage's flags before it runs any stage
+    ("study-noise-draws-zero", STUDY, {"noise_draws": 0}, nothing,
+     "--noise_draws must be at least 1, got 0"),
+    ("study-cost-repeats-negative", STUDY, {"cost_repeats": -1}, nothing,
+     "--cost_repeats must be at least 1, got -1"),
+    ("study-severities-nine", STUDY, {"severities": "9"}, nothing, SEVERITY_NINE),
 ]
 
 

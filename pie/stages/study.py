@@ -268,6 +268,20 @@ def validate(flag_values):
     check_train_flags(flag_values)
     for method in extra_methods(flag_values):
         check_train_flags(flag_values, **extra_settings(flag_values, method))
+    check_stage_flags(flag_values)
+
+
+def check_stage_flags(flag_values):
+    """The later stages' flags, checked before any stage runs: a bad one found only
+    when its stage starts would leave the stages before it run for nothing."""
+    from robustness_tests import corruptions
+    corruptions.parse_corruptions(flag_values.corruptions)
+    corruptions.parse_severities(flag_values.severities)
+    for name in ("noise_draws", "noise_images", "informative_images", "cost_repeats",
+                 "toy_seeds"):
+        if getattr(flag_values, name) < 1:
+            raise cli.UsageError(f"--{name} must be at least 1, got "
+                                 f"{getattr(flag_values, name)}")
 
 
 def check_train_flags(flag_values, **changes):
