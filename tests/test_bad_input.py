@@ -810,6 +810,19 @@ def test_bad_input_command_exits_2_with_one_line(base, tiny_models, tmp_path, na
     assert snapshot(str(tmp_path)) == before
 
 
+def test_study_on_a_dangling_link_is_one_line(tmp_path):
+    """issue 23: a --workdir that is a link to nothing is one error line before any
+    stage runs (nothing is created where the link points)."""
+    from pie.stages import study
+    workdir, nowhere = tmp_path / "w", tmp_path / "nowhere"
+    os.symlink(nowhere, workdir)
+    with pytest.raises(errors.InputError) as raised:
+        study.run(workdir=str(workdir), dataset="digits", seeds=1)
+    assert str(raised.value) == (f"--workdir={workdir} is a symbolic link to {nowhere}, "
+                                 "which does not exist")
+    assert os.listdir(tmp_path) == ["w"]
+
+
 # ------------------------------------------------------------------ the report
 
 
