@@ -77,7 +77,8 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False, alpha=0.
     distributions = list(dict.fromkeys([distribution] + list(also_distributions)))
     for name in distributions:
         stage_io.validate_stage_args(workdir, name, split)
-    per_class.validate_test_options(alpha, correction, test, resamples, min_errors)
+    per_class.validate_test_options(alpha, correction, test, resamples, min_errors,
+                                    resample_seed)
     manifest = stage_io.population_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
     wd = Workdir(workdir)

@@ -87,7 +87,8 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False, test="we
     """Writes the noise floor table; returns False when it was up to date."""
     stage_io.validate_stage_args(workdir, distribution, split)
     noise_floor.validate_options(test, splits, ties)
-    per_class.validate_test_options(alpha, correction, test, resamples, min_errors)
+    per_class.validate_test_options(alpha, correction, test, resamples, min_errors,
+                                    resample_seed)
     manifest = stage_io.population_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
     wd = Workdir(workdir)

@@ -71,7 +71,8 @@ def run(workdir, groups_csv=None, attributes=(), distribution=records.CLEAN, spl
     """Writes the subgroups table; returns False when it was up to date. `flags_text`:
     the command line's flags, saved beside the table."""
     stage_io.validate_stage_args(workdir, distribution, split)
-    per_class.validate_test_options(subgroups.ALPHA, correction, test, resamples, min_errors)
+    per_class.validate_test_options(subgroups.ALPHA, correction, test, resamples,
+                                    min_errors, resample_seed)
     manifest = stage_io.population_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
     wd = Workdir(workdir)

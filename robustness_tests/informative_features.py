@@ -210,6 +210,7 @@ def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False,
         started = time.time()
         member_id = row["member_id"]
         member = predict.load_member(workdir, row)
+        member.check_input(x.shape[1:])  # saliency reads the model before logits would
         members[member_id] = member
         masks[member_id], found[member_id] = select_features(
             member.model, x, method, fraction, batch_size, groups, n_features, sis_threshold)

@@ -53,7 +53,7 @@ def _make_workdir(workdir, models):
     names = [f"digit {k}" for k in range(N_CLASSES)]
     records.write_json(wd.dataset_config, {
         "dataset": "digits", "data_dir": None, "label_attribute": None, "toy_noise": None,
-        "toy_seed": None, "num_classes": N_CLASSES, "class_names": names, "family": "image"})
+        "toy_seed": None, "num_classes": N_CLASSES, "class_names": names, "family": "small"})
     records.write_json(wd.classes, names)
     rng = np.random.default_rng(0)
     labels = np.arange(N_IMAGES) % N_CLASSES
@@ -115,6 +115,13 @@ def edit_manifest(member, **values):
     return breaker
 
 
+def edit_dataset_json(**values):
+    def breaker(w, _models):
+        config = records.read_json(Workdir(w).dataset_config)
+        records.write_json(Workdir(w).dataset_config, dict(config, **values))
+    return breaker
+
+
 def write_file(relative, content):
     def breaker(w, _models):
         path = os.path.join(w, relative)
@@ -156,6 +163,22 @@ def tflite_member(cut):
         with open(os.path.join(w, relpath, "model.tflite"), "wb") as handle:
             handle.write(content[:int(len(content) * cut)])
         edit_manifest("magnitude_0.5_seed1", model_file=f"{relpath}/model.tflite")(w, models)
+    return breaker
+
+
+def other_input_model(two_inputs):
+    """dense_0_seed0's model.keras takes 4x4x1 images, or two 8x8x1 inputs (an imported
+    model of other data)."""
+    def breaker(w, _models):
+        import tf_keras as keras
+        if two_inputs:
+            first, second = keras.layers.Input((8, 8, 1)), keras.layers.Input((8, 8, 1))
+            flat = keras.layers.Flatten()(keras.layers.Add()([first, second]))
+            model = keras.Model([first, second], keras.layers.Dense(N_CLASSES)(flat))
+        else:
+            model = keras.Sequential([keras.layers.Input((4, 4, 1)), keras.layers.Flatten(),
+                                      keras.layers.Dense(N_CLASSES)])
+        model.save(os.path.join(w, DENSE0, "model.keras"))
     return breaker
 
 
@@ -353,6 +376,8 @@ NO_WORKDIR = {TOY}
 NOISE_FLOOR = "per_class_accuracy.noise_floor"
 MIN_ERRORS = ("min_errors must be an integer >= 0 (default: the members of the smaller "
               "population), got {}")
+SEVERITY_NINE = "--severities: severity must be an integer in 1..5, got 9"
+RESAMPLE_SEED = "resample_seed must be an integer >= 0, got -1"
 CORRECTION = "correction 'holm' is not allowed: use one of ['none', 'bh', 'bh_all']"
 # The smallest run of the image stages: one corruption, one draw, a few images.
 CORRUPTIONS_OPTIONS = {"corruptions": "gaussian_noise", "severities": "1", "workers": 1}
@@ -673,6 +698,50 @@ CASES = [
      rf"^model {{W}}/{DENSE0}/model.keras scores [0-9.]+% top-1 on 256 eval images of "
      r"'digits', chance level [0-9.]+%: the 'small' family gives HxWxC float32 in \[0, 1\] "
      r"\(uint8 / 255\), no mean or std \(docs/contracts.md\); --allow_chance to go on$"),
+    # issue 23: remaining bad inputs
+    ("resample-seed-negative", TSTAT, {"resample_seed": -1}, nothing, RESAMPLE_SEED),
+    ("resample-seed-negative", SUBGROUPS, {"groups_csv": "{W}/groups.csv", "resample_seed": -1},
+     write_file("groups.csv", "image_id,colour\n0,red\n"), RESAMPLE_SEED),
+    ("resample-seed-negative", NOISE_FLOOR, {"resample_seed": -1}, nothing, RESAMPLE_SEED),
+    ("manifest-seed-huge", METRICS, {}, edit_manifest("dense_0_seed1", seed="1e30"),
+     f"{MANIFEST} row 2 (member_id 'dense_0_seed1'): seed 1e+30 is not an integer in "
+     "[0, 2147483647]"),
+    ("dataset-json-num-classes", PREDICT, {"force": True}, edit_dataset_json(num_classes=12),
+     "{W}/dataset.json: 'num_classes' is 12 but 'class_names' lists 10 names"),
+    ("dataset-json-num-classes", PREDICT, {"force": True},
+     edit_dataset_json(num_classes=12, class_names=[f"c{k}" for k in range(12)]),
+     "{W}/dataset.json: 'num_classes' is 12 but {W}/classes.json lists 10 classes"),
+    ("dataset-json-num-classes-vs-data", PREDICT, {"force": True},
+     lambda w, m: (edit_dataset_json(num_classes=12, class_names=[
+         f"c{k}" for k in range(12)])(w, m),
+         write_file("classes.json", str([f"c{k}" for k in range(12)]).replace("'", '"'))(w, m)),
+     "{W}/dataset.json: 'num_classes' is 12 but the data 'digits' has 10"),
+    ("dataset-json-family", PREDICT, {"force": True}, edit_dataset_json(family="imagenet"),
+     "{W}/dataset.json: 'family' is 'imagenet' but the data 'digits' has 'small'"),
+    ("dataset-json-duplicate-names", PREDICT, {"force": True},
+     edit_dataset_json(class_names=["a"] * N_CLASSES),
+     "{W}/dataset.json lists the class name 'a' twice: class names must be unique"),
+    ("classes-json-duplicate-names", TSTAT, {},
+     write_file("classes.json", '["a", "b", "a", "c", "d", "e", "f", "g", "h", "i"]'),
+     "{W}/classes.json lists the class name 'a' twice: class names must be unique"),
+    ("member-input-shape", PREDICT, {}, other_input_model(two_inputs=False),
+     f"manifest member dense_0_seed0: model {{W}}/{DENSE0}/model.keras takes inputs of "
+     "shape 4x4x1, the data's images are 8x8x1"),
+    ("member-input-shape", FEATURES, FEATURES_OPTIONS, other_input_model(two_inputs=False),
+     f"manifest member dense_0_seed0: model {{W}}/{DENSE0}/model.keras takes inputs of "
+     "shape 4x4x1, the data's images are 8x8x1"),
+    ("member-two-inputs", PREDICT, {}, other_input_model(two_inputs=True),
+     f"manifest member dense_0_seed0: model {{W}}/{DENSE0}/model.keras has 2 inputs: a "
+     "member takes one input, the image"),
+    ("member-two-inputs", FEATURES, FEATURES_OPTIONS, other_input_model(two_inputs=True),
+     f"manifest member dense_0_seed0: model {{W}}/{DENSE0}/model.keras has 2 inputs: a "
+     "member takes one input, the image"),
+    # pie study checks every later stage's flags before it runs any stage
+    ("study-noise-draws-zero", STUDY, {"noise_draws": 0}, nothing,
+     "--noise_draws must be at least 1, got 0"),
+    ("study-cost-repeats-negative", STUDY, {"cost_repeats": -1}, nothing,
+     "--cost_repeats must be at least 1, got -1"),
+    ("study-severities-nine", STUDY, {"severities": "9"}, nothing, SEVERITY_NINE),
 ]
 
 
@@ -739,6 +808,19 @@ def test_bad_input_command_exits_2_with_one_line(base, tiny_models, tmp_path, na
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     _assert_message(lines[0][len("error: "):], expected, workdir, str(tmp_path))
     assert snapshot(str(tmp_path)) == before
+
+
+def test_study_on_a_dangling_link_is_one_line(tmp_path):
+    """issue 23: a --workdir that is a link to nothing is one error line before any
+    stage runs (nothing is created where the link points)."""
+    from pie.stages import study
+    workdir, nowhere = tmp_path / "w", tmp_path / "nowhere"
+    os.symlink(nowhere, workdir)
+    with pytest.raises(errors.InputError) as raised:
+        study.run(workdir=str(workdir), dataset="digits", seeds=1)
+    assert str(raised.value) == (f"--workdir={workdir} is a symbolic link to {nowhere}, "
+                                 "which does not exist")
+    assert os.listdir(tmp_path) == ["w"]
 
 
 # ------------------------------------------------------------------ the report

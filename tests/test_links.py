@@ -335,7 +335,8 @@ def test_a_tfrecord_folder_outside_gets_no_size_cache(setup, monkeypatch):
     config = records.read_dataset_config(workdir)
     records.write_json(Workdir(workdir).dataset_config,
                        dict(config, dataset="tfrecord:" + data, num_classes=3,
-                            class_names=list(imagenet_layout.TEXTS[:3])))
+                            class_names=list(imagenet_layout.TEXTS[:3]), family="imagenet"))
+    records.write_json(Workdir(workdir).classes, list(imagenet_layout.TEXTS[:3]))
     before = snapshot(outside)
     source = sources.load_for_workdir(workdir)
     assert source.eval_size == 3

@@ -242,7 +242,7 @@ def _manifest_file(tmp_path, rows):
     ({"sparsity": "half"}, "sparsity 'half' is not a number in [0, 1)"),
     ({"sparsity": 1.0}, "sparsity 1.0 is not a number in [0, 1)"),
     ({"sparsity": -0.5}, "sparsity -0.5 is not a number in [0, 1)"),
-    ({"seed": 1.5}, "seed 1.5 is not a non-negative integer"),
+    ({"seed": 1.5}, "seed 1.5 is not an integer in [0, 2147483647]"),
     ({"top1": 7}, "top1 7 is not a number in [0, 1]"),
     ({"model_file": None}, "model_file is empty (a truncated or hand-broken manifest?)"),
 ])

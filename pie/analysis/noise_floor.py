@@ -211,7 +211,8 @@ def noise_floor(population, distribution=records.CLEAN, test="welch", alpha=0.05
     each dense seed gets NaN variant values and a note.
     """
     validate_options(test, max_splits, ties)
-    per_class.validate_test_options(alpha, correction, test, resamples, min_errors)
+    per_class.validate_test_options(alpha, correction, test, resamples, min_errors,
+                                    resample_seed)
     manifest = population.manifest
     methods = manifest["method"].to_numpy()
     sparsities = manifest["sparsity"].astype(float).to_numpy()

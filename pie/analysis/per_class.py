@@ -77,8 +77,8 @@ def read_metrics(path):
 
 
 def validate_test_options(alpha, correction, test="welch", resamples=stats.DEFAULT_RESAMPLES,
-                          min_errors=None):
-    """Raises UsageError naming a bad significance level, correction, test or count."""
+                          min_errors=None, resample_seed=0):
+    """Raises UsageError naming a bad significance level, correction, test, count or seed."""
     if not 0 < alpha < 1:
         raise errors.UsageError(f"alpha must lie strictly between 0 and 1, got {alpha}")
     if correction not in stats.CORRECTIONS:
@@ -96,6 +96,10 @@ def validate_test_options(alpha, correction, test="welch", resamples=stats.DEFAU
         raise errors.UsageError(
             f"min_errors must be an integer >= 0 (default: the members of the smaller "
             f"population), got {min_errors!r}")
+    # numpy seeds its generators only from integers >= 0: refused here, before any read
+    if isinstance(resample_seed, bool) or not isinstance(resample_seed, (int, np.integer)) \
+            or resample_seed < 0:
+        raise errors.UsageError(f"resample_seed must be an integer >= 0, got {resample_seed!r}")
 
 
 def define_decision_flags(flag_values):
@@ -484,7 +488,7 @@ def per_class_tstatistic(metrics, alpha=0.05, correction=stats.DEFAULT_CORRECTIO
       (table, summary): `TSTATISTIC_COLUMNS` rows per variant x class and
       `SUMMARY_COLUMNS` rows per variant, sorted by method, sparsity (, class).
     """
-    validate_test_options(alpha, correction, test, resamples, min_errors)
+    validate_test_options(alpha, correction, test, resamples, min_errors, seed)
     table, summary = compare_variants(metrics, test, alpha, resamples, seed, min_errors)
     if table.empty:
         return table[TSTATISTIC_COLUMNS], summary[SUMMARY_COLUMNS]

@@ -214,7 +214,7 @@ def subgroup_table(predictions, manifest, groups, binary, pie=None, test="welch"
     """
     if test not in stats.TESTS:
         raise SubgroupError(f"test {test!r} is not allowed: use one of {list(stats.TESTS)}")
-    per_class.validate_test_options(ALPHA, correction, test, resamples, min_errors)
+    per_class.validate_test_options(ALPHA, correction, test, resamples, min_errors, seed)
     groups_long = long_groups(groups)
     group_rates, overall = member_rates(predictions, groups_long, binary)
     sizes = group_sizes(groups_long, predictions[IMAGE_ID].to_numpy())

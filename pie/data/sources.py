@@ -605,11 +605,18 @@ def save_config(workdir, source, **config):
 def load_for_workdir(workdir, data_dir=None, group_attributes=()):
     """The DataSource the population in `workdir` was trained on."""
     config = records.read_dataset_config(workdir)
-    return load(config["dataset"], data_dir=data_dir or config.get("data_dir"),
-                label_attribute=config.get("label_attribute"),
-                group_attributes=group_attributes, toy_noise=config.get("toy_noise"),
-                toy_seed=config.get("toy_seed") or 0, label_offset=config.get("label_offset"),
-                cache_dir=workdir)
+    source = load(config["dataset"], data_dir=data_dir or config.get("data_dir"),
+                  label_attribute=config.get("label_attribute"),
+                  group_attributes=group_attributes, toy_noise=config.get("toy_noise"),
+                  toy_seed=config.get("toy_seed") or 0, label_offset=config.get("label_offset"),
+                  cache_dir=workdir)
+    # dataset.json is what the population was trained on: a hand edit that disagrees
+    # with the data would size tables and pick input conventions wrongly
+    for key, found in (("num_classes", source.num_classes), ("family", source.family)):
+        if key in config and config[key] != found:
+            raise DataError(f"{Workdir(workdir).dataset_config}: '{key}' is "
+                            f"{config[key]!r} but the data '{config['dataset']}' has {found!r}")
+    return source
 
 
 def load(name, data_dir=None, label_attribute=None, group_attributes=(), toy_noise=None,

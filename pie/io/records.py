@@ -42,6 +42,7 @@ PREDICTION_COLUMNS = [
 # Written when present: top5 (more than 5 classes), distribution (shifted sets).
 OPTIONAL_PREDICTION_COLUMNS = ["top5", "distribution"]
 DENSE_METHOD = "dense"
+MAX_SEED = 2**31 - 1  # a manifest seed: the int32 range every seeding API (numpy, TF) takes
 QUANTIZED_PREFIX = "quant_"  # methods of post-training quantized members
 
 
@@ -163,6 +164,7 @@ def read_class_names(path, largest_class_id=None):
                 f" (labels and predictions name classes 0..{int(largest_class_id)})")
         raise ContractError(f"{path} lists {len(names)} class names: at most {limit} are "
                             f"read{seen}")
+    _require_unique(path, names)
     return names
 
 
@@ -594,10 +596,12 @@ def validate_manifest(frame, workdir, path):
         frame[column] = values
     frame["sparsity"] = [key_sparsity(value) for value in frame["sparsity"]]
     seeds = pd.to_numeric(frame["seed"], errors="coerce").to_numpy(np.float64)
-    wrong = ~((seeds >= 0) & (np.mod(seeds, 1) == 0))
+    # bounded before the cast: 1e30 would otherwise wrap to -9223372036854775808
+    wrong = ~((seeds >= 0) & (seeds <= MAX_SEED) & (np.mod(seeds, 1) == 0))
     if wrong.any():
         position = int(np.flatnonzero(wrong)[0])
-        bad(position, f"seed {_shown(frame['seed'].iloc[position])} is not a non-negative integer")
+        bad(position, f"seed {_shown(frame['seed'].iloc[position])} is not an integer in "
+                      f"[0, {MAX_SEED}]")
     frame["seed"] = seeds.astype(np.int64)
     twice = frame["member_id"].duplicated()
     if twice.any():
@@ -678,7 +682,36 @@ def read_dataset_config(workdir):
     if len(config.get("class_names", ())) > MAX_CLASSES:
         raise ContractError(f"{path}: 'class_names' lists {len(config['class_names'])} "
                             f"names: at most {MAX_CLASSES} are read")
+    _check_class_names(workdir, path, config)
     return config
+
+
+def _check_class_names(workdir, path, config):
+    """dataset.json's class names are unique, as many as its num_classes and as
+    W/classes.json lists (the training stage writes all three from one source)."""
+    names = config.get("class_names")
+    if names is not None:
+        if not all(isinstance(name, str) for name in names):
+            raise ContractError(f"{path}: 'class_names' must be a list of strings")
+        _require_unique(path, names)
+        if "num_classes" in config and len(names) != config["num_classes"]:
+            raise ContractError(f"{path}: 'num_classes' is {config['num_classes']} but "
+                                f"'class_names' lists {len(names)} names")
+    classes = Workdir(workdir).classes
+    if "num_classes" in config and os.path.lexists(classes):
+        listed = read_class_names(safe_paths.checked(classes, "file"))
+        if len(listed) != config["num_classes"]:
+            raise ContractError(f"{path}: 'num_classes' is {config['num_classes']} but "
+                                f"{classes} lists {len(listed)} classes")
+
+
+def _require_unique(path, names):
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ContractError(f"{path} lists the class name {name!r} twice: class names "
+                                "must be unique")
+        seen.add(name)
 
 
 def variant_key(method, sparsity):

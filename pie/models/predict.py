@@ -26,8 +26,26 @@ class KerasMember:
         self.path, self.label = path, label
         self.model = loading.load_keras(path)
 
+    def check_input(self, sample_shape):
+        """Fails with one line naming the member when the model does not take one input
+        of the data's per-image shape `sample_shape` (an imported model of other data)."""
+        prefix = f"{self.label}: " if self.label else ""
+        inputs = self.model.inputs or []
+        if len(inputs) != 1:
+            raise loading.ModelError(f"{prefix}model {self.path} has {len(inputs)} inputs: a "
+                                     "member takes one input, the image")
+        wanted = tuple(inputs[0].shape)[1:]
+        given = tuple(int(size) for size in sample_shape)
+        if len(wanted) != len(given) or any(
+                size is not None and size != have for size, have in zip(wanted, given)):
+            shown = "x".join("?" if size is None else str(size) for size in wanted)
+            raise loading.ModelError(
+                f"{prefix}model {self.path} takes inputs of shape {shown}, the data's images "
+                f"are {'x'.join(map(str, given))}")
+
     def logits(self, inputs, batch_size):
         import tensorflow as tf
+        self.check_input(np.shape(inputs)[1:])
         try:
             return self.model.predict(inputs, batch_size=batch_size, verbose=0)
         except (ValueError, TypeError, tf.errors.OpError) as error:  # the model's inputs

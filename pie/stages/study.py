@@ -265,9 +265,34 @@ def validate(flag_values):
                              f"{', '.join(STAGE_NAMES)}")
     if not flag_values.workdir:
         raise cli.UsageError("--workdir is required")
+    check_workdir(flag_values.workdir)
     check_train_flags(flag_values)
     for method in extra_methods(flag_values):
         check_train_flags(flag_values, **extra_settings(flag_values, method))
+    check_stage_flags(flag_values)
+
+
+def check_stage_flags(flag_values):
+    """The later stages' flags, checked before any stage runs: a bad one found only
+    when its stage starts would leave the stages before it run for nothing."""
+    from robustness_tests import corruptions
+    corruptions.parse_corruptions(flag_values.corruptions)
+    corruptions.parse_severities(flag_values.severities)
+    for name in ("noise_draws", "noise_images", "informative_images", "cost_repeats",
+                 "toy_seeds"):
+        if getattr(flag_values, name) < 1:
+            raise cli.UsageError(f"--{name} must be at least 1, got "
+                                 f"{getattr(flag_values, name)}")
+
+
+def check_workdir(workdir):
+    """W may be missing (training makes it), else it is a folder: a dangling link or a
+    file would fail only inside the first stage."""
+    if os.path.islink(workdir) and not os.path.exists(workdir):
+        raise cli.UsageError(f"--workdir={workdir} is a symbolic link to "
+                             f"{os.readlink(workdir)}, which does not exist")
+    if os.path.lexists(workdir) and not os.path.isdir(workdir):
+        raise cli.UsageError(f"--workdir={workdir} is not a folder")
 
 
 def check_train_flags(flag_values, **changes):
