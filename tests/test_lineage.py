@@ -170,7 +170,9 @@ def test_unsafe_init_model_is_one_line_and_exit_2(tmp_path):
                        check=False)
     assert result.returncode == 2
     (line,) = error_lines(result)
-    assert line.startswith(f"error: cannot load model {unsafe}: ")
+    # The model-file gate refuses it before tf_keras reads anything (a Lambda layer).
+    assert line.startswith(f"error: model file {unsafe} is refused: ")
+    assert "Lambda" in line
     assert not os.path.exists(workdir)
 
 

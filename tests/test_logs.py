@@ -57,9 +57,9 @@ def test_docs_link_only_to_files_in_the_repository(path):
     links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
     targets = [link for link in links if not re.match(r"[a-z]+://", link)]
     # Markdown files named in backquotes are links a reader follows too (not the
-    # files a stage writes into a workdir: W/..., <out>/...).
+    # files a stage writes into a workdir: W/..., runs/<study>/..., <out>/...).
     targets += [name for name in re.findall(r"`([^`\s<]*\.md)`", text)
-                if not name.startswith("W/")]
+                if not name.startswith(("W/", "runs/"))]
     for target in targets:
         here = os.path.normpath(os.path.join(os.path.dirname(path), target))
         at_root = os.path.normpath(os.path.join(ROOT, target))

@@ -156,7 +156,7 @@ def test_unknown_method(tmp_path):
                        check=False)
     assert result.returncode == 2
     assert error_lines(result) == ["error: unknown --method 'random'; allowed: magnitude, "
-                                   "wt, sipp, weight, grad, taylor, lrp, filter_l1, m_by_n, "
+                                   "wt, sipp, sipp_mean, weight, grad, taylor, lrp, filter_l1, m_by_n, "
                                    "qat, pqat, cluster, distill"]
 
 

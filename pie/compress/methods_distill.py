@@ -118,7 +118,7 @@ class Distillation(from_parent.FromParent):
                 f"smaller than its teacher {parent_row['member_id']} "
                 f"({parent_model.count_params()}); lower --student_width")
         distiller = _distiller(student, parent_model, config.temperature, config.alpha)
-        distiller.compile(optimizer=trainer._optimizer(),
+        distiller.compile(optimizer=trainer._optimizer(member),
                           steps_per_execution=trainer.steps_per_execution(member))
         first = 0  # a student trains from its own fresh start, on the recipe's batches
         from pie.compress import trainer as trainer_module
