@@ -16,7 +16,7 @@ with like) does not show:
     python benchmarks/corruption_package_gaps.py [--samples=48]
 
 The measure is `corruption_agreement.mean_abs_change` at 224 px. The last line is
-`elastic_published_over_package_s1=<ratio>`.
+`elastic_published_over_package_severity_one=<ratio>`.
 """
 import os
 import sys
@@ -97,7 +97,7 @@ def main(argv):
     for severity, ours, package, reseeded in frost_rows(samples):
         print(f"| `frost` (unstratified) | {severity} | {samples} | {ours:.4f} | {package:.4f} "
               f"| {ours / package:.3f} | {reseeded:.3f} |", flush=True)
-    print(f"elastic_published_over_package_s1={first:.2f}")
+    print(f"elastic_published_over_package_severity_one={first:.2f}")
     return 0
 
 

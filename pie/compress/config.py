@@ -4,7 +4,7 @@ The command line (`save_checkpoint.train`, `pie train`) defines its flags from
 these fields (help texts included) and builds the config once; the Python API
 (`save_checkpoint.train.run(workdir=..., seeds=2)`) builds it from keywords. Every
 value is checked here, before anything is loaded or written, whatever the workdir
-already holds. Nothing under pie/ reads absl's global FLAGS.
+already holds. Nothing under pie/ reads absl's global flag values.
 """
 import dataclasses
 import math

@@ -1,6 +1,6 @@
 """The gate every `.keras` file passes before tf_keras deserialises anything of it.
 
-`load_model(safe_mode=True)` refuses only lambda bytecode: a config may still name
+`load_model` with `safe_mode=True` refuses only lambda bytecode: a config may still name
 any module (tf_keras imports it), any function (`builtins.eval`) for a Lambda layer,
 and a constant input node makes Keras call that function while loading. So the
 file is read here as data, and only a file every part of which is known is handed
