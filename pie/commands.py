@@ -13,10 +13,14 @@ import runpy
 import sys
 
 # The stage table: every stage once, in the order a study runs them. `pie --help`
-# (STAGES), the study's plan and its --skip names (STUDY_STAGES), and the checks of
-# the report's producers and the workdir's writers (tests/test_commands.py) derive
-# from it.
-Stage = collections.namedtuple("Stage", "name module in_study")
+# (STAGES), the study's plan and its --skip names (STUDY_STAGES), the workdir's
+# writers (pie.io.workdir.FILES names stages of it) and the report's commands for a
+# missing input (`command`) derive from it (tests/test_commands.py).
+#   needs: stages whose outputs it reads that another stage's outputs do not imply
+#          (the report's command for its files runs them first);
+#   args:  its arguments in the report's commands ({W} is the workdir).
+Stage = collections.namedtuple("Stage", "name module in_study needs args",
+                               defaults=((), "--workdir={W}"))
 TABLE = (
     Stage("train", "save_checkpoint.train", True),
     Stage("import-members", "save_checkpoint.import_members", False),
@@ -26,14 +30,15 @@ TABLE = (
     Stage("t-test", "per_class_accuracy.gen_tstatistic", True),
     Stage("pies", "pie_dataset_gen.aggregate_predictions", True),
     Stage("pie-tfrecords", "pie_dataset_gen.generate_pie_dataset", True),
-    Stage("subgroups", "per_class_accuracy.subgroups", True),
+    Stage("subgroups", "per_class_accuracy.subgroups", True,
+          args="--workdir={W} --groups_csv=<file>"),
     Stage("corruptions", "robustness_tests.corruptions", True),
-    Stage("robustness", "robustness_tests.analyze", True),
+    Stage("robustness", "robustness_tests.analyze", True, needs=("corruptions",)),
     Stage("noise-floor", "per_class_accuracy.noise_floor", True),  # needs robustness' excess error
     Stage("noise-similarity", "robustness_tests.noise_similarity", True),
     Stage("informative-features", "robustness_tests.informative_features", True),
     Stage("cost", "pie.stages.cost", True),
-    Stage("toy", "pie.stages.toy_experiment", True),
+    Stage("toy", "pie.stages.toy_experiment", True, args="--out={W}/toy"),
     Stage("report", "pie.report.build", True),
     Stage("study", "pie.stages.study", False),  # every stage above, in order (run.sh)
 )
@@ -41,6 +46,17 @@ TABLE = (
 STAGES = {stage.name: stage.module for stage in TABLE}
 # The stages a study runs, in order: its plan and its --skip names.
 STUDY_STAGES = tuple(stage.name for stage in TABLE if stage.in_study)
+
+
+BY_NAME = {stage.name: stage for stage in TABLE}
+
+
+def command(name):
+    """The command line that makes stage `name`'s outputs ({W}: the workdir), after
+    the stages it needs: what the report tells a user to run for a missing input."""
+    stage = BY_NAME[name]
+    return " && ".join([*(command(need) for need in stage.needs),
+                        f"python -m {stage.module} {stage.args}"])
 
 
 def stage_of_module(module):

@@ -56,15 +56,9 @@ BACKWARD_SELECTIONS = ("sis", "ranking")
 # Carter et al. choose tau per application; 0.9: the subset alone must make the
 # member confident, and most members reach it on most images (docs/robustness.md).
 DEFAULT_SIS_THRESHOLD = 0.9
-SUMMARY_COLUMNS = ["method", "sparsity", "iou_mean", "iou_std", "conf_own_mask",
-                   "conf_other_mask", "reference_conf_own_mask", "reference_conf_other_mask",
-                   "n_pairs", "images", "fraction", "selection", "patch", "features",
-                   "sis_threshold", "no_sis", "reference_no_sis", "features_kept_mean"]
-PER_IMAGE_COLUMNS = ["method", "sparsity", "seed", "member_id", "reference_id", "image_id",
-                     "label", "predicted", "reference_predicted", "has_sis",
-                     "reference_has_sis", "features_kept", "reference_features_kept", "iou",
-                     "conf_own_mask", "conf_other_mask", "reference_conf_own_mask",
-                     "reference_conf_other_mask"]
+# Its tables' columns: pie.analysis.sis (the report reads them too).
+SUMMARY_COLUMNS = sis.INFORMATIVE_FEATURES_COLUMNS
+PER_IMAGE_COLUMNS = sis.INFORMATIVE_FEATURES_PER_IMAGE_COLUMNS
 
 
 def define_flags(flag_values=flags.FLAGS):

@@ -44,10 +44,9 @@ DEFAULT_EPS = ",".join(f"{eps:g}" for eps in np.round(np.linspace(0.0, 0.7, 15),
 EPS_RANGE = (0.0, 1.0)
 # Noisy inputs built and run per model call stay under this many bytes.
 CHUNK_BYTES = 256 << 20
-SUMMARY_COLUMNS = ["method", "sparsity", "eps", "agreement_mean", "agreement_std", "l2_mean",
-                   "l2_std", "n_pairs", "draws", "images"]
-PER_PAIR_COLUMNS = ["method", "sparsity", "seed", "member_id", "reference_id", "eps",
-                    "agreement", "agreement_draw_std", "l2", "l2_draw_std", "draws", "images"]
+# Its tables' columns: pie.analysis.noise_potential (the report reads them too).
+SUMMARY_COLUMNS = noise_potential.SIMILARITY_COLUMNS
+PER_PAIR_COLUMNS = noise_potential.SIMILARITY_PAIR_COLUMNS
 
 
 def define_flags(flag_values=flags.FLAGS):

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from unittest import mock
 
 import pytest
 
@@ -97,13 +98,36 @@ def test_help_the_study_the_report_and_the_workdir_derive_from_one_stage_table()
     assert all(s.module == table[s.name] for s in planned)
     skipped = study.plan(settings.replace(skip=["pies", "cost"]), "digits")
     assert {"pies", "cost"}.isdisjoint(s.name for s in skipped)
-    # Every module the report names as a producer, and every writer of the workdir's
-    # files, is a stage of the table.
-    modules = set(table.values())
-    for command in sections.PRODUCERS.values():
-        named = set(re.findall(r"python -m ([\w.]+)", command))
-        assert named and named <= modules, command
-    writers = {name for entry in workdir.FILES.values()
-               for name in re.findall(r"\b[a-z_]+\.[a-z_.]+\b", entry.writer)
-               if not name.endswith(".py")}
-    assert writers and writers <= modules, writers - modules
+    # The report's command for each input is its writing stage's, from the table: a
+    # stage that needs another's outputs (robustness after corruptions) runs it first.
+    assert sections.PRODUCERS["pie/pie.csv"] == (
+        "python -m pie_dataset_gen.aggregate_predictions --workdir={W}")
+    assert sections.PRODUCERS["robustness/excess_error.csv"] == (
+        "python -m robustness_tests.corruptions --workdir={W} && "
+        "python -m robustness_tests.analyze --workdir={W}")
+    for relative, command in sections.PRODUCERS.items():
+        named = re.findall(r"python -m ([\w.]+)", command)
+        assert named[-1] in modules_writing(relative), (relative, command)
+    # Every file of the layout names its writers by stage name; a file one stage
+    # writes is recorded in that stage's stamp, one several write (the manifest) in none.
+    for entry in workdir.FILES.values():
+        assert set(entry.stages) <= set(table), entry
+        assert entry.writer == (table[entry.stages[0]] if len(entry.stages) == 1 else None)
+    assert workdir.FILES["manifest"].stages == ("train", "quantize", "import-members")
+    assert workdir.FILES["groups"].writer is None and workdir.FILES["groups"].written_by() == "you"
+    # A stage added to the table (a writer of a new file) is its writer and producer.
+    extra = commands.Stage("extra", "pie.stages.extra", True, needs=("cost",))
+    with mock.patch.object(commands, "TABLE", commands.TABLE + (extra,)), \
+            mock.patch.dict(commands.STAGES, extra=extra.module), \
+            mock.patch.dict(commands.BY_NAME, extra=extra):
+        assert commands.command("extra") == ("python -m pie.stages.cost --workdir={W} && "
+                                             "python -m pie.stages.extra --workdir={W}")
+        assert workdir.Entry("x", "x.csv", ("extra",), "").writer == "pie.stages.extra"
+
+
+def modules_writing(relative):
+    """The stage modules FILES names for the file `relative` (folder/name) of W."""
+    from pie.io import workdir
+    return {commands.STAGES[name] for entry in workdir.FILES.values()
+            if "/".join(p for p in (entry.folder, entry.name) if p) == relative
+            for name in entry.stages}

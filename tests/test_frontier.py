@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pie import commands
 from pie.analysis import frontier, robustness
 from pie.io import records
 from pie.io.workdir import Workdir
@@ -247,7 +248,8 @@ def test_report_writes_the_table_and_the_section(tmp_path):
             expected[frontier.budget_column(measure)].tolist()
     # No robustness stage ran: the excess error is NaN with the command that makes it.
     assert written["excess_error_mean"].isna().all()
-    command = f"python -m robustness_tests.analyze --workdir={workdir}"
+    command = commands.command("robustness").format(W=workdir)
+    assert command.endswith(f"python -m robustness_tests.analyze --workdir={workdir}")
     assert all(f"robustness/excess_error.csv is missing (run `{command}`)" in text
                for text in written["not_measured"])
     with open(os.path.join(workdir, "report", "index.html")) as handle:

@@ -18,6 +18,7 @@ from conftest import error_lines, run_stage
 from pie.analysis import noise_floor, per_class, pie_labels, robustness, subgroups
 from pie.io import cli, records
 from pie.report import build, sections
+from pie.stages import cost as cost_stage
 from pie.io.workdir import Workdir
 
 HOSTILE_NAME = '<b>&"x'  # must reach the page as text, never as markup
@@ -122,7 +123,7 @@ def _noise_similarity(rng):
             rows.append(dict(method=method, sparsity=sparsity, eps=eps,
                              agreement_mean=1 - eps * rng.uniform(0.2, 0.6),
                              agreement_std=0.01, l2_mean=eps * rng.uniform(0.2, 0.6),
-                             l2_std=0.01, n_pairs=3))
+                             l2_std=0.01, n_pairs=3, draws=2, images=50))
     return pd.DataFrame(rows)
 
 
@@ -183,7 +184,10 @@ def _cost(manifest, rng):
         0, 100, len(cost))
     cost["latency_ms_batch1"] = rng.uniform(0.1, 0.2, len(cost))
     cost["latency_ms_batch32"] = rng.uniform(1.0, 2.0, len(cost))
-    return cost
+    cost["seed"] = manifest["seed"]
+    cost["tflite_bytes"] = cost["tflite_gzip_bytes"] = np.nan
+    cost["latency_model"], cost["repeats"], cost["num_threads"] = "keras", 5, 1
+    return cost[cost_stage.COST_COLUMNS]
 
 
 def _toy(rng):
@@ -241,7 +245,9 @@ def make_workdir(workdir, seed=0):
         "conf_own_mask": [0.8, 0.7, 0.85], "conf_other_mask": [0.6, 0.5, 0.7],
         "reference_conf_own_mask": [0.85, 0.85, 0.8],
         "reference_conf_other_mask": [0.7, 0.6, 0.75], "n_pairs": [3, 3, 3],
-        "images": [50, 50, 50], "fraction": [0.1, 0.1, 0.1]}))
+        "images": [50, 50, 50], "fraction": [0.1, 0.1, 0.1], "selection": "sis",
+        "patch": 1, "features": 64, "sis_threshold": 0.9, "no_sis": [0, 1, 0],
+        "reference_no_sis": [0, 0, 0], "features_kept_mean": [6.5, 7.0, 6.0]}))
     records.write_csv(os.path.join(workdir, "quantization", "cost.csv"), _cost(manifest, rng))
     os.makedirs(os.path.join(workdir, "toy"))
     records.write_csv(os.path.join(workdir, "toy", "results.csv"), _toy(rng))

@@ -25,6 +25,12 @@ from pie.analysis import robustness
 from pie.io import records
 
 RULES = ("per_parent", "population_mean")
+# noise_similarity.csv and noise_similarity_per_pair.csv (robustness_tests.noise_similarity).
+SIMILARITY_COLUMNS = ["method", "sparsity", "eps", "agreement_mean", "agreement_std",
+                      "l2_mean", "l2_std", "n_pairs", "draws", "images"]
+SIMILARITY_PAIR_COLUMNS = ["method", "sparsity", "seed", "member_id", "reference_id", "eps",
+                           "agreement", "agreement_draw_std", "l2", "l2_draw_std", "draws",
+                           "images"]
 ACCURACY_COLUMNS = ["member_id", "method", "sparsity", "seed", "eps", "draw", "top1", "images"]
 PER_DRAW_COLUMNS = ["method", "eps", "seed", "parent_id", "draw", "potential",
                     "parent_error", "n_sparsities", "images"]

@@ -37,6 +37,20 @@ import math
 
 import numpy as np
 
+# informative_features.csv and informative_features_per_image.csv
+# (robustness_tests.informative_features).
+INFORMATIVE_FEATURES_COLUMNS = [
+    "method", "sparsity", "iou_mean", "iou_std", "conf_own_mask", "conf_other_mask",
+    "reference_conf_own_mask", "reference_conf_other_mask", "n_pairs", "images", "fraction",
+    "selection", "patch", "features", "sis_threshold", "no_sis", "reference_no_sis",
+    "features_kept_mean",
+]
+INFORMATIVE_FEATURES_PER_IMAGE_COLUMNS = [
+    "method", "sparsity", "seed", "member_id", "reference_id", "image_id", "label",
+    "predicted", "reference_predicted", "has_sis", "reference_has_sis", "features_kept",
+    "reference_features_kept", "iou", "conf_own_mask", "conf_other_mask",
+    "reference_conf_own_mask", "reference_conf_other_mask",
+]
 # Masked inputs built per model call stay under this many elements (float32: 64 MB).
 CHUNK_ELEMENTS = 1 << 24
 

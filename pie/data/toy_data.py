@@ -10,6 +10,11 @@ float32 points of shape (n, 2) and int64 labels, and is deterministic in `seed`.
 import numpy as np
 from sklearn import datasets as sk_datasets
 
+# The toy study's tables (pie.stages.toy_experiment writes them, the report reads them).
+RESULT_COLUMNS = ["dataset", "criterion", "samples_per_class", "seed", "scenario",
+                  "stage", "accuracy"]
+RANK_COLUMNS = ["dataset", "samples_per_class", "seed", "criterion_a", "criterion_b",
+                "statistic", "k", "value"]
 SPIRAL_ARMS = 4
 # Width of each spiral arm in radians of angle (arm k spans [4k, 4k + 4]).
 SPIRAL_ARM_SPAN = 4.0

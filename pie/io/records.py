@@ -210,13 +210,11 @@ def current_stage():
 
 
 def _listed_writer(path):
-    """The writer FILES names for a file of that folder and name, or None."""
+    """The stage module whose stamp records the file at `path` in FILES (the one stage
+    that writes it), or None."""
     folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
-    for entry in layout.FILES.values():
-        if entry.name == os.path.basename(path) and entry.folder == folder and (
-                "." in entry.writer and " " not in entry.writer):
-            return entry.writer
-    return None
+    return next((entry.writer for entry in layout.FILES.values()
+                 if (entry.folder, entry.name) == (folder, os.path.basename(path))), None)
 
 
 def _is_record(value):

@@ -12,12 +12,27 @@ ones in a sub-folder named after the distribution (`fog/3` -> `fog-3`).
 import collections
 import os
 
+from pie import commands
 from pie.io import journal, safe_paths
 
 CLEAN = "clean"
 DEFAULT_SPLIT = "test"
 
-Entry = collections.namedtuple("Entry", "folder name writer description")
+
+
+class Entry(collections.namedtuple("Entry", "folder name stages description")):
+    """A file of the layout: its folder and name, the stages of pie.commands.TABLE
+    that write it (none: the user's own file) and what it holds."""
+
+    @property
+    def writer(self):
+        """The stage module whose stamp records this file: its one writing stage's;
+        None for a file several stages (or the user) write, recorded by none."""
+        return commands.STAGES[self.stages[0]] if len(self.stages) == 1 else None
+
+    def written_by(self):
+        """Who writes it, in words (the docs' layout table)."""
+        return ", ".join(commands.STAGES[name] for name in self.stages) or "you"
 
 # Folders of the stages' outputs (relative to W).
 PER_CLASS_DIR = "per_class"
@@ -37,77 +52,78 @@ LEGACY_PREDICTIONS_SUFFIX = ".csv.gz"
 # Every file a stage writes, by key. Folder "" is W itself.
 FILES = {
     "manifest": Entry("", "population.csv",
-                      "save_checkpoint.train, pie.stages.quantize, save_checkpoint.import_members",
+                      ("train", "quantize", "import-members"),
                       "the population manifest: one row per member"),
-    "dataset_config": Entry("", "dataset.json", "save_checkpoint.train (or import_members)",
+    "dataset_config": Entry("", "dataset.json", ("train", "import-members"),
                             "how the population's data was loaded"),
-    "classes": Entry("", "classes.json", "save_checkpoint.train (or import_members)",
+    "classes": Entry("", "classes.json", ("train", "import-members"),
                      "class names, a JSON list indexed by class id"),
-    "groups": Entry("", "groups.csv", "you (or examples/make_mnist5k_groups.py)",
-                    "subgroup attributes per eval image (optional)"),
+    "groups": Entry("", "groups.csv", (),
+                    "subgroup attributes per eval image (optional; `pie study` makes "
+                    "the example's for mnist5k)"),
     "per_class_metrics": Entry(PER_CLASS_DIR, "per_class_metrics.csv",
-                               "per_class_accuracy.aggregate_ckpt_metrics",
+                               ("per-class",),
                                "per member x class: recall, precision, counts"),
-    "tstatistic": Entry(PER_CLASS_DIR, "tstatistic.csv", "per_class_accuracy.gen_tstatistic",
+    "tstatistic": Entry(PER_CLASS_DIR, "tstatistic.csv", ("t-test",),
                         "per variant x class: the per-class test"),
     "tstatistic_summary": Entry(PER_CLASS_DIR, "tstatistic_summary.csv",
-                                "per_class_accuracy.gen_tstatistic",
+                                ("t-test",),
                                 "per variant: classes significantly hurt / helped"),
-    "subgroups": Entry(PER_CLASS_DIR, "subgroups.csv", "per_class_accuracy.subgroups",
+    "subgroups": Entry(PER_CLASS_DIR, "subgroups.csv", ("subgroups",),
                        "per variant x group: error, FPR/FNR, PIE rates"),
-    "pie": Entry(PIE_DIR, "pie.csv", "pie_dataset_gen.aggregate_predictions",
+    "pie": Entry(PIE_DIR, "pie.csv", ("pies",),
                  "per variant x image: modal labels, agreement, is_pie"),
-    "pie_summary": Entry(PIE_DIR, "pie_summary.csv", "pie_dataset_gen.aggregate_predictions",
+    "pie_summary": Entry(PIE_DIR, "pie_summary.csv", ("pies",),
                          "per variant: PIE share, top-1 on PIEs and non-PIEs"),
-    "noise_floor": Entry(NOISE_FLOOR_DIR, "noise_floor.csv", "per_class_accuracy.noise_floor",
+    "noise_floor": Entry(NOISE_FLOOR_DIR, "noise_floor.csv", ("noise-floor",),
                          "per measure x variant: the finding beside seed noise's floor"),
-    "robustness_accuracy": Entry(ROBUSTNESS_DIR, "accuracy.csv", "robustness_tests.analyze",
+    "robustness_accuracy": Entry(ROBUSTNESS_DIR, "accuracy.csv", ("robustness",),
                                  "per member x distribution: top-1"),
-    "excess_error": Entry(ROBUSTNESS_DIR, "excess_error.csv", "robustness_tests.analyze",
+    "excess_error": Entry(ROBUSTNESS_DIR, "excess_error.csv", ("robustness",),
                           "per variant x distribution: excess error over dense"),
     "excess_error_per_seed": Entry(ROBUSTNESS_DIR, "excess_error_per_seed.csv",
-                                   "robustness_tests.analyze",
+                                   ("robustness",),
                                    "per variant x distribution x seed: excess error"),
-    "prune_potential": Entry(ROBUSTNESS_DIR, "prune_potential.csv", "robustness_tests.analyze",
+    "prune_potential": Entry(ROBUSTNESS_DIR, "prune_potential.csv", ("robustness",),
                              "per method x distribution: prune potential"),
     "prune_potential_summary": Entry(ROBUSTNESS_DIR, "prune_potential_summary.csv",
-                                     "robustness_tests.analyze",
+                                     ("robustness",),
                                      "per pruning method: prune potential over seeds and shifts"),
-    "excess_error_fit": Entry(ROBUSTNESS_DIR, "excess_error_fit.csv", "robustness_tests.analyze",
+    "excess_error_fit": Entry(ROBUSTNESS_DIR, "excess_error_fit.csv", ("robustness",),
                               "per method x distribution: excess error vs prune ratio fit"),
     "noise_similarity": Entry(ROBUSTNESS_DIR, "noise_similarity.csv",
-                              "robustness_tests.noise_similarity",
+                              ("noise-similarity",),
                               "per variant x eps: similarity to dense under noise"),
     "noise_similarity_per_pair": Entry(ROBUSTNESS_DIR, "noise_similarity_per_pair.csv",
-                                       "robustness_tests.noise_similarity",
+                                       ("noise-similarity",),
                                        "per member pair x eps: similarity"),
     "noise_prune_potential": Entry(ROBUSTNESS_DIR, "noise_prune_potential.csv",
-                                   "robustness_tests.noise_similarity",
+                                   ("noise-similarity",),
                                    "per method x eps: prune potential under noise"),
     "noise_prune_potential_per_seed": Entry(ROBUSTNESS_DIR, "noise_prune_potential_per_seed.csv",
-                                            "robustness_tests.noise_similarity",
+                                            ("noise-similarity",),
                                             "per method x eps x seed: prune potential under "
                                             "noise, each member against its parent"),
     "informative_features": Entry(ROBUSTNESS_DIR, "informative_features.csv",
-                                  "robustness_tests.informative_features",
+                                  ("informative-features",),
                                   "per variant pair: confidence on others' features"),
     "informative_features_per_image": Entry(ROBUSTNESS_DIR,
                                             "informative_features_per_image.csv",
-                                            "robustness_tests.informative_features",
+                                            ("informative-features",),
                                             "per member pair x image: confidence"),
-    "cost": Entry(QUANTIZATION_DIR, "cost.csv", "pie.stages.cost",
+    "cost": Entry(QUANTIZATION_DIR, "cost.csv", ("cost",),
                   "per member: file sizes, latency, sparsity"),
-    "report_html": Entry(REPORT_DIR, "index.html", "pie.report.build",
+    "report_html": Entry(REPORT_DIR, "index.html", ("report",),
                          "the report: one self-contained page"),
-    "report_markdown": Entry(REPORT_DIR, "summary.md", "pie.report.build",
+    "report_markdown": Entry(REPORT_DIR, "summary.md", ("report",),
                              "the report's summary table in Markdown (--format=md)"),
-    "report_frontier": Entry(REPORT_DIR, "frontier.csv", "pie.report.build",
+    "report_frontier": Entry(REPORT_DIR, "frontier.csv", ("report",),
                              "per variant: gzip size against forgetting, Pareto front"),
-    "report_pies": Entry(REPORT_DIR, "pies.html", "pie.report.build",
+    "report_pies": Entry(REPORT_DIR, "pies.html", ("report",),
                          "the PIE explorer: every variant's PIEs by class, one page"),
-    "toy_results": Entry(TOY_DIR, "results.csv", "pie.stages.toy_experiment",
+    "toy_results": Entry(TOY_DIR, "results.csv", ("toy",),
                          "toy criteria study: accuracy per seed x criterion x samples"),
-    "toy_rank_analysis": Entry(TOY_DIR, "rank_analysis.csv", "pie.stages.toy_experiment",
+    "toy_rank_analysis": Entry(TOY_DIR, "rank_analysis.csv", ("toy",),
                                "toy criteria study: rank agreement of criteria"),
 }
 
@@ -369,7 +385,7 @@ def layout_rows():
     rows = []
     for entry in FILES.values():
         pattern = "/".join(part for part in ("W", entry.folder, entry.name) if part)
-        rows.append((pattern, entry.writer, entry.description))
+        rows.append((pattern, entry.written_by(), entry.description))
     return rows
 
 

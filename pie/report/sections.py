@@ -15,9 +15,13 @@ from typing import Callable, Tuple
 import numpy as np
 import pandas as pd
 
-from pie.analysis import noise_floor, per_class, pie_labels, robustness, stats, subgroups
+from pie.analysis import (noise_floor, noise_potential, per_class, pie_labels, robustness,
+                          sis, stats, subgroups)
+from pie import commands
 from pie.io import csv_text, records
 from pie.io.workdir import FILES, Workdir
+from pie.data import toy_data
+from pie.stages import cost as cost_stage
 from pie.report import plots
 
 DASH = "—"  # a value whose input is missing
@@ -25,70 +29,30 @@ NOT_APPLICABLE = "n/a"  # a value that does not apply (or is undefined)
 PIE_GRID_SIZE = 24
 MAX_HEATMAP_COLUMNS = 40  # more distributions: severities averaged per corruption
 
-# Which command writes each input (`{W}` is the workdir).
-PRODUCERS = {
-    "population.csv": "python -m save_checkpoint.train --workdir={W}",
-    "dataset.json": "python -m save_checkpoint.train --workdir={W}",
-    "classes.json": "python -m save_checkpoint.train --workdir={W}",
-    "per_class/tstatistic.csv": "python -m per_class_accuracy.gen_tstatistic --workdir={W}",
-    "per_class/tstatistic_summary.csv":
-        "python -m per_class_accuracy.gen_tstatistic --workdir={W}",
-    "pie/pie.csv": "python -m pie_dataset_gen.aggregate_predictions --workdir={W}",
-    "pie/pie_summary.csv": "python -m pie_dataset_gen.aggregate_predictions --workdir={W}",
-    "robustness/accuracy.csv":
-        "python -m robustness_tests.corruptions --workdir={W} && "
-        "python -m robustness_tests.analyze --workdir={W}",
-    "robustness/excess_error.csv": "python -m robustness_tests.analyze --workdir={W}",
-    "robustness/prune_potential.csv": "python -m robustness_tests.analyze --workdir={W}",
-    "robustness/prune_potential_summary.csv":
-        "python -m robustness_tests.analyze --workdir={W}",
-    "robustness/noise_similarity.csv":
-        "python -m robustness_tests.noise_similarity --workdir={W}",
-    "robustness/noise_prune_potential.csv":
-        "python -m robustness_tests.noise_similarity --workdir={W}",
-    "robustness/excess_error_fit.csv": "python -m robustness_tests.analyze --workdir={W}",
-    "robustness/excess_error_per_seed.csv": "python -m robustness_tests.analyze --workdir={W}",
-    "robustness/informative_features.csv":
-        "python -m robustness_tests.informative_features --workdir={W}",
-    "quantization/cost.csv": "python -m pie.stages.cost --workdir={W}",
-    "per_class/subgroups.csv":
-        "python -m per_class_accuracy.subgroups --workdir={W} --groups_csv=<file>",
-    "toy/results.csv": "python -m pie.stages.toy_experiment --out={W}/toy",
-    "noise_floor/noise_floor.csv": "python -m per_class_accuracy.noise_floor --workdir={W}",
-}
+# Which command writes each input (`{W}` is the workdir): its stage's, from the
+# stage table.
+PRODUCERS = {"/".join(part for part in (entry.folder, entry.name) if part):
+             commands.command(entry.stages[0]) for entry in FILES.values() if entry.stages}
 
-# The columns each input must have (the subset the report reads).
+# The columns of each input: its writer's, defined once in the module it names.
 COLUMNS = {
-    # The analysis modules define each table's columns once.
     "per_class/tstatistic.csv": per_class.TSTATISTIC_COLUMNS,
     "per_class/tstatistic_summary.csv": per_class.SUMMARY_COLUMNS,
-    "pie/pie.csv": ["method", "sparsity", "image_id", "label", "baseline_modal_label",
-                    "variant_modal_label", "baseline_agreement", "variant_agreement",
-                    "is_pie"],
+    "pie/pie.csv": pie_labels.PIE_COLUMNS,
     "pie/pie_summary.csv": pie_labels.SUMMARY_COLUMNS,
     "noise_floor/noise_floor.csv": noise_floor.NOISE_FLOOR_COLUMNS,
-    "robustness/accuracy.csv": ["member_id", "method", "sparsity", "distribution", "top1"],
-    "robustness/excess_error.csv": ["method", "sparsity", "distribution",
-                                    "excess_error_mean"],
-    "robustness/prune_potential.csv": ["method", "distribution", "prune_potential",
-                                       "prune_potential_seed_mean",
-                                       "prune_potential_seed_std"],
+    "robustness/accuracy.csv": robustness.ACCURACY_COLUMNS,
+    "robustness/excess_error.csv": robustness.EXCESS_ERROR_COLUMNS,
+    "robustness/prune_potential.csv": robustness.PRUNE_POTENTIAL_COLUMNS,
     "robustness/prune_potential_summary.csv": robustness.PRUNE_POTENTIAL_SUMMARY_COLUMNS,
-    "robustness/noise_prune_potential.csv": ["method", "eps", "noise_prune_potential_mean",
-                                             "noise_prune_potential_mad", "delta"],
+    "robustness/noise_prune_potential.csv": robustness.NOISE_PRUNE_POTENTIAL_COLUMNS,
     "robustness/excess_error_fit.csv": robustness.EXCESS_ERROR_FIT_COLUMNS,
-    "robustness/excess_error_per_seed.csv": ["method", "sparsity", "distribution",
-                                             "excess_error"],
-    "robustness/noise_similarity.csv": ["method", "sparsity", "eps", "agreement_mean",
-                                        "l2_mean"],
-    "robustness/informative_features.csv": ["method", "sparsity", "iou_mean", "iou_std",
-                                            "conf_own_mask", "conf_other_mask",
-                                            "reference_conf_own_mask",
-                                            "reference_conf_other_mask"],
-    "quantization/cost.csv": ["member_id", "gzip_bytes", "latency_ms_batch1", "top1"],
+    "robustness/excess_error_per_seed.csv": robustness.EXCESS_ERROR_SEED_COLUMNS,
+    "robustness/noise_similarity.csv": noise_potential.SIMILARITY_COLUMNS,
+    "robustness/informative_features.csv": sis.INFORMATIVE_FEATURES_COLUMNS,
+    "quantization/cost.csv": cost_stage.COST_COLUMNS,
     "per_class/subgroups.csv": subgroups.SUBGROUP_COLUMNS,
-    "toy/results.csv": ["dataset", "criterion", "samples_per_class", "seed", "scenario",
-                        "stage", "accuracy"],
+    "toy/results.csv": toy_data.RESULT_COLUMNS,
 }
 # The stages' tables are read only when their writer lists them in its stamp (with
 # their digest): a report embeds what the toolkit wrote, not a file dropped or edited

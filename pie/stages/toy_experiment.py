@@ -37,10 +37,9 @@ import tensorflow as tf  # noqa: E402  (after `pie`, which selects Keras 2)
 import tf_keras  # noqa: E402
 from scipy import stats  # noqa: E402
 
-RESULT_COLUMNS = ["dataset", "criterion", "samples_per_class", "seed", "scenario",
-                  "stage", "accuracy"]
-RANK_COLUMNS = ["dataset", "samples_per_class", "seed", "criterion_a", "criterion_b",
-                "statistic", "k", "value"]
+# Its tables' columns: pie.data.toy_data (the report reads them too, without TensorFlow).
+RESULT_COLUMNS = toy_data.RESULT_COLUMNS
+RANK_COLUMNS = toy_data.RANK_COLUMNS
 SCENARIOS = ("train", "noisy_test")
 DEFAULT_TRAIN_SIZE = {"moons": 2000, "circles": 2000, "spirals": 4000}
 # Adam at 3e-3 with cosine decay: ~100% training accuracy on moons/circles at the
