@@ -268,6 +268,17 @@ def test_population_predictions_and_pie_subsets_read_back_exactly(imagenet_dir, 
 
     original = sources.load("tfrecord:" + folder)
     images, labels, ids = original.eval_arrays()
+    table = pd.read_csv(os.path.join(workdir, "pie", "pie.csv"), dtype=str)
+    # Each row leads back to its record: shard and index, and the record's file name.
+    shard = "validation-00000-of-00001"
+    stored = [tf.train.Example.FromString(r) for r in
+              tf.data.TFRecordDataset(os.path.join(folder, shard)).as_numpy_iterator()]
+    image_ids = table["image_id"].astype(int)
+    assert table["record_key"].tolist() == [f"{shard}:{i}" for i in image_ids]
+    assert table["filename"].tolist() == [
+        stored[i].features.feature["image/filename"].bytes_list.value[0].decode()
+        for i in image_ids]
+    assert table["filename"].str.match(r"^ILSVRC2012_val_\d{8}\.JPEG$").all()
     table = pd.read_csv(os.path.join(workdir, "pie", "pie.csv"))
     root = os.path.join(workdir, "pie", "tfrecords", "magnitude_0.5")
     seen = []
@@ -282,6 +293,20 @@ def test_population_predictions_and_pie_subsets_read_back_exactly(imagenet_dir, 
         assert np.array_equal(back_labels, labels[back_ids])
         encoded = [ex["encoded"] for ex in back.eval_encoded().as_numpy_iterator()]
         assert encoded == [validation[i][0] for i in back_ids]  # the JPEG stays that JPEG
+        # Every feature of the source's record is kept, byte for byte (the 1-based
+        # label too), with the image's PIE columns and its way back to the file.
+        written = [tf.train.Example.FromString(ex["serialized"])
+                   for ex in back.eval_serialized().as_numpy_iterator()]
+        for copy, image_id in zip(written, back_ids):
+            source_features = stored[image_id].features.feature
+            assert len(source_features) == 11
+            for name, feature in source_features.items():
+                assert (copy.features.feature[name].SerializeToString()
+                        == feature.SerializeToString()), name
+            row = table[table["image_id"] == image_id].iloc[0]
+            assert copy.features.feature["record_key"].bytes_list.value == [
+                row["record_key"].encode()]
+            assert copy.features.feature["is_pie"].int64_list.value == [int(flag)]
         seen.extend(back_ids.tolist())
     assert sorted(seen) == ids.tolist()
 

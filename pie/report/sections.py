@@ -62,9 +62,7 @@ COLUMNS = {
     # The analysis modules define each table's columns once.
     "per_class/tstatistic.csv": per_class.TSTATISTIC_COLUMNS,
     "per_class/tstatistic_summary.csv": per_class.SUMMARY_COLUMNS,
-    "pie/pie.csv": ["method", "sparsity", "image_id", "label", "baseline_modal_label",
-                    "variant_modal_label", "baseline_agreement", "variant_agreement",
-                    "is_pie"],
+    "pie/pie.csv": pie_labels.PIE_COLUMNS,
     "pie/pie_summary.csv": pie_labels.SUMMARY_COLUMNS,
     "noise_floor/noise_floor.csv": noise_floor.NOISE_FLOOR_COLUMNS,
     "robustness/accuracy.csv": ["member_id", "method", "sparsity", "distribution", "top1"],
@@ -98,7 +96,8 @@ LISTED_INPUTS = {f"{entry.folder}/{entry.name}": entry.writer for entry in FILES
                  if entry.folder and entry.name.endswith(".csv")}
 TOY_STAGE = FILES["toy_results"].writer
 TEXT_COLUMNS = ("member_id", "method", "class_name", "distribution", "dataset", "criterion",
-                "scenario", "stage", "attribute", "group", "rule", "shifted_min_distribution",
+                "record_key", "filename", "scenario", "stage", "attribute", "group", "rule",
+                "shifted_min_distribution",
                 "ceiling_classes", "differences_per_seed", "note", "measure",
                 "effect_ci_method", "ci_method", "correction")
 
