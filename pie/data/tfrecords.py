@@ -16,7 +16,8 @@ every image is then decoded to that channel count whatever its encoding (decode)
 
 Labels become the toolkit's 0-based class ids by subtracting the label offset:
 `--label_offset=N` when given, else `label_offset` of the folder's
-`dataset_info.json` (0 in the subsets this toolkit writes), else 1 (ImageNet).
+`dataset_info.json` (the PIE subsets this toolkit writes say their source's), else
+1 (ImageNet).
 Every file is scanned once (record count, labels, texts, image headers) and the
 result kept in the size cache (pie.data.size_cache); bad files fail there, as one
 error naming the file, before anything is trained or written.
