@@ -14,8 +14,9 @@ copied whole, every feature kept (filename, synset, bounding boxes, ...), so a P
 leads back to its file. Record features: see docs/contracts.md. A variant's
 folder appears whole or not at all (written aside, then renamed). Runs on one
 workdir take turns (a lock on the folder `W/pie`): the `.partial` staging folders
-are never shared, and those of killed runs are removed under the lock. Records are serialised with their features in a fixed order, so
-the same inputs give the same bytes.
+are never shared, and those of killed runs are removed under the lock. Records
+are serialised with their features in a fixed order, so the same inputs give the
+same bytes.
 """
 import contextlib
 import os
@@ -79,6 +80,8 @@ def example(encoded, row, class_name, original=None):
     tfrecords.set_features(record, {column: value for column, value in row.items()
                                     if column != "label"})
     return tfrecords.serialized(record)
+
+
 class SubsetWriter:
     """The shards of one subset, filled in eval order; empty subsets get one empty shard."""
 
@@ -124,22 +127,19 @@ class SubsetWriter:
 
 
 def eval_items(source):
-    """(encoded bytes, label, image id, record key, original Example or None) of every
-    eval image, in eval order: a TFRecord source's records whole (each feature kept),
-    any other source's encoded images."""
-    import tensorflow as tf
+    """(label, image id, record key, encoded bytes, stored record) of every eval image,
+    in eval order: a TFRecord source's records as stored (each feature kept, parsed
+    only when a subset wants them), any other source's encoded images (no record)."""
     if source.eval_serialized is None:
         for batch in source.eval_encoded().batch(READ_BATCH).as_numpy_iterator():
             for encoded, label, image_id in zip(batch["encoded"], batch["label"],
                                                 batch["image_id"]):
-                yield encoded, int(label), int(image_id), "", None
+                yield int(label), int(image_id), "", encoded, None
         return
     for batch in source.eval_serialized().batch(READ_BATCH).as_numpy_iterator():
         for serialized, label, image_id, key in zip(batch["serialized"], batch["label"],
                                                     batch["image_id"], batch["record_key"]):
-            original = tf.train.Example.FromString(serialized)
-            encoded = original.features.feature["image/encoded"].bytes_list.value[0]
-            yield encoded, int(label), int(image_id), key.decode("utf-8", "replace"), original
+            yield int(label), int(image_id), key.decode("utf-8", "replace"), None, serialized
 
 
 def stored_text(original, class_name):
@@ -150,18 +150,31 @@ def stored_text(original, class_name):
     return class_name
 
 
+def check_row(row, image_id, label, record_key):
+    """Fails when pie.csv's row of an image is not of this data: another label, or
+    another record (when both name one)."""
+    named = row.get("record_key") or ""
+    if int(row["label"]) != label or (named and record_key and named != record_key):
+        def where(key):
+            return f" (record {key})" if key else ""
+        raise records.ContractError(
+            f"pie.csv gives image {image_id} the label {row['label']}{where(named)}, the "
+            f"data {label}{where(record_key)}: the table was made from other data")
+
+
 def stream_into(source, wanted, writers):
     """One pass over the eval split, each wanted image into its subsets' writers."""
+    import tensorflow as tf
     texts = {}  # shard path -> {stored label: class text}, as the loader's scan counts
     seen = 0
-    for encoded, label, image_id, record_key, original in eval_items(source):
-        for writer_key, row in wanted.get(image_id, ()):
-            if int(row["label"]) != label or (row.get("record_key") or record_key) != record_key:
-                raise records.ContractError(
-                    f"pie.csv gives image {image_id} the label {row['label']}"
-                    f"{' (record ' + row['record_key'] + ')' if row.get('record_key') else ''}"
-                    f", the data {label}{' (record ' + record_key + ')' if record_key else ''}"
-                    ": the table was made from other data")
+    for label, image_id, record_key, encoded, stored in eval_items(source):
+        rows = wanted.get(image_id, ())
+        original = None
+        if rows and stored is not None:
+            original = tf.train.Example.FromString(stored)
+            encoded = original.features.feature["image/encoded"].bytes_list.value[0]
+        for writer_key, row in rows:
+            check_row(row, image_id, label, record_key)
             writer = writers[writer_key]
             name = source.class_names[label]
             writer.write(example(encoded, row, name, original))

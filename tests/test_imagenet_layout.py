@@ -5,6 +5,7 @@ non-square sizes, labels 1..3 with class texts, two train shards, one validation
 """
 import json
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -320,3 +321,14 @@ def test_empty_subset_reads_back_as_zero_images(tmp_path):
     images, labels, ids = back.eval_arrays()
     assert images.shape == (0, 8, 8, 1) and len(labels) == len(ids) == 0
     assert back.num_classes == 10 and back.eval_size == 0
+
+
+def test_pie_records_refuse_a_row_of_another_record():
+    from pie_dataset_gen import generate_pie_dataset as generate
+    row = {"label": 2, "record_key": "validation-00000-of-00001:4"}
+    generate.check_row(row, 4, 2, "validation-00000-of-00001:4")
+    generate.check_row(dict(row, record_key=""), 4, 2, "")  # data without records
+    with pytest.raises(records.ContractError, match=re.escape(
+            "pie.csv gives image 4 the label 2 (record validation-00000-of-00001:4), the "
+            "data 2 (record validation-00000-of-00001:5): the table was made from other data")):
+        generate.check_row(row, 4, 2, "validation-00000-of-00001:5")

@@ -324,3 +324,4 @@ def test_data_without_records_gives_no_names(tmp_path):
     for dataset in ("mnist5k", "digits"):
         records.write_json(Workdir(str(tmp_path)).dataset_config, {"dataset": dataset})
         assert stage_io.eval_record_names(str(tmp_path)) is None
+
