@@ -11,7 +11,8 @@ variant's modal label differs from the dense population's (Hooker et al.; the tr
 label is not used). Top-1 on the PIEs is given in-sample and held out (PIEs chosen
 without one seed, scored on that seed's members, averaged over seeds). Writes
 `W/pie/pie.csv` (one row per variant x image) and `W/pie/pie_summary.csv` (one row
-per variant); columns in docs/analysis.md.
+per variant); columns in docs/analysis.md. For TFRecord data each row names the
+image's record (`record_key`, `filename`), read from the data once.
 """
 import time
 
@@ -53,7 +54,9 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False,
     stamp = wd.stamp(STAGE_DIR, STAGE, distribution)
     outputs = [wd.file("pie", distribution), wd.file("pie_summary", distribution)]
     inputs = stage_io.stage_input_paths(workdir, manifest, distribution, split)
-    options = {"distribution": distribution, "split": split, "ties": ties}
+    # The columns too: a pie.csv written with other columns is written again.
+    options = {"distribution": distribution, "split": split, "ties": ties,
+               "columns": pie_labels.PIE_COLUMNS}
     if not force and stage_io.is_up_to_date(workdir, stamp, inputs, outputs,
                                                options):
         logging.info("%s up to date, skipping (--force to redo)", " and ".join(outputs))
@@ -68,7 +71,8 @@ def run(workdir, distribution=records.CLEAN, split="test", force=False,
     votes = pie_labels.Votes(predictions, manifest, len(class_names), image_index)  # counted once
     modal = pie_labels.population_modal_labels(predictions, manifest, len(class_names),
                                                ties, votes)
-    table, summary = pie_labels.pie_table(modal, ties)
+    names = stage_io.eval_record_names(workdir)  # where each image is in the data
+    table, summary = pie_labels.pie_table(modal, ties, names)
     del modal
     heldout = pie_labels.heldout_top1(predictions, manifest, len(class_names), ties, votes)
     del predictions, votes

@@ -9,24 +9,25 @@ reads back as `--dataset=tfrecord:<folder>`, the folder's size cache, and
 `counts.json` per variant. Each record keeps the image's original encoded bytes
 (TFRecord and tfds sources: the JPEG stays that JPEG; in-memory sets: a PNG of the
 pixels), so reading a subset back applies the family's eval geometry once and gives
-exactly the pixels the PIE analysis predicted on. Record features: see
-docs/contracts.md. A variant's folder appears whole or not at all (written aside,
-then renamed). Runs on one workdir take turns (a lock on the folder `W/pie`): the
-`.partial` staging folders are never shared, and those of killed runs are removed
-under the lock. Records are serialised with their features in a fixed order, so
-the same inputs give the same bytes.
+exactly the pixels the PIE analysis predicted on; a TFRecord source's record is
+copied whole, every feature kept (filename, synset, bounding boxes, ...), so a PIE
+leads back to its file. Record features: see docs/contracts.md. A variant's
+folder appears whole or not at all (written aside, then renamed). Runs on one
+workdir take turns (a lock on the folder `W/pie`): the `.partial` staging folders
+are never shared, and those of killed runs are removed under the lock. Records
+are serialised with their features in a fixed order, so the same inputs give the
+same bytes.
 """
 import contextlib
 import os
 import shutil
 
 from absl import flags
-import numpy as np
 import pandas as pd
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.analysis import pie_labels
-from pie.data import size_cache, sources
+from pie.data import size_cache, sources, tfrecords
 from pie.io import cli, journal, records
 from pie.io.workdir import Workdir
 from pie.io.progress import Progress
@@ -35,7 +36,7 @@ FLAGS = flags.FLAGS
 SUBSETS = {"pie": True, "non_pie": False}
 COUNTS_NAME = "counts.json"
 # Bumped when the records' layout changes, so older subsets are written again.
-RECORD_FORMAT = 2
+RECORD_FORMAT = 3
 IMAGE_FORMATS = ((b"\xff\xd8\xff", b"jpeg"), (b"\x89PNG", b"png"), (b"GIF8", b"gif"),
                  (b"BM", b"bmp"))
 READ_BATCH = 256
@@ -52,21 +53,6 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_bool("force", False, "Rewrite variants that exist.", flag_values=flag_values)
 
 
-def _int_feature(values):
-    import tensorflow as tf
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-
-
-def _float_feature(values):
-    import tensorflow as tf
-    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
-
-
-def _bytes_feature(value):
-    import tensorflow as tf
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-
 def image_format(encoded):
     for magic, name in IMAGE_FORMATS:
         if encoded.startswith(magic):
@@ -74,29 +60,26 @@ def image_format(encoded):
     return b""
 
 
-def example(encoded, row, class_name):
-    """One tf.train.Example: the image's own bytes, its label, and every PIE column."""
+def example(encoded, row, class_name, original=None):
+    """One record of a subset, serialised: the source's record `original` (a
+    tf.train.Example) with every feature kept, or, without one, the image's bytes
+    and its label; what it lacks of image/format and image/class/text added; then
+    the image id and every other PIE column set (replacing a feature of that name)."""
     import tensorflow as tf
-    feature = {
-        "image/encoded": _bytes_feature(encoded),
-        "image/format": _bytes_feature(image_format(encoded)),
-        "image/class/label": _int_feature([row["label"]]),
-        "image/class/text": _bytes_feature(class_name.encode("utf-8")),
-        "image_id": _int_feature([row["image_id"]]),
-    }
-    for column, value in row.items():
-        if column in ("label", "image_id"):
-            continue
-        if isinstance(value, str):
-            feature[column] = _bytes_feature(value.encode("utf-8"))
-        elif isinstance(value, (bool, np.bool_, int, np.integer)):
-            feature[column] = _int_feature([value])
-        else:
-            feature[column] = _float_feature([value])
-    # deterministic: the feature map serialised in key order, so the same inputs give
-    # the same bytes (a map's order is otherwise the runtime's choice).
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
-        deterministic=True)
+    record = tf.train.Example()
+    if original is not None:
+        record.CopyFrom(original)
+    else:
+        tfrecords.set_features(record, {"image/encoded": encoded,
+                                        "image/class/label": int(row["label"])})
+    features = record.features.feature
+    for name, value in (("image/format", image_format(encoded)),
+                        ("image/class/text", class_name)):
+        if name not in features:
+            tfrecords.set_features(record, {name: value})
+    tfrecords.set_features(record, {column: value for column, value in row.items()
+                                    if column != "label"})
+    return tfrecords.serialized(record)
 
 
 class SubsetWriter:
@@ -135,7 +118,7 @@ class SubsetWriter:
         records.write_json(os.path.join(self.folder, sources.TFRECORD_INFO), {
             "num_examples": self.written, "num_classes": source.num_classes,
             "class_names": list(source.class_names), "family": source.family,
-            "label_offset": 0, "channels": int(source.raw_shape[-1]),
+            "label_offset": source.label_offset, "channels": int(source.raw_shape[-1]),
             "image_shape": list(source.raw_shape)})
         # The facts the tfrecord: loader would count, known here already.
         size_cache.write_entries(self.folder, {
@@ -143,22 +126,61 @@ class SubsetWriter:
             for path, n in zip(self.paths, self.records)})
 
 
+def eval_items(source):
+    """(label, image id, record key, encoded bytes, stored record) of every eval image,
+    in eval order: a TFRecord source's records as stored (each feature kept, parsed
+    only when a subset wants them), any other source's encoded images (no record)."""
+    if source.eval_serialized is None:
+        for batch in source.eval_encoded().batch(READ_BATCH).as_numpy_iterator():
+            for encoded, label, image_id in zip(batch["encoded"], batch["label"],
+                                                batch["image_id"]):
+                yield int(label), int(image_id), "", encoded, None
+        return
+    for batch in source.eval_serialized().batch(READ_BATCH).as_numpy_iterator():
+        for serialized, label, image_id, key in zip(batch["serialized"], batch["label"],
+                                                    batch["image_id"], batch["record_key"]):
+            yield int(label), int(image_id), key.decode("utf-8", "replace"), None, serialized
+
+
+def stored_text(original, class_name):
+    """The image/class/text a subset's record holds (the source's own, else the class's)."""
+    if original is not None and "image/class/text" in original.features.feature:
+        texts = original.features.feature["image/class/text"].bytes_list.value
+        return texts[0].decode("utf-8", "replace") if texts else ""
+    return class_name
+
+
+def check_row(row, image_id, label, record_key):
+    """Fails when pie.csv's row of an image is not of this data: another label, or
+    another record (when both name one)."""
+    named = row.get("record_key") or ""
+    if int(row["label"]) != label or (named and record_key and named != record_key):
+        def where(key):
+            return f" (record {key})" if key else ""
+        raise records.ContractError(
+            f"pie.csv gives image {image_id} the label {row['label']}{where(named)}, the "
+            f"data {label}{where(record_key)}: the table was made from other data")
+
+
 def stream_into(source, wanted, writers):
-    """One pass over the encoded eval split, each wanted image into its subsets' writers."""
-    texts = {}  # shard path -> {label: class text}
+    """One pass over the eval split, each wanted image into its subsets' writers."""
+    import tensorflow as tf
+    texts = {}  # shard path -> {stored label: class text}, as the loader's scan counts
     seen = 0
-    for batch in source.eval_encoded().batch(READ_BATCH).as_numpy_iterator():
-        for encoded, label, image_id in zip(batch["encoded"], batch["label"], batch["image_id"]):
-            for writer_key, row in wanted.get(int(image_id), ()):
-                if int(row["label"]) != int(label):
-                    raise records.ContractError(
-                        f"pie.csv gives image {int(image_id)} the label {row['label']}, the "
-                        f"data {int(label)}: the table was made from other data")
-                writer = writers[writer_key]
-                name = source.class_names[int(label)]
-                writer.write(example(encoded, row, name))
-                texts.setdefault(writer.paths[-1], {})[str(int(label))] = name
-                seen += 1
+    for label, image_id, record_key, encoded, stored in eval_items(source):
+        rows = wanted.get(image_id, ())
+        original = None
+        if rows and stored is not None:
+            original = tf.train.Example.FromString(stored)
+            encoded = original.features.feature["image/encoded"].bytes_list.value[0]
+        for writer_key, row in rows:
+            check_row(row, image_id, label, record_key)
+            writer = writers[writer_key]
+            name = source.class_names[label]
+            writer.write(example(encoded, row, name, original))
+            texts.setdefault(writer.paths[-1], {})[str(label + source.label_offset)] = (
+                stored_text(original, name))
+            seen += 1
     if seen != sum(len(items) for items in wanted.values()):
         raise records.ContractError("pie.csv names image ids that are not in the eval split")
     return texts
@@ -248,7 +270,7 @@ def execute(settings):
         raise cli.UsageError(f"--shard_size must be at least 1, got {settings.shard_size}")
     # The clean PIE table: the records hold the clean eval images.
     workdir = Workdir(settings.workdir)
-    table = records.read_csv(workdir.file("pie"), pie_labels.PIE_COLUMNS)
+    table = pie_labels.read_pie_table(workdir.file("pie"))
     # Methods name folders under W/pie/tfrecords, replaced with --force.
     records.check_names(table, ["method"], workdir.file("pie"))
     variants = {records.variant_key(method, sparsity): rows

@@ -116,7 +116,8 @@ class TestEndToEnd:
                 "n_classes_helped_uncorrected", "min_errors", "n_classes_ceiling",
                 "ceiling_classes", "small_population"],
             os.path.join(pie_dir, "pie.csv"): [
-                "method", "sparsity", "image_id", "label", "baseline_modal_label",
+                "method", "sparsity", "image_id", "record_key", "filename", "label",
+                "baseline_modal_label",
                 "variant_modal_label", "baseline_n", "variant_n", "baseline_agreement",
                 "variant_agreement", "baseline_mean_prob", "variant_mean_prob",
                 "baseline_tied", "variant_tied", "is_pie"],
@@ -133,6 +134,9 @@ class TestEndToEnd:
             assert list(pd.read_csv(path).columns) == columns, path
         assert len(pd.read_csv(os.path.join(per_class_dir, "per_class_metrics.csv"))) == 8 * 4
         assert len(pd.read_csv(os.path.join(pie_dir, "pie.csv"))) == 2 * N_IMAGES
+        # In-memory data (digits) has no records to lead back to: the columns are empty.
+        names = pd.read_csv(os.path.join(pie_dir, "pie.csv"), dtype=str, keep_default_na=False)
+        assert (names[["record_key", "filename"]] == "").all().all()
         for name in ("aggregate_ckpt_metrics", "gen_tstatistic"):
             assert "--workdir=" in open(os.path.join(per_class_dir, f"{name}.flags.txt")).read()
         assert os.path.exists(os.path.join(pie_dir, "aggregate_predictions.flags.txt"))

@@ -5,6 +5,7 @@ non-square sizes, labels 1..3 with class texts, two train shards, one validation
 """
 import json
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -268,6 +269,17 @@ def test_population_predictions_and_pie_subsets_read_back_exactly(imagenet_dir, 
 
     original = sources.load("tfrecord:" + folder)
     images, labels, ids = original.eval_arrays()
+    table = pd.read_csv(os.path.join(workdir, "pie", "pie.csv"), dtype=str)
+    # Each row leads back to its record: shard and index, and the record's file name.
+    shard = "validation-00000-of-00001"
+    stored = [tf.train.Example.FromString(r) for r in
+              tf.data.TFRecordDataset(os.path.join(folder, shard)).as_numpy_iterator()]
+    image_ids = table["image_id"].astype(int)
+    assert table["record_key"].tolist() == [f"{shard}:{i}" for i in image_ids]
+    assert table["filename"].tolist() == [
+        stored[i].features.feature["image/filename"].bytes_list.value[0].decode()
+        for i in image_ids]
+    assert table["filename"].str.match(r"^ILSVRC2012_val_\d{8}\.JPEG$").all()
     table = pd.read_csv(os.path.join(workdir, "pie", "pie.csv"))
     root = os.path.join(workdir, "pie", "tfrecords", "magnitude_0.5")
     seen = []
@@ -282,6 +294,20 @@ def test_population_predictions_and_pie_subsets_read_back_exactly(imagenet_dir, 
         assert np.array_equal(back_labels, labels[back_ids])
         encoded = [ex["encoded"] for ex in back.eval_encoded().as_numpy_iterator()]
         assert encoded == [validation[i][0] for i in back_ids]  # the JPEG stays that JPEG
+        # Every feature of the source's record is kept, byte for byte (the 1-based
+        # label too), with the image's PIE columns and its way back to the file.
+        written = [tf.train.Example.FromString(ex["serialized"])
+                   for ex in back.eval_serialized().as_numpy_iterator()]
+        for copy, image_id in zip(written, back_ids):
+            source_features = stored[image_id].features.feature
+            assert len(source_features) == 11
+            for name, feature in source_features.items():
+                assert (copy.features.feature[name].SerializeToString()
+                        == feature.SerializeToString()), name
+            row = table[table["image_id"] == image_id].iloc[0]
+            assert copy.features.feature["record_key"].bytes_list.value == [
+                row["record_key"].encode()]
+            assert copy.features.feature["is_pie"].int64_list.value == [int(flag)]
         seen.extend(back_ids.tolist())
     assert sorted(seen) == ids.tolist()
 
@@ -295,3 +321,14 @@ def test_empty_subset_reads_back_as_zero_images(tmp_path):
     images, labels, ids = back.eval_arrays()
     assert images.shape == (0, 8, 8, 1) and len(labels) == len(ids) == 0
     assert back.num_classes == 10 and back.eval_size == 0
+
+
+def test_pie_records_refuse_a_row_of_another_record():
+    from pie_dataset_gen import generate_pie_dataset as generate
+    row = {"label": 2, "record_key": "validation-00000-of-00001:4"}
+    generate.check_row(row, 4, 2, "validation-00000-of-00001:4")
+    generate.check_row(dict(row, record_key=""), 4, 2, "")  # data without records
+    with pytest.raises(records.ContractError, match=re.escape(
+            "pie.csv gives image 4 the label 2 (record validation-00000-of-00001:4), the "
+            "data 2 (record validation-00000-of-00001:5): the table was made from other data")):
+        generate.check_row(row, 4, 2, "validation-00000-of-00001:5")

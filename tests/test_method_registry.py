@@ -87,3 +87,17 @@ def test_the_registry_refuses_what_is_not_a_method_and_names_the_allowed_ones(ra
         methods.get("nope")
     with pytest.raises(ValueError, match="'magnitude' is a built-in method"):
         methods.unregister("magnitude")
+
+
+def test_data_free_is_the_methods_own_attribute(random_method):
+    # Derived from each registered Method's `needs_data`, never a fixed list.
+    assert set(methods.data_free()) == {"dense", "magnitude", "wt", "weight", "filter_l1"}
+    line = pruning.removed_line("random_0.5_seed0", "random", 0.5, 80)
+    assert line == "random_0.5_seed0: random removed 0.5000 of the weights (scored on 80 " \
+        "reference images)"
+    random_method.needs_data = False
+    assert "random" in methods.data_free()
+    assert pruning.removed_line("random_0.5_seed0", "random", 0.5, 80) == (
+        "random_0.5_seed0: random removed 0.5000 of the weights")
+    assert pruning.removed_line("weight_0.5_seed0", "weight", 0.5, 80, "units") == (
+        "weight_0.5_seed0: weight removed 0.5000 of the units")

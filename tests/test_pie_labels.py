@@ -148,6 +148,32 @@ class TestPieTable:
                            match=r"no dense population \(method == 'dense'\)"):
             pie_labels.pie_table(modal)
 
+    def test_rows_name_their_records_where_the_data_has_them(self, tmp_path):
+        modal = pie_labels.population_modal_labels(predictions_of(VOTES), MANIFEST, 3)
+        # The data's eval records in another order than the table, one more than predicted.
+        names = {"image_id": np.array([30, 40, 10, 20]),
+                 "record_key": np.array(["v-1:0", "v-1:1", "v-0:0", "v-0:1"], object),
+                 "filename": np.array(["c.JPEG", "d.JPEG", "", "0001"], object)}
+        table, _ = pie_labels.pie_table(modal, names=names)
+        assert list(table["record_key"]) == ["v-0:0", "v-0:1", "v-1:0"]
+        assert list(table["filename"]) == ["", "0001", "c.JPEG"]
+        # Written and read back as text: an empty name stays empty, '0001' stays '0001'.
+        path = str(tmp_path / "pie.csv")
+        records.write_csv(path, table, pie_labels.PIE_COLUMNS)
+        back = pie_labels.read_pie_table(path)
+        assert list(back["filename"]) == ["", "0001", "c.JPEG"]
+        # Data without records (digits, mnist5k, tfds): the columns are there, empty.
+        table, _ = pie_labels.pie_table(modal)
+        assert list(table["record_key"]) == list(table["filename"]) == [""] * 3
+        with pytest.raises(records.ContractError, match="^the predictions name image 30, "
+                           "which is not in the data's eval split: they were made from "
+                           "other data$"):
+            pie_labels.pie_table(modal, names={k: v[1:] for k, v in names.items()})
+        twice = {k: np.concatenate([v, v[:1]]) for k, v in names.items()}
+        with pytest.raises(records.ContractError,
+                           match="^the data gives two eval records the image id 30$"):
+            pie_labels.pie_table(modal, names=twice)
+
     def test_only_dense_gives_empty_tables(self):
         votes = [v for v in VOTES if v[0] < 3]
         modal = pie_labels.population_modal_labels(
@@ -289,3 +315,13 @@ def test_image_index_equals_numpy_unique(ids):
     expected_ids, expected_position = np.unique(ids, return_inverse=True)
     np.testing.assert_array_equal(image_ids, expected_ids)
     np.testing.assert_array_equal(position, expected_position.reshape(-1))
+
+
+def test_data_without_records_gives_no_names(tmp_path):
+    from pie.analysis import stage_io
+    from pie.io.workdir import Workdir
+    assert stage_io.eval_record_names(str(tmp_path)) is None  # no dataset.json
+    for dataset in ("mnist5k", "digits"):
+        records.write_json(Workdir(str(tmp_path)).dataset_config, {"dataset": dataset})
+        assert stage_io.eval_record_names(str(tmp_path)) is None
+

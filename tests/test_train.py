@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, TINY_POPULATION_FLAGS, error_lines, run_stage
+from pie.data import sources
 from pie.io import records
 from pie.io.workdir import Workdir
 
@@ -280,6 +281,10 @@ def test_members_trained_by_worker_processes_match_members_trained_alone(tiny_po
     together = str(tmp_path / "together")
     result = run_stage("save_checkpoint.train", f"--workdir={together}", *flags, "--workers=2")
     assert "training in 2 worker processes (this one and 1 more)" in result.stdout
+    # What training found in the data is said once, by this process, not by each worker.
+    found = sources.found_line(sources.load(records.read_dataset_config(together)["dataset"]))
+    assert found.startswith("data: ")
+    assert [line for line in result.stdout.splitlines() if "data: " in line] == [found]
     # The other worker takes seed 1's members, this process seeds 0 and 2; a worker
     # that is done may take the other's members nobody has started ("[+]").
     assert "3 members in shard 0/1, seeds 1/2, 0 already finished" in result.stdout

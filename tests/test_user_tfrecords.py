@@ -175,16 +175,8 @@ def test_data_that_does_not_read_fails_before_dataset_json(tmp_path):
 
 def _full_record(encoded, label, index):
     """A record as ImageNet's build script writes it: filename, synset, a bounding box."""
-    feature = tf.train.Feature
-    example = tf.train.Example(features=tf.train.Features(feature={
-        "image/encoded": feature(bytes_list=tf.train.BytesList(value=[encoded])),
-        "image/class/label": feature(int64_list=tf.train.Int64List(value=[label])),
-        "image/class/synset": feature(bytes_list=tf.train.BytesList(value=[b"n0144%d" % label])),
-        "image/filename": feature(bytes_list=tf.train.BytesList(
-            value=[b"ILSVRC2012_val_%08d.JPEG" % index])),
-        "image/object/bbox/xmin": feature(float_list=tf.train.FloatList(value=[0.1, 0.25])),
-    }))
-    return example.SerializeToString()
+    return layout.record(encoded, label, features=layout.imagenet_features(
+        encoded, label, f"ILSVRC2012_val_{index:08d}.JPEG"))
 
 
 def test_eval_records_lead_back_to_their_files_with_every_feature(tmp_path):

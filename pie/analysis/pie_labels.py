@@ -28,8 +28,10 @@ MODAL_COLUMNS = [
     "method", "sparsity", "image_id", "label", "modal_label", "n_members",
     "agreement", "mean_prob", "n_correct", "tied",
 ]
+# record_key and filename: where the image is in the data (empty when it has none).
+NAME_COLUMNS = ["record_key", "filename"]
 PIE_COLUMNS = [
-    "method", "sparsity", "image_id", "label", "baseline_modal_label",
+    "method", "sparsity", "image_id", "record_key", "filename", "label", "baseline_modal_label",
     "variant_modal_label", "baseline_n", "variant_n", "baseline_agreement",
     "variant_agreement", "baseline_mean_prob", "variant_mean_prob", "baseline_tied",
     "variant_tied", "is_pie",
@@ -278,13 +280,45 @@ def pie_flags(baseline_label, variant_label, baseline_tied, variant_tied, ties):
     return is_pie, counted
 
 
-def pie_table(modal, ties=DEFAULT_TIES):
+def record_names(image_ids, names):
+    """(record_key, filename) arrays of each of `image_ids`: from `names`
+    ({image_id, record_key, filename} of every eval record, sources.eval_record_names),
+    empty texts when it is None."""
+    image_ids = np.asarray(image_ids, np.int64)
+    if names is None:
+        empty = np.full(len(image_ids), "", object)
+        return empty, empty.copy()
+    known = pd.DataFrame(names)
+    repeated = known["image_id"][known["image_id"].duplicated()]
+    if len(repeated):
+        raise records.ContractError(
+            f"the data gives two eval records the image id {int(repeated.iloc[0])}")
+    found = known.set_index("image_id").reindex(image_ids)
+    missing = found["record_key"].isna().to_numpy()
+    if missing.any():
+        raise records.ContractError(
+            f"the predictions name image {int(image_ids[missing][0])}, which is not in the "
+            "data's eval split: they were made from other data")
+    return found["record_key"].to_numpy(object), found["filename"].to_numpy(object)
+
+
+def read_pie_table(path, **kwargs):
+    """`pie.csv` (PIE_COLUMNS checked), record_key and filename kept as text."""
+    table = records.read_csv(path, PIE_COLUMNS, dtype={c: str for c in NAME_COLUMNS},
+                             **kwargs)
+    table[NAME_COLUMNS] = table[NAME_COLUMNS].fillna("")
+    return table
+
+
+def pie_table(modal, ties=DEFAULT_TIES, names=None):
     """PIE flags of every variant against the dense population.
 
     Args:
       modal: `population_modal_labels` output (made with the same `ties`).
       ties: the tie rule; 'exclude' keeps tied images out of the PIEs and of the
         PIE and non-PIE subsets.
+      names: {image_id, record_key, filename} of the eval records, or None (the
+        data has none: those columns are empty).
 
     Returns:
       (table, summary): `PIE_COLUMNS` rows per variant x image and
@@ -309,10 +343,13 @@ def pie_table(modal, ties=DEFAULT_TIES):
     def tiled(column):
         return np.tile(baseline[column].to_numpy(), n_variants)
 
+    record_key, filename = record_names(baseline["image_id"].to_numpy(), names)
     table = pd.DataFrame({
         "method": variants["method"].to_numpy(),
         "sparsity": variants["sparsity"].to_numpy(),
         "image_id": variants["image_id"].to_numpy(),
+        "record_key": np.tile(record_key, n_variants),
+        "filename": np.tile(filename, n_variants),
         "label": variants["label"].to_numpy(),
         "baseline_modal_label": tiled("modal_label"),
         "variant_modal_label": variants["modal_label"].to_numpy(),

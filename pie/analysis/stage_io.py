@@ -167,6 +167,19 @@ def read_compact_predictions(workdir, manifest, distribution=records.CLEAN, spli
         predictions, class_names)
 
 
+def eval_record_names(workdir, data_dir=None):
+    """{image_id, record_key, filename} of every eval record of the data the population
+    was trained on, when it is a TFRecord folder (read once, whole); None for data
+    whose records have no names (embedded arrays, tfds), without loading it, and
+    for a workdir without dataset.json (predictions brought from elsewhere)."""
+    if not os.path.exists(Workdir(workdir).dataset_config):
+        return None
+    if not records.read_dataset_config(workdir)["dataset"].startswith(records.TFRECORD_PREFIX):
+        return None
+    from pie.data import sources  # TensorFlow, only for TFRecord data
+    return sources.eval_record_names(sources.load_for_workdir(workdir, data_dir=data_dir))
+
+
 # ----------------------------------------------------------------------- freshness
 
 

@@ -20,6 +20,7 @@ class Dense(Method):
     description = "no pruning (sparsity-0 members)"
     when = DURING_TRAINING
     in_graph = True
+    needs_data = False
 
 
 class GlobalWeights(Method):
@@ -46,6 +47,7 @@ class Magnitude(Method):
                    "layer by |w|)")
     when = DURING_TRAINING
     in_graph = True
+    needs_data = False
 
     def wraps(self, sparsity, has_parent):
         return not self.prunes_once(sparsity, has_parent)
@@ -69,6 +71,7 @@ class GlobalMagnitude(GlobalWeights):
     name = "wt"
     description = "one global weight-magnitude threshold, during training"
     when = DURING_TRAINING
+    needs_data = False
 
     def scores(self, model, layer_names, x):
         del x  # data-free
@@ -102,6 +105,7 @@ class UnitCriterion(Method):
     def __init__(self, name):
         self.name = name
         self.description = criteria.get_criterion(name).description
+        self.needs_data = criteria.get_criterion(name).needs_data
 
     def one_shot_mask(self, model, sparsity, reference, seed, layer_names):
         x, y = reference

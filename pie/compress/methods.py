@@ -21,7 +21,8 @@ trainer (pie.compress.trainer) asks of a method is on `Method`:
               written, `member_epochs`, `train_member`.
 
 Reference samples (`per_class` training images of every class, drawn for the
-member's seed) are handed to `one_shot_mask`; a data-free method ignores them.
+member's seed) are handed to `one_shot_mask`; a method with `needs_data = False`
+ranks weights without them (magnitude, wt) and its log line names none.
 Conversions (TFLite quantization) are the other kind of compression: their
 registry is pie.compress.quantize.MODES.
 
@@ -50,6 +51,8 @@ class Method:
     in_graph = False
     keeps_zero_level = False
     trains_members = False
+    # Scores weights on the reference samples; False: data-free (by |w| alone).
+    needs_data = True
 
     def check_config(self, config):
         """Fails (UsageError) on bad values of this method's own flags in `config`."""
@@ -136,6 +139,11 @@ def registered():
     """Every registered Method, built-in first."""
     _register_built_in()
     return list(_REGISTRY.values())
+
+
+def data_free():
+    """Names of the registered methods that prune without reference samples."""
+    return [method.name for method in registered() if not method.needs_data]
 
 
 def get(name):

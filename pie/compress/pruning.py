@@ -209,15 +209,13 @@ def kernel_of(model, path):
     return layer_at(model, path).kernel
 
 
-# Methods that rank weights by |w| alone: no reference images are scored.
-DATA_FREE_METHODS = ("magnitude", "wt")
-
-
-def removed_line(member_id, method, removed, images):
+def removed_line(member_id, method, removed, images, what="weights"):
     """The log line of a member pruned once: what was removed and, for a method that
-    scores weights on data, on how many reference images."""
-    scored = "" if method in DATA_FREE_METHODS else f" (scored on {images} reference images)"
-    return f"{member_id}: {method} removed {removed:.4f} of the weights{scored}"
+    scores on data (the registry's `needs_data`), on how many reference images."""
+    from pie.compress import methods  # the registry imports this module's users
+    scored = (f" (scored on {images} reference images)" if methods.get(method).needs_data
+              else "")
+    return f"{member_id}: {method} removed {removed:.4f} of the {what}{scored}"
 
 
 def wrap_for_pruning(model, schedule, include_classifier=False):

@@ -348,14 +348,12 @@ class Trainer:
         mask = method.one_shot_mask(model, member.sparsity, reference, member.seed, names)
         if method.mask_kind == methods.UNIT_MASK:
             from pie.compress import criteria
-            removed = criteria.mask_summary(mask)["overall"]
-            print(f"{member.member_id}: {member.method} removed {removed:.4f} of the units "
-                  f"(scored on {len(reference[1])} reference images)", flush=True)
+            removed, what = criteria.mask_summary(mask)["overall"], "units"
         else:
-            removed = 1.0 - (sum(int(m.sum()) for m in mask.values())
-                             / sum(m.size for m in mask.values()))
-            print(pruning.removed_line(member.member_id, member.method, removed,
-                                       len(reference[1])), flush=True)
+            removed, what = 1.0 - (sum(int(m.sum()) for m in mask.values())
+                                   / sum(m.size for m in mask.values())), "weights"
+        print(pruning.removed_line(member.member_id, member.method, removed,
+                                   len(reference[1]), what), flush=True)
         return mask
 
     def _finish(self, member, model, workdir, started, ckpt_dir, mask=None,

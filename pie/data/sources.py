@@ -37,7 +37,7 @@ import tensorflow as tf
 
 EMBEDDED = ("digits", "mnist5k")
 TOY = ("moons", "circles", "spirals")
-TFRECORD_PREFIX = "tfrecord:"
+TFRECORD_PREFIX = records.TFRECORD_PREFIX
 FAMILIES = ("small", "cifar", "imagenet", "toy")
 # The embedded sets are split once, with this seed, whatever the training seed:
 # every member of a population sees the same eval images.
@@ -121,8 +121,10 @@ class DataSource:
     train_order: Optional[Callable[[int, int], tf.data.Dataset]] = None
     train_gather: Optional[Callable[[tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]] = None
     # TFRecord sources: `eval_serialized()` gives each eval record as stored, with its
-    # image_id, record_key and filename (pie.data.tfrecords.Folder.eval_serialized).
+    # image_id, label, record_key and filename (pie.data.tfrecords.Folder.eval_serialized),
+    # and `label_offset`, what the stored image/class/label has over the class id.
     eval_serialized: Optional[Callable[[], tf.data.Dataset]] = None
+    label_offset: int = 0
 
     def __post_init__(self):
         # Every pipeline of this source starts from one of these, so none of them
@@ -517,7 +519,25 @@ def _tfrecord(folder, label_offset=None, cache_dir=None):
                       raw_shape=raw_shape, train_records=train_records,
                       eval_records=lambda: _decoded(eval_encoded(), channels, size),
                       eval_encoded=eval_encoded, train_size=scanned.train_size,
-                      eval_size=scanned.eval_size, eval_serialized=scanned.eval_serialized)
+                      eval_size=scanned.eval_size, eval_serialized=scanned.eval_serialized,
+                      label_offset=scanned.label_offset)
+
+
+def eval_record_names(source):
+    """{image_id, record_key, filename} arrays of every eval record, in eval order
+    (text decoded), or None for a source whose records have none (in-memory arrays,
+    tfds): what leads pie.csv's rows back to the files. Reads every eval record."""
+    if source.eval_serialized is None:
+        return None
+    names = {"image_id": [], "record_key": [], "filename": []}
+    dataset = source.eval_serialized().map(
+        lambda record: {name: record[name] for name in names}).batch(4096)
+    for batch in dataset.as_numpy_iterator():
+        names["image_id"].extend(batch["image_id"].tolist())
+        for name in ("record_key", "filename"):
+            names[name].extend(v.decode("utf-8", "replace") for v in batch[name])
+    return {name: np.asarray(values, np.int64 if name == "image_id" else object)
+            for name, values in names.items()}
 
 
 # ------------------------------------------------------------------------- registry

@@ -16,7 +16,8 @@ every image is then decoded to that channel count whatever its encoding (decode)
 
 Labels become the toolkit's 0-based class ids by subtracting the label offset:
 `--label_offset=N` when given, else `label_offset` of the folder's
-`dataset_info.json` (0 in the subsets this toolkit writes), else 1 (ImageNet).
+`dataset_info.json` (the PIE subsets this toolkit writes say their source's), else
+1 (ImageNet).
 Every file is scanned once (record count, labels, texts, image headers) and the
 result kept in the size cache (pie.data.size_cache); bad files fail there, as one
 error naming the file, before anything is trained or written.
@@ -57,20 +58,42 @@ READ_FEATURES = {
 }
 
 NAME_FEATURES = {
+    "image/class/label": tf.io.FixedLenFeature([], tf.int64),
     "image_id": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
     "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
 }
 
 
-def with_features(serialized, **int_features):
-    """A serialized tf.train.Example with every feature of `serialized` kept and the
-    given int64 features set (e.g. image_id): how a subset copies a record whole."""
-    example = tf.train.Example.FromString(bytes(serialized))
-    for name, value in int_features.items():
-        feature = example.features.feature[name]
-        feature.Clear()
-        feature.int64_list.value.append(int(value))
-    return example.SerializeToString()
+def feature(value):
+    """A tf.train.Feature of one value: text and bytes as bytes, booleans and
+    integers as int64, anything else as float."""
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if isinstance(value, bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+    if isinstance(value, (bool, np.bool_, int, np.integer)):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+
+
+def set_features(example, features):
+    """Sets `features` ({name: value}) on a tf.train.Example, replacing any of those
+    names; every other feature stays as it is."""
+    for name, value in features.items():
+        example.features.feature[name].CopyFrom(feature(value))
+    return example
+
+
+def serialized(example):
+    """An Example's bytes with its features in key order, so the same features give
+    the same bytes (a map's order is otherwise the runtime's choice)."""
+    return example.SerializeToString(deterministic=True)
+
+
+def with_features(record, **features):
+    """A serialized tf.train.Example with every feature of `record` kept and the given
+    ones set (e.g. image_id): how a subset copies a record whole."""
+    return serialized(set_features(tf.train.Example.FromString(bytes(record)), features))
 
 
 def is_data_file(name):
@@ -274,9 +297,10 @@ class Folder:
     def eval_serialized(self):
         """Every eval record as it is stored, each feature kept (filename, synset,
         bounding boxes, any other), in eval_encoded's order: dicts of `serialized`,
-        `image_id` (as eval_encoded gives it), `record_key` (shard file and record
-        index, "validation-00000-of-00001:17") and `filename` (the record's
-        image/filename, or "" without one): what leads a subset back to the files."""
+        `image_id` and `label` (as eval_encoded gives them), `record_key` (shard file
+        and record index, "validation-00000-of-00001:17") and `filename` (the
+        record's image/filename, or "" without one): what leads a subset back to the
+        files."""
         def read(path):
             name = os.path.basename(path)
             return tf.data.TFRecordDataset(path).enumerate().map(
@@ -291,7 +315,8 @@ class Folder:
         def named(position, example):
             parsed = tf.io.parse_single_example(example["serialized"], NAME_FEATURES)
             image_id = tf.where(parsed["image_id"] >= 0, parsed["image_id"], position)
-            return dict(example, image_id=image_id, filename=parsed["image/filename"])
+            return dict(example, image_id=image_id, filename=parsed["image/filename"],
+                        label=parsed["image/class/label"] - self.label_offset)
         return dataset.enumerate().map(named)
 
     def train_encoded(self, seed, epoch, shuffle_bytes):

@@ -646,6 +646,10 @@ def add_manifest_rows(workdir, rows):
         write_csv(workdir.manifest, merged, columns, record=False)
 
 
+# A `--dataset` naming a TFRecord folder (pie.data.sources), known here without
+# loading TensorFlow.
+TFRECORD_PREFIX = "tfrecord:"
+
 # dataset.json: key -> (allowed types, what the message says).
 DATASET_CONFIG_TYPES = {
     "dataset": ((str,), "a dataset name"),

@@ -62,7 +62,8 @@ LISTED_INPUTS = {f"{entry.folder}/{entry.name}": entry.writer for entry in FILES
                  if entry.folder and entry.name.endswith(".csv")}
 TOY_STAGE = FILES["toy_results"].writer
 TEXT_COLUMNS = ("member_id", "method", "class_name", "distribution", "dataset", "criterion",
-                "scenario", "stage", "attribute", "group", "rule", "shifted_min_distribution",
+                "record_key", "filename", "scenario", "stage", "attribute", "group", "rule",
+                "shifted_min_distribution",
                 "ceiling_classes", "differences_per_seed", "note", "measure",
                 "effect_ci_method", "ci_method", "correction")
 
