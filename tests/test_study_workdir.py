@@ -55,6 +55,13 @@ def test_a_workdir_without_a_population_fixes_nothing(tmp_path):
     assert study_workdir.follow(settings, study.define_flags) is settings
 
 
+def test_dataset_keys_left_out_fix_nothing_and_a_null_toy_seed_is_0(tmp_path):
+    (tmp_path / "dataset.json").write_text('{"dataset": "digits", "toy_seed": null}')
+    recorded = study_workdir.recorded_flags(str(tmp_path))
+    assert {name: entry.value for name, entry in recorded.items()} == {
+        "dataset": "digits", "toy_seed": 0}
+
+
 def test_the_flags_not_given_are_the_workdirs(tmp_path):
     workdir = population(tmp_path, [("dense", 0, 0, TRAIN_LINES),
                                     ("magnitude", 0.5, 0, TRAIN_LINES)],

@@ -39,7 +39,12 @@ def recorded_flags(workdir):
         return {}
     config = records.read_dataset_config(workdir)
     source = workdir.relative(workdir.dataset_config)
-    recorded = {name: Recorded(config.get(name), source) for name in DATASET_FLAGS}
+    # A key left out (a workdir of an older version) fixes nothing; toy_seed null is 0,
+    # as the stages read it (pie.data.sources.load_for_workdir).
+    recorded = {name: Recorded(config[name], source) for name in DATASET_FLAGS
+                if name in config}
+    if "toy_seed" in recorded and recorded["toy_seed"].value is None:
+        recorded["toy_seed"] = Recorded(0, source)
     if config.get("data_dir") is not None:
         recorded["data_dir"] = Recorded(config["data_dir"], source)
     run = last_training_run(workdir)
