@@ -352,8 +352,8 @@ def execute(settings):
         for stage in plan(settings, family):
             if stage.name == "subgroups" and f"--groups_csv={groups}" in stage.args \
                     and not settings.groups_csv and not os.path.exists(groups):
-                run_command("groups", [python, "-m", GROUPS_MODULE, f"--workdir={settings.workdir}",
-                                       f"--output={groups}"])
+                run_command("groups", [python, "-m", GROUPS_MODULE,
+                                       f"--workdir={settings.workdir}", f"--output={groups}"])
             run_command(stage.name, [python, "-m", stage.module] + stage.args)
     except StageFailed as failure:
         print(f"error: {failure}", file=sys.stderr, flush=True)
