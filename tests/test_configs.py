@@ -55,7 +55,8 @@ def test_the_embedded_config_is_the_default_run():
 
 def test_every_stage_gets_what_it_needs():
     values = study_flags("--dataset=digits", "--model=mlp", "--seeds=2", "--epochs=2",
-                         "--workdir=W", "--data_dir=D", "--group_attributes=Male,Young")
+                         "--workdir=W", "--data_dir=D", "--group_attributes=Male,Young",
+                         "--toy_dataset=moons")
     # --seeds=2 is save_checkpoint.train's own default: not repeated.
     assert study.train_args(values) == ["--data_dir=D", "--dataset=digits", "--epochs=2",
                                         "--model=mlp", "--sparsities=0,0.5,0.8,0.95",

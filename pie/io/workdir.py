@@ -59,8 +59,8 @@ FILES = {
     "classes": Entry("", "classes.json", ("train", "import-members"),
                      "class names, a JSON list indexed by class id"),
     "groups": Entry("", "groups.csv", (),
-                    "subgroup attributes per eval image (optional; `pie study` makes "
-                    "the example's for mnist5k)"),
+                    "subgroup attributes per eval image (optional; the study makes "
+                    "pie.data.mnist5k_groups' for mnist5k)"),
     "per_class_metrics": Entry(PER_CLASS_DIR, "per_class_metrics.csv",
                                ("per-class",),
                                "per member x class: recall, precision, counts"),

@@ -11,9 +11,13 @@ choices of the later stages below, and runs the stages one after another, each a
 its own `python -m` process, passing each what it needs: the workdir, the data
 folder, and its own options. Stages that need images (PIE TFRecords, corruptions,
 noise similarity, informative features) are skipped for the toy 2-D sets; the
-subgroup stage runs with --groups_csv or --group_attributes (and on mnist5k and
-digits with the example's image-property groups, examples/groups_mnist5k.md). Every stage skips what is already done, so a
-rerun continues. A stage that fails stops the study with its exit code.
+subgroup stage runs with --groups_csv or --group_attributes (and on mnist5k with
+its image-property groups, pie.data.mnist5k_groups: examples/groups_mnist5k.md);
+the toy criteria study runs in the embedded study (mnist5k, small_cnn) or when
+--toy_dataset is given. On a workdir that holds a population, the dataset and
+population flags not given are the workdir's, and a given one that contradicts
+them is refused (pie.stages.study_workdir). Every stage skips what is already done,
+so a rerun continues. A stage that fails stops the study with its exit code.
 """
 import collections
 import os
@@ -26,6 +30,7 @@ from absl import flags
 from pie import commands
 from pie.io import cli, records
 from pie.io.workdir import Workdir
+from pie.stages import study_workdir
 
 FLAGS = flags.FLAGS
 TRAIN_MODULE = commands.STAGES["train"]
@@ -40,10 +45,10 @@ IMAGE_STAGES = ("pie-tfrecords", "corruptions", "robustness", "noise-similarity"
 STAGE_NAMES = commands.STUDY_STAGES
 # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are dropped from the output.
 NOISE_PREFIXES = ("WARNING: All log messages before absl", "I0000 ", "W0000 ", "E0000 ")
-# Digit images get the example's image-property groups (stroke, width) when no groups
-# are given: examples/groups_mnist5k.md.
-DIGIT_GROUPS = os.path.join("examples", "make_mnist5k_groups.py")
-DIGIT_SETS = ("mnist5k", "digits")
+# mnist5k gets its image-property groups (stroke, width) when no groups are given
+# (examples/groups_mnist5k.md): a module of the package, so any current folder works.
+GROUPS_MODULE = "pie.data.mnist5k_groups"
+GROUPS_DATASETS = ("mnist5k",)
 STAMP_FILE = ".study.stamp.json"  # Workdir(W).stamp("", "study")
 
 
@@ -75,14 +80,15 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_integer("cost_repeats", 5, "pie.stages.cost --repeats.",
                          flag_values=flag_values)
     flags.DEFINE_string("groups_csv", None, "per_class_accuracy.subgroups --groups_csv "
-                        "(mnist5k, digits: made by examples/make_mnist5k_groups.py when not "
-                        "given).",
+                        "(mnist5k: made by pie.data.mnist5k_groups when not given).",
                         flag_values=flag_values)
     flags.DEFINE_string("group_attributes", None, "per_class_accuracy.subgroups "
                         "--group_attributes, e.g. Male,Young for celeb_a.",
                         flag_values=flag_values)
-    flags.DEFINE_string("toy_dataset", "moons", "pie.stages.toy_experiment --dataset "
-                        "('none' skips the toy criteria study).", flag_values=flag_values)
+    flags.DEFINE_string("toy_dataset", "moons", "pie.stages.toy_experiment --dataset: "
+                        "the toy criteria study runs in the embedded study (mnist5k, "
+                        "small_cnn) or when this is given; 'none' skips it.",
+                        flag_values=flag_values)
     flags.DEFINE_integer("toy_seeds", 2, "pie.stages.toy_experiment --seeds.",
                          flag_values=flag_values)
     flags.DEFINE_string("toy_samples_per_class", "1,10,100",
@@ -164,7 +170,7 @@ def stage_args(flag_values):
     groups = []
     if flag_values.groups_csv:
         groups = [f"--groups_csv={flag_values.groups_csv}"]
-    elif flag_values.dataset in DIGIT_SETS and not flag_values.group_attributes:
+    elif flag_values.dataset in GROUPS_DATASETS and not flag_values.group_attributes:
         groups = [f"--groups_csv={Workdir(workdir).file('groups')}"]
     if flag_values.group_attributes:
         groups.append(f"--group_attributes={flag_values.group_attributes}")
@@ -179,13 +185,23 @@ def stage_args(flag_values):
                              f"--images={flag_values.noise_images}"],
         "informative-features": [w, f"--images={flag_values.informative_images}"],
         "cost": [w, f"--repeats={flag_values.cost_repeats}"]})
-    if flag_values.toy_dataset != "none":
+    if runs_toy(flag_values):
         args["toy"] = [f"--dataset={flag_values.toy_dataset}",
                        f"--seeds={flag_values.toy_seeds}",
                        f"--samples_per_class={flag_values.toy_samples_per_class}",
                        f"--out={Workdir(workdir).toy_dir}"]
     args["report"] = [w, f"--format={flag_values.report_format}"]
     return args
+
+
+def runs_toy(flag_values):
+    """Whether the toy criteria study runs: in the embedded study (its data and
+    model), or when --toy_dataset is given; never 'none'. A study of other data
+    does not run it unasked."""
+    if flag_values.toy_dataset == "none":
+        return False
+    return flag_values.present("toy_dataset") or all(
+        getattr(flag_values, name) == EMBEDDED[name] for name in ("dataset", "model"))
 
 
 def plan(flag_values, family):
@@ -315,6 +331,7 @@ def main(argv):
 
 def execute(settings):
     """The stage, from its parsed flags (cli.Settings)."""
+    settings = study_workdir.follow(settings, define_flags)
     validate(settings)
     started = time.time()
     if os.path.isdir(settings.workdir) and is_up_to_date(settings):
@@ -335,8 +352,8 @@ def execute(settings):
         for stage in plan(settings, family):
             if stage.name == "subgroups" and f"--groups_csv={groups}" in stage.args \
                     and not settings.groups_csv and not os.path.exists(groups):
-                run_command("groups", [python, DIGIT_GROUPS, f"--workdir={settings.workdir}",
-                                       f"--output={groups}"])
+                run_command("groups", [python, "-m", GROUPS_MODULE,
+                                       f"--workdir={settings.workdir}", f"--output={groups}"])
             run_command(stage.name, [python, "-m", stage.module] + stage.args)
     except StageFailed as failure:
         print(f"error: {failure}", file=sys.stderr, flush=True)

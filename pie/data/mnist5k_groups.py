@@ -1,6 +1,6 @@
 r"""A groups file for a population's eval images, from properties of the images.
 
-  python examples/make_mnist5k_groups.py --workdir=W [--output=W/groups.csv]
+  python -m pie.data.mnist5k_groups --workdir=W [--output=W/groups.csv]
 
 Writes `image_id` and two attributes per eval image (see examples/groups_mnist5k.md):
 
@@ -9,27 +9,27 @@ Writes `image_id` and two attributes per eval image (see examples/groups_mnist5k
   width   `wide` when the digit's bounding box (columns with a pixel above
           INK_THRESHOLD) is wider than the median box, else `narrow`
 
-The file feeds `python -m per_class_accuracy.subgroups --workdir=W --groups_csv=...`.
+The file feeds `python -m per_class_accuracy.subgroups --workdir=W --groups_csv=...`;
+the study (pie.stages.study) makes it for mnist5k when no groups are given. It is
+part of the package, so it runs from any current folder.
 """
-import os
-import sys
-
+import numpy as np
+import pandas as pd
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-import pie  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.data import sources
-from pie.io import cli, records  # noqa: E402
+import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie.io import cli, records
+from pie.io.workdir import Workdir
 
 INK_THRESHOLD = 64  # of 255: faint anti-aliasing pixels do not widen the box
-
-flags.DEFINE_string("workdir", None, "Workdir of the population (its dataset.json).")
-flags.DEFINE_string("output", None, "Groups CSV to write (default W/groups.csv).")
 FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=flags.FLAGS):
+    flags.DEFINE_string("workdir", None, "Workdir of the population (its dataset.json).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("output", None, "Groups CSV to write (default W/groups.csv).",
+                        flag_values=flag_values)
 
 
 def image_groups(images, image_ids):
@@ -50,14 +50,20 @@ def image_groups(images, image_ids):
 
 def main(argv):
     del argv
-    if not FLAGS.workdir:
+    return execute(cli.settings_of(FLAGS))
+
+
+def execute(settings):
+    """The stage, from its parsed flags (cli.Settings)."""
+    from pie.data import sources
+    if not settings.workdir:
         raise cli.UsageError("--workdir is required")
-    source = sources.load_for_workdir(FLAGS.workdir)
+    source = sources.load_for_workdir(settings.workdir)
     if source.family == "toy":
         raise cli.UsageError(f"dataset '{source.name}' has points, not images")
     images, _, image_ids = source.eval_arrays()
     groups = image_groups(images, image_ids)
-    output = FLAGS.output or os.path.join(FLAGS.workdir, "groups.csv")
+    output = settings.output or Workdir(settings.workdir).file("groups")
     records.write_csv(output, groups)
     counts = ", ".join(f"{name}={count}" for name, count in pd.concat(
         [groups["stroke"], groups["width"]]).value_counts().sort_index().items())
@@ -65,5 +71,10 @@ def main(argv):
     return 0
 
 
+# The Python API: run(workdir="W", output=...) (docs/api.md).
+run = cli.stage_runner(__name__)
+
+
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)
