@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 
 from pie.compress import training
@@ -122,6 +123,7 @@ def test_two_concurrent_shards_equal_one_run(two_workdirs, tmp_path):
     # Each shard ran its own members: manifest members 0, 2 and 1, 3.
     assert "predictions: 2 members in shard 0/2, 0 done, 2 to run" in logs[0]
     assert "predictions: 2 members in shard 1/2, 0 done, 2 to run" in logs[1]
+    assert "corruptions: 1 corrupted sets x 2 members in shard 1/2" in logs[1]
     # Of each table, one shard kept its rows as parts, the other wrote the table.
     for stage in ("noise_similarity", "informative_features"):
         assert sum(f"{stage}: rows of shard" in log for log in logs) == 1, stage
@@ -129,14 +131,14 @@ def test_two_concurrent_shards_equal_one_run(two_workdirs, tmp_path):
     assert_same_files(one, two)
 
 
-def test_quantize_and_cost_shards_equal_one_run(two_workdirs, monkeypatch):
+def test_quantize_and_cost_shards_equal_one_run(two_workdirs, monkeypatch, capsys):
     """Shards run one after the other here; each conversion is made once (a cache)
     and cost's measurement is a stand-in (latencies are timings): the sharding, not
     the measuring, is under test."""
     from pie.compress import quantize as pq
     from pie.stages import cost
     one, two = two_workdirs
-    converted = {}
+    converted, measured_ids = {}, []
 
     def convert_once(model, mode, *args, **kwargs):
         key = (model.to_json(), tuple(w.tobytes() for w in model.get_weights()), str(mode))
@@ -145,6 +147,7 @@ def test_quantize_and_cost_shards_equal_one_run(two_workdirs, monkeypatch):
         return converted[key]
 
     def measured(workdir, row, weights, repeats, warmup, num_threads):
+        measured_ids.append(row["member_id"])
         return {"member_id": row["member_id"], "method": row["method"],
                 "sparsity": row["sparsity"], "seed": row["seed"], "top1": row["top1"],
                 "params": len(row["member_id"]), "file_bytes": int(row["seed"]) + 1,
@@ -157,8 +160,36 @@ def test_quantize_and_cost_shards_equal_one_run(two_workdirs, monkeypatch):
     monkeypatch.setattr(cost, "measure", measured)
     stages = [("pie.stages.quantize", {"modes": "float16"}), ("pie.stages.cost", {})]
     run_stages(stages, one)
+    unsharded, measured_ids[:] = list(measured_ids), []
+    capsys.readouterr()
     for module, values in stages:
         for index in range(2):
             run_stages([(module, values)], two, f"{index}/2")
     assert_same_files(one, two)
+    output = capsys.readouterr().out
+    assert "quantize: 1 conversions in shard 0/2" in output
+    assert "quantize: 1 conversions in shard 1/2" in output
+    assert "cost: rows of shard 0/2 kept" in output
+    # Each member measured once, by the shard of its position in the manifest.
+    assert measured_ids == unsharded[0::2] + unsharded[1::2] and len(unsharded) == 6
     assert len(converted) == 2  # the two dense members, each converted once
+
+
+def test_parts_of_one_run_make_the_table(tmp_path):
+    """A part of another run (other key) is never combined; the shard that completes
+    the set gets every shard's rows, values and types as written, and the parts go."""
+    import numpy as np
+    out = str(tmp_path)
+    frames = [pd.DataFrame({"member_id": ["a", "c"], "value": [0.1, np.nan],
+                            "seed": [0, 2], "kept": [True, False]}),
+              pd.DataFrame({"member_id": ["b"], "value": [1 / 3], "seed": [1],
+                            "kept": [True]})]
+    with shards.gathered(out, "stage", (0, 2), {"options": 1}, {"rows": frames[0]}) as parts:
+        assert parts is None
+    with shards.gathered(out, "stage", (1, 2), {"options": 2}, {"rows": frames[1]}) as parts:
+        assert parts is None  # shard 0's part is of another run
+    with shards.gathered(out, "stage", (1, 2), {"options": 1}, {"rows": frames[1]}) as parts:
+        assert len(parts["rows"]) == 2
+        for got, wrote in zip(parts["rows"], frames):
+            pd.testing.assert_frame_equal(got, wrote, check_exact=True)
+    assert os.listdir(os.path.join(out, shards.PARTS_DIR, "stage")) == []
