@@ -253,9 +253,9 @@ def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False,
             "reference_conf_other_mask": np.where(found[first], predicted_class_confidence(
                 members[second], x, masks[first], predicted[second], batch_size), np.nan)}))
         progress.advance(1, f"{first} vs {second}: mean IoU {per_image[-1]['iou'].mean():.3f}")
-    mine = {"per_image": shards.concat(per_image, PER_IMAGE_COLUMNS)}
+    part = {"per_image": shards.concat(per_image, PER_IMAGE_COLUMNS)}
     key = {"options": options, "inputs": stage_io.fingerprint(workdir, inputs)}
-    with shards.gathered(wd.path(OUT_DIR), STAGE, shard, key, mine) as parts:
+    with shards.gathered(wd.path(OUT_DIR), STAGE, shard, key, part) as parts:
         if parts is None:
             print(f"informative_features: rows of shard {shard[0]}/{shard[1]} kept; the "
                   f"last shard to finish writes {outputs[0]}", flush=True)

@@ -243,15 +243,17 @@ def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force
         for eps, noisy in noisy_outputs(models, x, eps_values, draws, seed, batch_size):
             if len(pairs_run):
                 per_pair.append(pair_rows(pairs_run, noisy, eps))
-            accuracy.append(draw_accuracy({member_id: outputs for member_id, outputs
+            accuracy.append(draw_accuracy({member_id: made for member_id, made
                                            in noisy.items() if member_id in own},
                                           rows, labels, eps))
-            progress.advance(1, f"eps {eps:g} ({time.time() - started:.1f}s)")
+            agreement = (f": agreement {per_pair[-1]['agreement'].min():.3f}.."
+                         f"{per_pair[-1]['agreement'].max():.3f}" if len(pairs_run) else "")
+            progress.advance(1, f"eps {eps:g}{agreement} ({time.time() - started:.1f}s)")
             started = time.time()
-    mine = {"per_pair": shards.concat(per_pair, PER_PAIR_COLUMNS),
+    part = {"per_pair": shards.concat(per_pair, PER_PAIR_COLUMNS),
             "accuracy": shards.concat(accuracy, noise_potential.ACCURACY_COLUMNS)}
     key = {"options": options, "inputs": stage_io.fingerprint(workdir, inputs)}
-    with shards.gathered(wd.path(OUT_DIR), STAGE, shard, key, mine) as parts:
+    with shards.gathered(wd.path(OUT_DIR), STAGE, shard, key, part) as parts:
         if parts is None:
             print(f"noise_similarity: rows of shard {shard[0]}/{shard[1]} kept; the last "
                   f"shard to finish writes {outputs[0]}", flush=True)

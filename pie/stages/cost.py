@@ -218,8 +218,8 @@ def execute(settings):
                        "num_threads": settings.num_threads},
            "inputs": stage_io.fingerprint(settings.workdir, [workdir.manifest] + [
                workdir.model_path(row) for row in manifest.to_dict("records")])}
-    mine = {"rows": pd.DataFrame(rows, columns=COST_COLUMNS)}
-    with shards.gathered(os.path.dirname(path), STAGE, shard, key, mine) as parts:
+    part = {"rows": pd.DataFrame(rows, columns=COST_COLUMNS)}
+    with shards.gathered(os.path.dirname(path), STAGE, shard, key, part) as parts:
         if parts is None:
             print(f"cost: rows of shard {settings.shard} kept; the last shard to finish "
                   f"writes {path}", flush=True)
