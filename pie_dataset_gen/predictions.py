@@ -1,10 +1,11 @@
 r"""Predictions of every population member on the eval split, once.
 
-  python -m pie_dataset_gen.predictions --workdir=W [--split=test]
+  python -m pie_dataset_gen.predictions --workdir=W [--split=test] [--shard=i/n]
 
 Writes `W/predictions/<split>/clean/<member_id>.parquet` per manifest member (see
 docs/contracts.md). Every later analysis derives from these files, so no stage
-runs a model twice. A rerun skips members whose file exists.
+runs a model twice. A rerun skips members whose file exists. `--shard=i/n` runs
+manifest members i, i+n, ... only (pie.io.shards); n shards may run at once.
 """
 
 
@@ -14,7 +15,7 @@ from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.data import sources
-from pie.io import cli, records
+from pie.io import cli, records, shards
 from pie.io.progress import Progress
 from pie.models import predict
 
@@ -34,6 +35,7 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
     flags.DEFINE_bool("force", False, "Recompute members whose predictions exist.",
                       flag_values=flag_values)
+    shards.define_flag(flag_values)
 
 # Keep the eval inputs in memory (and run every member on the same array) below this.
 IN_MEMORY_BYTES = 2 << 30
@@ -64,12 +66,14 @@ def execute(settings):
     cli.require_workdir(settings.workdir)
     if settings.batch_size < 2:
         raise cli.UsageError(f"--batch_size must be at least 2, got {settings.batch_size}")
+    shard = shards.parse(settings.shard)
     manifest = records.read_manifest(settings.workdir)
     predict.check_model_files(settings.workdir, manifest)
-    todo = [row for row in manifest.to_dict("records")
+    mine = shards.select(manifest.to_dict("records"), shard)
+    todo = [row for row in mine
             if settings.force or predict.needs_predictions(settings.workdir, row, split=settings.split)]
-    print(f"predictions: {len(manifest)} members, {len(manifest) - len(todo)} done, "
-          f"{len(todo)} to run", flush=True)
+    print(f"predictions: {len(mine)} members{shards.describe(shard)}, "
+          f"{len(mine) - len(todo)} done, {len(todo)} to run", flush=True)
     if not todo:
         return 0
     source = sources.load_for_workdir(settings.workdir, data_dir=settings.data_dir)

@@ -2,7 +2,7 @@ r"""Predictions of every population member on shifted copies of the eval split.
 
   python -m robustness_tests.corruptions --workdir=W [--corruptions=all] \
       [--severities=all|1,2,3,4,5] [--seed=0] [--corruption_scale=auto] [--batch_size=256] \
-      [--workers=0]
+      [--workers=0] [--shard=i/n]
   python -m robustness_tests.corruptions --workdir=W \
       --tfds_corrupted=cifar10_corrupted|imagenet2012_corrupted|imagenet_a [--data_dir=D]
 
@@ -19,7 +19,8 @@ ImageNet-A) in the schema of `pie_dataset_gen.predictions` plus a `distribution`
 column (`gaussian_noise/3`). Files that exist are skipped; a folder records where
 its predictions came from (`corruption_source.json`), and a run asking for them
 another way (another seed, scale or source, or frost from photographs vs procedural
-textures) stops with an error unless --force.
+textures) stops with an error unless --force. `--shard=i/n` runs manifest members
+i, i+n, ... only (pie.io.shards); n shards may run at once into one workdir.
 """
 import dataclasses
 import os
@@ -30,7 +31,7 @@ import pandas as pd
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.io import cli, records
+from pie.io import cli, records, shards
 from pie.io.workdir import ROBUSTNESS_DIR, Workdir
 from pie.io.progress import Progress
 from pie.models import predict
@@ -95,6 +96,7 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_bool("force", False, "Recompute predictions that exist.", flag_values=flag_values)
     flags.DEFINE_integer("workers", 0, "Processes corrupting images: 0 = every core, 1 = "
                          "in the stage's own process.", flag_values=flag_values)
+    shards.define_flag(flag_values)
 
 
 # ------------------------------------------------------------------------ arguments
@@ -290,9 +292,10 @@ def predict_distributions(workdir, jobs, members, normalize, batch_size, class_s
         run_block()
 
 
-def pending(workdir, manifest, distribution, force):
-    """Manifest rows (dicts) whose predictions on `distribution` are still to make."""
-    return [row for row in manifest.to_dict("records")
+def pending(workdir, manifest, distribution, force, shard=shards.UNSHARDED):
+    """Manifest rows (dicts) of `shard` whose predictions on `distribution` are still
+    to make."""
+    return [row for row in shards.select(manifest.to_dict("records"), shard)
             if force or predict.needs_predictions(workdir, row, distribution, SPLIT)]
 
 
@@ -330,7 +333,7 @@ def check_workers(workers):
 
 
 def run_synthetic(workdir, names, severities, seed=0, scale="auto", batch_size=256,
-                  force=False, workers=1):
+                  force=False, workers=1, shard=shards.UNSHARDED):
     """Corrupts the eval split in streamed chunks; returns how many distributions were
     run. Corruptions that are the identity on the images' channels (saturate on
     grey images) are skipped."""
@@ -357,10 +360,12 @@ def run_synthetic(workdir, names, severities, seed=0, scale="auto", batch_size=2
 
     for distribution, name, _ in plan:
         check_folder(workdir, distribution, made_as(name), force)
-    todo = [(distribution, name, severity, pending(workdir, manifest, distribution, force))
+    todo = [(distribution, name, severity, pending(workdir, manifest, distribution, force,
+                                                   shard))
             for distribution, name, severity in plan]
     todo = [item for item in todo if item[3]]
-    print(f"corruptions: {len(plan)} corrupted sets x {len(manifest)} members, "
+    print(f"corruptions: {len(plan)} corrupted sets x "
+          f"{shards.count(len(manifest), shard)} members{shards.describe(shard)}, "
           f"{len(plan) - len(todo)} sets done, {len(todo)} to run", flush=True)
     if not todo:
         return 0
@@ -449,7 +454,8 @@ def present_classes(spec, data_dir, label_map):
     return np.unique(label_map[labels.astype(np.int64)])
 
 
-def run_tfds(workdir, set_name, names, severities, batch_size=256, data_dir=None, force=False):
+def run_tfds(workdir, set_name, names, severities, batch_size=256, data_dir=None, force=False,
+             shard=shards.UNSHARDED):
     """Predictions on a precomputed tfds set; returns how many distributions were run."""
     check_arguments(workdir, 0, batch_size)
     if set_name not in TFDS_SETS:
@@ -474,10 +480,11 @@ def run_tfds(workdir, set_name, names, severities, batch_size=256, data_dir=None
         plan = [(IMAGENET_A, spec.builder)]
     for distribution, tfds_config in plan:
         check_folder(workdir, distribution, {"source": f"tfds:{tfds_config}"}, force)
-    todo = [(distribution, tfds_config, pending(workdir, manifest, distribution, force))
+    todo = [(distribution, tfds_config, pending(workdir, manifest, distribution, force, shard))
             for distribution, tfds_config in plan]
     todo = [item for item in todo if item[2]]
-    print(f"corruptions: {len(plan)} sets of {set_name} x {len(manifest)} members, "
+    print(f"corruptions: {len(plan)} sets of {set_name} x "
+          f"{shards.count(len(manifest), shard)} members{shards.describe(shard)}, "
           f"{len(plan) - len(todo)} sets done, {len(todo)} to run", flush=True)
     if not todo:
         return 0
@@ -511,18 +518,19 @@ def execute(settings):
     """The stage, from its parsed flags (cli.Settings)."""
     check_arguments(settings.workdir, settings.seed, settings.batch_size)
     check_workers(settings.workers)
+    shard = shards.parse(settings.shard)
     names = parse_corruptions(settings.corruptions)
     severities = parse_severities(settings.severities)
     if settings.tfds_corrupted:
         ran = run_tfds(settings.workdir, settings.tfds_corrupted, names, severities,
-                       settings.batch_size, settings.data_dir, settings.force)
+                       settings.batch_size, settings.data_dir, settings.force, shard)
     else:
         ran = run_synthetic(settings.workdir, names, severities, settings.seed,
                             settings.corruption_scale, settings.batch_size, settings.force,
-                            settings.workers)
-    if ran:
+                            settings.workers, shard)
+    if ran:  # one file for every shard: the shard changes no prediction
         records.write_text(Workdir(settings.workdir).flags_file(ROBUSTNESS_DIR, STAGE),
-                           settings.flags_text)
+                           shards.flags_text(settings.flags_text))
     return 0
 
 

@@ -2,7 +2,7 @@ r"""Do compressed and dense members rely on the same input features?
 
   python -m robustness_tests.informative_features --workdir=W \
       [--method=gradient|sis|ranking] [--sis_threshold=0.9] [--patch=1] [--images=200] \
-      [--fraction=0.1] [--seed=0] [--batch_size=256]
+      [--fraction=0.1] [--seed=0] [--batch_size=256] [--shard=i/n]
 
 Per image and member, the informative features are chosen by `--method`:
 
@@ -29,7 +29,9 @@ normalised input units).
 Writes `W/robustness/informative_features.csv` and
 `informative_features_per_image.csv`; columns in docs/robustness.md (the summary
 names the selection method and patch). Members without a Keras model (TFLite) are
-skipped.
+skipped. `--shard=i/n` runs the pairs of manifest members i, i+n, ... (and their
+dense references) only; n shards may run at once, and the last to finish writes the
+tables from every shard's rows (pie.io.shards).
 """
 import time
 
@@ -39,7 +41,7 @@ from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.analysis import robustness, sis, stage_io
-from pie.io import cli, journal, records
+from pie.io import cli, journal, records, shards
 from pie.io.workdir import ROBUSTNESS_DIR, Workdir
 from pie.io.progress import Progress
 from pie.models import predict
@@ -85,6 +87,7 @@ def define_flags(flag_values=flags.FLAGS):
                          flag_values=flag_values)
     flags.DEFINE_bool("force", False, "Recompute even when the outputs are up to date.",
                       flag_values=flag_values)
+    shards.define_flag(flag_values)
 
 
 def check_arguments(workdir, images, fraction, seed, batch_size, method="gradient", patch=1,
@@ -166,8 +169,10 @@ def select_features(model, x, method, fraction, batch_size, groups, n_features,
 
 @journal.forced  # with force=True, outputs change only when the run succeeds
 def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False,
-        method="gradient", patch=1, sis_threshold=DEFAULT_SIS_THRESHOLD):
-    """Writes the informative-feature tables; returns False when they were up to date."""
+        method="gradient", patch=1, sis_threshold=DEFAULT_SIS_THRESHOLD,
+        shard=shards.UNSHARDED):
+    """Writes the informative-feature tables; returns False when they were up to date (or
+    another shard writes them)."""
     check_arguments(workdir, images, fraction, seed, batch_size, method, patch, sis_threshold)
     manifest = records.read_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
@@ -193,11 +198,17 @@ def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False,
         print(f"informative_features: {outputs[0]} up to date, skipping (--force to redo)",
               flush=True)
         return False
+    # This shard's pairs: those of its manifest members, with their references.
+    pair_order = list(pairs["member_id"])
+    own = {row["member_id"] for row in shards.select(manifest.to_dict("records"), shard)}
+    pairs = pairs[pairs["member_id"].isin(own)]
+    rows = rows[rows["member_id"].isin(set(pairs["member_id"]) | set(pairs["reference_id"]))]
     x, labels, ids = noise_similarity.eval_subset(workdir, images, seed)
     chosen = (f"the sufficient input subset at threshold {threshold:g}" if method == "sis"
               else f"top {fraction:g}")
-    print(f"informative_features: {method}, {len(pairs)} pairs of {len(rows)} members, "
-          f"{len(x)} images, {chosen} of {n_features} features", flush=True)
+    print(f"informative_features: {method}, {len(pairs)} pairs of {len(rows)} members"
+          f"{shards.describe(shard)}, {len(x)} images, {chosen} of {n_features} features",
+          flush=True)
     members, masks, found, predicted, own, kept = {}, {}, {}, {}, {}, {}
     progress = Progress(len(rows) + len(pairs), "members and pairs")
     for row in rows.to_dict("records"):
@@ -236,13 +247,24 @@ def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False,
             "reference_conf_other_mask": np.where(found[first], predicted_class_confidence(
                 members[second], x, masks[first], predicted[second], batch_size), np.nan)}))
         progress.advance(1, f"{first} vs {second}: mean IoU {per_image[-1]['iou'].mean():.3f}")
-    per_image = pd.concat(per_image, ignore_index=True)
-    summary = summarise(per_image, fraction).assign(selection=method, patch=patch,
-                                                    features=n_features,
-                                                    sis_threshold=threshold)
-    records.write_csv(outputs[0], summary[SUMMARY_COLUMNS], SUMMARY_COLUMNS)
-    records.write_csv(outputs[1], per_image, PER_IMAGE_COLUMNS)
-    stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
+    part = {"per_image": shards.concat(per_image, PER_IMAGE_COLUMNS)}
+    key = {"options": options, "inputs": stage_io.fingerprint(workdir, inputs)}
+    with shards.gathered(wd.path(OUT_DIR), STAGE, shard, key, part) as parts:
+        if parts is None:
+            print(f"informative_features: rows of shard {shard[0]}/{shard[1]} kept; the "
+                  f"last shard to finish writes {outputs[0]}", flush=True)
+            return False
+        # In pair order, as one run makes them (shards' rows come shard by shard).
+        per_image = shards.concat(parts["per_image"], PER_IMAGE_COLUMNS)
+        per_image = per_image.iloc[np.argsort(
+            per_image["member_id"].map({m: k for k, m in enumerate(pair_order)}).to_numpy(),
+            kind="stable")].reset_index(drop=True)
+        summary = summarise(per_image, fraction).assign(selection=method, patch=patch,
+                                                        features=n_features,
+                                                        sis_threshold=threshold)
+        records.write_csv(outputs[0], summary[SUMMARY_COLUMNS], SUMMARY_COLUMNS)
+        records.write_csv(outputs[1], per_image, PER_IMAGE_COLUMNS)
+        stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
     print(f"informative_features: wrote {outputs[0]}", flush=True)
     return True
 
@@ -288,9 +310,10 @@ def main(argv):
 def execute(settings):
     """The stage, from its parsed flags (cli.Settings)."""
     if run(settings.workdir, settings.images, settings.fraction, settings.seed, settings.batch_size,
-           settings.force, settings.method, settings.patch, settings.sis_threshold):
+           settings.force, settings.method, settings.patch, settings.sis_threshold,
+           shards.parse(settings.shard)):
         stage_io.write_stage_flags(settings.workdir, OUT_DIR, STAGE, records.CLEAN,
-                                   settings.flags_text)
+                                   shards.flags_text(settings.flags_text))
     return 0
 
 

@@ -2,7 +2,7 @@ r"""Functional similarity of compressed and dense members under input noise.
 
   python -m robustness_tests.noise_similarity --workdir=W \
       [--eps=0,0.05,...,0.7] [--draws=20] [--images=500] [--seed=0] [--delta=0.5] \
-      [--noise_prune_potential=per_parent|population_mean]
+      [--noise_prune_potential=per_parent|population_mean] [--shard=i/n]
 
 Adds uniform noise U[-eps, eps] to every feature of the normalised model inputs
 (no clipping) and, per eps, compares each compressed member with the dense member
@@ -22,6 +22,10 @@ delta). `noise_prune_potential_per_seed.csv` gives it per seed (over draws),
 `noise_prune_potential.csv` over seeds and draws; with
 --noise_prune_potential=population_mean the latter compares population-mean errors
 instead (the earlier rule).
+
+`--shard=i/n` runs the pairs of manifest members i, i+n, ... (and their dense
+references) only; n shards may run at once, and the last to finish writes the
+tables from every shard's rows (pie.io.shards).
 """
 import time
 
@@ -31,7 +35,7 @@ from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.analysis import noise_potential, robustness, stage_io
-from pie.io import cli, journal, records
+from pie.io import cli, journal, records, shards
 from pie.io.workdir import ROBUSTNESS_DIR, Workdir
 from pie.io.progress import Progress
 from pie.models import predict
@@ -72,6 +76,7 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
     flags.DEFINE_bool("force", False, "Recompute even when the outputs are up to date.",
                       flag_values=flag_values)
+    shards.define_flag(flag_values)
 
 
 def check_arguments(workdir, eps_values, draws, images, seed, batch_size, delta=0.5,
@@ -176,6 +181,15 @@ def summarise(per_pair):
     return summary.reset_index(drop=True)[SUMMARY_COLUMNS]
 
 
+def in_run_order(accuracy, eps_values):
+    """Draw accuracies in the order of an unsharded run: eps as given, then member_id
+    and draw (shards' rows come shard by shard)."""
+    position = {float(eps): k for k, eps in reversed(list(enumerate(eps_values)))}
+    ordered = accuracy.assign(eps_position=accuracy["eps"].map(position)).sort_values(
+        ["eps_position", "member_id", "draw"], kind="stable")
+    return ordered.drop(columns="eps_position").reset_index(drop=True)
+
+
 def draw_accuracy(outputs, rows, labels, eps):
     """Top-1 of every member on every noise draw: one row per member x draw."""
     info = rows.set_index("member_id")
@@ -192,8 +206,9 @@ def draw_accuracy(outputs, rows, labels, eps):
 
 @journal.forced  # with force=True, outputs change only when the run succeeds
 def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force=False,
-        delta=0.5, rule="per_parent"):
-    """Writes the noise-similarity tables; returns False when they were up to date."""
+        delta=0.5, rule="per_parent", shard=shards.UNSHARDED):
+    """Writes the noise-similarity tables; returns False when they were up to date (or
+    another shard writes them)."""
     check_arguments(workdir, eps_values, draws, images, seed, batch_size, delta, rule)
     manifest = records.read_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
@@ -209,32 +224,50 @@ def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force
         print(f"noise_similarity: {outputs[0]} up to date, skipping (--force to redo)",
               flush=True)
         return False
-    x, labels, _ = eval_subset(workdir, images, seed)
-    models = {row["member_id"]: predict.load_member(workdir, row)
-              for row in rows.to_dict("records")}
-    print(f"noise_similarity: {len(pairs)} pairs of {len(models)} members, {len(x)} images, "
-          f"{len(eps_values)} eps x {draws} draws", flush=True)
-    progress = Progress(len(eps_values), "eps")
+    # This shard's members: their pairs (with their references) and draw accuracies.
+    own = {row["member_id"] for row in shards.select(manifest.to_dict("records"), shard)}
+    pairs_run = pairs[pairs["member_id"].isin(own)]
+    needed = own | set(pairs_run["member_id"]) | set(pairs_run["reference_id"])
+    rows_run = rows[rows["member_id"].isin(needed)]
     per_pair, accuracy = [], []
-    started = time.time()
-    for eps, noisy in noisy_outputs(models, x, eps_values, draws, seed, batch_size):
-        per_pair.append(pair_rows(pairs, noisy, eps))
-        accuracy.append(draw_accuracy(noisy, rows, labels, eps))
-        variants = per_pair[-1]
-        progress.advance(1, f"eps {eps:g}: agreement "
-                            f"{variants['agreement'].min():.3f}..{variants['agreement'].max():.3f} "
-                            f"({time.time() - started:.1f}s)")
+    if len(rows_run):
+        x, labels, _ = eval_subset(workdir, images, seed)
+        models = {row["member_id"]: predict.load_member(workdir, row)
+                  for row in rows_run.to_dict("records")}
+        print(f"noise_similarity: {len(pairs_run)} pairs of {len(models)} members"
+              f"{shards.describe(shard)}, {len(x)} images, {len(eps_values)} eps x {draws} "
+              "draws", flush=True)
+        progress = Progress(len(eps_values), "eps")
         started = time.time()
-    per_pair = pd.concat(per_pair, ignore_index=True).sort_values(
-        ["method", "sparsity", "seed", "eps"], kind="stable")
-    records.write_csv(outputs[0], summarise(per_pair), SUMMARY_COLUMNS)
-    records.write_csv(outputs[1], per_pair, PER_PAIR_COLUMNS)
-    per_seed, potential = noise_potential.tables(
-        pd.concat(accuracy, ignore_index=True), noise_potential.dense_parents(manifest), delta,
-        rule)
-    records.write_csv(outputs[2], potential, noise_potential.COLUMNS)
-    records.write_csv(outputs[3], per_seed, noise_potential.PER_SEED_COLUMNS)
-    stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
+        for eps, noisy in noisy_outputs(models, x, eps_values, draws, seed, batch_size):
+            if len(pairs_run):
+                per_pair.append(pair_rows(pairs_run, noisy, eps))
+            accuracy.append(draw_accuracy({member_id: made for member_id, made
+                                           in noisy.items() if member_id in own},
+                                          rows, labels, eps))
+            agreement = (f": agreement {per_pair[-1]['agreement'].min():.3f}.."
+                         f"{per_pair[-1]['agreement'].max():.3f}" if len(pairs_run) else "")
+            progress.advance(1, f"eps {eps:g}{agreement} ({time.time() - started:.1f}s)")
+            started = time.time()
+    part = {"per_pair": shards.concat(per_pair, PER_PAIR_COLUMNS),
+            "accuracy": shards.concat(accuracy, noise_potential.ACCURACY_COLUMNS)}
+    key = {"options": options, "inputs": stage_io.fingerprint(workdir, inputs)}
+    with shards.gathered(wd.path(OUT_DIR), STAGE, shard, key, part) as parts:
+        if parts is None:
+            print(f"noise_similarity: rows of shard {shard[0]}/{shard[1]} kept; the last "
+                  f"shard to finish writes {outputs[0]}", flush=True)
+            return False
+        per_pair = shards.concat(parts["per_pair"], PER_PAIR_COLUMNS).sort_values(
+            ["method", "sparsity", "seed", "eps"], kind="stable")
+        accuracy = in_run_order(shards.concat(parts["accuracy"],
+                                              noise_potential.ACCURACY_COLUMNS), eps_values)
+        records.write_csv(outputs[0], summarise(per_pair), SUMMARY_COLUMNS)
+        records.write_csv(outputs[1], per_pair, PER_PAIR_COLUMNS)
+        per_seed, potential = noise_potential.tables(
+            accuracy, noise_potential.dense_parents(manifest), delta, rule)
+        records.write_csv(outputs[2], potential, noise_potential.COLUMNS)
+        records.write_csv(outputs[3], per_seed, noise_potential.PER_SEED_COLUMNS)
+        stage_io.write_stamp(workdir, stamp, inputs, outputs, options)
     print(f"noise_similarity: wrote {outputs[0]}", flush=True)
     return True
 
@@ -249,9 +282,9 @@ def execute(settings):
     eps_values = cli.parse_floats(settings.eps, "eps")
     if run(settings.workdir, eps_values, settings.draws, settings.images, settings.seed,
            settings.batch_size, settings.force, settings.delta,
-           settings.noise_prune_potential):
+           settings.noise_prune_potential, shards.parse(settings.shard)):
         stage_io.write_stage_flags(settings.workdir, OUT_DIR, STAGE, records.CLEAN,
-                                   settings.flags_text)
+                                   shards.flags_text(settings.flags_text))
     return 0
 
 

@@ -62,7 +62,10 @@ DOC_FILES = ["README.md"] + sorted(os.path.join("docs", name) for name in os.lis
 PLACEHOLDER_FLAGS = {"flags", "name"}
 # Flags of other programs that the docs' commands pass.
 OTHER_PROGRAMS_FLAGS = {"zone": "gcloud", "version": "gcloud", "command": "gcloud",
-                        "logdir": "tensorboard", "durations": "pytest", "upgrade": "pip"}
+                        "logdir": "tensorboard", "durations": "pytest", "upgrade": "pip",
+                        "array": "sbatch", "parsable": "sbatch", "gres": "sbatch",
+                        "time": "sbatch", "dependency": "sbatch", "for": "kubectl",
+                        "timeout": "kubectl"}
 # absl's own flags, which every stage has.
 ABSL_FLAGS = {"help", "helpfull", "helpshort", "helpxml", "flagfile", "undefok"}
 PACKAGES = ("pie", "save_checkpoint", "per_class_accuracy", "pie_dataset_gen",

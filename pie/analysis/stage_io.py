@@ -192,7 +192,7 @@ def stage_input_paths(workdir, manifest, distribution=records.CLEAN, split="test
     return paths
 
 
-def _fingerprint(workdir, paths):
+def fingerprint(workdir, paths):
     """{relative path: [size, mtime_ns]}, or None for a file that does not exist."""
     prints = {}
     for path in paths:
@@ -218,7 +218,7 @@ def is_up_to_date(workdir, stamp, inputs, outputs, options):
         return False
     written = records.stamp_records(recorded)
     folder = os.path.dirname(os.path.abspath(stamp))
-    return (recorded.get("inputs") == _fingerprint(workdir, inputs)
+    return (recorded.get("inputs") == fingerprint(workdir, inputs)
             and recorded.get("options") == options
             and all(records.matches_status(output, written.get(os.path.relpath(output, folder)))
                     for output in outputs))
@@ -239,7 +239,7 @@ def write_stamp(workdir, stamp, inputs, outputs, options):
             name = os.path.relpath(output, folder)
             if os.path.exists(output) and not records.matches_status(output, written.get(name)):
                 written[name] = records.file_record(output)
-        content.update(inputs=_fingerprint(workdir, inputs), outputs=written, options=options)
+        content.update(inputs=fingerprint(workdir, inputs), outputs=written, options=options)
         stage = records.current_stage()
         if stage and "stage" not in content:
             content["stage"] = stage

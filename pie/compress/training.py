@@ -9,7 +9,7 @@ import platform
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.compress import criteria, pruning
-from pie.io import errors, records
+from pie.io import errors, records, shards
 from pie.io.workdir import Workdir
 
 # Reference samples of unit criteria are drawn in an order of their own (a
@@ -50,10 +50,8 @@ def plan(sparsities, seeds, method, shard, seed_slice=(0, 1)):
     zero = method if methods.get(method).keeps_zero_level else methods.DENSE
     members = [Member(zero if s == 0 else method, s, seed)
                for s in sparsities for seed in range(seeds)]
-    index, count = shard
     worker, workers = seed_slice
-    return [m for position, m in enumerate(members)
-            if position % count == index and m.seed % workers == worker]
+    return [m for m in shards.select(members, shard) if m.seed % workers == worker]
 
 
 def set_threads(threads, required=True):

@@ -1,6 +1,7 @@
 r"""What every population member costs: parameters, bytes, gzip bytes, latency.
 
-  python -m pie.stages.cost --workdir=W [--repeats=50] [--num_threads=1] [--force]
+  python -m pie.stages.cost --workdir=W [--repeats=50] [--num_threads=1] [--force] \
+      [--shard=i/n]
 
 Writes `W/quantization/cost.csv`, one row per manifest member (Keras and TFLite):
 
@@ -18,7 +19,9 @@ Writes `W/quantization/cost.csv`, one row per manifest member (Keras and TFLite)
 Latency uses the TFLite interpreter with XNNPACK on (its default delegate),
 `--num_threads` threads, `--warmup` untimed calls, then the median of `--repeats`
 timed calls on random inputs. A rerun keeps the rows of members whose model file,
-repeats and threads are unchanged. See docs/quantization.md.
+repeats and threads are unchanged. `--shard=i/n` measures manifest members i, i+n,
+... only; n shards may run at once, and the last to finish writes cost.csv from
+every shard's rows (pie.io.shards). See docs/quantization.md.
 """
 import os
 import tempfile
@@ -29,7 +32,7 @@ import pandas as pd
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.io import cli, errors, records
+from pie.io import cli, errors, records, shards
 from pie.io.workdir import QUANTIZATION_DIR, Workdir
 from pie.io.progress import Progress
 from pie.compress import quantize as pq
@@ -56,6 +59,7 @@ def define_flags(flag_values=flags.FLAGS):
                          flag_values=flag_values)
     flags.DEFINE_bool("force", False, "Measure every member again, even with a matching row.",
                       flag_values=flag_values)
+    shards.define_flag(flag_values)
 
 
 def cost_path(workdir):
@@ -167,6 +171,7 @@ def validate_flags(settings):
         raise cli.UsageError(f"--warmup must be at least 0, got {settings.warmup}")
     if settings.num_threads < 1:
         raise cli.UsageError(f"--num_threads must be at least 1, got {settings.num_threads}")
+    return shards.parse(settings.shard)
 
 
 def main(argv):
@@ -176,7 +181,8 @@ def main(argv):
 
 def execute(settings):
     """The stage, from its parsed flags (cli.Settings)."""
-    validate_flags(settings)
+    shard = validate_flags(settings)
+    from pie.analysis import stage_io
     from pie.models import predict
     workdir = Workdir(settings.workdir)
     manifest = records.read_manifest(workdir)
@@ -185,14 +191,15 @@ def execute(settings):
     predict.check_model_files(workdir, manifest)
     kept = {} if settings.force else reusable_rows(workdir, manifest, settings.repeats,
                                                 settings.num_threads)
-    todo = [row for row in manifest.to_dict("records") if row["member_id"] not in kept]
-    print(f"cost: {len(manifest)} members, {len(kept)} up to date, {len(todo)} to measure",
-          flush=True)
+    mine = shards.select(manifest.to_dict("records"), shard)
+    todo = [row for row in mine if row["member_id"] not in kept]
+    print(f"cost: {len(mine)} members{shards.describe(shard)}, {len(mine) - len(todo)} up to "
+          f"date, {len(todo)} to measure", flush=True)
     if not todo and len(kept) == len(manifest) and os.path.exists(cost_path(workdir)):
         return 0  # nothing new: leave the file (and what reads it) untouched
     weights = KerasWeights(workdir, manifest)
     progress = Progress(len(todo), "members")
-    rows = list(kept.values())
+    rows = [kept[row["member_id"]] for row in mine if row["member_id"] in kept]
     for row in todo:
         started = time.time()
         try:
@@ -205,11 +212,23 @@ def execute(settings):
                             f"{cost['gzip_bytes']}, {cost['latency_ms_batch1']:.3f} ms "
                             f"(batch 1), {cost['latency_ms_batch32']:.3f} ms/image "
                             f"(batch 32) ({time.time() - started:.1f}s)")
-    table = pd.DataFrame(rows, columns=COST_COLUMNS).sort_values("member_id", kind="stable")
     path = cost_path(workdir)
-    records.write_csv(path, table, COST_COLUMNS)
-    records.write_text(workdir.flags_file(QUANTIZATION_DIR, STAGE),
-                       settings.flags_text)
+    # Shards' rows are put together by the last shard to finish (pie.io.shards).
+    key = {"options": {"repeats": settings.repeats, "warmup": settings.warmup,
+                       "num_threads": settings.num_threads},
+           "inputs": stage_io.fingerprint(settings.workdir, [workdir.manifest] + [
+               workdir.model_path(row) for row in manifest.to_dict("records")])}
+    part = {"rows": pd.DataFrame(rows, columns=COST_COLUMNS)}
+    with shards.gathered(os.path.dirname(path), STAGE, shard, key, part) as parts:
+        if parts is None:
+            print(f"cost: rows of shard {settings.shard} kept; the last shard to finish "
+                  f"writes {path}", flush=True)
+            return 0
+        rows = pd.concat(parts["rows"], ignore_index=True).to_dict("records")
+        table = pd.DataFrame(rows, columns=COST_COLUMNS).sort_values("member_id", kind="stable")
+        records.write_csv(path, table, COST_COLUMNS)
+        records.write_text(workdir.flags_file(QUANTIZATION_DIR, STAGE),
+                           shards.flags_text(settings.flags_text))
     print(f"wrote {path} ({len(table)} members)", flush=True)
     return 0
 

@@ -1,7 +1,7 @@
 r"""Quantized (and sparse-encoded) TFLite members, added to the population.
 
   python -m pie.stages.quantize --workdir=W --modes=float16,dynamic_int8,full_int8 \
-      [--representative_images=200] [--pruned_method=magnitude]
+      [--representative_images=200] [--pruned_method=magnitude] [--shard=i/n]
 
 Converts every dense member (modes float16, dynamic_int8, full_int8) or every
 pruned member of `--pruned_method` (modes sparse, pruned_int8) with the TFLite
@@ -10,8 +10,9 @@ source's seed and sparsity, stored at
 `W/checkpoints/quant_<mode>/sparsity_<s>/seed_<k>/model.tflite` with meta.json and
 flags.txt. Its `top1` is measured with the TFLite model on the eval split.
 Full-integer modes calibrate on `--representative_images` training images drawn
-with the member's seed. Reruns skip members already converted. See
-docs/quantization.md.
+with the member's seed. Reruns skip members already converted. `--shard=i/n` makes
+conversions i, i+n, ... of the plan (in source member order) only (pie.io.shards);
+n shards may run at once into one workdir. See docs/quantization.md.
 """
 import os
 import sys
@@ -20,7 +21,7 @@ import time
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.io import cli, records
+from pie.io import cli, records, shards
 from pie.compress import quantize as pq
 from pie.io.workdir import Workdir
 from pie.io.progress import Progress
@@ -49,6 +50,7 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
     flags.DEFINE_integer("batch_size", pq.EVAL_BATCH_SIZE, "Images per call when measuring top-1.",
                          flag_values=flag_values)
+    shards.define_flag(flag_values)
 
 
 class Job:
@@ -146,7 +148,8 @@ class Converter:
                     representative_images=self.n_representative if job.mode.full_int8 else 0,
                     file_bytes=len(content), wall_time_s=round(time.time() - started, 2),
                     manifest_row=row)
-        records.write_text(self.workdir.member_file(job.relpath, "flags"), self.flags_text)
+        records.write_text(self.workdir.member_file(job.relpath, "flags"),
+                           shards.flags_text(self.flags_text))
         records.write_json(self.workdir.member_file(job.relpath, "meta"), meta)
         records.add_manifest_rows(self.workdir, [row])
         return row
@@ -164,7 +167,7 @@ def validate_flags(settings):
             or pq.is_quantized_method(settings.pruned_method)):
         raise cli.UsageError(f"--pruned_method must name a pruning method (e.g. magnitude), "
                              f"got '{settings.pruned_method}'")
-    return modes
+    return modes, shards.parse(settings.shard)
 
 
 def main(argv):
@@ -174,12 +177,13 @@ def main(argv):
 
 def execute(settings):
     """The stage, from its parsed flags (cli.Settings)."""
-    modes = validate_flags(settings)
+    modes, shard = validate_flags(settings)
     from pie.data import sources
     from pie.models import predict  # TensorFlow loads only once the flags are valid
     workdir = settings.workdir
     manifest = records.read_manifest(workdir)
     jobs, empty = plan(manifest, modes, settings.pruned_method)
+    jobs = shards.select(jobs, shard)
     for name in empty:
         wanted = ("dense members" if pq.MODES[name].source == pq.DENSE_SOURCE
                   else f"pruned members of method '{settings.pruned_method}'")
@@ -189,7 +193,8 @@ def execute(settings):
         [job.source["member_id"] for job in jobs])])
     manifest_ids = set(manifest["member_id"])
     todo = [job for job in jobs if not finished(workdir, job, manifest_ids)]
-    print(f"quantize: {len(jobs)} conversions, {len(jobs) - len(todo)} already done, "
+    print(f"quantize: {len(jobs)} conversions{shards.describe(shard)}, "
+          f"{len(jobs) - len(todo)} already done, "
           f"{len(todo)} to run", flush=True)
     if not todo:
         return 0
