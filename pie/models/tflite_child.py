@@ -323,12 +323,17 @@ def zygote():
         return _ZYGOTE
 
 
-def _close_zygote():
-    if _ZYGOTE is not None:
-        _ZYGOTE.close()
+def close_zygote():
+    """Ends this process's zygote (it kills the children still running) and reaps it;
+    stages end with os._exit (pie.io.cli.finished), which runs no atexit hook."""
+    global _ZYGOTE
+    with _ZYGOTE_LOCK:
+        if _ZYGOTE is not None:
+            _ZYGOTE.close()
+            _ZYGOTE = None
 
 
-atexit.register(_close_zygote)
+atexit.register(close_zygote)
 
 
 class ForkedChild:
@@ -422,9 +427,10 @@ def _zygote_main(control_fd):
         except OSError:
             data, fds = b"", []
         if not data:
-            for pid in children:
+            for pid in children:  # reaped too: their CPU time is counted as ours
                 try:
                     os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
                 except OSError:
                     pass
             return 0
