@@ -275,8 +275,8 @@ class Zygote:
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "pie.models.tflite_child", "--zygote",
-                 str(theirs.fileno())], stdin=subprocess.DEVNULL, pass_fds=[theirs.fileno()],
-                env=_child_env(), cwd=ROOT)
+                 str(theirs.fileno())], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                pass_fds=[theirs.fileno()], env=_child_env(), cwd=ROOT)
         finally:
             theirs.close()
         self.owner = os.getpid()
