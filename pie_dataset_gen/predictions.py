@@ -14,7 +14,6 @@ import numpy as np
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.data import sources
 from pie.io import cli, records, shards
 from pie.io.progress import Progress
 from pie.models import predict
@@ -76,6 +75,9 @@ def execute(settings):
           f"{len(mine) - len(todo)} done, {len(todo)} to run", flush=True)
     if not todo:
         return 0
+    # TensorFlow loads here, with the data (about 4 s of CPU): not in a study's rerun,
+    # where quantize and training have written every member's predictions already.
+    from pie.data import sources
     source = sources.load_for_workdir(settings.workdir, data_dir=settings.data_dir)
     arrays = eval_inputs(source, settings.batch_size)
     members = ((row["member_id"], predict.load_member(settings.workdir, row)) for row in todo)

@@ -502,6 +502,45 @@ def test_a_crashing_tflite_costs_one_line_not_the_process(crashing_tflite):
     assert str(error.value) == crashed
 
 
+def _parent_pid(pid):
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_each_member_is_its_own_child_forked_by_one_zygote(crashing_tflite, tmp_path):
+    """Children are forked by the process's zygote, one per member: a crash ends only
+    its own child, the next member still runs (outputs as in process), and closing
+    the zygote ends and reaps the children left."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+    from pie.models import predict, tflite_child
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(10)])
+    plain = tmp_path / "plain.tflite"
+    plain.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    inputs = np.random.default_rng(0).random((5, 8, 8, 1)).astype(np.float32)
+    tflite_child.close_zygote()
+    first = predict.TFLiteMember(str(plain))
+    crashing = predict.TFLiteMember(str(crashing_tflite), label="manifest member m")
+    zygote = tflite_child.zygote()._process.pid
+    pids = [first.interpreter._process.pid, crashing.interpreter._process.pid]
+    assert len(set(pids + [zygote, os.getpid()])) == 4
+    assert [_parent_pid(pid) for pid in pids] == [zygote, zygote]
+    with pytest.raises(loading.ModelError) as error:
+        crashing.logits(np.zeros((1,), np.float32), 1)
+    assert str(error.value).endswith("the TFLite interpreter crashed on it (SIGSEGV)")
+    after = predict.TFLiteMember(str(plain))
+    assert tflite_child.zygote()._process.pid == zygote  # the crash was the child's only
+    expected = tflite_child.InProcessMember(str(plain)).logits(inputs, 2)
+    np.testing.assert_array_equal(first.logits(inputs, 2), expected)
+    np.testing.assert_array_equal(after.logits(inputs, 2), expected)
+    left = [first.interpreter._process.pid, after.interpreter._process.pid]
+    tflite_child.close_zygote()
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in left + [zygote])
+
+
 def test_the_cost_command_names_a_crashing_tflite_member(base, tiny_models, tmp_path,
                                                          crashing_tflite):
     """cost times members in its own process, after a child survived the same run."""

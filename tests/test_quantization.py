@@ -208,3 +208,36 @@ def test_cost_stage_has_a_row_per_member(quantized):
             assert (row["params"], row["nonzero_params"]) == params[source]
     pruned = cost[cost["member_id"] == "magnitude_0.5_seed0"].iloc[0]
     assert pruned["nonzero_params"] < pruned["params"]
+
+
+KERAS3_CUT_SCRIPT = """
+import sys
+import numpy as np
+import pie
+import tf_keras as keras
+from pie.compress import quantize as pq
+keras.utils.set_random_seed(0)
+model = keras.Sequential([keras.layers.Input((6, 6, 1)), keras.layers.Conv2D(2, 3),
+                          keras.layers.Flatten(), keras.layers.Dense(3)])
+representative = np.random.default_rng(0).random((4, 6, 6, 1)).astype(np.float32)
+modes = [pq.FLOAT_MODE, "float16", "dynamic_int8", "full_int8"]
+cut = [pq.convert(model, mode, representative) for mode in modes]
+assert "keras" not in sys.modules, "the converter imported Keras 3"
+import keras  # Keras 3 loaded: the converter's own check runs
+assert keras.__version__.startswith("3")
+checked = [pq.convert(model, mode, representative) for mode in modes]
+assert cut == checked, "the converted bytes differ"
+print("same bytes")
+"""
+
+
+def test_converting_tf_keras_skips_the_keras3_import_with_the_same_bytes():
+    """The converter's Keras 3 check is answered without importing Keras 3, and every
+    mode's bytes are those of a conversion that ran the check."""
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    done = subprocess.run([sys.executable, "-c", KERAS3_CUT_SCRIPT], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("same bytes"), \
+        done.stderr[-2000:]

@@ -19,7 +19,9 @@ Keras path rejects still converts.
 `Latency` times a .tflite model with the LiteRT interpreter (XNNPACK on).
 """
 import collections
+import contextlib
 import gzip
+import sys
 import time
 
 import numpy as np
@@ -117,6 +119,24 @@ def _configure(converter, mode, representative):
         converter.inference_output_type = tf.int8
 
 
+@contextlib.contextmanager
+def _keras3_check_cut(model):
+    """The converter's Keras path asks whether the model is a Keras 3 one by importing
+    all of Keras 3 (about 1.5 s of CPU in every stage that converts); a tf_keras model
+    is not one whatever Keras 3 says, so while one converts, `keras` is marked absent
+    (the check's ImportError answers the same False), unless it is loaded already."""
+    import tf_keras
+    if "keras" in sys.modules or not isinstance(model, tf_keras.layers.Layer):
+        yield
+        return
+    sys.modules["keras"] = None
+    try:
+        yield
+    finally:
+        if "keras" in sys.modules and sys.modules["keras"] is None:
+            del sys.modules["keras"]
+
+
 def convert(model, mode, representative=None, path=None):
     """The .tflite bytes of a tf_keras model converted in `mode` (a name or Mode).
 
@@ -137,7 +157,8 @@ def convert(model, mode, representative=None, path=None):
         converter = _converter(model, name)
         _configure(converter, mode, representative)
         try:
-            return converter.convert()
+            with _keras3_check_cut(model):
+                return converter.convert()
         except Exception as error:  # the converter raises assorted internal error types
             if attempt == len(paths) - 1:
                 raise

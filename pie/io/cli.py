@@ -65,6 +65,11 @@ def finished(code):
     elif not isinstance(code, numbers.Integral) or isinstance(code, bool):
         print(code, file=sys.stderr)  # what sys.exit does with a non-integer
         code = 1
+    # The TFLite children's zygote (pie.models.tflite_child), if one was started: ended
+    # and reaped here, so no process outlives the stage and its CPU time is the stage's.
+    child_module = sys.modules.get("pie.models.tflite_child")
+    if child_module is not None:
+        child_module.close_zygote()
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()

@@ -24,17 +24,33 @@ caught in Python, so interpretation runs where a crash ends only a child:
            Latency draws those same values), so the parent then runs nothing the
            child has not survived. Probes are cached by the file's SHA-256.
 
+Each child is forked from a zygote: one process per stage process (started with
+the first child it needs), which imports numpy and the runtime once and then only
+forks, on request, a fresh child per member or probe; it never opens a model
+itself. A child is still one process per model, whose crash ends only it, but
+its start costs a fork (milliseconds) instead of a Python start and those imports
+(about 0.3 s of CPU each: a study starts a few hundred). The zygote gets the
+child's pipe ends over a Unix socket (SCM_RIGHTS), forks, and answers the child's
+exit status when asked; it reaps a child only when the parent asks, so the pid it
+gave stays the child's until then.
+
 Run as `python -m pie.models.tflite_child <path> <threads>` (runner) or with
-`--probe` first. Stdout carries the protocol only (fd 1 is pointed at stderr, where
-the runtime logs).
+`--probe` first (the zygote runs the same `main` in each child). Stdout carries the
+protocol only (fd 1 is pointed at stderr, where the runtime logs).
 """
+import atexit
 import hashlib
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import traceback
 
 import numpy as np
 
@@ -132,10 +148,7 @@ class Runner:
     def __init__(self, path, num_threads=None):
         self.path = path
         self._stderr = tempfile.TemporaryFile()
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "pie.models.tflite_child", path, str(num_threads or 0)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            env=_child_env(), cwd=ROOT)
+        self._process = ForkedChild([path, str(num_threads or 0)], self._stderr, stdin=True)
         reply = self._reply()
         self._inputs = _details_from_json(reply["inputs"])
         self._outputs = _details_from_json(reply["outputs"])
@@ -227,25 +240,246 @@ def probe(path, num_threads=None):
     key = (file_digest(path), num_threads or 0)
     if key not in _PROBED:
         with tempfile.TemporaryFile() as stderr:
+            child = ForkedChild(["--probe", path, str(num_threads or 0)], stderr)
             try:
-                done = subprocess.run(
-                    [sys.executable, "-m", "pie.models.tflite_child", "--probe", path,
-                     str(num_threads or 0)], stdout=subprocess.PIPE, stderr=stderr,
-                    timeout=PROBE_TIMEOUT_S, env=_child_env(), cwd=ROOT)
+                stdout, returncode = child.communicate(PROBE_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 _PROBED[key] = f"running it took over {PROBE_TIMEOUT_S} s"
             else:
                 stderr.seek(0)
-                out = done.stdout.decode("utf-8", "replace").strip().splitlines()
-                if done.returncode == 0 and out and out[-1] == "ok":
+                out = stdout.decode("utf-8", "replace").strip().splitlines()
+                if returncode == 0 and out and out[-1] == "ok":
                     _PROBED[key] = None
-                elif done.returncode == 0 and out and out[-1].startswith("error "):
+                elif returncode == 0 and out and out[-1].startswith("error "):
                     _PROBED[key] = out[-1][len("error "):]
                 else:
-                    _PROBED[key] = _death(done.returncode or 1,
+                    _PROBED[key] = _death(returncode or 1,
                                           stderr.read().decode("utf-8", "replace"))
     if _PROBED[key]:
         raise ChildError(_PROBED[key])
+
+
+# ------------------------------------------------------------------------ zygote
+
+# One request or answer: a JSON object in one SOCK_SEQPACKET message.
+MAX_REQUEST = 1 << 16
+
+
+class Zygote:
+    """The parent's handle on its zygote process (`python -m pie.models.tflite_child
+    --zygote <fd>`), which forks the children; requests are serialised by a lock."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "pie.models.tflite_child", "--zygote",
+                 str(theirs.fileno())], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                pass_fds=[theirs.fileno()], env=_child_env(), cwd=ROOT)
+        finally:
+            theirs.close()
+        self.owner = os.getpid()
+
+    def request(self, message, fds=()):
+        """The zygote's answer to `message` (a dict), `fds` passed along with it;
+        OSError when the zygote is gone."""
+        with self._lock:
+            data = json.dumps(message).encode()
+            if fds:
+                socket.send_fds(self._socket, [data], list(fds))
+            else:
+                self._socket.sendall(data)
+            answer = self._socket.recv(MAX_REQUEST)
+        if not answer:
+            raise OSError("the TFLite zygote is gone")
+        return json.loads(answer)
+
+    def alive(self):
+        return self.owner == os.getpid() and self._process.poll() is None
+
+    def close(self):
+        if self.owner != os.getpid():
+            return  # a forked copy of the parent: the zygote is its parent's
+        self._socket.close()  # the zygote kills what it still holds and exits
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+_ZYGOTE = None
+_ZYGOTE_LOCK = threading.Lock()
+
+
+def zygote():
+    """This process's zygote, started on first use (again if it died or this process
+    is a fork of the one that started it)."""
+    global _ZYGOTE
+    with _ZYGOTE_LOCK:
+        if _ZYGOTE is None or not _ZYGOTE.alive():
+            _ZYGOTE = Zygote()
+        return _ZYGOTE
+
+
+def close_zygote():
+    """Ends this process's zygote (it kills the children still running) and reaps it;
+    stages end with os._exit (pie.io.cli.finished), which runs no atexit hook."""
+    global _ZYGOTE
+    with _ZYGOTE_LOCK:
+        if _ZYGOTE is not None:
+            _ZYGOTE.close()
+            _ZYGOTE = None
+
+
+atexit.register(close_zygote)
+
+
+class ForkedChild:
+    """A child forked by the zygote running `main` on `args`, with the Popen methods
+    the parent uses (stdin, stdout, poll, wait, kill, communicate). Its stderr is the
+    file `stderr`; stdin is a pipe when `stdin`, else /dev/null."""
+
+    def __init__(self, args, stderr, stdin=False):
+        self.returncode = None
+        out_read, out_write = os.pipe()
+        in_read, in_write = os.pipe() if stdin else (os.open(os.devnull, os.O_RDONLY), None)
+        try:
+            try:
+                self._zygote = zygote()
+                answer = self._zygote.request({"op": "spawn", "args": list(args)},
+                                              [in_read, out_write, stderr.fileno()])
+            except OSError:  # the zygote died since: once more with a new one
+                self._zygote = zygote()
+                answer = self._zygote.request({"op": "spawn", "args": list(args)},
+                                              [in_read, out_write, stderr.fileno()])
+        except BaseException:
+            for fd in (out_read, in_write):
+                if fd is not None:
+                    os.close(fd)
+            raise
+        finally:
+            os.close(in_read)
+            os.close(out_write)
+        self.pid = int(answer["pid"])
+        self.stdout = os.fdopen(out_read, "rb")
+        self.stdin = os.fdopen(in_write, "wb") if stdin else None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                self.returncode = self._zygote.request({"op": "poll", "pid": self.pid})["code"]
+            except OSError:  # the zygote died and its status with it
+                self.returncode = 1
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.001
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired("tflite_child", timeout)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        return self.returncode
+
+    def kill(self):
+        if self.returncode is None:
+            try:
+                self._zygote.request({"op": "kill", "pid": self.pid})
+            except OSError:
+                pass
+
+    def communicate(self, timeout):
+        """(stdout bytes, exit code), reading stdout to its end; the child is killed
+        and subprocess.TimeoutExpired raised after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        chunks, fd = [], self.stdout.fileno()
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    self.kill()
+                    self.wait()
+                    raise subprocess.TimeoutExpired("tflite_child", timeout)
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            self.stdout.close()
+        return b"".join(chunks), self.wait(max(deadline - time.monotonic(), 0) + 10)
+
+
+def _zygote_main(control_fd):
+    """Serves spawn / poll / kill requests until the parent closes the socket, then
+    kills the children it has not reaped and exits. Imports, once, what every child
+    needs; never opens a model."""
+    from pie.models import loading
+    loading.interpreter_class()
+    loading.tflite_schema()
+    control = socket.socket(fileno=control_fd)
+    children = set()
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(control, MAX_REQUEST, 3)
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            for pid in children:  # reaped too: their CPU time is counted as ours
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                except OSError:
+                    pass
+            return 0
+        request = json.loads(data)
+        if request["op"] == "spawn":
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                control.close()
+                _child_main(request["args"], fds)  # never returns
+            for fd in fds:
+                os.close(fd)
+            children.add(pid)
+            answer = {"pid": pid}
+        elif request["op"] == "poll":
+            pid, code = int(request["pid"]), None
+            if pid in children:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    children.discard(pid)
+                    code = os.waitstatus_to_exitcode(status)
+            else:
+                code = 1  # not ours, or reaped already: nothing more will come
+            answer = {"code": code}
+        else:  # kill
+            if int(request["pid"]) in children:
+                os.kill(int(request["pid"]), signal.SIGKILL)
+            answer = {}
+        control.sendall(json.dumps(answer).encode())
+
+
+def _child_main(args, fds):
+    """In a forked child: fds (stdin, stdout, stderr) in place, `main` run, and the
+    process ended here (os._exit: nothing of the zygote's runs again)."""
+    code = 1
+    try:
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        code = main(["tflite_child"] + list(args))
+    except BaseException:  # noqa: BLE001  (the exit code says it; stderr has why)
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
 # ------------------------------------------------------------------- child side
@@ -343,6 +577,8 @@ def _send(proto, status, text=""):
 
 
 def main(argv):
+    if argv[1:2] == ["--zygote"]:
+        return _zygote_main(int(argv[2]))
     probing = argv[1:2] == ["--probe"]
     path, threads = argv[-2], int(argv[-1]) or None
     proto = os.fdopen(os.dup(1), "wb")

@@ -74,6 +74,10 @@ class KerasWeights:
         self.rows = {row["member_id"]: row for row in manifest.to_dict("records")}
         self._counts = {}
 
+    def remember(self, member_id, counts):
+        """The counts of a Keras member measured already (its TFLite members' source)."""
+        self._counts[member_id] = counts
+
     def counts(self, member_id):
         if member_id not in self._counts:
             model = inference_model(loading.load_keras(
@@ -137,6 +141,7 @@ def measure(workdir, row, weights, repeats, warmup, num_threads):
     else:
         model = inference_model(loading.load_keras(model_path))
         params, nonzero = pq.parameter_counts(model)
+        weights.remember(row["member_id"], (params, nonzero))  # no second load for its TFLite
         file_bytes, gzip_bytes = weights_only_sizes(model)
         with tempfile.TemporaryDirectory(prefix="cost-") as folder:
             tflite_path = os.path.join(folder, "float.tflite")

@@ -21,6 +21,7 @@ so a rerun continues. A stage that fails stops the study with its exit code.
 """
 import collections
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -217,7 +218,7 @@ def run_command(name, command):
     """Runs one stage's process, its output filtered of library start-up lines."""
     shown = command[2:] if command[1] == "-m" else command[1:]  # module, or script
     print(f"== stage {name}: {' '.join(shown)}", flush=True)
-    started = time.time()
+    started, cpu_before = time.time(), _children_cpu()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=env)
@@ -227,7 +228,16 @@ def run_command(name, command):
     code = process.wait()
     if code:
         raise StageFailed(name, code)
-    print(f"== stage {name} done in {time.time() - started:.0f} s", flush=True)
+    # CPU time (user + sys of the stage and its children) beside the wall time: on a
+    # shared machine the wall time says more about the load than about the stage.
+    print(f"== stage {name} done in {time.time() - started:.0f} s "
+          f"(cpu {_children_cpu() - cpu_before:.0f} s)", flush=True)
+
+
+def _children_cpu():
+    """User + system seconds of this process's finished children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class StageFailed(Exception):
