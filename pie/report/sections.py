@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pie.analysis import noise_floor, per_class, pie_labels, robustness, stats, subgroups
+from pie.compress import recipes
 from pie.io import csv_text, records
 from pie.io.workdir import FILES, Workdir
 from pie.report import plots
@@ -118,6 +119,10 @@ class Context:
         self.manifest["key"] = [records.variant_key(m, s) for m, s in
                                 zip(self.manifest["method"], self.manifest["sparsity"])]
         self.variants = variant_table(self.manifest)
+        # Each population's training recipe in words (the header), in variant order.
+        known = recipes.population_words(workdir)
+        self.recipe_words = [(label, known.get(key, recipes.words(None)))
+                             for key, label in zip(self.variants["key"], self.variants["label"])]
         self.colors = plots.method_colors(self.variants["method"])
         self._tables = {}
         self.warnings = []  # what was left out and why; the build logs them
