@@ -127,15 +127,19 @@ def check_one_per_population(manifest, path):
                 "or imported workdir?); keep one recipe per population")
 
 
-def settings_of(workdir, manifest, key, value):
-    """The recipe settings of digest `value` in population `key`, read from a
-    member's meta.json (None when no member's meta.json holds settings with that
-    digest: an older or hand-edited workdir)."""
+def _population_rows(manifest, key):
+    """The manifest rows of population `key`."""
+    keys = [records.variant_key(method, sparsity)
+            for method, sparsity in zip(manifest["method"], manifest["sparsity"])]
+    return manifest[[each == key for each in keys]]
+
+
+def settings_of(workdir, rows, value):
+    """The recipe settings of digest `value`, read from the meta.json of a member of
+    `rows` (a population's manifest rows) that records it; None when none does (an
+    older or hand-edited workdir)."""
     workdir = Workdir(workdir)
-    for row in manifest.to_dict("records"):
-        if (records.variant_key(row["method"], row["sparsity"]) != key
-                or str(row.get(COLUMN)) != value):
-            continue
+    for row in rows[rows[COLUMN].astype(str) == value].to_dict("records"):
         try:
             meta = records.read_json(workdir.member_file(str(row["path"]), "meta"))
         except errors.InputError:
@@ -149,16 +153,16 @@ def settings_of(workdir, manifest, key, value):
 def recipes(workdir):
     """{population (variant key, e.g. `dense_0`): its recipe settings (a dict), or
     None when unknown (not recorded, or its members record different recipes)}, for
-    every population of the workdir's manifest."""
+    every population of the workdir's manifest, in manifest order."""
     manifest = records.read_manifest(workdir, required=False)
     digests = recorded_digests(manifest)
+    keys = [records.variant_key(method, sparsity)
+            for method, sparsity in zip(manifest["method"], manifest["sparsity"])]
     found = {}
-    for method, sparsity in zip(manifest["method"], manifest["sparsity"]):
-        key = records.variant_key(method, sparsity)
-        if key not in found:
-            values = digests.get(key, [])
-            found[key] = (settings_of(workdir, manifest, key, values[0])
-                          if len(values) == 1 else None)
+    for key in dict.fromkeys(keys):
+        values = digests.get(key, [])
+        found[key] = (settings_of(workdir, manifest[[each == key for each in keys]],
+                                  values[0]) if len(values) == 1 else None)
     return found
 
 
@@ -203,7 +207,7 @@ def check_run(config, members):
     for key, (value, settings) in planned.items():
         others = [other for other in recorded.get(key, []) if other != value]
         if others:
-            before = settings_of(config.workdir, manifest, key, others[0])
+            before = settings_of(config.workdir, _population_rows(manifest, key), others[0])
             raise errors.UsageError(
                 f"population {key} of {Workdir(config.workdir).manifest} was trained with "
                 f"another recipe: {differences(before, settings, others[0], value)}; train "
