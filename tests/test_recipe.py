@@ -184,13 +184,17 @@ def test_another_model_is_refused_and_nothing_written(mlp_workdir):
     assert _listing(mlp_workdir) == before
 
 
-def test_other_epochs_are_refused(mlp_workdir):
-    from save_checkpoint import train
+def test_a_study_rerun_with_other_epochs_is_refused(mlp_workdir):
+    # As `bash run.sh --epochs=2 ...` on the workdir: the study stops at its training
+    # stage, with that stage's line and exit code, before anything is written.
     before = _listing(mlp_workdir)
-    with pytest.raises(errors.UsageError, match=r"population dense_0 .* another recipe: "
-                       r"--epochs=1 there, --epochs=2 in this run; "):
-        train.run(workdir=mlp_workdir, dataset="digits", model="mlp", width=8,
-                  sparsities=[0], seeds=1, epochs=2, batch_size=64)
+    flags = [f for f in MLP_FLAGS if not f.startswith("--epochs")]
+    result = run_stage("pie.stages.study", f"--workdir={mlp_workdir}", *flags, "--epochs=2",
+                       "--extra_methods=none", check=False)
+    assert result.returncode == 2
+    assert (f"error: population dense_0 of {Workdir(mlp_workdir).manifest} was trained with "
+            "another recipe: --epochs=1 there, --epochs=2 in this run; train this recipe "
+            "into another workdir, or rerun with the population's flags\n") in result.stdout
     assert _listing(mlp_workdir) == before
 
 
