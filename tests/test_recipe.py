@@ -220,7 +220,7 @@ def test_made_from_parent_carries_the_parents_recipe(mlp_workdir):
     assert settings["parent_recipe"] == manifest.loc["dense_0_seed0", "recipe"]
     assert settings["method"] == "m_by_n" and settings["m_by_n"] == "2,4"
     assert manifest.loc["m_by_n_0.5_seed0", "recipe"] == recipes.digest(settings)
-    # Another N:M pattern of the same population is refused.
+    # Other fine-tuning for the same population is refused.
     with pytest.raises(errors.UsageError, match=r"population m_by_n_0.5 .* --finetune_epochs=1 "
                        r"there, --finetune_epochs=2 in this run"):
         train.run(workdir=mlp_workdir, dataset="digits", model="mlp", width=8,
