@@ -32,6 +32,7 @@ from absl import flags
 
 import pie  # noqa: F401  (the package's environment switches, before anything else)
 from pie.analysis import robustness, stage_io
+from pie.compress import recipes
 from pie.io import cli, journal, records
 from pie.io.workdir import ROBUSTNESS_DIR, Workdir
 from pie.io.progress import Progress
@@ -169,6 +170,7 @@ def run(workdir, delta=0.5, force=False, monotone=False):
     check_inputs(workdir, delta)
     manifest = records.read_manifest(workdir)
     stage_io.require_dense(manifest, workdir)
+    recipes.check_one_per_population(manifest, Workdir(workdir).manifest)
     files = prediction_files(workdir, manifest)
     wd = Workdir(workdir)
     clean_dir = wd.predictions_dir(records.CLEAN, SPLIT)

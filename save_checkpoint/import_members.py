@@ -33,6 +33,7 @@ import time
 from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pie.compress import recipes
 from pie.io import cli, records
 from pie.io.progress import Progress
 from pie.io.workdir import Workdir
@@ -202,7 +203,10 @@ def write_member(workdir, candidate, source, dataset, settings):
            "seed": candidate.seed, "dataset": dataset,
            "model": imported.model_label("import", candidate.path), "top1": round(top1, 6),
            "path": candidate.relpath, "model_file": candidate.model_file, "parent_id": ""}
-    meta = dict(row, target_sparsity=settings.sparsity, source_file=os.path.abspath(candidate.path),
+    recipe = recipes.imported_settings(dataset, settings.method, settings.sparsity)
+    row["recipe"] = recipes.digest(recipe)
+    meta = dict(row, recipe_settings=recipe, target_sparsity=settings.sparsity,
+                source_file=os.path.abspath(candidate.path),
                 source_sha256=candidate.sha256, imported=True,
                 wall_time_s=round(time.time() - started, 2), manifest_row=row)
     records.write_text(workdir.member_file(candidate.relpath, "flags"), settings.flags_text)

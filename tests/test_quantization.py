@@ -106,10 +106,23 @@ def quantized(tiny_population, tmp_path_factory):
     shutil.copytree(tiny_population, workdir)
     manifest = records.read_manifest(workdir)
     records.write_csv(Workdir(workdir).manifest, manifest[manifest["seed"] == 0],
-                      records.MANIFEST_COLUMNS)
+                      list(manifest.columns))
     result = run_stage("pie.stages.quantize", f"--workdir={workdir}", "--modes=all",
                        "--representative_images=16")
     return workdir, manifest[manifest["seed"] == 0], result
+
+
+def test_quantized_members_carry_their_source_recipe(quantized):
+    from pie.compress import recipes
+    workdir, originals, _ = quantized
+    manifest = records.read_manifest(workdir).set_index("member_id")
+    dense = originals[originals["method"] == "dense"].iloc[0]
+    meta = records.read_json(Workdir(workdir).member_file(
+        manifest.loc["quant_float16_0_seed0", "path"], "meta"))
+    assert meta["recipe_settings"] == {"quantize": meta["mode"], "representative_images": 0,
+                                       "parent_recipe": dense["recipe"]}
+    assert manifest.loc["quant_float16_0_seed0", "recipe"] == recipes.digest(
+        meta["recipe_settings"])
 
 
 def test_stage_adds_one_member_per_source_and_mode(quantized):

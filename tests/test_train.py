@@ -77,8 +77,8 @@ def test_lost_manifest_row_is_recovered(tiny_population, tmp_path):
     import shutil
     shutil.copytree(tiny_population, workdir)
     manifest = records.read_manifest(workdir)
-    records.write_csv(Workdir(workdir).manifest, manifest.iloc[:3], records.MANIFEST_COLUMNS,
-                      record=False)  # as add_manifest_rows writes it
+    records.write_csv(Workdir(workdir).manifest, manifest.iloc[:3], list(manifest.columns),
+                      record=False)  # as add_manifest_rows writes it (with its extra columns)
     result = run_stage("save_checkpoint.train", f"--workdir={workdir}", *TINY_POPULATION_FLAGS)
     assert "4 already finished, 0 to train" in result.stdout
     pd.testing.assert_frame_equal(records.read_manifest(workdir), manifest)

@@ -12,6 +12,7 @@ import numpy as np
 from absl import flags
 
 from pie.analysis import pie_labels, stats
+from pie.compress import recipes
 from pie.io import cli, records
 from pie.io.workdir import Workdir
 
@@ -130,6 +131,7 @@ def population_manifest(workdir):
         raise records.ContractError(
             f"dense members of {manifest_path} list sparsities "
             f"{sorted(dense_sparsities)}: the dense population is one, with sparsity 0")
+    recipes.check_one_per_population(manifest, manifest_path)
     return manifest
 
 

@@ -30,6 +30,29 @@ WORKER_FIELDS = ("workers", "threads", "seed_slice")
 
 option = cli.option
 
+# What each field is (pie.compress.recipes; tests/test_recipe.py checks that every
+# field is named exactly once). A member's *recipe* is what its trained weights
+# depend on: every member's RECIPE_FIELDS, plus PRUNED_RECIPE_FIELDS for members of a
+# method other than dense, plus the method's own `option_fields` (of
+# METHOD_OPTION_FIELDS). EXECUTION_FIELDS change only speed or the order of float
+# sums: recorded in meta.json, never part of the recipe. RUN_FIELDS say which
+# members a run trains and where, or only check input.
+RECIPE_FIELDS = (
+    "dataset", "label_attribute", "label_offset", "augment", "toy_noise", "toy_seed",
+    "model", "width", "epochs", "steps_per_epoch", "batch_size", "optimizer",
+    "learning_rate", "lr_schedule", "warmup_epochs", "lr_decay_epochs", "lr_decay_factor",
+    "weight_decay", "weight_decay_mode", "lr_per_256", "precision", "label_smoothing",
+    "init_from")
+PRUNED_RECIPE_FIELDS = (
+    "method", "protocol", "prune_schedule", "finetune_epochs",
+    "reference_samples_per_class", "schedule", "initial_sparsity", "begin_step", "end_step",
+    "frequency", "power", "prune_classifier")
+METHOD_OPTION_FIELDS = ("m_by_n", "clusters", "parent_method", "student_model",
+                        "student_width", "temperature", "alpha")
+EXECUTION_FIELDS = ("data_dir", "steps_per_execution", "eval_batch_size", "jit_compile",
+                    "strategy", "tpu", "share_graphs", "workers", "threads")
+RUN_FIELDS = ("workdir", "sparsities", "seeds", "shard", "seed_slice", "allow_chance")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:

@@ -39,6 +39,11 @@ class FromParent(methods.Method):
                         & (manifest["model"] == config.model_name())]
         return rows.iloc[0].to_dict() if len(rows) else None
 
+    def parent_population(self, config, member):
+        """The key of the population the member's parent belongs to (its recipe
+        digest is part of the member's, pie.compress.recipes)."""
+        return records.variant_key(methods.DENSE, 0)
+
     def planned_parent(self, config, member):
         """Whether this run trains the member's parent before it (the dense member)."""
         return 0 in config.levels
@@ -153,10 +158,11 @@ def finish_tflite(trainer, member, model, workdir, started, parent):
            "measured_sparsity": round(zeros / total if total else 0.0, 6), "seed": member.seed,
            "dataset": config.dataset, "model": config.model_name(), "top1": round(top1, 6),
            "path": member.relpath, "model_file": model_file,
-           "parent_id": parent["member_id"]}
+           "parent_id": parent["member_id"], "recipe": trainer.recipe(member)[0]}
     meta = dict(row, target_sparsity=member.sparsity, keras_file=keras_file,
                 file_bytes=len(content), epochs=trainer.epochs(member),
                 wall_time_s=round(time.time() - started, 2), parent_top1=parent["top1"],
+                **trainer.recipe_meta(member),
                 versions=training.package_versions(), manifest_row=row)
     records.write_text(workdir.member_file(member.relpath, "flags"), config.flags_text())
     shutil.rmtree(workdir.member_file(member.relpath, "checkpoint"), ignore_errors=True)

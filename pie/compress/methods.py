@@ -14,6 +14,8 @@ trainer (pie.compress.trainer) asks of a method is on `Method`:
   check       the measured sparsity meets the target (a PruningError otherwise).
   check_config   fails on bad values of the method's own flags (every registered
               method checks every TrainConfig, so a bad flag fails whatever --method).
+  option_fields  the TrainConfig fields of the method's own options (part of its
+              members' recipe, pie.compress.recipes).
   keeps_zero_level  members at sparsity 0 are the method's own (qat, cluster,
               distill remove no weights), not the dense population.
   trains_members  the method makes each member itself from a finished member of the
@@ -53,6 +55,9 @@ class Method:
     trains_members = False
     # Scores weights on the reference samples; False: data-free (by |w| alone).
     needs_data = True
+    # The TrainConfig fields of this method's own options (config.METHOD_OPTION_FIELDS):
+    # part of its members' recipe (pie.compress.recipes).
+    option_fields = ()
 
     def check_config(self, config):
         """Fails (UsageError) on bad values of this method's own flags in `config`."""

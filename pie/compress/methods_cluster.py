@@ -19,6 +19,7 @@ def distinct_values(kernel):
 
 class Clustering(from_parent.FromParent):
     name = "cluster"
+    option_fields = ("clusters",)
     description = "weight clustering (tfmot cluster_weights, k-means++), from the dense member"
     keeps_zero_level = True
     in_graph = True

@@ -78,6 +78,7 @@ def _distiller(student, teacher, temperature, alpha):
 
 class Distillation(from_parent.FromParent):
     name = "distill"
+    option_fields = ("student_model", "student_width", "temperature", "alpha")
     description = "a smaller student distilled from the dense member (soft targets)"
     keeps_zero_level = True
     in_graph = True  # the distillation step is all in the graph: an epoch a call

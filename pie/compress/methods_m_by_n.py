@@ -56,6 +56,7 @@ def follows_pattern(kernel, m_by_n):
 
 class MByN(from_parent.FromParent):
     name = "m_by_n"
+    option_fields = ("m_by_n",)
     description = "N:M structured sparsity (tfmot sparsity_m_by_n), from the dense member"
 
     def check_config(self, config):

@@ -44,6 +44,7 @@ class QuantizationAware(from_parent.FromParent):
 
 class PruningPreservingQAT(QuantizationAware):
     name = "pqat"
+    option_fields = ("parent_method",)
     description = ("pruning-preserving quantization-aware training from a pruned member "
                    "(--parent_method), its zeros kept")
     keeps_zero_level = False
@@ -59,6 +60,9 @@ class PruningPreservingQAT(QuantizationAware):
                 f"--method=pqat quantizes pruned members: --sparsities must be the pruned "
                 f"parents' (> 0) and --parent_method a pruning method, got "
                 f"--sparsities='{config.sparsities}' --parent_method={config.parent_method}")
+
+    def parent_population(self, config, member):
+        return records.variant_key(config.parent_method, member.sparsity)
 
     def parent_row(self, config, member, manifest):
         rows = manifest[(manifest["method"] == config.parent_method)

@@ -17,7 +17,7 @@ import time
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.compress import history, lineage, methods, population, precision, pruning, schedules
-from pie.compress import training
+from pie.compress import recipes, training
 from pie.compress import workers as worker_processes
 from pie.data import sources
 from pie.io import records
@@ -29,8 +29,11 @@ from pie.models import builders, imported, loading, predict
 class Trainer:
     """Trains members one by one with one recipe (`config`); keeps the population's timing."""
 
-    def __init__(self, config, source, strategy, steps_per_epoch, members_total, parents=None):
+    def __init__(self, config, source, strategy, steps_per_epoch, members_total, parents=None,
+                 planned_recipes=None):
         self.config = config
+        # {population key: (digest, settings)}: this run's recipes (recipes.check_run).
+        self.planned_recipes = dict(planned_recipes or {})
         self.source = source
         self.parents = parents or {}  # member_id -> lineage.Parent (or None: fresh start)
         self.strategy = strategy
@@ -49,6 +52,22 @@ class Trainer:
 
     def parent(self, member):
         return self.parents.get(member.member_id)
+
+    def recipe(self, member):
+        """(digest, settings) of the member's recipe (pie.compress.recipes)."""
+        key = records.variant_key(member.method, member.sparsity)
+        if key not in self.planned_recipes:
+            self.planned_recipes.update(recipes.plan(self.config, [member]))
+        return self.planned_recipes[key]
+
+    def recipe_meta(self, member):
+        """meta.json's record of the member's recipe and execution settings."""
+        meta = {"recipe_settings": self.recipe(member)[1],
+                "execution": recipes.execution_settings(self.config)}
+        if self.config.init_from:
+            meta["init_from_sha256"] = recipes.file_digest(
+                lineage.init_path(self.config.init_from, member.seed))
+        return meta
 
     def prunes_once(self, member):
         """Pruned once from a finished network (then fine-tuned), not during training."""
@@ -378,7 +397,7 @@ class Trainer:
                "sparsity": member.sparsity, "measured_sparsity": round(overall, 6),
                "seed": member.seed, "dataset": config.dataset, "model": config.model_name(),
                "top1": None, "path": member.relpath, "model_file": model_file,
-               "parent_id": parent_id or ""}
+               "parent_id": parent_id or "", "recipe": self.recipe(member)[0]}
         if unit_sparsity:
             row["measured_unit_sparsity"] = round(unit_sparsity["overall"], 6)
         meta = dict(row, target_sparsity=member.sparsity,
@@ -391,7 +410,7 @@ class Trainer:
                     protocol=config.protocol, prune_schedule=config.prune_schedule,
                     **config.recipe.settings(), precision=config.precision,
                     jit_compile=config.jit_compile,
-                    parent_file=parent_file,
+                    parent_file=parent_file, **self.recipe_meta(member),
                     versions=training.package_versions(),
                     manifest_row=row)
         with records.atomic_path(workdir.path(model_file)) as tmp:
@@ -552,6 +571,8 @@ def _train_planned(config, worker_module, sparsities, order, members, todo, work
                           cache_dir=config.workdir)
     # Saved resolved, so flags.txt says which views the members were trained on.
     config = config.replace(augment=source.resolve_augment(config.augment))
+    # A population is trained with one recipe: another one stops here, nothing written.
+    planned_recipes = recipes.check_run(config, members)
     if config.seed_range == (0, 1):  # once: not again in each --workers worker
         print(sources.found_line(source), flush=True)
     if config.steps_per_epoch:
@@ -563,7 +584,8 @@ def _train_planned(config, worker_module, sparsities, order, members, todo, work
     check_init_models(config, source)
     parents = lineage.parents(sparsities, config.seeds, config.method, config.protocol,
                               config.prune_schedule, config.init_from)
-    trainer = Trainer(config, source, strategy, steps_per_epoch, len(members), parents)
+    trainer = Trainer(config, source, strategy, steps_per_epoch, len(members), parents,
+                      planned_recipes)
     trainer.check_settings(sparsities)
 
     import tensorflow as tf

@@ -42,6 +42,9 @@ PREDICTION_COLUMNS = [
 # Written when present: top5 (more than 5 classes), distribution (shifted sets).
 OPTIONAL_PREDICTION_COLUMNS = ["top5", "distribution"]
 DENSE_METHOD = "dense"
+# Extra column: the member's recipe digest (pie.compress.recipes), empty when unknown.
+RECIPE_COLUMN = "recipe"
+RECIPE_DIGEST = re.compile(r"^[0-9a-f]{12}$")
 MAX_SEED = 2**31 - 1  # a manifest seed: the int32 range every seeding API (numpy, TF) takes
 QUANTIZED_PREFIX = "quant_"  # methods of post-training quantized members
 
@@ -601,6 +604,11 @@ def validate_manifest(frame, workdir, path):
         bad(position, f"seed {_shown(frame['seed'].iloc[position])} is not an integer in "
                       f"[0, {MAX_SEED}]")
     frame["seed"] = seeds.astype(np.int64)
+    if RECIPE_COLUMN in frame.columns:
+        for position, value in enumerate(frame[RECIPE_COLUMN]):
+            if isinstance(value, str) and value and not RECIPE_DIGEST.match(value):
+                bad(position, f"recipe {value!r} is not a recipe digest (12 hex digits, or "
+                              "empty when unknown)")
     twice = frame["member_id"].duplicated()
     if twice.any():
         bad(int(np.flatnonzero(twice)[0]), "member_id listed twice: every member is one row")
@@ -624,8 +632,9 @@ def read_manifest(workdir, required=True):
             raise ContractError(
                 f"no population manifest at {path}: run save_checkpoint.train first")
         return pd.DataFrame(columns=MANIFEST_COLUMNS)
-    frame = validate_manifest(read_csv(path, MANIFEST_COLUMNS, check_record=False),
-                              workdir, path)
+    # The recipe digest is text, whatever its hex digits look like (1234e56789ab).
+    frame = validate_manifest(read_csv(path, MANIFEST_COLUMNS, check_record=False,
+                                       dtype={RECIPE_COLUMN: str}), workdir, path)
     return frame.sort_values("member_id", kind="stable").reset_index(drop=True)
 
 

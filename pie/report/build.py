@@ -79,7 +79,8 @@ def render_html(context, rendered_sections):
              f"{len(manifest)} members in {len(context.variants)} populations")
     template = _environment().get_template("report.html.j2")
     return template.render(
-        title=title, sections=rendered_sections, workdir=context.workdir,
+        title=title, recipes=context.recipe_words, sections=rendered_sections,
+        workdir=context.workdir,
         built=datetime.datetime.now().isoformat(timespec="seconds"))
 
 

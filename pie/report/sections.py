@@ -15,14 +15,15 @@ from typing import Callable, Tuple
 import numpy as np
 import pandas as pd
 
+from pie import commands
 from pie.analysis import (noise_floor, noise_potential, per_class, pie_labels, robustness,
                           sis, stats, subgroups)
-from pie import commands
+from pie.compress import recipes
+from pie.data import toy_data
 from pie.io import csv_text, records
 from pie.io.workdir import FILES, Workdir
-from pie.data import toy_data
-from pie.stages import cost as cost_stage
 from pie.report import plots
+from pie.stages import cost as cost_stage
 
 DASH = "—"  # a value whose input is missing
 NOT_APPLICABLE = "n/a"  # a value that does not apply (or is undefined)
@@ -83,6 +84,10 @@ class Context:
         self.manifest["key"] = [records.variant_key(m, s) for m, s in
                                 zip(self.manifest["method"], self.manifest["sparsity"])]
         self.variants = variant_table(self.manifest)
+        # Each population's training recipe in words (the header), in variant order.
+        known = recipes.population_words(workdir)
+        self.recipe_words = [(label, known.get(key, recipes.words(None)))
+                             for key, label in zip(self.variants["key"], self.variants["label"])]
         self.colors = plots.method_colors(self.variants["method"])
         self._tables = {}
         self.warnings = []  # what was left out and why; the build logs them

@@ -23,6 +23,7 @@ from absl import flags
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.io import cli, records, shards
 from pie.compress import quantize as pq
+from pie.compress import recipes
 from pie.io.workdir import Workdir
 from pie.io.progress import Progress
 from pie.models import loading
@@ -143,7 +144,11 @@ class Converter:
                "measured_sparsity": job.source["measured_sparsity"], "seed": job.seed,
                "dataset": job.source["dataset"], "model": job.source["model"],
                "top1": round(top1, 6), "path": job.relpath, "model_file": job.model_file}
-        meta = dict(row, mode=job.mode.name, source_member_id=job.source["member_id"],
+        recipe = recipes.quantized_settings(
+            job.mode.name, self.n_representative if job.mode.full_int8 else 0,
+            recipes.row_digest(job.source))
+        row["recipe"] = recipes.digest(recipe)
+        meta = dict(row, recipe_settings=recipe, mode=job.mode.name, source_member_id=job.source["member_id"],
                     source_top1=job.source["top1"],
                     representative_images=self.n_representative if job.mode.full_int8 else 0,
                     file_bytes=len(content), wall_time_s=round(time.time() - started, 2),
