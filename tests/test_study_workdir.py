@@ -82,6 +82,25 @@ def test_the_flags_not_given_are_the_workdirs(tmp_path):
     assert study_workdir.follow(agreed, study.define_flags).data_dir == "/moved"
 
 
+def test_the_rest_of_the_recipe_is_followed_where_flags_txt_has_it(tmp_path):
+    """A population trained at batch 32 with a step schedule: a study run again without
+    those flags trains that recipe (not the defaults, which training would refuse);
+    a recipe flag an older flags.txt lacks keeps its default."""
+    lines = TRAIN_LINES + ["--batch_size=32", "--lr_schedule=step", "--lr_decay_epochs=2"]
+    workdir = population(tmp_path, [("dense", 0, 0, lines)])
+    followed = study_workdir.follow(study_flags(workdir), study.define_flags)
+    defaults = study_flags(str(tmp_path / "new"))
+    assert (followed.batch_size, followed.lr_schedule, followed.lr_decay_epochs) == \
+        (32, "step", "2")
+    assert not any(line.startswith("--optimizer=") for line in lines)
+    assert followed.optimizer == defaults.optimizer
+    assert {"--batch_size=32", "--lr_schedule=step"} <= set(study.train_args(followed))
+    with pytest.raises(errors.UsageError) as raised:
+        study_workdir.follow(study_flags(workdir, "--batch_size=64"), study.define_flags)
+    assert str(raised.value).startswith(
+        f"--batch_size=64 contradicts --workdir={workdir}: its population has --batch_size=32")
+
+
 def test_a_given_flag_that_contradicts_the_workdir_is_one_line(tmp_path):
     workdir = population(tmp_path, [("dense", 0, 0, TRAIN_LINES)])
     source = os.path.join("checkpoints", "dense", "sparsity_0", "seed_0", "flags.txt")

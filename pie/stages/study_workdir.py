@@ -11,6 +11,7 @@ fixes; `follow` applies it to the study's settings.
 import collections
 import os
 
+from pie.compress import config
 from pie.io import cli, records, safe_paths
 from pie.io.workdir import Workdir
 
@@ -21,6 +22,11 @@ DATASET_FLAGS = ("dataset", "label_attribute", "label_offset", "toy_noise", "toy
 MOVABLE_FLAGS = ("data_dir",)
 # The population's flags, from the last training run's flags.txt (absent there: None).
 POPULATION_FLAGS = ("model", "width", "method", "sparsities", "seeds", "epochs")
+# The rest of its recipe (pie.compress.config): followed where its flags.txt has the
+# line (a workdir of an older version may not), so that a study run again without
+# them trains the same recipe, not the defaults (which training would refuse).
+RECIPE_FLAGS = tuple(name for name in config.RECIPE_FIELDS + config.PRUNED_RECIPE_FIELDS
+                     if name not in DATASET_FLAGS + POPULATION_FLAGS)
 # A flags.txt of the training stage has these lines (quantize's and import_members'
 # flags.txt have not): it says how the population was trained.
 TRAINING_RUN_LINES = ("model", "seeds", "sparsities")
@@ -50,7 +56,7 @@ def recorded_flags(workdir):
     run = last_training_run(workdir)
     if run is not None:
         path, lines = run
-        for name in POPULATION_FLAGS:
+        for name in POPULATION_FLAGS + tuple(n for n in RECIPE_FLAGS if n in lines):
             recorded[name] = Recorded(_parsed(name, lines.get(name), path),
                                       workdir.relative(path))
     return recorded
