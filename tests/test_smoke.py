@@ -135,6 +135,19 @@ def test_the_imagenet_fixture_reads_as_a_tfrecord_folder(tmp_path):
     assert np.bincount(labels).tolist() == [smoke.FIXTURE_IMAGES_PER_CLASS] * 4
 
 
+def test_a_linked_smoke_data_folder_is_refused(tmp_path):
+    workdir, elsewhere = tmp_path / "w", tmp_path / "elsewhere"
+    workdir.mkdir()
+    elsewhere.mkdir()
+    os.symlink(elsewhere, workdir / "smoke_data")
+    shrunk, _ = smoke.shrink(config_settings(config("hooker_cifar10_wrn.cfg"), str(workdir)))
+    with pytest.raises(cli.UsageError) as raised:
+        smoke.write_data(shrunk)
+    assert str(raised.value) == (f"'{workdir / 'smoke_data'}' is a symbolic link; --smoke "
+                                 "writes its miniature data there itself: remove it")
+    assert not os.listdir(elsewhere)
+
+
 # --- every config's smoke study, end to end (slow: `bash run.sh test -m slow`) --------
 
 # Any download attempt fails at once: the smoke data is local.

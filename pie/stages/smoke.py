@@ -221,6 +221,9 @@ def _replaced(settings, changes):
 def write_data(settings):
     """Writes the smoke data of `settings` (already shrunk) once; a rerun reuses it."""
     workdir = Workdir(settings.workdir)
+    if os.path.islink(workdir.smoke_data_dir):  # a hostile workdir's link is not followed
+        raise cli.UsageError(f"'{workdir.smoke_data_dir}' is a symbolic link; --smoke "
+                             "writes its miniature data there itself: remove it")
     if settings.dataset.startswith("tfrecord:" + workdir.smoke_data_dir):
         folder = settings.dataset[len("tfrecord:"):]
         _once(folder, lambda tmp: write_imagenet_layout(tmp))
