@@ -148,6 +148,16 @@ def test_a_linked_smoke_data_folder_is_refused(tmp_path):
     assert not os.listdir(elsewhere)
 
 
+def test_checking_a_tfds_name_reaches_no_network(monkeypatch):
+    """tfds's community list is fetched from GCS: the name check never asks for it."""
+    import tensorflow_datasets as tfds
+
+    def fetch(*args, **kwargs):
+        raise AssertionError("the community datasets list was fetched")
+    monkeypatch.setattr(tfds.core.community, "community_register", fetch)
+    sources.validate_name("cifar10")
+
+
 # --- every config's smoke study, end to end (slow: `bash run.sh test -m slow`) --------
 
 # Any download attempt fails at once: the smoke data is local.
