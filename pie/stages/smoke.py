@@ -1,4 +1,4 @@
-"""`--smoke`: a study's every stage on a miniature of its data, in a few minutes on a CPU.
+"""`--smoke`: a study's every stage on a miniature of its data, on a CPU.
 
   python -m pie.stages.study --flagfile=configs/hooker_cifar10_wrn.cfg --smoke --workdir=W
 
