@@ -47,7 +47,7 @@ def test_smoke_keeps_the_recipe_and_shrinks_the_rest(path):
     levels = [float(level) for level in shrunk.sparsities.split(",")]
     assert levels[0] == 0 and 2 <= len(levels) <= 3
     assert set(levels) <= {float(level) for level in given.sparsities.split(",")}
-    assert shrunk.strategy == "default" and shrunk.tpu is None
+    assert shrunk.strategy == "default" and shrunk.tpu is None and shrunk.workers == 1
     assert shrunk.severities.count(",") == 0 and shrunk.corruptions.count(",") <= 1
     # Warm-up and a decay step both happen inside the shorter training.
     recipe = schedules.validate(shrunk.lr_schedule, shrunk.warmup_epochs,

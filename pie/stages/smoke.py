@@ -20,7 +20,8 @@ shrinks (`shrink`, one printed line says what changed):
   training     3 epochs of a few steps (batch 4): a warm-up of 1 epoch when the recipe
                has one, one decay step after epoch 2 for --lr_schedule=step; an explicit
                pruning schedule (--begin_step, --end_step, --frequency) is compressed to
-               the same fractions of the shorter training; --strategy=default, no --tpu
+               the same fractions of the shorter training; --strategy=default, no --tpu,
+               one training process (--workers=1)
   model        the width knob of the wide models (resnet18: 8, wrn28_k: 2); resnet50
                has none and runs at the fixture's 32 px
   later stages 2 corruptions at one severity; 8 images of noise similarity and
@@ -170,6 +171,10 @@ def shrink(settings):
         changes["warmup_epochs"] = str(WARMUP_EPOCHS)
     if settings.lr_schedule == "step":
         changes["lr_decay_epochs"] = DECAY_EPOCHS
+    # One training process: a second one's TensorFlow start and model tracing cost more
+    # CPU time than the few steps it would take over.
+    if settings.workers != 1:
+        changes["workers"] = "1"
     if settings.strategy != "default":
         changes["strategy"] = "default"
         changes["tpu"] = ""
