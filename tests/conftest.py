@@ -19,6 +19,23 @@ TINY_POPULATION_FLAGS = [
 ]
 
 
+SLOW_REASON = "slow: run with `bash run.sh test -m slow` (CI's second step)"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: left out of the default run (the suite's "
+                            "time budget); `-m slow` runs them")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests run only when -m names them: the default suite stays in its budget."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=SLOW_REASON))
+
+
 def run_stage(module, *flags, check=True, timeout=600):
     """Runs `python -m module flags...` from the repo root; returns the CompletedProcess."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")

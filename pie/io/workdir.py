@@ -42,6 +42,7 @@ ROBUSTNESS_DIR = "robustness"
 QUANTIZATION_DIR = "quantization"
 REPORT_DIR = "report"
 TOY_DIR = "toy"
+SMOKE_DATA_DIR = "smoke_data"  # pie.stages.smoke: the miniature data of a --smoke study
 CHECKPOINTS_DIR = "checkpoints"
 PREDICTIONS_DIR = "predictions"
 # Prediction files are Parquet; workdirs written before that hold gzip CSV files,
@@ -351,6 +352,11 @@ class Workdir:
     @property
     def toy_dir(self):
         return self.folder(TOY_DIR)
+
+    @property
+    def smoke_data_dir(self):
+        """Where a --smoke study writes its miniature data (pie.stages.smoke)."""
+        return self.folder(SMOKE_DATA_DIR)
 
     def toy_figures(self):
         """The toy study's PNG figures under W/toy, sorted; links are never followed."""

@@ -99,6 +99,10 @@ def define_flags(flag_values=flags.FLAGS):
                       flag_values=flag_values)
     flags.DEFINE_list("skip", [], "Stages not to run: " + ", ".join(STAGE_NAMES) + ".",
                       flag_values=flag_values)
+    flags.DEFINE_bool("smoke", False, "Every stage of this study on a miniature of its "
+                      "data: the same recipe, fewer seeds, levels, epochs and images "
+                      "(pie.stages.smoke; one line says what changed).",
+                      flag_values=flag_values)
 
 
 def train_args(flag_values):
@@ -343,6 +347,10 @@ def execute(settings):
     """The stage, from its parsed flags (cli.Settings)."""
     settings = study_workdir.follow(settings, define_flags)
     validate(settings)
+    if settings.smoke:  # the same study in miniature, its data written first
+        from pie.stages import smoke
+        settings = smoke.prepare(settings)
+        validate(settings)
     started = time.time()
     if os.path.isdir(settings.workdir) and is_up_to_date(settings):
         print(f"== study up to date: the same flags, and nothing in {settings.workdir} changed "
