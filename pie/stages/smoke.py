@@ -322,11 +322,3 @@ def write_imagenet_layout(folder):
 def _bytes(value):
     import tensorflow as tf
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-
-def prepare(settings):
-    """The --smoke study's settings, its line printed and its data written."""
-    smoke, line = shrink(settings)
-    print(line, flush=True)
-    write_data(smoke)
-    return smoke

@@ -345,12 +345,18 @@ def main(argv):
 
 def execute(settings):
     """The stage, from its parsed flags (cli.Settings)."""
-    settings = study_workdir.follow(settings, define_flags)
+    if not settings.smoke:
+        settings = study_workdir.follow(settings, define_flags)
     validate(settings)
     if settings.smoke:  # the same study in miniature, its data written first
         from pie.stages import smoke
-        settings = smoke.prepare(settings)
+        settings, line = smoke.shrink(settings)
         validate(settings)
+        # A smoke workdir is followed as its miniature flags (the same on a rerun);
+        # its data is written only once they are known to agree.
+        settings = study_workdir.follow(settings, define_flags)
+        print(line, flush=True)
+        smoke.write_data(settings)
     started = time.time()
     if os.path.isdir(settings.workdir) and is_up_to_date(settings):
         print(f"== study up to date: the same flags, and nothing in {settings.workdir} changed "
