@@ -19,7 +19,7 @@ TINY_POPULATION_FLAGS = [
 ]
 
 
-SLOW_REASON = "slow: run with `bash run.sh test -m slow` (CI's second step)"
+SLOW_REASON = "slow: run with `bash run.sh test -m slow`"
 
 
 def pytest_configure(config):
