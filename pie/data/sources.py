@@ -379,8 +379,9 @@ def _absent(name, builder, data_dir):
 
 
 @contextlib.contextmanager
-def _quiet_tfds():
-    """tfds logs a warning per folder it finds without data: the one error line says it."""
+def quiet_tfds():
+    """tfds's log lines (a warning per folder it finds without data, info about the
+    folders it reads and writes) are not the stage's: its own lines say what matters."""
     from absl import logging
     before = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)
@@ -393,7 +394,7 @@ def _quiet_tfds():
 def _tfds(name, data_dir, label_attribute, group_attributes):
     import tensorflow_datasets as tfds
     try:
-        with _quiet_tfds():
+        with quiet_tfds():
             builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # tfds raises its own DatasetNotFoundError
         raise DataError(f"unknown dataset '{name}': {str(error).splitlines()[0]}")
@@ -428,7 +429,7 @@ def _tfds(name, data_dir, label_attribute, group_attributes):
                              shuffle_seed=shuffle_seed if shuffled else SPLIT_SEED,
                              interleave_cycle_length=16 if shuffled else 1))
 
-    with _quiet_tfds():
+    with quiet_tfds():
         if not builder.is_prepared():
             try:  # tfds's test doubles (mock_data) serve data that is not "prepared"
                 next(iter(load(eval_split).take(1)))

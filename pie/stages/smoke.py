@@ -117,20 +117,9 @@ def data_plan(settings):
 
 def _tfds_features(name):
     import tensorflow_datasets as tfds
-    with _quiet_tfds():
+    from pie.data import sources
+    with sources.quiet_tfds():
         return tfds.builder(name).info.features
-
-
-@contextlib.contextmanager
-def _quiet_tfds():
-    """tfds's info lines about the folders it writes and reads are not the study's."""
-    from absl import logging
-    before = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)
-    try:
-        yield
-    finally:
-        logging.set_verbosity(before)
 
 
 def _split_size(features):
@@ -264,7 +253,7 @@ def write_mock_tfds(name, data_dir):
     import tensorflow_datasets as tfds
     from tensorflow_datasets.testing import mocking
     from pie.data import sources
-    with _quiet_tfds():
+    with sources.quiet_tfds():
         builder = tfds.builder(name, data_dir=data_dir)
     features = builder.info.features
     folder = builder.data_dir
@@ -285,7 +274,7 @@ def write_mock_tfds(name, data_dir):
                     for number, attribute in enumerate(sorted(example["attributes"])):
                         example["attributes"][attribute] = bool((position >> (number % 3)) & 1)
                 writer.write(features.serialize_example(example))
-    with _quiet_tfds(), contextlib.redirect_stdout(io.StringIO()):
+    with sources.quiet_tfds(), contextlib.redirect_stdout(io.StringIO()):
         tfds.folder_dataset.write_metadata(data_dir=folder, features=features,
                                            check_data=False)
 

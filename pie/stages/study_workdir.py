@@ -16,21 +16,21 @@ from pie.io import cli, records, safe_paths
 from pie.io.workdir import Workdir
 
 # dataset.json keys that are the training stage's flags of the same name.
-DATASET_FLAGS = ("dataset", "label_attribute", "label_offset", "toy_noise", "toy_seed")
+FROM_DATASET_JSON = ("dataset", "label_attribute", "label_offset", "toy_noise", "toy_seed")
 # Taken from dataset.json when not given, but a given one is kept: a data folder
 # can move without the data changing.
-MOVABLE_FLAGS = ("data_dir",)
+MOVABLE = ("data_dir",)
 # The population's flags, from the last training run's flags.txt (absent there: None).
-POPULATION_FLAGS = ("model", "width", "method", "sparsities", "seeds", "epochs")
+POPULATION = ("model", "width", "method", "sparsities", "seeds", "epochs")
 # The rest of its recipe (pie.compress.config): followed where its flags.txt has the
 # line (a workdir of an older version may not), so that a study run again without
 # them trains the same recipe, not the defaults (which training would refuse).
-RECIPE_FLAGS = tuple(name for name in config.RECIPE_FIELDS + config.PRUNED_RECIPE_FIELDS
-                     if name not in DATASET_FLAGS + POPULATION_FLAGS)
+REST_OF_RECIPE = tuple(name for name in config.RECIPE_FIELDS + config.PRUNED_RECIPE_FIELDS
+                     if name not in FROM_DATASET_JSON + POPULATION)
 # A flags.txt of the training stage has these lines (quantize's and import_members'
 # flags.txt have not): it says how the population was trained.
 TRAINING_RUN_LINES = ("model", "seeds", "sparsities")
-MAX_FLAGS_FILE_BYTES = 1_000_000
+MAX_FLAG_FILE_BYTES = 1_000_000
 
 Recorded = collections.namedtuple("Recorded", "value source")
 
@@ -47,7 +47,7 @@ def recorded_flags(workdir):
     source = workdir.relative(workdir.dataset_config)
     # A key left out (a workdir of an older version) fixes nothing; toy_seed null is 0,
     # as the stages read it (pie.data.sources.load_for_workdir).
-    recorded = {name: Recorded(config[name], source) for name in DATASET_FLAGS
+    recorded = {name: Recorded(config[name], source) for name in FROM_DATASET_JSON
                 if name in config}
     if "toy_seed" in recorded and recorded["toy_seed"].value is None:
         recorded["toy_seed"] = Recorded(0, source)
@@ -56,7 +56,7 @@ def recorded_flags(workdir):
     run = last_training_run(workdir)
     if run is not None:
         path, lines = run
-        for name in POPULATION_FLAGS + tuple(n for n in RECIPE_FLAGS if n in lines):
+        for name in POPULATION + tuple(n for n in REST_OF_RECIPE if n in lines):
             recorded[name] = Recorded(_parsed(name, lines.get(name), path),
                                       workdir.relative(path))
     return recorded
@@ -89,7 +89,7 @@ def _flag_lines(path):
     """{name: text} of the `--name=value` lines of a flags.txt (nothing else read:
     a workdir is untrusted, its --flagfile lines are not followed)."""
     with safe_paths.open_regular(path, encoding="utf-8", errors="replace") as handle:
-        text = handle.read(MAX_FLAGS_FILE_BYTES)
+        text = handle.read(MAX_FLAG_FILE_BYTES)
     lines = {}
     for line in text.splitlines():
         if line.startswith("--") and "=" in line:
@@ -145,7 +145,7 @@ def follow(settings, define_flags):
         if not settings.present(name):
             if settings.as_dict()[name] != entry.value:
                 changes[name] = entry.value
-        elif name not in MOVABLE_FLAGS and \
+        elif name not in MOVABLE and \
                 comparable(name, getattr(settings, name)) != comparable(name, entry.value):
             raise cli.UsageError(contradiction(settings.workdir, name,
                                                getattr(settings, name), entry))
