@@ -480,8 +480,12 @@ def test_report_shows_the_fit_the_noise_potential_and_which_selection(tmp_path):
             "last-removed features of 196 that alone keeps its confidence in its predicted "
             "class at or above 0.9; 3 image x pair rows had no such subset"
             ) in sections._selection_note(sis_table)
-    # a file written before --method=ranking existed: "sis" then meant the ranking
-    assert sections._selection_note(features.assign(selection="sis")).startswith(
-        "Features ranked by backward selection at threshold 0")
+    # A table of an older version, without the columns --method added, is refused:
+    # the report reads only the writer's whole schema (rerun the stage).
+    records.write_csv(path, features.drop(columns=["sis_threshold", "no_sis"]))
+    with pytest.raises(records.ContractError, match=r"lacks columns \['sis_threshold', "
+                       r"'no_sis'\]: rerun the stage that writes it"):
+        page()
+    records.write_csv(path, features)
     os.remove(os.path.join(workdir, "robustness", "noise_prune_potential.csv"))
     assert "Noise prune potential not measured" in html.unescape(page()["noise_similarity"][1])

@@ -245,9 +245,9 @@ def make_workdir(workdir, seed=0):
         "conf_own_mask": [0.8, 0.7, 0.85], "conf_other_mask": [0.6, 0.5, 0.7],
         "reference_conf_own_mask": [0.85, 0.85, 0.8],
         "reference_conf_other_mask": [0.7, 0.6, 0.75], "n_pairs": [3, 3, 3],
-        "images": [50, 50, 50], "fraction": [0.1, 0.1, 0.1], "selection": "sis",
-        "patch": 1, "features": 64, "sis_threshold": 0.9, "no_sis": [0, 1, 0],
-        "reference_no_sis": [0, 0, 0], "features_kept_mean": [6.5, 7.0, 6.0]}))
+        "images": [50, 50, 50], "fraction": [0.1, 0.1, 0.1], "selection": "gradient",
+        "patch": 1, "features": 64, "sis_threshold": np.nan, "no_sis": 0,
+        "reference_no_sis": 0, "features_kept_mean": np.nan}))
     records.write_csv(os.path.join(workdir, "quantization", "cost.csv"), _cost(manifest, rng))
     os.makedirs(os.path.join(workdir, "toy"))
     records.write_csv(os.path.join(workdir, "toy", "results.csv"), _toy(rng))

@@ -1164,7 +1164,7 @@ def noise_similarity_section(context):
 
 
 def _selection_note(table):
-    """Which method chose the features (files from before --method: the gradient proxy)."""
+    """Which method chose the features (the stage's --method, its `selection` column)."""
     def first(column, default=None):
         return table[column].iloc[0] if column in table.columns and len(table) else default
     selection = first("selection", "gradient")
@@ -1173,8 +1173,6 @@ def _selection_note(table):
     patch = int(first("patch", 1))
     unit = "pixels" if patch == 1 else f"{patch}x{patch} patches"
     features = f" of {int(first('features'))}" if "features" in table.columns else ""
-    if selection == "sis" and "sis_threshold" not in table.columns:
-        selection = "ranking"  # written before --method=ranking: the threshold-0 ranking
     if selection == "sis":
         no_sis = int(table["no_sis"].sum()) if "no_sis" in table.columns else 0
         return (f"Features: each model's sufficient input subset (Carter et al.) over {unit}, "
