@@ -185,16 +185,18 @@ def test_another_model_is_refused_and_nothing_written(mlp_workdir):
 
 
 def test_a_study_rerun_with_other_epochs_is_refused(mlp_workdir):
-    # As `bash run.sh --epochs=2 ...` on the workdir: the study stops at its training
-    # stage, with that stage's line and exit code, before anything is written.
+    # As `bash run.sh --epochs=2 ...` on the workdir: the study, which follows its
+    # workdir (pie.stages.study_workdir), refuses the flag before any stage runs, one
+    # line naming both values; nothing is written.
     before = _listing(mlp_workdir)
     flags = [f for f in MLP_FLAGS if not f.startswith("--epochs")]
     result = run_stage("pie.stages.study", f"--workdir={mlp_workdir}", *flags, "--epochs=2",
                        "--extra_methods=none", check=False)
     assert result.returncode == 2
-    assert (f"error: population dense_0 of {Workdir(mlp_workdir).manifest} was trained with "
-            "another recipe: --epochs=1 there, --epochs=2 in this run; train this recipe "
-            "into another workdir, or rerun with the population's flags\n") in result.stdout
+    source = os.path.join("checkpoints", "dense", "sparsity_0", "seed_0", "flags.txt")
+    assert error_lines(result) == [
+        f"error: --epochs=2 contradicts --workdir={mlp_workdir}: its population has "
+        f"--epochs=1 ({source}); leave --epochs out or use another --workdir"]
     assert _listing(mlp_workdir) == before
 
 
