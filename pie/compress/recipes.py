@@ -37,15 +37,6 @@ def digest(settings):
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:DIGEST_CHARS]
 
 
-def file_digest(path):
-    """A file's SHA-256 (hex)."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
-
-
 def init_from_value(init_from):
     """--init_from in a recipe: its file's SHA-256; a per-seed pattern is named as
     given (each member's meta.json holds its own file's digest, `init_from_sha256`)."""
@@ -54,7 +45,7 @@ def init_from_value(init_from):
         return None
     if lineage.SEED_FIELD in init_from:
         return f"per-seed files {init_from}"
-    return "sha256:" + file_digest(init_from)
+    return "sha256:" + records.file_sha256(init_from)
 
 
 def member_settings(config, method_name, init_from=None, parent=None):

@@ -65,7 +65,7 @@ class Trainer:
         meta = {"recipe_settings": self.recipe(member)[1],
                 "execution": recipes.execution_settings(self.config)}
         if self.config.init_from:
-            meta["init_from_sha256"] = recipes.file_digest(
+            meta["init_from_sha256"] = records.file_sha256(
                 lineage.init_path(self.config.init_from, member.seed))
         return meta
 

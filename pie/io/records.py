@@ -187,7 +187,8 @@ UNKNOWN_WRITER = "unknown"
 _WRITERS = []  # stages named by writing_as, innermost last
 
 
-def _sha256(path):
+def file_sha256(path):
+    """A file's SHA-256 (hex), read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -264,7 +265,7 @@ def file_record(path, rows=None):
     """The record of a file as it is now: bytes, modification time, SHA-256 (rows)."""
     status = os.stat(path)
     record = {"bytes": status.st_size, "mtime_ns": status.st_mtime_ns,
-              "sha256": _sha256(path)}
+              "sha256": file_sha256(path)}
     if rows is not None:
         record["rows"] = int(rows)
     return record
@@ -389,7 +390,7 @@ def mismatch(path, record, content=None):
     if stat is not None and stat.st_mtime_ns == record.get("mtime_ns"):
         return None  # the file as written (same size and modification time): not hashed
     digest = (hashlib.sha256(content).hexdigest() if content is not None
-              else _sha256(path))
+              else file_sha256(path))
     return None if digest == record.get("sha256") else "now another SHA-256, same size"
 
 

@@ -39,7 +39,6 @@ Run as `python -m pie.models.tflite_child <path> <threads>` (runner) or with
 protocol only (fd 1 is pointed at stderr, where the runtime logs).
 """
 import atexit
-import hashlib
 import json
 import os
 import select
@@ -226,18 +225,12 @@ class Runner:
 _PROBED = {}
 
 
-def file_digest(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def probe(path, num_threads=None):
     """Raises ChildError unless a child opened and ran the model on the probe inputs;
     cached by (SHA-256 of the file, threads)."""
-    key = (file_digest(path), num_threads or 0)
+    from pie.io import records  # (pandas: the stage's, never the zygote's)
+    key = (records.file_sha256(path), num_threads or 0)
     if key not in _PROBED:
         with tempfile.TemporaryFile() as stderr:
             child = ForkedChild(["--probe", path, str(num_threads or 0)], stderr)
