@@ -251,8 +251,7 @@ def run(workdir, images=200, fraction=0.1, seed=0, batch_size=256, force=False,
     key = {"options": options, "inputs": stage_io.fingerprint(workdir, inputs)}
     with shards.gathered(wd.path(OUT_DIR), STAGE, shard, key, part) as parts:
         if parts is None:
-            print(f"informative_features: rows of shard {shard[0]}/{shard[1]} kept; the "
-                  f"last shard to finish writes {outputs[0]}", flush=True)
+            print(shards.kept_line(STAGE, shard, outputs[0]), flush=True)
             return False
         # In pair order, as one run makes them (shards' rows come shard by shard).
         per_image = shards.concat(parts["per_image"], PER_IMAGE_COLUMNS)

@@ -254,8 +254,7 @@ def run(workdir, eps_values, draws=20, images=500, seed=0, batch_size=256, force
     key = {"options": options, "inputs": stage_io.fingerprint(workdir, inputs)}
     with shards.gathered(wd.path(OUT_DIR), STAGE, shard, key, part) as parts:
         if parts is None:
-            print(f"noise_similarity: rows of shard {shard[0]}/{shard[1]} kept; the last "
-                  f"shard to finish writes {outputs[0]}", flush=True)
+            print(shards.kept_line(STAGE, shard, outputs[0]), flush=True)
             return False
         per_pair = shards.concat(parts["per_pair"], PER_PAIR_COLUMNS).sort_values(
             ["method", "sparsity", "seed", "eps"], kind="stable")

@@ -59,6 +59,12 @@ def describe(shard):
     return "" if shard == UNSHARDED else f" in shard {shard[0]}/{shard[1]}"
 
 
+def kept_line(stage, shard, path):
+    """What a shard that does not complete the set prints: its rows wait in a part."""
+    return (f"{stage}: rows of shard {shard[0]}/{shard[1]} kept; the last shard to finish "
+            f"writes {path}")
+
+
 def flags_text(text):
     """A stage's flags text without --shard: the flags file is one for every shard,
     and the shard changes no result."""

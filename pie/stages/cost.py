@@ -226,8 +226,7 @@ def execute(settings):
     part = {"rows": pd.DataFrame(rows, columns=COST_COLUMNS)}
     with shards.gathered(os.path.dirname(path), STAGE, shard, key, part) as parts:
         if parts is None:
-            print(f"cost: rows of shard {settings.shard} kept; the last shard to finish "
-                  f"writes {path}", flush=True)
+            print(shards.kept_line(STAGE, shard, path), flush=True)
             return 0
         rows = pd.concat(parts["rows"], ignore_index=True).to_dict("records")
         table = pd.DataFrame(rows, columns=COST_COLUMNS).sort_values("member_id", kind="stable")
