@@ -9,20 +9,15 @@ about TASK_BYTES of float32 pixels changes nothing, and the corruptions'
 temporaries stay a few times TASK_BYTES per worker whatever the stack size.
 Workers are spawned, not forked (the stages have TensorFlow loaded), and import
 only this package's numpy / scipy / OpenCV / PIL code; each is one core (no BLAS
-or OpenCV thread pool of its own). They never run the caller's script: multiprocessing's
-spawn re-runs the parent's `__main__` in each child (a script without an
-`if __name__ == "__main__"` guard would train again, and start workers of its own);
-these workers are started as if the parent had no main module (library_context).
+or OpenCV thread pool of its own). They never run the caller's script
+(pie.io.spawn.library_context).
 """
 import concurrent.futures
 import os
-import sys
-import types
-from multiprocessing import context as mp_context
-from multiprocessing import popen_spawn_posix
 
 import numpy as np
 
+from pie.io.spawn import library_context
 from pie.shift import corruptions
 
 # Images per corrupt_batch call (one worker task): about this many bytes of float32
@@ -40,35 +35,6 @@ def resolve_workers(workers):
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be an integer >= 0 (0 = every core), got {workers!r}")
     return workers or os.cpu_count() or 1
-
-
-class _LibraryPopen(popen_spawn_posix.Popen):
-    """Spawns a child whose start-up data names no main module to re-run: spawn reads
-    `sys.modules["__main__"]` while launching, so a bare module stands in for it then."""
-
-    def _launch(self, process_obj):
-        main = sys.modules["__main__"]
-        sys.modules["__main__"] = types.ModuleType("__main__")
-        try:
-            super()._launch(process_obj)
-        finally:
-            sys.modules["__main__"] = main
-
-
-class _LibraryProcess(mp_context.SpawnProcess):
-    @staticmethod
-    def _Popen(process_obj):
-        return _LibraryPopen(process_obj)
-
-
-class _LibraryContext(mp_context.SpawnContext):
-    Process = _LibraryProcess
-
-
-def library_context():
-    """A spawn context whose processes import only what their task needs (its module),
-    never the caller's script: from a plain script, a notebook or standard input."""
-    return _LibraryContext()
 
 
 def _init_worker():

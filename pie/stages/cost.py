@@ -1,7 +1,7 @@
 r"""What every population member costs: parameters, bytes, gzip bytes, latency.
 
   python -m pie.stages.cost --workdir=W [--repeats=50] [--num_threads=1] [--force] \
-      [--shard=i/n]
+      [--workers=2] [--shard=i/n]
 
 Writes `W/quantization/cost.csv`, one row per manifest member (Keras and TFLite):
 
@@ -18,14 +18,23 @@ Writes `W/quantization/cost.csv`, one row per manifest member (Keras and TFLite)
 
 Latency uses the TFLite interpreter with XNNPACK on (its default delegate),
 `--num_threads` threads, `--warmup` untimed calls, then the median of `--repeats`
-timed calls on random inputs. A rerun keeps the rows of members whose model file,
+timed calls on random inputs.
+
+Two phases, in chunks of members: the Keras members' loading, weights-only save and
+float conversion (the slow part: about 10 s for a ResNet-20 on a slow core) run in
+`--workers` processes (pie.compress.conversion_pool; default one per core, at most
+2; 0 = one per core; 1 = in this process), then every member of the chunk is timed
+here, one after the other, while the workers wait: latency is measured uncontended.
+The table does not depend on --workers (tests/test_cost_pool.py). A rerun keeps the rows of members whose model file,
 repeats and threads are unchanged. `--shard=i/n` measures manifest members i, i+n,
 ... only; n shards may run at once, and the last to finish writes cost.csv from
 every shard's rows (pie.io.shards). See docs/quantization.md.
 """
 import os
+import re
 import tempfile
 import time
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -35,6 +44,7 @@ import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.io import cli, errors, records, shards
 from pie.io.workdir import QUANTIZATION_DIR, Workdir
 from pie.io.progress import Progress
+from pie.compress import conversion_pool
 from pie.compress import quantize as pq
 from pie.models import loading
 
@@ -46,6 +56,12 @@ COST_COLUMNS = [
     "gzip_bytes", "latency_ms_batch1", "latency_ms_batch32", "top1", "tflite_bytes",
     "tflite_gzip_bytes", "latency_model", "repeats", "num_threads",
 ]
+# Keras members converted per worker before the chunk is timed: the float files
+# waiting to be timed (a temporary folder) stay a few per worker, progress lines
+# come every chunk, and a chunk's last conversion rarely leaves a worker idle long.
+CHUNK_PER_WORKER = 4
+# The zip entries' date of a weights-only copy (the earliest a zip can hold).
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -59,6 +75,11 @@ def define_flags(flag_values=flags.FLAGS):
                          flag_values=flag_values)
     flags.DEFINE_bool("force", False, "Measure every member again, even with a matching row.",
                       flag_values=flag_values)
+    flags.DEFINE_integer("workers", conversion_pool.default_workers(),
+                         "Processes loading and converting Keras members before they are "
+                         "timed (one at a time, here): 0 = one per core, 1 = in the stage's "
+                         "own process. The table does not depend on it.",
+                         flag_values=flag_values)
     shards.define_flag(flag_values)
 
 
@@ -103,12 +124,29 @@ def inference_model(model):
 
 def weights_only_sizes(model):
     """(bytes, gzip -9 bytes) of `model` saved alone: its config and weights, never an
-    optimizer's slots (an imported file saved compiled holds Adam's two per weight)."""
+    optimizer's slots (an imported file saved compiled holds Adam's two per weight).
+    The copy's dates are set to one value (`undated`), so a rerun gives the same bytes."""
     from pie.compress import training
     with tempfile.TemporaryDirectory(prefix="cost-") as folder:
         path = os.path.join(folder, "weights.keras")
         training.uncompiled(model).save(path)  # a copy without the optimizer
+        undated(path)
         return pq.file_sizes(path)
+
+
+def undated(path):
+    """Rewrites a saved .keras zip with its dates (metadata.json's date_saved, each
+    entry's modification time) set to one value, the same length: the bytes then
+    depend on the model alone, and so does their gzip size."""
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, content in entries:
+            if info.filename == "metadata.json":
+                content = re.sub(rb'("date_saved": ")([^"]*)', lambda match: match.group(1)
+                                 + re.sub(rb"[0-9]", b"0", match.group(2)), content)
+            info.date_time = ZIP_EPOCH
+            archive.writestr(info, content)
 
 
 def latencies(tflite_path, repeats, warmup, num_threads):
@@ -126,8 +164,30 @@ def latencies(tflite_path, repeats, warmup, num_threads):
     return batch1, per_image32
 
 
-def measure(workdir, row, weights, repeats, warmup, num_threads):
-    """The cost row of one manifest member."""
+def converted(member_name, model_path, tflite_path):
+    """What a Keras member costs but its latency, and its float conversion written to
+    `tflite_path` (run in a conversion worker, or in the stage's process): params,
+    nonzero_params, file_bytes, gzip_bytes, tflite_bytes, tflite_gzip_bytes."""
+    try:
+        model = inference_model(loading.load_keras(model_path))
+    except loading.ModelError as error:
+        raise loading.ModelError(f"{member_name}: {error}")
+    params, nonzero = pq.parameter_counts(model)
+    file_bytes, gzip_bytes = weights_only_sizes(model)
+    with open(tflite_path, "wb") as handle:
+        handle.write(pq.convert(model, pq.FLOAT_MODE))
+    tflite_bytes, tflite_gzip = pq.file_sizes(tflite_path)
+    return dict(params=params, nonzero_params=nonzero, file_bytes=file_bytes,
+                gzip_bytes=gzip_bytes, tflite_bytes=tflite_bytes, tflite_gzip_bytes=tflite_gzip)
+
+
+def member_name(row):
+    return f"manifest member {row['member_id']}"
+
+
+def measure(workdir, row, weights, repeats, warmup, num_threads, keras_cost=None):
+    """The cost row of one manifest member; a Keras member's `keras_cost` is what
+    `converted` returned for it (its float TFLite at `keras_cost["tflite_path"]`)."""
     model_path = Workdir(workdir).model_path(row)
     cost = {key: row[key] for key in ("member_id", "method", "sparsity", "seed", "top1")}
     cost.update(repeats=repeats, num_threads=num_threads)
@@ -135,26 +195,32 @@ def measure(workdir, row, weights, repeats, warmup, num_threads):
         file_bytes, gzip_bytes = pq.file_sizes(model_path)
         source = weights.source_of(row)
         params, nonzero = weights.counts(source) if source else (np.nan, np.nan)
+        cost.update(params=params, nonzero_params=nonzero, file_bytes=file_bytes,
+                    gzip_bytes=gzip_bytes, tflite_bytes=file_bytes,
+                    tflite_gzip_bytes=gzip_bytes, latency_model="member")
         batch1, batch32 = latencies(model_path, repeats, warmup, num_threads)
-        cost.update(tflite_bytes=file_bytes, tflite_gzip_bytes=gzip_bytes,
-                    latency_model="member")
     else:
-        model = inference_model(loading.load_keras(model_path))
-        params, nonzero = pq.parameter_counts(model)
-        weights.remember(row["member_id"], (params, nonzero))  # no second load for its TFLite
-        file_bytes, gzip_bytes = weights_only_sizes(model)
-        with tempfile.TemporaryDirectory(prefix="cost-") as folder:
-            tflite_path = os.path.join(folder, "float.tflite")
-            with open(tflite_path, "wb") as handle:
-                handle.write(pq.convert(model, pq.FLOAT_MODE))
-            tflite_bytes, tflite_gzip = pq.file_sizes(tflite_path)
-            batch1, batch32 = latencies(tflite_path, repeats, warmup, num_threads)
-        cost.update(tflite_bytes=tflite_bytes, tflite_gzip_bytes=tflite_gzip,
+        cost.update({key: value for key, value in keras_cost.items() if key != "tflite_path"},
                     latency_model="float_tflite")
-    cost.update(file_bytes=file_bytes, gzip_bytes=gzip_bytes, params=params,
-                nonzero_params=nonzero, latency_ms_batch1=round(batch1, 4),
-                latency_ms_batch32=round(batch32, 4))
+        batch1, batch32 = latencies(keras_cost["tflite_path"], repeats, warmup, num_threads)
+    cost.update(latency_ms_batch1=round(batch1, 4), latency_ms_batch32=round(batch32, 4))
     return cost
+
+
+def chunks(rows, size):
+    return [rows[start:start + size] for start in range(0, len(rows), size)]
+
+
+def keras_costs(workdir, rows, pool, folder):
+    """{member_id: converted(...) and its tflite_path} of the Keras members of `rows`,
+    converted by `pool`, each float TFLite written into `folder`."""
+    keras_rows = [row for row in rows if not workdir.model_path(row).endswith(".tflite")]
+    paths = [os.path.join(folder, f"{index}.tflite") for index in range(len(keras_rows))]
+    results = pool.map(converted, [
+        (member_name(row), workdir.model_path(row), path)
+        for row, path in zip(keras_rows, paths)], names=map(member_name, keras_rows))
+    return {row["member_id"]: dict(result, tflite_path=path)
+            for row, result, path in zip(keras_rows, results, paths)}
 
 
 def reusable_rows(workdir, manifest, repeats, num_threads):
@@ -176,7 +242,7 @@ def validate_flags(settings):
         raise cli.UsageError(f"--warmup must be at least 0, got {settings.warmup}")
     if settings.num_threads < 1:
         raise cli.UsageError(f"--num_threads must be at least 1, got {settings.num_threads}")
-    return shards.parse(settings.shard)
+    return shards.parse(settings.shard), conversion_pool.resolve(settings.workers)
 
 
 def main(argv):
@@ -186,7 +252,7 @@ def main(argv):
 
 def execute(settings):
     """The stage, from its parsed flags (cli.Settings)."""
-    shard = validate_flags(settings)
+    shard, workers = validate_flags(settings)
     from pie.analysis import stage_io
     from pie.models import predict
     workdir = Workdir(settings.workdir)
@@ -205,18 +271,30 @@ def execute(settings):
     weights = KerasWeights(workdir, manifest)
     progress = Progress(len(todo), "members")
     rows = [kept[row["member_id"]] for row in mine if row["member_id"] in kept]
-    for row in todo:
-        started = time.time()
-        try:
-            cost = measure(workdir, row, weights, settings.repeats, settings.warmup,
-                           settings.num_threads)
-        except loading.ModelError as error:
-            raise loading.ModelError(f"manifest member {row['member_id']}: {error}")
-        rows.append(cost)
-        progress.advance(1, f"{row['member_id']}: {cost['file_bytes']} bytes, gzip "
-                            f"{cost['gzip_bytes']}, {cost['latency_ms_batch1']:.3f} ms "
-                            f"(batch 1), {cost['latency_ms_batch32']:.3f} ms/image "
-                            f"(batch 32) ({time.time() - started:.1f}s)")
+    with conversion_pool.ConversionPool(workers) as pool:
+        for chunk in chunks(todo, CHUNK_PER_WORKER * pool.workers):
+            with tempfile.TemporaryDirectory(prefix="cost-") as folder:
+                started = time.time()
+                converted_now = keras_costs(workdir, chunk, pool, folder)
+                each = (time.time() - started) / max(len(converted_now), 1)
+                for member_id, result in converted_now.items():
+                    # No second load for its TFLite members
+                    weights.remember(member_id, (result["params"], result["nonzero_params"]))
+                for row in chunk:
+                    started = time.time()
+                    try:
+                        cost = measure(workdir, row, weights, settings.repeats,
+                                       settings.warmup, settings.num_threads,
+                                       converted_now.get(row["member_id"]))
+                    except loading.ModelError as error:
+                        raise loading.ModelError(f"{member_name(row)}: {error}")
+                    rows.append(cost)
+                    spent = time.time() - started + (each if row["member_id"] in converted_now
+                                                     else 0)
+                    progress.advance(1, f"{row['member_id']}: {cost['file_bytes']} bytes, gzip "
+                                        f"{cost['gzip_bytes']}, {cost['latency_ms_batch1']:.3f} "
+                                        f"ms (batch 1), {cost['latency_ms_batch32']:.3f} ms/image "
+                                        f"(batch 32) ({spent:.1f}s)")
     path = cost_path(workdir)
     # Shards' rows are put together by the last shard to finish (pie.io.shards).
     key = {"options": {"repeats": settings.repeats, "warmup": settings.warmup,

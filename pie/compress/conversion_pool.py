@@ -1,0 +1,116 @@
+"""Model conversions in worker processes, results in task order (`cost --workers`).
+
+    with ConversionPool(workers=2) as pool:              # 0 = one per core
+        results = pool.map(converted, [(model_path, tflite_path), ...])
+
+`map(function, tasks)` returns `[function(*task) for task in tasks]`: with one worker in
+this process, else in `workers` spawned processes (pie.io.spawn), each importing
+TensorFlow once and kept for every later `map`. `function` must be a module-level
+function (a child imports its module) whose arguments and result pickle; one of a
+stage run as `python -m pie.stages.X` (its `__main__`) is sent by the module's name.
+
+Why a pool of its own: TFLite conversion is a single-threaded compiler pass (about 10 s
+for a ResNet-20 on a slow core), the largest part of the cost stage; two conversions
+on two cores take the time of one. The work a stage TIMES stays in its own process,
+run while the pool is idle (the workers wait between `map` calls, using no CPU).
+Workers see no GPU: a conversion runs on the CPU, and an accelerator belongs to the
+stage's process.
+
+A worker's exception comes back as itself (a `ModelError` with its one line); a
+worker that dies (a native crash of the converter on a hostile model) is a
+`ModelError` naming the task, never a stage killed.
+"""
+import concurrent.futures
+import importlib
+import os
+import sys
+
+from pie.io import errors
+from pie.io.spawn import library_context
+
+# The default: one per core, at most this many (each worker holds TensorFlow and a model).
+DEFAULT_MAX_WORKERS = 2
+
+
+def default_workers():
+    return min(DEFAULT_MAX_WORKERS, os.cpu_count() or 1)
+
+
+def resolve(workers):
+    """Processes for `--workers`: 0 = one per CPU core; otherwise the number given."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise errors.UsageError(f"--workers must be an integer >= 0 (0 = one per core), "
+                                f"got {workers!r}")
+    return workers or os.cpu_count() or 1
+
+
+def importable(function):
+    """`function`, or the same function of its module imported by name when it is
+    defined in `__main__` (a child cannot import the parent's `__main__`)."""
+    if function.__module__ != "__main__":
+        return function
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is None:
+        raise ValueError(f"{function.__qualname__} is defined in a script: a worker "
+                         "process cannot import it")
+    return getattr(importlib.import_module(spec.name), function.__qualname__)
+
+
+class WorkerDied(errors.ModelError):
+    """A worker process ended without a result (the pool cannot be used again)."""
+
+
+def _init_worker():
+    # Before TensorFlow loads in this process: the conversions run on the CPU.
+    os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    import pie  # noqa: F401  (TF_USE_LEGACY_KERAS, the libraries' noise quieted)
+
+
+class ConversionPool:
+    """Runs module-level functions over tasks in `workers` processes (1: in this one).
+    Processes start on the first `map` with more than one task."""
+
+    def __init__(self, workers=0):
+        self.workers = resolve(workers)
+        self.executor = None
+
+    def _executor(self):
+        if self.executor is None:
+            self.executor = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=library_context(),
+                initializer=_init_worker)
+        return self.executor
+
+    def map(self, function, tasks, names=None):
+        """[function(*task) for task in tasks]; `names` (one per task) name a task whose
+        worker died."""
+        tasks = list(tasks)
+        if self.workers == 1 or len(tasks) < 2:
+            return [function(*task) for task in tasks]
+        names = list(names) if names is not None else [repr(task) for task in tasks]
+        function = importable(function)
+        futures = [self._executor().submit(function, *task) for task in tasks]
+        results = []
+        try:
+            for name, future in zip(names, futures):
+                try:
+                    results.append(future.result())
+                except concurrent.futures.process.BrokenProcessPool as error:
+                    self.close()
+                    raise WorkerDied(f"{name}: its conversion process ended without a "
+                                     f"result ({errors.first_line(error)})") from None
+        finally:
+            for future in futures:
+                future.cancel()
+        return results
+
+    def close(self):
+        if self.executor is not None:
+            self.executor.shutdown(cancel_futures=True)
+            self.executor = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
