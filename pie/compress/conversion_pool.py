@@ -1,11 +1,11 @@
 """Model conversions in worker processes, results in task order (`cost --workers`).
 
     with ConversionPool(workers=2) as pool:              # 0 = one per core
-        results = pool.map(converted, [(model_path, tflite_path), ...])
+        results = pool.map(converted, [(name, model_path, tflite_path), ...])
 
-`map(function, tasks)` returns `[function(*task) for task in tasks]`: with one worker in
-this process, else in `workers` spawned processes (pie.io.spawn), each importing
-TensorFlow once and kept for every later `map`. `function` must be a module-level
+`map(function, tasks)` returns `[function(*task) for task in tasks]`, computed by
+`workers` processes: this one, and `workers - 1` spawned ones (pie.io.spawn), each
+importing TensorFlow once and kept for every later `map`. `function` must be a module-level
 function (a child imports its module) whose arguments and result pickle; one of a
 stage run as `python -m pie.stages.X` (its `__main__`) is sent by the module's name.
 
@@ -17,8 +17,9 @@ Workers see no GPU: a conversion runs on the CPU, and an accelerator belongs to 
 stage's process.
 
 A worker's exception comes back as itself (a `ModelError` with its one line); a
-worker that dies (a native crash of the converter on a hostile model) is a
-`ModelError` naming the task, never a stage killed.
+worker that dies (say a native crash of the converter) is a `ModelError` naming the
+task (`WorkerDied`). Models are opened by the task's own code (pie.models.loading), in
+a worker as in this process.
 """
 import concurrent.futures
 import importlib
@@ -64,50 +65,78 @@ def _init_worker():
     # Before TensorFlow loads in this process: the conversions run on the CPU.
     os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
     import pie  # noqa: F401  (TF_USE_LEGACY_KERAS, the libraries' noise quieted)
+    import tensorflow  # noqa: F401  (loaded before the worker says it is ready)
+    import tf_keras  # noqa: F401
+
+
+def _ready():
+    return os.getpid()
 
 
 class ConversionPool:
-    """Runs module-level functions over tasks in `workers` processes (1: in this one).
-    Processes start on the first `map` with more than one task."""
+    """Runs module-level functions over tasks in `workers` processes: this one, and
+    `workers - 1` spawned ones (none for 1). They start on the first `map` with more
+    than one task."""
 
     def __init__(self, workers=0):
         self.workers = resolve(workers)
         self.executor = None
+        self.started = []  # one future per spawned worker, done once it can convert
 
     def _executor(self):
         if self.executor is None:
             self.executor = concurrent.futures.ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=library_context(),
+                max_workers=self.workers - 1, mp_context=library_context(),
                 initializer=_init_worker)
+            self.started = [self.executor.submit(_ready) for _ in range(self.workers - 1)]
         return self.executor
+
+    def ready_workers(self):
+        """Spawned workers that have started (a task sent before would wait for one)."""
+        return sum(future.done() for future in self.started)
 
     def map(self, function, tasks, names=None):
         """[function(*task) for task in tasks]; `names` (one per task) name a task whose
-        worker died."""
+        worker died. A task goes to a spawned worker only once one has started and is
+        free; this process takes the next task whenever it is free, so the workers'
+        start (TensorFlow's import, seconds) delays nothing."""
         tasks = list(tasks)
         if self.workers == 1 or len(tasks) < 2:
             return [function(*task) for task in tasks]
         names = list(names) if names is not None else [repr(task) for task in tasks]
-        function = importable(function)
-        futures = [self._executor().submit(function, *task) for task in tasks]
-        results = []
+        sent = importable(function)
+        results, running, waiting = [None] * len(tasks), {}, list(range(len(tasks)))
+        self._executor()
         try:
-            for name, future in zip(names, futures):
-                try:
-                    results.append(future.result())
-                except concurrent.futures.process.BrokenProcessPool as error:
-                    self.close()
-                    raise WorkerDied(f"{name}: its conversion process ended without a "
-                                     f"result ({errors.first_line(error)})") from None
+            while waiting or running:
+                while waiting and len(running) < self.ready_workers():
+                    index = waiting.pop(0)
+                    running[self._executor().submit(sent, *tasks[index])] = index
+                if waiting:
+                    index = waiting.pop(0)
+                    results[index] = function(*tasks[index])
+                    done = [future for future in running if future.done()]
+                else:
+                    done, _ = concurrent.futures.wait(
+                        running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in sorted(done, key=running.get):
+                    index = running.pop(future)
+                    try:
+                        results[index] = future.result()
+                    except concurrent.futures.process.BrokenProcessPool as error:
+                        self.close()
+                        raise WorkerDied(f"{names[index]}: its conversion process ended "
+                                         f"without a result ({errors.first_line(error)})"
+                                         ) from None
         finally:
-            for future in futures:
+            for future in running:
                 future.cancel()
         return results
 
     def close(self):
         if self.executor is not None:
             self.executor.shutdown(cancel_futures=True)
-            self.executor = None
+            self.executor, self.started = None, []
 
     def __enter__(self):
         return self
