@@ -1,4 +1,5 @@
-"""Model conversions in worker processes, results in task order (`cost --workers`).
+"""Model conversions in worker processes, results in task order (`cost --workers`,
+`quantize --workers`).
 
     with ConversionPool(workers=2) as pool:              # 0 = one per core
         results = pool.map(converted, [(name, model_path, tflite_path), ...])
@@ -10,9 +11,12 @@ function (a child imports its module) whose arguments and result pickle; one of 
 stage run as `python -m pie.stages.X` (its `__main__`) is sent by the module's name.
 
 Why a pool of its own: TFLite conversion is a single-threaded compiler pass (about 10 s
-for a ResNet-20 on a slow core), the largest part of the cost stage; two conversions
-on two cores take the time of one. The work a stage TIMES stays in its own process,
-run while the pool is idle (the workers wait between `map` calls, using no CPU).
+for a ResNet-20 on a slow core), the largest part of the cost stage and a large one
+of the quantize stage; two conversions on two cores take the time of one. Both
+stages use this one pool, in chunks (`chunks`): convert a chunk here and in the
+workers, then do the chunk's serial part in the stage's process (cost times each
+member: the workers wait between `map` calls, using no CPU, so timings are
+uncontended; quantize evaluates and records each member).
 Workers see no GPU: a conversion runs on the CPU, and an accelerator belongs to the
 stage's process.
 
@@ -31,6 +35,10 @@ from pie.io.spawn import library_context
 
 # The default: one per core, at most this many (each worker holds TensorFlow and a model).
 DEFAULT_MAX_WORKERS = 2
+# Tasks per worker in one `map` of a stage (`chunks`): what waits between the phases
+# (converted files, progress lines) stays a few per worker, and a chunk's last
+# conversion rarely leaves a worker idle long.
+CHUNK_PER_WORKER = 4
 
 
 def default_workers():
@@ -55,6 +63,12 @@ def importable(function):
         raise ValueError(f"{function.__qualname__} is defined in a script: a worker "
                          "process cannot import it")
     return getattr(importlib.import_module(spec.name), function.__qualname__)
+
+
+def chunks(items, workers):
+    """`items` in consecutive pieces of CHUNK_PER_WORKER per worker."""
+    size = CHUNK_PER_WORKER * workers
+    return [items[start:start + size] for start in range(0, len(items), size)]
 
 
 class WorkerDied(errors.ModelError):

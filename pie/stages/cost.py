@@ -20,12 +20,13 @@ Latency uses the TFLite interpreter with XNNPACK on (its default delegate),
 `--num_threads` threads, `--warmup` untimed calls, then the median of `--repeats`
 timed calls on random inputs.
 
-Two phases, in chunks of members: the Keras members' loading, weights-only save and
-float conversion (the slow part: about 10 s for a ResNet-20 on a slow core) run in
-`--workers` processes (pie.compress.conversion_pool; default one per core, at most
-2; 0 = one per core; 1 = in this process), then every member of the chunk is timed
-here, one after the other, while the workers wait: latency is measured uncontended.
-The table does not depend on --workers (tests/test_cost_pool.py). A rerun keeps the rows of members whose model file,
+Two phases, in chunks of members (4 per worker): the Keras members' loading,
+weights-only save and float conversion (the slow part: about 10 s for a ResNet-20
+on a slow core) run in `--workers` processes (pie.compress.conversion_pool; default
+one per core, at most 2; 0 = one per core; 1 = in this process), then every member
+of the chunk is timed here, one after the other, while the workers wait: latency is
+measured uncontended. The table does not depend on --workers
+(tests/test_cost_pool.py). A rerun keeps the rows of members whose model file,
 repeats and threads are unchanged. `--shard=i/n` measures manifest members i, i+n,
 ... only; n shards may run at once, and the last to finish writes cost.csv from
 every shard's rows (pie.io.shards). See docs/quantization.md.
@@ -56,10 +57,6 @@ COST_COLUMNS = [
     "gzip_bytes", "latency_ms_batch1", "latency_ms_batch32", "top1", "tflite_bytes",
     "tflite_gzip_bytes", "latency_model", "repeats", "num_threads",
 ]
-# Keras members converted per worker before the chunk is timed: the float files
-# waiting to be timed (a temporary folder) stay a few per worker, progress lines
-# come every chunk, and a chunk's last conversion rarely leaves a worker idle long.
-CHUNK_PER_WORKER = 4
 # The zip entries' date of a weights-only copy (the earliest a zip can hold).
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -207,10 +204,6 @@ def measure(workdir, row, weights, repeats, warmup, num_threads, keras_cost=None
     return cost
 
 
-def chunks(rows, size):
-    return [rows[start:start + size] for start in range(0, len(rows), size)]
-
-
 def keras_costs(workdir, rows, pool, folder):
     """{member_id: converted(...) and its tflite_path} of the Keras members of `rows`,
     converted by `pool`, each float TFLite written into `folder`."""
@@ -272,7 +265,7 @@ def execute(settings):
     progress = Progress(len(todo), "members")
     rows = [kept[row["member_id"]] for row in mine if row["member_id"] in kept]
     with conversion_pool.ConversionPool(workers) as pool:
-        for chunk in chunks(todo, CHUNK_PER_WORKER * pool.workers):
+        for chunk in conversion_pool.chunks(todo, pool.workers):
             with tempfile.TemporaryDirectory(prefix="cost-") as folder:
                 started = time.time()
                 converted_now = keras_costs(workdir, chunk, pool, folder)

@@ -1,7 +1,7 @@
 r"""Quantized (and sparse-encoded) TFLite members, added to the population.
 
   python -m pie.stages.quantize --workdir=W --modes=float16,dynamic_int8,full_int8 \
-      [--representative_images=200] [--pruned_method=magnitude] [--shard=i/n]
+      [--representative_images=200] [--pruned_method=magnitude] [--workers=2] [--shard=i/n]
 
 Converts every dense member (modes float16, dynamic_int8, full_int8) or every
 pruned member of `--pruned_method` (modes sparse, pruned_int8) with the TFLite
@@ -10,7 +10,11 @@ source's seed and sparsity, stored at
 `W/checkpoints/quant_<mode>/sparsity_<s>/seed_<k>/model.tflite` with meta.json and
 flags.txt. Its `top1` is measured with the TFLite model on the eval split.
 Full-integer modes calibrate on `--representative_images` training images drawn
-with the member's seed. Reruns skip members already converted. `--shard=i/n` makes
+with the member's seed. The conversions of a chunk of jobs (4 per worker) run in
+`--workers` processes (pie.compress.conversion_pool: default one per core, at most
+2; 0 = one per core; 1 = in this process), then each result is evaluated and
+recorded here, in plan order; the members do not depend on --workers. Reruns skip
+members already converted. `--shard=i/n` makes
 conversions i, i+n, ... of the plan (in source member order) only (pie.io.shards);
 n shards may run at once into one workdir. See docs/quantization.md.
 """
@@ -22,6 +26,7 @@ from absl import flags
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pie.io import cli, records, shards
+from pie.compress import conversion_pool
 from pie.compress import quantize as pq
 from pie.compress import recipes
 from pie.io.workdir import Workdir
@@ -50,6 +55,10 @@ def define_flags(flag_values=flags.FLAGS):
                         "tensorflow-datasets folder, if not the one trained with.",
                         flag_values=flag_values)
     flags.DEFINE_integer("batch_size", pq.EVAL_BATCH_SIZE, "Images per call when measuring top-1.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("workers", conversion_pool.default_workers(),
+                         "Processes converting members (each result is then evaluated here): "
+                         "0 = one per core, 1 = in the stage's own process.",
                          flag_values=flag_values)
     shards.define_flag(flag_values)
 
@@ -104,8 +113,25 @@ def finished(workdir, job, manifest_ids):
     return False
 
 
+# The last source model a process loaded, by its file's path, size and time: a dense
+# member is converted in three modes, one after the other.
+_loaded = {}
+
+
+def converted_content(model_path, mode_name, representative):
+    """The .tflite bytes of the Keras model at `model_path` in mode `mode_name` (a
+    conversion task, in a worker or in the stage's process)."""
+    stat = os.stat(model_path)
+    key = (model_path, stat.st_size, stat.st_mtime_ns)
+    if key not in _loaded:
+        _loaded.clear()
+        _loaded[key] = loading.load_keras(model_path)
+    return pq.convert(_loaded[key], mode_name, representative)
+
+
 class Converter:
-    """Loads each source model and representative set once, converts, measures, records."""
+    """Converts jobs (in a conversion pool), then measures and records each result,
+    each representative set drawn once."""
 
     def __init__(self, workdir, source, n_representative, batch_size, flags_text):
         self.workdir = Workdir(workdir)
@@ -113,13 +139,7 @@ class Converter:
         self.source = source
         self.n_representative = n_representative
         self.batch_size = batch_size
-        self._model = (None, None)
         self._representative = {}
-
-    def model(self, row):
-        if self._model[0] != row["member_id"]:
-            self._model = (row["member_id"], loading.load_keras(self.workdir.model_path(row)))
-        return self._model[1]
 
     def representative(self, seed):
         if seed not in self._representative:
@@ -127,10 +147,17 @@ class Converter:
                 self.source, self.n_representative, seed)
         return self._representative[seed]
 
-    def run(self, job):
-        started = time.time()
-        representative = self.representative(job.seed) if job.mode.full_int8 else None
-        content = pq.convert(self.model(job.source), job.mode, representative)
+    def contents(self, jobs, pool):
+        """The .tflite bytes of each job, converted by `pool`."""
+        return pool.map(converted_content, [
+            (self.workdir.model_path(job.source), job.mode.name,
+             self.representative(job.seed) if job.mode.full_int8 else None) for job in jobs],
+            names=[f"{job.member_id} (from {job.source['member_id']})" for job in jobs])
+
+    def record(self, job, content, convert_seconds):
+        """Writes the converted member, its top-1 and clean predictions, meta.json and
+        its manifest row; returns the row."""
+        started = time.time() - convert_seconds
         model_path = self.workdir.path(job.model_file)
         with records.atomic_path(model_path) as tmp:
             with open(tmp, "wb") as handle:
@@ -172,7 +199,7 @@ def validate_flags(settings):
             or pq.is_quantized_method(settings.pruned_method)):
         raise cli.UsageError(f"--pruned_method must name a pruning method (e.g. magnitude), "
                              f"got '{settings.pruned_method}'")
-    return modes, shards.parse(settings.shard)
+    return modes, shards.parse(settings.shard), conversion_pool.resolve(settings.workers)
 
 
 def main(argv):
@@ -182,7 +209,7 @@ def main(argv):
 
 def execute(settings):
     """The stage, from its parsed flags (cli.Settings)."""
-    modes, shard = validate_flags(settings)
+    modes, shard, workers = validate_flags(settings)
     from pie.data import sources
     from pie.models import predict  # TensorFlow loads only once the flags are valid
     workdir = settings.workdir
@@ -207,12 +234,19 @@ def execute(settings):
     converter = Converter(workdir, source, settings.representative_images, settings.batch_size,
                           settings.flags_text)
     progress = Progress(len(todo), "conversions")
-    for job in todo:
-        started = time.time()
-        row = converter.run(job)
-        progress.advance(1, f"{job.member_id} (from {job.source['member_id']}): top-1 "
-                            f"{row['top1']:.4f} vs {float(job.source['top1']):.4f} "
-                            f"({time.time() - started:.1f}s)")
+    with conversion_pool.ConversionPool(workers) as pool:
+        for chunk in conversion_pool.chunks(todo, pool.workers):
+            started = time.time()
+            contents = converter.contents(chunk, pool)
+            each = (time.time() - started) / len(chunk)
+            for job, content in zip(chunk, contents):
+                started = time.time()
+                row = converter.record(job, content, each)
+                progress.advance(1, f"{job.member_id} (from {job.source['member_id']}): "
+                                    f"top-1 {row['top1']:.4f} vs "
+                                    f"{float(job.source['top1']):.4f} "
+                                    f"({time.time() - started + each:.1f}s)")
+    _loaded.clear()  # no model kept by a stage run through the Python API
     print(f"manifest: {Workdir(workdir).manifest}", flush=True)
     return 0
 
