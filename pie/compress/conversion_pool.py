@@ -29,6 +29,7 @@ import concurrent.futures
 import importlib
 import os
 import sys
+import threading
 
 from pie.io import errors
 from pie.io.spawn import library_context
@@ -111,40 +112,64 @@ class ConversionPool:
 
     def map(self, function, tasks, names=None):
         """[function(*task) for task in tasks]; `names` (one per task) name a task whose
-        worker died. A task goes to a spawned worker only once one has started and is
-        free; this process takes the next task whenever it is free, so the workers'
-        start (TensorFlow's import, seconds) delays nothing."""
+        worker died. Each spawned worker has a feeder thread here that sends it the
+        next task once it has started and whenever it is free (workers started already
+        get the first tasks); this process takes the next task whenever it is free, so
+        the workers' start (TensorFlow's import, seconds) delays nothing. The first
+        failure in task order is raised once every task begun has ended; no task
+        begins after a failure."""
         tasks = list(tasks)
         if self.workers == 1 or len(tasks) < 2:
             return [function(*task) for task in tasks]
         names = list(names) if names is not None else [repr(task) for task in tasks]
         sent = importable(function)
-        results, running, waiting = [None] * len(tasks), {}, list(range(len(tasks)))
-        self._executor()
+        executor = self._executor()
+        results, failures, waiting = [None] * len(tasks), {}, list(range(len(tasks)))
+        lock = threading.Lock()
+
+        def take():
+            with lock:
+                return waiting.pop(0) if waiting and not failures else None
+
+        def fail(index, error):
+            with lock:
+                failures[index] = error
+
+        def feed(started, first):
+            concurrent.futures.wait([started])
+            index = take() if first is None else first
+            while index is not None:
+                try:
+                    results[index] = executor.submit(sent, *tasks[index]).result()
+                except concurrent.futures.process.BrokenProcessPool as error:
+                    fail(index, WorkerDied(f"{names[index]}: its conversion process ended "
+                                           f"without a result ({errors.first_line(error)})"))
+                except BaseException as error:  # the worker's own, raised here below
+                    fail(index, error)
+                index = take()
+
+        # A worker started already has the first tasks, in order (then this process).
+        feeders = [threading.Thread(target=feed, daemon=True, args=(
+            started, waiting.pop(0) if started.done() and waiting else None))
+            for started in self.started]
+        for feeder in feeders:
+            feeder.start()
         try:
-            while waiting or running:
-                while waiting and len(running) < self.ready_workers():
-                    index = waiting.pop(0)
-                    running[self._executor().submit(sent, *tasks[index])] = index
-                if waiting:
-                    index = waiting.pop(0)
+            while (index := take()) is not None:
+                try:
                     results[index] = function(*tasks[index])
-                    done = [future for future in running if future.done()]
-                else:
-                    done, _ = concurrent.futures.wait(
-                        running, return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in sorted(done, key=running.get):
-                    index = running.pop(future)
-                    try:
-                        results[index] = future.result()
-                    except concurrent.futures.process.BrokenProcessPool as error:
-                        self.close()
-                        raise WorkerDied(f"{names[index]}: its conversion process ended "
-                                         f"without a result ({errors.first_line(error)})"
-                                         ) from None
+                except BaseException as error:
+                    fail(index, error)
         finally:
-            for future in running:
-                future.cancel()
+            with lock:
+                waiting.clear()  # on an interrupt too: the feeders end with their task
+            for feeder in feeders:
+                feeder.join()
+        if failures:
+            first = failures[min(failures)]
+            if isinstance(first, WorkerDied):
+                self.close()
+            raise first
         return results
 
     def close(self):
