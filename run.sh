@@ -29,7 +29,12 @@ fi
 
 if [ "${1:-}" = "test" ]; then
   shift
-  exec "$PY" -m pytest -q -p no:cacheprovider --durations=20 "$@" tests
+  # One pytest worker per core, at most 4 (pytest-xdist; PIE_TEST_WORKERS=0 runs the
+  # tests in this process); a test file stays on one worker, so its module fixtures
+  # (a trained population) are built once.
+  workers="${PIE_TEST_WORKERS:-$(( $(nproc) < 4 ? $(nproc) : 4 ))}"
+  exec "$PY" -m pytest -q -p no:cacheprovider -n "$workers" --dist loadfile \
+    --durations=20 "$@" tests
 fi
 
 # The study: pie.stages.study runs every stage, each as its own process, passing each

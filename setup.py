@@ -40,7 +40,7 @@ setup(
     # Tools of the tests and benchmarks only: scikit-image and the reference corruption
     # package are oracles there; no stage imports them.
     extras_require={
-        "test": ["pytest", "websocket-client", "scikit-image",
+        "test": ["pytest", "pytest-xdist", "websocket-client", "scikit-image",
                  "imagecorruptions-imaug>=1.1.5,<1.2"],
         "bench": ["scikit-image", "imagecorruptions-imaug>=1.1.5,<1.2"],
     },

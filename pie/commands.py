@@ -13,33 +13,43 @@ import runpy
 import sys
 
 # The stage table: every stage once, in the order a study runs them. `pie --help`
-# (STAGES), the study's plan and its --skip names (STUDY_STAGES), the workdir's
-# writers (pie.io.workdir.FILES names stages of it) and the report's commands for a
-# missing input (`command`) derive from it (tests/test_commands.py).
+# (STAGES), the study's plan and its --skip names (STUDY_STAGES), the order in which
+# the study may run stages side by side (`after`, `alone`), the workdir's writers
+# (pie.io.workdir.FILES names stages of it) and the report's commands for a missing
+# input (`command`) derive from it (tests/test_commands.py).
 #   needs: stages whose outputs it reads that another stage's outputs do not imply
 #          (the report's command for its files runs them first);
-#   args:  its arguments in the report's commands ({W} is the workdir).
-Stage = collections.namedtuple("Stage", "name module in_study needs args",
-                               defaults=((), "--workdir={W}"))
+#   args:  its arguments in the report's commands ({W} is the workdir);
+#   after: every stage whose outputs it reads (ALL: every stage before it): a study
+#          starts it only when those of them it runs have finished;
+#   alone: nothing runs beside it (its figures are timings).
+Stage = collections.namedtuple("Stage", "name module in_study needs args after alone",
+                               defaults=((), "--workdir={W}", (), False))
+ALL = ("*",)
 TABLE = (
     Stage("train", "save_checkpoint.train", True),
     Stage("import-members", "save_checkpoint.import_members", False),
-    Stage("quantize", "pie.stages.quantize", True),
-    Stage("predictions", "pie_dataset_gen.predictions", True),
-    Stage("per-class", "per_class_accuracy.aggregate_ckpt_metrics", True),
-    Stage("t-test", "per_class_accuracy.gen_tstatistic", True),
-    Stage("pies", "pie_dataset_gen.aggregate_predictions", True),
-    Stage("pie-tfrecords", "pie_dataset_gen.generate_pie_dataset", True),
+    Stage("quantize", "pie.stages.quantize", True, after=("train", "import-members")),
+    Stage("predictions", "pie_dataset_gen.predictions", True, after=("quantize",)),
+    Stage("per-class", "per_class_accuracy.aggregate_ckpt_metrics", True,
+          after=("predictions",)),
+    Stage("t-test", "per_class_accuracy.gen_tstatistic", True, after=("per-class",)),
+    Stage("pies", "pie_dataset_gen.aggregate_predictions", True, after=("predictions",)),
+    Stage("pie-tfrecords", "pie_dataset_gen.generate_pie_dataset", True, after=("pies",)),
     Stage("subgroups", "per_class_accuracy.subgroups", True,
-          args="--workdir={W} --groups_csv=<file>"),
-    Stage("corruptions", "robustness_tests.corruptions", True),
-    Stage("robustness", "robustness_tests.analyze", True, needs=("corruptions",)),
-    Stage("noise-floor", "per_class_accuracy.noise_floor", True),  # needs robustness' excess error
-    Stage("noise-similarity", "robustness_tests.noise_similarity", True),
-    Stage("informative-features", "robustness_tests.informative_features", True),
-    Stage("cost", "pie.stages.cost", True),
+          args="--workdir={W} --groups_csv=<file>", after=("predictions", "pies")),
+    Stage("corruptions", "robustness_tests.corruptions", True, after=("quantize",)),
+    Stage("robustness", "robustness_tests.analyze", True, needs=("corruptions",),
+          after=("corruptions", "predictions")),
+    # (reads robustness' excess error)
+    Stage("noise-floor", "per_class_accuracy.noise_floor", True,
+          after=("predictions", "robustness")),
+    Stage("noise-similarity", "robustness_tests.noise_similarity", True, after=("quantize",)),
+    Stage("informative-features", "robustness_tests.informative_features", True,
+          after=("quantize",)),
+    Stage("cost", "pie.stages.cost", True, after=("quantize",), alone=True),
     Stage("toy", "pie.stages.toy_experiment", True, args="--out={W}/toy"),
-    Stage("report", "pie.report.build", True),
+    Stage("report", "pie.report.build", True, after=ALL),
     Stage("study", "pie.stages.study", False),  # every stage above, in order (run.sh)
 )
 # Stage name -> module.
@@ -49,6 +59,18 @@ STUDY_STAGES = tuple(stage.name for stage in TABLE if stage.in_study)
 
 
 BY_NAME = {stage.name: stage for stage in TABLE}
+
+
+def prerequisites(name):
+    """Every stage whose outputs stage `name` reads, directly or through another
+    (`after`; ALL: every stage before it in the table)."""
+    stage = BY_NAME[name]
+    if stage.after == ALL:
+        return {other.name for other in TABLE[:TABLE.index(stage)]}
+    found = set()
+    for other in stage.after:
+        found |= {other} | prerequisites(other)
+    return found
 
 
 def command(name):

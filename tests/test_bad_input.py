@@ -742,6 +742,8 @@ CASES = [
     ("study-cost-repeats-negative", STUDY, {"cost_repeats": -1}, nothing,
      "--cost_repeats must be at least 1, got -1"),
     ("study-severities-nine", STUDY, {"severities": "9"}, nothing, SEVERITY_NINE),
+    ("study-stage-jobs-negative", STUDY, {"stage_jobs": -1}, nothing,
+     "--stage_jobs must be at least 0 (0: one per core), got -1"),
 ]
 
 

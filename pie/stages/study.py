@@ -7,9 +7,12 @@ r"""One study, every stage: what `bash run.sh` runs.
 Takes every flag of save_checkpoint.train (its defaults here are the embedded
 study's: mnist5k, small_cnn, sparsities 0,0.5,0.8,0.95, 10 seeds, 12 epochs, one
 training worker per core) plus the
-choices of the later stages below, and runs the stages one after another, each as
-its own `python -m` process, passing each what it needs: the workdir, the data
-folder, and its own options. Stages that need images (PIE TFRecords, corruptions,
+choices of the later stages below, and runs the stages, each as its own `python -m`
+process, passing each what it needs: the workdir, the data folder, and its own
+options. The training stages run one after another; the later ones run side by side
+on a machine of several cores, each once the stages it reads from have finished
+(--stage_jobs, pie.stages.stage_processes; the cost stage, whose figures are
+timings, alone), each stage's output printed as one block. Stages that need images (PIE TFRecords, corruptions,
 noise similarity, informative features) are skipped for the toy 2-D sets; the
 subgroup stage runs with --groups_csv or --group_attributes (and on mnist5k with
 its image-property groups, pie.data.mnist5k_groups: examples/groups_mnist5k.md);
@@ -21,8 +24,6 @@ so a rerun continues. A stage that fails stops the study with its exit code.
 """
 import collections
 import os
-import resource
-import subprocess
 import sys
 import time
 
@@ -31,7 +32,7 @@ from absl import flags
 from pie import commands
 from pie.io import cli, records
 from pie.io.workdir import Workdir
-from pie.stages import study_workdir
+from pie.stages import stage_processes, study_workdir
 
 FLAGS = flags.FLAGS
 TRAIN_MODULE = commands.STAGES["train"]
@@ -44,8 +45,6 @@ IMAGE_STAGES = ("pie-tfrecords", "corruptions", "robustness", "noise-similarity"
                 "informative-features")
 # The stages it runs, in order, and its --skip names: pie.commands' stage table.
 STAGE_NAMES = commands.STUDY_STAGES
-# TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are dropped from the output.
-NOISE_PREFIXES = ("WARNING: All log messages before absl", "I0000 ", "W0000 ", "E0000 ")
 # mnist5k gets its image-property groups (stroke, width) when no groups are given
 # (examples/groups_mnist5k.md): a module of the package, so any current folder works.
 GROUPS_MODULE = "pie.data.mnist5k_groups"
@@ -99,6 +98,11 @@ def define_flags(flag_values=flags.FLAGS):
                       flag_values=flag_values)
     flags.DEFINE_list("skip", [], "Stages not to run: " + ", ".join(STAGE_NAMES) + ".",
                       flag_values=flag_values)
+    flags.DEFINE_integer("stage_jobs", 0, "Stages after training run at once, each when "
+                         "the stages it reads from have finished (pie.stages."
+                         "stage_processes; the cost stage always alone): 0 is one per core "
+                         f"up to {stage_processes.MAX_AUTOMATIC_JOBS}, 1 one after another.",
+                         flag_values=flag_values)
     flags.DEFINE_bool("smoke", False, "Every stage of this study on a miniature of its "
                       "data: the same recipe, fewer seeds, levels, epochs and images "
                       "(pie.stages.smoke; one line says what changed).",
@@ -218,36 +222,43 @@ def plan(flag_values, family):
             and not (family == "toy" and name in IMAGE_STAGES)]
 
 
-def run_command(name, command):
-    """Runs one stage's process, its output filtered of library start-up lines."""
-    shown = command[2:] if command[1] == "-m" else command[1:]  # module, or script
-    print(f"== stage {name}: {' '.join(shown)}", flush=True)
-    started, cpu_before = time.time(), _children_cpu()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=env)
-    for line in process.stdout:
-        if not line.startswith(NOISE_PREFIXES):
-            print(line, end="", flush=True)
-    code = process.wait()
-    if code:
-        raise StageFailed(name, code)
-    # CPU time (user + sys of the stage and its children) beside the wall time: on a
-    # shared machine the wall time says more about the load than about the stage.
-    print(f"== stage {name} done in {time.time() - started:.0f} s "
-          f"(cpu {_children_cpu() - cpu_before:.0f} s)", flush=True)
+def train_jobs(settings):
+    """The training stages, one after another: the main population, then each
+    --extra_methods population made from it."""
+    if "train" in settings.skip:
+        return []
+    python = sys.executable
+    jobs = [stage_processes.Job("train", [("train", [python, "-m", TRAIN_MODULE]
+                                           + train_args(settings))])]
+    for method in extra_methods(settings):
+        name = f"train {method}"
+        jobs.append(stage_processes.Job(name, [(name, [python, "-m", TRAIN_MODULE]
+                                                + extra_train_args(settings, method))]))
+    return jobs
 
 
-def _children_cpu():
-    """User + system seconds of this process's finished children so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def stage_jobs(settings, family):
+    """The stages after training as stage_processes.Jobs, in the table's order, each
+    waiting for the stages it reads from (pie.commands.prerequisites)."""
+    python = sys.executable
+    groups = Workdir(settings.workdir).file("groups")
+    jobs = []
+    for stage in plan(settings, family):
+        steps = [(stage.name, [python, "-m", stage.module] + stage.args)]
+        if stage.name == "subgroups" and f"--groups_csv={groups}" in stage.args \
+                and not settings.groups_csv and not os.path.exists(groups):
+            steps.insert(0, ("groups", [python, "-m", GROUPS_MODULE,
+                                            f"--workdir={settings.workdir}",
+                                            f"--output={groups}"]))
+        jobs.append(stage_processes.Job(stage.name, steps,
+                                        after=commands.prerequisites(stage.name),
+                                        alone=commands.BY_NAME[stage.name].alone))
+    return jobs
 
 
-class StageFailed(Exception):
-    def __init__(self, name, code):
-        super().__init__(f"stage {name} failed (exit {code})")
-        self.code = code
+def jobs_at_once(settings):
+    """--stage_jobs, 0 resolved to one per core (stage_processes.automatic_jobs)."""
+    return settings.stage_jobs or stage_processes.automatic_jobs()
 
 
 def _fingerprint(workdir):
@@ -308,6 +319,9 @@ def check_stage_flags(flag_values):
     from robustness_tests import corruptions
     corruptions.parse_corruptions(flag_values.corruptions)
     corruptions.parse_severities(flag_values.severities)
+    if flag_values.stage_jobs < 0:
+        raise cli.UsageError(f"--stage_jobs must be at least 0 (0: one per core), got "
+                             f"{flag_values.stage_jobs}")
     for name in ("noise_draws", "noise_images", "informative_images", "cost_repeats",
                  "toy_seeds"):
         if getattr(flag_values, name) < 1:
@@ -364,22 +378,11 @@ def execute(settings):
               flush=True)
         print(f"report: {Workdir(settings.workdir).file('report_html')}", flush=True)
         return 0
-    python = sys.executable
     try:
-        if "train" not in settings.skip:
-            run_command("train", [python, "-m", TRAIN_MODULE] + train_args(settings))
-            for method in extra_methods(settings):
-                run_command(f"train {method}", [python, "-m", TRAIN_MODULE]
-                            + extra_train_args(settings, method))
+        stage_processes.run_all(train_jobs(settings), 1)
         family = records.read_dataset_config(settings.workdir).get("family")
-        groups = Workdir(settings.workdir).file("groups")
-        for stage in plan(settings, family):
-            if stage.name == "subgroups" and f"--groups_csv={groups}" in stage.args \
-                    and not settings.groups_csv and not os.path.exists(groups):
-                run_command("groups", [python, "-m", GROUPS_MODULE,
-                                       f"--workdir={settings.workdir}", f"--output={groups}"])
-            run_command(stage.name, [python, "-m", stage.module] + stage.args)
-    except StageFailed as failure:
+        stage_processes.run_all(stage_jobs(settings, family), jobs_at_once(settings))
+    except stage_processes.StageFailed as failure:
         print(f"error: {failure}", file=sys.stderr, flush=True)
         return failure.code
     # Written last: a study that failed or was killed leaves no stamp and runs again.
