@@ -14,7 +14,7 @@ import shutil
 import time
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.compress import methods, pruning, quantize, training
+from pie.compress import methods, precision, pruning, quantize, training
 from pie.io import errors, records
 from pie.models import loading, predict
 
@@ -81,7 +81,8 @@ class FromParent(methods.Method):
             raise errors.UsageError(self.missing_parent(trainer.config, member))
         keras.utils.set_random_seed(member.seed)
         keras.backend.reset_uids()
-        parent_model = loading.load_keras(workdir.model_path(parent))
+        # Saved in float32: trained, like every member, in --precision.
+        parent_model = precision.in_policy(loading.load_keras(workdir.model_path(parent)))
         print(f"[{label}] {member.member_id}: {self.name} from {parent['member_id']}",
               flush=True)
         model = self.derive(trainer, member, parent_model, parent)
