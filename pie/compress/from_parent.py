@@ -61,6 +61,14 @@ class FromParent(methods.Method):
                 f"seed: the workdir has none for seed {member.seed} (model "
                 f"{config.model_name()}); train it first (--sparsities=0)")
 
+    def check_float32(self, config, what):
+        """tfmot's quantization-aware and clustering wrappers take float32 layers only:
+        under a mixed policy they fail deep in training, so the run is refused first."""
+        if config.method == self.name and config.precision != precision.FLOAT32:
+            raise errors.UsageError(f"--method={self.name} trains {what}, which take float32 "
+                                    f"layers only: train it with --precision=float32, got "
+                                    f"--precision={config.precision}")
+
     def member_epochs(self, config):
         return config.finetune_epochs
 
