@@ -753,6 +753,8 @@ CASES = [
      "--noise_draws must be at least 1, got 0"),
     ("study-cost-repeats-negative", STUDY, {"cost_repeats": -1}, nothing,
      "--cost_repeats must be at least 1, got -1"),
+    ("study-cost-warmup-negative", STUDY, {"cost_warmup": -1}, nothing,
+     "--cost_warmup must be at least 0, got -1"),
     ("study-severities-nine", STUDY, {"severities": "9"}, nothing, SEVERITY_NINE),
 ]
 

@@ -49,6 +49,8 @@ def test_smoke_keeps_the_recipe_and_shrinks_the_rest(path):
     assert set(levels) <= {float(level) for level in given.sparsities.split(",")}
     assert shrunk.strategy == "default" and shrunk.tpu is None and shrunk.workers == 1
     assert shrunk.severities.count(",") == 0 and shrunk.corruptions.count(",") <= 1
+    # The cost stage times once, without untimed warm-up calls.
+    assert study.stage_args(shrunk)["cost"][1:] == ["--repeats=1", "--warmup=0"]
     # Warm-up and a decay step both happen inside the shorter training.
     recipe = schedules.validate(shrunk.lr_schedule, shrunk.warmup_epochs,
                                 shrunk.lr_decay_epochs, shrunk.lr_decay_factor,
