@@ -558,6 +558,18 @@ CASES = [
      "with --parent_method"),
     ("qat-with-pruned-levels", TRAIN, dict(TRAIN_ALL_DONE, method="qat"), nothing,
      "--method=qat removes no weights: train it with --sparsities=0, got '0,0.5'"),
+    ("qat-mixed-precision", TRAIN, dict(TRAIN_ALL_DONE, method="qat", sparsities="0",
+                                        precision="mixed_bfloat16"), nothing,
+     "--method=qat trains tfmot's quantization-aware layers, which take float32 layers "
+     "only: train it with --precision=float32, got --precision=mixed_bfloat16"),
+    ("pqat-mixed-precision", TRAIN, dict(TRAIN_ALL_DONE, method="pqat", sparsities="0.5",
+                                         precision="mixed_float16"), nothing,
+     "--method=pqat trains tfmot's quantization-aware layers, which take float32 layers "
+     "only: train it with --precision=float32, got --precision=mixed_float16"),
+    ("cluster-mixed-precision", TRAIN, dict(TRAIN_ALL_DONE, method="cluster", sparsities="0",
+                                            precision="mixed_bfloat16"), nothing,
+     "--method=cluster trains tfmot's clustered layers, which take float32 layers only: "
+     "train it with --precision=float32, got --precision=mixed_bfloat16"),
     ("m-by-n-other-sparsity", TRAIN, dict(TRAIN_ALL_DONE, method="m_by_n", sparsities="0.9"),
      nothing, "--method=m_by_n with --m_by_n=2,4 records its members at sparsity 0.5: "
      "--sparsities must be 0.5 (or 0,0.5), got '0.9'"),
@@ -741,6 +753,8 @@ CASES = [
      "--noise_draws must be at least 1, got 0"),
     ("study-cost-repeats-negative", STUDY, {"cost_repeats": -1}, nothing,
      "--cost_repeats must be at least 1, got -1"),
+    ("study-cost-warmup-negative", STUDY, {"cost_warmup": -1}, nothing,
+     "--cost_warmup must be at least 0, got -1"),
     ("study-severities-nine", STUDY, {"severities": "9"}, nothing, SEVERITY_NINE),
     ("study-stage-jobs-negative", STUDY, {"stage_jobs": -1}, nothing,
      "--stage_jobs must be at least 0 (0: one per core), got -1"),

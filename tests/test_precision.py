@@ -76,6 +76,58 @@ def test_mixed_policy_keeps_float32_logits_and_variables():
     assert precision.float32_model(plain) is plain  # float32: the model itself
 
 
+def test_mixed_bfloat16_m_by_n_member_trains_keeps_its_pattern_and_predicts_in_float32(
+        tmp_path):
+    """A member made from a finished one (m_by_n, from the dense member saved in
+    float32) trains in mixed_bfloat16: tfmot's wrapper meets a layer of its own policy
+    (a float32 kernel under a bfloat16 mask failed); the member is saved in float32
+    and keeps 2:4 in every kernel it pruned."""
+    from pie.compress import methods_m_by_n
+    workdir = Workdir(str(tmp_path / "w"))
+    run_stage("save_checkpoint.train", f"--workdir={workdir.root}", "--dataset=digits",
+              "--model=small_cnn", "--width=4", "--seeds=1", "--epochs=1",
+              "--finetune_epochs=1", "--learning_rate=0.01", "--method=m_by_n",
+              "--sparsities=0,0.5", "--precision=mixed_bfloat16")
+    manifest = pd.read_csv(workdir.manifest).set_index("member_id")
+    row = manifest.loc["m_by_n_0.5_seed0"]
+    assert row["parent_id"] == "dense_0_seed0"
+    meta = pd.read_json(workdir.member_file(row["path"], "meta"), typ="series")
+    assert meta["precision"] == "mixed_bfloat16"
+    model = loading.load_keras(workdir.model_path(row))
+    assert precision.is_float32(model)
+    assert all(w.dtype == np.float32 for w in model.get_weights())
+    names = pruning.prunable_layer_names(model)
+    assert names
+    for name in names:
+        kernel = model.get_layer(name).kernel.numpy()
+        assert methods_m_by_n.follows_pattern(kernel, (2, 4)), name
+    x = sources.load("digits").eval_arrays()[0][:4]
+    assert model(x, training=False).dtype == "float32"
+
+
+def test_in_policy_copies_a_float32_model_into_the_global_policy():
+    import tf_keras as keras
+    saved = builders.build("resnet20", (8, 8, 1), 3, width=2)
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype(np.float32)
+    assert precision.in_policy(saved) is saved  # float32: the model itself
+    try:
+        precision.set_policy("mixed_bfloat16")
+        copy = precision.in_policy(saved)
+        policies = {layer.name: layer.dtype_policy.name for layer in copy.layers}
+        # The input and the logits as built; every other layer in the policy.
+        assert policies.pop(builders.CLASSIFIER) == "float32"
+        assert policies.pop(copy.layers[0].name) == "float32"
+        assert set(policies.values()) == {"mixed_bfloat16"}
+        assert copy.output.dtype == "float32"
+        for got, want in zip(copy.get_weights(), saved.get_weights()):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(copy(x, training=False), saved(x, training=False),
+                                   atol=0.1, rtol=0.05)
+        assert precision.in_policy(copy) is copy  # already mixed: as it is
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def test_float16_scales_the_loss_and_jit_is_a_compile_option():
     import tf_keras as keras
     from pie.compress import schedules

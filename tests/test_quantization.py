@@ -69,6 +69,34 @@ def test_concrete_function_path_matches_keras_path(digits_model, tmp_path):
     np.testing.assert_allclose(concrete, keras_path, rtol=1e-5, atol=1e-5)
 
 
+def test_the_default_frozen_path_exports_no_saved_model_and_matches_the_keras_path(
+        digits_model, tmp_path, monkeypatch):
+    """Every mode converts by freezing the traced function (no SavedModel export, about
+    a tenth of the Keras path's CPU time) into a model that predicts as the Keras
+    path's does."""
+    source, model, inputs, _ = digits_model
+    representative = pq.representative_inputs(source, 32, seed=0)
+    converted = {name: pq.convert(model, name, representative, path="keras")
+                 for name in ("float16", "dynamic_int8", "full_int8")}
+
+    from tensorflow.python.saved_model import save
+    exports = []
+    export = save.save
+
+    def counted_export(*args, **kwargs):
+        exports.append(args)
+        return export(*args, **kwargs)
+    monkeypatch.setattr(save, "save", counted_export)
+    for name, keras_content in converted.items():
+        _, frozen = _run_tflite(pq.convert(model, name, representative),
+                                str(tmp_path / f"f_{name}"), inputs)
+        _, keras_path = _run_tflite(keras_content, str(tmp_path / f"k_{name}"), inputs)
+        np.testing.assert_array_equal(frozen, keras_path)
+    assert exports == []
+    pq.convert(model, "float16", path="keras")  # the count sees the Keras path's export
+    assert len(exports) == 1
+
+
 def test_representative_images_come_from_training_split_seeded(digits_model):
     source = digits_model[0]
     first = pq.representative_inputs(source, 10, seed=3)

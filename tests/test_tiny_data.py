@@ -35,5 +35,26 @@ def test_too_short_a_run_names_the_flags():
                               total_steps=10)
 
 
+def test_a_run_with_explicit_steps_prints_no_derived_schedule(capsys):
+    """--begin_step/--end_step/--frequency given (as --smoke compresses them): the
+    schedule is theirs, and no line says another one is used."""
+    import types
+    from pie.compress import trainer
+    run = trainer.Trainer.__new__(trainer.Trainer)
+    run.steps_per_epoch = 4
+    settings = dict(schedule="polynomial", power=3, initial_sparsity=0.0, epochs=3)
+    pruning._short_runs_logged.discard(12)
+    run.config = types.SimpleNamespace(begin_step=2, end_step=4, frequency=1, **settings)
+    schedule = run._schedule(0.5)
+    assert (schedule.begin_step, schedule.end_step, schedule.frequency) == (2, 4, 1)
+    assert "pruning schedule:" not in capsys.readouterr().out
+    run.config = types.SimpleNamespace(begin_step=-1, end_step=-1, frequency=-1, **settings)
+    schedule = run._schedule(0.5)
+    assert (schedule.begin_step, schedule.end_step, schedule.frequency) == (1, 7, 1)
+    assert capsys.readouterr().out == ("pruning schedule: 12 training steps are too few for "
+                                       "10 mask updates: begin_step 1, end_step 7, frequency 1 "
+                                       "(6 updates)\n")
+
+
 # The run with default flags on 2 classes x 10 training images is in
 # tests/test_user_tfrecords.py (one run for both situations of issue 25).

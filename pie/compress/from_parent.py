@@ -14,7 +14,7 @@ import shutil
 import time
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.compress import methods, pruning, quantize, training
+from pie.compress import methods, precision, pruning, quantize, training
 from pie.io import errors, records
 from pie.models import loading, predict
 
@@ -61,6 +61,14 @@ class FromParent(methods.Method):
                 f"seed: the workdir has none for seed {member.seed} (model "
                 f"{config.model_name()}); train it first (--sparsities=0)")
 
+    def check_float32(self, config, what):
+        """tfmot's quantization-aware and clustering wrappers take float32 layers only:
+        under a mixed policy they fail deep in training, so the run is refused first."""
+        if config.method == self.name and config.precision != precision.FLOAT32:
+            raise errors.UsageError(f"--method={self.name} trains {what}, which take float32 "
+                                    f"layers only: train it with --precision=float32, got "
+                                    f"--precision={config.precision}")
+
     def member_epochs(self, config):
         return config.finetune_epochs
 
@@ -81,7 +89,8 @@ class FromParent(methods.Method):
             raise errors.UsageError(self.missing_parent(trainer.config, member))
         keras.utils.set_random_seed(member.seed)
         keras.backend.reset_uids()
-        parent_model = loading.load_keras(workdir.model_path(parent))
+        # Saved in float32: trained, like every member, in --precision.
+        parent_model = precision.in_policy(loading.load_keras(workdir.model_path(parent)))
         print(f"[{label}] {member.member_id}: {self.name} from {parent['member_id']}",
               flush=True)
         model = self.derive(trainer, member, parent_model, parent)

@@ -27,6 +27,7 @@ class Clustering(from_parent.FromParent):
     def check_config(self, config):
         if config.clusters < 2:
             raise errors.UsageError(f"--clusters must be at least 2, got {config.clusters}")
+        self.check_float32(config, "tfmot's clustered layers")
         if config.method == self.name and config.levels not in ((0.0,),):
             raise errors.UsageError(f"--method={self.name} removes no weights: train it with "
                                     f"--sparsities=0, got '{config.sparsities}'")

@@ -27,6 +27,7 @@ class QuantizationAware(from_parent.FromParent):
     exports_tflite = True
 
     def check_config(self, config):
+        self.check_float32(config, "tfmot's quantization-aware layers")
         if config.method == self.name and config.levels != (0.0,):
             raise errors.UsageError(f"--method={self.name} removes no weights: train it with "
                                     f"--sparsities=0, got '{config.sparsities}'")
@@ -52,6 +53,7 @@ class PruningPreservingQAT(QuantizationAware):
     parent_label = "a pruned member"
 
     def check_config(self, config):
+        self.check_float32(config, "tfmot's quantization-aware layers")
         if config.method != self.name:
             return
         if config.parent_method in (methods.DENSE, self.name) or any(

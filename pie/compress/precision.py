@@ -6,7 +6,8 @@ classifier (pie.models.builders) computes and outputs float32 logits, and with
 float16 the optimizer scales the loss (a dynamic LossScaleOptimizer,
 pie.compress.schedules.build_optimizer) so small gradients do not underflow.
 tfmot's pruning wrappers keep their float32 masks: a pruned member keeps its
-zeros. A member is saved as a float32 model (`float32_model`), so every later
+zeros. A member made from a finished one starts from it copied into the policy
+(`in_policy`). A member is saved as a float32 model (`float32_model`), so every later
 stage loads and predicts it in float32 whatever it was trained in.
 
 `--jit_compile` compiles Keras's train step with XLA (`model.compile(jit_compile=True)`).
@@ -111,3 +112,40 @@ def float32_model(model):
         keras.mixed_precision.set_global_policy(policy)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def in_policy(model):
+    """`model` (a saved member: float32) as the global policy computes it: `model`
+    itself under float32, else a copy with the same weights whose layers take the
+    global policy, its input and output layers kept as they are (the logits stay
+    float32, as pie.models.builders builds them). A member made from a finished one
+    (pie.compress.from_parent) trains in --precision like any other, and tfmot's
+    wrappers meet layers of their own policy: a float32 layer wrapped under a mixed
+    policy reads its kernel in float32 and its mask in 16 bits, and fails."""
+    import tf_keras as keras
+    name = current()
+    if name == FLOAT32 or not is_float32(model):
+        return model
+    config = _policy_config(model.get_config(), name)
+    cls = keras.Sequential if isinstance(model, keras.Sequential) else keras.Model
+    copy = cls.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _policy_config(config, name):
+    """A model config whose layers but its input and output layers take the policy
+    `name` (nested models: the same, inside)."""
+    layers = config["layers"]
+    if "output_layers" in config:  # functional
+        kept = {entry[0] for entry in config["output_layers"]}
+    else:  # Sequential: its last layer makes the output
+        kept = {layers[-1]["config"]["name"]} if layers else set()
+    out = dict(config, layers=[])
+    for layer in layers:
+        inner = layer["config"]
+        if layer["class_name"] != "InputLayer" and inner["name"] not in kept:
+            inner = (_policy_config(inner, name) if "layers" in inner
+                     else dict(inner, dtype=name))
+        out["layers"].append(dict(layer, config=inner))
+    return out

@@ -117,7 +117,10 @@ class Trainer:
     def _schedule(self, target, retargetable=False):
         config = self.config
         total = self.steps_per_epoch * config.epochs
-        begin, end, frequency = pruning.auto_schedule_steps(total)
+        # The derived schedule's line only when it is the one used: explicit steps
+        # (e.g. --smoke's compressed ones) would be contradicted by it.
+        derived = config.begin_step < 0 and config.end_step < 0 and config.frequency < 0
+        begin, end, frequency = pruning.auto_schedule_steps(total, log=derived)
         begin = begin if config.begin_step < 0 else config.begin_step
         end = end if config.end_step < 0 else config.end_step
         frequency = frequency if config.frequency < 0 else config.frequency

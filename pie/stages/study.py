@@ -79,6 +79,8 @@ def define_flags(flag_values=flags.FLAGS):
                          flag_values=flag_values)
     flags.DEFINE_integer("cost_repeats", 5, "pie.stages.cost --repeats.",
                          flag_values=flag_values)
+    flags.DEFINE_integer("cost_warmup", 5, "pie.stages.cost --warmup.",
+                         flag_values=flag_values)
     flags.DEFINE_string("groups_csv", None, "per_class_accuracy.subgroups --groups_csv "
                         "(mnist5k: made by pie.data.mnist5k_groups when not given).",
                         flag_values=flag_values)
@@ -193,7 +195,8 @@ def stage_args(flag_values):
         "noise-similarity": [w, f"--draws={flag_values.noise_draws}",
                              f"--images={flag_values.noise_images}"],
         "informative-features": [w, f"--images={flag_values.informative_images}"],
-        "cost": [w, f"--repeats={flag_values.cost_repeats}"]})
+        "cost": [w, f"--repeats={flag_values.cost_repeats}",
+                 f"--warmup={flag_values.cost_warmup}"]})
     if runs_toy(flag_values):
         args["toy"] = [f"--dataset={flag_values.toy_dataset}",
                        f"--seeds={flag_values.toy_seeds}",
@@ -327,6 +330,8 @@ def check_stage_flags(flag_values):
         if getattr(flag_values, name) < 1:
             raise cli.UsageError(f"--{name} must be at least 1, got "
                                  f"{getattr(flag_values, name)}")
+    if flag_values.cost_warmup < 0:
+        raise cli.UsageError(f"--cost_warmup must be at least 0, got {flag_values.cost_warmup}")
 
 
 def check_workdir(workdir):
