@@ -29,8 +29,7 @@ def pytest_configure(config):
 
 # The longest test files, started first: `bash run.sh test` gives each pytest worker
 # whole files in collection order (pytest-xdist --dist loadfile), and test_train.py
-# (about 6 minutes on 2 cores) collected last in alphabetical order ran alone at the
-# end of the suite.
+# (about 6 minutes on 2 cores) would otherwise start among the last.
 LONGEST_FILES = ("test_train.py",)
 
 
