@@ -65,8 +65,6 @@ class _Running:
 
     def __init__(self, job, finished, lock, write):
         self.job = job
-        self.started = time.time()
-        self.cpu = 0.0
         self.code = None
         self.process = None
         self._held = []
