@@ -32,12 +32,12 @@ def test_optimizer_slots_are_not_counted(tmp_path):
     table = pd.read_csv(os.path.join(workdir, "quantization", "cost.csv")).set_index("seed")
     for column in ("file_bytes", "gzip_bytes"):
         assert abs(table.loc[1, column] / table.loc[0, column] - 1) < 0.02, column
-    # The file without slots costs what it is, gzip -9 included (within a few bytes:
+    # The file without slots costs what it is, gzip (level 6) included (within a few bytes:
     # saved again, its zip holds another date).
     with open(plain, "rb") as handle:
         content = handle.read()
     assert abs(table.loc[0, "file_bytes"] - len(content)) <= 16
-    assert abs(table.loc[0, "gzip_bytes"] - len(gzip.compress(content, 9, mtime=0))) <= 64
+    assert abs(table.loc[0, "gzip_bytes"] - len(gzip.compress(content, 6, mtime=0))) <= 64
     assert table.loc[0, "params"] == table.loc[1, "params"] == sum(
         int(np.size(w)) for w in model.get_weights())
     assert (records.read_manifest(workdir)["measured_sparsity"] - 0.7).abs().max() < 0.01

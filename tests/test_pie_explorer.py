@@ -94,7 +94,8 @@ def cost_table(manifest):
     cost["gzip_bytes"] = [GZIP[m] + 10 * s for m, s in zip(manifest["method"], manifest["seed"])]
     cost["latency_ms_batch1"] = 0.2
     for column in ("params", "nonzero_params", "file_bytes", "latency_ms_batch32",
-                   "tflite_bytes", "tflite_gzip_bytes", "repeats", "num_threads"):
+                   "tflite_bytes", "tflite_gzip_bytes", "repeats", "num_threads",
+                   "gzip_level"):
         cost[column] = 1
     cost["latency_model"] = "float"
     return cost

@@ -80,12 +80,17 @@ def test_latency_tells_a_slower_model_from_a_fast_one(tmp_path):
 
 
 def test_rerun_keeps_rows_of_unchanged_members_only():
-    columns = ["member_id", "file_bytes", "repeats", "num_threads", "latency_ms_batch1"]
-    previous = pd.DataFrame({"member_id": ["a", "b", "c", "d"], "file_bytes": [10, 20, 30, 40],
-                             "repeats": [5, 5, 5, 3], "num_threads": [1, 1, 1, 1],
-                             "latency_ms_batch1": [0.1, 0.2, 0.3, 0.4]})
-    # b's file changed, c left the manifest, d was timed with other repeats.
-    kept = pq.reusable_cost_rows(previous, {"a": 10, "b": 21, "d": 40}, 5, 1, columns)
+    columns = ["member_id", "file_bytes", "repeats", "num_threads", "latency_ms_batch1",
+               "gzip_level"]
+    previous = pd.DataFrame({"member_id": ["a", "b", "c", "d", "e"],
+                             "file_bytes": [10, 20, 30, 40, 50],
+                             "repeats": [5, 5, 5, 3, 5], "num_threads": [1, 1, 1, 1, 1],
+                             "latency_ms_batch1": [0.1, 0.2, 0.3, 0.4, 0.5],
+                             "gzip_level": [6, 6, 6, 6, 9]})
+    # b's file changed, c left the manifest, d was timed with other repeats, e's gzip
+    # sizes are of another level.
+    kept = pq.reusable_cost_rows(previous, {"a": 10, "b": 21, "d": 40, "e": 50}, 5, 1,
+                                 columns)
     assert sorted(kept) == ["a"] and kept["a"]["latency_ms_batch1"] == 0.1
     assert pq.reusable_cost_rows(previous, {"a": 10}, 5, 2, columns) == {}
     assert pq.reusable_cost_rows(previous, {"a": 10}, 5, 1, columns + ["top1"]) == {}

@@ -187,6 +187,7 @@ def _cost(manifest, rng):
     cost["seed"] = manifest["seed"]
     cost["tflite_bytes"] = cost["tflite_gzip_bytes"] = np.nan
     cost["latency_model"], cost["repeats"], cost["num_threads"] = "keras", 5, 1
+    cost["gzip_level"] = 6
     return cost[cost_stage.COST_COLUMNS]
 
 

@@ -153,7 +153,7 @@ def test_quantize_and_cost_shards_equal_one_run(two_workdirs, monkeypatch, capsy
                 "params": len(row["member_id"]), "file_bytes": int(row["seed"]) + 1,
                 "gzip_bytes": 1, "latency_ms_batch1": float(row["sparsity"]) / 3,
                 "latency_ms_batch32": 0.5, "repeats": repeats,
-                "num_threads": num_threads}
+                "num_threads": num_threads, "gzip_level": 6}
 
     pq_convert = pq.convert
     monkeypatch.setattr(pq, "convert", convert_once)

@@ -7,7 +7,8 @@ Writes `W/quantization/cost.csv`, one row per manifest member (Keras and TFLite)
 
   params, nonzero_params   weights of the Keras model (TFLite members: of the Keras
                            member they were converted from, see meta.json)
-  file_bytes, gzip_bytes   the member's weights alone, raw and gzip -9: a Keras member
+  file_bytes, gzip_bytes   the member's weights alone, raw and gzip (level `gzip_level`,
+                           deflate's default 6): a Keras member
                            saved again without optimizer state or pruning wrappers (an
                            imported file may carry them), a TFLite member's file
   tflite_bytes, tflite_gzip_bytes   the .tflite that was timed (a Keras member is
@@ -27,7 +28,7 @@ one per core, at most 2; 0 = one per core; 1 = in this process), then every memb
 of the chunk is timed here, one after the other, while the workers wait: latency is
 measured uncontended. The table does not depend on --workers
 (tests/test_cost_pool.py). A rerun keeps the rows of members whose model file,
-repeats and threads are unchanged. `--shard=i/n` measures manifest members i, i+n,
+repeats, threads and gzip level are unchanged. `--shard=i/n` measures manifest members i, i+n,
 ... only; n shards may run at once, and the last to finish writes cost.csv from
 every shard's rows (pie.io.shards). See docs/quantization.md.
 """
@@ -55,7 +56,7 @@ BATCH_SIZES = (1, 32)
 COST_COLUMNS = [
     "member_id", "method", "sparsity", "seed", "params", "nonzero_params", "file_bytes",
     "gzip_bytes", "latency_ms_batch1", "latency_ms_batch32", "top1", "tflite_bytes",
-    "tflite_gzip_bytes", "latency_model", "repeats", "num_threads",
+    "tflite_gzip_bytes", "latency_model", "repeats", "num_threads", "gzip_level",
 ]
 # The zip entries' date of a weights-only copy (the earliest a zip can hold).
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -120,7 +121,7 @@ def inference_model(model):
 
 
 def weights_only_sizes(model):
-    """(bytes, gzip -9 bytes) of `model` saved alone: its config and weights, never an
+    """(bytes, gzip bytes) of `model` saved alone: its config and weights, never an
     optimizer's slots (an imported file saved compiled holds Adam's two per weight).
     The copy's dates are set to one value (`undated`), so a rerun gives the same bytes."""
     from pie.compress import training
@@ -187,7 +188,7 @@ def measure(workdir, row, weights, repeats, warmup, num_threads, keras_cost=None
     `converted` returned for it (its float TFLite at `keras_cost["tflite_path"]`)."""
     model_path = Workdir(workdir).model_path(row)
     cost = {key: row[key] for key in ("member_id", "method", "sparsity", "seed", "top1")}
-    cost.update(repeats=repeats, num_threads=num_threads)
+    cost.update(repeats=repeats, num_threads=num_threads, gzip_level=pq.GZIP_LEVEL)
     if model_path.endswith(".tflite"):
         file_bytes, gzip_bytes = pq.file_sizes(model_path)
         source = weights.source_of(row)
