@@ -11,7 +11,7 @@ import math
 from typing import Optional
 
 from pie.compress import lineage, methods, precision, schedules
-from pie.data import views
+from pie.data import augments
 from pie.io import cli, errors, records
 from pie.models import builders
 
@@ -68,7 +68,7 @@ class TrainConfig:
         "auto", "Training views: none, flip_crop, inception_crop, or auto (inception_crop "
         "for ImageNet-size images, flip_crop for CIFAR-size, none for digits, mnist and toy "
         "sets). Drawn per (seed, epoch, example); the resolved choice is saved in the "
-        "member's flags.txt.", choices=views.AUGMENTS)
+        "member's flags.txt.", choices=augments.AUGMENTS)
     toy_noise: Optional[float] = option(None, "Noise of the toy 2-D sets (default: the "
                                         "set's own).")
     toy_seed: int = option(0, "Seed of the toy 2-D set's points.")
