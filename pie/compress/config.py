@@ -10,7 +10,7 @@ import dataclasses
 import math
 from typing import Optional
 
-from pie.compress import lineage, methods, precision, schedules
+from pie.compress import lineage, methods, precision, schedules, sparsity
 from pie.data import augments
 from pie.io import cli, errors, records
 from pie.models import builders
@@ -219,13 +219,12 @@ class TrainConfig:
 
     # ------------------------------------------------------------ the checks
     def _check_population(self):
-        from pie.compress import pruning
         values = cli.parse_floats(self.sparsities, "sparsities")
         for value in values:
             if not math.isfinite(value):
                 raise errors.UsageError(f"--sparsities must be finite numbers in [0, 1), got "
                                         f"'{self.sparsities}'")
-            pruning.validate_sparsity(value)
+            sparsity.validate_sparsity(value)
         # Members are named at 6 significant digits (dense_0, magnitude_0.5): two values
         # that name the same member are one; -0.0 is 0.
         keyed = tuple(records.key_sparsity(value) for value in values)
