@@ -15,7 +15,8 @@ epoch checkpoint and skips finished ones.
 
 This module holds the command line only: its flags are the fields of
 pie.compress.config.TrainConfig, parsed once into a config, and the work is
-pie.compress.trainer.train_population.
+pie.compress.trainer.train_population, imported (with TensorFlow) only once the
+flags are checked: a refused flag or --help takes a fraction of a second.
 """
 import inspect
 import sys
@@ -27,10 +28,9 @@ from pie.compress import workers as worker_processes
 
 if __name__ == "__main__":
     # The other workers of `--workers=N` start now, and load TensorFlow (about 4 s)
-    # while this process does; they begin once this one has checked the run.
+    # while this process checks the run and loads it; they begin once it has.
     worker_processes.start_early("save_checkpoint.train", sys.argv[1:])
 
-from pie.compress import trainer  # noqa: E402
 from pie.compress.config import TrainConfig  # noqa: E402
 from pie.io import cli  # noqa: E402
 
@@ -42,17 +42,26 @@ def define_flags(flag_values=flags.FLAGS):
     cli.define_flags_of(TrainConfig, flag_values, __name__)
 
 
+def _trainer():
+    """pie.compress.trainer, imported with TensorFlow once the flags are checked."""
+    from pie.compress import trainer
+    return trainer
+
+
+def _train_population(config):
+    return _trainer().train_population(config, MODULE)
+
+
 def main(argv):
     del argv
-    return trainer.train_population(cli.config_from_flags(TrainConfig, flags.FLAGS), MODULE)
+    return _train_population(cli.config_from_flags(TrainConfig, flags.FLAGS))
 
 
 def run(**settings):
     """Trains a population in this process: keyword arguments are TrainConfig's fields
     (the flags), e.g. run(workdir="W", seeds=2); bad input raises errors.InputError."""
     config = cli.make_config(TrainConfig, MODULE, settings)
-    return cli.run_config(lambda checked: trainer.train_population(checked, MODULE), config,
-                          MODULE)
+    return cli.run_config(_train_population, config, MODULE)
 
 
 run.__signature__ = inspect.signature(TrainConfig)
@@ -60,5 +69,5 @@ run.__signature__ = inspect.signature(TrainConfig)
 
 if __name__ == "__main__":
     define_flags()
-    worker_processes.await_gate()
+    worker_processes.await_gate(load_first=_trainer)
     cli.run(main)

@@ -101,3 +101,20 @@ def test_data_free_is_the_methods_own_attribute(random_method):
         "random_0.5_seed0: random removed 0.5000 of the weights")
     assert pruning.removed_line("weight_0.5_seed0", "weight", 0.5, 80, "units") == (
         "weight_0.5_seed0: weight removed 0.5000 of the units")
+
+
+@pytest.mark.parametrize("first", methods.SHIPPED_MODULES)
+def test_the_registry_order_is_the_same_whichever_method_module_is_imported_first(first):
+    """Any method module can fill the registry (each imports only light modules):
+    `--method`'s allowed list reads the same either way."""
+    import json
+    import subprocess
+    import sys
+    from conftest import ROOT
+    code = (f"import json, sys; sys.path.insert(0, {ROOT!r})\n"
+            f"import pie.compress.{first}\n"
+            "from pie.compress import methods\n"
+            "print(json.dumps(methods.names()))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, check=True)
+    assert json.loads(result.stdout.splitlines()[-1]) == methods.names()

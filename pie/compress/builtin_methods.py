@@ -9,8 +9,12 @@
   lrp, taylor, grad, weight, filter_l1
              unit criteria (pie.compress.criteria): that fraction of neurons and
              filters removed once from the dense member
+
+pie.compress.pruning and pie.compress.criteria (TensorFlow, tfmot) are imported by
+the methods' work, not here: the registry, and the flag checks that read it, never
+load TensorFlow.
 """
-from pie.compress import criteria, pruning
+from pie.compress import criteria_names
 from pie.compress.methods import (DURING_TRAINING, ONCE, UNIT_MASK, WEIGHT_MASK, DENSE,
                                   Method)
 
@@ -31,12 +35,14 @@ class GlobalWeights(Method):
         raise NotImplementedError
 
     def one_shot_mask(self, model, sparsity, reference, seed, layer_names):
+        from pie.compress import pruning
         x, _ = reference
         masks = pruning.global_keep_masks(self.scores(model, layer_names, x), sparsity)
         pruning.apply_weight_masks(model, masks)
         return masks
 
     def check(self, per_layer, overall, sparsity, mask):
+        from pie.compress import pruning
         pruning.check_overall_sparsity(overall, sparsity)
         return {}
 
@@ -53,9 +59,11 @@ class Magnitude(Method):
         return not self.prunes_once(sparsity, has_parent)
 
     def wrap(self, model, schedule, include_classifier):
+        from pie.compress import pruning
         return pruning.wrap_for_pruning(model, schedule, include_classifier)
 
     def one_shot_mask(self, model, sparsity, reference, seed, layer_names):
+        from pie.compress import pruning
         mask = {name: pruning.global_keep_masks(
             {name: pruning.kernel_of(model, name).numpy()}, sparsity)[name]
             for name in layer_names}
@@ -63,6 +71,7 @@ class Magnitude(Method):
         return mask
 
     def check(self, per_layer, overall, sparsity, mask):
+        from pie.compress import pruning
         pruning.check_sparsity(per_layer, sparsity)
         return {}
 
@@ -74,10 +83,12 @@ class GlobalMagnitude(GlobalWeights):
     needs_data = False
 
     def scores(self, model, layer_names, x):
+        from pie.compress import pruning
         del x  # data-free
         return {name: pruning.kernel_of(model, name).numpy() for name in layer_names}
 
     def callbacks(self, model, schedule, layer_names):
+        from pie.compress import pruning
         return [pruning.GlobalMagnitudePruning(schedule, layer_names)]
 
 
@@ -87,6 +98,7 @@ class Sensitivity(GlobalWeights):
                    "dense member")
 
     def scores(self, model, layer_names, x):
+        from pie.compress import criteria
         return criteria.sipp_sensitivity(model, layer_names, x)
 
 
@@ -95,6 +107,7 @@ class MeanSensitivity(GlobalWeights):
     description = "the earlier mean-over-samples weight sensitivity, from the dense member"
 
     def scores(self, model, layer_names, x):
+        from pie.compress import criteria
         return criteria.weight_sensitivity(model, layer_names, x)
 
 
@@ -104,18 +117,20 @@ class UnitCriterion(Method):
 
     def __init__(self, name):
         self.name = name
-        self.description = criteria.get_criterion(name).description
-        self.needs_data = criteria.get_criterion(name).needs_data
+        self.description = criteria_names.get_criterion(name).description
+        self.needs_data = criteria_names.get_criterion(name).needs_data
 
     def one_shot_mask(self, model, sparsity, reference, seed, layer_names):
+        from pie.compress import criteria
         x, y = reference
         return criteria.prune_units(model, self.name, sparsity, x, y, seed=seed)
 
     def check(self, per_layer, overall, sparsity, mask):
+        from pie.compress import criteria
         from pie.compress import training
         training.check_unit_sparsity(mask, sparsity)
         return {"measured_unit_sparsity": criteria.mask_summary(mask)}
 
 
 ALL = [Dense(), Magnitude(), GlobalMagnitude(), Sensitivity(), MeanSensitivity()] + [
-    UnitCriterion(name) for name in criteria.CRITERIA]
+    UnitCriterion(name) for name in criteria_names.CRITERIA]

@@ -10,8 +10,8 @@ import dataclasses
 import math
 from typing import Optional
 
-from pie.compress import lineage, methods, precision, schedules
-from pie.data import views
+from pie.compress import lineage, methods, precision, schedules, sparsity
+from pie.data import augments
 from pie.io import cli, errors, records
 from pie.models import builders
 
@@ -68,7 +68,7 @@ class TrainConfig:
         "auto", "Training views: none, flip_crop, inception_crop, or auto (inception_crop "
         "for ImageNet-size images, flip_crop for CIFAR-size, none for digits, mnist and toy "
         "sets). Drawn per (seed, epoch, example); the resolved choice is saved in the "
-        "member's flags.txt.", choices=views.AUGMENTS)
+        "member's flags.txt.", choices=augments.AUGMENTS)
     toy_noise: Optional[float] = option(None, "Noise of the toy 2-D sets (default: the "
                                         "set's own).")
     toy_seed: int = option(0, "Seed of the toy 2-D set's points.")
@@ -219,13 +219,12 @@ class TrainConfig:
 
     # ------------------------------------------------------------ the checks
     def _check_population(self):
-        from pie.compress import pruning
         values = cli.parse_floats(self.sparsities, "sparsities")
         for value in values:
             if not math.isfinite(value):
                 raise errors.UsageError(f"--sparsities must be finite numbers in [0, 1), got "
                                         f"'{self.sparsities}'")
-            pruning.validate_sparsity(value)
+            sparsity.validate_sparsity(value)
         # Members are named at 6 significant digits (dense_0, magnitude_0.5): two values
         # that name the same member are one; -0.0 is 0.
         keyed = tuple(records.key_sparsity(value) for value in values)

@@ -8,19 +8,23 @@ shared part: finding and loading the parent, the fine-tuning `fit` on the seed's
 batches, and recording a member whose model is a Keras file (the trainer's
 `_finish`) or an int8 `.tflite` converted from it (`finish_tflite`).
 
-Such members have no epoch checkpoints: an interrupted one is made again.
+Such members have no epoch checkpoints: an interrupted one is made again. The
+modules that load TensorFlow are imported where a member is made: the registry of
+methods imports this module when the training stage's flags are checked.
 """
 import shutil
 import time
 
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pie.compress import methods, precision, pruning, quantize, training
+from pie.compress import methods, precision
 from pie.io import errors, records
-from pie.models import loading, predict
 
-# QAT members' conversion: Optimize.DEFAULT on a QAT model gives int8 weights and
-# int8 activations with the ranges learned in training (float input and output).
-QAT_MODE = quantize.Mode("qat_int8", quantize.DENSE_SOURCE, sparse=False, weights="int8",
+
+def qat_mode():
+    """QAT members' conversion: Optimize.DEFAULT on a QAT model gives int8 weights and
+    int8 activations with the ranges learned in training (float input and output)."""
+    from pie.compress import quantize
+    return quantize.Mode("qat_int8", quantize.DENSE_SOURCE, sparse=False, weights="int8",
                          full_int8=False)
 
 
@@ -82,6 +86,7 @@ class FromParent(methods.Method):
 
     def train_member(self, trainer, member, workdir, label):
         import tf_keras as keras
+        from pie.models import loading
         started = time.time()
         manifest = records.read_manifest(workdir)
         parent = self.parent_row(trainer.config, member, manifest)
@@ -140,10 +145,12 @@ def finish_tflite(trainer, member, model, workdir, started, parent):
     """Records a member whose model is the int8 .tflite of the trained Keras `model`
     (kept beside it as model.keras); its clean predictions come from the .tflite."""
     import numpy as np
-    config = trainer.config
+    from pie.compress import pruning, quantize, training
     from pie.compress import trainer as trainer_module
+    from pie.models import loading, predict
+    config = trainer.config
     trainer_module.check_finite(member, model)
-    content = quantize.convert(model, QAT_MODE)
+    content = quantize.convert(model, qat_mode())
     model_file = workdir.member_relfile(member.relpath, "tflite_model")
     keras_file = workdir.member_relfile(member.relpath, "keras_model")
     # The QAT model's layers (quantize wrappers, quantizers) are tfmot's: its scope

@@ -123,7 +123,21 @@ def register(method):
     if method.name in _REGISTRY and _REGISTRY[method.name] is not method:
         raise ValueError(f"a method named '{method.name}' is registered already")
     _REGISTRY[method.name] = method
+    ordered = sorted(_REGISTRY.values(), key=_rank)  # stable: others as registered
+    _REGISTRY.clear()
+    _REGISTRY.update((each.name, each) for each in ordered)
     return method
+
+
+def _rank(method):
+    """Built-in first, then the shipped methods in SHIPPED_MODULES' order, then the
+    others: the same order whichever method module was imported first (each imports
+    only light modules, so any of them can be the one that fills the registry)."""
+    if method.name in BUILT_IN:
+        return 0
+    module = type(method).__module__
+    shipped = [f"pie.compress.{name}" for name in SHIPPED_MODULES]
+    return 1 + (shipped.index(module) if module in shipped else len(shipped))
 
 
 def unregister(name):

@@ -9,7 +9,7 @@ distinct values. Recorded at sparsity 0 under `cluster`.
 """
 import numpy as np
 
-from pie.compress import from_parent, methods, pruning
+from pie.compress import from_parent, methods
 from pie.io import errors
 
 
@@ -33,10 +33,12 @@ class Clustering(from_parent.FromParent):
                                     f"--sparsities=0, got '{config.sparsities}'")
 
     def clustered_names(self, model, config):
+        from pie.compress import pruning
         return [name for name in pruning.prunable_layer_names(model, config.prune_classifier)
                 if model.get_layer(name).kernel.shape.num_elements() > config.clusters]
 
     def derive(self, trainer, member, parent_model, parent_row):
+        from pie.compress import pruning
         import tf_keras as keras
         clustering = pruning.tfmot.clustering.keras
         config = trainer.config

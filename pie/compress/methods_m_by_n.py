@@ -9,7 +9,7 @@ sparsity m/n (0.5 for 2:4): `--sparsities=0.5` selects it.
 """
 import numpy as np
 
-from pie.compress import from_parent, methods, pruning
+from pie.compress import from_parent, methods
 from pie.io import errors
 
 
@@ -72,6 +72,7 @@ class MByN(from_parent.FromParent):
                 f" got '{config.sparsities}'")
 
     def derive(self, trainer, member, parent_model, parent_row):
+        from pie.compress import pruning
         tfmot = pruning.tfmot
         import tf_keras as keras
         config = trainer.config

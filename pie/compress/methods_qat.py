@@ -15,7 +15,7 @@ Keras model is kept beside it (`model.keras`, meta.json's `keras_file`).
 """
 import numpy as np
 
-from pie.compress import from_parent, methods, pruning
+from pie.compress import from_parent, methods
 from pie.io import errors, records
 
 
@@ -36,6 +36,7 @@ class QuantizationAware(from_parent.FromParent):
         return False
 
     def quantized(self, parent_model):
+        from pie.compress import pruning
         return pruning.tfmot.quantization.keras.quantize_model(parent_model)
 
     def derive(self, trainer, member, parent_model, parent_row):
@@ -82,12 +83,14 @@ class PruningPreservingQAT(QuantizationAware):
                 f"its method with --parent_method")
 
     def quantized(self, parent_model):
+        from pie.compress import pruning
         tfmot = pruning.tfmot
         annotated = tfmot.quantization.keras.quantize_annotate_model(parent_model)
         return tfmot.quantization.keras.quantize_apply(
             annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
 
     def derive(self, trainer, member, parent_model, parent_row):
+        from pie.compress import pruning
         names = pruning.prunable_layer_names(parent_model, trainer.config.prune_classifier)
         zeros = {name: parent_model.get_layer(name).kernel.numpy() == 0 for name in names}
         model = super().derive(trainer, member, parent_model, parent_row)

@@ -8,6 +8,7 @@ import tf_keras as keras
 
 from pie.compress import tfmot_loader
 
+from pie.compress.sparsity import validate_sparsity  # noqa: F401  (pruning.validate_sparsity)
 from pie.io import errors
 from pie.models import builders
 
@@ -19,11 +20,6 @@ SPARSITY_TOLERANCE = 0.005
 
 
 PruningError = errors.PruningError
-
-
-def validate_sparsity(value):
-    if not 0.0 <= value < 1.0:
-        raise PruningError(f"sparsity must be in [0, 1), got {value:g}")
 
 
 # Mask updates of the default schedule (fewer when training has fewer steps).

@@ -33,6 +33,7 @@ lr_per_256) `build_optimizer` returns exactly the optimizer the trainer built
 before these options existed, so trained weights are unchanged.
 """
 import dataclasses
+import functools
 import math
 import re
 
@@ -127,13 +128,10 @@ def base_rate(learning_rate, batch_size, lr_per_256):
     return learning_rate
 
 
-def _schedule_base():
-    import tf_keras as keras
-    return keras.optimizers.schedules.LearningRateSchedule
-
-
-class RecipeSchedule(_schedule_base()):
-    """The learning rate at an optimizer step (see the module's formulas)."""
+class _RecipeScheduleMethods:
+    """RecipeSchedule's methods; the class itself subclasses tf_keras's
+    LearningRateSchedule, so it is made on first use (`_recipe_schedule_class`): a
+    stage refusing a flag or printing --help never loads TensorFlow."""
 
     def __init__(self, base, kind="constant", warmup_steps=0, boundaries=(),
                  decay_factor=0.1, total_steps=1, power=POLYNOMIAL_POWER):
@@ -171,6 +169,24 @@ class RecipeSchedule(_schedule_base()):
                 "total_steps": self.total_steps, "power": self.power}
 
 
+@functools.cache
+def _recipe_schedule_class():
+    import tf_keras as keras
+
+    class RecipeSchedule(_RecipeScheduleMethods, keras.optimizers.schedules.LearningRateSchedule):
+        """The learning rate at an optimizer step (see the module's formulas)."""
+
+    RecipeSchedule.__module__, RecipeSchedule.__qualname__ = __name__, "RecipeSchedule"
+    return RecipeSchedule
+
+
+def __getattr__(name):
+    """`schedules.RecipeSchedule`: the class, made (and TensorFlow loaded) on first use."""
+    if name == "RecipeSchedule":
+        return _recipe_schedule_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def rate_at(recipe, learning_rate, batch_size, steps_per_epoch, epochs, step):
     """The learning rate of one step, computed in Python (the same formula, float64):
     what tests and documentation compare the schedule with."""
@@ -196,7 +212,7 @@ def schedule_for(recipe, learning_rate, batch_size, steps_per_epoch, epochs):
     RecipeSchedule over `epochs` x `steps_per_epoch` steps."""
     if recipe.plain:
         return learning_rate
-    return RecipeSchedule(
+    return _recipe_schedule_class()(
         base_rate(learning_rate, batch_size, recipe.lr_per_256), kind=recipe.schedule,
         warmup_steps=round(recipe.warmup_epochs * steps_per_epoch),
         boundaries=[round(e * steps_per_epoch) for e in recipe.decay_epochs],

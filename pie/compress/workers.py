@@ -123,11 +123,14 @@ def discard_early():
     discard(early)
 
 
-def await_gate():
-    """In a worker started by `start_early`: waits for the go; leaves quietly on
-    anything else."""
+def await_gate(load_first=None):
+    """In a worker started by `start_early`: calls `load_first` (the stage's slow
+    imports, TensorFlow, done while the first process checks the run), then waits
+    for the go; leaves quietly on anything else."""
     if not os.environ.get(GATE_ENV):
         return
+    if load_first is not None:
+        load_first()
     # Ctrl-C while waiting is worker 0's to report; this one then reads the end of
     # its input and leaves quietly.
     handler = signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -16,11 +16,11 @@ Every random draw is stateless and seeded by (member seed, epoch, example key), 
 member's epoch is reproducible, and every epoch and every member sees other views.
 """
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+# The --augment values and their resolution per family (views.AUGMENTS, views.resolve).
+from pie.data.augments import AUGMENTS, AUTO, resolve  # noqa: F401
 from pie.io import errors
 import tensorflow as tf
 
-AUGMENTS = ("auto", "none", "flip_crop", "inception_crop")
-AUTO = {"imagenet": "inception_crop", "cifar": "flip_crop", "small": "none", "toy": "none"}
 IMAGENET_EVAL_SIZE = 224
 IMAGENET_RESIZE = 256
 CIFAR_PAD = 4
@@ -30,22 +30,6 @@ INCEPTION_ASPECT = (3 / 4, 4 / 3)
 # every function it calls: these use no Python control flow on tensors, and skipping
 # the rewrite saves seconds per pipeline (every epoch of a streamed source has its own).
 no_autograph = tf.autograph.experimental.do_not_convert
-
-
-def resolve(augment, family):
-    """The concrete view for an `--augment` value and a data family."""
-    if augment is True:  # the older boolean form: the family's default
-        augment = "auto"
-    elif augment is False or augment is None:
-        augment = "none"
-    if augment not in AUGMENTS:
-        raise errors.UsageError(f"unknown --augment '{augment}'; allowed: {', '.join(AUGMENTS)}")
-    if augment == "auto":
-        return AUTO[family]
-    if family == "toy" and augment != "none":
-        raise errors.UsageError(f"--augment={augment} needs images; the toy sets are 2-D points: "
-                                "use none or auto")
-    return augment
 
 
 @no_autograph

@@ -3,12 +3,11 @@
 tfmot's `prune_low_magnitude` rejects subclassed models and Keras 3 models, so
 every builder returns a functional Keras 2 model. Every model outputs logits, and
 its last layer is the Dense layer named `classifier` (which magnitude pruning
-leaves dense by default, as the original study did).
+leaves dense by default, as the original study did). Each builder imports tf_keras
+itself: the registry's names (`MODELS`, `validate_name`) serve the training stage's
+flags, which are checked without loading TensorFlow.
 """
 import pie  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-import tf_keras as keras
-from tf_keras import layers
-
 from pie.io import errors
 
 CLASSIFIER = "classifier"
@@ -21,6 +20,8 @@ ModelError = errors.ModelError
 
 
 def _classifier(x, num_classes):
+    import tf_keras as keras
+    from tf_keras import layers
     # Under a mixed-precision policy (--precision) the logits stay float32: softmax
     # and the loss of 16-bit logits lose precision. Under float32 the layer is as it
     # always was (no explicit dtype in its config).
@@ -31,6 +32,8 @@ def _classifier(x, num_classes):
 
 def small_cnn(input_shape, num_classes, width=None):
     """Two conv blocks and a hidden Dense layer: enough for digits and MNIST."""
+    import tf_keras as keras
+    from tf_keras import layers
     base = width or 16
     inputs = keras.Input(input_shape)
     x = layers.Conv2D(base, 3, padding="same", activation="relu", name="conv1")(inputs)
@@ -44,6 +47,8 @@ def small_cnn(input_shape, num_classes, width=None):
 
 def mlp(input_shape, num_classes, width=None):
     """Three hidden ReLU layers (dropout 0.5 after the first), as in the toy study."""
+    import tf_keras as keras
+    from tf_keras import layers
     width = width or MLP_WIDTH
     inputs = keras.Input(input_shape)
     x = layers.Flatten()(inputs) if len(input_shape) > 1 else inputs
@@ -55,6 +60,7 @@ def mlp(input_shape, num_classes, width=None):
 
 
 def _conv_bn(x, filters, kernel, stride, name, relu=True):
+    from tf_keras import layers
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
                       kernel_initializer="he_normal", name=f"{name}_conv")(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
@@ -62,6 +68,7 @@ def _conv_bn(x, filters, kernel, stride, name, relu=True):
 
 
 def _basic_block(x, filters, stride, name):
+    from tf_keras import layers
     shortcut = x
     y = _conv_bn(x, filters, 3, stride, f"{name}_a")
     y = _conv_bn(y, filters, 3, 1, f"{name}_b", relu=False)
@@ -74,6 +81,8 @@ def _cifar_resnet(depth):
     blocks = (depth - 2) // 6
 
     def build(input_shape, num_classes, width=None):
+        import tf_keras as keras
+        from tf_keras import layers
         base = width or 16
         inputs = keras.Input(input_shape)
         x = _conv_bn(inputs, base, 3, 1, "stem")
@@ -89,6 +98,8 @@ def _cifar_resnet(depth):
 
 def resnet18(input_shape, num_classes, width=None):
     """ResNet-18; an ImageNet stem for large images, a 3x3 stem for small ones."""
+    import tf_keras as keras
+    from tf_keras import layers
     base = width or 64
     inputs = keras.Input(input_shape)
     if input_shape[0] is None or input_shape[0] >= 64:
@@ -106,6 +117,8 @@ def resnet18(input_shape, num_classes, width=None):
 
 def wrn28_k(input_shape, num_classes, width=None):
     """Wide ResNet 28-k (pre-activation, 4 blocks a stage); `width` is k."""
+    import tf_keras as keras
+    from tf_keras import layers
     k = width or WRN_WIDTH
     inputs = keras.Input(input_shape)
     x = layers.Conv2D(16, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
@@ -138,6 +151,7 @@ BOTTLENECK_EXPANSION = 4
 
 
 def _v1_conv_bn(x, filters, kernel, stride, name, relu=True, zero_gamma=False):
+    from tf_keras import layers
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
                       kernel_initializer="he_normal", name=f"{name}_conv")(x)
     x = layers.BatchNormalization(momentum=RESNET50_BN_MOMENTUM, epsilon=RESNET50_BN_EPSILON,
@@ -149,6 +163,7 @@ def _v1_conv_bn(x, filters, kernel, stride, name, relu=True, zero_gamma=False):
 def _bottleneck_v1(x, width, stride, name):
     """1x1 (strided, v1) -> 3x3 -> 1x1 x4, the last BN's gamma zero: each residual
     block starts as the identity (the shortcut alone)."""
+    from tf_keras import layers
     out = width * BOTTLENECK_EXPANSION
     shortcut = x
     if stride != 1 or x.shape[-1] != out:
@@ -165,6 +180,8 @@ def resnet50(input_shape, num_classes, width=None):
     epsilon 1e-5, the last BN gamma of every block initialised to zero; a 7x7/2
     stem (explicit 3-pixel padding) and 3x3/2 max pooling. 25,557,032 parameters
     at 1,000 classes."""
+    import tf_keras as keras
+    from tf_keras import layers
     if width:
         raise ModelError("resnet50 has no --width")
     inputs = keras.Input(input_shape)
@@ -186,6 +203,7 @@ def resnet50(input_shape, num_classes, width=None):
 def resnet50_keras(input_shape, num_classes, width=None):
     """ResNet-50 v1 as Keras applications builds it (conv biases, BN epsilon
     1.001e-5, no zero-initialised gamma; random init) with our classifier."""
+    import tf_keras as keras
     if width:
         raise ModelError("resnet50_keras has no --width")
     backbone = keras.applications.ResNet50(include_top=False, weights=None,
