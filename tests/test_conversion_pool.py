@@ -28,6 +28,21 @@ def test_results_in_task_order_from_every_process():
         assert pids == [os.getpid()]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_done_is_called_once_for_each_task_that_ended(workers):
+    tasks = [(base, 2) for base in range(2, 9)]
+    finished = []
+    pool_of = started_pool if workers > 1 else conversion_pool.ConversionPool
+    with pool_of(workers) as pool:
+        results = pool.map(operator.pow, tasks, done=finished.append)
+    assert results == [base ** 2 for base in range(2, 9)]
+    assert sorted(finished) == list(range(len(tasks)))
+    finished.clear()
+    with pytest.raises(ZeroDivisionError), pool_of(workers) as pool:
+        pool.map(operator.truediv, [(1, 1), (1, 0)], done=finished.append)
+    assert 1 not in finished  # the failed task is not reported done
+
+
 def test_a_workers_model_error_is_the_same_line(tmp_path):
     import tf_keras as keras
     bad, good = str(tmp_path / "bad.keras"), str(tmp_path / "good.keras")

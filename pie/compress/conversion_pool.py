@@ -110,17 +110,22 @@ class ConversionPool:
         """Spawned workers that have started (a task sent before would wait for one)."""
         return sum(future.done() for future in self.started)
 
-    def map(self, function, tasks, names=None):
+    def map(self, function, tasks, names=None, done=None):
         """[function(*task) for task in tasks]; `names` (one per task) name a task whose
-        worker died. Each spawned worker has a feeder thread here that sends it the
+        worker died; `done(index)` is called (one call at a time) as each task ends well. Each spawned worker has a feeder thread here that sends it the
         next task once it has started and whenever it is free (workers started already
         get the first tasks); this process takes the next task whenever it is free, so
         the workers' start (TensorFlow's import, seconds) delays nothing. The first
         failure in task order is raised once every task begun has ended; no task
         begins after a failure."""
         tasks = list(tasks)
+        done = done or (lambda index: None)
         if self.workers == 1 or len(tasks) < 2:
-            return [function(*task) for task in tasks]
+            results = []
+            for index, task in enumerate(tasks):
+                results.append(function(*task))
+                done(index)
+            return results
         names = list(names) if names is not None else [repr(task) for task in tasks]
         sent = importable(function)
         executor = self._executor()
@@ -135,12 +140,17 @@ class ConversionPool:
             with lock:
                 failures[index] = error
 
+        def finished(index, result):
+            with lock:
+                results[index] = result
+                done(index)
+
         def feed(started, first):
             concurrent.futures.wait([started])
             index = take() if first is None else first
             while index is not None:
                 try:
-                    results[index] = executor.submit(sent, *tasks[index]).result()
+                    finished(index, executor.submit(sent, *tasks[index]).result())
                 except concurrent.futures.process.BrokenProcessPool as error:
                     fail(index, WorkerDied(f"{names[index]}: its conversion process ended "
                                            f"without a result ({errors.first_line(error)})"))
@@ -157,7 +167,7 @@ class ConversionPool:
         try:
             while (index := take()) is not None:
                 try:
-                    results[index] = function(*tasks[index])
+                    finished(index, function(*tasks[index]))
                 except BaseException as error:
                     fail(index, error)
         finally:

@@ -207,12 +207,16 @@ def measure(workdir, row, weights, repeats, warmup, num_threads, keras_cost=None
 
 def keras_costs(workdir, rows, pool, folder):
     """{member_id: converted(...) and its tflite_path} of the Keras members of `rows`,
-    converted by `pool`, each float TFLite written into `folder`."""
+    converted by `pool`, each float TFLite written into `folder`; a progress line as
+    each is converted (a wide model's takes a minute before anything is timed)."""
     keras_rows = [row for row in rows if not workdir.model_path(row).endswith(".tflite")]
     paths = [os.path.join(folder, f"{index}.tflite") for index in range(len(keras_rows))]
+    progress = Progress(len(keras_rows), "Keras members of this chunk converted")
     results = pool.map(converted, [
         (member_name(row), workdir.model_path(row), path)
-        for row, path in zip(keras_rows, paths)], names=map(member_name, keras_rows))
+        for row, path in zip(keras_rows, paths)], names=map(member_name, keras_rows),
+        done=lambda index: progress.advance(1, f"{keras_rows[index]['member_id']}: saved "
+                                               "alone, gzipped and converted"))
     return {row["member_id"]: dict(result, tflite_path=path)
             for row, result, path in zip(keras_rows, results, paths)}
 
