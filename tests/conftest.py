@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny trained population, and a helper to run stage scripts."""
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,15 @@ def error_lines(result):
     return [line for line in result.stderr.splitlines()
             if line.strip() and not line.startswith(("WARNING: All log", "I0000", "W0000",
                                                       "E0000"))]
+
+
+PROGRESS_LINE = re.compile(r".* \| .* \d+/\d+, [0-9.]+/(s|min), ETA \S+$")
+
+
+def problem_lines(result):
+    """error_lines without the progress lines a stage printed before it stopped
+    (pie.io.progress: `message | label k/n, rate, ETA t`)."""
+    return [line for line in error_lines(result) if not PROGRESS_LINE.match(line)]
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from conftest import error_lines, run_stage
+from conftest import error_lines, problem_lines, run_stage
 from pie.io import records
 from pie.io.workdir import Workdir
 
@@ -82,9 +82,8 @@ def test_a_model_that_fails_to_load_is_the_same_line_with_workers(tmp_path, tiny
         result = run_stage("pie.stages.cost", f"--workdir={workdir}", *FAST,
                            f"--workers={workers}", check=False)
         assert result.returncode == 2
-        said = error_lines(result)  # progress lines of the members converted before it,
-        assert said[-1].startswith("error: ")  # then the error, last
-        lines.append([line for line in said if " | " not in line])
+        assert error_lines(result)[-1].startswith("error: ")  # last, after any progress
+        lines.append(problem_lines(result))
         assert not os.path.exists(os.path.join(workdir, "quantization", "cost.csv"))
     assert lines[0] == lines[1]
     assert len(lines[0]) == 1

@@ -27,7 +27,7 @@ import pie  # noqa: F401
 from pie.io import errors
 from pie.models import loading
 
-from conftest import ROOT, error_lines
+from conftest import ROOT, problem_lines
 from test_bad_input import (COST, DENSE0, FEATURES, FEATURES_OPTIONS, IMPORT, PREDICT,
                             QUANTIZE, TRAIN, _broken_copy, _command_line, _stage, base,
                             snapshot, tiny_models)
@@ -367,7 +367,7 @@ def test_a_stage_command_refuses_each_family(base, tiny_models, tmp_path, payloa
     content, problem, folder = payload
     workdir, options, before = _hostile_workdir(base, tiny_models, tmp_path, content, stage)
     result = _run_command(stage, dict(workdir=workdir, **options), str(folder / "modules"))
-    lines = error_lines(result)
+    lines = problem_lines(result)
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
     assert lines[0].startswith("error: ")
     _assert_refusal(lines[0][len("error: "):], workdir, problem)
@@ -443,7 +443,7 @@ def test_the_cost_command_names_a_keras3_file(base, tiny_models, tmp_path, keras
     content, version = keras3_file
     workdir, options, before = _hostile_workdir(base, tiny_models, tmp_path, content, COST)
     result = _run_command(COST, dict(workdir=workdir, **options), str(tmp_path))
-    assert result.returncode == 2 and error_lines(result) == [
+    assert result.returncode == 2 and problem_lines(result) == [
         "error: manifest member dense_0_seed0: "
         + _keras3_line(f"{workdir}/{DENSE0}/model.keras", version)], result.stderr[-2000:]
     assert snapshot(str(tmp_path)) == before
@@ -558,7 +558,7 @@ def test_the_cost_command_names_a_crashing_tflite_member(base, tiny_models, tmp_
     workdir, options, before = _broken_copy(base, tiny_models, tmp_path, breaker,
                                             STAGE_OPTIONS[COST])
     result = _run_command(COST, dict(workdir=workdir, **options), str(tmp_path))
-    assert result.returncode == 2 and error_lines(result) == [
+    assert result.returncode == 2 and problem_lines(result) == [
         f"error: manifest member dense_0_seed0: cannot run TFLite model {workdir}/{DENSE0}/"
         "model.tflite: the TFLite interpreter crashed on it (SIGSEGV)"], result.stderr[-2000:]
     assert snapshot(str(tmp_path)) == before
