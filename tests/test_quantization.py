@@ -34,13 +34,13 @@ def digits_model():
     return source, model, inputs, reference
 
 
-def _run_tflite(content, folder, inputs):
+def _run_tflite(content, folder, inputs, num_threads=None):
     from pie.models import predict
     os.makedirs(folder)
     path = os.path.join(folder, "model.tflite")
     with open(path, "wb") as handle:
         handle.write(content)
-    member = predict.TFLiteMember(path)
+    member = predict.TFLiteMember(path, num_threads=num_threads)
     return member, member.logits(inputs, batch_size=64)
 
 
@@ -48,8 +48,8 @@ def test_every_mode_converts_and_runs_batched(digits_model, tmp_path):
     source, model, inputs, reference = digits_model
     representative = pq.representative_inputs(source, 32, seed=0)
     for name, mode in pq.MODES.items():
-        member, logits = _run_tflite(pq.convert(model, name, representative),
-                                     str(tmp_path / name), inputs)
+        content = pq.convert(model, name, representative)
+        member, logits = _run_tflite(content, str(tmp_path / name), inputs)
         assert logits.shape == (len(inputs), source.num_classes), name
         agreement = np.mean(logits.argmax(axis=1) == reference)
         integer_io = member.input["dtype"] == np.int8 and member.output["dtype"] == np.int8
@@ -58,6 +58,10 @@ def test_every_mode_converts_and_runs_batched(digits_model, tmp_path):
             assert agreement >= MIN_AGREEMENT, (name, agreement)
         else:  # calibrated on 32 images: close, not identical
             assert agreement >= 0.8, (name, agreement)
+        # The stages run TFLite members on every core: the same logits, bit for bit.
+        _, threaded = _run_tflite(content, str(tmp_path / f"{name}_threads"), inputs,
+                                  num_threads=3)
+        np.testing.assert_array_equal(threaded, logits, err_msg=name)
 
 
 def test_concrete_function_path_matches_keras_path(digits_model, tmp_path):
@@ -198,6 +202,7 @@ def test_rerun_skips_and_members_load_like_any_other(quantized):
     for row in before[before["method"].str.startswith("quant_")].to_dict("records"):
         member = predict.load_member(workdir, row)
         assert isinstance(member, predict.TFLiteMember)
+        assert member.num_threads == predict.TFLITE_THREADS == (os.cpu_count() or 1)
         frame = predict.predictions_frame(row["member_id"], member.logits(inputs, 64),
                                           labels, ids)
         assert (frame["predicted"] == frame["label"]).mean() == pytest.approx(row["top1"])

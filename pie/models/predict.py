@@ -17,6 +17,11 @@ from pie.io.workdir import Workdir
 from pie.models import loading, tflite_child
 
 TOP_K = 5
+# A TFLite member's interpreter threads in the stages that run members over images:
+# every core, as TensorFlow gives a Keras member. The logits are bit-identical at any
+# count (tests/test_quantization.py); at one thread the quantized members took 75% of
+# the corruption stage's time (docs/benchmarks.md). The cost stage times its own.
+TFLITE_THREADS = os.cpu_count() or 1
 
 
 class KerasMember:
@@ -64,7 +69,7 @@ class TFLiteMember:
     """
 
     def __init__(self, path, num_threads=None, label=None):
-        self.path, self.label = path, label
+        self.path, self.label, self.num_threads = path, label, num_threads
         self.interpreter = self._guard(lambda: self._start(num_threads))
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
@@ -95,7 +100,7 @@ def load_member(workdir, row):
     path = Workdir(workdir).model_path(row)
     label = f"manifest member {row['member_id']}"
     if path.endswith(loading.TFLITE_SUFFIX):
-        return TFLiteMember(path, label=label)
+        return TFLiteMember(path, num_threads=TFLITE_THREADS, label=label)
     try:
         loading.kind(path)
         return KerasMember(path, label=label)
