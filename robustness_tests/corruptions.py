@@ -428,16 +428,15 @@ def imagenet_label_map(spec, data_dir, population_names):
     ImageNet class ids are the positions of the wnids in tfds imagenet2012's label
     names; the set's labels are translated through its own label names.
     """
-    import tensorflow_datasets as tfds
     from pie.data import sources
-    reference = list(tfds.builder("imagenet2012", data_dir=data_dir).info.features[
+    reference = list(sources.tfds_builder("imagenet2012", data_dir=data_dir).info.features[
         "label"].names)
     if (set(population_names) == set(reference)
             and list(population_names) != reference):
         raise sources.DataError(
             "the population's class names are ImageNet wnids in another order than "
             "tfds imagenet2012's: its class ids cannot be matched")
-    names = tfds.builder(spec.builder, data_dir=data_dir).info.features["label"].names
+    names = sources.tfds_builder(spec.builder, data_dir=data_dir).info.features["label"].names
     index = {wnid: position for position, wnid in enumerate(reference)}
     unknown = [name for name in names if name not in index]
     if unknown:

@@ -72,6 +72,18 @@ def problem_lines(result):
     return [line for line in error_lines(result) if not PROGRESS_LINE.match(line)]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def temp_files_in_pytests_folder(tmp_path_factory):
+    """Temporary files made in a test process go to pytest's temporary folder, which
+    pytest prunes, not the system's: tfds keeps an empty folder there for every mocked
+    or unprepared set it opens (pie.data.sources.tfds_builder avoids it; tfds.load and
+    tfds.testing.mock_data do not)."""
+    before = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tempfiles"))
+    yield
+    tempfile.tempdir = before
+
+
 @pytest.fixture(scope="session")
 def tiny_population(tmp_path_factory):
     """A workdir with a trained 4-member digits population (read-only for tests)."""

@@ -217,6 +217,18 @@ def test_bad_names(name, message):
         sources.validate_name(name)
 
 
+def test_a_tfds_builder_leaves_no_folder_in_the_temp_folder(tmp_path, monkeypatch):
+    # For a set that is not prepared, tfds itself makes an empty folder in the temp
+    # folder and keeps it; sources.tfds_builder makes it in a private one, removed.
+    import tempfile
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    builder = sources.tfds_builder("cifar10", data_dir=str(tmp_path / "tfds"))
+    assert builder.info.features["label"].num_classes == 10 and not builder.is_prepared()
+    assert list(temp.iterdir()) == [] and tempfile.tempdir == str(temp)
+
+
 def test_absent_tfds_data_is_one_error_naming_data_dir_and_how_to_prepare(tmp_path):
     empty = str(tmp_path / "tfds")
     manual = os.path.join(empty, "downloads", "manual")

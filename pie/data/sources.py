@@ -391,11 +391,29 @@ def quiet_tfds():
         logging.set_verbosity(before)
 
 
+def tfds_builder(name, data_dir=None):
+    """`tfds.builder(name, data_dir=data_dir)`, quiet (quiet_tfds) and leaving nothing
+    behind: for a set that is not prepared, tfds makes an empty folder in the system's
+    temp folder before it finds its cloud bucket disabled, and keeps it
+    (DatasetInfo.initialize_from_bucket); here that folder is made in a private one,
+    removed after."""
+    import shutil
+    import tempfile
+    import tensorflow_datasets as tfds
+    scratch = tempfile.mkdtemp(prefix="pie-tfds-")
+    before, tempfile.tempdir = tempfile.tempdir, scratch
+    try:
+        with quiet_tfds():
+            return tfds.builder(name, data_dir=data_dir)
+    finally:
+        tempfile.tempdir = before
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _tfds(name, data_dir, label_attribute, group_attributes):
     import tensorflow_datasets as tfds
     try:
-        with quiet_tfds():
-            builder = tfds.builder(name, data_dir=data_dir)
+        builder = tfds_builder(name, data_dir=data_dir)
     except Exception as error:  # tfds raises its own DatasetNotFoundError
         raise DataError(f"unknown dataset '{name}': {str(error).splitlines()[0]}")
     features = builder.info.features

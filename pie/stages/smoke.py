@@ -117,10 +117,8 @@ def data_plan(settings):
 
 
 def _tfds_features(name):
-    import tensorflow_datasets as tfds
     from pie.data import sources
-    with sources.quiet_tfds():
-        return tfds.builder(name).info.features
+    return sources.tfds_builder(name).info.features
 
 
 def _split_size(features):
@@ -257,8 +255,7 @@ def write_mock_tfds(name, data_dir):
     import tensorflow_datasets as tfds
     from tensorflow_datasets.testing import mocking
     from pie.data import sources
-    with sources.quiet_tfds():
-        builder = tfds.builder(name, data_dir=data_dir)
+    builder = sources.tfds_builder(name, data_dir=data_dir)
     features = builder.info.features
     folder = builder.data_dir
     os.makedirs(folder)
