@@ -20,7 +20,8 @@ TOP_K = 5
 # A TFLite member's interpreter threads in the stages that run members over images:
 # every core, as TensorFlow gives a Keras member. The logits are bit-identical at any
 # count (tests/test_quantization.py); at one thread the quantized members took 75% of
-# the corruption stage's time (docs/benchmarks.md). The cost stage times its own.
+# the corruption stage's prediction time (docs/benchmarks.md). The cost stage times its
+# own.
 TFLITE_THREADS = os.cpu_count() or 1
 
 
