@@ -127,8 +127,8 @@ def test_errors():
         builders.build("mlp", (2,), 1)
     with pytest.raises(builders.ModelError, match="width must be a positive integer, got 0"):
         builders.build("mlp", (2,), 2, width=0)
-    with pytest.raises(builders.ModelError, match="resnet50 has no --width"):
-        builders.build("resnet50", (32, 32, 3), 2, width=2)
+    with pytest.raises(builders.ModelError, match="resnet50_keras has no --width"):
+        builders.build("resnet50_keras", (32, 32, 3), 2, width=2)
 
 
 # --- the study's ResNet-50 v1 (issue 27) ---------------------------------------------
@@ -158,6 +158,39 @@ def test_resnet50_is_the_studys_v1():
     # At initialisation every block is its shortcut: the zero gamma silences the branch.
     block = keras.Model(model.input, [model.get_layer("s1b2_c_bn").output])
     assert not block(np.ones((1, 32, 32, 3), np.float32)).numpy().any()
+
+
+def _resnet50_trainable(width, num_classes):
+    """ResNet-50 v1's trainable parameters counted by hand: a 7x7 stem of `width`
+    filters, bottlenecks [3, 4, 6, 3] of widths w, 2w, 4w, 8w (1x1, 3x3, 1x1 x4, a
+    1x1 projection in each stage's first block), BN gamma and beta, no conv bias."""
+    count = 7 * 7 * 3 * width + 2 * width
+    channels = width
+    for stage, blocks in enumerate((3, 4, 6, 3)):
+        mid = width * 2 ** stage
+        for block in range(blocks):
+            count += channels * mid + 2 * mid + 9 * mid * mid + 2 * mid + mid * 4 * mid + 8 * mid
+            if block == 0:
+                count += channels * 4 * mid + 8 * mid
+            channels = 4 * mid
+    return count + channels * num_classes + num_classes
+
+
+def test_resnet50_width_scales_every_stage():
+    """--width is the stem's filters and the first stage's bottleneck width: 64 is the
+    published model (the hand count gives its 25,557,032), 8 the smoke study's."""
+    import numpy as np
+    assert _resnet50_trainable(64, 1000) == 25_557_032
+    for width in (8, 64):
+        model = builders.build("resnet50", (32, 32, 3), 4, width=width)
+        assert sum(int(np.prod(v.shape)) for v in model.trainable_weights) == \
+            _resnet50_trainable(width, 4)
+        assert model.get_layer("stem_conv").filters == width
+        assert [model.get_layer(f"s{stage}b1_b_conv").filters for stage in (1, 2, 3, 4)] == \
+            [width, 2 * width, 4 * width, 8 * width]
+    default = builders.build("resnet50", (32, 32, 3), 4)
+    assert [w.shape for w in default.weights] == [
+        w.shape for w in builders.build("resnet50", (32, 32, 3), 4, width=64).weights]
 
 
 def test_resnet50_keras_graph_is_kept_under_its_own_name():

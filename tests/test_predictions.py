@@ -120,3 +120,37 @@ def test_retrained_member_is_predicted_again(tiny_predictions, tmp_path):
     result = run_stage("pie_dataset_gen.predictions", f"--workdir={workdir}")
     assert "4 members, 3 done, 1 to run" in result.stdout
     assert row["member_id"] in result.stderr  # its progress line
+
+
+def test_keras_members_give_model_predicts_logits_bit_for_bit(tiny_population):
+    """KerasMember runs one traced forward pass per member instead of model.predict:
+    the same logits to the bit, whatever the batch size (a short last batch, one
+    batch, one image), for uint8 inputs too (cast to the model's input dtype, as the
+    model casts what predict gives it),
+    and no images give no rows."""
+    inputs = np.asarray(sources.load("digits").normalize(sources.load("digits").eval_arrays()[0]),
+                        np.float32)
+    for row in records.read_manifest(tiny_population).to_dict("records"):
+        member = predict.load_member(tiny_population, row)
+        assert isinstance(member, predict.KerasMember)
+        for batch_size in (1, 64, 100, len(inputs) + 1):
+            assert np.array_equal(member.logits(inputs[:150], batch_size),
+                                  member.model.predict(inputs[:150], batch_size=batch_size,
+                                                       verbose=0)), (row["member_id"], batch_size)
+        raw = (inputs[:70] * 16).astype(np.uint8)
+        assert np.array_equal(member.logits(raw, 32),
+                              member.model.predict(raw, batch_size=32, verbose=0))
+        assert member.logits(inputs[:0], 64).shape == (0, member.model.outputs[0].shape[-1])
+    # One trace, whatever the batch sizes and input dtypes.
+    assert member._forward.experimental_get_tracing_count() == 1
+
+
+def test_keras_member_batch_size_must_be_positive(tiny_population):
+    row = records.read_manifest(tiny_population).iloc[0].to_dict()
+    member = predict.load_member(tiny_population, row)
+    try:
+        member.logits(np.zeros((2, 8, 8, 1), np.float32), 0)
+    except ValueError as error:
+        assert str(error) == "batch_size must be at least 1, got 0"
+    else:
+        raise AssertionError("batch_size 0 was accepted")

@@ -17,14 +17,16 @@ from pie.compress import from_parent, methods
 from pie.io import errors
 from pie.models import builders
 
-# --student_width's default without --width: half of small_cnn's default width.
-DEFAULT_TEACHER_WIDTH = 16
-
-
 def student_width(config):
+    """--student_width, else half the teacher's: --width, else the default width of
+    --model (builders.DEFAULT_WIDTHS: 64 for resnet18 and resnet50, 16 for small_cnn)."""
     if config.student_width is not None:
         return config.student_width
-    return max(1, (config.width or DEFAULT_TEACHER_WIDTH) // 2)
+    teacher = config.width or builders.default_width(config.model)
+    if teacher is None:
+        raise errors.UsageError(f"--method=distill: {config.model} has no width to halve; "
+                                "give --student_width")
+    return max(1, teacher // 2)
 
 
 def distillation_loss(labels, student_logits, teacher_logits, temperature, alpha):
@@ -95,6 +97,8 @@ class Distillation(from_parent.FromParent):
                                     f"{config.student_width}")
         if config.student_model is not None:
             builders.validate_name(config.student_model)
+        if config.method == self.name:
+            student_width(config)  # a teacher without a width needs --student_width
         if config.method == self.name and config.levels != (0.0,):
             raise errors.UsageError(f"--method={self.name} removes no weights: train it with "
                                     f"--sparsities=0, got '{config.sparsities}'")

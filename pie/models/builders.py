@@ -34,7 +34,7 @@ def small_cnn(input_shape, num_classes, width=None):
     """Two conv blocks and a hidden Dense layer: enough for digits and MNIST."""
     import tf_keras as keras
     from tf_keras import layers
-    base = width or 16
+    base = width or DEFAULT_WIDTHS["small_cnn"]
     inputs = keras.Input(input_shape)
     x = layers.Conv2D(base, 3, padding="same", activation="relu", name="conv1")(inputs)
     x = layers.MaxPooling2D(2, padding="same")(x)
@@ -83,7 +83,7 @@ def _cifar_resnet(depth):
     def build(input_shape, num_classes, width=None):
         import tf_keras as keras
         from tf_keras import layers
-        base = width or 16
+        base = width or DEFAULT_WIDTHS[f"resnet{depth}"]
         inputs = keras.Input(input_shape)
         x = _conv_bn(inputs, base, 3, 1, "stem")
         for stage, filters in enumerate((base, 2 * base, 4 * base)):
@@ -100,7 +100,7 @@ def resnet18(input_shape, num_classes, width=None):
     """ResNet-18; an ImageNet stem for large images, a 3x3 stem for small ones."""
     import tf_keras as keras
     from tf_keras import layers
-    base = width or 64
+    base = width or DEFAULT_WIDTHS["resnet18"]
     inputs = keras.Input(input_shape)
     if input_shape[0] is None or input_shape[0] >= 64:
         x = _conv_bn(inputs, base, 7, 2, "stem")
@@ -179,14 +179,18 @@ def resnet50(input_shape, num_classes, width=None):
     each stage's first 1x1 convolution, bias-free convolutions, BN momentum 0.9 and
     epsilon 1e-5, the last BN gamma of every block initialised to zero; a 7x7/2
     stem (explicit 3-pixel padding) and 3x3/2 max pooling. 25,557,032 parameters
-    at 1,000 classes."""
+    at 1,000 classes.
+
+    `width` is the stem's filters and the first stage's bottleneck width (64, the
+    published model, when not given); every stage scales with it (the smoke study's
+    miniature runs at 16, pie.stages.smoke)."""
     import tf_keras as keras
     from tf_keras import layers
-    if width:
-        raise ModelError("resnet50 has no --width")
+    base = width or RESNET50_STAGES[0][0]
+    scale = base / RESNET50_STAGES[0][0]
     inputs = keras.Input(input_shape)
     x = layers.ZeroPadding2D(3, name="stem_pad")(inputs)
-    x = layers.Conv2D(64, 7, strides=2, padding="valid", use_bias=False,
+    x = layers.Conv2D(base, 7, strides=2, padding="valid", use_bias=False,
                       kernel_initializer="he_normal", name="stem_conv")(x)
     x = layers.BatchNormalization(momentum=RESNET50_BN_MOMENTUM, epsilon=RESNET50_BN_EPSILON,
                                   name="stem_bn")(x)
@@ -195,7 +199,7 @@ def resnet50(input_shape, num_classes, width=None):
     for stage, (width_, blocks) in enumerate(RESNET50_STAGES):
         for block in range(blocks):
             stride = 2 if stage > 0 and block == 0 else 1
-            x = _bottleneck_v1(x, width_, stride, f"s{stage + 1}b{block + 1}")
+            x = _bottleneck_v1(x, round(width_ * scale), stride, f"s{stage + 1}b{block + 1}")
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, _classifier(x, num_classes), name="resnet50")
 
@@ -228,6 +232,19 @@ MODELS = {
 def validate_name(name):
     if name not in MODELS:
         raise ModelError(f"unknown model '{name}'; allowed: {', '.join(MODELS)}")
+
+
+# Each model's width when --width is not given (its builder's default): what
+# distillation halves for its default student.
+DEFAULT_WIDTHS = {"small_cnn": 16, "mlp": MLP_WIDTH, "resnet20": 16, "resnet32": 16,
+                  "resnet56": 16, "resnet18": 64, "wrn28_k": WRN_WIDTH,
+                  "resnet50": RESNET50_STAGES[0][0]}
+
+
+def default_width(name):
+    """The width `name` is built at without --width; None for a model without one."""
+    validate_name(name)
+    return DEFAULT_WIDTHS.get(name)
 
 
 def build(name, input_shape, num_classes, width=None):
