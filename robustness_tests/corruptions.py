@@ -22,6 +22,7 @@ another way (another seed, scale or source, or frost from photographs vs procedu
 textures) stops with an error unless --force. `--shard=i/n` runs manifest members
 i, i+n, ... only (pie.io.shards); n shards may run at once into one workdir.
 """
+import concurrent.futures
 import dataclasses
 import os
 import time
@@ -231,12 +232,21 @@ def predict_distributions(workdir, jobs, members, normalize, batch_size, class_s
     gathered, across distributions, into blocks of about `block_bytes` of model
     inputs; every member then runs once per block, on the inputs of all the
     distributions it needs there, instead of once per distribution and chunk (each
-    call has a fixed cost). A distribution's files are written once its last chunk
-    has run, then `done(distribution, rows, top1)` is called (top1 by member_id).
+    call has a fixed cost). A member's file of a distribution is written, by a
+    writer thread while the next member runs, once that distribution's last chunk
+    has run; then, in the order of `jobs`, `done(distribution, rows, top1)` is called
+    (top1 by member_id).
     """
     block, parts, closed = [], {}, []
 
-    def run_block():
+    def write(distribution, member_id):
+        frame = pd.concat(parts.pop((distribution, member_id)), ignore_index=True)
+        frame["distribution"] = distribution
+        records.write_predictions(Workdir(workdir).predictions_path(
+            member_id, distribution, SPLIT), frame)
+        return float((frame["predicted"] == frame["label"]).mean())
+
+    def run_block(writer):
         inputs = block[0][2] if len(block) == 1 else np.concatenate([item[2] for item in block])
         ends = np.cumsum([len(item[2]) for item in block])
         starts = np.concatenate([[0], ends[:-1]])
@@ -244,6 +254,8 @@ def predict_distributions(workdir, jobs, members, normalize, batch_size, class_s
         for position, (_, rows, _, _, _) in enumerate(block):
             for row in rows:
                 needed.setdefault(row["member_id"], (row, []))[1].append(position)
+        finished = {distribution for distribution, _ in closed}
+        written = {}  # (distribution, member_id) -> future top-1
         for member_id, (row, positions) in needed.items():
             if len(positions) == len(block):
                 x = inputs
@@ -258,38 +270,39 @@ def predict_distributions(workdir, jobs, members, normalize, batch_size, class_s
                     predict.predictions_frame(member_id, logits[offset:offset + count], labels,
                                               ids, class_subset=class_subset))
                 offset += count
+            for distribution in dict.fromkeys(block[p][0] for p in positions):
+                if distribution in finished:
+                    written[distribution, member_id] = writer.submit(write, distribution,
+                                                                     member_id)
         block.clear()
         for distribution, rows in closed:
-            write_distribution(distribution, rows)
+            top1 = {row["member_id"]: written.pop((distribution, row["member_id"])).result()
+                    for row in rows}
+            if done:
+                done(distribution, rows, top1)
         closed.clear()
 
-    def write_distribution(distribution, rows):
-        top1 = {}
-        for row in rows:
-            frame = pd.concat(parts.pop((distribution, row["member_id"])), ignore_index=True)
-            frame["distribution"] = distribution
-            records.write_predictions(Workdir(workdir).predictions_path(
-                row["member_id"], distribution, SPLIT), frame)
-            top1[row["member_id"]] = float((frame["predicted"] == frame["label"]).mean())
-        if done:
-            done(distribution, rows, top1)
-
-    for distribution, rows, batches in jobs:
-        chunks = 0
-        for images, labels, ids in batches:
-            block.append((distribution, rows, np.asarray(normalize(images), np.float32),
-                          labels, ids))
-            chunks += 1
-            if sum(item[2].nbytes for item in block) >= block_bytes:
-                run_block()
-        if not chunks:
-            raise records.ContractError(f"{distribution}: the shifted set has no images")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
+        for distribution, rows, batches in jobs:
+            chunks = 0
+            for images, labels, ids in batches:
+                block.append((distribution, rows, np.asarray(normalize(images), np.float32),
+                              labels, ids))
+                chunks += 1
+                if sum(item[2].nbytes for item in block) >= block_bytes:
+                    run_block(writer)
+            if not chunks:
+                raise records.ContractError(f"{distribution}: the shifted set has no images")
+            if block:
+                closed.append((distribution, rows))
+            else:  # its last chunk has just run, in a block whose files are written
+                top1 = {row["member_id"]: writer.submit(write, distribution,
+                                                        row["member_id"]).result()
+                        for row in rows}
+                if done:
+                    done(distribution, rows, top1)
         if block:
-            closed.append((distribution, rows))
-        else:  # its last chunk has just run
-            write_distribution(distribution, rows)
-    if block:
-        run_block()
+            run_block(writer)
 
 
 def pending(workdir, manifest, distribution, force, shard=shards.UNSHARDED):
