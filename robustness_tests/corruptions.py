@@ -295,7 +295,7 @@ def predict_distributions(workdir, jobs, members, normalize, batch_size, class_s
                 raise records.ContractError(f"{distribution}: the shifted set has no images")
             if block:
                 closed.append((distribution, rows))
-            else:  # its last chunk has just run, in a block whose files are written
+            else:  # its last chunk ran in the block just run, before it was closed
                 top1 = {row["member_id"]: writer.submit(write, distribution,
                                                         row["member_id"]).result()
                         for row in rows}
