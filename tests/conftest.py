@@ -32,11 +32,10 @@ def pytest_configure(config):
 # pytest worker whole files in collection order (pytest-xdist --dist loadfile), the
 # next file to the first worker free. A long file started last leaves the other core
 # idle until it ends (the suite ran at 1.84 of 2 cores with test_train.py alone
-# first); these are the files of CI's 20 slowest tests.
-LONGEST_FILES = ("test_train.py", "test_precision.py", "test_api_script.py", "test_api.py",
-                 "test_new_methods.py", "test_cost_pool.py", "test_tfds_celeb_a.py",
-                 "test_links.py", "test_quantize_workers.py", "test_lost_in_pruning.py",
-                 "test_predictions.py")
+# first); these are the files of CI's 20 slowest tests, but for those now marked slow.
+LONGEST_FILES = ("test_train.py", "test_precision.py", "test_api.py", "test_new_methods.py",
+                 "test_cost_pool.py", "test_links.py", "test_quantize_workers.py",
+                 "test_lost_in_pruning.py", "test_predictions.py")
 
 
 def pytest_collection_modifyitems(config, items):

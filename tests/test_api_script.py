@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 # Corrupts through 2 worker processes (tasks of 2 images) and compares with this
@@ -39,6 +41,8 @@ def run_python(args, cwd, stdin=None):
                           capture_output=True, text=True, timeout=600)
 
 
+# An end-to-end run (about 46 s): with the smoke studies in the slow step, which CI runs.
+@pytest.mark.slow
 def test_the_api_session_runs_as_a_plain_script(tmp_path):
     script = tmp_path / "session.py"
     code = api_session() + POOL_SNIPPET

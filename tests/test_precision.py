@@ -139,6 +139,9 @@ def test_float16_scales_the_loss_and_jit_is_a_compile_option():
     assert precision.compile_options(False) == {}
 
 
+# The benchmark end to end (about 22 s): with the smoke studies in the slow step, which CI
+# runs.
+@pytest.mark.slow
 def test_accelerator_benchmark_runs_on_cpu():
     """benchmarks/accelerator.py end to end (a small model, 8 px: the code path of the
     ResNet-50 run, in seconds); its rates are positive, its last line the headline."""

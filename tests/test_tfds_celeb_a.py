@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pandas as pd
+import pytest
 
 import study_stages as stages
 from pie.data import sources
@@ -15,6 +16,8 @@ import tensorflow_datasets as tfds
 N = 16  # mock images per split: 16 training steps of 1
 
 
+# An end-to-end study (about 30 s): with the smoke studies in the slow step, which CI runs.
+@pytest.mark.slow
 def test_celeb_a_study_end_to_end(tmp_path):
     workdir, data_dir = str(tmp_path / "w"), str(tmp_path / "tfds")
     with tfds.testing.mock_data(num_examples=N):
