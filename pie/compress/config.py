@@ -100,7 +100,8 @@ class TrainConfig:
         None, "--method=distill: the student architecture (default: --model).")
     student_width: Optional[int] = option(
         None, "--method=distill: the student's width knob (default: half the teacher's "
-        "--width, or half of 16 without one); the student must have fewer parameters.")
+        "--width, else half of --model's default width); the student must have fewer "
+        "parameters.")
     temperature: float = option(4.0, "--method=distill: softmax temperature T of the soft "
                                 "targets (> 0); the soft loss is scaled by T^2.")
     alpha: float = option(0.5, "--method=distill: weight of the hard-label loss, in [0, 1]; "

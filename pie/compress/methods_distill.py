@@ -17,6 +17,7 @@ from pie.compress import from_parent, methods
 from pie.io import errors
 from pie.models import builders
 
+
 def student_width(config):
     """--student_width, else half the teacher's: --width, else the default width of
     --model (builders.DEFAULT_WIDTHS: 64 for resnet18 and resnet50, 16 for small_cnn)."""
